@@ -1,0 +1,90 @@
+# slmc - model compression for small language models.
+#   make            build build/slmc
+#   make check      install missing packages, run unit + end-to-end tests, then again under ASan+UBSan
+#   make demo       install missing packages, run the main job on the built-in default model
+#   make bench      benchmarks (bench/*.sh), figures beside a baseline
+#   make fuzz       libFuzzer harnesses (clang), FUZZ_SECONDS each
+#   make install    PREFIX=/usr/local DESTDIR=
+CC ?= cc
+PREFIX ?= /usr/local
+BUILD ?= build
+PKGS := zlib libzstd hdf5 jansson libpcre2-8
+SAN ?=
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
+
+OPT ?= -O2
+CFLAGS ?= $(OPT) -g
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp $(SAN) $(CFLAGS) $(PKG_CFLAGS) -I.
+ALL_LDFLAGS := -fopenmp $(SAN) $(LDFLAGS)
+LIBS := $(PKG_LIBS) -lm
+
+LAYERS := formats quant eval prune distill
+LIB_SRC := $(foreach d,$(LAYERS),$(wildcard $(d)/*.c))
+CLI_SRC := $(wildcard cli/*.c)
+TEST_SRC := $(wildcard tests/test_*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TEST_HELPER_OBJ := $(BUILD)/tests/testutil.o
+
+.PHONY: all check unit e2e check-asan demo bench fuzz install clean bootstrap
+
+all: $(BUILD)/slmc
+
+bootstrap:
+	@sh scripts/bootstrap.sh
+
+$(BUILD)/%.o: %.c $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/libslmc.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/slmc: $(CLI_OBJ) $(BUILD)/libslmc.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libslmc.a $(LIBS)
+
+$(BUILD)/tests/testutil.o: tests/testutil.c tests/testutil.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/test_%: tests/test_%.c $(TEST_HELPER_OBJ) $(BUILD)/libslmc.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(TEST_HELPER_OBJ) $(BUILD)/libslmc.a $(CHECK_LIBS) $(LIBS)
+
+# Unit tests (Check) and end-to-end tests of the binary; prints "N passed, N failed" last.
+unit: $(TEST_BIN) $(BUILD)/slmc
+	@sh tests/run_tests.sh $(BUILD)
+
+check: bootstrap
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory check-asan
+
+# The same suite under AddressSanitizer + UndefinedBehaviorSanitizer, in its own build folder.
+check-asan:
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
+	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	    unit
+
+demo: bootstrap $(BUILD)/slmc
+	@sh scripts/demo.sh $(BUILD)
+
+bench: $(BUILD)/slmc
+	@for b in bench/*.sh; do sh $$b $(BUILD) || exit 1; done
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	@sh scripts/bootstrap.sh clang libclang-rt-14-dev
+	@sh fuzz/run.sh $(FUZZ_SECONDS)
+
+install: $(BUILD)/slmc
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(BUILD)/slmc $(DESTDIR)$(PREFIX)/bin/slmc
+
+clean:
+	rm -rf build build-asan build-fuzz

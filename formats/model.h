@@ -1,0 +1,109 @@
+/* model.h - the one model view every command reads, whatever the input format.
+ *
+ *   HF folder / .safetensors ─┐
+ *   GGUF file ────────────────┼─> model (config + GGUF metadata + tensors in GGUF naming) ─> writers
+ *   llama2.c .bin ────────────┘
+ *
+ * Tensors carry GGUF names ("token_embd.weight", "blk.N.attn_q.weight", ...), GGUF shape
+ * order (ne[0] is the row length) and llama.cpp's row layout: the Q/K row permutation that
+ * llama.cpp's converter applies to Hugging Face llama weights is applied on read, so callers
+ * never see the difference. Data stays in the mapped input; rows are read on demand.
+ */
+#ifndef SLMC_MODEL_H
+#define SLMC_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "meta.h"
+
+#define MODEL_MAX_DIMS 4
+
+typedef enum model_format { MODEL_GGUF, MODEL_HF, MODEL_LLAMA2C } model_format;
+
+/* Hyperparameters, parsed from the GGUF keys in model.kv (the one source of truth). */
+typedef struct model_config {
+    char arch[32];           /* general.architecture: "llama", "qwen2", ... */
+    int64_t n_vocab;         /* tokens in the embedding (token_embd rows) */
+    int64_t n_ctx_train;     /* <arch>.context_length */
+    int64_t n_embd;          /* <arch>.embedding_length */
+    int64_t n_ff;            /* <arch>.feed_forward_length */
+    int64_t n_layer;         /* <arch>.block_count */
+    int64_t n_head;          /* <arch>.attention.head_count */
+    int64_t n_head_kv;       /* <arch>.attention.head_count_kv (defaults to n_head) */
+    int64_t head_dim;        /* <arch>.attention.key_length, default n_embd / n_head */
+    int64_t n_rot;           /* <arch>.rope.dimension_count, default head_dim */
+    float rope_freq_base;    /* <arch>.rope.freq_base, default 10000 */
+    float rms_eps;           /* <arch>.attention.layer_norm_rms_epsilon */
+    char rope_scaling[16];   /* <arch>.rope.scaling.type: "" (none), "linear", "yarn", ... */
+    float rope_scaling_factor;       /* <arch>.rope.scaling.factor, 0 when none */
+    int64_t rope_scaling_orig_ctx;   /* <arch>.rope.scaling.original_context_length, 0 when none */
+    bool tied_output;        /* no output.weight: the classifier is token_embd */
+} model_config;
+
+typedef struct model_tensor {
+    char *name;              /* GGUF name (owned) */
+    int type;                /* ggml_type of the bytes model_read_rows yields */
+    int n_dims;              /* 1..4 */
+    int64_t ne[MODEL_MAX_DIMS]; /* ne[0] = row length; unused dims 1 */
+    uint64_t nbytes;         /* total bytes in `type` */
+    const uint8_t *data;     /* source bytes (inside a mapping), rows in source order */
+    int64_t qk_heads;        /* 0: rows as stored; >0: stored in HF order, permuted with this many
+                                heads into llama.cpp's order on read */
+} model_tensor;
+
+typedef struct model {
+    char *path;              /* input path (owned) */
+    model_format format;
+    meta kv;                 /* GGUF metadata: general.*, <arch>.*, tokenizer.ggml.* */
+    model_config cfg;
+    model_tensor *tensors;   /* [n_tensors], in llama.cpp's order for the format */
+    uint64_t n_tensors;
+    void *src;               /* the format reader that owns the mappings */
+    void (*free_src)(void *src);
+} model;
+
+typedef struct model_open_opts {
+    const char *tokenizer;   /* llama2.c: path of tokenizer.bin (required for llama2.c input) */
+} model_open_opts;
+
+/* Progress reporting for long work (bytes done of total; `what` names the current tensor). */
+typedef struct slmc_progress {
+    void (*fn)(void *ud, uint64_t done, uint64_t total, const char *what);
+    void *ud;
+} slmc_progress;
+
+/* Open a model: a folder (Hugging Face layout), a .safetensors or index.json, a GGUF file,
+ * or a llama2.c checkpoint (recognised by elimination; needs opts->tokenizer). */
+int model_open(model *m, const char *path, const model_open_opts *opts, slmc_err *err);
+void model_close(model *m);
+
+/* Fill m->cfg from m->kv; fails with a message naming the missing or bad key. */
+int model_config_from_meta(model *m, slmc_err *err);
+
+int64_t model_find(const model *m, const char *name);
+int64_t model_tensor_rows(const model_tensor *t);     /* ne[1]*ne[2]*ne[3] */
+uint64_t model_tensor_row_bytes(const model_tensor *t);
+uint64_t model_param_count(const model *m);
+
+/* Copy rows [row0, row0+nrows) of tensor ti, in its type and llama.cpp's row order, to dst. */
+int model_read_rows(const model *m, uint64_t ti, int64_t row0, int64_t nrows, void *dst, slmc_err *err);
+/* Same, converted to F32 (float types only). */
+int model_read_rows_f32(const model *m, uint64_t ti, int64_t row0, int64_t nrows, float *dst, slmc_err *err);
+
+/* The llama Q/K permutation of llama.cpp's HF converter, as a row map. For a matrix of
+ * `rows` rows split into `heads` heads of rows/heads rows each:
+ * gguf row r holds hf row qk_row_hf_of_gguf(r, rows, heads), and the inverse. */
+int64_t qk_row_hf_of_gguf(int64_t r, int64_t rows, int64_t heads);
+int64_t qk_row_gguf_of_hf(int64_t r, int64_t rows, int64_t heads);
+
+/* The type a tensor is written with when converting to `outtype` (-1 = keep): 1-D tensors
+ * stay F32 as llama.cpp stores them, float matrices take outtype, other types are kept. */
+int model_out_type(const model_tensor *t, int outtype);
+
+/* Write the model as GGUF v3 (atomic), converting float tensors per model_out_type. */
+int model_write_gguf(const model *m, const char *path, int outtype, const slmc_progress *progress,
+                     slmc_err *err);
+
+#endif
