@@ -1,0 +1,75 @@
+/* cli.h - what the commands share: option conventions, messages, progress, exit codes.
+ *
+ * Only cli/ prints to the terminal or exits. Conventions for every command:
+ *   errors   "slmc: PATH: what is wrong" on stderr, exit 1 (2 for usage errors)
+ *   --json   machine-readable output on stdout
+ *   -t N     threads (OpenMP), --quiet no progress or notes
+ *   progress on stderr, only when stderr is a terminal
+ */
+#ifndef SLMC_CLI_H
+#define SLMC_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "formats/error.h"
+#include "formats/model.h"
+
+#define SLMC_VERSION "0.1.0"
+
+enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2, EXIT_GATE = 3 };
+
+/* Options every command accepts. */
+typedef struct cli_common {
+    bool json;    /* --json */
+    bool quiet;   /* -q / --quiet */
+    int threads;  /* -t / --threads, 0 = OpenMP default */
+} cli_common;
+
+typedef struct cli_command {
+    const char *name;
+    const char *summary;                  /* one line for `slmc help` */
+    int (*run)(int argc, char **argv);    /* argv[0] is the command name */
+} cli_command;
+
+int cmd_inspect(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+
+/* Print "slmc: <msg>" to stderr; returns EXIT_ERROR. */
+int cli_error(const slmc_err *err);
+/* Print "slmc: <cmd>: <formatted>" and a hint to use --help; returns EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Note on stderr unless quiet. */
+void cli_note(const cli_common *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Apply -t (OpenMP thread count). */
+void cli_apply_threads(const cli_common *c);
+
+/* Progress on stderr when it is a terminal and not quiet: percentage, rate, ETA, item. */
+typedef struct cli_progress {
+    const char *label;  /* "convert", "quantize", ... */
+    bool enabled;
+    double t_start;     /* seconds (monotonic) */
+    double t_last;      /* last redraw */
+    bool drawn;
+} cli_progress;
+
+void cli_progress_init(cli_progress *p, const cli_common *c, const char *label);
+/* An slmc_progress that reports into p. */
+slmc_progress cli_progress_hook(cli_progress *p);
+void cli_progress_done(cli_progress *p);
+
+double cli_now(void);
+/* "1.23 GB" style (decimal units) into buf. */
+const char *cli_human_bytes(uint64_t n, char *buf, int size);
+const char *cli_human_count(uint64_t n, char *buf, int size);
+/* Parse "5GB", "500MB", "123", "2GiB" into bytes; false when malformed. */
+bool cli_parse_size(const char *s, uint64_t *out);
+/* Parse a float type name for --outtype: f32, f16, bf16 (case-insensitive); -1 if not. */
+int cli_parse_float_type(const char *s);
+
+/* Open a model with the common error handling (the message already names the path). */
+int cli_open_model(model *m, const char *path, const char *tokenizer, slmc_err *err);
+
+#endif

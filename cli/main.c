@@ -1,0 +1,53 @@
+/* main.c - `slmc COMMAND ...`: dispatch to the commands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const cli_command COMMANDS[] = {
+    {"inspect", "show a model's architecture, tokenizer and tensors (headers only)", cmd_inspect},
+    {"convert", "convert between Hugging Face safetensors, GGUF and llama2.c (input)", cmd_convert},
+    {"synth", "write a deterministic synthetic Llama checkpoint of a real shape", cmd_synth},
+};
+#define N_COMMANDS (sizeof COMMANDS / sizeof *COMMANDS)
+
+static void print_help(FILE *out) {
+    fprintf(out,
+            "slmc %s - model compression for small language models\n\n"
+            "Usage: slmc COMMAND [options]\n\nCommands:\n",
+            SLMC_VERSION);
+    for (size_t i = 0; i < N_COMMANDS; i++) fprintf(out, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(out,
+            "\nEvery command takes --help. Common options: --json (machine-readable output),\n"
+            "-t/--threads N, -q/--quiet. Errors print 'slmc: PATH: what is wrong' and exit 1;\n"
+            "usage errors exit 2.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        print_help(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        if (argc > 2 && strcmp(cmd, "help") == 0) {
+            for (size_t i = 0; i < N_COMMANDS; i++)
+                if (strcmp(COMMANDS[i].name, argv[2]) == 0) {
+                    char *sub[] = {argv[2], "--help", NULL};
+                    return COMMANDS[i].run(2, sub);
+                }
+            fprintf(stderr, "slmc: unknown command '%s'\n", argv[2]);
+            return EXIT_USAGE;
+        }
+        print_help(stdout);
+        return EXIT_OK;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("slmc %s\n", SLMC_VERSION);
+        return EXIT_OK;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(COMMANDS[i].name, cmd) == 0) return COMMANDS[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "slmc: unknown command '%s'\nTry 'slmc help'.\n", cmd);
+    return EXIT_USAGE;
+}

@@ -1,0 +1,475 @@
+/* model.c - the model view: opening any input format, reading rows, writing GGUF.
+ * See model.h for the picture. */
+#include "model.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "fileio.h"
+#include "gguf.h"
+#include "hf.h"
+#include "llama2c.h"
+#include "types.h"
+
+/* ---------------------------------------------------------------------------------------
+ * Opening
+ * ------------------------------------------------------------------------------------- */
+
+static void free_gguf_src(void *src) {
+    gguf_close(src);
+    free(src);
+}
+
+/* GGUF input: the view points straight into the mapped file. */
+static int open_gguf(model *m, const char *path, slmc_err *err) {
+    gguf_file *g = calloc(1, sizeof *g);
+    if (!g) return slmc_fail(err, path, "out of memory");
+    if (gguf_open(g, path, err) != 0) { free(g); return -1; }
+    m->src = g;
+    m->free_src = free_gguf_src;
+    m->format = MODEL_GGUF;
+    if (meta_copy(&m->kv, &g->kv) != 0) return slmc_fail(err, path, "out of memory");
+    m->tensors = calloc(g->n_tensors ? g->n_tensors : 1, sizeof *m->tensors);
+    if (!m->tensors) return slmc_fail(err, path, "out of memory");
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const gguf_tensor_info *ti = &g->tensors[i];
+        model_tensor *t = &m->tensors[i];
+        t->name = strdup(ti->name);
+        if (!t->name) return slmc_fail(err, path, "out of memory");
+        t->type = ti->type;
+        t->n_dims = ti->n_dims;
+        for (int d = 0; d < MODEL_MAX_DIMS; d++) t->ne[d] = ti->ne[d];
+        t->nbytes = ti->nbytes;
+        t->data = gguf_tensor_data(g, i);
+        m->n_tensors++;
+    }
+    return model_config_from_meta(m, err);
+}
+
+static bool has_suffix(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* Read the first four bytes of a file (0 when shorter or unreadable). */
+static uint32_t file_magic(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    uint8_t b[4] = {0};
+    size_t n = fread(b, 1, 4, f);
+    fclose(f);
+    if (n != 4) return 0;
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+int model_open(model *m, const char *path, const model_open_opts *opts, slmc_err *err) {
+    memset(m, 0, sizeof *m);
+    meta_init(&m->kv);
+    m->path = strdup(path);
+    if (!m->path) return slmc_fail(err, path, "out of memory");
+    int rc;
+    FILE *probe = fopen(path, "rb");
+    if (!probe) {
+        rc = slmc_fail(err, path, "cannot open: %s", strerror(errno));
+    } else {
+        fclose(probe);
+        if (is_dir(path) || has_suffix(path, ".safetensors") || has_suffix(path, ".json")) {
+            rc = hf_open(m, path, err);
+        } else if (file_magic(path) == GGUF_MAGIC) {
+            rc = open_gguf(m, path, err);
+        } else if (llama2c_probe(path)) {
+            if (!opts || !opts->tokenizer)
+                rc = slmc_fail(err, path, "looks like a llama2.c checkpoint: give its tokenizer with --tokenizer tokenizer.bin");
+            else
+                rc = llama2c_open(m, path, opts->tokenizer, err);
+        } else {
+            rc = slmc_fail(err, path, "not a GGUF file, a safetensors file or folder, or a llama2.c checkpoint");
+        }
+    }
+    if (rc != 0) model_close(m);
+    return rc;
+}
+
+void model_close(model *m) {
+    if (!m) return;
+    for (uint64_t i = 0; i < m->n_tensors; i++) free(m->tensors[i].name);
+    free(m->tensors);
+    if (m->src && m->free_src) m->free_src(m->src);
+    meta_free(&m->kv);
+    free(m->path);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Config from metadata
+ * ------------------------------------------------------------------------------------- */
+
+static int64_t arch_int(const model *m, const char *suffix, int64_t dflt) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", m->cfg.arch, suffix);
+    int64_t v;
+    return meta_get_i64(&m->kv, key, &v) ? v : dflt;
+}
+
+static double arch_float(const model *m, const char *suffix, double dflt) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", m->cfg.arch, suffix);
+    double v;
+    return meta_get_f64(&m->kv, key, &v) ? v : dflt;
+}
+
+/* Lenient by design: inspect lists any GGUF (vocab-only files, other architectures), so
+ * missing keys leave zeros; model_check_llama() is the strict check for commands that run
+ * or reshape a model. */
+int model_config_from_meta(model *m, slmc_err *err) {
+    model_config *c = &m->cfg;
+    memset(c, 0, sizeof *c);
+    const char *arch = meta_get_str(&m->kv, "general.architecture");
+    if (!arch) {
+        if (m->n_tensors == 0) return 0; /* a vocabulary-only file */
+        return slmc_fail(err, m->path, "metadata has no general.architecture");
+    }
+    if (strlen(arch) >= sizeof c->arch)
+        return slmc_fail(err, m->path, "general.architecture is too long");
+    strcpy(c->arch, arch);
+    c->n_ctx_train = arch_int(m, "context_length", 0);
+    c->n_embd = arch_int(m, "embedding_length", 0);
+    c->n_ff = arch_int(m, "feed_forward_length", 0);
+    c->n_layer = arch_int(m, "block_count", 0);
+    c->n_head = arch_int(m, "attention.head_count", 0);
+    c->n_head_kv = arch_int(m, "attention.head_count_kv", c->n_head);
+    c->head_dim = arch_int(m, "attention.key_length", c->n_head > 0 ? c->n_embd / c->n_head : 0);
+    c->n_rot = arch_int(m, "rope.dimension_count", c->head_dim);
+    c->rope_freq_base = (float)arch_float(m, "rope.freq_base", 10000.0);
+    c->rms_eps = (float)arch_float(m, "attention.layer_norm_rms_epsilon", 1e-5);
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", c->arch);
+    const char *scaling = meta_get_str(&m->kv, key);
+    if (scaling && strcmp(scaling, "none") != 0) {
+        snprintf(c->rope_scaling, sizeof c->rope_scaling, "%s", scaling);
+        c->rope_scaling_factor = (float)arch_float(m, "rope.scaling.factor", 1.0);
+        c->rope_scaling_orig_ctx = arch_int(m, "rope.scaling.original_context_length", 0);
+    }
+    int64_t emb = model_find(m, "token_embd.weight");
+    uint64_t n_tokens = 0;
+    if (emb >= 0) c->n_vocab = m->tensors[emb].ne[1];
+    else if (meta_get_arr(&m->kv, "tokenizer.ggml.tokens", GGUF_STR, &n_tokens)) c->n_vocab = (int64_t)n_tokens;
+    else c->n_vocab = arch_int(m, "vocab_size", 0);
+    c->tied_output = emb >= 0 && model_find(m, "output.weight") < 0;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Tensors and rows
+ * ------------------------------------------------------------------------------------- */
+
+int64_t model_find(const model *m, const char *name) {
+    for (uint64_t i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return (int64_t)i;
+    return -1;
+}
+
+int64_t model_tensor_rows(const model_tensor *t) { return t->ne[1] * t->ne[2] * t->ne[3]; }
+
+uint64_t model_tensor_row_bytes(const model_tensor *t) { return type_nbytes(t->type, t->ne[0]); }
+
+uint64_t model_param_count(const model *m) {
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < m->n_tensors; i++)
+        n += (uint64_t)(m->tensors[i].ne[0] * model_tensor_rows(&m->tensors[i]));
+    return n;
+}
+
+/* llama.cpp's converter reshapes each head's rows as (2, head_rows/2) and swaps the two
+ * axes: the two halves of a head (HF's rotate_half layout) become interleaved pairs. */
+int64_t qk_row_hf_of_gguf(int64_t r, int64_t rows, int64_t heads) {
+    int64_t hd = rows / heads, half = hd / 2;
+    int64_t h = r / hd, k = r % hd;
+    return h * hd + (k % 2) * half + k / 2;
+}
+
+int64_t qk_row_gguf_of_hf(int64_t r, int64_t rows, int64_t heads) {
+    int64_t hd = rows / heads, half = hd / 2;
+    int64_t h = r / hd, k = r % hd;
+    return h * hd + (k % half) * 2 + k / half;
+}
+
+int model_read_rows(const model *m, uint64_t ti, int64_t row0, int64_t nrows, void *dst, slmc_err *err) {
+    if (ti >= m->n_tensors) return slmc_fail(err, m->path, "tensor index %llu out of range", (unsigned long long)ti);
+    const model_tensor *t = &m->tensors[ti];
+    int64_t rows = model_tensor_rows(t);
+    if (row0 < 0 || nrows < 0 || row0 + nrows > rows)
+        return slmc_fail(err, m->path, "%s: rows %lld..%lld out of range (%lld rows)", t->name,
+                         (long long)row0, (long long)(row0 + nrows), (long long)rows);
+    uint64_t rb = model_tensor_row_bytes(t);
+    uint8_t *out = dst;
+    if (t->qk_heads <= 0) {
+        memcpy(out, t->data + (uint64_t)row0 * rb, (size_t)(rb * (uint64_t)nrows));
+        return 0;
+    }
+    int64_t mat_rows = t->ne[1]; /* the permutation acts within each 2-D matrix */
+    for (int64_t r = 0; r < nrows; r++) {
+        int64_t g = row0 + r;
+        int64_t base = g - g % mat_rows;
+        int64_t src = base + qk_row_hf_of_gguf(g % mat_rows, mat_rows, t->qk_heads);
+        memcpy(out + (uint64_t)r * rb, t->data + (uint64_t)src * rb, (size_t)rb);
+    }
+    return 0;
+}
+
+int model_read_rows_f32(const model *m, uint64_t ti, int64_t row0, int64_t nrows, float *dst, slmc_err *err) {
+    const model_tensor *t = &m->tensors[ti];
+    if (!type_is_float(t->type))
+        return slmc_fail(err, m->path, "%s: type %s cannot be read as F32 here", t->name, type_name(t->type));
+    if (t->type == GGML_TYPE_F32) return model_read_rows(m, ti, row0, nrows, dst, err);
+    /* Read the 16-bit rows into the tail of dst, then widen front to back: the write
+     * position never overtakes the unread input. */
+    int64_t n = t->ne[0] * nrows;
+    uint16_t *half = (uint16_t *)(dst + n) - n;
+    if (model_read_rows(m, ti, row0, nrows, half, err) != 0) return -1;
+    row_to_f32(t->type, half, dst, n);
+    return 0;
+}
+
+int model_out_type(const model_tensor *t, int outtype) {
+    bool vector = t->n_dims == 1 || model_tensor_rows(t) == 1;
+    if (vector && type_is_float(t->type)) return GGML_TYPE_F32;
+    if (outtype < 0 || !type_is_float(t->type)) return t->type;
+    return outtype;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Writing GGUF
+ *
+ * The writer puts metadata and tensors in one canonical order whatever the input format,
+ * so that the same model reached by different routes (llama2.c -> GGUF, or
+ * llama2.c -> GGUF -> HF -> GGUF) gives byte-identical files.
+ * ------------------------------------------------------------------------------------- */
+
+/* Architecture keys in the order they are written; values come from cfg. */
+static int put_arch_keys(meta *out, const model *m) {
+    const model_config *c = &m->cfg;
+    char k[128];
+    int rc = 0;
+#define KEY(suffix) (snprintf(k, sizeof k, "%s.%s", c->arch, suffix), k)
+    if (c->n_ctx_train > 0) rc |= meta_set_u32(out, KEY("context_length"), (uint32_t)c->n_ctx_train);
+    rc |= meta_set_u32(out, KEY("embedding_length"), (uint32_t)c->n_embd);
+    rc |= meta_set_u32(out, KEY("block_count"), (uint32_t)c->n_layer);
+    rc |= meta_set_u32(out, KEY("feed_forward_length"), (uint32_t)c->n_ff);
+    rc |= meta_set_u32(out, KEY("rope.dimension_count"), (uint32_t)c->n_rot);
+    rc |= meta_set_u32(out, KEY("attention.head_count"), (uint32_t)c->n_head);
+    rc |= meta_set_u32(out, KEY("attention.head_count_kv"), (uint32_t)c->n_head_kv);
+    if (c->n_head > 0 && c->head_dim != c->n_embd / c->n_head) {
+        rc |= meta_set_u32(out, KEY("attention.key_length"), (uint32_t)c->head_dim);
+        rc |= meta_set_u32(out, KEY("attention.value_length"), (uint32_t)c->head_dim);
+    }
+    rc |= meta_set_f32(out, KEY("attention.layer_norm_rms_epsilon"), c->rms_eps);
+    rc |= meta_set_f32(out, KEY("rope.freq_base"), c->rope_freq_base);
+    if (c->rope_scaling[0]) {
+        rc |= meta_set_str(out, KEY("rope.scaling.type"), c->rope_scaling);
+        rc |= meta_set_f32(out, KEY("rope.scaling.factor"), c->rope_scaling_factor);
+        if (c->rope_scaling_orig_ctx > 0)
+            rc |= meta_set_u32(out, KEY("rope.scaling.original_context_length"), (uint32_t)c->rope_scaling_orig_ctx);
+    }
+    if (c->n_vocab > 0) rc |= meta_set_u32(out, KEY("vocab_size"), (uint32_t)c->n_vocab);
+#undef KEY
+    return rc;
+}
+
+static int copy_key(meta *out, const meta *in, const char *key) {
+    const meta_kv *kv = meta_find(in, key);
+    return kv ? meta_set_kv(out, kv) : 0;
+}
+
+static const char *const TOKENIZER_KEYS[] = {
+    "tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.scores",
+    "tokenizer.ggml.token_type", "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id",
+    "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.seperator_token_id",
+    "tokenizer.ggml.padding_token_id", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token",
+    "tokenizer.chat_template",
+};
+
+/* general.* first, the architecture keys from cfg, general.file_type, the tokenizer keys,
+ * then every other key of the input in its original order. */
+static int canonical_meta(meta *out, const model *m, int outtype) {
+    meta_init(out);
+    int rc = 0;
+    const bool llama_like = m->cfg.arch[0] && m->cfg.n_embd > 0;
+    rc |= copy_key(out, &m->kv, "general.architecture");
+    rc |= copy_key(out, &m->kv, "general.name");
+    if (llama_like) rc |= put_arch_keys(out, m);
+    if (outtype >= 0) {
+        /* llama.cpp's file type ids: ALL_F32 0, MOSTLY_F16 1, MOSTLY_BF16 32 */
+        uint32_t ft = outtype == GGML_TYPE_F16 ? 1 : outtype == GGML_TYPE_BF16 ? 32 : 0;
+        rc |= meta_set_u32(out, "general.file_type", ft);
+    } else {
+        rc |= copy_key(out, &m->kv, "general.file_type");
+    }
+    for (size_t i = 0; i < sizeof TOKENIZER_KEYS / sizeof *TOKENIZER_KEYS; i++)
+        rc |= copy_key(out, &m->kv, TOKENIZER_KEYS[i]);
+    size_t arch_len = strlen(m->cfg.arch);
+    for (size_t i = 0; i < m->kv.n; i++) {
+        const meta_kv *kv = &m->kv.kv[i];
+        if (meta_find(out, kv->key)) continue;
+        /* the architecture keys we know were rewritten from cfg above; unknown ones pass */
+        if (llama_like && strncmp(kv->key, m->cfg.arch, arch_len) == 0 && kv->key[arch_len] == '.') {
+            char probe[160];
+            snprintf(probe, sizeof probe, "%s", kv->key + arch_len + 1);
+            static const char *const known[] = {"context_length", "embedding_length", "block_count",
+                "feed_forward_length", "rope.dimension_count", "attention.head_count",
+                "attention.head_count_kv", "attention.key_length", "attention.value_length",
+                "attention.layer_norm_rms_epsilon", "rope.freq_base", "rope.scaling.type",
+                "rope.scaling.factor", "rope.scaling.original_context_length", "vocab_size"};
+            bool is_known = false;
+            for (size_t k = 0; k < sizeof known / sizeof *known; k++)
+                if (strcmp(probe, known[k]) == 0) is_known = true;
+            if (is_known) continue;
+        }
+        rc |= meta_set_kv(out, kv);
+    }
+    return rc ? -1 : 0;
+}
+
+/* Sort key of a tensor name: token_embd, blocks in order (each block's tensors in a fixed
+ * order), output_norm, output; unknown names after, in input order. */
+static const char *const BLOCK_ORDER[] = {
+    "attn_norm.weight", "attn_q.weight", "attn_q.bias", "attn_k.weight", "attn_k.bias",
+    "attn_v.weight", "attn_v.bias", "attn_output.weight", "attn_output.bias", "ffn_norm.weight",
+    "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight",
+};
+
+static int64_t tensor_rank(const char *name, uint64_t index) {
+    const int64_t unknown = (int64_t)1 << 40;
+    if (strcmp(name, "token_embd.weight") == 0) return 0;
+    if (strcmp(name, "output_norm.weight") == 0) return unknown - 2;
+    if (strcmp(name, "output.weight") == 0) return unknown - 1;
+    int blk, off = 0;
+    if (sscanf(name, "blk.%d.%n", &blk, &off) == 1 && off > 0 && blk >= 0 && blk < 1000000) {
+        for (size_t k = 0; k < sizeof BLOCK_ORDER / sizeof *BLOCK_ORDER; k++)
+            if (strcmp(name + off, BLOCK_ORDER[k]) == 0) return 1 + (int64_t)blk * 64 + (int64_t)k;
+        return 1 + (int64_t)blk * 64 + 63;
+    }
+    return unknown + (int64_t)index;
+}
+
+/* Tensor indices of m in canonical write order (malloc'd). Stable: equal ranks keep order. */
+static uint64_t *canonical_order(const model *m) {
+    uint64_t n = m->n_tensors;
+    uint64_t *order = malloc((n ? n : 1) * sizeof *order);
+    int64_t *rank = malloc((n ? n : 1) * sizeof *rank);
+    if (!order || !rank) { free(order); free(rank); return NULL; }
+    for (uint64_t i = 0; i < n; i++) { order[i] = i; rank[i] = tensor_rank(m->tensors[i].name, i); }
+    for (uint64_t i = 1; i < n; i++) { /* insertion sort: a model has a few hundred tensors */
+        uint64_t v = order[i];
+        uint64_t j = i;
+        while (j > 0 && rank[order[j - 1]] > rank[v]) { order[j] = order[j - 1]; j--; }
+        order[j] = v;
+    }
+    free(rank);
+    return order;
+}
+
+/* Drop a tensor's source pages from this process's resident set once written: the pages
+ * stay in the page cache, but peak RSS no longer grows with the size of the input. */
+static void release_source(const model_tensor *t) {
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t begin = (uintptr_t)t->data & ~(uintptr_t)(page - 1);
+    uintptr_t end = (uintptr_t)t->data + t->nbytes;
+    if (t->data && end > begin) madvise((void *)begin, end - begin, MADV_DONTNEED);
+}
+
+#define WRITE_CHUNK_BYTES (16u << 20) /* rows are read and converted in chunks of about this size */
+
+/* Stream one tensor through the writer in row chunks, converting float types as needed. */
+static int write_tensor_rows(const model *m, uint64_t ti, int out_type, gguf_writer *w,
+                             uint8_t *buf, float *fbuf, int64_t chunk_rows, slmc_err *err) {
+    const model_tensor *t = &m->tensors[ti];
+    int64_t rows = model_tensor_rows(t);
+    uint64_t out_row = type_nbytes(out_type, t->ne[0]);
+    for (int64_t r = 0; r < rows; r += chunk_rows) {
+        int64_t nr = rows - r < chunk_rows ? rows - r : chunk_rows;
+        if (out_type == t->type) {
+            if (model_read_rows(m, ti, r, nr, buf, err) != 0) return -1;
+        } else {
+            if (model_read_rows_f32(m, ti, r, nr, fbuf, err) != 0) return -1;
+            row_from_f32(out_type, fbuf, buf, t->ne[0] * nr);
+        }
+        if (gguf_writer_write(w, buf, (size_t)(out_row * (uint64_t)nr), err) != 0) return -1;
+    }
+    return 0;
+}
+
+int model_write_gguf(const model *m, const char *path, int outtype, const slmc_progress *progress,
+                     slmc_err *err) {
+    if (outtype >= 0 && !type_is_float(outtype))
+        return slmc_fail(err, path, "convert writes F32, F16 or BF16, not %s (use quantize)", type_name(outtype));
+    meta kv;
+    if (canonical_meta(&kv, m, outtype) != 0) { meta_free(&kv); return slmc_fail(err, path, "out of memory"); }
+    uint64_t n = m->n_tensors;
+    uint64_t *order = canonical_order(m);
+    gguf_tensor_info *infos = calloc(n ? n : 1, sizeof *infos);
+    int *out_types = calloc(n ? n : 1, sizeof *out_types);
+    uint8_t *buf = NULL;
+    float *fbuf = NULL;
+    int rc = -1;
+    gguf_writer w;
+    memset(&w, 0, sizeof w);
+    bool opened = false;
+    if (!order || !infos || !out_types) { slmc_fail(err, path, "out of memory"); goto done; }
+
+    uint64_t max_row_f32 = 0, total = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        const model_tensor *t = &m->tensors[order[i]];
+        out_types[i] = model_out_type(t, outtype);
+        if (out_types[i] != t->type && !type_is_float(t->type)) {
+            slmc_fail(err, m->path, "tensor %s is %s: convert changes only F32/F16/BF16 tensors", t->name,
+                      type_name(t->type));
+            goto done;
+        }
+        infos[i].name = t->name;
+        infos[i].type = out_types[i];
+        infos[i].n_dims = t->n_dims;
+        for (int d = 0; d < MODEL_MAX_DIMS; d++) infos[i].ne[d] = t->ne[d];
+        uint64_t rb = (uint64_t)t->ne[0] * 4;
+        if (rb > max_row_f32) max_row_f32 = rb;
+        if (model_tensor_row_bytes(t) > max_row_f32) max_row_f32 = model_tensor_row_bytes(t);
+        total += type_nbytes(out_types[i], t->ne[0] * model_tensor_rows(t));
+    }
+    /* one chunk: at least one row, otherwise about WRITE_CHUNK_BYTES */
+    uint64_t chunk_bytes = max_row_f32 > WRITE_CHUNK_BYTES ? max_row_f32 : WRITE_CHUNK_BYTES;
+    buf = malloc(chunk_bytes);
+    fbuf = malloc(chunk_bytes);
+    if (!buf || !fbuf) { slmc_fail(err, path, "out of memory"); goto done; }
+
+    if (gguf_writer_open(&w, path, &kv, infos, n, err) != 0) goto done;
+    opened = true;
+    uint64_t done_bytes = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        const model_tensor *t = &m->tensors[order[i]];
+        uint64_t row_f32 = (uint64_t)t->ne[0] * 4;
+        uint64_t widest = row_f32 > model_tensor_row_bytes(t) ? row_f32 : model_tensor_row_bytes(t);
+        int64_t chunk_rows = (int64_t)(chunk_bytes / (widest ? widest : 1));
+        if (chunk_rows < 1) chunk_rows = 1;
+        if (progress && progress->fn) progress->fn(progress->ud, done_bytes, total, t->name);
+        if (write_tensor_rows(m, order[i], out_types[i], &w, buf, fbuf, chunk_rows, err) != 0) goto done;
+        release_source(t);
+        done_bytes += type_nbytes(out_types[i], t->ne[0] * model_tensor_rows(t));
+    }
+    if (gguf_writer_finish(&w, err) != 0) goto done;
+    if (progress && progress->fn) progress->fn(progress->ud, total, total, NULL);
+    rc = 0;
+done:
+    if (rc != 0 && opened) gguf_writer_abort(&w);
+    meta_free(&kv);
+    free(order);
+    free(infos);
+    free(out_types);
+    free(buf);
+    free(fbuf);
+    return rc;
+}
