@@ -16,6 +16,8 @@
 
 #define ST_MAX_DIMS 8
 #define ST_MAX_HEADER (100u * 1024 * 1024) /* refuse JSON headers over 100 MB */
+/* shard_size 0 given to st_writer_open means this: transformers' default max_shard_size "5GB". */
+#define ST_DEFAULT_SHARD_SIZE 5000000000ull
 
 typedef struct st_tensor {
     char *name;                /* owned */

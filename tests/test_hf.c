@@ -1,0 +1,823 @@
+/* test_hf.c - Hugging Face folder <-> model view: names, config, tensors, the llama Q/K
+ * permutation (against llama.cpp's own conversion), round trips and bad inputs. */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "formats/fileio.h"
+#include "formats/gguf.h"
+#include "formats/hf.h"
+#include "formats/model.h"
+#include "formats/safetensors.h"
+#include "formats/types.h"
+#include "tests/testutil.h"
+
+#define BOOKS "models/books-22m/hf-bf16"
+#define BOOKS_REF "reference/books-22m-BF16.gguf"
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+static char *join(const char *a, const char *b) {
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *p = malloc(n);
+    ck_assert_ptr_nonnull(p);
+    snprintf(p, n, "%s/%s", a, b);
+    return p;
+}
+
+/* true when two meta entries hold the same type and value. */
+static bool kv_equal(const meta_kv *a, const meta_kv *b) {
+    if (a->type != b->type) return false;
+    if (a->type == GGUF_STR) return a->v.str.len == b->v.str.len && memcmp(a->v.str.s, b->v.str.s, a->v.str.len) == 0;
+    if (a->type != GGUF_ARR) return memcmp(a->v.raw, b->v.raw, gguf_vtype_size(a->type)) == 0;
+    if (a->elem != b->elem || a->n != b->n) return false;
+    if (a->elem == GGUF_STR) {
+        const meta_str *x = a->v.arr, *y = b->v.arr;
+        for (uint64_t i = 0; i < a->n; i++)
+            if (x[i].len != y[i].len || memcmp(x[i].s, y[i].s, x[i].len) != 0) return false;
+        return true;
+    }
+    return a->n == 0 || memcmp(a->v.arr, b->v.arr, a->n * gguf_vtype_size(a->elem)) == 0;
+}
+
+/* Every value of tensor ti of m as F32 (malloc'd). */
+static float *model_f32(const model *m, uint64_t ti) {
+    const model_tensor *t = &m->tensors[ti];
+    int64_t n = t->ne[0] * model_tensor_rows(t);
+    float *v = malloc((size_t)n * sizeof *v);
+    ck_assert_ptr_nonnull(v);
+    slmc_err err = {0};
+    ck_assert_msg(model_read_rows_f32(m, ti, 0, model_tensor_rows(t), v, &err) == 0, "%s", err.msg);
+    return v;
+}
+
+/* Write a config.json text into dir. */
+static void put_file(const char *dir, const char *name, const char *text) {
+    char *p = join(dir, name);
+    ck_assert_int_eq(write_bytes(p, text, strlen(text)), 0);
+    free(p);
+}
+
+/* A tiny tensor to write with st_writer: its values are base + element index (or, with
+ * row_valued, base + row index, so each row is recognisable after a permutation). */
+typedef struct tiny_tensor {
+    const char *name;
+    int n_dims;
+    int64_t shape[2];
+} tiny_tensor;
+
+/* Write tensors as one model.safetensors in dir, values from tensor_value(). */
+static float tensor_value(int ti, int64_t row, int64_t col) { return (float)(ti * 100 + row) + (float)col / 64.0f; }
+
+/* v as stored in `type` (F16/BF16 round to nearest). */
+static float as_type(int type, float v) {
+    uint8_t b[4];
+    float back;
+    row_from_f32(type, &v, b, 1);
+    row_to_f32(type, b, &back, 1);
+    return back;
+}
+
+static void write_tiny_st(const char *dir, const tiny_tensor *tt, int n, int type) {
+    st_out_tensor outs[32] = {0};
+    ck_assert_int_le(n, 32);
+    for (int i = 0; i < n; i++) {
+        memset(&outs[i], 0, sizeof outs[i]);
+        outs[i].name = tt[i].name;
+        outs[i].type = type;
+        outs[i].n_dims = tt[i].n_dims;
+        outs[i].shape[0] = tt[i].shape[0];
+        outs[i].shape[1] = tt[i].shape[1];
+    }
+    st_writer w;
+    slmc_err err = {0};
+    ck_assert_msg(st_writer_open(&w, dir, outs, (uint64_t)n, HF_DEFAULT_SHARD_SIZE, NULL, NULL, 0, &err) == 0, "%s", err.msg);
+    for (int i = 0; i < n; i++) {
+        int64_t rows = tt[i].n_dims == 1 ? 1 : tt[i].shape[0];
+        int64_t cols = tt[i].n_dims == 1 ? tt[i].shape[0] : tt[i].shape[1];
+        float row[64];
+        uint8_t bytes[256];
+        ck_assert_int_le(cols, 64);
+        for (int64_t r = 0; r < rows; r++) {
+            for (int64_t c = 0; c < cols; c++) row[c] = tensor_value(i, r, c);
+            row_from_f32(type, row, bytes, cols);
+            ck_assert_msg(st_writer_write(&w, bytes, (size_t)type_nbytes(type, cols), &err) == 0, "%s", err.msg);
+        }
+    }
+    ck_assert_msg(st_writer_finish(&w, &err) == 0, "%s", err.msg);
+}
+
+/* A tiny llama: hidden 8, 2 heads of 4 (so q has 8 rows), 1 KV head (k/v have 4 rows), ffn 12,
+ * vocab 16, one layer. */
+static const char *TINY_LLAMA_CONFIG =
+    "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": 8,"
+    " \"intermediate_size\": 12, \"num_hidden_layers\": 1, \"num_attention_heads\": 2,"
+    " \"num_key_value_heads\": 1, \"vocab_size\": 16, \"max_position_embeddings\": 32,"
+    " \"rms_norm_eps\": 1e-06, \"rope_theta\": 500000.0, \"tie_word_embeddings\": false,"
+    " \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}}";
+
+static const tiny_tensor TINY_LLAMA[] = {
+    {"lm_head.weight", 2, {16, 8}},
+    {"model.embed_tokens.weight", 2, {16, 8}},
+    {"model.layers.0.input_layernorm.weight", 1, {8, 0}},
+    {"model.layers.0.mlp.down_proj.weight", 2, {8, 12}},
+    {"model.layers.0.mlp.gate_proj.weight", 2, {12, 8}},
+    {"model.layers.0.mlp.up_proj.weight", 2, {12, 8}},
+    {"model.layers.0.post_attention_layernorm.weight", 1, {8, 0}},
+    {"model.layers.0.self_attn.k_proj.weight", 2, {4, 8}},
+    {"model.layers.0.self_attn.o_proj.weight", 2, {8, 8}},
+    {"model.layers.0.self_attn.q_proj.weight", 2, {8, 8}},
+    {"model.layers.0.self_attn.v_proj.weight", 2, {4, 8}},
+    {"model.norm.weight", 1, {8, 0}},
+    {"model.rotary_emb.inv_freq", 1, {2, 0}}, /* skipped, as llama.cpp does */
+};
+#define N_TINY_LLAMA ((int)(sizeof TINY_LLAMA / sizeof TINY_LLAMA[0]))
+
+/* A tiny qwen2 with q/k/v biases and tied embeddings (no lm_head). */
+static const char *TINY_QWEN2_CONFIG =
+    "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", \"hidden_size\": 8,"
+    " \"intermediate_size\": 12, \"num_hidden_layers\": 1, \"num_attention_heads\": 2,"
+    " \"num_key_value_heads\": 1, \"vocab_size\": 16, \"max_position_embeddings\": 64,"
+    " \"rms_norm_eps\": 1e-06, \"rope_theta\": 1000000.0, \"tie_word_embeddings\": true,"
+    " \"rope_scaling\": null}";
+
+static const tiny_tensor TINY_QWEN2[] = {
+    {"model.embed_tokens.weight", 2, {16, 8}},
+    {"model.layers.0.input_layernorm.weight", 1, {8, 0}},
+    {"model.layers.0.self_attn.q_proj.weight", 2, {8, 8}},
+    {"model.layers.0.self_attn.q_proj.bias", 1, {8, 0}},
+    {"model.layers.0.self_attn.k_proj.weight", 2, {4, 8}},
+    {"model.layers.0.self_attn.k_proj.bias", 1, {4, 0}},
+    {"model.layers.0.self_attn.v_proj.weight", 2, {4, 8}},
+    {"model.layers.0.self_attn.v_proj.bias", 1, {4, 0}},
+    {"model.layers.0.self_attn.o_proj.weight", 2, {8, 8}},
+    {"model.layers.0.post_attention_layernorm.weight", 1, {8, 0}},
+    {"model.layers.0.mlp.gate_proj.weight", 2, {12, 8}},
+    {"model.layers.0.mlp.up_proj.weight", 2, {12, 8}},
+    {"model.layers.0.mlp.down_proj.weight", 2, {8, 12}},
+    {"model.norm.weight", 1, {8, 0}},
+};
+#define N_TINY_QWEN2 ((int)(sizeof TINY_QWEN2 / sizeof TINY_QWEN2[0]))
+
+/* hf_open on dir must fail with a message containing every string in want[] (NULL-ended). */
+static void expect_open_error(const char *dir, const char *const *want) {
+    model m;
+    slmc_err err = {0};
+    ck_assert_int_eq(hf_open(&m, dir, &err), -1);
+    for (int i = 0; want[i]; i++)
+        ck_assert_msg(strstr(err.msg, want[i]) != NULL, "message \"%s\" lacks \"%s\"", err.msg, want[i]);
+}
+
+/* Compare every tensor of two safetensors sets: same names, dtype, shape and bytes. */
+static void expect_same_safetensors(const char *a_path, const char *b_path) {
+    st_model a, b;
+    slmc_err err = {0};
+    ck_assert_msg(st_open(&a, a_path, &err) == 0, "%s", err.msg);
+    ck_assert_msg(st_open(&b, b_path, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(a.n_tensors, b.n_tensors);
+    for (uint64_t i = 0; i < a.n_tensors; i++) {
+        int64_t j = st_find(&b, a.tensors[i].name);
+        ck_assert_msg(j >= 0, "%s missing from %s", a.tensors[i].name, b_path);
+        const st_tensor *x = &a.tensors[i], *y = &b.tensors[j];
+        ck_assert_msg(x->type == y->type, "%s: type %s vs %s", x->name, type_name(x->type), type_name(y->type));
+        ck_assert_int_eq(x->n_dims, y->n_dims);
+        for (int d = 0; d < x->n_dims; d++) ck_assert_int_eq(x->shape[d], y->shape[d]);
+        ck_assert_uint_eq(x->nbytes, y->nbytes);
+        ck_assert_msg(memcmp(x->data, y->data, x->nbytes) == 0, "%s: bytes differ", x->name);
+    }
+    st_close(&a);
+    st_close(&b);
+}
+
+/* Identical metadata: the same keys in the same order with the same values. */
+static void expect_same_kv(const meta *a, const meta *b) {
+    ck_assert_uint_eq(a->n, b->n);
+    for (size_t i = 0; i < a->n; i++) {
+        ck_assert_str_eq(a->kv[i].key, b->kv[i].key);
+        ck_assert_msg(kv_equal(&a->kv[i], &b->kv[i]), "%s differs", a->kv[i].key);
+    }
+}
+
+/* ---- name mapping ----------------------------------------------------------------------- */
+
+START_TEST(test_names) {
+    static const char *pairs[][2] = {
+        {"model.embed_tokens.weight", "token_embd.weight"},
+        {"model.norm.weight", "output_norm.weight"},
+        {"lm_head.weight", "output.weight"},
+        {"model.layers.0.input_layernorm.weight", "blk.0.attn_norm.weight"},
+        {"model.layers.3.self_attn.q_proj.weight", "blk.3.attn_q.weight"},
+        {"model.layers.3.self_attn.k_proj.weight", "blk.3.attn_k.weight"},
+        {"model.layers.3.self_attn.v_proj.weight", "blk.3.attn_v.weight"},
+        {"model.layers.12.self_attn.o_proj.weight", "blk.12.attn_output.weight"},
+        {"model.layers.7.self_attn.q_proj.bias", "blk.7.attn_q.bias"},
+        {"model.layers.7.self_attn.k_proj.bias", "blk.7.attn_k.bias"},
+        {"model.layers.7.self_attn.v_proj.bias", "blk.7.attn_v.bias"},
+        {"model.layers.31.post_attention_layernorm.weight", "blk.31.ffn_norm.weight"},
+        {"model.layers.5.mlp.gate_proj.weight", "blk.5.ffn_gate.weight"},
+        {"model.layers.5.mlp.up_proj.weight", "blk.5.ffn_up.weight"},
+        {"model.layers.5.mlp.down_proj.weight", "blk.5.ffn_down.weight"},
+    };
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        char *g = hf_to_gguf_name(pairs[i][0]);
+        char *h = gguf_to_hf_name(pairs[i][1]);
+        ck_assert_ptr_nonnull(g);
+        ck_assert_ptr_nonnull(h);
+        ck_assert_str_eq(g, pairs[i][1]);
+        ck_assert_str_eq(h, pairs[i][0]);
+        free(g);
+        free(h);
+    }
+    static const char *unknown_hf[] = {
+        "model.rotary_emb.inv_freq", "model.layers.0.self_attn.rotary_emb.inv_freq",
+        "model.layers.01.mlp.up_proj.weight", "model.layers.-1.mlp.up_proj.weight",
+        "model.layers..mlp.up_proj.weight", "model.layers.0.mlp.up_proj", "blk.0.attn_q.weight",
+        "model.embed_tokens.weight.x", "",
+    };
+    for (size_t i = 0; i < sizeof unknown_hf / sizeof unknown_hf[0]; i++)
+        ck_assert_msg(hf_to_gguf_name(unknown_hf[i]) == NULL, "%s mapped", unknown_hf[i]);
+    static const char *unknown_gguf[] = {"rope_freqs.weight", "blk.0.attn_qkv.weight", "blk.x.attn_q.weight",
+                                         "model.norm.weight", "blk.0.attn_q"};
+    for (size_t i = 0; i < sizeof unknown_gguf / sizeof unknown_gguf[0]; i++)
+        ck_assert_msg(gguf_to_hf_name(unknown_gguf[i]) == NULL, "%s mapped", unknown_gguf[i]);
+}
+END_TEST
+
+/* ---- the shared books-22m checkpoint ------------------------------------------------------ */
+
+START_TEST(test_open_books) {
+    char *dir = SHARED_OR_SKIP(BOOKS);
+    model m;
+    slmc_err err = {0};
+    ck_assert_msg(hf_open(&m, dir, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(m.format, MODEL_HF);
+    ck_assert_str_eq(m.path, dir);
+    ck_assert_str_eq(m.cfg.arch, "llama");
+    ck_assert_int_eq(m.cfg.n_embd, 256);
+    ck_assert_int_eq(m.cfg.n_layer, 6);
+    ck_assert_int_eq(m.cfg.n_head, 8);
+    ck_assert_int_eq(m.cfg.n_head_kv, 4);
+    ck_assert_int_eq(m.cfg.n_ff, 768);
+    ck_assert_int_eq(m.cfg.n_vocab, 32000);
+    ck_assert_int_eq(m.cfg.n_ctx_train, 256);
+    ck_assert_int_eq(m.cfg.head_dim, 32);
+    ck_assert_int_eq(m.cfg.n_rot, 32);
+    ck_assert(!m.cfg.tied_output);
+    ck_assert(m.cfg.rms_eps == 1e-5f);
+    ck_assert(m.cfg.rope_freq_base == 10000.0f);
+    ck_assert_uint_eq(m.n_tensors, 57); /* 6 * 9 + embedding, final norm, classifier */
+
+    /* llama.cpp's listing order: embedding, each block, then the final norm and output. */
+    ck_assert_str_eq(m.tensors[0].name, "token_embd.weight");
+    static const char *block[] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+                                  "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"};
+    for (int l = 0; l < 6; l++)
+        for (int k = 0; k < 9; k++) {
+            char want[64];
+            snprintf(want, sizeof want, "blk.%d.%s.weight", l, block[k]);
+            ck_assert_str_eq(m.tensors[1 + l * 9 + k].name, want);
+        }
+    ck_assert_str_eq(m.tensors[55].name, "output_norm.weight");
+    ck_assert_str_eq(m.tensors[56].name, "output.weight");
+
+    /* Shapes in ne order, BF16 throughout (the norms too: the view keeps the source type),
+     * and the permutation heads on q (n_head) and k (n_head_kv) only. */
+    int64_t q = model_find(&m, "blk.2.attn_q.weight"), k = model_find(&m, "blk.2.attn_k.weight");
+    int64_t emb = model_find(&m, "token_embd.weight"), norm = model_find(&m, "blk.0.ffn_norm.weight");
+    int64_t down = model_find(&m, "blk.0.ffn_down.weight");
+    ck_assert_int_eq(m.tensors[q].ne[0], 256);
+    ck_assert_int_eq(m.tensors[q].ne[1], 256);
+    ck_assert_int_eq(m.tensors[k].ne[0], 256);
+    ck_assert_int_eq(m.tensors[k].ne[1], 128);
+    ck_assert_int_eq(m.tensors[emb].ne[1], 32000);
+    ck_assert_int_eq(m.tensors[down].ne[0], 768);
+    ck_assert_int_eq(m.tensors[down].ne[1], 256);
+    ck_assert_int_eq(m.tensors[norm].n_dims, 1);
+    ck_assert_int_eq(m.tensors[norm].ne[0], 256);
+    ck_assert_int_eq(m.tensors[norm].ne[1], 1);
+    ck_assert_int_eq(m.tensors[q].qk_heads, 8);
+    ck_assert_int_eq(m.tensors[k].qk_heads, 4);
+    for (uint64_t i = 0; i < m.n_tensors; i++) {
+        ck_assert_int_eq(m.tensors[i].type, GGML_TYPE_BF16);
+        if (strstr(m.tensors[i].name, "attn_q.") == NULL && strstr(m.tensors[i].name, "attn_k.") == NULL)
+            ck_assert_int_eq(m.tensors[i].qk_heads, 0);
+    }
+
+    /* Metadata in the converter's order, with the checkpoint's own values. */
+    static const char *order[] = {
+        "general.architecture", "general.name", "llama.block_count", "llama.context_length",
+        "llama.embedding_length", "llama.feed_forward_length", "llama.attention.head_count",
+        "llama.attention.head_count_kv", "llama.rope.freq_base", "llama.attention.layer_norm_rms_epsilon",
+        "general.file_type", "llama.vocab_size", "llama.rope.dimension_count",
+    };
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) ck_assert_str_eq(m.kv.kv[i].key, order[i]);
+    ck_assert_str_eq(meta_get_str(&m.kv, "general.name"), "hf-bf16");
+    uint64_t v;
+    ck_assert(meta_get_u64(&m.kv, "general.file_type", &v) && v == 32); /* MOSTLY_BF16 */
+    ck_assert(meta_get_u64(&m.kv, "llama.vocab_size", &v) && v == 32000);
+    ck_assert(meta_find(&m.kv, "llama.attention.key_length") == NULL); /* head_dim is the default */
+    ck_assert(meta_find(&m.kv, "llama.rope.scaling.type") == NULL);
+    uint64_t n_tokens = 0;
+    ck_assert_ptr_nonnull(meta_get_arr(&m.kv, "tokenizer.ggml.tokens", GGUF_STR, &n_tokens));
+    ck_assert_uint_eq(n_tokens, 32000);
+    model_close(&m);
+
+    /* The index file and model_open give the same view. */
+    char *index = join(dir, "model.safetensors.index.json");
+    ck_assert_msg(hf_open(&m, index, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(m.n_tensors, 57);
+    model_close(&m);
+    ck_assert_msg(model_open(&m, dir, NULL, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(m.format, MODEL_HF);
+    ck_assert_uint_eq(m.n_tensors, 57);
+    model_close(&m);
+    free(index);
+    free(dir);
+}
+END_TEST
+
+/* Against llama.cpp's own conversion of the same weights: the same tensors, shapes and values
+ * (exactly: BF16 -> F32 -> BF16 is lossless), attn_q/attn_k included, which proves the row
+ * permutation; and the same architecture metadata. */
+START_TEST(test_books_vs_llama_cpp) {
+    char *dir = SHARED_OR_SKIP(BOOKS);
+    char *ref_path = SHARED_OR_SKIP(BOOKS_REF);
+    model m;
+    gguf_file ref;
+    slmc_err err = {0};
+    ck_assert_msg(hf_open(&m, dir, &err) == 0, "%s", err.msg);
+    ck_assert_msg(gguf_open(&ref, ref_path, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(m.n_tensors, ref.n_tensors);
+    for (uint64_t i = 0; i < ref.n_tensors; i++) {
+        const gguf_tensor_info *r = &ref.tensors[i];
+        int64_t j = model_find(&m, r->name);
+        ck_assert_msg(j >= 0, "%s missing", r->name);
+        const model_tensor *t = &m.tensors[j];
+        ck_assert_int_eq(t->n_dims, r->n_dims);
+        for (int d = 0; d < GGUF_MAX_DIMS; d++) ck_assert_int_eq(t->ne[d], r->ne[d]);
+        /* The reference keeps 1-D tensors in F32 (llama.cpp's rule); matrices are BF16 in both. */
+        ck_assert_int_eq(r->type, r->n_dims == 1 ? GGML_TYPE_F32 : GGML_TYPE_BF16);
+        int64_t n = r->ne[0] * r->ne[1] * r->ne[2] * r->ne[3];
+        float *want = malloc((size_t)n * sizeof *want);
+        ck_assert_ptr_nonnull(want);
+        row_to_f32(r->type, gguf_tensor_data(&ref, i), want, n);
+        float *got = model_f32(&m, (uint64_t)j);
+        for (int64_t e = 0; e < n; e++)
+            if (memcmp(&got[e], &want[e], sizeof(float)) != 0)
+                ck_abort_msg("%s element %lld: %g vs llama.cpp %g", r->name, (long long)e, got[e], want[e]);
+        free(want);
+        free(got);
+    }
+    /* Every llama.* key both files have agrees, in value and type. */
+    int compared = 0;
+    for (size_t i = 0; i < ref.kv.n; i++) {
+        const meta_kv *r = &ref.kv.kv[i];
+        if (strncmp(r->key, "llama.", 6) != 0) continue;
+        const meta_kv *o = meta_find(&m.kv, r->key);
+        if (!o) continue;
+        if (strcmp(r->key, "llama.context_length") == 0) {
+            /* The reference says 128: a quirk of the converter that made it (see
+             * ../shared/README.md). The checkpoint's config.json says 256, and that is the
+             * value the model was trained with, so ours is 256. */
+            ck_assert_int_eq(meta_kv_i64(r), 128);
+            ck_assert_int_eq(meta_kv_i64(o), 256);
+            compared++;
+            continue;
+        }
+        ck_assert_msg(kv_equal(r, o), "%s differs from llama.cpp", r->key);
+        compared++;
+    }
+    ck_assert_int_ge(compared, 8);
+    gguf_close(&ref);
+    model_close(&m);
+    free(ref_path);
+    free(dir);
+}
+END_TEST
+
+/* Compare config.json files: every key of the source that the model view maps has the same
+ * value in the written one. */
+static void expect_equivalent_config(const char *src_path, const char *out_path) {
+    json_error_t jerr;
+    json_t *a = json_load_file(src_path, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *b = json_load_file(out_path, JSON_REJECT_DUPLICATES, &jerr);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_msg(b != NULL, "%s: %s", out_path, jerr.text);
+    static const char *mapped[] = {
+        "architectures", "model_type", "hidden_act", "hidden_size", "intermediate_size",
+        "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size",
+        "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling", "attention_bias",
+        "mlp_bias", "tie_word_embeddings", "torch_dtype", "bos_token_id", "eos_token_id",
+    };
+    int compared = 0;
+    for (size_t i = 0; i < sizeof mapped / sizeof mapped[0]; i++) {
+        json_t *x = json_object_get(a, mapped[i]);
+        if (!x) continue;
+        json_t *y = json_object_get(b, mapped[i]);
+        ck_assert_msg(y != NULL, "%s missing from %s", mapped[i], out_path);
+        ck_assert_msg(json_equal(x, y), "%s differs", mapped[i]);
+        compared++;
+    }
+    ck_assert_int_ge(compared, 15);
+    json_decref(a);
+    json_decref(b);
+}
+
+/* books-22m -> model -> hf_write -> identical tensor bytes and an equivalent config.json;
+ * reopening gives identical metadata. Then via F32 and back: still identical bytes. */
+START_TEST(test_books_roundtrip) {
+    char *dir = SHARED_OR_SKIP(BOOKS);
+    char *tmp = tmpdir_make();
+    ck_assert_ptr_nonnull(tmp);
+    /* Same folder name as the source, so general.name (the folder name) matches too. */
+    char *out = join(tmp, "hf-bf16");
+    model m, back;
+    slmc_err err = {0};
+    ck_assert_msg(hf_open(&m, dir, &err) == 0, "%s", err.msg);
+    ck_assert_msg(hf_write(&m, out, -1, 30000000, NULL, &err) == 0, "%s", err.msg);
+    expect_same_safetensors(dir, out);
+    char *src_cfg = join(dir, "config.json"), *out_cfg = join(out, "config.json");
+    expect_equivalent_config(src_cfg, out_cfg);
+    /* The written text shows eps as people write it, not as f32's binary value. */
+    size_t len;
+    char *text = (char *)slurp(out_cfg, &len);
+    ck_assert_ptr_nonnull(text);
+    text = realloc(text, len + 1);
+    text[len] = 0;
+    ck_assert_msg(strstr(text, "\"rms_norm_eps\": 1e-5") || strstr(text, "\"rms_norm_eps\": 1e-05"), "%s", text);
+    free(text);
+    /* 30 MB shards: embedding + blocks + norm (26.6 MB), then the 16.4 MB classifier: two
+     * shards with an index, as the source has. */
+    char *shard2 = join(out, "model-00002-of-00002.safetensors"), *index = join(out, "model.safetensors.index.json");
+    struct stat st;
+    ck_assert_int_eq(stat(shard2, &st), 0);
+    ck_assert_int_eq(stat(index, &st), 0);
+    char *gen = join(out, "generation_config.json");
+    ck_assert_int_eq(stat(gen, &st), 0);
+
+    ck_assert_msg(hf_open(&back, out, &err) == 0, "%s", err.msg);
+    expect_same_kv(&m.kv, &back.kv);
+    model_close(&back);
+
+    /* BF16 -> F32 -> BF16 is exact: the F32 copy holds the same values, the BF16 copy of it
+     * the same bytes as the source. */
+    char *out32 = join(tmp, "f32"), *out16 = join(tmp, "again");
+    ck_assert_msg(hf_write(&m, out32, GGML_TYPE_F32, 0, NULL, &err) == 0, "%s", err.msg);
+    ck_assert_msg(hf_open(&back, out32, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(back.tensors[0].type, GGML_TYPE_F32);
+    uint64_t ft;
+    ck_assert(meta_get_u64(&back.kv, "general.file_type", &ft) && ft == 0);
+    for (uint64_t i = 0; i < m.n_tensors; i++) {
+        float *a = model_f32(&m, i), *b = model_f32(&back, i);
+        ck_assert_msg(memcmp(a, b, m.tensors[i].nbytes * 2) == 0, "%s", m.tensors[i].name);
+        free(a);
+        free(b);
+    }
+    ck_assert_msg(hf_write(&back, out16, GGML_TYPE_BF16, 0, NULL, &err) == 0, "%s", err.msg);
+    expect_same_safetensors(dir, out16);
+    model_close(&back);
+
+    model_close(&m);
+    free(gen);
+    free(shard2);
+    free(index);
+    free(src_cfg);
+    free(out_cfg);
+    free(out32);
+    free(out16);
+    free(out);
+    tmpdir_remove(tmp);
+    free(dir);
+}
+END_TEST
+
+/* llama.cpp's BF16 GGUF -> Hugging Face: the permutation undone and the F32 norms narrowed to
+ * BF16 give back exactly the original checkpoint's bytes. */
+START_TEST(test_gguf_to_hf) {
+    char *dir = SHARED_OR_SKIP(BOOKS);
+    char *ref_path = SHARED_OR_SKIP(BOOKS_REF);
+    char *tmp = tmpdir_make();
+    char *out = join(tmp, "from-gguf");
+    model m;
+    slmc_err err = {0};
+    ck_assert_msg(model_open(&m, ref_path, NULL, &err) == 0, "%s", err.msg);
+    ck_assert_msg(hf_write(&m, out, -1, 0, NULL, &err) == 0, "%s", err.msg);
+    expect_same_safetensors(dir, out);
+    model_close(&m);
+    free(out);
+    tmpdir_remove(tmp);
+    free(ref_path);
+    free(dir);
+}
+END_TEST
+
+/* Quantized tensors are refused with a message naming the tensor and its type. */
+START_TEST(test_write_quantized_refused) {
+    char *ref_path = SHARED_OR_SKIP("reference/books-22m-Q4_K_M.gguf");
+    char *tmp = tmpdir_make();
+    char *out = join(tmp, "q");
+    model m;
+    slmc_err err = {0};
+    ck_assert_msg(model_open(&m, ref_path, NULL, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(hf_write(&m, out, -1, 0, NULL, &err), -1);
+    ck_assert_msg(strstr(err.msg, "; convert handles F32/F16/BF16") && strstr(err.msg, "dequantize first"), "%s", err.msg);
+    /* The first quantized tensor in file order is named, with its type. */
+    uint64_t i = 0;
+    while (i < m.n_tensors && type_is_float(m.tensors[i].type)) i++;
+    ck_assert_uint_lt(i, m.n_tensors);
+    char want[160];
+    snprintf(want, sizeof want, "tensor %s is %s;", m.tensors[i].name, type_name(m.tensors[i].type));
+    ck_assert_msg(strstr(err.msg, want), "\"%s\" lacks \"%s\"", err.msg, want);
+    struct stat st;
+    ck_assert_int_ne(stat(out, &st), 0); /* nothing left behind */
+    model_close(&m);
+    free(out);
+    tmpdir_remove(tmp);
+    free(ref_path);
+}
+END_TEST
+
+/* ---- tiny synthetic checkpoints ------------------------------------------------------------ */
+
+static int progress_calls;
+static uint64_t progress_last, progress_total;
+static void on_progress(void *ud, uint64_t done, uint64_t total, const char *what) {
+    (void)ud;
+    ck_assert_ptr_nonnull(what);
+    ck_assert_uint_ge(done, progress_last);
+    progress_last = done;
+    progress_total = total;
+    progress_calls++;
+}
+
+/* Tiny llama: the q/k rows come out in llama.cpp's order, rope scaling and theta map, and
+ * hf_write restores the source bytes (F16 source). */
+START_TEST(test_tiny_llama) {
+    char *tmp = tmpdir_make();
+    char *src = join(tmp, "tiny-llama"), *out = join(tmp, "out");
+    ck_assert_int_eq(mkdir(src, 0755), 0);
+    put_file(src, "config.json", TINY_LLAMA_CONFIG);
+    write_tiny_st(src, TINY_LLAMA, N_TINY_LLAMA, GGML_TYPE_F16);
+    model m;
+    slmc_err err = {0};
+    ck_assert_msg(hf_open(&m, src, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(m.n_tensors, 12); /* inv_freq skipped */
+    ck_assert_int_eq(m.cfg.head_dim, 4);
+    ck_assert_str_eq(m.cfg.rope_scaling, "linear");
+    ck_assert(m.cfg.rope_scaling_factor == 2.0f);
+    ck_assert(m.cfg.rope_freq_base == 500000.0f);
+    ck_assert(m.cfg.rms_eps == 1e-6f);
+    uint64_t v;
+    ck_assert(meta_get_u64(&m.kv, "general.file_type", &v) && v == 1); /* MOSTLY_F16 */
+
+    /* q: 2 heads of 4 rows. GGUF row r holds HF row (interleaving each head's halves):
+     * head 0: 0,2,1,3; head 1: 4,6,5,7. Row values are tensor_value(ti, hf_row, col). */
+    static const int64_t q_rows[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+    static const int64_t k_rows[4] = {0, 2, 1, 3};
+    int64_t q = model_find(&m, "blk.0.attn_q.weight"), k = model_find(&m, "blk.0.attn_k.weight");
+    ck_assert_int_eq(m.tensors[q].qk_heads, 2);
+    ck_assert_int_eq(m.tensors[k].qk_heads, 1);
+    float *qv = model_f32(&m, (uint64_t)q), *kv = model_f32(&m, (uint64_t)k);
+    for (int r = 0; r < 8; r++)
+        for (int c = 0; c < 8; c++) ck_assert(qv[r * 8 + c] == as_type(GGML_TYPE_F16, tensor_value(9, q_rows[r], c)));
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < 8; c++) ck_assert(kv[r * 8 + c] == as_type(GGML_TYPE_F16, tensor_value(7, k_rows[r], c)));
+    free(qv);
+    free(kv);
+
+    slmc_progress prog = {on_progress, NULL};
+    progress_calls = 0;
+    progress_last = 0;
+    ck_assert_msg(hf_write(&m, out, -1, 0, &prog, &err) == 0, "%s", err.msg);
+    ck_assert_int_ge(progress_calls, 12);
+    ck_assert_uint_eq(progress_last, progress_total);
+    /* The source has inv_freq, which is not written back: compare the written tensors. */
+    char *single = join(out, "model.safetensors");
+    st_model a;
+    ck_assert_msg(st_open(&a, single, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(a.n_tensors, 12);
+    st_model b;
+    ck_assert_msg(st_open(&b, src, &err) == 0, "%s", err.msg);
+    for (uint64_t i = 0; i < a.n_tensors; i++) {
+        int64_t j = st_find(&b, a.tensors[i].name);
+        ck_assert_int_ge(j, 0);
+        ck_assert_int_eq(a.tensors[i].type, GGML_TYPE_F16);
+        ck_assert_uint_eq(a.tensors[i].nbytes, b.tensors[j].nbytes);
+        ck_assert_msg(memcmp(a.tensors[i].data, b.tensors[j].data, a.tensors[i].nbytes) == 0, "%s", a.tensors[i].name);
+    }
+    st_close(&a);
+    st_close(&b);
+    /* The config round trip: kv identical after config.json -> kv -> config.json -> kv. */
+    model back;
+    ck_assert_msg(hf_open(&back, out, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(back.kv.n, m.kv.n);
+    for (size_t i = 0; i < m.kv.n; i++) {
+        if (strcmp(m.kv.kv[i].key, "general.name") == 0) continue; /* the folder names differ */
+        ck_assert_str_eq(back.kv.kv[i].key, m.kv.kv[i].key);
+        ck_assert_msg(kv_equal(&back.kv.kv[i], &m.kv.kv[i]), "%s", m.kv.kv[i].key);
+    }
+    model_close(&back);
+    char *cfg = join(out, "config.json");
+    json_error_t jerr;
+    json_t *j = json_load_file(cfg, 0, &jerr);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "rope_scaling"), "type")), "linear");
+    ck_assert(json_real_value(json_object_get(json_object_get(j, "rope_scaling"), "factor")) == 2.0);
+    ck_assert(json_real_value(json_object_get(j, "rope_theta")) == 500000.0);
+    ck_assert(json_real_value(json_object_get(j, "rms_norm_eps")) == 1e-6);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "torch_dtype")), "float16");
+    json_decref(j);
+    free(cfg);
+    model_close(&m);
+    free(single);
+    free(src);
+    free(out);
+    tmpdir_remove(tmp);
+}
+END_TEST
+
+/* Tiny qwen2: biases mapped, no permutation, tied output, attention_bias written. */
+START_TEST(test_tiny_qwen2) {
+    char *tmp = tmpdir_make();
+    char *src = join(tmp, "tiny-qwen2"), *out = join(tmp, "out");
+    ck_assert_int_eq(mkdir(src, 0755), 0);
+    put_file(src, "config.json", TINY_QWEN2_CONFIG);
+    write_tiny_st(src, TINY_QWEN2, N_TINY_QWEN2, GGML_TYPE_BF16);
+    model m;
+    slmc_err err = {0};
+    char *file = join(src, "model.safetensors");
+    ck_assert_msg(hf_open(&m, file, &err) == 0, "%s", err.msg); /* a .safetensors file, config beside it */
+    ck_assert_str_eq(m.cfg.arch, "qwen2");
+    ck_assert(m.cfg.tied_output);
+    ck_assert_int_lt(model_find(&m, "output.weight"), 0);
+    ck_assert_uint_eq(m.n_tensors, 14);
+    static const char *order[] = {"token_embd.weight", "blk.0.attn_norm.weight", "blk.0.attn_q.weight",
+                                  "blk.0.attn_q.bias", "blk.0.attn_k.weight", "blk.0.attn_k.bias",
+                                  "blk.0.attn_v.weight", "blk.0.attn_v.bias", "blk.0.attn_output.weight",
+                                  "blk.0.ffn_norm.weight", "blk.0.ffn_gate.weight", "blk.0.ffn_up.weight",
+                                  "blk.0.ffn_down.weight", "output_norm.weight"};
+    for (int i = 0; i < 14; i++) {
+        ck_assert_str_eq(m.tensors[i].name, order[i]);
+        ck_assert_int_eq(m.tensors[i].qk_heads, 0);
+    }
+    ck_assert(meta_find(&m.kv, "qwen2.rope.dimension_count") == NULL); /* llama.cpp writes none for qwen2 */
+    float *qv = model_f32(&m, 2);
+    for (int r = 0; r < 8; r++) ck_assert(qv[r * 8] == as_type(GGML_TYPE_BF16, tensor_value(2, r, 0))); /* rows as stored */
+    free(qv);
+    ck_assert_msg(hf_write(&m, out, -1, 0, NULL, &err) == 0, "%s", err.msg);
+    expect_same_safetensors(src, out);
+    char *cfg = join(out, "config.json");
+    json_error_t jerr;
+    json_t *j = json_load_file(cfg, 0, &jerr);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(json_string_value(json_array_get(json_object_get(j, "architectures"), 0)), "Qwen2ForCausalLM");
+    ck_assert(json_is_true(json_object_get(j, "attention_bias")));
+    ck_assert(json_is_true(json_object_get(j, "tie_word_embeddings")));
+    ck_assert(json_is_null(json_object_get(j, "rope_scaling")));
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "max_position_embeddings")), 64);
+    json_decref(j);
+    free(cfg);
+    model_close(&m);
+    free(file);
+    free(src);
+    free(out);
+    tmpdir_remove(tmp);
+}
+END_TEST
+
+/* ---- bad inputs ---------------------------------------------------------------------------- */
+
+START_TEST(test_missing_config) {
+    char *tmp = tmpdir_make();
+    write_tiny_st(tmp, TINY_LLAMA, N_TINY_LLAMA, GGML_TYPE_F32);
+    expect_open_error(tmp, (const char *[]){"config.json", NULL});
+    char *file = join(tmp, "model.safetensors");
+    expect_open_error(file, (const char *[]){"config.json", NULL});
+    free(file);
+    tmpdir_remove(tmp);
+}
+END_TEST
+
+START_TEST(test_unsupported_arch) {
+    char *tmp = tmpdir_make();
+    write_tiny_st(tmp, TINY_LLAMA, N_TINY_LLAMA, GGML_TYPE_F32);
+    put_file(tmp, "config.json", "{\"architectures\": [\"GPT2LMHeadModel\"], \"n_embd\": 8}");
+    expect_open_error(tmp, (const char *[]){"config.json: architecture GPT2LMHeadModel is not supported "
+                                            "(LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)", NULL});
+    tmpdir_remove(tmp);
+}
+END_TEST
+
+START_TEST(test_invalid_json) {
+    char *tmp = tmpdir_make();
+    write_tiny_st(tmp, TINY_LLAMA, N_TINY_LLAMA, GGML_TYPE_F32);
+    put_file(tmp, "config.json", "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 8,,}");
+    expect_open_error(tmp, (const char *[]){"config.json: invalid JSON at offset", NULL});
+    /* Duplicate keys are refused too. */
+    put_file(tmp, "config.json", "{\"hidden_size\": 8, \"hidden_size\": 16}");
+    expect_open_error(tmp, (const char *[]){"config.json: invalid JSON", "hidden_size", NULL});
+    tmpdir_remove(tmp);
+}
+END_TEST
+
+/* Bad numbers: each message names config.json and the field. */
+START_TEST(test_bad_numbers) {
+    static const struct { const char *from, *to, *field; } cases[] = {
+        {"\"hidden_size\": 8", "\"hidden_size\": 0", "hidden_size"},
+        {"\"hidden_size\": 8", "\"hidden_size\": 7", "hidden_size"},        /* 2 heads do not divide 7 */
+        {"\"num_key_value_heads\": 1", "\"num_key_value_heads\": 3", "num_key_value_heads"},
+        {"\"num_hidden_layers\": 1", "\"num_hidden_layers\": -2", "num_hidden_layers"},
+        {"\"vocab_size\": 16", "\"vocab_size\": \"16\"", "vocab_size"},
+        {"\"max_position_embeddings\": 32, ", "", "max_position_embeddings"},
+        {"\"rms_norm_eps\": 1e-06", "\"rms_norm_eps\": -1.0", "rms_norm_eps"},
+        {"\"factor\": 2.0", "\"factor\": 0", "rope_scaling.factor"},
+        {"\"type\": \"linear\"", "\"type\": \"llama3\"", "llama3"},
+    };
+    char *tmp = tmpdir_make();
+    write_tiny_st(tmp, TINY_LLAMA, N_TINY_LLAMA, GGML_TYPE_F32);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char cfg[1024];
+        const char *at = strstr(TINY_LLAMA_CONFIG, cases[i].from);
+        ck_assert_ptr_nonnull(at);
+        snprintf(cfg, sizeof cfg, "%.*s%s%s", (int)(at - TINY_LLAMA_CONFIG), TINY_LLAMA_CONFIG, cases[i].to,
+                 at + strlen(cases[i].from));
+        put_file(tmp, "config.json", cfg);
+        expect_open_error(tmp, (const char *[]){"config.json: ", cases[i].field, NULL});
+    }
+    tmpdir_remove(tmp);
+}
+END_TEST
+
+START_TEST(test_missing_tensor) {
+    char *tmp = tmpdir_make();
+    put_file(tmp, "config.json", TINY_LLAMA_CONFIG);
+    tiny_tensor t[N_TINY_LLAMA];
+    int n = 0;
+    for (int i = 0; i < N_TINY_LLAMA; i++)
+        if (strcmp(TINY_LLAMA[i].name, "model.layers.0.mlp.up_proj.weight") != 0) t[n++] = TINY_LLAMA[i];
+    write_tiny_st(tmp, t, n, GGML_TYPE_F32);
+    expect_open_error(tmp, (const char *[]){"missing tensor", "model.layers.0.mlp.up_proj.weight", NULL});
+    tmpdir_remove(tmp);
+}
+END_TEST
+
+START_TEST(test_shape_mismatch) {
+    char *tmp = tmpdir_make();
+    put_file(tmp, "config.json", TINY_LLAMA_CONFIG);
+    tiny_tensor t[N_TINY_LLAMA];
+    memcpy(t, TINY_LLAMA, sizeof t);
+    for (int i = 0; i < N_TINY_LLAMA; i++)
+        if (strcmp(t[i].name, "model.layers.0.self_attn.q_proj.weight") == 0) t[i].shape[0] = 4;
+    write_tiny_st(tmp, t, N_TINY_LLAMA, GGML_TYPE_F32);
+    expect_open_error(tmp, (const char *[]){"tensor model.layers.0.self_attn.q_proj.weight has shape [4, 8], "
+                                            "expected [8, 8]", NULL});
+    tmpdir_remove(tmp);
+}
+END_TEST
+
+START_TEST(test_unknown_tensor) {
+    char *tmp = tmpdir_make();
+    put_file(tmp, "config.json", TINY_LLAMA_CONFIG);
+    tiny_tensor t[N_TINY_LLAMA + 1];
+    memcpy(t, TINY_LLAMA, sizeof TINY_LLAMA);
+    t[N_TINY_LLAMA] = (tiny_tensor){"model.layers.0.mlp.extra.weight", 1, {8, 0}};
+    write_tiny_st(tmp, t, N_TINY_LLAMA + 1, GGML_TYPE_F32);
+    expect_open_error(tmp, (const char *[]){"tensor model.layers.0.mlp.extra.weight has no GGUF name", NULL});
+    /* A layer past num_hidden_layers. */
+    t[N_TINY_LLAMA] = (tiny_tensor){"model.layers.1.input_layernorm.weight", 1, {8, 0}};
+    char *f = join(tmp, "model.safetensors");
+    remove(f);
+    free(f);
+    write_tiny_st(tmp, t, N_TINY_LLAMA + 1, GGML_TYPE_F32);
+    expect_open_error(tmp, (const char *[]){"model.layers.1.input_layernorm.weight", "num_hidden_layers", NULL});
+    tmpdir_remove(tmp);
+}
+END_TEST
+
+static Suite *hf_suite(void) {
+    Suite *s = suite_create("hf");
+    TCase *tc = tcase_create("hf");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_names);
+    tcase_add_test(tc, test_open_books);
+    tcase_add_test(tc, test_books_vs_llama_cpp);
+    tcase_add_test(tc, test_books_roundtrip);
+    tcase_add_test(tc, test_gguf_to_hf);
+    tcase_add_test(tc, test_write_quantized_refused);
+    tcase_add_test(tc, test_tiny_llama);
+    tcase_add_test(tc, test_tiny_qwen2);
+    tcase_add_test(tc, test_missing_config);
+    tcase_add_test(tc, test_unsupported_arch);
+    tcase_add_test(tc, test_invalid_json);
+    tcase_add_test(tc, test_bad_numbers);
+    tcase_add_test(tc, test_missing_tensor);
+    tcase_add_test(tc, test_shape_mismatch);
+    tcase_add_test(tc, test_unknown_tensor);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return run_suite(hf_suite()); }
