@@ -21,7 +21,14 @@ int slmc_fail(slmc_err *err, const char *path, const char *fmt, ...) {
 int slmc_fail_prefix(slmc_err *err, const char *path) {
     if (!err || !path || !*path) return -1;
     char tmp[SLMC_ERR_MAX];
-    snprintf(tmp, sizeof tmp, "%s: %s", path, err->msg);
-    memcpy(err->msg, tmp, sizeof tmp);
+    memcpy(tmp, err->msg, sizeof tmp);
+    size_t n = strlen(path);
+    if (n > SLMC_ERR_MAX / 2) n = SLMC_ERR_MAX / 2; /* keep room for the cause */
+    memcpy(err->msg, path, n);
+    memcpy(err->msg + n, ": ", 2);
+    size_t rest = strnlen(tmp, SLMC_ERR_MAX - 1);
+    if (rest > SLMC_ERR_MAX - n - 3) rest = SLMC_ERR_MAX - n - 3;
+    memcpy(err->msg + n + 2, tmp, rest);
+    err->msg[n + 2 + rest] = 0;
     return -1;
 }

@@ -28,7 +28,8 @@ static void free_gguf_src(void *src) {
 /* GGUF input: the view points straight into the mapped file. */
 static int open_gguf(model *m, const char *path, slmc_err *err) {
     gguf_file *g = calloc(1, sizeof *g);
-    if (!g) return slmc_fail(err, path, "out of memory");
+    m->path = strdup(path);
+    if (!g || !m->path) { free(g); return slmc_fail(err, path, "out of memory"); }
     if (gguf_open(g, path, err) != 0) { free(g); return -1; }
     m->src = g;
     m->free_src = free_gguf_src;
@@ -70,9 +71,7 @@ static uint32_t file_magic(const char *path) {
 int model_open(model *m, const char *path, const model_open_opts *opts, slmc_err *err) {
     memset(m, 0, sizeof *m);
     meta_init(&m->kv);
-    m->path = strdup(path);
-    if (!m->path) return slmc_fail(err, path, "out of memory");
-    int rc;
+    int rc; /* each format's opener sets m->path */
     FILE *probe = fopen(path, "rb");
     if (!probe) {
         rc = slmc_fail(err, path, "cannot open: %s", strerror(errno));
@@ -251,6 +250,18 @@ int model_out_type(const model_tensor *t, int outtype) {
  * llama2.c -> GGUF -> HF -> GGUF) gives byte-identical files.
  * ------------------------------------------------------------------------------------- */
 
+int model_dominant_type(const model *m) {
+    uint64_t count[GGML_TYPE_COUNT] = {0};
+    int best = GGML_TYPE_F32;
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        const model_tensor *t = &m->tensors[i];
+        if (t->n_dims < 2 || t->type < 0 || t->type >= GGML_TYPE_COUNT) continue;
+        count[t->type] += (uint64_t)(t->ne[0] * model_tensor_rows(t));
+        if (count[t->type] > count[best]) best = t->type;
+    }
+    return best;
+}
+
 /* Architecture keys in the order they are written; values come from cfg. */
 static int put_arch_keys(meta *out, const model *m) {
     const model_config *c = &m->cfg;
@@ -296,26 +307,38 @@ static const char *const TOKENIZER_KEYS[] = {
 
 /* general.* first, the architecture keys from cfg, general.file_type, the tokenizer keys,
  * then every other key of the input in its original order. */
-static int canonical_meta(meta *out, const model *m, int outtype) {
+int model_gguf_meta(meta *out, const model *m, int64_t file_type) {
     meta_init(out);
     int rc = 0;
     const bool llama_like = m->cfg.arch[0] && m->cfg.n_embd > 0;
     rc |= copy_key(out, &m->kv, "general.architecture");
     rc |= copy_key(out, &m->kv, "general.name");
     if (llama_like) rc |= put_arch_keys(out, m);
-    if (outtype >= 0) {
-        /* llama.cpp's file type ids: ALL_F32 0, MOSTLY_F16 1, MOSTLY_BF16 32 */
-        uint32_t ft = outtype == GGML_TYPE_F16 ? 1 : outtype == GGML_TYPE_BF16 ? 32 : 0;
-        rc |= meta_set_u32(out, "general.file_type", ft);
-    } else {
-        rc |= copy_key(out, &m->kv, "general.file_type");
+    /* general.file_type: the one asked for, else the input's, else what the tensors are
+     * (llama.cpp's ids: ALL_F32 0, MOSTLY_F16 1, MOSTLY_BF16 32) */
+    uint64_t ft;
+    if (file_type < 0 && meta_get_u64(&m->kv, "general.file_type", &ft)) file_type = (int64_t)ft;
+    if (file_type < 0) {
+        int dom = model_dominant_type(m);
+        file_type = dom == GGML_TYPE_F16 ? 1 : dom == GGML_TYPE_BF16 ? 32 : 0;
     }
-    for (size_t i = 0; i < sizeof TOKENIZER_KEYS / sizeof *TOKENIZER_KEYS; i++)
+    rc |= meta_set_u32(out, "general.file_type", (uint32_t)file_type);
+    rc |= meta_set_u32(out, "general.quantization_version", 2); /* as llama.cpp's writers do */
+    for (size_t i = 0; i < sizeof TOKENIZER_KEYS / sizeof *TOKENIZER_KEYS; i++) {
+        /* an id of 0xFFFFFFFF means "not set", the same as no key: normalise to no key */
+        uint64_t id;
+        if (strstr(TOKENIZER_KEYS[i], "_token_id") && meta_get_u64(&m->kv, TOKENIZER_KEYS[i], &id) && id == UINT32_MAX)
+            continue;
         rc |= copy_key(out, &m->kv, TOKENIZER_KEYS[i]);
+    }
     size_t arch_len = strlen(m->cfg.arch);
     for (size_t i = 0; i < m->kv.n; i++) {
         const meta_kv *kv = &m->kv.kv[i];
         if (meta_find(out, kv->key)) continue;
+        uint64_t id;
+        if (strstr(kv->key, "tokenizer.ggml.") == kv->key && strstr(kv->key, "_token_id") &&
+            meta_get_u64(&m->kv, kv->key, &id) && id == UINT32_MAX)
+            continue;
         /* the architecture keys we know were rewritten from cfg above; unknown ones pass */
         if (llama_like && strncmp(kv->key, m->cfg.arch, arch_len) == 0 && kv->key[arch_len] == '.') {
             char probe[160];
@@ -358,7 +381,7 @@ static int64_t tensor_rank(const char *name, uint64_t index) {
 }
 
 /* Tensor indices of m in canonical write order (malloc'd). Stable: equal ranks keep order. */
-static uint64_t *canonical_order(const model *m) {
+uint64_t *model_gguf_order(const model *m) {
     uint64_t n = m->n_tensors;
     uint64_t *order = malloc((n ? n : 1) * sizeof *order);
     int64_t *rank = malloc((n ? n : 1) * sizeof *rank);
@@ -376,7 +399,7 @@ static uint64_t *canonical_order(const model *m) {
 
 /* Drop a tensor's source pages from this process's resident set once written: the pages
  * stay in the page cache, but peak RSS no longer grows with the size of the input. */
-static void release_source(const model_tensor *t) {
+void model_release_source(const model_tensor *t) {
     long page = sysconf(_SC_PAGESIZE);
     uintptr_t begin = (uintptr_t)t->data & ~(uintptr_t)(page - 1);
     uintptr_t end = (uintptr_t)t->data + t->nbytes;
@@ -409,9 +432,11 @@ int model_write_gguf(const model *m, const char *path, int outtype, const slmc_p
     if (outtype >= 0 && !type_is_float(outtype))
         return slmc_fail(err, path, "convert writes F32, F16 or BF16, not %s (use quantize)", type_name(outtype));
     meta kv;
-    if (canonical_meta(&kv, m, outtype) != 0) { meta_free(&kv); return slmc_fail(err, path, "out of memory"); }
+    /* llama.cpp's file type ids: ALL_F32 0, MOSTLY_F16 1, MOSTLY_BF16 32 */
+    int64_t file_type = outtype < 0 ? -1 : outtype == GGML_TYPE_F16 ? 1 : outtype == GGML_TYPE_BF16 ? 32 : 0;
+    if (model_gguf_meta(&kv, m, file_type) != 0) { meta_free(&kv); return slmc_fail(err, path, "out of memory"); }
     uint64_t n = m->n_tensors;
-    uint64_t *order = canonical_order(m);
+    uint64_t *order = model_gguf_order(m);
     gguf_tensor_info *infos = calloc(n ? n : 1, sizeof *infos);
     int *out_types = calloc(n ? n : 1, sizeof *out_types);
     uint8_t *buf = NULL;
@@ -426,7 +451,7 @@ int model_write_gguf(const model *m, const char *path, int outtype, const slmc_p
     for (uint64_t i = 0; i < n; i++) {
         const model_tensor *t = &m->tensors[order[i]];
         out_types[i] = model_out_type(t, outtype);
-        if (out_types[i] != t->type && !type_is_float(t->type)) {
+        if ((out_types[i] != t->type || outtype >= 0) && !type_is_float(t->type)) {
             slmc_fail(err, m->path, "tensor %s is %s: convert changes only F32/F16/BF16 tensors", t->name,
                       type_name(t->type));
             goto done;
@@ -457,7 +482,7 @@ int model_write_gguf(const model *m, const char *path, int outtype, const slmc_p
         if (chunk_rows < 1) chunk_rows = 1;
         if (progress && progress->fn) progress->fn(progress->ud, done_bytes, total, t->name);
         if (write_tensor_rows(m, order[i], out_types[i], &w, buf, fbuf, chunk_rows, err) != 0) goto done;
-        release_source(t);
+        model_release_source(t);
         done_bytes += type_nbytes(out_types[i], t->ne[0] * model_tensor_rows(t));
     }
     if (gguf_writer_finish(&w, err) != 0) goto done;

@@ -102,6 +102,21 @@ int64_t qk_row_gguf_of_hf(int64_t r, int64_t rows, int64_t heads);
  * stay F32 as llama.cpp stores them, float matrices take outtype, other types are kept. */
 int model_out_type(const model_tensor *t, int outtype);
 
+/* The type holding most matrix elements (F32 when there are none). */
+int model_dominant_type(const model *m);
+
+/* The GGUF metadata m is written with, in canonical order: general.*, the architecture keys
+ * (from cfg), general.file_type (file_type >= 0 sets it, -1 keeps the input's), tokenizer.ggml.*,
+ * then any other input key. `out` is initialised by the call. */
+int model_gguf_meta(meta *out, const model *m, int64_t file_type);
+/* Tensor indices in canonical GGUF write order: token_embd, blocks in order (attn_norm, attn_q,
+ * attn_k, attn_v, attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down), output_norm, output.
+ * malloc'd [n_tensors]; NULL when out of memory. */
+uint64_t *model_gguf_order(const model *m);
+/* Drop a tensor's source pages from the resident set once it has been consumed (they stay
+ * in the page cache): keeps peak RSS independent of the model size when streaming. */
+void model_release_source(const model_tensor *t);
+
 /* Write the model as GGUF v3 (atomic), converting float tensors per model_out_type. */
 int model_write_gguf(const model *m, const char *path, int outtype, const slmc_progress *progress,
                      slmc_err *err);
