@@ -35,6 +35,7 @@ typedef struct cli_command {
 int cmd_inspect(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 /* Print "slmc: <msg>" to stderr; returns EXIT_ERROR. */
 int cli_error(const slmc_err *err);

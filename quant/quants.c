@@ -1,0 +1,1217 @@
+/* quants.c - reference block quantization kernels (see quants.h, docs/quant-types.md).
+ *
+ * Reading order:
+ *   1. the block structs (ggml's exact layouts)
+ *   2. small helpers: rounding, fp16 stores, the scale packing of Q3_K / Q4_K / Q5_K
+ *   3. the scale searches shared by several types (make_qx_quants, make_qkx2_quants, ...)
+ *   4. legacy types Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 (blocks of 32)
+ *   5. K-quants Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K (super-blocks of 256)
+ *   6. float types and the kernel table
+ *
+ * The algorithms are llama.cpp's (ggml-quants.c), rewritten here. To give the same bytes, every
+ * floating-point expression keeps llama.cpp's order of operations: (a*b)*c is not a*(b*c) in
+ * floats, and one differing rounding changes a quant. So a few expressions look oddly
+ * parenthesised on purpose; do not "simplify" them.
+ */
+#include "quants.h"
+
+#include "formats/types.h"
+
+#include <assert.h>
+#include <float.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+
+#ifdef __clang__
+/* a*b+c must stay two roundings (as in llama.cpp's build), never one fused multiply-add.
+ * gcc in -std=c11 mode never contracts; clang needs to be told. */
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+/* ===================================================================== 1. block layouts */
+
+#define QK 32   /* elements per block of the legacy types */
+#define QK_K 256 /* elements per super-block of the K-quants */
+
+/* fp16 values are stored as their raw IEEE half bits (little-endian, like everything here). */
+typedef uint16_t half;
+
+typedef struct {
+    half d;             /* scale: value = d * (q - 8) */
+    uint8_t qs[QK / 2]; /* 4-bit quants; byte j holds element j (low nibble) and j+16 (high) */
+} block_q4_0;
+
+typedef struct {
+    half d;             /* scale */
+    half m;             /* minimum: value = d * q + m */
+    uint8_t qs[QK / 2]; /* 4-bit quants, nibbles as in Q4_0 */
+} block_q4_1;
+
+typedef struct {
+    half d;             /* scale: value = d * (q - 16) */
+    uint8_t qh[4];      /* 5th bit of each quant: bit j of this little-endian uint32 = element j */
+    uint8_t qs[QK / 2]; /* low 4 bits, nibbles as in Q4_0 */
+} block_q5_0;
+
+typedef struct {
+    half d;             /* scale */
+    half m;             /* minimum: value = d * q + m */
+    uint8_t qh[4];      /* 5th bits, as in Q5_0 */
+    uint8_t qs[QK / 2]; /* low 4 bits */
+} block_q5_1;
+
+typedef struct {
+    half d;         /* scale: value = d * q */
+    int8_t qs[QK];  /* 8-bit signed quants */
+} block_q8_0;
+
+typedef struct {
+    uint8_t scales[QK_K / 16]; /* per 16 values: low nibble scale, high nibble min (4 bits each) */
+    uint8_t qs[QK_K / 4];      /* 2-bit quants, see pack_2bit */
+    half d;                    /* super-block scale of the scales */
+    half dmin;                 /* super-block scale of the mins: value = d*sc*q - dmin*m */
+} block_q2_K;
+
+typedef struct {
+    uint8_t hmask[QK_K / 8]; /* high (3rd) bit: bit b of hmask[m] = element 32*b + m */
+    uint8_t qs[QK_K / 4];    /* low 2 bits, see pack_2bit */
+    uint8_t scales[12];      /* 16 signed 6-bit scales (stored +32), see pack_q3_scales */
+    half d;                  /* super-block scale: value = d * (sc - 32) * (q - 4) */
+} block_q3_K;
+
+typedef struct {
+    half d;                /* super-block scale of the scales */
+    half dmin;             /* super-block scale of the mins */
+    uint8_t scales[12];    /* 8 scales + 8 mins, 6 bits each, see pack_k4_scales */
+    uint8_t qs[QK_K / 2];  /* 4-bit quants: 64 values per 32 bytes (low nibbles first) */
+} block_q4_K;
+
+typedef struct {
+    half d;                /* super-block scale of the scales */
+    half dmin;             /* super-block scale of the mins */
+    uint8_t scales[12];    /* as in Q4_K */
+    uint8_t qh[QK_K / 8];  /* 5th bits: bit 2k / 2k+1 of qh[l] = element 64k+l / 64k+32+l */
+    uint8_t qs[QK_K / 2];  /* low 4 bits, as in Q4_K */
+} block_q5_K;
+
+typedef struct {
+    uint8_t ql[QK_K / 2];     /* low 4 bits of the 6-bit quants */
+    uint8_t qh[QK_K / 4];     /* high 2 bits */
+    int8_t scales[QK_K / 16]; /* 8-bit signed scale per 16 values */
+    half d;                   /* super-block scale: value = d * sc * (q - 32); stored last */
+} block_q6_K;
+
+typedef struct {
+    float d;                    /* scale (a full float): value = d * q */
+    int8_t qs[QK_K];            /* 8-bit quants */
+    int16_t bsums[QK_K / 16];   /* sum of the quants of each 16 values (for integer dots) */
+} block_q8_K;
+
+static_assert(sizeof(block_q4_0) == 18, "block_q4_0 layout");
+static_assert(sizeof(block_q4_1) == 20, "block_q4_1 layout");
+static_assert(sizeof(block_q5_0) == 22, "block_q5_0 layout");
+static_assert(sizeof(block_q5_1) == 24, "block_q5_1 layout");
+static_assert(sizeof(block_q8_0) == 34, "block_q8_0 layout");
+static_assert(sizeof(block_q2_K) == 84, "block_q2_K layout");
+static_assert(sizeof(block_q3_K) == 110, "block_q3_K layout");
+static_assert(sizeof(block_q4_K) == 144, "block_q4_K layout");
+static_assert(sizeof(block_q5_K) == 176, "block_q5_K layout");
+static_assert(sizeof(block_q6_K) == 210, "block_q6_K layout");
+static_assert(sizeof(block_q8_K) == 292, "block_q8_K layout");
+
+/* ===================================================================== 2. helpers */
+
+#define GROUP_MAX_EPS 1e-15f /* a group whose largest |x| is below this is all zeros */
+
+static inline int imin(int a, int b) { return a < b ? a : b; }
+static inline int iclamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* Round to the nearest integer, ties to even, the way llama.cpp does it: adding 1.5*2^23
+ * pushes the fraction bits out of the mantissa, so the low mantissa bits are the integer.
+ * That trick only works for |v| < 2^22; llama.cpp asserts it, we clamp instead (and map NaN
+ * to 0), so absurd inputs give a clamped quant rather than an arbitrary one. */
+static inline int nearest_int(float v) {
+    if (!(fabsf(v) <= 4194303.f)) return v != v ? 0 : v > 0 ? 4194303 : -4194303;
+    float shifted = v + 12582912.f;
+    int32_t bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    return (bits & 0x007fffff) - 0x00400000;
+}
+
+/* Store a scale as fp16. Values beyond the fp16 range saturate at +-65504 (llama.cpp would
+ * store Inf, which turns every dequantized value of the block into Inf or NaN). A NaN scale
+ * (only possible when squares of the input overflow, |x| > 1.8e19) is stored as 0. */
+static inline half to_half(float f) {
+    if (f != f) f = 0.f;
+    if (f > 65504.f) f = 65504.f;
+    if (f < -65504.f) f = -65504.f;
+    return f32_to_fp16(f);
+}
+static inline float from_half(half h) { return fp16_to_f32(h); }
+
+/* Truncate toward zero into [lo, hi]: the legacy quantizers' "(int8_t)(v + 8.5f)" rounding,
+ * without undefined behaviour when v is NaN or out of range. */
+static inline int trunc_clamp(float v, int lo, int hi) {
+    if (!(v >= (float)lo)) return lo; /* also NaN */
+    if (v >= (float)hi) return hi;
+    return (int)v;
+}
+
+/* 2-bit quants L[0..255] (values 0..3) into 64 bytes: for each half of 128 values, byte l
+ * holds elements l, l+32, l+64, l+96 in bits 0-1, 2-3, 4-5, 6-7. Used by Q2_K and Q3_K. */
+static void pack_2bit(const uint8_t *L, uint8_t *qs) {
+    for (int j = 0; j < QK_K; j += 128)
+        for (int l = 0; l < 32; ++l)
+            qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
+}
+
+/* Q4_K / Q5_K scales: 8 six-bit scales and 8 six-bit mins in 12 bytes. Sub-blocks 0-3 use
+ * bytes 0-3 (scale) and 4-7 (min) whole; sub-blocks 4-7 put their low 4 bits in bytes 8-11
+ * and their top 2 bits in the spare top bits of bytes 0-7. */
+static void pack_k4_scales(const uint8_t ls[8], const uint8_t lm[8], uint8_t scales[12]) {
+    for (int j = 0; j < 8; ++j) {
+        if (j < 4) {
+            scales[j] = ls[j];
+            scales[j + 4] = lm[j];
+        } else {
+            scales[j + 4] = (uint8_t)((ls[j] & 0xF) | ((lm[j] & 0xF) << 4));
+            scales[j - 4] |= (uint8_t)((ls[j] >> 4) << 6);
+            scales[j] |= (uint8_t)((lm[j] >> 4) << 6);
+        }
+    }
+}
+
+/* Scale and min of sub-block j from the packed 12 bytes (inverse of pack_k4_scales). */
+static inline void k4_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+/* Q3_K scales: 16 six-bit values (0..63) in 12 bytes. Low nibbles: scales 0-7 in the low
+ * halves of bytes 0-7, scales 8-15 in the high halves. Top 2 bits: scale j goes to byte
+ * 8 + j%4, bit pair j/4. */
+static void pack_q3_scales(const int Ls[16], uint8_t scales[12]) {
+    memset(scales, 0, 12);
+    for (int j = 0; j < 16; ++j) {
+        int l = Ls[j];
+        if (j < 8)
+            scales[j] = (uint8_t)(l & 0xF);
+        else
+            scales[j - 8] |= (uint8_t)((l & 0xF) << 4);
+        scales[8 + j % 4] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
+    }
+}
+
+/* Signed scale of sub-block j (-32..31) from the packed bytes. */
+static inline int q3_scale(const uint8_t *scales, int j) {
+    int low = j < 8 ? scales[j] & 0xF : scales[j - 8] >> 4;
+    int high = (scales[8 + j % 4] >> (2 * (j / 4))) & 3;
+    return (low | (high << 4)) - 32;
+}
+
+/* ===================================================================== 3. scale searches */
+
+/* Symmetric quantization of n values to integers l in [-nmax, nmax-1], returning the scale
+ * (value ~ scale * l); L receives l + nmax (0..2*nmax-1).
+ *
+ * The first guess maps the value of largest magnitude to -nmax; the scale is refit by
+ * weighted least squares (scale = sum w x l / sum w l^2) and 18 nearby guesses
+ * (nmax +- 0.1..0.9) are tried, keeping the one that minimises the weighted squared error,
+ * i.e. maximises (sum w x l)^2 / sum w l^2. Weights are qw, or x^2 when qw is NULL (the
+ * unweighted K-quants: big values matter most). This is llama.cpp's rmse_type 1, the only
+ * mode its quantizers use. */
+static float make_qx_quants(int n, int nmax, const float *x, int8_t *L, const float *qw) {
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; ++i) {
+        float ax = fabsf(x[i]);
+        if (ax > amax) { amax = ax; max = x[i]; }
+    }
+    if (amax < GROUP_MAX_EPS) {
+        memset(L, 0, (size_t)n);
+        return 0.f;
+    }
+    float iscale = -nmax / max;
+    float sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+        int l = iclamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+        L[i] = (int8_t)(l + nmax);
+        float w = qw ? qw[i] : x[i] * x[i];
+        sumlx += w * x[i] * l;
+        suml2 += w * l * l;
+    }
+    float scale = suml2 ? sumlx / suml2 : 0.0f;
+    float best = scale * sumlx;
+    for (int is = -9; is <= 9; ++is) {
+        if (is == 0) continue;
+        iscale = -(nmax + 0.1f * is) / max;
+        sumlx = suml2 = 0;
+        for (int i = 0; i < n; ++i) {
+            int l = iclamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+            float w = qw ? qw[i] : x[i] * x[i];
+            sumlx += w * x[i] * l;
+            suml2 += w * l * l;
+        }
+        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+            for (int i = 0; i < n; ++i)
+                L[i] = (int8_t)(nmax + iclamp(nearest_int(iscale * x[i]), -nmax, nmax - 1));
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+/* Q3_K's symmetric search: like make_qx_quants (weights x^2, range [-nmax, nmax-1]) but
+ * instead of trying other scales it moves single quants: for each value, the level that would
+ * be best with the other values' fit fixed, kept when the total weighted error drops. Up to
+ * 5 passes. L receives quant + nmax. */
+static float make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; ++i) {
+        float ax = fabsf(x[i]);
+        if (ax > amax) { amax = ax; max = x[i]; }
+    }
+    if (amax < GROUP_MAX_EPS) {
+        memset(L, 0, (size_t)n);
+        return 0.f;
+    }
+    float iscale = -nmax / max;
+    float sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+        int l = iclamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+        L[i] = (int8_t)l;
+        float w = x[i] * x[i];
+        sumlx += w * x[i] * l;
+        suml2 += w * l * l;
+    }
+    for (int pass = 0; pass < 5; ++pass) {
+        int n_changed = 0;
+        for (int i = 0; i < n; ++i) {
+            float w = x[i] * x[i];
+            float slx = sumlx - w * x[i] * L[i]; /* the fit without value i */
+            if (slx > 0) {
+                float sl2 = suml2 - w * L[i] * L[i];
+                int new_l = iclamp(nearest_int(x[i] * sl2 / slx), -nmax, nmax - 1);
+                if (new_l != L[i]) {
+                    slx += w * x[i] * new_l;
+                    sl2 += w * new_l * new_l;
+                    if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
+                        L[i] = (int8_t)new_l;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        ++n_changed;
+                    }
+                }
+            }
+        }
+        if (!n_changed) break;
+    }
+    for (int i = 0; i < n; ++i) L[i] = (int8_t)(L[i] + nmax);
+    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+/* Asymmetric quantization with a minimum: value ~ scale * L - the_min, L in [0, nmax],
+ * the_min >= 0 (the block minimum is never above 0). Returns the scale.
+ *
+ * Starts from min/max mapped to 0/nmax, then tries nstep+1 scales (rmin + rdelta*k + nmax
+ * levels across the range); for each, rounds, solves the 2x2 weighted least-squares problem
+ * for (scale, min), and keeps the fit with the smallest weighted error (absolute error when
+ * use_mad, else squared). `Laux` is scratch of n bytes.
+ *
+ * make_qkx2 (the reference K-quants) and make_qkx3 (the importance-weighted ones) differ only
+ * in guards: qkx3 also accepts weights == NULL (meaning x^2) and never rounds an out-of-range
+ * or non-finite value; on ordinary data both give the same quants. */
+static float make_qkx_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
+                             uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad, bool guarded) {
+    float min = x[0], max = x[0];
+    float sum_w = weights ? weights[0] : x[0] * x[0];
+    float sum_x = sum_w * x[0];
+    for (int i = 1; i < n; ++i) {
+        if (x[i] < min) min = x[i];
+        if (x[i] > max) max = x[i];
+        float w = weights ? weights[i] : x[i] * x[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if (min > 0) min = 0;
+    if (guarded ? max <= min : max == min) {
+        memset(L, 0, (size_t)n);
+        *the_min = -min;
+        return 0.f;
+    }
+    float iscale = nmax / (max - min);
+    float scale = 1 / iscale;
+    float best_error = 0;
+    for (int i = 0; i < n; ++i) {
+        L[i] = (uint8_t)iclamp(nearest_int(iscale * (x[i] - min)), 0, nmax);
+        float diff = scale * L[i] + min - x[i];
+        diff = use_mad ? fabsf(diff) : diff * diff;
+        float w = weights ? weights[i] : x[i] * x[i];
+        best_error += w * diff;
+    }
+    if (nstep < 1) {
+        *the_min = -min;
+        return scale;
+    }
+    for (int is = 0; is <= nstep; ++is) {
+        iscale = (rmin + rdelta * is + nmax) / (max - min);
+        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+        for (int i = 0; i < n; ++i) {
+            int l;
+            if (guarded) {
+                float v = iscale * (x[i] - min);
+                l = v > 0 ? nearest_int(v < nmax ? v : (float)nmax) : 0;
+            } else {
+                l = iclamp(nearest_int(iscale * (x[i] - min)), 0, nmax);
+            }
+            Laux[i] = (uint8_t)l;
+            float w = weights ? weights[i] : x[i] * x[i];
+            sum_l += w * l;
+            sum_l2 += w * l * l;
+            sum_xl += w * l * x[i];
+        }
+        float D = sum_w * sum_l2 - sum_l * sum_l;
+        if (D > 0) {
+            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+            if (this_min > 0) { /* a positive minimum is not representable: refit scale alone */
+                this_min = 0;
+                this_scale = sum_xl / sum_l2;
+            }
+            float cur_error = 0;
+            for (int i = 0; i < n; ++i) {
+                float diff = this_scale * Laux[i] + this_min - x[i];
+                diff = use_mad ? fabsf(diff) : diff * diff;
+                float w = weights ? weights[i] : x[i] * x[i];
+                cur_error += w * diff;
+            }
+            if (cur_error < best_error) {
+                memcpy(L, Laux, (size_t)n);
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    return scale;
+}
+
+/* Quantize n non-negative values (the sub-block scales or mins of a K-quant super-block) to
+ * integers in [0, nmax] with one scale, minimising the error weighted by quant_weights:
+ * 9 candidate scales, then single-quant moves as in make_q3_quants. Returns the scale. */
+static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *quant_weights) {
+    float max = 0;
+    for (int i = 0; i < n; ++i) max = x[i] > max ? x[i] : max;
+    if (max < GROUP_MAX_EPS) {
+        memset(L, 0, (size_t)n);
+        return 0.f;
+    }
+    float iscale = nmax / max;
+    for (int i = 0; i < n; ++i) L[i] = (uint8_t)nearest_int(iscale * x[i]);
+    float scale = 1 / iscale;
+    float best_mse = 0;
+    for (int i = 0; i < n; ++i) {
+        float diff = x[i] - scale * L[i];
+        best_mse += quant_weights[i] * diff * diff;
+    }
+    for (int is = -4; is <= 4; ++is) {
+        if (is == 0) continue;
+        float iscale_is = (0.1f * is + nmax) / max;
+        float scale_is = 1 / iscale_is;
+        float mse = 0;
+        for (int i = 0; i < n; ++i) {
+            int l = imin(nmax, nearest_int(iscale_is * x[i]));
+            float diff = x[i] - scale_is * l;
+            mse += quant_weights[i] * diff * diff;
+        }
+        if (mse < best_mse) {
+            best_mse = mse;
+            iscale = iscale_is;
+        }
+    }
+    float sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+        int l = imin(nmax, nearest_int(iscale * x[i]));
+        L[i] = (uint8_t)l;
+        float w = quant_weights[i];
+        sumlx += w * x[i] * l;
+        suml2 += w * l * l;
+    }
+    for (int pass = 0; pass < 5; ++pass) {
+        int n_changed = 0;
+        for (int i = 0; i < n; ++i) {
+            float w = quant_weights[i];
+            float slx = sumlx - w * x[i] * L[i];
+            float sl2 = suml2 - w * L[i] * L[i];
+            if (slx > 0 && sl2 > 0) {
+                int new_l = imin(nmax, nearest_int(x[i] * sl2 / slx));
+                if (new_l != L[i]) {
+                    slx += w * x[i] * new_l;
+                    sl2 += w * new_l * new_l;
+                    if (slx * slx * suml2 > sumlx * sumlx * sl2) {
+                        L[i] = (uint8_t)new_l;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        ++n_changed;
+                    }
+                }
+            }
+        }
+        if (!n_changed) break;
+    }
+    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+/* Importance weights of one group, as llama.cpp combines an imatrix entry with the value:
+ * w = importance * sqrt(sigma2 + x^2). */
+static void importance_weights(int n, const float *x, const float *importance, float sigma2, float *w) {
+    for (int j = 0; j < n; ++j) w[j] = importance[j] * sqrtf(sigma2 + x[j] * x[j]);
+}
+
+/* Sum of squares of n values, summed in order (the order matters for bit-identity). */
+static float sum_sq(const float *x, int64_t n) {
+    float s = 0;
+    for (int64_t j = 0; j < n; ++j) s += x[j] * x[j];
+    return s;
+}
+
+/* ===================================================================== 4. legacy types */
+
+/* Value of largest magnitude, with its sign (the first one on ties). */
+static float signed_absmax(const float *x, int n) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < n; ++j) {
+        if (amax < fabsf(x[j])) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    }
+    return max;
+}
+
+/* 1/d, or 0 when d is 0 or so small that 1/d overflows (quants then all come out 0). */
+static inline float safe_inverse(float d) {
+    if (!d) return 0.0f;
+    float id = 1.0f / d;
+    return isfinite(id) ? id : 0.0f;
+}
+
+/* Q4_0: d = max / -8 so the largest-magnitude value lands on quant 0 (-8) exactly. */
+static void quantize_q4_0_ref(const float *x, void *vy, int64_t n) {
+    block_q4_0 *y = vy;
+    for (int64_t i = 0; i < n / QK; ++i, x += QK) {
+        const float d = signed_absmax(x, QK) / -8;
+        const float id = safe_inverse(d);
+        y[i].d = to_half(d);
+        for (int j = 0; j < QK / 2; ++j) {
+            int q0 = trunc_clamp(x[j] * id + 8.5f, 0, 15);
+            int q1 = trunc_clamp(x[j + QK / 2] * id + 8.5f, 0, 15);
+            y[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
+        }
+    }
+}
+
+static void dequantize_q4_0(const void *vx, float *y, int64_t n) {
+    const block_q4_0 *x = vx;
+    for (int64_t i = 0; i < n / QK; ++i, y += QK) {
+        const float d = from_half(x[i].d);
+        for (int j = 0; j < QK / 2; ++j) {
+            y[j] = ((x[i].qs[j] & 0x0F) - 8) * d;
+            y[j + QK / 2] = ((x[i].qs[j] >> 4) - 8) * d;
+        }
+    }
+}
+
+/* Weighted Q4_0: least-squares scale search over the block with importance weights. The
+ * spread sigma2 is over the whole row, so call this once per row. */
+static void quantize_q4_0_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+    if (!importance) { quantize_q4_0_ref(x, vy, n); return; }
+    block_q4_0 *y = vy;
+    const float sigma2 = sum_sq(x, n) / n;
+    float w[QK];
+    int8_t L[QK];
+    for (int64_t i = 0; i < n / QK; ++i) {
+        importance_weights(QK, x + QK * i, importance + QK * i, sigma2, w);
+        y[i].d = to_half(make_qx_quants(QK, 8, x + QK * i, L, w));
+        for (int j = 0; j < QK / 2; ++j) y[i].qs[j] = (uint8_t)(L[j] | (L[j + QK / 2] << 4));
+    }
+}
+
+/* Q4_1: d spans min..max in 15 steps, m = min. */
+static void quantize_q4_1_ref(const float *x, void *vy, int64_t n) {
+    block_q4_1 *y = vy;
+    for (int64_t i = 0; i < n / QK; ++i, x += QK) {
+        float min = FLT_MAX, max = -FLT_MAX;
+        for (int j = 0; j < QK; ++j) {
+            if (x[j] < min) min = x[j];
+            if (x[j] > max) max = x[j];
+        }
+        const float d = (max - min) / 15;
+        const float id = safe_inverse(d);
+        y[i].d = to_half(d);
+        y[i].m = to_half(min);
+        for (int j = 0; j < QK / 2; ++j) {
+            int q0 = trunc_clamp((x[j] - min) * id + 0.5f, 0, 15);
+            int q1 = trunc_clamp((x[j + QK / 2] - min) * id + 0.5f, 0, 15);
+            y[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
+        }
+    }
+}
+
+static void dequantize_q4_1(const void *vx, float *y, int64_t n) {
+    const block_q4_1 *x = vx;
+    for (int64_t i = 0; i < n / QK; ++i, y += QK) {
+        const float d = from_half(x[i].d), m = from_half(x[i].m);
+        for (int j = 0; j < QK / 2; ++j) {
+            y[j] = (x[i].qs[j] & 0x0F) * d + m;
+            y[j + QK / 2] = (x[i].qs[j] >> 4) * d + m;
+        }
+    }
+}
+
+static void quantize_q4_1_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+    if (!importance) { quantize_q4_1_ref(x, vy, n); return; }
+    block_q4_1 *y = vy;
+    const float sigma2 = sum_sq(x, n) / n;
+    float w[QK], min;
+    uint8_t L[QK], Laux[QK];
+    for (int64_t i = 0; i < n / QK; ++i) {
+        importance_weights(QK, x + QK * i, importance + QK * i, sigma2, w);
+        float d = make_qkx_quants(QK, 15, x + QK * i, w, L, &min, Laux, -0.9f, 0.05f, 36, false, true);
+        y[i].d = to_half(d);
+        y[i].m = to_half(-min);
+        for (int j = 0; j < QK / 2; ++j) y[i].qs[j] = (uint8_t)(L[j] | (L[j + QK / 2] << 4));
+    }
+}
+
+/* Q5_0 / Q5_1 store 5-bit quants as a low nibble (qs, paired like Q4_0) plus the 5th bit of
+ * element j in bit j of qh. */
+static void pack_5bit(const uint8_t L[QK], uint8_t qs[QK / 2], uint8_t qh_bytes[4]) {
+    uint32_t qh = 0;
+    for (int j = 0; j < QK / 2; ++j) {
+        qs[j] = (uint8_t)((L[j] & 0x0F) | ((L[j + QK / 2] & 0x0F) << 4));
+        qh |= ((L[j] & 0x10u) >> 4) << j;
+        qh |= ((L[j + QK / 2] & 0x10u) >> 4) << (j + QK / 2);
+    }
+    for (int b = 0; b < 4; ++b) qh_bytes[b] = (uint8_t)(qh >> (8 * b));
+}
+
+/* The 5-bit quant of element j (0..31). */
+static inline int unpack_5bit(const uint8_t *qs, const uint8_t *qh_bytes, int j) {
+    uint32_t qh = (uint32_t)qh_bytes[0] | (uint32_t)qh_bytes[1] << 8 | (uint32_t)qh_bytes[2] << 16 |
+                  (uint32_t)qh_bytes[3] << 24;
+    int low = j < QK / 2 ? qs[j] & 0x0F : qs[j - QK / 2] >> 4;
+    return low | (int)(((qh >> j) & 1) << 4);
+}
+
+static void quantize_q5_0_ref(const float *x, void *vy, int64_t n) {
+    block_q5_0 *y = vy;
+    uint8_t L[QK];
+    for (int64_t i = 0; i < n / QK; ++i, x += QK) {
+        const float d = signed_absmax(x, QK) / -16;
+        const float id = safe_inverse(d);
+        y[i].d = to_half(d);
+        for (int j = 0; j < QK; ++j) L[j] = (uint8_t)trunc_clamp(x[j] * id + 16.5f, 0, 31);
+        pack_5bit(L, y[i].qs, y[i].qh);
+    }
+}
+
+static void dequantize_q5_0(const void *vx, float *y, int64_t n) {
+    const block_q5_0 *x = vx;
+    for (int64_t i = 0; i < n / QK; ++i, y += QK) {
+        const float d = from_half(x[i].d);
+        for (int j = 0; j < QK; ++j) y[j] = (unpack_5bit(x[i].qs, x[i].qh, j) - 16) * d;
+    }
+}
+
+static void quantize_q5_0_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+    if (!importance) { quantize_q5_0_ref(x, vy, n); return; }
+    block_q5_0 *y = vy;
+    const float sigma2 = sum_sq(x, n) / n;
+    float w[QK];
+    int8_t L[QK];
+    uint8_t U[QK];
+    for (int64_t i = 0; i < n / QK; ++i) {
+        importance_weights(QK, x + QK * i, importance + QK * i, sigma2, w);
+        y[i].d = to_half(make_qx_quants(QK, 16, x + QK * i, L, w));
+        for (int j = 0; j < QK; ++j) U[j] = (uint8_t)L[j];
+        pack_5bit(U, y[i].qs, y[i].qh);
+    }
+}
+
+static void quantize_q5_1_ref(const float *x, void *vy, int64_t n) {
+    block_q5_1 *y = vy;
+    uint8_t L[QK];
+    for (int64_t i = 0; i < n / QK; ++i, x += QK) {
+        float min = FLT_MAX, max = -FLT_MAX;
+        for (int j = 0; j < QK; ++j) {
+            if (x[j] < min) min = x[j];
+            if (x[j] > max) max = x[j];
+        }
+        const float d = (max - min) / 31;
+        const float id = safe_inverse(d);
+        y[i].d = to_half(d);
+        y[i].m = to_half(min);
+        for (int j = 0; j < QK; ++j) L[j] = (uint8_t)trunc_clamp((x[j] - min) * id + 0.5f, 0, 31);
+        pack_5bit(L, y[i].qs, y[i].qh);
+    }
+}
+
+static void dequantize_q5_1(const void *vx, float *y, int64_t n) {
+    const block_q5_1 *x = vx;
+    for (int64_t i = 0; i < n / QK; ++i, y += QK) {
+        const float d = from_half(x[i].d), m = from_half(x[i].m);
+        for (int j = 0; j < QK; ++j) y[j] = unpack_5bit(x[i].qs, x[i].qh, j) * d + m;
+    }
+}
+
+static void quantize_q5_1_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+    if (!importance) { quantize_q5_1_ref(x, vy, n); return; }
+    block_q5_1 *y = vy;
+    const float sigma2 = sum_sq(x, n) / n;
+    float w[QK], min;
+    uint8_t L[QK], Laux[QK];
+    for (int64_t i = 0; i < n / QK; ++i) {
+        importance_weights(QK, x + QK * i, importance + QK * i, sigma2, w);
+        float d = make_qkx_quants(QK, 31, x + QK * i, w, L, &min, Laux, -0.9f, 0.05f, 36, false, true);
+        y[i].d = to_half(d);
+        y[i].m = to_half(-min);
+        pack_5bit(L, y[i].qs, y[i].qh);
+    }
+}
+
+/* Q8_0: d = amax / 127, q = round(x / d) (roundf: ties away from zero). */
+static void quantize_q8_0_ref(const float *x, void *vy, int64_t n) {
+    block_q8_0 *y = vy;
+    for (int64_t i = 0; i < n / QK; ++i, x += QK) {
+        float amax = 0;
+        for (int j = 0; j < QK; ++j) amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127;
+        const float id = safe_inverse(d);
+        y[i].d = to_half(d);
+        for (int j = 0; j < QK; ++j) {
+            float r = roundf(x[j] * id);
+            y[i].qs[j] = (int8_t)(r > 127 ? 127 : r < -128 ? -128 : r);
+        }
+    }
+}
+
+static void dequantize_q8_0(const void *vx, float *y, int64_t n) {
+    const block_q8_0 *x = vx;
+    for (int64_t i = 0; i < n / QK; ++i, y += QK) {
+        const float d = from_half(x[i].d);
+        for (int j = 0; j < QK; ++j) y[j] = x[i].qs[j] * d;
+    }
+}
+
+/* Weighted Q8_0 (llama.cpp ignores the weights for Q8_0): the same least-squares scale
+ * search as Q4_0, over the full int8 range [-128, 127]. */
+static void quantize_q8_0_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+    if (!importance) { quantize_q8_0_ref(x, vy, n); return; }
+    block_q8_0 *y = vy;
+    const float sigma2 = sum_sq(x, n) / n;
+    float w[QK];
+    int8_t L[QK];
+    for (int64_t i = 0; i < n / QK; ++i) {
+        importance_weights(QK, x + QK * i, importance + QK * i, sigma2, w);
+        /* L holds q + 128 in an int8_t: 0..255 wraps, so undo it through uint8_t */
+        y[i].d = to_half(make_qx_quants(QK, 128, x + QK * i, L, w));
+        for (int j = 0; j < QK; ++j) y[i].qs[j] = (int8_t)((int)(uint8_t)L[j] - 128);
+    }
+}
+
+/* ===================================================================== 5. K-quants */
+
+/* Q2_K requantization: with the final (fp16-rounded) scales and mins, each value gets the
+ * nearest level of its sub-block of 16. Shared by the reference and weighted versions. */
+static void q2_K_requantize(const float *x, const block_q2_K *b, uint8_t *L) {
+    const float dall = from_half(b->d), mall = from_half(b->dmin);
+    for (int j = 0; j < QK_K / 16; ++j) {
+        const float d = dall * (b->scales[j] & 0xF);
+        if (!d) continue;
+        const float dm = mall * (b->scales[j] >> 4);
+        for (int ii = 0; ii < 16; ++ii) L[16 * j + ii] = (uint8_t)iclamp(nearest_int((x[16 * j + ii] + dm) / d), 0, 3);
+    }
+}
+
+/* Q2_K: per 16 values a 2-bit fit with a minimum (make_qkx_quants, weights |x|, absolute
+ * error), then the 16 scales and 16 mins are each quantized to 4 bits against their maximum. */
+static void quantize_q2_K_ref(const float *x, void *vy, int64_t n) {
+    block_q2_K *y = vy;
+    uint8_t L[QK_K], Laux[16];
+    float weights[16], mins[QK_K / 16], scales[QK_K / 16];
+    for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
+        float max_scale = 0, max_min = 0;
+        for (int j = 0; j < QK_K / 16; ++j) {
+            for (int l = 0; l < 16; ++l) weights[l] = fabsf(x[16 * j + l]);
+            scales[j] = make_qkx_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15,
+                                        true, false);
+            if (scales[j] > max_scale) max_scale = scales[j];
+            if (mins[j] > max_min) max_min = mins[j];
+        }
+        if (max_scale > 0) {
+            const float iscale = 15.f / max_scale;
+            for (int j = 0; j < QK_K / 16; ++j) y[i].scales[j] = (uint8_t)nearest_int(iscale * scales[j]);
+            y[i].d = to_half(max_scale / 15.f);
+        } else {
+            memset(y[i].scales, 0, sizeof y[i].scales);
+            y[i].d = to_half(0.f);
+        }
+        if (max_min > 0) {
+            const float iscale = 15.f / max_min;
+            for (int j = 0; j < QK_K / 16; ++j) y[i].scales[j] |= (uint8_t)(nearest_int(iscale * mins[j]) << 4);
+            y[i].dmin = to_half(max_min / 15.f);
+        } else {
+            y[i].dmin = to_half(0.f);
+        }
+        q2_K_requantize(x, &y[i], L);
+        pack_2bit(L, y[i].qs);
+    }
+}
+
+static void dequantize_q2_K(const void *vx, float *y, int64_t n) {
+    const block_q2_K *x = vx;
+    for (int64_t i = 0; i < n / QK_K; ++i) {
+        const float d = from_half(x[i].d), min = from_half(x[i].dmin);
+        for (int j = 0; j < QK_K; ++j) {
+            /* element j: byte (j/128)*32 + j%32, bit pair (j%128)/32, sub-block j/16 */
+            const uint8_t sc = x[i].scales[j / 16];
+            const int q = (x[i].qs[(j / 128) * 32 + j % 32] >> (2 * ((j % 128) / 32))) & 3;
+            const float dl = d * (sc & 0xF), ml = min * (sc >> 4);
+            *y++ = dl * q - ml;
+        }
+    }
+}
+
+/* Weighted Q2_K: per-16 fits by make_qkx_quants with importance weights and squared error,
+ * then scales and mins quantized by make_qp_quants weighted by each sub-block's total weight. */
+static void quantize_q2_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+    if (!importance) { quantize_q2_K_ref(x, vy, n); return; }
+    block_q2_K *y = vy;
+    uint8_t L[QK_K], Laux[16], Ls[QK_K / 16], Lm[QK_K / 16];
+    float mins[QK_K / 16], scales[QK_K / 16], sw[QK_K / 16], weight[16];
+    for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
+        const float sigma2 = sum_sq(x, QK_K) / QK_K;
+        for (int j = 0; j < QK_K / 16; ++j) {
+            importance_weights(16, x + 16 * j, importance + QK_K * i + 16 * j, sigma2, weight);
+            sw[j] = 0;
+            for (int l = 0; l < 16; ++l) sw[j] += weight[l];
+            scales[j] = make_qkx_quants(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36,
+                                        false, true);
+        }
+        const float dm = make_qp_quants(QK_K / 16, 15, scales, Ls, sw);
+        const float mm = make_qp_quants(QK_K / 16, 15, mins, Lm, sw);
+        y[i].d = to_half(dm);
+        y[i].dmin = to_half(mm);
+        for (int j = 0; j < QK_K / 16; ++j) y[i].scales[j] = (uint8_t)(Ls[j] | (Lm[j] << 4));
+        q2_K_requantize(x, &y[i], L);
+        pack_2bit(L, y[i].qs);
+    }
+}
+
+/* Q3_K (and Q6_K) requantization with the final signed scales; L gets quant + 4. */
+static void q3_K_finish(const float *x, block_q3_K *b, int8_t *Ls8) {
+    uint8_t L[QK_K];
+    for (int j = 0; j < QK_K; ++j) L[j] = (uint8_t)Ls8[j];
+    for (int j = 0; j < QK_K / 16; ++j) {
+        const float d = from_half(b->d) * q3_scale(b->scales, j);
+        if (!d) continue;
+        for (int ii = 0; ii < 16; ++ii) L[16 * j + ii] = (uint8_t)(iclamp(nearest_int(x[16 * j + ii] / d), -4, 3) + 4);
+    }
+    /* high bit: element j goes to hmask[j % 32], bit j / 32 */
+    memset(b->hmask, 0, sizeof b->hmask);
+    for (int j = 0; j < QK_K; ++j) {
+        if (L[j] > 3) {
+            b->hmask[j % 32] |= (uint8_t)(1u << (j / 32));
+            L[j] -= 4;
+        }
+    }
+    pack_2bit(L, b->qs);
+}
+
+/* Q3_K: per 16 values a symmetric 3-bit fit (make_q3_quants), then the 16 signed scales are
+ * quantized to 6 bits against the one of largest magnitude. */
+static void quantize_q3_K_ref(const float *x, void *vy, int64_t n) {
+    block_q3_K *y = vy;
+    int8_t L[QK_K];
+    float scales[QK_K / 16];
+    int Ls[QK_K / 16];
+    for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
+        float max_scale = 0, amax = 0;
+        for (int j = 0; j < QK_K / 16; ++j) {
+            scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
+            if (fabsf(scales[j]) > amax) {
+                amax = fabsf(scales[j]);
+                max_scale = scales[j];
+            }
+        }
+        if (max_scale) {
+            const float iscale = -32.f / max_scale;
+            for (int j = 0; j < QK_K / 16; ++j) Ls[j] = iclamp((int8_t)nearest_int(iscale * scales[j]), -32, 31) + 32;
+            pack_q3_scales(Ls, y[i].scales);
+            y[i].d = to_half(1 / iscale);
+        } else {
+            memset(y[i].scales, 0, sizeof y[i].scales);
+            y[i].d = to_half(0.f);
+        }
+        q3_K_finish(x, &y[i], L);
+    }
+}
+
+static void dequantize_q3_K(const void *vx, float *y, int64_t n) {
+    const block_q3_K *x = vx;
+    for (int64_t i = 0; i < n / QK_K; ++i) {
+        const float d_all = from_half(x[i].d);
+        for (int j = 0; j < QK_K; ++j) {
+            const int low = (x[i].qs[(j / 128) * 32 + j % 32] >> (2 * ((j % 128) / 32))) & 3;
+            const int high = (x[i].hmask[j % 32] >> (j / 32)) & 1;
+            const float dl = d_all * q3_scale(x[i].scales, j / 16);
+            *y++ = dl * (low - (high ? 0 : 4));
+        }
+    }
+}
+
+/* Weighted Q3_K: per-16 fits by make_qx_quants with importance weights, then the 16 scales
+ * by make_qx_quants (6 bits) weighted by each sub-block's total weight. */
+static void quantize_q3_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+    if (!importance) { quantize_q3_K_ref(x, vy, n); return; }
+    block_q3_K *y = vy;
+    int8_t L[QK_K], Ls8[QK_K / 16];
+    float scales[QK_K / 16], weight[16], sw[QK_K / 16];
+    int Ls[QK_K / 16];
+    for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
+        const float sigma2 = 2 * sum_sq(x, QK_K) / QK_K;
+        for (int j = 0; j < QK_K / 16; ++j) {
+            importance_weights(16, x + 16 * j, importance + QK_K * i + 16 * j, sigma2, weight);
+            float sumw = 0;
+            for (int l = 0; l < 16; ++l) sumw += weight[l];
+            sw[j] = sumw;
+            scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, weight);
+        }
+        const float d_block = make_qx_quants(QK_K / 16, 32, scales, Ls8, sw);
+        for (int j = 0; j < QK_K / 16; ++j) Ls[j] = Ls8[j];
+        pack_q3_scales(Ls, y[i].scales);
+        y[i].d = to_half(d_block);
+        q3_K_finish(x, &y[i], L);
+    }
+}
+
+/* Q4_K / Q5_K share everything but the number of levels (nmax 15 or 31) and the packing. */
+
+/* Reference sub-block fits: per 32 values an asymmetric fit (make_qkx_quants, weights
+ * rms + |x|), then 8 scales and 8 mins quantized to 6 bits against their maxima. Fills the
+ * 12 scale bytes, d and dmin. */
+static void k4_ref_scales(const float *x, int nmax, float rmin, int nstep, uint8_t *L, uint8_t scales12[12],
+                          half *d, half *dmin) {
+    uint8_t Laux[32], ls[8], lm[8];
+    float weights[32], mins[8], scales[8];
+    float max_scale = 0, max_min = 0;
+    for (int j = 0; j < QK_K / 32; ++j) {
+        float sum_x2 = 0;
+        for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
+        const float av_x = sqrtf(sum_x2 / 32);
+        for (int l = 0; l < 32; ++l) weights[l] = av_x + fabsf(x[32 * j + l]);
+        scales[j] = make_qkx_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep,
+                                    false, false);
+        if (scales[j] > max_scale) max_scale = scales[j];
+        if (mins[j] > max_min) max_min = mins[j];
+    }
+    const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+    const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+    for (int j = 0; j < QK_K / 32; ++j) {
+        /* llama.cpp stores nearest_int into a uint8_t before MIN(63, .): keep the wrap */
+        ls[j] = (uint8_t)imin(63, (uint8_t)nearest_int(inv_scale * scales[j]));
+        lm[j] = (uint8_t)imin(63, (uint8_t)nearest_int(inv_min * mins[j]));
+    }
+    pack_k4_scales(ls, lm, scales12);
+    *d = to_half(max_scale / 63.f);
+    *dmin = to_half(max_min / 63.f);
+}
+
+/* Weighted sub-block fits for Q4_K / Q5_K (make_qkx3-style, importance weights; or
+ * rms + |x| weights when importance is NULL), scales and mins by make_qp_quants. */
+static void k4_weighted_scales(const float *x, const float *importance, int nmax, uint8_t *L,
+                               uint8_t scales12[12], half *d, half *dmin) {
+    uint8_t Laux[32], Ls[8], Lm[8];
+    float weights[32], sw[8], mins[8], scales[8];
+    const float sigma2 = 2 * sum_sq(x, QK_K) / QK_K;
+    const float av_x = sqrtf(sigma2);
+    for (int j = 0; j < QK_K / 32; ++j) {
+        if (importance)
+            importance_weights(32, x + 32 * j, importance + 32 * j, sigma2, weights);
+        else
+            for (int l = 0; l < 32; ++l) weights[l] = av_x + fabsf(x[32 * j + l]);
+        float sumw = 0;
+        for (int l = 0; l < 32; ++l) sumw += weights[l];
+        sw[j] = sumw;
+        scales[j] = make_qkx_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36,
+                                    false, true);
+    }
+    const float d_block = make_qp_quants(QK_K / 32, 63, scales, Ls, sw);
+    const float m_block = make_qp_quants(QK_K / 32, 63, mins, Lm, sw);
+    pack_k4_scales(Ls, Lm, scales12);
+    *d = to_half(d_block);
+    *dmin = to_half(m_block);
+}
+
+/* Final quants of Q4_K / Q5_K with the stored (rounded) scales and mins. */
+static void k4_requantize(const float *x, int nmax, const uint8_t scales12[12], half hd, half hdmin, uint8_t *L) {
+    for (int j = 0; j < QK_K / 32; ++j) {
+        uint8_t sc, m;
+        k4_scale_min(j, scales12, &sc, &m);
+        const float d = from_half(hd) * sc;
+        if (!d) continue;
+        const float dm = from_half(hdmin) * m;
+        for (int ii = 0; ii < 32; ++ii)
+            L[32 * j + ii] = (uint8_t)iclamp(nearest_int((x[32 * j + ii] + dm) / d), 0, nmax);
+    }
+}
+
+/* Q4_K nibbles: each 64 values take 32 bytes, the first 32 in the low nibbles. */
+static void q4_K_pack(const uint8_t *L, uint8_t *qs) {
+    for (int j = 0; j < QK_K; j += 64, qs += 32)
+        for (int l = 0; l < 32; ++l) qs[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
+}
+
+static void quantize_q4_K_ref(const float *x, void *vy, int64_t n) {
+    block_q4_K *y = vy;
+    uint8_t L[QK_K];
+    for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
+        k4_ref_scales(x, 15, -1.f, 20, L, y[i].scales, &y[i].d, &y[i].dmin);
+        k4_requantize(x, 15, y[i].scales, y[i].d, y[i].dmin, L);
+        q4_K_pack(L, y[i].qs);
+    }
+}
+
+static void quantize_q4_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+    if (!importance) { quantize_q4_K_ref(x, vy, n); return; }
+    block_q4_K *y = vy;
+    uint8_t L[QK_K];
+    for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
+        k4_weighted_scales(x, importance + QK_K * i, 15, L, y[i].scales, &y[i].d, &y[i].dmin);
+        k4_requantize(x, 15, y[i].scales, y[i].d, y[i].dmin, L);
+        q4_K_pack(L, y[i].qs);
+    }
+}
+
+static void dequantize_q4_K(const void *vx, float *y, int64_t n) {
+    const block_q4_K *x = vx;
+    for (int64_t i = 0; i < n / QK_K; ++i) {
+        const float d = from_half(x[i].d), min = from_half(x[i].dmin);
+        const uint8_t *q = x[i].qs;
+        for (int j = 0; j < QK_K / 32; j += 2, q += 32) {
+            uint8_t sc, m;
+            k4_scale_min(j, x[i].scales, &sc, &m);
+            const float d1 = d * sc, m1 = min * m;
+            k4_scale_min(j + 1, x[i].scales, &sc, &m);
+            const float d2 = d * sc, m2 = min * m;
+            for (int l = 0; l < 32; ++l) *y++ = d1 * (q[l] & 0xF) - m1;
+            for (int l = 0; l < 32; ++l) *y++ = d2 * (q[l] >> 4) - m2;
+        }
+    }
+}
+
+/* Q5_K: low nibbles as in Q4_K; the 5th bit of element 64k+l goes to bit 2k of qh[l], of
+ * element 64k+32+l to bit 2k+1. */
+static void q5_K_pack(const uint8_t *L, uint8_t *qs, uint8_t *qh) {
+    memset(qh, 0, QK_K / 8);
+    for (int k = 0; k < QK_K / 64; ++k, qs += 32) {
+        for (int l = 0; l < 32; ++l) {
+            int l1 = L[64 * k + l], l2 = L[64 * k + l + 32];
+            if (l1 > 15) { l1 -= 16; qh[l] |= (uint8_t)(1u << (2 * k)); }
+            if (l2 > 15) { l2 -= 16; qh[l] |= (uint8_t)(2u << (2 * k)); }
+            qs[l] = (uint8_t)(l1 | (l2 << 4));
+        }
+    }
+}
+
+static void quantize_q5_K_ref(const float *x, void *vy, int64_t n) {
+    block_q5_K *y = vy;
+    uint8_t L[QK_K];
+    for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
+        k4_ref_scales(x, 31, -0.5f, 15, L, y[i].scales, &y[i].d, &y[i].dmin);
+        k4_requantize(x, 31, y[i].scales, y[i].d, y[i].dmin, L);
+        q5_K_pack(L, y[i].qs, y[i].qh);
+    }
+}
+
+static void quantize_q5_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+    if (!importance) { quantize_q5_K_ref(x, vy, n); return; }
+    block_q5_K *y = vy;
+    uint8_t L[QK_K];
+    for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
+        k4_weighted_scales(x, importance + QK_K * i, 31, L, y[i].scales, &y[i].d, &y[i].dmin);
+        k4_requantize(x, 31, y[i].scales, y[i].d, y[i].dmin, L);
+        q5_K_pack(L, y[i].qs, y[i].qh);
+    }
+}
+
+static void dequantize_q5_K(const void *vx, float *y, int64_t n) {
+    const block_q5_K *x = vx;
+    for (int64_t i = 0; i < n / QK_K; ++i) {
+        const float d = from_half(x[i].d), min = from_half(x[i].dmin);
+        const uint8_t *ql = x[i].qs, *qh = x[i].qh;
+        for (int k = 0; k < QK_K / 64; ++k, ql += 32) {
+            uint8_t sc, m;
+            k4_scale_min(2 * k, x[i].scales, &sc, &m);
+            const float d1 = d * sc, m1 = min * m;
+            k4_scale_min(2 * k + 1, x[i].scales, &sc, &m);
+            const float d2 = d * sc, m2 = min * m;
+            const uint8_t u1 = (uint8_t)(1u << (2 * k)), u2 = (uint8_t)(2u << (2 * k));
+            for (int l = 0; l < 32; ++l) *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
+            for (int l = 0; l < 32; ++l) *y++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+        }
+    }
+}
+
+/* Q6_K: per 16 values a symmetric 6-bit fit (make_qx_quants with weights x^2, or the
+ * importance directly), the 16 signed scales quantized to int8 against the largest. */
+static void quantize_q6_K_block(const float *x, block_q6_K *y, const float *importance) {
+    int8_t L[QK_K];
+    float scales[QK_K / 16];
+    float max_scale = 0, max_abs_scale = 0;
+    for (int ib = 0; ib < QK_K / 16; ++ib) {
+        const float *qw = importance ? importance + 16 * ib : NULL;
+        scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, qw);
+        if (fabsf(scales[ib]) > max_abs_scale) {
+            max_abs_scale = fabsf(scales[ib]);
+            max_scale = scales[ib];
+        }
+    }
+    if (max_abs_scale < GROUP_MAX_EPS) {
+        memset(y, 0, sizeof *y);
+        return;
+    }
+    const float iscale = -128.f / max_scale;
+    y->d = to_half(1 / iscale);
+    for (int ib = 0; ib < QK_K / 16; ++ib) y->scales[ib] = (int8_t)imin(127, nearest_int(iscale * scales[ib]));
+    for (int j = 0; j < QK_K / 16; ++j) {
+        const float d = from_half(y->d) * y->scales[j];
+        if (!d) continue;
+        for (int ii = 0; ii < 16; ++ii)
+            L[16 * j + ii] = (int8_t)(iclamp(nearest_int(x[16 * j + ii] / d), -32, 31) + 32);
+    }
+    /* per 128 values: ql[l] = low nibbles of l and l+64, ql[l+32] = of l+32 and l+96;
+     * qh[l] = the top 2 bits of l, l+32, l+64, l+96 */
+    uint8_t *ql = y->ql, *qh = y->qh;
+    for (int j = 0; j < QK_K; j += 128, ql += 64, qh += 32) {
+        for (int l = 0; l < 32; ++l) {
+            const uint8_t *q = (const uint8_t *)L + j + l;
+            ql[l] = (uint8_t)((q[0] & 0xF) | ((q[64] & 0xF) << 4));
+            ql[l + 32] = (uint8_t)((q[32] & 0xF) | ((q[96] & 0xF) << 4));
+            qh[l] = (uint8_t)((q[0] >> 4) | ((q[32] >> 4) << 2) | ((q[64] >> 4) << 4) | ((q[96] >> 4) << 6));
+        }
+    }
+}
+
+static void quantize_q6_K_ref(const float *x, void *vy, int64_t n) {
+    block_q6_K *y = vy;
+    for (int64_t i = 0; i < n / QK_K; ++i) quantize_q6_K_block(x + QK_K * i, &y[i], NULL);
+}
+
+static void quantize_q6_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+    block_q6_K *y = vy;
+    for (int64_t i = 0; i < n / QK_K; ++i)
+        quantize_q6_K_block(x + QK_K * i, &y[i], importance ? importance + QK_K * i : NULL);
+}
+
+static void dequantize_q6_K(const void *vx, float *y, int64_t n) {
+    const block_q6_K *x = vx;
+    for (int64_t i = 0; i < n / QK_K; ++i) {
+        const float d = from_half(x[i].d);
+        const uint8_t *ql = x[i].ql, *qh = x[i].qh;
+        const int8_t *sc = x[i].scales;
+        for (int k = 0; k < QK_K; k += 128, y += 128, ql += 64, qh += 32, sc += 8) {
+            for (int l = 0; l < 32; ++l) {
+                const int is = l / 16;
+                const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                y[l] = d * sc[is] * q1;
+                y[l + 32] = d * sc[is + 2] * q2;
+                y[l + 64] = d * sc[is + 4] * q3;
+                y[l + 96] = d * sc[is + 6] * q4;
+            }
+        }
+    }
+}
+
+/* Q8_K: one float scale per 256 values, the largest magnitude mapped to -127, plus the sums
+ * of each 16 quants (what the integer dot products need). */
+static void quantize_q8_K_ref(const float *x, void *vy, int64_t n) {
+    block_q8_K *y = vy;
+    for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
+        float max = 0, amax = 0;
+        for (int j = 0; j < QK_K; ++j) {
+            if (fabsf(x[j]) > amax) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        }
+        memset(&y[i], 0, sizeof y[i]);
+        if (!amax) continue;
+        const float iscale = -127.f / max;
+        for (int j = 0; j < QK_K; ++j) y[i].qs[j] = (int8_t)iclamp(nearest_int(iscale * x[j]), -128, 127);
+        for (int j = 0; j < QK_K / 16; ++j) {
+            int sum = 0;
+            for (int ii = 0; ii < 16; ++ii) sum += y[i].qs[16 * j + ii];
+            y[i].bsums[j] = (int16_t)sum;
+        }
+        y[i].d = 1 / iscale;
+    }
+}
+
+static void quantize_q8_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+    (void)importance; /* Q8_K is an activation format: nothing to weigh */
+    quantize_q8_K_ref(x, vy, n);
+}
+
+static void dequantize_q8_K(const void *vx, float *y, int64_t n) {
+    const block_q8_K *x = vx;
+    for (int64_t i = 0; i < n / QK_K; ++i)
+        for (int j = 0; j < QK_K; ++j) *y++ = x[i].d * x[i].qs[j];
+}
+
+/* ===================================================================== 6. floats, table */
+
+static void quantize_f32(const float *x, void *y, int64_t n) { row_from_f32(GGML_TYPE_F32, x, y, n); }
+static void quantize_f16(const float *x, void *y, int64_t n) { row_from_f32(GGML_TYPE_F16, x, y, n); }
+static void quantize_bf16(const float *x, void *y, int64_t n) { row_from_f32(GGML_TYPE_BF16, x, y, n); }
+static void quantize_f32_w(const float *x, void *y, int64_t n, const float *w) { (void)w; quantize_f32(x, y, n); }
+static void quantize_f16_w(const float *x, void *y, int64_t n, const float *w) { (void)w; quantize_f16(x, y, n); }
+static void quantize_bf16_w(const float *x, void *y, int64_t n, const float *w) { (void)w; quantize_bf16(x, y, n); }
+static void dequantize_f32(const void *x, float *y, int64_t n) { row_to_f32(GGML_TYPE_F32, x, y, n); }
+static void dequantize_f16(const void *x, float *y, int64_t n) { row_to_f32(GGML_TYPE_F16, x, y, n); }
+static void dequantize_bf16(const void *x, float *y, int64_t n) { row_to_f32(GGML_TYPE_BF16, x, y, n); }
+
+static const quant_kernels KERNELS[] = {
+    {GGML_TYPE_F32, quantize_f32, quantize_f32, quantize_f32_w, dequantize_f32},
+    {GGML_TYPE_F16, quantize_f16, quantize_f16, quantize_f16_w, dequantize_f16},
+    {GGML_TYPE_BF16, quantize_bf16, quantize_bf16, quantize_bf16_w, dequantize_bf16},
+    {GGML_TYPE_Q4_0, quantize_q4_0_ref, quantize_q4_0_ref, quantize_q4_0_weighted, dequantize_q4_0},
+    {GGML_TYPE_Q4_1, quantize_q4_1_ref, quantize_q4_1_ref, quantize_q4_1_weighted, dequantize_q4_1},
+    {GGML_TYPE_Q5_0, quantize_q5_0_ref, quantize_q5_0_ref, quantize_q5_0_weighted, dequantize_q5_0},
+    {GGML_TYPE_Q5_1, quantize_q5_1_ref, quantize_q5_1_ref, quantize_q5_1_weighted, dequantize_q5_1},
+    {GGML_TYPE_Q8_0, quantize_q8_0_ref, quantize_q8_0_ref, quantize_q8_0_weighted, dequantize_q8_0},
+    {GGML_TYPE_Q2_K, quantize_q2_K_ref, quantize_q2_K_ref, quantize_q2_K_weighted, dequantize_q2_K},
+    {GGML_TYPE_Q3_K, quantize_q3_K_ref, quantize_q3_K_ref, quantize_q3_K_weighted, dequantize_q3_K},
+    {GGML_TYPE_Q4_K, quantize_q4_K_ref, quantize_q4_K_ref, quantize_q4_K_weighted, dequantize_q4_K},
+    {GGML_TYPE_Q5_K, quantize_q5_K_ref, quantize_q5_K_ref, quantize_q5_K_weighted, dequantize_q5_K},
+    {GGML_TYPE_Q6_K, quantize_q6_K_ref, quantize_q6_K_ref, quantize_q6_K_weighted, dequantize_q6_K},
+    {GGML_TYPE_Q8_K, quantize_q8_K_ref, quantize_q8_K_ref, quantize_q8_K_weighted, dequantize_q8_K},
+};
+
+const quant_kernels *quant_get(int type) {
+    for (size_t i = 0; i < sizeof KERNELS / sizeof KERNELS[0]; ++i)
+        if (KERNELS[i].type == type) return &KERNELS[i];
+    return NULL;
+}

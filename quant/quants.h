@@ -1,0 +1,43 @@
+/* quants.h - block quantization kernels, one set per tensor type.
+ *
+ * Every kernel works on n values that form whole blocks of the type (n a multiple of the
+ * block size from formats/types.h: 32 for Q4_0..Q8_0, 256 for the K-quants, 1 for the float
+ * types). Quantized data is written in ggml's exact block layout, so the bytes can go
+ * straight into a GGUF file and llama.cpp reads them back (docs/quant-types.md lists the
+ * layouts).
+ *
+ * quantize_ref reproduces llama.cpp's quantize_row_X_ref bit for bit (what llama-quantize
+ * writes when it has no importance matrix); dequantize reproduces dequantize_row_X bit for
+ * bit. Differences from llama.cpp only where its output would be garbage: scales beyond the
+ * fp16 range saturate at +-65504 instead of becoming Inf, and non-finite intermediate values
+ * never reach a float-to-int conversion.
+ *
+ * The kernels never fail and never allocate: a type is either supported (quant_get returns
+ * its kernels) or not (NULL). Blocks are accessed through structs, so y and x must be
+ * aligned to 2 bytes (4 for Q8_K), which malloc'd buffers and GGUF tensor data always are.
+ */
+#ifndef SLMC_QUANTS_H
+#define SLMC_QUANTS_H
+
+#include <stdint.h>
+
+typedef struct quant_kernels {
+    int type; /* ggml_type id (formats/types.h) */
+    /* Plain reference quantizer: the same bytes as llama.cpp's quantize_row_X_ref. */
+    void (*quantize_ref)(const float *x, void *y, int64_t n);
+    /* Faster variant (may be the same function); always gives the same bytes as quantize_ref. */
+    void (*quantize)(const float *x, void *y, int64_t n);
+    /* Importance-weighted quantizer, llama.cpp's quantize_X with quant_weights: importance[i]
+     * is the weight of column i (an imatrix entry), n values = one row. With importance ==
+     * NULL it gives the same bytes as quantize_ref. For Q8_K and the float types the weights
+     * are ignored. */
+    void (*quantize_weighted)(const float *x, void *y, int64_t n, const float *importance);
+    /* Blocks back to floats: the same values as llama.cpp's dequantize_row_X. */
+    void (*dequantize)(const void *x, float *y, int64_t n);
+} quant_kernels;
+
+/* The kernels for a type id, or NULL when the type has none here. Supported: F32, F16, BF16,
+ * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K. */
+const quant_kernels *quant_get(int type);
+
+#endif
