@@ -1,8 +1,17 @@
 /* main.c - `slmc COMMAND ...`: dispatch to the commands. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
+#include "formats/fileio.h"
+
+/* SIGINT / SIGTERM / SIGHUP: remove temporary outputs, then die of the same signal. */
+static void on_signal(int sig) {
+    fileio_remove_temps();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
 
 static const cli_command COMMANDS[] = {
     {"inspect", "show a model's architecture, tokenizer and tensors (headers only)", cmd_inspect},
@@ -25,6 +34,13 @@ static void print_help(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     if (argc < 2) {
         print_help(stderr);
         return EXIT_USAGE;

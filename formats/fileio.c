@@ -14,7 +14,58 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <limits.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+/* ---------------------------------------------------------------------------------------
+ * Temporary outputs in flight, so that an interrupted run (SIGINT, SIGTERM) can remove them:
+ * fileio_remove_temps() only uses async-signal-safe calls. (A kill -9 cannot be caught; its
+ * leftovers are hidden ".NAME.tmp-XXXXXX" entries, never a partial file at the output path.)
+ * ------------------------------------------------------------------------------------- */
+
+#define MAX_TEMPS 64
+
+static struct {
+    char path[PATH_MAX];          /* temporary file or folder */
+    volatile sig_atomic_t state;  /* 0 free, 1 file, 2 folder */
+} temps[MAX_TEMPS];
+
+static void temp_register(const char *path, int state) {
+    if (strlen(path) >= PATH_MAX) return;
+    for (int i = 0; i < MAX_TEMPS; i++)
+        if (temps[i].state == 0) {
+            memcpy(temps[i].path, path, strlen(path) + 1);
+            temps[i].state = state;
+            return;
+        }
+}
+
+static void temp_forget(const char *path) {
+    if (!path) return;
+    for (int i = 0; i < MAX_TEMPS; i++)
+        if (temps[i].state && strcmp(temps[i].path, path) == 0) temps[i].state = 0;
+}
+
+void fileio_remove_temps(void) {
+    for (int i = 0; i < MAX_TEMPS; i++) {
+        if (temps[i].state == 1) {
+            unlink(temps[i].path);
+        } else if (temps[i].state == 2) {
+            /* a folder with files in it: rm -rf in a child (fork and execve are signal-safe) */
+            pid_t pid = fork();
+            if (pid == 0) {
+                char *const argv[] = {"rm", "-rf", "--", temps[i].path, NULL};
+                char *const envp[] = {NULL};
+                execve("/bin/rm", argv, envp);
+                _exit(127);
+            }
+            if (pid > 0) waitpid(pid, NULL, 0);
+        }
+        temps[i].state = 0;
+    }
+}
 
 #define AF_BUF_SIZE (4u << 20) /* 4 MiB write buffer: few syscalls, modest memory */
 
@@ -192,6 +243,7 @@ int af_open(atomic_file *af, const char *path, slmc_err *err) {
         af_abort(af);
         return slmc_fail(err, path, "cannot create a temporary file next to it: %s", strerror(e));
     }
+    temp_register(af->tmp_path, 1);
     return 0;
 }
 
@@ -265,6 +317,7 @@ int af_commit(atomic_file *af, slmc_err *err) {
         af_abort(af);
         return slmc_fail(err, af->path, "cannot rename the temporary file into place: %s", strerror(e));
     }
+    temp_forget(af->tmp_path);
     free(af->tmp_path);
     af->tmp_path = NULL; /* renamed: af_abort must not unlink it now */
     char *dir, *base;
@@ -282,6 +335,7 @@ void af_abort(atomic_file *af) {
     if (af->fd >= 0) close(af->fd);
     af->fd = -1;
     if (af->tmp_path) unlink(af->tmp_path);
+    temp_forget(af->tmp_path);
     free(af->tmp_path);
     free(af->path);
     free(af->buf);
@@ -313,6 +367,8 @@ int ad_open(atomic_dir *ad, const char *path, slmc_err *err) {
         memset(ad, 0, sizeof *ad);
         return slmc_fail(err, path, "cannot create a temporary folder next to it: %s", strerror(e));
     }
+    chmod(ad->tmp_path, 0755); /* mkdtemp makes it 0700; a model folder is readable like any other */
+    temp_register(ad->tmp_path, 2);
     return 0;
 }
 
@@ -393,6 +449,7 @@ int ad_commit(atomic_dir *ad, slmc_err *err) {
         if (rc != 0) { ad_abort(ad); return -1; }
         rmdir(ad->tmp_path);
     }
+    temp_forget(ad->tmp_path);
     free(ad->tmp_path);
     ad->tmp_path = NULL;
     /* make the renames durable: the target folder and its parent */
@@ -417,6 +474,7 @@ static int remove_one(const char *path, const struct stat *st, int flag, struct 
 
 void ad_abort(atomic_dir *ad) {
     if (ad->tmp_path) nftw(ad->tmp_path, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+    temp_forget(ad->tmp_path);
     free(ad->tmp_path);
     free(ad->path);
     ad->tmp_path = ad->path = NULL;

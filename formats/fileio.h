@@ -59,6 +59,10 @@ char *ad_file(const atomic_dir *ad, const char *name);
 int ad_commit(atomic_dir *ad, slmc_err *err);
 void ad_abort(atomic_dir *ad);
 
+/* Remove every temporary output still in flight. Async-signal-safe: cli/ calls it from its
+ * SIGINT / SIGTERM handler so an interrupted run leaves nothing behind. */
+void fileio_remove_temps(void);
+
 /* true when the two paths name the same existing file (same device and inode). */
 bool same_file(const char *a, const char *b);
 /* Path join (malloc'd). */
