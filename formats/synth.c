@@ -34,6 +34,7 @@
 static const synth_shape SHAPES[] = {
     /* name              arch     embd  ff     layers heads kv  head_dim vocab   ctx    theta    eps   tied   bias */
     {"tiny",             "llama", 128,  384,   2,     4,    2,  32,      512,    256,   10000.f, 1e-5f, false, false},
+    {"small",            "llama", 256,  768,   4,     8,    4,  32,      1024,   512,   10000.f, 1e-5f, false, false},
     {"tinyllama-1.1b",   "llama", 2048, 5632,  22,    32,   4,  64,      32000,  2048,  10000.f, 1e-5f, false, false},
     {"llama-2-7b",       "llama", 4096, 11008, 32,    32,   32, 128,     32000,  4096,  10000.f, 1e-5f, false, false},
     {"qwen2-0.5b",       "qwen2", 896,  4864,  24,    14,   2,  64,      151936, 32768, 1e6f,    1e-6f, true,  true},

@@ -363,7 +363,7 @@ START_TEST(test_shape_names) {
     ck_assert_str_eq(synth_shape_name(0), "tiny");
     int n = 0;
     while (synth_shape_name(n)) n++;
-    ck_assert_int_eq(n, 4);
+    ck_assert_int_eq(n, 5);
     ck_assert_int_eq(synth_shape_get("qwen2-0.5b", &s, &err), 0);
     ck_assert_str_eq(s.arch, "qwen2");
     ck_assert_int_eq(s.n_embd, 896);

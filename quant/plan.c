@@ -1,0 +1,582 @@
+/* plan.c - llama.cpp's per-tensor type choice for a quantization mix.
+ *
+ * How a type is chosen for one tensor (llama_model_quantize_impl + llama_tensor_get_type in
+ * llama.cpp's src/llama-quant.cpp, build b4747 era), top to bottom:
+ *
+ *   1. Is it quantized at all? Only matrices (2+ dims) whose name ends in "weight" and that
+ *      are not norms or one of a few small special tensors; --leave-output-tensor,
+ *      --include-weights and --exclude-weights remove more. Others keep their type.
+ *   2. --token-embedding-type / --output-tensor-type decide those two tensors outright.
+ *   3. Else the first --tensor-type override whose regex matches decides.
+ *   4. Else, for a quantized mix without --pure, the mix's rules (RULES below) may bump the
+ *      base type: they look at the tensor's role (attn_v, ffn_down, ...), its position among
+ *      the tensors of that role, and a few model facts (GQA, expert count, architecture).
+ *   5. Finally a type whose block does not divide the row length falls back to one that does
+ *      (FALLBACKS below), and to F16 when none does.
+ *
+ * The position counters follow llama.cpp's tensor order: by layer number ("blk.N."), then
+ * by name, with the non-layer tensors first.
+ */
+#include "quant/plan.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <ctype.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "formats/meta.h"
+#include "formats/types.h"
+
+/* ---------------------------------------------------------------------------------------
+ * Mixes
+ * ------------------------------------------------------------------------------------- */
+
+typedef struct mix_info {
+    int mix;          /* quant_mix (llama_ftype number) */
+    const char *name; /* llama-quantize's name for it */
+    int base;         /* ggml_type most tensors get */
+} mix_info;
+
+static const mix_info MIXES[] = {
+    {MIX_F32, "F32", GGML_TYPE_F32},          {MIX_F16, "F16", GGML_TYPE_F16},
+    {MIX_BF16, "BF16", GGML_TYPE_BF16},       {MIX_Q4_0, "Q4_0", GGML_TYPE_Q4_0},
+    {MIX_Q4_1, "Q4_1", GGML_TYPE_Q4_1},       {MIX_Q5_0, "Q5_0", GGML_TYPE_Q5_0},
+    {MIX_Q5_1, "Q5_1", GGML_TYPE_Q5_1},       {MIX_Q8_0, "Q8_0", GGML_TYPE_Q8_0},
+    {MIX_Q2_K, "Q2_K", GGML_TYPE_Q2_K},       {MIX_Q3_K_S, "Q3_K_S", GGML_TYPE_Q3_K},
+    {MIX_Q3_K_M, "Q3_K_M", GGML_TYPE_Q3_K},   {MIX_Q3_K_L, "Q3_K_L", GGML_TYPE_Q3_K},
+    {MIX_Q4_K_S, "Q4_K_S", GGML_TYPE_Q4_K},   {MIX_Q4_K_M, "Q4_K_M", GGML_TYPE_Q4_K},
+    {MIX_Q5_K_S, "Q5_K_S", GGML_TYPE_Q5_K},   {MIX_Q5_K_M, "Q5_K_M", GGML_TYPE_Q5_K},
+    {MIX_Q6_K, "Q6_K", GGML_TYPE_Q6_K},
+};
+#define N_MIXES (sizeof MIXES / sizeof MIXES[0])
+
+/* llama-quantize accepts these shorter names for the medium k-quant mixes. */
+static const struct {
+    const char *alias;
+    int mix;
+} MIX_ALIASES[] = {{"Q3_K", MIX_Q3_K_M}, {"Q4_K", MIX_Q4_K_M}, {"Q5_K", MIX_Q5_K_M}};
+
+static const mix_info *mix_get(int mix) {
+    for (size_t i = 0; i < N_MIXES; i++)
+        if (MIXES[i].mix == mix) return &MIXES[i];
+    return NULL;
+}
+
+int quant_mix_from_name(const char *name) {
+    if (!name || !*name) return -1;
+    for (size_t i = 0; i < N_MIXES; i++)
+        if (strcasecmp(name, MIXES[i].name) == 0) return MIXES[i].mix;
+    for (size_t i = 0; i < sizeof MIX_ALIASES / sizeof MIX_ALIASES[0]; i++)
+        if (strcasecmp(name, MIX_ALIASES[i].alias) == 0) return MIX_ALIASES[i].mix;
+    /* a plain ftype number, as llama-quantize also accepts */
+    size_t n = strlen(name);
+    if (n > 3 || strspn(name, "0123456789") != n) return -1;
+    int v = atoi(name);
+    return mix_get(v) ? v : -1;
+}
+
+const char *quant_mix_name(int mix) {
+    const mix_info *mi = mix_get(mix);
+    return mi ? mi->name : NULL;
+}
+
+int quant_mix_base_type(int mix) {
+    const mix_info *mi = mix_get(mix);
+    return mi ? mi->base : -1;
+}
+
+void plan_opts_init(plan_opts *o, int mix) {
+    memset(o, 0, sizeof *o);
+    o->mix = mix;
+    o->output_type = -1;
+    o->token_embd_type = -1;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Which tensors are quantized at all
+ * ------------------------------------------------------------------------------------- */
+
+/* Name fragments of tensors llama.cpp never quantizes even though they are 2-D weights:
+ * norms, MoE router, BERT position / token-type embeddings, Mamba's conv, RWKV's small
+ * mixing matrices, T5's relative position bias. */
+static const char *const NEVER_QUANTIZED_PARTS[] = {
+    "_norm.weight",          "ffn_gate_inp.weight",        "ssm_conv1d.weight",
+    "time_mix_first.weight", "time_mix_w1.weight",         "time_mix_w2.weight",
+    "time_mix_decay_w1.weight", "time_mix_decay_w2.weight", "time_mix_lerp_fused.weight",
+    "attn_rel_b.weight",
+};
+static const char *const NEVER_QUANTIZED_NAMES[] = {"position_embd.weight", "token_types.weight"};
+
+/* ggml's dimension count: trailing dims of size 1 do not count (a 1 x N matrix is 1-D). */
+static int ggml_dims(const model_tensor *t) {
+    int d = MODEL_MAX_DIMS;
+    while (d > 1 && t->ne[d - 1] == 1) d--;
+    return d;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* llama.cpp's own test, before any user option except --leave-output-tensor. */
+static bool llama_quantizes(const model_tensor *t, bool leave_output) {
+    if (!ends_with(t->name, "weight") || ggml_dims(t) < 2) return false;
+    if (leave_output && strcmp(t->name, "output.weight") == 0) return false;
+    for (size_t i = 0; i < sizeof NEVER_QUANTIZED_PARTS / sizeof NEVER_QUANTIZED_PARTS[0]; i++)
+        if (strstr(t->name, NEVER_QUANTIZED_PARTS[i])) return false;
+    for (size_t i = 0; i < sizeof NEVER_QUANTIZED_NAMES / sizeof NEVER_QUANTIZED_NAMES[0]; i++)
+        if (strcmp(t->name, NEVER_QUANTIZED_NAMES[i]) == 0) return false;
+    return true;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Tensor roles and model facts the rules look at
+ * ------------------------------------------------------------------------------------- */
+
+typedef enum role {
+    ROLE_OTHER,       /* no rule: the base type */
+    ROLE_OUTPUT,      /* output.weight, or token_embd.weight when there is no output.weight */
+    ROLE_TOKEN_EMBD,  /* token_embd.weight next to a separate output.weight */
+    ROLE_ATTN_V,      /* blk.N.attn_v.weight */
+    ROLE_ATTN_K,      /* blk.N.attn_k.weight */
+    ROLE_FFN_DOWN,    /* blk.N.ffn_down* (also the MoE ffn_down_exps / _shexp) */
+    ROLE_ATTN_OUTPUT, /* blk.N.attn_output.weight */
+    ROLE_ATTN_QKV,    /* blk.N.attn_qkv.weight (fused Q/K/V) */
+} role;
+
+/* The role of a tensor, tested in llama.cpp's order (the names are matched as substrings,
+ * so e.g. "ffn_down_exps" is an ffn_down). */
+static role role_of(const char *name, bool has_output) {
+    if (strcmp(name, "output.weight") == 0) return ROLE_OUTPUT;
+    if (strcmp(name, "token_embd.weight") == 0) return has_output ? ROLE_TOKEN_EMBD : ROLE_OUTPUT;
+    if (strstr(name, "attn_v.weight")) return ROLE_ATTN_V;
+    if (strstr(name, "attn_k.weight")) return ROLE_ATTN_K;
+    if (strstr(name, "ffn_down")) return ROLE_FFN_DOWN;
+    if (strstr(name, "attn_output.weight")) return ROLE_ATTN_OUTPUT;
+    if (strstr(name, "attn_qkv.weight")) return ROLE_ATTN_QKV;
+    return ROLE_OTHER;
+}
+
+/* Facts about the whole model that some rules depend on. */
+typedef struct model_facts {
+    int n_layer;        /* cfg.n_layer: the "n" of the ffn_down position rules */
+    int n_attention_wv; /* tensors named *attn_v / *attn_qkv / *attn_kv_b: the "n" of attn_v rules */
+    int n_gqa;          /* n_head / n_head_kv (0 when n_head_kv is 0) */
+    int n_expert;       /* <arch>.expert_count, 0 for dense models */
+    bool falcon;        /* arch "falcon" has its own variants of some rules */
+    bool is_70b;        /* llama.cpp's LLM_TYPE_70B (llama, 80 layers, GQA): attn_v gets Q5_K */
+    bool has_output;    /* a separate output.weight exists (untied embeddings) */
+    bool has_imatrix;   /* an importance matrix will be used */
+} model_facts;
+
+static void facts_of(const model *m, const plan_opts *o, model_facts *f) {
+    memset(f, 0, sizeof *f);
+    const model_config *c = &m->cfg;
+    f->n_layer = (int)c->n_layer;
+    f->n_gqa = c->n_head_kv > 0 ? (int)(c->n_head / c->n_head_kv) : 0;
+    char key[64];
+    snprintf(key, sizeof key, "%s.expert_count", c->arch);
+    int64_t ne = 0;
+    if (meta_get_i64(&m->kv, key, &ne) && ne > 0 && ne < INT32_MAX) f->n_expert = (int)ne;
+    f->falcon = strcmp(c->arch, "falcon") == 0;
+    f->is_70b = strcmp(c->arch, "llama") == 0 && c->n_layer == 80 && c->n_head_kv != c->n_head;
+    f->has_imatrix = o->has_imatrix;
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        const char *name = m->tensors[i].name;
+        if (strstr(name, "attn_v.weight") || strstr(name, "attn_qkv.weight") || strstr(name, "attn_kv_b.weight"))
+            f->n_attention_wv++;
+        if (strcmp(name, "output.weight") == 0) f->has_output = true;
+    }
+}
+
+/* Layer number of "blk.N.xxx", or -1 for tensors outside the blocks. */
+static int layer_of(const char *name) {
+    if (strncmp(name, "blk.", 4) != 0 || !isdigit((unsigned char)name[4])) return -1;
+    long v = strtol(name + 4, NULL, 10);
+    return v > INT32_MAX ? INT32_MAX : (int)v;
+}
+
+/* llama.cpp walks the tensors sorted by layer number, then by name (its weight map's
+ * order); the attn_v and ffn_down counters advance in that order. */
+typedef struct order_key {
+    int layer;        /* layer_of(name) */
+    const char *name; /* tensor name */
+    uint64_t index;   /* tensor index in the model */
+} order_key;
+
+static int cmp_llama_order(const void *a, const void *b) {
+    const order_key *x = a, *y = b;
+    if (x->layer != y->layer) return x->layer < y->layer ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The mix rules
+ * ------------------------------------------------------------------------------------- */
+
+/* When a rule applies, by where the tensor sits (i = its position among the tensors of its
+ * role, n = n_attention_wv for attn_v, n_layer for ffn_down). */
+typedef enum rule_when {
+    ALWAYS,
+    FIRST_N,        /* i < param */
+    FIRST_EIGHTH,   /* i < n/8 */
+    FIRST_16TH,     /* i < n/16 */
+    MORE_BITS,      /* llama.cpp's use_more_bits: first eighth, last eighth, and every third between */
+    GQA_4,          /* n_head / n_head_kv >= 4 (the V projection is shared by 4+ query heads) */
+    ROWS_MISFIT,    /* the base type's block does not divide the row length */
+    WITH_IMATRIX_FIRST_EIGHTH, /* an imatrix is used and i < n/8 */
+} rule_when;
+
+/* Which models a rule is for (bits, all must hold). */
+enum { FOR_ANY = 0, FOR_FALCON = 1, NOT_FALCON = 2, FOR_EXPERT8 = 4, NOT_EXPERT8 = 8 };
+
+#define ANY_MIX (-1)
+
+typedef struct rule {
+    int mix;        /* quant_mix, or ANY_MIX (any quantized mix) */
+    role role;      /* tensors it is for */
+    int models;     /* FOR_* / NOT_* bits */
+    rule_when when; /* position condition */
+    int param;      /* N of FIRST_N */
+    int type;       /* ggml_type the tensor gets */
+} rule;
+
+/* For a tensor, the first rule matching (mix, role, model, position) decides; none matching
+ * leaves the base type. Rules of one (mix, role) are listed most specific first. */
+static const rule RULES[] = {
+    /* output.weight (or the tied token_embd): Q6_K, unless the base is Q8_0 already;
+     * Q8_0 when the base type's block does not fit the rows, and always for falcon */
+    {ANY_MIX, ROLE_OUTPUT, FOR_FALCON, ALWAYS, 0, GGML_TYPE_Q8_0},
+    {ANY_MIX, ROLE_OUTPUT, FOR_ANY, ROWS_MISFIT, 0, GGML_TYPE_Q8_0},
+    {MIX_Q8_0, ROLE_OUTPUT, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q8_0},
+    {ANY_MIX, ROLE_OUTPUT, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q6_K},
+
+    /* attn_v: small (one row per KV head) and sensitive, so most k-mixes give it more bits */
+    {MIX_Q2_K, ROLE_ATTN_V, FOR_ANY, GQA_4, 0, GGML_TYPE_Q4_K},
+    {MIX_Q2_K, ROLE_ATTN_V, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q3_K},
+    {MIX_Q3_K_M, ROLE_ATTN_V, FOR_ANY, FIRST_N, 2, GGML_TYPE_Q5_K},
+    {MIX_Q3_K_M, ROLE_ATTN_V, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q4_K},
+    {MIX_Q3_K_L, ROLE_ATTN_V, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_Q4_K_M, ROLE_ATTN_V, FOR_ANY, MORE_BITS, 0, GGML_TYPE_Q6_K},
+    {MIX_Q5_K_M, ROLE_ATTN_V, FOR_ANY, MORE_BITS, 0, GGML_TYPE_Q6_K},
+    {MIX_Q4_K_S, ROLE_ATTN_V, FOR_ANY, FIRST_N, 4, GGML_TYPE_Q5_K},
+
+    /* attn_k: only 8-expert models (Mixtral) bump it */
+    {ANY_MIX, ROLE_ATTN_K, FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q8_0},
+
+    /* ffn_down: the largest error source; first layers matter most */
+    {MIX_Q2_K, ROLE_FFN_DOWN, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q3_K},
+    {MIX_Q3_K_M, ROLE_FFN_DOWN, FOR_ANY, FIRST_16TH, 0, GGML_TYPE_Q5_K},
+    {MIX_Q3_K_M, ROLE_FFN_DOWN, NOT_FALCON, ALWAYS, 0, GGML_TYPE_Q4_K},
+    {MIX_Q3_K_M, ROLE_FFN_DOWN, FOR_FALCON, MORE_BITS, 0, GGML_TYPE_Q4_K},
+    {MIX_Q3_K_L, ROLE_FFN_DOWN, FOR_FALCON, ALWAYS, 0, GGML_TYPE_Q4_K},
+    {MIX_Q3_K_L, ROLE_FFN_DOWN, NOT_FALCON, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_Q4_K_M, ROLE_FFN_DOWN, FOR_FALCON, FIRST_16TH, 0, GGML_TYPE_Q6_K},
+    {MIX_Q4_K_M, ROLE_FFN_DOWN, FOR_FALCON, MORE_BITS, 0, GGML_TYPE_Q5_K},
+    {MIX_Q4_K_M, ROLE_FFN_DOWN, NOT_FALCON, MORE_BITS, 0, GGML_TYPE_Q6_K},
+    {MIX_Q5_K_M, ROLE_FFN_DOWN, FOR_ANY, MORE_BITS, 0, GGML_TYPE_Q6_K},
+    {MIX_Q4_K_S, ROLE_FFN_DOWN, NOT_FALCON, FIRST_EIGHTH, 0, GGML_TYPE_Q5_K},
+    {MIX_Q4_0, ROLE_FFN_DOWN, FOR_ANY, WITH_IMATRIX_FIRST_EIGHTH, 0, GGML_TYPE_Q4_1},
+    {MIX_Q5_0, ROLE_FFN_DOWN, FOR_ANY, WITH_IMATRIX_FIRST_EIGHTH, 0, GGML_TYPE_Q5_1},
+
+    /* attn_output */
+    {MIX_Q2_K, ROLE_ATTN_OUTPUT, NOT_FALCON | FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_Q3_K_S, ROLE_ATTN_OUTPUT, NOT_FALCON | FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_Q3_K_M, ROLE_ATTN_OUTPUT, NOT_FALCON | FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_Q4_K_S, ROLE_ATTN_OUTPUT, NOT_FALCON | FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_Q4_K_M, ROLE_ATTN_OUTPUT, NOT_FALCON | FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_Q2_K, ROLE_ATTN_OUTPUT, NOT_FALCON | NOT_EXPERT8, ALWAYS, 0, GGML_TYPE_Q3_K},
+    {MIX_Q3_K_M, ROLE_ATTN_OUTPUT, NOT_FALCON | NOT_EXPERT8, ALWAYS, 0, GGML_TYPE_Q4_K},
+    {MIX_Q3_K_L, ROLE_ATTN_OUTPUT, NOT_FALCON | NOT_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_Q3_K_L, ROLE_ATTN_OUTPUT, FOR_FALCON, ALWAYS, 0, GGML_TYPE_Q4_K},
+
+    /* attn_qkv (fused): one step up for the M/L mixes */
+    {MIX_Q3_K_M, ROLE_ATTN_QKV, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q4_K},
+    {MIX_Q3_K_L, ROLE_ATTN_QKV, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q4_K},
+    {MIX_Q4_K_M, ROLE_ATTN_QKV, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_Q5_K_M, ROLE_ATTN_QKV, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q6_K},
+};
+#define N_RULES (sizeof RULES / sizeof RULES[0])
+
+/* llama.cpp's use_more_bits(i, n): the first and last eighth of the layers, and every third
+ * layer in between. */
+static bool use_more_bits(int i, int n) {
+    return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+}
+
+static bool rule_fits_model(const rule *r, const model_facts *f) {
+    bool expert8 = f->n_expert == 8;
+    if ((r->models & FOR_FALCON) && !f->falcon) return false;
+    if ((r->models & NOT_FALCON) && f->falcon) return false;
+    if ((r->models & FOR_EXPERT8) && !expert8) return false;
+    if ((r->models & NOT_EXPERT8) && expert8) return false;
+    return true;
+}
+
+/* Does rule r's position condition hold for a tensor at position i of n, row length ncols? */
+static bool rule_when_holds(const rule *r, int i, int n, int64_t ncols, int base, const model_facts *f) {
+    switch (r->when) {
+    case ALWAYS: return true;
+    case FIRST_N: return i < r->param;
+    case FIRST_EIGHTH: return i < n / 8;
+    case FIRST_16TH: return i < n / 16;
+    case MORE_BITS: return use_more_bits(i, n);
+    case GQA_4: return f->n_gqa >= 4;
+    case ROWS_MISFIT: return ncols % type_get(base)->blck_size != 0;
+    case WITH_IMATRIX_FIRST_EIGHTH: return f->has_imatrix && i < n / 8;
+    }
+    return false;
+}
+
+/* The type the mix's rules give a tensor of role `ro` at position i (of n). */
+static int mix_rule_type(int mix, int base, role ro, int i, int n, int64_t ncols, const model_facts *f) {
+    int type = base;
+    for (size_t k = 0; k < N_RULES; k++) {
+        const rule *r = &RULES[k];
+        if (r->role != ro || (r->mix != ANY_MIX && r->mix != mix)) continue;
+        if (!rule_fits_model(r, f) || !rule_when_holds(r, i, n, ncols, base, f)) continue;
+        type = r->type;
+        break;
+    }
+    if (ro == ROLE_ATTN_V) {
+        /* 70B llama: 8 query heads share each V head, so attn_v is 8x smaller than attn_q
+         * and more bits for it cost almost nothing */
+        if (f->is_70b && (type == GGML_TYPE_Q3_K || type == GGML_TYPE_Q4_K)) type = GGML_TYPE_Q5_K;
+        /* 8-expert models: attn_v is tiny next to the experts */
+        if (f->n_expert == 8) type = GGML_TYPE_Q8_0;
+    }
+    return type;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Fallbacks for rows the block does not divide
+ * ------------------------------------------------------------------------------------- */
+
+/* The next type to try when `type`'s block does not divide the row length. llama.cpp b4747
+ * sends the 256-blocks to 32-blocks of about the same size; for the 32-block types it has
+ * no fallback (and refuses the model); here those go to F16 like a failed fallback does. */
+static const struct {
+    int from, to;
+} FALLBACKS[] = {
+    {GGML_TYPE_Q2_K, GGML_TYPE_IQ4_NL},    {GGML_TYPE_Q3_K, GGML_TYPE_IQ4_NL},
+    {GGML_TYPE_IQ2_XXS, GGML_TYPE_IQ4_NL}, {GGML_TYPE_IQ2_XS, GGML_TYPE_IQ4_NL},
+    {GGML_TYPE_IQ2_S, GGML_TYPE_IQ4_NL},   {GGML_TYPE_IQ3_XXS, GGML_TYPE_IQ4_NL},
+    {GGML_TYPE_IQ3_S, GGML_TYPE_IQ4_NL},   {GGML_TYPE_IQ1_S, GGML_TYPE_IQ4_NL},
+    {GGML_TYPE_IQ1_M, GGML_TYPE_IQ4_NL},   {GGML_TYPE_IQ4_XS, GGML_TYPE_IQ4_NL},
+    {GGML_TYPE_TQ1_0, GGML_TYPE_Q4_0},     {GGML_TYPE_TQ2_0, GGML_TYPE_Q4_0},
+    {GGML_TYPE_Q4_K, GGML_TYPE_Q5_0},      {GGML_TYPE_Q5_K, GGML_TYPE_Q5_1},
+    {GGML_TYPE_Q6_K, GGML_TYPE_Q8_0},
+    {GGML_TYPE_Q4_0, GGML_TYPE_F16},       {GGML_TYPE_Q4_1, GGML_TYPE_F16},
+    {GGML_TYPE_Q5_0, GGML_TYPE_F16},       {GGML_TYPE_Q5_1, GGML_TYPE_F16},
+    {GGML_TYPE_Q8_0, GGML_TYPE_F16},       {GGML_TYPE_IQ4_NL, GGML_TYPE_F16},
+};
+
+static bool block_fits(int type, int64_t ncols) {
+    return ncols % type_get(type)->blck_size == 0;
+}
+
+/* A type whose block divides ncols: `type` itself, its fallback, or F16. -1 when `type`
+ * does not fit and has no fallback (Q8_K, MXFP4, ...). */
+static int fit_rows(int type, int64_t ncols) {
+    if (block_fits(type, ncols)) return type;
+    for (size_t k = 0; k < sizeof FALLBACKS / sizeof FALLBACKS[0]; k++) {
+        if (FALLBACKS[k].from != type) continue;
+        int to = FALLBACKS[k].to;
+        return block_fits(to, ncols) ? to : GGML_TYPE_F16;
+    }
+    return -1;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Name patterns (--tensor-type, --include-weights, --exclude-weights)
+ * ------------------------------------------------------------------------------------- */
+
+typedef struct regex_list {
+    pcre2_code **code;        /* [n] compiled patterns */
+    int n;
+    pcre2_match_data *md;     /* scratch for matching, shared */
+} regex_list;
+
+static void regex_list_free(regex_list *rl) {
+    for (int i = 0; i < rl->n; i++) pcre2_code_free(rl->code[i]);
+    free(rl->code);
+    pcre2_match_data_free(rl->md);
+    memset(rl, 0, sizeof *rl);
+}
+
+/* Compile n patterns; `what` names the option in error messages. */
+static int regex_list_compile(regex_list *rl, const char *const *patterns, int n, const char *what,
+                              slmc_err *err) {
+    memset(rl, 0, sizeof *rl);
+    if (n <= 0) return 0;
+    rl->code = calloc((size_t)n, sizeof *rl->code);
+    rl->md = pcre2_match_data_create(1, NULL);
+    if (!rl->code || !rl->md) {
+        regex_list_free(rl);
+        return slmc_fail(err, NULL, "out of memory compiling %s patterns", what);
+    }
+    for (int i = 0; i < n; i++) {
+        if (!patterns[i]) {
+            regex_list_free(rl);
+            return slmc_fail(err, NULL, "%s pattern %d is missing", what, i + 1);
+        }
+        int code;
+        PCRE2_SIZE off;
+        rl->code[i] = pcre2_compile((PCRE2_SPTR)patterns[i], PCRE2_ZERO_TERMINATED, 0, &code, &off, NULL);
+        if (!rl->code[i]) {
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(code, msg, sizeof msg);
+            slmc_fail(err, NULL, "%s pattern \"%s\": %s at offset %llu", what, patterns[i], (const char *)msg,
+                      (unsigned long long)off);
+            regex_list_free(rl);
+            return -1;
+        }
+        rl->n = i + 1;
+    }
+    return 0;
+}
+
+/* Index of the first pattern found anywhere in name, or -1. */
+static int regex_list_first_match(const regex_list *rl, const char *name) {
+    for (int i = 0; i < rl->n; i++)
+        if (pcre2_match(rl->code[i], (PCRE2_SPTR)name, PCRE2_ZERO_TERMINATED, 0, 0, rl->md, NULL) >= 0) return i;
+    return -1;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The plan
+ * ------------------------------------------------------------------------------------- */
+
+static int check_type(int type, const char *what, slmc_err *err) {
+    if (type_get(type)) return 0;
+    return slmc_fail(err, NULL, "%s: unknown tensor type %d", what, type);
+}
+
+static int check_opts(const plan_opts *o, slmc_err *err) {
+    if (!mix_get(o->mix)) return slmc_fail(err, NULL, "unknown quantization mix %d", o->mix);
+    if (o->output_type >= 0 && check_type(o->output_type, "output tensor type", err)) return -1;
+    if (o->token_embd_type >= 0 && check_type(o->token_embd_type, "token embedding type", err)) return -1;
+    if (o->n_overrides < 0 || o->n_include < 0 || o->n_exclude < 0 || (o->n_overrides > 0 && !o->overrides) ||
+        (o->n_include > 0 && !o->include) || (o->n_exclude > 0 && !o->exclude))
+        return slmc_fail(err, NULL, "bad plan options: pattern count without patterns");
+    for (int i = 0; i < o->n_overrides; i++)
+        if (check_type(o->overrides[i].type, "tensor type override", err)) return -1;
+    return 0;
+}
+
+/* Position of every tensor among those of its role (attn_v, ffn_down) in llama.cpp's order.
+ * Only tensors llama.cpp quantizes count, as its counters advance only for them. For MoE
+ * models llama.cpp takes the ffn_down position from the layer number in the name instead. */
+static int positions(const model *m, const plan_opts *o, const model_facts *f, int *pos, slmc_err *err) {
+    uint64_t n = m->n_tensors;
+    order_key *order = malloc((n ? n : 1) * sizeof *order);
+    if (!order) return slmc_fail(err, m->path, "out of memory");
+    for (uint64_t i = 0; i < n; i++)
+        order[i] = (order_key){layer_of(m->tensors[i].name), m->tensors[i].name, i};
+    qsort(order, n, sizeof *order, cmp_llama_order);
+    int n_v = 0, n_down = 0;
+    for (uint64_t k = 0; k < n; k++) {
+        uint64_t i = order[k].index;
+        const model_tensor *t = &m->tensors[i];
+        pos[i] = 0;
+        if (!llama_quantizes(t, o->leave_output)) continue;
+        role ro = role_of(t->name, f->has_output);
+        if (ro == ROLE_ATTN_V) pos[i] = n_v++;
+        if (ro == ROLE_FFN_DOWN) {
+            if (f->n_expert > 1) {
+                pos[i] = layer_of(t->name);
+                if (pos[i] < 0 || pos[i] >= f->n_layer) {
+                    free(order);
+                    return slmc_fail(err, m->path, "tensor %s: no layer number in [0, %d)", t->name, f->n_layer);
+                }
+            } else {
+                pos[i] = n_down++;
+            }
+        }
+    }
+    free(order);
+    return 0;
+}
+
+/* The type for tensor t, which llama.cpp would quantize and the user did not exclude. */
+static int quantized_type(const model_tensor *t, const plan_opts *o, const model_facts *f, int pos,
+                          const regex_list *overrides) {
+    int base = quant_mix_base_type(o->mix);
+    role ro = role_of(t->name, f->has_output);
+    bool is_output = strcmp(t->name, "output.weight") == 0;
+    bool is_embd = strcmp(t->name, "token_embd.weight") == 0;
+
+    if (is_embd && o->token_embd_type >= 0) return o->token_embd_type;
+    if (is_output && o->output_type >= 0) return o->output_type;
+    int k = regex_list_first_match(overrides, t->name);
+    if (k >= 0) return o->overrides[k].type;
+    if (o->pure || !type_get(base)->quantized) return base;
+    /* without output.weight, token_embd is the classifier and follows the output rules,
+     * --output-tensor-type included */
+    if (ro == ROLE_OUTPUT && o->output_type >= 0) return o->output_type;
+    int n = ro == ROLE_ATTN_V ? f->n_attention_wv : f->n_layer;
+    return mix_rule_type(o->mix, base, ro, pos, n, t->ne[0], f);
+}
+
+int quant_plan(const model *m, const plan_opts *o, int *types, slmc_err *err) {
+    if (check_opts(o, err)) return -1;
+    model_facts f;
+    facts_of(m, o, &f);
+
+    regex_list ovr, inc, exc;
+    const char **ovr_patterns = calloc((size_t)(o->n_overrides > 0 ? o->n_overrides : 1), sizeof *ovr_patterns);
+    if (!ovr_patterns) return slmc_fail(err, m->path, "out of memory");
+    for (int i = 0; i < o->n_overrides; i++) ovr_patterns[i] = o->overrides[i].pattern;
+    int rc = regex_list_compile(&ovr, ovr_patterns, o->n_overrides, "--tensor-type", err);
+    free(ovr_patterns);
+    if (rc) return -1;
+    if (regex_list_compile(&inc, o->include, o->n_include, "--include-weights", err)) {
+        regex_list_free(&ovr);
+        return -1;
+    }
+    if (regex_list_compile(&exc, o->exclude, o->n_exclude, "--exclude-weights", err)) {
+        regex_list_free(&ovr);
+        regex_list_free(&inc);
+        return -1;
+    }
+
+    int *pos = malloc((m->n_tensors ? m->n_tensors : 1) * sizeof *pos);
+    rc = -1;
+    if (!pos) {
+        slmc_fail(err, m->path, "out of memory");
+        goto done;
+    }
+    if (positions(m, o, &f, pos, err)) goto done;
+
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        const model_tensor *t = &m->tensors[i];
+        bool quantize = llama_quantizes(t, o->leave_output);
+        if (quantize && inc.n > 0) quantize = regex_list_first_match(&inc, t->name) >= 0;
+        if (quantize && exc.n > 0) quantize = regex_list_first_match(&exc, t->name) < 0;
+        if (!quantize) {
+            types[i] = model_out_type(t, -1);
+            continue;
+        }
+        int want = quantized_type(t, o, &f, pos[i], &ovr);
+        types[i] = fit_rows(want, t->ne[0]);
+        if (types[i] < 0) {
+            slmc_fail(err, m->path, "tensor %s: rows of %lld values do not fit %s blocks of %lld, and %s has no fallback",
+                      t->name, (long long)t->ne[0], type_name(want), (long long)type_get(want)->blck_size,
+                      type_name(want));
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    free(pos);
+    regex_list_free(&ovr);
+    regex_list_free(&inc);
+    regex_list_free(&exc);
+    return rc;
+}

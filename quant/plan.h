@@ -1,0 +1,79 @@
+/* plan.h - which type each tensor gets when a model is quantized to a llama.cpp "mix".
+ *
+ * A mix (Q4_K_M, Q3_K_S, ...) is not one type: llama-quantize gives most matrices the mix's
+ * base type and bumps a few sensitive ones (attn_v, ffn_down, attn_output, output.weight)
+ * to more bits, depending on their position in the model. quant_plan reproduces those
+ * decisions (llama.cpp src/llama-quant.cpp, build b4747 era) from names, shapes, types and
+ * the config alone, so a plan can be made and checked without touching tensor data.
+ * docs/quant-mixes.md lists the rules in plain words.
+ */
+#ifndef SLMC_PLAN_H
+#define SLMC_PLAN_H
+
+#include <stdbool.h>
+
+#include "formats/error.h"
+#include "formats/model.h"
+
+/* llama.cpp's llama_ftype numbers; written as general.file_type. */
+typedef enum quant_mix {
+    MIX_F32 = 0,
+    MIX_F16 = 1,
+    MIX_Q4_0 = 2,
+    MIX_Q4_1 = 3,
+    MIX_Q8_0 = 7,
+    MIX_Q5_0 = 8,
+    MIX_Q5_1 = 9,
+    MIX_Q2_K = 10,
+    MIX_Q3_K_S = 11,
+    MIX_Q3_K_M = 12,
+    MIX_Q3_K_L = 13,
+    MIX_Q4_K_S = 14,
+    MIX_Q4_K_M = 15,
+    MIX_Q5_K_S = 16,
+    MIX_Q5_K_M = 17,
+    MIX_Q6_K = 18,
+    MIX_BF16 = 32,
+} quant_mix;
+
+/* "Q4_K_M" (case-insensitive; llama-quantize's aliases Q3_K, Q4_K, Q5_K and plain ftype
+ * numbers like "15" too) -> mix, or -1 when unknown. */
+int quant_mix_from_name(const char *name);
+/* "Q4_K_M", or NULL for an unknown mix. */
+const char *quant_mix_name(int mix);
+/* The mix's base tensor type (ggml_type), or -1 for an unknown mix. */
+int quant_mix_base_type(int mix);
+
+/* --tensor-type PATTERN=TYPE: tensors whose name matches PATTERN (a PCRE2 regex, searched
+ * anywhere in the name, like llama.cpp's std::regex_search) get TYPE. Checked in order; the
+ * first match wins. */
+typedef struct plan_override {
+    char *pattern; /* regex over GGUF tensor names, e.g. "blk\\.[0-3]\\.attn_v" */
+    int type;      /* ggml_type to use */
+} plan_override;
+
+typedef struct plan_opts {
+    int mix;                        /* quant_mix */
+    int output_type;                /* --output-tensor-type: ggml_type for output.weight, -1 none */
+    int token_embd_type;            /* --token-embedding-type: ggml_type for token_embd.weight, -1 none */
+    bool pure;                      /* --pure: no per-tensor bumps, every quantized tensor gets the base type */
+    bool leave_output;              /* --leave-output-tensor: output.weight is not quantized */
+    bool has_imatrix;               /* an importance matrix will be used (changes Q4_0/Q5_0 ffn_down) */
+    const plan_override *overrides; /* [n_overrides], checked in order */
+    int n_overrides;
+    const char *const *include;     /* [n_include] regexes: when n_include > 0, only matching tensors are quantized */
+    int n_include;
+    const char *const *exclude;     /* [n_exclude] regexes: matching tensors are not quantized */
+    int n_exclude;
+} plan_opts;
+
+/* Defaults: the given mix, no type overrides, nothing pure/left/included/excluded. */
+void plan_opts_init(plan_opts *o, int mix);
+
+/* Fill types[i] (m->n_tensors entries) with the ggml_type tensor i of m is written with.
+ * Tensors that are not quantized keep their type, except that float vectors (norms, 1-D)
+ * become F32, as llama.cpp stores them. Fails on an unknown mix or type, a bad regex, or a
+ * tensor whose row length fits no block size the rules allow. */
+int quant_plan(const model *m, const plan_opts *o, int *types, slmc_err *err);
+
+#endif

@@ -1,0 +1,30 @@
+#!/bin/sh
+# quantize.sh - slmc quantize through the binary: one read, many variants; determinism across
+# thread counts; dry run; refusals.
+. tests/e2e/common.sh
+
+"$SLMC" synth --shape small -o "$T/tiny" -q || fail "synth tiny"
+expect 0 "quantize the family in one run" -- "$SLMC" quantize "$T/tiny" --type Q2_K,Q3_K_S,Q4_0,Q4_K_M,Q5_K_M,Q6_K,Q8_0 -o "$T/tiny-{type}.gguf" -q
+for t in Q2_K Q3_K_S Q4_0 Q4_K_M Q5_K_M Q6_K Q8_0; do
+    [ -f "$T/tiny-$t.gguf" ] || fail "tiny-$t.gguf written"
+    expect 0 "inspect tiny-$t" -- "$SLMC" inspect "$T/tiny-$t.gguf" --json
+done
+grep -q '"Q8_0"' "$T/out" || fail "Q8_0 file has Q8_0 tensors"
+expect 0 "quantize -t 1" -- "$SLMC" quantize "$T/tiny" "$T/t1.gguf" Q4_K_M -t 1 -q
+expect 0 "quantize -t 2" -- "$SLMC" quantize "$T/tiny" "$T/t2.gguf" Q4_K_M -t 2 -q
+cmp -s "$T/t1.gguf" "$T/t2.gguf" && ok "-t 1 and -t 2 give identical bytes" || fail "-t 1 and -t 2 differ"
+cmp -s "$T/t1.gguf" "$T/tiny-Q4_K_M.gguf" && ok "multi-type output equals a single run" || fail "multi-type output differs from a single run"
+expect 0 "dry run" -- "$SLMC" quantize "$T/tiny" "$T/dry.gguf" Q3_K_M --dry-run
+[ -e "$T/dry.gguf" ] && fail "dry run wrote a file"
+grep -q 'blk.0.attn_v.weight' "$T/out" || fail "dry run lists the tensors"
+expect 0 "dry run --json" -- "$SLMC" quantize "$T/tiny" --type Q4_K_M --dry-run --json
+grep -q '"plan"' "$T/out" || fail "dry run JSON has the plan"
+expect 0 "--tensor-type override" -- "$SLMC" quantize "$T/tiny" "$T/ov.gguf" Q4_0 --tensor-type 'ffn_down=Q8_0' --json -q
+grep -q '"Q8_0": 4' "$T/out" || fail "the four ffn_down tensors in Q8_0: $(cat "$T/out")"
+expect 2 "unknown type" -- "$SLMC" quantize "$T/tiny" "$T/x.gguf" Q7_K
+expect 2 "several types need {type}" -- "$SLMC" quantize "$T/tiny" --type Q4_0,Q8_0 -o "$T/x.gguf"
+expect_error "requantize refused" "$T/tiny-Q4_0.gguf" -- "$SLMC" quantize "$T/tiny-Q4_0.gguf" "$T/rq.gguf" Q8_0
+expect 0 "requantize allowed" -- "$SLMC" quantize "$T/tiny-Q4_0.gguf" "$T/rq.gguf" Q8_0 --allow-requantize -q
+cp "$T/tiny-Q8_0.gguf" "$T/self.gguf"
+expect_error "output = input" "$T/self.gguf" -- "$SLMC" quantize "$T/self.gguf" "$T/self.gguf" Q4_0 --allow-requantize
+finish
