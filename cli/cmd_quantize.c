@@ -38,8 +38,8 @@ static const char *USAGE =
     "  --pure                       no per-tensor bumps: every matrix gets the base type\n"
     "  --leave-output-tensor        keep output.weight as it is\n"
     "  --allow-requantize           accept already-quantized input (error compounds)\n"
-    "  --include-weights REGEX      quantize only matching tensors (repeatable)\n"
-    "  --exclude-weights REGEX      do not quantize matching tensors (repeatable)\n"
+    "  --include-weights REGEX      as llama-quantize: use the importance matrix only for\n"
+    "  --exclude-weights REGEX      matching / not for matching tensors (needs --imatrix)\n"
     "  --dry-run                    print the per-tensor plan and final sizes; write nothing\n"
     "  --tokenizer FILE             llama2.c tokenizer.bin (llama2.c input only)\n"
     "  --json                       print the summary (or plan) as JSON on stdout\n"
@@ -149,6 +149,9 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
         if (a->n_types > 1 && a->out_pattern && !strstr(a->out_pattern, "{type}"))
             return cli_usage_error("quantize", "-o needs a {type} placeholder for several types");
     }
+    if (a->n_include || a->n_exclude)
+        return cli_usage_error("quantize", "--include-weights / --exclude-weights choose which tensors use the importance "
+                                           "matrix, as in llama-quantize; this build has no --imatrix yet");
     for (int i = 0; i < a->n_types; i++)
         if (quant_mix_from_name(a->type_names[i]) < 0)
             return cli_usage_error("quantize", "unknown type '%s'", a->type_names[i]);
@@ -232,10 +235,6 @@ int cmd_quantize(int argc, char **argv) {
         po.leave_output = a.leave_output;
         po.overrides = a.overrides;
         po.n_overrides = a.n_overrides;
-        po.include = a.include;
-        po.n_include = a.n_include;
-        po.exclude = a.exclude;
-        po.n_exclude = a.n_exclude;
         types[g] = malloc((m.n_tensors ? m.n_tensors : 1) * sizeof *types[g]);
         if (!types[g]) { slmc_fail(&err, a.in, "out of memory"); cli_error(&err); goto done; }
         if (quant_plan(&m, &po, types[g], &err) != 0) { cli_error(&err); goto done; }
