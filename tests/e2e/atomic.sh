@@ -1,7 +1,7 @@
 #!/bin/sh
 # atomic.sh - interrupted runs: SIGTERM / SIGINT remove the temporary output, kill -9 leaves
 # nothing at the output path; a full disk gives a clear error and leaves nothing behind.
-. tests/e2e/common.sh
+. tests/e2e/lib.inc
 
 for sig in TERM INT; do
     mkdir -p "$T/sig-$sig"

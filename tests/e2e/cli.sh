@@ -1,6 +1,6 @@
 #!/bin/sh
 # cli.sh - command-line conventions: help, version, usage errors and their exit codes.
-. tests/e2e/common.sh
+. tests/e2e/lib.inc
 
 expect 0 "--version" -- "$SLMC" --version
 grep -q '^slmc ' "$T/out" || fail "--version prints 'slmc VERSION'"

@@ -1,7 +1,7 @@
 #!/bin/sh
 # convert.sh - the slmc binary on the real files in ../shared: inspect everything, convert
 # round trips byte for byte, atomic output, refusal to overwrite an input, bad input.
-. tests/e2e/common.sh
+. tests/e2e/lib.inc
 
 if have_shared models; then
     # every GGUF in ../shared parses and inspects, as text and as JSON

@@ -1,7 +1,7 @@
 #!/bin/sh
 # quantize.sh - slmc quantize through the binary: one read, many variants; determinism across
 # thread counts; dry run; refusals.
-. tests/e2e/common.sh
+. tests/e2e/lib.inc
 
 "$SLMC" synth --shape small -o "$T/tiny" -q || fail "synth tiny"
 expect 0 "quantize the family in one run" -- "$SLMC" quantize "$T/tiny" --type Q2_K,Q3_K_S,Q4_0,Q4_K_M,Q5_K_M,Q6_K,Q8_0 -o "$T/tiny-{type}.gguf" -q
