@@ -31,7 +31,7 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_HELPER_OBJ := $(BUILD)/tests/testutil.o
 
-.PHONY: all check unit e2e check-asan demo bench fuzz install clean bootstrap
+.PHONY: all check unit e2e check-asan check-clang demo bench fuzz install clean bootstrap
 
 all: $(BUILD)/slmc
 
@@ -62,8 +62,16 @@ unit: $(TEST_BIN) $(BUILD)/slmc
 	@sh tests/run_tests.sh $(BUILD)
 
 check: bootstrap
+	@$(MAKE) --no-print-directory check-clang
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory check-asan
+
+# Warnings are errors with clang too: build everything with it when it is installed.
+check-clang:
+	@if command -v clang >/dev/null 2>&1; then \
+	    $(MAKE) --no-print-directory -s CC=clang BUILD=build-clang all $(TEST_BIN:$(BUILD)/%=build-clang/%) && \
+	    echo "clang: build clean with -Wall -Wextra -Werror"; \
+	else echo "SKIP clang build: clang is not installed"; fi
 
 # The same suite under AddressSanitizer + UndefinedBehaviorSanitizer, in its own build folder.
 check-asan:
@@ -79,7 +87,7 @@ bench: $(BUILD)/slmc
 
 FUZZ_SECONDS ?= 60
 fuzz:
-	@sh scripts/bootstrap.sh clang libclang-rt-14-dev
+	@sh scripts/bootstrap.sh clang libclang-rt-14-dev libomp-dev
 	@sh fuzz/run.sh $(FUZZ_SECONDS)
 
 install: $(BUILD)/slmc
@@ -87,4 +95,4 @@ install: $(BUILD)/slmc
 	install -m 755 $(BUILD)/slmc $(DESTDIR)$(PREFIX)/bin/slmc
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-clang build-fuzz demo-out
