@@ -399,11 +399,18 @@ uint64_t *model_gguf_order(const model *m) {
 
 /* Drop a tensor's source pages from this process's resident set once written: the pages
  * stay in the page cache, but peak RSS no longer grows with the size of the input. */
-void model_release_source(const model_tensor *t) {
+static void release_range(const uint8_t *begin_p, uint64_t n) {
     long page = sysconf(_SC_PAGESIZE);
-    uintptr_t begin = (uintptr_t)t->data & ~(uintptr_t)(page - 1);
-    uintptr_t end = (uintptr_t)t->data + t->nbytes;
-    if (t->data && end > begin) madvise((void *)begin, end - begin, MADV_DONTNEED);
+    uintptr_t begin = (uintptr_t)begin_p & ~(uintptr_t)(page - 1);
+    uintptr_t end = (uintptr_t)begin_p + n;
+    if (begin_p && end > begin) madvise((void *)begin, end - begin, MADV_DONTNEED);
+}
+
+void model_release_source(const model_tensor *t) { release_range(t->data, t->nbytes); }
+
+void model_release_rows(const model_tensor *t, int64_t row0, int64_t nrows) {
+    uint64_t rb = model_tensor_row_bytes(t);
+    release_range(t->data + (uint64_t)row0 * rb, (uint64_t)nrows * rb);
 }
 
 #define WRITE_CHUNK_BYTES (16u << 20) /* rows are read and converted in chunks of about this size */
@@ -412,17 +419,36 @@ void model_release_source(const model_tensor *t) {
 static int write_tensor_rows(const model *m, uint64_t ti, int out_type, gguf_writer *w,
                              uint8_t *buf, float *fbuf, int64_t chunk_rows, slmc_err *err) {
     const model_tensor *t = &m->tensors[ti];
-    int64_t rows = model_tensor_rows(t);
-    uint64_t out_row = type_nbytes(out_type, t->ne[0]);
+    int64_t rows = model_tensor_rows(t), ne0 = t->ne[0];
+    uint64_t out_row = type_nbytes(out_type, ne0), in_row = model_tensor_row_bytes(t);
     for (int64_t r = 0; r < rows; r += chunk_rows) {
         int64_t nr = rows - r < chunk_rows ? rows - r : chunk_rows;
         if (out_type == t->type) {
             if (model_read_rows(m, ti, r, nr, buf, err) != 0) return -1;
         } else {
-            if (model_read_rows_f32(m, ti, r, nr, fbuf, err) != 0) return -1;
-            row_from_f32(out_type, fbuf, buf, t->ne[0] * nr);
+            /* source rows into fbuf's bytes, then each row widened and narrowed in parallel */
+            uint8_t *raw = (uint8_t *)fbuf;
+            if (model_read_rows(m, ti, r, nr, raw, err) != 0) return -1;
+            bool oom = false;
+#pragma omp parallel
+            {
+                float *tmp = malloc((size_t)ne0 * sizeof *tmp);
+                if (!tmp) {
+#pragma omp atomic write
+                    oom = true;
+                }
+#pragma omp for schedule(static)
+                for (int64_t k = 0; k < nr; k++) {
+                    if (!tmp) continue;
+                    row_to_f32(t->type, raw + (uint64_t)k * in_row, tmp, ne0);
+                    row_from_f32(out_type, tmp, buf + (uint64_t)k * out_row, ne0);
+                }
+                free(tmp);
+            }
+            if (oom) return slmc_fail(err, m->path, "out of memory");
         }
         if (gguf_writer_write(w, buf, (size_t)(out_row * (uint64_t)nr), err) != 0) return -1;
+        if (t->qk_heads == 0) model_release_rows(t, r, nr);
     }
     return 0;
 }

@@ -116,6 +116,8 @@ uint64_t *model_gguf_order(const model *m);
 /* Drop a tensor's source pages from the resident set once it has been consumed (they stay
  * in the page cache): keeps peak RSS independent of the model size when streaming. */
 void model_release_source(const model_tensor *t);
+/* The same for rows [row0, row0+nrows) in source order (streaming within a large tensor). */
+void model_release_rows(const model_tensor *t, int64_t row0, int64_t nrows);
 
 /* Write the model as GGUF v3 (atomic), converting float tensors per model_out_type. */
 int model_write_gguf(const model *m, const char *path, int outtype, const slmc_progress *progress,

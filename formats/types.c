@@ -1,6 +1,7 @@
 /* types.c - the type table and the float conversions (see types.h). */
 #include "types.h"
 
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 
@@ -115,13 +116,23 @@ bool type_is_float(int type) {
     return type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16;
 }
 
+static float fp16_table[65536];
+static pthread_once_t fp16_table_once = PTHREAD_ONCE_INIT;
+
+static void fp16_table_init(void) {
+    for (uint32_t h = 0; h < 65536; h++) fp16_table[h] = fp16_to_f32((uint16_t)h);
+}
+
 void row_to_f32(int type, const void *src, float *dst, int64_t n) {
     const uint8_t *s = src;
     switch (type) {
     case GGML_TYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
-    case GGML_TYPE_F16:
-        for (int64_t i = 0; i < n; i++) dst[i] = fp16_to_f32((uint16_t)(s[2 * i] | s[2 * i + 1] << 8));
+    case GGML_TYPE_F16: {
+        /* all 65536 halves precomputed once: a lookup is several times faster than decoding */
+        pthread_once(&fp16_table_once, fp16_table_init);
+        for (int64_t i = 0; i < n; i++) dst[i] = fp16_table[s[2 * i] | s[2 * i + 1] << 8];
         break;
+    }
     case GGML_TYPE_BF16:
         for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32((uint16_t)(s[2 * i] | s[2 * i + 1] << 8));
         break;

@@ -109,6 +109,19 @@ typedef struct {
     int16_t bsums[QK_K / 16];   /* sum of the quants of each 16 values (for integer dots) */
 } block_q8_K;
 
+typedef struct {
+    half d;             /* scale: value = d * IQ4_LEVELS[q] */
+    uint8_t qs[QK / 2]; /* 4-bit level indices, nibbles as in Q4_0 */
+} block_iq4_nl;
+
+typedef struct {
+    half d;                    /* super-block scale */
+    uint16_t scales_h;         /* top 2 bits of the 8 group scales: bits 2*ib, 2*ib+1 */
+    uint8_t scales_l[QK_K / 64]; /* low 4 bits of the group scales, 2 per byte (even group low) */
+    uint8_t qs[QK_K / 2];      /* level indices, per 32 values paired as in Q4_0:
+                                * value = d * (scale - 32) * IQ4_LEVELS[q] */
+} block_iq4_xs;
+
 static_assert(sizeof(block_q4_0) == 18, "block_q4_0 layout");
 static_assert(sizeof(block_q4_1) == 20, "block_q4_1 layout");
 static_assert(sizeof(block_q5_0) == 22, "block_q5_0 layout");
@@ -120,6 +133,8 @@ static_assert(sizeof(block_q4_K) == 144, "block_q4_K layout");
 static_assert(sizeof(block_q5_K) == 176, "block_q5_K layout");
 static_assert(sizeof(block_q6_K) == 210, "block_q6_K layout");
 static_assert(sizeof(block_q8_K) == 292, "block_q8_K layout");
+static_assert(sizeof(block_iq4_nl) == 18, "block_iq4_nl layout");
+static_assert(sizeof(block_iq4_xs) == 136, "block_iq4_xs layout");
 
 /* ===================================================================== 2. helpers */
 
@@ -1181,6 +1196,199 @@ static void dequantize_q8_K(const void *vx, float *y, int64_t n) {
         for (int j = 0; j < QK_K; ++j) *y++ = x[i].d * x[i].qs[j];
 }
 
+/* ===================================================================== 5b. IQ4_NL / IQ4_XS */
+
+/* The 16 levels of the non-linear 4-bit types (llama.cpp's kvalues_iq4nl): denser near zero,
+ * where most weights are. A quant is an index into this table; value = d * IQ4_LEVELS[q]. */
+static const int8_t IQ4_LEVELS[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+/* The index of the level nearest to v (v in level units), as llama.cpp's best_index_int8: a
+ * binary search for the pair of levels around v, then the nearer one (the upper on a tie, and
+ * 15 for NaN). Keep the float expressions as they are: fast variants must match them. */
+static inline int iq4_nearest_level(float v) {
+    if (v <= IQ4_LEVELS[0]) return 0;
+    if (v >= IQ4_LEVELS[15]) return 15;
+    int lo = 0, hi = 15;
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (v < IQ4_LEVELS[mid]) hi = mid;
+        else lo = mid;
+    }
+    return v - IQ4_LEVELS[hi - 1] < IQ4_LEVELS[hi] - v ? hi - 1 : hi;
+}
+
+/* Scale search for one group of 32 values (llama.cpp's quantize_row_iq4_nl_impl, first half).
+ * The first guess maps the value of largest magnitude to the level 113 side (ntry > 0) or to
+ * -127 (ntry <= 0); the scale is refit by weighted least squares, then for 2*ntry+1 more
+ * guesses (the largest value on level -127 -+ 0..ntry) the fit is kept when it explains more
+ * of the weighted signal, i.e. when (sum w q x)^2 / sum w q^2 grows. Lb receives the level
+ * indices of the first guess (llama.cpp requantizes afterwards whenever ntry > 0). */
+static float iq4_fit_group(const float *xb, const float *weight, int ntry, uint8_t *Lb) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < 32; ++j) {
+        const float ax = fabsf(xb[j]);
+        if (ax > amax) { amax = ax; max = xb[j]; }
+    }
+    if (amax < GROUP_MAX_EPS) {
+        /* llama.cpp leaves Lb unwritten here; 8 (level 1) is what requantizing gives */
+        memset(Lb, 8, 32);
+        return 0.f;
+    }
+    float d = ntry > 0 ? -max / IQ4_LEVELS[0] : max / IQ4_LEVELS[0];
+    float id = 1 / d;
+    float sumqx = 0, sumq2 = 0;
+    for (int j = 0; j < 32; ++j) {
+        const int l = iq4_nearest_level(id * xb[j]);
+        Lb[j] = (uint8_t)l;
+        const float q = IQ4_LEVELS[l], w = weight[j];
+        sumqx += w * q * xb[j];
+        sumq2 += w * q * q;
+    }
+    /* llama.cpp divides unguarded: 0/0 (all weights zero) would make the scale NaN */
+    d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
+    float best = d * sumqx;
+    for (int itry = -ntry; itry <= ntry; ++itry) {
+        id = (itry + IQ4_LEVELS[0]) / max;
+        sumqx = sumq2 = 0;
+        for (int j = 0; j < 32; ++j) {
+            const int l = iq4_nearest_level(id * xb[j]);
+            const float q = IQ4_LEVELS[l], w = weight[j];
+            sumqx += w * q * xb[j];
+            sumq2 += w * q * q;
+        }
+        if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+            d = sumqx / sumq2;
+            best = d * sumqx;
+        }
+    }
+    return d;
+}
+
+/* Weights of one group of 32: importance * sqrt(sigma2 + x^2) with an imatrix, else x^2. */
+static void iq4_group_weights(const float *xb, const float *importance, float sigma2, float weight[32]) {
+    if (importance)
+        importance_weights(32, xb, importance, sigma2, weight);
+    else
+        for (int j = 0; j < 32; ++j) weight[j] = xb[j] * xb[j];
+}
+
+/* IQ4 nibbles: per 32 values, byte j holds element j (low nibble) and j+16 (high), as Q4_0. */
+static void iq4_pack(const uint8_t *L, int n, uint8_t *qs) {
+    for (int i = 0; i < n / 32; ++i)
+        for (int j = 0; j < 16; ++j) qs[16 * i + j] = (uint8_t)(L[32 * i + j] | (L[32 * i + 16 + j] << 4));
+}
+
+/* One IQ4_NL block of 32 values. ntry 7 is llama.cpp's quantize_iq4_nl (what llama-quantize
+ * runs, with or without an imatrix); ntry -1 its quantize_row_iq4_nl_ref (no search, no
+ * requantization). The final quants are recomputed from the unrounded float scale, as
+ * llama.cpp does, not from the stored fp16 one. */
+static void iq4_nl_block(const float *x, const float *importance, int ntry, half *dh, uint8_t qs[16]) {
+    float weight[32];
+    uint8_t L[32];
+    const float sigma2 = importance ? sum_sq(x, 32) * (2.f / 32) : 0.f;
+    iq4_group_weights(x, importance, sigma2, weight);
+    const float scale = iq4_fit_group(x, weight, ntry, L);
+    *dh = to_half(scale);
+    if (ntry > 0) {
+        const float id = scale ? 1 / scale : 0;
+        for (int j = 0; j < 32; ++j) L[j] = (uint8_t)iq4_nearest_level(id * x[j]);
+    }
+    iq4_pack(L, 32, qs);
+}
+
+static void quantize_iq4_nl_ref(const float *x, void *vy, int64_t n) {
+    block_iq4_nl *y = vy;
+    for (int64_t i = 0; i < n / QK; ++i) iq4_nl_block(x + QK * i, NULL, 7, &y[i].d, y[i].qs);
+}
+
+static void quantize_iq4_nl_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+    block_iq4_nl *y = vy;
+    for (int64_t i = 0; i < n / QK; ++i)
+        iq4_nl_block(x + QK * i, importance ? importance + QK * i : NULL, 7, &y[i].d, y[i].qs);
+}
+
+void quant_iq4_nl_row_ref(const float *x, void *vy, int64_t n) {
+    block_iq4_nl *y = vy;
+    for (int64_t i = 0; i < n / QK; ++i) iq4_nl_block(x + QK * i, NULL, -1, &y[i].d, y[i].qs);
+}
+
+static void dequantize_iq4_nl(const void *vx, float *y, int64_t n) {
+    const block_iq4_nl *x = vx;
+    for (int64_t i = 0; i < n / QK; ++i, y += QK) {
+        const float d = from_half(x[i].d);
+        for (int j = 0; j < QK / 2; ++j) {
+            y[j] = d * IQ4_LEVELS[x[i].qs[j] & 0xF];
+            y[j + QK / 2] = d * IQ4_LEVELS[x[i].qs[j] >> 4];
+        }
+    }
+}
+
+/* IQ4_XS: per 32 values the same search as IQ4_NL (ntry 7), then the 8 signed group scales are
+ * quantized to 6 bits (-32..31) against the one of largest magnitude, which maps to -32; each
+ * group is requantized with its 6-bit scale times the unrounded float super-block scale. */
+static void iq4_xs_block(const float *x, const float *importance, block_iq4_xs *y) {
+    float weight[32], scales[QK_K / 32];
+    uint8_t L[QK_K];
+    const float sigma2 = importance ? sum_sq(x, QK_K) * (2.f / QK_K) : 0.f;
+    float max_scale = 0, amax_scale = 0;
+    for (int ib = 0; ib < QK_K / 32; ++ib) {
+        iq4_group_weights(x + 32 * ib, importance ? importance + 32 * ib : NULL, sigma2, weight);
+        scales[ib] = iq4_fit_group(x + 32 * ib, weight, 7, L + 32 * ib);
+        if (fabsf(scales[ib]) > amax_scale) {
+            amax_scale = fabsf(scales[ib]);
+            max_scale = scales[ib];
+        }
+    }
+    const float d = -max_scale / 32;
+    y->d = to_half(d);
+    const float id = d ? 1 / d : 0.f;
+    uint16_t scales_h = 0;
+    memset(y->scales_l, 0, sizeof y->scales_l);
+    for (int ib = 0; ib < QK_K / 32; ++ib) {
+        const int l = iclamp(nearest_int(id * scales[ib]), -32, 31);
+        const float dl = d * l;
+        const float idl = dl ? 1 / dl : 0.f;
+        for (int j = 0; j < 32; ++j) L[32 * ib + j] = (uint8_t)iq4_nearest_level(idl * x[32 * ib + j]);
+        /* stored + 32: low 4 bits in a nibble of scales_l, top 2 bits in scales_h */
+        y->scales_l[ib / 2] |= (uint8_t)(((l + 32) & 0xF) << (4 * (ib % 2)));
+        scales_h |= (uint16_t)(((l + 32) >> 4) << (2 * ib));
+    }
+    y->scales_h = scales_h;
+    iq4_pack(L, QK_K, y->qs);
+}
+
+static void quantize_iq4_xs_ref(const float *x, void *vy, int64_t n) {
+    block_iq4_xs *y = vy;
+    for (int64_t i = 0; i < n / QK_K; ++i) iq4_xs_block(x + QK_K * i, NULL, &y[i]);
+}
+
+static void quantize_iq4_xs_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+    block_iq4_xs *y = vy;
+    for (int64_t i = 0; i < n / QK_K; ++i) iq4_xs_block(x + QK_K * i, importance ? importance + QK_K * i : NULL, &y[i]);
+}
+
+/* The 6-bit scale of group ib (-32..31). */
+static inline int iq4_xs_scale(const block_iq4_xs *b, int ib) {
+    const int low = (b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF;
+    const int high = (b->scales_h >> (2 * ib)) & 3;
+    return (low | (high << 4)) - 32;
+}
+
+static void dequantize_iq4_xs(const void *vx, float *y, int64_t n) {
+    const block_iq4_xs *x = vx;
+    for (int64_t i = 0; i < n / QK_K; ++i) {
+        const float d = from_half(x[i].d);
+        const uint8_t *qs = x[i].qs;
+        for (int ib = 0; ib < QK_K / 32; ++ib, qs += 16, y += 32) {
+            const float dl = d * iq4_xs_scale(&x[i], ib);
+            for (int j = 0; j < 16; ++j) {
+                y[j] = dl * IQ4_LEVELS[qs[j] & 0xF];
+                y[j + 16] = dl * IQ4_LEVELS[qs[j] >> 4];
+            }
+        }
+    }
+}
+
 /* ===================================================================== 6. floats, table */
 
 static void quantize_f32(const float *x, void *y, int64_t n) { row_from_f32(GGML_TYPE_F32, x, y, n); }
@@ -1208,6 +1416,8 @@ static const quant_kernels KERNELS[] = {
     {GGML_TYPE_Q5_K, quantize_q5_K_ref, quantize_q5_K_ref, quantize_q5_K_weighted, dequantize_q5_K},
     {GGML_TYPE_Q6_K, quantize_q6_K_ref, quantize_q6_K_ref, quantize_q6_K_weighted, dequantize_q6_K},
     {GGML_TYPE_Q8_K, quantize_q8_K_ref, quantize_q8_K_ref, quantize_q8_K_weighted, dequantize_q8_K},
+    {GGML_TYPE_IQ4_NL, quantize_iq4_nl_ref, quantize_iq4_nl_ref, quantize_iq4_nl_weighted, dequantize_iq4_nl},
+    {GGML_TYPE_IQ4_XS, quantize_iq4_xs_ref, quantize_iq4_xs_ref, quantize_iq4_xs_weighted, dequantize_iq4_xs},
 };
 
 const quant_kernels *quant_get(int type) {

@@ -37,7 +37,17 @@ typedef struct quant_kernels {
 } quant_kernels;
 
 /* The kernels for a type id, or NULL when the type has none here. Supported: F32, F16, BF16,
- * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K. */
+ * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS.
+ *
+ * IQ4_NL is the one type where llama.cpp's quantize_row_X_ref is not what llama-quantize
+ * writes: its quantize_row_iq4_nl_ref skips the scale search, while llama-quantize calls
+ * quantize_iq4_nl (search with 15 tries, weights x^2 without an imatrix). quantize_ref here
+ * is the latter, so files match llama-quantize's; quant_iq4_nl_row_ref below is the former. */
 const quant_kernels *quant_get(int type);
+
+/* llama.cpp's quantize_row_iq4_nl_ref bit for bit (ggml's from_float_ref for IQ4_NL: the
+ * first-guess scale only, no search). n is a multiple of 32. Only for comparison with ggml;
+ * slmc writes files with quant_get(GGML_TYPE_IQ4_NL)->quantize_ref. */
+void quant_iq4_nl_row_ref(const float *x, void *y, int64_t n);
 
 #endif
