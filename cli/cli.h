@@ -36,6 +36,8 @@ int cmd_inspect(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 
 /* Print "slmc: <msg>" to stderr; returns EXIT_ERROR. */
 int cli_error(const slmc_err *err);
