@@ -6,12 +6,17 @@
  *   3. the scale searches shared by several types (make_qx_quants, make_qkx2_quants, ...)
  *   4. legacy types Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 (blocks of 32)
  *   5. K-quants Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K (super-blocks of 256)
+ *   5b. non-linear 4-bit IQ4_NL (blocks of 32) and IQ4_XS (super-blocks of 256)
  *   6. float types and the kernel table
  *
  * The algorithms are llama.cpp's (ggml-quants.c), rewritten here. To give the same bytes, every
  * floating-point expression keeps llama.cpp's order of operations: (a*b)*c is not a*(b*c) in
  * floats, and one differing rounding changes a quant. So a few expressions look oddly
  * parenthesised on purpose; do not "simplify" them.
+ *
+ * The drivers take their scale searches from a table (quant_searches): quantize_ref always the
+ * reference ones below, quantize / quantize_weighted the bit-identical AVX2 ones from
+ * quants_fast.c when the CPU has AVX2.
  */
 #include "quants.h"
 
@@ -498,6 +503,23 @@ static float sum_sq(const float *x, int64_t n) {
     return s;
 }
 
+/* The searches as a table, so each driver below can run with the reference searches
+ * (quantize_ref) or the bit-identical fast ones from quants_fast.c (quantize and
+ * quantize_weighted). */
+static float iq4_fit_group(const float *xb, const float *weight, int ntry, uint8_t *Lb);
+static void iq4_levels(const float *x, float id, int n, uint8_t *L);
+static const quant_searches REF_SEARCHES = {make_qkx_quants, make_qx_quants, iq4_fit_group, iq4_levels};
+
+static bool use_fast_searches = true; /* quant_set_fast */
+
+void quant_set_fast(bool enabled) { use_fast_searches = enabled; }
+
+/* The searches for quantize / quantize_weighted: fast when available and not switched off. */
+static const quant_searches *active_searches(void) {
+    const quant_searches *fast = use_fast_searches ? quant_fast_searches() : NULL;
+    return fast ? fast : &REF_SEARCHES;
+}
+
 /* ===================================================================== 4. legacy types */
 
 /* Value of largest magnitude, with its sign (the first one on ties). */
@@ -549,13 +571,14 @@ static void dequantize_q4_0(const void *vx, float *y, int64_t n) {
  * spread sigma2 is over the whole row, so call this once per row. */
 static void quantize_q4_0_weighted(const float *x, void *vy, int64_t n, const float *importance) {
     if (!importance) { quantize_q4_0_ref(x, vy, n); return; }
+    const quant_searches *s = active_searches();
     block_q4_0 *y = vy;
     const float sigma2 = sum_sq(x, n) / n;
     float w[QK];
     int8_t L[QK];
     for (int64_t i = 0; i < n / QK; ++i) {
         importance_weights(QK, x + QK * i, importance + QK * i, sigma2, w);
-        y[i].d = to_half(make_qx_quants(QK, 8, x + QK * i, L, w));
+        y[i].d = to_half(s->qx(QK, 8, x + QK * i, L, w));
         for (int j = 0; j < QK / 2; ++j) y[i].qs[j] = (uint8_t)(L[j] | (L[j + QK / 2] << 4));
     }
 }
@@ -594,13 +617,14 @@ static void dequantize_q4_1(const void *vx, float *y, int64_t n) {
 
 static void quantize_q4_1_weighted(const float *x, void *vy, int64_t n, const float *importance) {
     if (!importance) { quantize_q4_1_ref(x, vy, n); return; }
+    const quant_searches *s = active_searches();
     block_q4_1 *y = vy;
     const float sigma2 = sum_sq(x, n) / n;
     float w[QK], min;
     uint8_t L[QK], Laux[QK];
     for (int64_t i = 0; i < n / QK; ++i) {
         importance_weights(QK, x + QK * i, importance + QK * i, sigma2, w);
-        float d = make_qkx_quants(QK, 15, x + QK * i, w, L, &min, Laux, -0.9f, 0.05f, 36, false, true);
+        float d = s->qkx(QK, 15, x + QK * i, w, L, &min, Laux, -0.9f, 0.05f, 36, false, true);
         y[i].d = to_half(d);
         y[i].m = to_half(-min);
         for (int j = 0; j < QK / 2; ++j) y[i].qs[j] = (uint8_t)(L[j] | (L[j + QK / 2] << 4));
@@ -649,6 +673,7 @@ static void dequantize_q5_0(const void *vx, float *y, int64_t n) {
 
 static void quantize_q5_0_weighted(const float *x, void *vy, int64_t n, const float *importance) {
     if (!importance) { quantize_q5_0_ref(x, vy, n); return; }
+    const quant_searches *s = active_searches();
     block_q5_0 *y = vy;
     const float sigma2 = sum_sq(x, n) / n;
     float w[QK];
@@ -656,7 +681,7 @@ static void quantize_q5_0_weighted(const float *x, void *vy, int64_t n, const fl
     uint8_t U[QK];
     for (int64_t i = 0; i < n / QK; ++i) {
         importance_weights(QK, x + QK * i, importance + QK * i, sigma2, w);
-        y[i].d = to_half(make_qx_quants(QK, 16, x + QK * i, L, w));
+        y[i].d = to_half(s->qx(QK, 16, x + QK * i, L, w));
         for (int j = 0; j < QK; ++j) U[j] = (uint8_t)L[j];
         pack_5bit(U, y[i].qs, y[i].qh);
     }
@@ -690,13 +715,14 @@ static void dequantize_q5_1(const void *vx, float *y, int64_t n) {
 
 static void quantize_q5_1_weighted(const float *x, void *vy, int64_t n, const float *importance) {
     if (!importance) { quantize_q5_1_ref(x, vy, n); return; }
+    const quant_searches *s = active_searches();
     block_q5_1 *y = vy;
     const float sigma2 = sum_sq(x, n) / n;
     float w[QK], min;
     uint8_t L[QK], Laux[QK];
     for (int64_t i = 0; i < n / QK; ++i) {
         importance_weights(QK, x + QK * i, importance + QK * i, sigma2, w);
-        float d = make_qkx_quants(QK, 31, x + QK * i, w, L, &min, Laux, -0.9f, 0.05f, 36, false, true);
+        float d = s->qkx(QK, 31, x + QK * i, w, L, &min, Laux, -0.9f, 0.05f, 36, false, true);
         y[i].d = to_half(d);
         y[i].m = to_half(-min);
         pack_5bit(L, y[i].qs, y[i].qh);
@@ -731,6 +757,7 @@ static void dequantize_q8_0(const void *vx, float *y, int64_t n) {
  * search as Q4_0, over the full int8 range [-128, 127]. */
 static void quantize_q8_0_weighted(const float *x, void *vy, int64_t n, const float *importance) {
     if (!importance) { quantize_q8_0_ref(x, vy, n); return; }
+    const quant_searches *s = active_searches();
     block_q8_0 *y = vy;
     const float sigma2 = sum_sq(x, n) / n;
     float w[QK];
@@ -738,7 +765,7 @@ static void quantize_q8_0_weighted(const float *x, void *vy, int64_t n, const fl
     for (int64_t i = 0; i < n / QK; ++i) {
         importance_weights(QK, x + QK * i, importance + QK * i, sigma2, w);
         /* L holds q + 128 in an int8_t: 0..255 wraps, so undo it through uint8_t */
-        y[i].d = to_half(make_qx_quants(QK, 128, x + QK * i, L, w));
+        y[i].d = to_half(s->qx(QK, 128, x + QK * i, L, w));
         for (int j = 0; j < QK; ++j) y[i].qs[j] = (int8_t)((int)(uint8_t)L[j] - 128);
     }
 }
@@ -759,7 +786,7 @@ static void q2_K_requantize(const float *x, const block_q2_K *b, uint8_t *L) {
 
 /* Q2_K: per 16 values a 2-bit fit with a minimum (make_qkx_quants, weights |x|, absolute
  * error), then the 16 scales and 16 mins are each quantized to 4 bits against their maximum. */
-static void quantize_q2_K_ref(const float *x, void *vy, int64_t n) {
+static void q2_K_rows(const float *x, void *vy, int64_t n, const quant_searches *s) {
     block_q2_K *y = vy;
     uint8_t L[QK_K], Laux[16];
     float weights[16], mins[QK_K / 16], scales[QK_K / 16];
@@ -767,8 +794,7 @@ static void quantize_q2_K_ref(const float *x, void *vy, int64_t n) {
         float max_scale = 0, max_min = 0;
         for (int j = 0; j < QK_K / 16; ++j) {
             for (int l = 0; l < 16; ++l) weights[l] = fabsf(x[16 * j + l]);
-            scales[j] = make_qkx_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15,
-                                        true, false);
+            scales[j] = s->qkx(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, true, false);
             if (scales[j] > max_scale) max_scale = scales[j];
             if (mins[j] > max_min) max_min = mins[j];
         }
@@ -792,6 +818,9 @@ static void quantize_q2_K_ref(const float *x, void *vy, int64_t n) {
     }
 }
 
+static void quantize_q2_K_ref(const float *x, void *y, int64_t n) { q2_K_rows(x, y, n, &REF_SEARCHES); }
+static void quantize_q2_K_fast(const float *x, void *y, int64_t n) { q2_K_rows(x, y, n, active_searches()); }
+
 static void dequantize_q2_K(const void *vx, float *y, int64_t n) {
     const block_q2_K *x = vx;
     for (int64_t i = 0; i < n / QK_K; ++i) {
@@ -809,7 +838,8 @@ static void dequantize_q2_K(const void *vx, float *y, int64_t n) {
 /* Weighted Q2_K: per-16 fits by make_qkx_quants with importance weights and squared error,
  * then scales and mins quantized by make_qp_quants weighted by each sub-block's total weight. */
 static void quantize_q2_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
-    if (!importance) { quantize_q2_K_ref(x, vy, n); return; }
+    if (!importance) { quantize_q2_K_fast(x, vy, n); return; }
+    const quant_searches *s = active_searches();
     block_q2_K *y = vy;
     uint8_t L[QK_K], Laux[16], Ls[QK_K / 16], Lm[QK_K / 16];
     float mins[QK_K / 16], scales[QK_K / 16], sw[QK_K / 16], weight[16];
@@ -819,8 +849,7 @@ static void quantize_q2_K_weighted(const float *x, void *vy, int64_t n, const fl
             importance_weights(16, x + 16 * j, importance + QK_K * i + 16 * j, sigma2, weight);
             sw[j] = 0;
             for (int l = 0; l < 16; ++l) sw[j] += weight[l];
-            scales[j] = make_qkx_quants(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36,
-                                        false, true);
+            scales[j] = s->qkx(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36, false, true);
         }
         const float dm = make_qp_quants(QK_K / 16, 15, scales, Ls, sw);
         const float mm = make_qp_quants(QK_K / 16, 15, mins, Lm, sw);
@@ -898,6 +927,7 @@ static void dequantize_q3_K(const void *vx, float *y, int64_t n) {
  * by make_qx_quants (6 bits) weighted by each sub-block's total weight. */
 static void quantize_q3_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
     if (!importance) { quantize_q3_K_ref(x, vy, n); return; }
+    const quant_searches *s = active_searches();
     block_q3_K *y = vy;
     int8_t L[QK_K], Ls8[QK_K / 16];
     float scales[QK_K / 16], weight[16], sw[QK_K / 16];
@@ -909,9 +939,9 @@ static void quantize_q3_K_weighted(const float *x, void *vy, int64_t n, const fl
             float sumw = 0;
             for (int l = 0; l < 16; ++l) sumw += weight[l];
             sw[j] = sumw;
-            scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, weight);
+            scales[j] = s->qx(16, 4, x + 16 * j, L + 16 * j, weight);
         }
-        const float d_block = make_qx_quants(QK_K / 16, 32, scales, Ls8, sw);
+        const float d_block = s->qx(QK_K / 16, 32, scales, Ls8, sw);
         for (int j = 0; j < QK_K / 16; ++j) Ls[j] = Ls8[j];
         pack_q3_scales(Ls, y[i].scales);
         y[i].d = to_half(d_block);
@@ -925,7 +955,7 @@ static void quantize_q3_K_weighted(const float *x, void *vy, int64_t n, const fl
  * rms + |x|), then 8 scales and 8 mins quantized to 6 bits against their maxima. Fills the
  * 12 scale bytes, d and dmin. */
 static void k4_ref_scales(const float *x, int nmax, float rmin, int nstep, uint8_t *L, uint8_t scales12[12],
-                          half *d, half *dmin) {
+                          half *d, half *dmin, const quant_searches *s) {
     uint8_t Laux[32], ls[8], lm[8];
     float weights[32], mins[8], scales[8];
     float max_scale = 0, max_min = 0;
@@ -934,8 +964,7 @@ static void k4_ref_scales(const float *x, int nmax, float rmin, int nstep, uint8
         for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
         const float av_x = sqrtf(sum_x2 / 32);
         for (int l = 0; l < 32; ++l) weights[l] = av_x + fabsf(x[32 * j + l]);
-        scales[j] = make_qkx_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep,
-                                    false, false);
+        scales[j] = s->qkx(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep, false, false);
         if (scales[j] > max_scale) max_scale = scales[j];
         if (mins[j] > max_min) max_min = mins[j];
     }
@@ -954,7 +983,7 @@ static void k4_ref_scales(const float *x, int nmax, float rmin, int nstep, uint8
 /* Weighted sub-block fits for Q4_K / Q5_K (make_qkx3-style, importance weights; or
  * rms + |x| weights when importance is NULL), scales and mins by make_qp_quants. */
 static void k4_weighted_scales(const float *x, const float *importance, int nmax, uint8_t *L,
-                               uint8_t scales12[12], half *d, half *dmin) {
+                               uint8_t scales12[12], half *d, half *dmin, const quant_searches *s) {
     uint8_t Laux[32], Ls[8], Lm[8];
     float weights[32], sw[8], mins[8], scales[8];
     const float sigma2 = 2 * sum_sq(x, QK_K) / QK_K;
@@ -967,8 +996,7 @@ static void k4_weighted_scales(const float *x, const float *importance, int nmax
         float sumw = 0;
         for (int l = 0; l < 32; ++l) sumw += weights[l];
         sw[j] = sumw;
-        scales[j] = make_qkx_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36,
-                                    false, true);
+        scales[j] = s->qkx(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36, false, true);
     }
     const float d_block = make_qp_quants(QK_K / 32, 63, scales, Ls, sw);
     const float m_block = make_qp_quants(QK_K / 32, 63, mins, Lm, sw);
@@ -996,22 +1024,26 @@ static void q4_K_pack(const uint8_t *L, uint8_t *qs) {
         for (int l = 0; l < 32; ++l) qs[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
 }
 
-static void quantize_q4_K_ref(const float *x, void *vy, int64_t n) {
+static void q4_K_rows(const float *x, void *vy, int64_t n, const quant_searches *s) {
     block_q4_K *y = vy;
     uint8_t L[QK_K];
     for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
-        k4_ref_scales(x, 15, -1.f, 20, L, y[i].scales, &y[i].d, &y[i].dmin);
+        k4_ref_scales(x, 15, -1.f, 20, L, y[i].scales, &y[i].d, &y[i].dmin, s);
         k4_requantize(x, 15, y[i].scales, y[i].d, y[i].dmin, L);
         q4_K_pack(L, y[i].qs);
     }
 }
 
+static void quantize_q4_K_ref(const float *x, void *y, int64_t n) { q4_K_rows(x, y, n, &REF_SEARCHES); }
+static void quantize_q4_K_fast(const float *x, void *y, int64_t n) { q4_K_rows(x, y, n, active_searches()); }
+
 static void quantize_q4_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
-    if (!importance) { quantize_q4_K_ref(x, vy, n); return; }
+    if (!importance) { quantize_q4_K_fast(x, vy, n); return; }
+    const quant_searches *s = active_searches();
     block_q4_K *y = vy;
     uint8_t L[QK_K];
     for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
-        k4_weighted_scales(x, importance + QK_K * i, 15, L, y[i].scales, &y[i].d, &y[i].dmin);
+        k4_weighted_scales(x, importance + QK_K * i, 15, L, y[i].scales, &y[i].d, &y[i].dmin, s);
         k4_requantize(x, 15, y[i].scales, y[i].d, y[i].dmin, L);
         q4_K_pack(L, y[i].qs);
     }
@@ -1048,22 +1080,26 @@ static void q5_K_pack(const uint8_t *L, uint8_t *qs, uint8_t *qh) {
     }
 }
 
-static void quantize_q5_K_ref(const float *x, void *vy, int64_t n) {
+static void q5_K_rows(const float *x, void *vy, int64_t n, const quant_searches *s) {
     block_q5_K *y = vy;
     uint8_t L[QK_K];
     for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
-        k4_ref_scales(x, 31, -0.5f, 15, L, y[i].scales, &y[i].d, &y[i].dmin);
+        k4_ref_scales(x, 31, -0.5f, 15, L, y[i].scales, &y[i].d, &y[i].dmin, s);
         k4_requantize(x, 31, y[i].scales, y[i].d, y[i].dmin, L);
         q5_K_pack(L, y[i].qs, y[i].qh);
     }
 }
 
+static void quantize_q5_K_ref(const float *x, void *y, int64_t n) { q5_K_rows(x, y, n, &REF_SEARCHES); }
+static void quantize_q5_K_fast(const float *x, void *y, int64_t n) { q5_K_rows(x, y, n, active_searches()); }
+
 static void quantize_q5_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
-    if (!importance) { quantize_q5_K_ref(x, vy, n); return; }
+    if (!importance) { quantize_q5_K_fast(x, vy, n); return; }
+    const quant_searches *s = active_searches();
     block_q5_K *y = vy;
     uint8_t L[QK_K];
     for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
-        k4_weighted_scales(x, importance + QK_K * i, 31, L, y[i].scales, &y[i].d, &y[i].dmin);
+        k4_weighted_scales(x, importance + QK_K * i, 31, L, y[i].scales, &y[i].d, &y[i].dmin, s);
         k4_requantize(x, 31, y[i].scales, y[i].d, y[i].dmin, L);
         q5_K_pack(L, y[i].qs, y[i].qh);
     }
@@ -1089,13 +1125,13 @@ static void dequantize_q5_K(const void *vx, float *y, int64_t n) {
 
 /* Q6_K: per 16 values a symmetric 6-bit fit (make_qx_quants with weights x^2, or the
  * importance directly), the 16 signed scales quantized to int8 against the largest. */
-static void quantize_q6_K_block(const float *x, block_q6_K *y, const float *importance) {
+static void quantize_q6_K_block(const float *x, block_q6_K *y, const float *importance, const quant_searches *s) {
     int8_t L[QK_K];
     float scales[QK_K / 16];
     float max_scale = 0, max_abs_scale = 0;
     for (int ib = 0; ib < QK_K / 16; ++ib) {
         const float *qw = importance ? importance + 16 * ib : NULL;
-        scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, qw);
+        scales[ib] = s->qx(16, 32, x + 16 * ib, L + 16 * ib, qw);
         if (fabsf(scales[ib]) > max_abs_scale) {
             max_abs_scale = fabsf(scales[ib]);
             max_scale = scales[ib];
@@ -1129,13 +1165,20 @@ static void quantize_q6_K_block(const float *x, block_q6_K *y, const float *impo
 
 static void quantize_q6_K_ref(const float *x, void *vy, int64_t n) {
     block_q6_K *y = vy;
-    for (int64_t i = 0; i < n / QK_K; ++i) quantize_q6_K_block(x + QK_K * i, &y[i], NULL);
+    for (int64_t i = 0; i < n / QK_K; ++i) quantize_q6_K_block(x + QK_K * i, &y[i], NULL, &REF_SEARCHES);
+}
+
+static void quantize_q6_K_fast(const float *x, void *vy, int64_t n) {
+    block_q6_K *y = vy;
+    const quant_searches *s = active_searches();
+    for (int64_t i = 0; i < n / QK_K; ++i) quantize_q6_K_block(x + QK_K * i, &y[i], NULL, s);
 }
 
 static void quantize_q6_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
     block_q6_K *y = vy;
+    const quant_searches *s = active_searches();
     for (int64_t i = 0; i < n / QK_K; ++i)
-        quantize_q6_K_block(x + QK_K * i, &y[i], importance ? importance + QK_K * i : NULL);
+        quantize_q6_K_block(x + QK_K * i, &y[i], importance ? importance + QK_K * i : NULL, s);
 }
 
 static void dequantize_q6_K(const void *vx, float *y, int64_t n) {
@@ -1217,6 +1260,11 @@ static inline int iq4_nearest_level(float v) {
     return v - IQ4_LEVELS[hi - 1] < IQ4_LEVELS[hi] - v ? hi - 1 : hi;
 }
 
+/* L[j] = the index of the level nearest to id * x[j], for n values. */
+static void iq4_levels(const float *x, float id, int n, uint8_t *L) {
+    for (int j = 0; j < n; ++j) L[j] = (uint8_t)iq4_nearest_level(id * x[j]);
+}
+
 /* Scale search for one group of 32 values (llama.cpp's quantize_row_iq4_nl_impl, first half).
  * The first guess maps the value of largest magnitude to the level 113 side (ntry > 0) or to
  * -127 (ntry <= 0); the scale is refit by weighted least squares, then for 2*ntry+1 more
@@ -1282,34 +1330,39 @@ static void iq4_pack(const uint8_t *L, int n, uint8_t *qs) {
  * runs, with or without an imatrix); ntry -1 its quantize_row_iq4_nl_ref (no search, no
  * requantization). The final quants are recomputed from the unrounded float scale, as
  * llama.cpp does, not from the stored fp16 one. */
-static void iq4_nl_block(const float *x, const float *importance, int ntry, half *dh, uint8_t qs[16]) {
+static void iq4_nl_block(const float *x, const float *importance, int ntry, half *dh, uint8_t qs[16],
+                         const quant_searches *s) {
     float weight[32];
     uint8_t L[32];
     const float sigma2 = importance ? sum_sq(x, 32) * (2.f / 32) : 0.f;
     iq4_group_weights(x, importance, sigma2, weight);
-    const float scale = iq4_fit_group(x, weight, ntry, L);
+    const float scale = s->iq4_group(x, weight, ntry, L);
     *dh = to_half(scale);
-    if (ntry > 0) {
-        const float id = scale ? 1 / scale : 0;
-        for (int j = 0; j < 32; ++j) L[j] = (uint8_t)iq4_nearest_level(id * x[j]);
-    }
+    if (ntry > 0) s->iq4_levels(x, scale ? 1 / scale : 0, 32, L);
     iq4_pack(L, 32, qs);
 }
 
 static void quantize_iq4_nl_ref(const float *x, void *vy, int64_t n) {
     block_iq4_nl *y = vy;
-    for (int64_t i = 0; i < n / QK; ++i) iq4_nl_block(x + QK * i, NULL, 7, &y[i].d, y[i].qs);
+    for (int64_t i = 0; i < n / QK; ++i) iq4_nl_block(x + QK * i, NULL, 7, &y[i].d, y[i].qs, &REF_SEARCHES);
+}
+
+static void quantize_iq4_nl_fast(const float *x, void *vy, int64_t n) {
+    block_iq4_nl *y = vy;
+    const quant_searches *s = active_searches();
+    for (int64_t i = 0; i < n / QK; ++i) iq4_nl_block(x + QK * i, NULL, 7, &y[i].d, y[i].qs, s);
 }
 
 static void quantize_iq4_nl_weighted(const float *x, void *vy, int64_t n, const float *importance) {
     block_iq4_nl *y = vy;
+    const quant_searches *s = active_searches();
     for (int64_t i = 0; i < n / QK; ++i)
-        iq4_nl_block(x + QK * i, importance ? importance + QK * i : NULL, 7, &y[i].d, y[i].qs);
+        iq4_nl_block(x + QK * i, importance ? importance + QK * i : NULL, 7, &y[i].d, y[i].qs, s);
 }
 
 void quant_iq4_nl_row_ref(const float *x, void *vy, int64_t n) {
     block_iq4_nl *y = vy;
-    for (int64_t i = 0; i < n / QK; ++i) iq4_nl_block(x + QK * i, NULL, -1, &y[i].d, y[i].qs);
+    for (int64_t i = 0; i < n / QK; ++i) iq4_nl_block(x + QK * i, NULL, -1, &y[i].d, y[i].qs, &REF_SEARCHES);
 }
 
 static void dequantize_iq4_nl(const void *vx, float *y, int64_t n) {
@@ -1326,14 +1379,14 @@ static void dequantize_iq4_nl(const void *vx, float *y, int64_t n) {
 /* IQ4_XS: per 32 values the same search as IQ4_NL (ntry 7), then the 8 signed group scales are
  * quantized to 6 bits (-32..31) against the one of largest magnitude, which maps to -32; each
  * group is requantized with its 6-bit scale times the unrounded float super-block scale. */
-static void iq4_xs_block(const float *x, const float *importance, block_iq4_xs *y) {
+static void iq4_xs_block(const float *x, const float *importance, block_iq4_xs *y, const quant_searches *s) {
     float weight[32], scales[QK_K / 32];
     uint8_t L[QK_K];
     const float sigma2 = importance ? sum_sq(x, QK_K) * (2.f / QK_K) : 0.f;
     float max_scale = 0, amax_scale = 0;
     for (int ib = 0; ib < QK_K / 32; ++ib) {
         iq4_group_weights(x + 32 * ib, importance ? importance + 32 * ib : NULL, sigma2, weight);
-        scales[ib] = iq4_fit_group(x + 32 * ib, weight, 7, L + 32 * ib);
+        scales[ib] = s->iq4_group(x + 32 * ib, weight, 7, L + 32 * ib);
         if (fabsf(scales[ib]) > amax_scale) {
             amax_scale = fabsf(scales[ib]);
             max_scale = scales[ib];
@@ -1348,7 +1401,7 @@ static void iq4_xs_block(const float *x, const float *importance, block_iq4_xs *
         const int l = iclamp(nearest_int(id * scales[ib]), -32, 31);
         const float dl = d * l;
         const float idl = dl ? 1 / dl : 0.f;
-        for (int j = 0; j < 32; ++j) L[32 * ib + j] = (uint8_t)iq4_nearest_level(idl * x[32 * ib + j]);
+        s->iq4_levels(x + 32 * ib, idl, 32, L + 32 * ib);
         /* stored + 32: low 4 bits in a nibble of scales_l, top 2 bits in scales_h */
         y->scales_l[ib / 2] |= (uint8_t)(((l + 32) & 0xF) << (4 * (ib % 2)));
         scales_h |= (uint16_t)(((l + 32) >> 4) << (2 * ib));
@@ -1359,12 +1412,20 @@ static void iq4_xs_block(const float *x, const float *importance, block_iq4_xs *
 
 static void quantize_iq4_xs_ref(const float *x, void *vy, int64_t n) {
     block_iq4_xs *y = vy;
-    for (int64_t i = 0; i < n / QK_K; ++i) iq4_xs_block(x + QK_K * i, NULL, &y[i]);
+    for (int64_t i = 0; i < n / QK_K; ++i) iq4_xs_block(x + QK_K * i, NULL, &y[i], &REF_SEARCHES);
+}
+
+static void quantize_iq4_xs_fast(const float *x, void *vy, int64_t n) {
+    block_iq4_xs *y = vy;
+    const quant_searches *s = active_searches();
+    for (int64_t i = 0; i < n / QK_K; ++i) iq4_xs_block(x + QK_K * i, NULL, &y[i], s);
 }
 
 static void quantize_iq4_xs_weighted(const float *x, void *vy, int64_t n, const float *importance) {
     block_iq4_xs *y = vy;
-    for (int64_t i = 0; i < n / QK_K; ++i) iq4_xs_block(x + QK_K * i, importance ? importance + QK_K * i : NULL, &y[i]);
+    const quant_searches *s = active_searches();
+    for (int64_t i = 0; i < n / QK_K; ++i)
+        iq4_xs_block(x + QK_K * i, importance ? importance + QK_K * i : NULL, &y[i], s);
 }
 
 /* The 6-bit scale of group ib (-32..31). */
@@ -1410,14 +1471,14 @@ static const quant_kernels KERNELS[] = {
     {GGML_TYPE_Q5_0, quantize_q5_0_ref, quantize_q5_0_ref, quantize_q5_0_weighted, dequantize_q5_0},
     {GGML_TYPE_Q5_1, quantize_q5_1_ref, quantize_q5_1_ref, quantize_q5_1_weighted, dequantize_q5_1},
     {GGML_TYPE_Q8_0, quantize_q8_0_ref, quantize_q8_0_ref, quantize_q8_0_weighted, dequantize_q8_0},
-    {GGML_TYPE_Q2_K, quantize_q2_K_ref, quantize_q2_K_ref, quantize_q2_K_weighted, dequantize_q2_K},
+    {GGML_TYPE_Q2_K, quantize_q2_K_ref, quantize_q2_K_fast, quantize_q2_K_weighted, dequantize_q2_K},
     {GGML_TYPE_Q3_K, quantize_q3_K_ref, quantize_q3_K_ref, quantize_q3_K_weighted, dequantize_q3_K},
-    {GGML_TYPE_Q4_K, quantize_q4_K_ref, quantize_q4_K_ref, quantize_q4_K_weighted, dequantize_q4_K},
-    {GGML_TYPE_Q5_K, quantize_q5_K_ref, quantize_q5_K_ref, quantize_q5_K_weighted, dequantize_q5_K},
-    {GGML_TYPE_Q6_K, quantize_q6_K_ref, quantize_q6_K_ref, quantize_q6_K_weighted, dequantize_q6_K},
+    {GGML_TYPE_Q4_K, quantize_q4_K_ref, quantize_q4_K_fast, quantize_q4_K_weighted, dequantize_q4_K},
+    {GGML_TYPE_Q5_K, quantize_q5_K_ref, quantize_q5_K_fast, quantize_q5_K_weighted, dequantize_q5_K},
+    {GGML_TYPE_Q6_K, quantize_q6_K_ref, quantize_q6_K_fast, quantize_q6_K_weighted, dequantize_q6_K},
     {GGML_TYPE_Q8_K, quantize_q8_K_ref, quantize_q8_K_ref, quantize_q8_K_weighted, dequantize_q8_K},
-    {GGML_TYPE_IQ4_NL, quantize_iq4_nl_ref, quantize_iq4_nl_ref, quantize_iq4_nl_weighted, dequantize_iq4_nl},
-    {GGML_TYPE_IQ4_XS, quantize_iq4_xs_ref, quantize_iq4_xs_ref, quantize_iq4_xs_weighted, dequantize_iq4_xs},
+    {GGML_TYPE_IQ4_NL, quantize_iq4_nl_ref, quantize_iq4_nl_fast, quantize_iq4_nl_weighted, dequantize_iq4_nl},
+    {GGML_TYPE_IQ4_XS, quantize_iq4_xs_ref, quantize_iq4_xs_fast, quantize_iq4_xs_weighted, dequantize_iq4_xs},
 };
 
 const quant_kernels *quant_get(int type) {

@@ -19,6 +19,7 @@
 #ifndef SLMC_QUANTS_H
 #define SLMC_QUANTS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct quant_kernels {
@@ -49,5 +50,27 @@ const quant_kernels *quant_get(int type);
  * first-guess scale only, no search). n is a multiple of 32. Only for comparison with ggml;
  * slmc writes files with quant_get(GGML_TYPE_IQ4_NL)->quantize_ref. */
 void quant_iq4_nl_row_ref(const float *x, void *y, int64_t n);
+
+/* quantize and quantize_weighted use faster scale searches (quant/quants_fast.c, AVX2 when the
+ * CPU has it) that give the same bytes as the reference ones. quant_set_fast(false) makes them
+ * use the reference searches instead (for tests and benchmarks; do not call it while another
+ * thread is quantizing). quantize_ref always uses the reference searches. */
+void quant_set_fast(bool enabled);
+
+/* ---- internal: the interface between quants.c and quants_fast.c ----------------------------
+ * The scale searches, with the contracts of quants.c's reference functions of the same name
+ * (make_qkx_quants, make_qx_quants, iq4_fit_group; iq4_levels sets L[j] to the index of the
+ * IQ4 level nearest to id * x[j]). Limits: groups of at most 256 values, make_qkx nstep <= 36,
+ * IQ4 ntry <= 7, iq4_levels n a multiple of 8. */
+typedef struct quant_searches {
+    float (*qkx)(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min, uint8_t *Laux,
+                 float rmin, float rdelta, int nstep, bool use_mad, bool guarded);
+    float (*qx)(int n, int nmax, const float *x, int8_t *L, const float *qw);
+    float (*iq4_group)(const float *xb, const float *weight, int ntry, uint8_t *Lb);
+    void (*iq4_levels)(const float *x, float id, int n, uint8_t *L);
+} quant_searches;
+
+/* The fast searches when this CPU can run them, else NULL. */
+const quant_searches *quant_fast_searches(void);
 
 #endif
