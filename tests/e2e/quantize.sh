@@ -27,4 +27,10 @@ expect_error "requantize refused" "$T/tiny-Q4_0.gguf" -- "$SLMC" quantize "$T/ti
 expect 0 "requantize allowed" -- "$SLMC" quantize "$T/tiny-Q4_0.gguf" "$T/rq.gguf" Q8_0 --allow-requantize -q
 cp "$T/tiny-Q8_0.gguf" "$T/self.gguf"
 expect_error "output = input" "$T/self.gguf" -- "$SLMC" quantize "$T/self.gguf" "$T/self.gguf" Q4_0 --allow-requantize
+# rows of 128: k-quants fall back as llama-quantize does (Q2_K/Q3_K -> IQ4_NL, Q4_K -> Q5_0, Q6_K -> Q8_0)
+"$SLMC" synth --shape tiny -o "$T/tiny128" -q || fail "synth tiny"
+expect 0 "Q2_K on 128-wide rows" -- "$SLMC" quantize "$T/tiny128" "$T/fb.gguf" Q2_K --json -q
+grep -q '"IQ4_NL"' "$T/out" && ok "Q2_K falls back to IQ4_NL" || fail "no IQ4_NL fallback: $(cat "$T/out")"
+expect 0 "Q4_K_M on 128-wide rows" -- "$SLMC" quantize "$T/tiny128" "$T/fb4.gguf" Q4_K_M --json -q
+grep -q '"Q5_0"' "$T/out" && ok "Q4_K falls back to Q5_0" || fail "no Q5_0 fallback: $(cat "$T/out")"
 finish
