@@ -1,0 +1,321 @@
+/* test_kernels.c - eval/kernels: every dot product and matmul against double precision,
+ * the AVX2 path against the scalar one, and the row ops against their formulas. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eval/kernels.h"
+#include "formats/types.h"
+#include "quant/quants.h"
+#include "testutil.h"
+
+static const int WTYPES[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1,
+                             GGML_TYPE_Q5_0, GGML_TYPE_Q5_1, GGML_TYPE_Q8_0, GGML_TYPE_Q2_K, GGML_TYPE_Q3_K,
+                             GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K};
+#define N_WTYPES (int)(sizeof WTYPES / sizeof WTYPES[0])
+
+/* Deterministic pseudo-random floats, roughly normal (sum of uniforms), scale s. */
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static float frand(void) {
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng_state >> 40) & 0xFFFFFF) / 16777216.0f;
+}
+static void fill(float *x, int64_t n, float s) {
+    for (int64_t i = 0; i < n; ++i) x[i] = s * (frand() + frand() + frand() - 1.5f);
+}
+
+/* The values the dot product really sees on the activation side: the vec_dot type's
+ * dequantization (Q8_0/Q8_1: d * q). */
+static void act_values(int wtype, const void *act, float *out, int64_t n) {
+    const int at = kern_vec_dot_type(wtype);
+    if (at == GGML_TYPE_Q8_0) {
+        const kq8_0 *b = act;
+        for (int64_t i = 0; i < n; ++i) out[i] = fp16_to_f32(b[i / 32].d) * b[i / 32].qs[i % 32];
+    } else if (at == GGML_TYPE_Q8_1) {
+        const kq8_1 *b = act;
+        for (int64_t i = 0; i < n; ++i) out[i] = fp16_to_f32(b[i / 32].d) * b[i / 32].qs[i % 32];
+    } else {
+        quant_get(at)->dequantize(act, out, n);
+    }
+}
+
+/* A quantized weight matrix of rows x n and its dequantized values. */
+typedef struct wmat {
+    uint8_t *q;
+    float *deq;
+    size_t row_bytes;
+} wmat;
+
+static wmat make_weights(int type, int rows, int64_t n) {
+    wmat m;
+    float *src = malloc(sizeof(float) * (size_t)(rows * n));
+    fill(src, rows * n, 1.0f);
+    m.row_bytes = type_nbytes(type, n);
+    m.q = malloc(m.row_bytes * (size_t)rows);
+    m.deq = malloc(sizeof(float) * (size_t)(rows * n));
+    ck_assert_ptr_nonnull(m.q);
+    for (int r = 0; r < rows; ++r) {
+        quant_get(type)->quantize_ref(src + r * n, m.q + m.row_bytes * (size_t)r, n);
+        quant_get(type)->dequantize(m.q + m.row_bytes * (size_t)r, m.deq + r * n, n);
+    }
+    free(src);
+    return m;
+}
+
+static void free_wmat(wmat *m) { free(m->q); free(m->deq); }
+
+/* Tolerance for a float dot of n terms: the float sums round at ~6e-8 relative per step,
+ * bounded by n * eps * sum|terms|; 1e-5 of sum|terms| covers n up to ~100. For Q4_1/Q5_1
+ * the min term uses ggml's fp16 copy of d*sum(q) (Q8_1's s), which is only good to 2^-11
+ * relative: allow that on sum |m_b * s_b|. */
+static double tolerance(int wtype, const float *w, const float *a, int64_t n) {
+    double abs_sum = 0;
+    for (int64_t i = 0; i < n; ++i) abs_sum += fabs((double)w[i] * a[i]);
+    double tol = 1e-5 * abs_sum + 1e-6;
+    if (kern_vec_dot_type(wtype) == GGML_TYPE_Q8_1) {
+        double s = 0;
+        for (int64_t i = 0; i < n; ++i) s += fabs((double)a[i]);
+        tol += 2e-3 * s; /* |m| <= ~1.5 here times 2^-11 relative, on sum |a| */
+    }
+    return tol;
+}
+
+/* Reference vec_dot of every weight type vs double-precision products of the values both
+ * sides really hold (dequantized weights, dequantized activation blocks). */
+START_TEST(test_vec_dot_ref_vs_double) {
+    const int64_t n = 512;
+    for (int ti = 0; ti < N_WTYPES; ++ti) {
+        const int type = WTYPES[ti];
+        wmat W = make_weights(type, 4, n);
+        float x[512], av[512];
+        uint8_t act[2048];
+        ck_assert_uint_le(kern_act_row_bytes(type, n), sizeof act);
+        for (int trial = 0; trial < 4; ++trial) {
+            fill(x, n, trial == 3 ? 100.0f : 1.0f);
+            kern_act_convert(type, x, act, n);
+            act_values(type, act, av, n);
+            for (int r = 0; r < 4; ++r) {
+                const float *wr = W.deq + r * n;
+                double exact = 0;
+                for (int64_t i = 0; i < n; ++i) exact += (double)wr[i] * av[i];
+                const float got = kern_vec_dot_ref(type)(n, W.q + W.row_bytes * (size_t)r, act);
+                ck_assert_msg(fabs(got - exact) <= tolerance(type, wr, av, n), "%s row %d trial %d: %.9g vs %.9g",
+                              type_name(type), r, trial, got, exact);
+            }
+        }
+        free_wmat(&W);
+    }
+}
+END_TEST
+
+/* matmul (scalar and AVX2) vs the reference vec_dot, with a batch, a row count that is not a
+ * multiple of the row tile, and a row map. */
+static void check_matmul(kern_impl impl) {
+    const int64_t n = 512;
+    const int rows = 19, ntok = 5;
+    for (int ti = 0; ti < N_WTYPES; ++ti) {
+        const int type = WTYPES[ti];
+        wmat W = make_weights(type, rows, n);
+        float *x = malloc(sizeof(float) * (size_t)(ntok * n)), *y = malloc(sizeof(float) * (size_t)(ntok * rows));
+        uint8_t *act = malloc(kern_act_row_bytes(type, n));
+        int64_t map[19];
+        for (int r = 0; r < rows; ++r) map[r] = (r * 7) % rows; /* a permutation: 7 is coprime with 19 */
+        fill(x, ntok * n, 2.0f);
+        for (int use_map = 0; use_map < 2; ++use_map) {
+            kern_weight w = {.data = W.q, .type = type, .n_in = n, .n_out = rows, .row_bytes = W.row_bytes,
+                             .row_map = use_map ? map : NULL};
+            slmc_err err = {0};
+            ck_assert_int_eq(kern_set_impl(impl), impl);
+            ck_assert_msg(kern_matmul(&w, x, ntok, y, &err) == 0, "%s", err.msg);
+            for (int t = 0; t < ntok; ++t) {
+                kern_act_convert(type, x + t * n, act, n);
+                for (int r = 0; r < rows; ++r) {
+                    const int64_t src = use_map ? map[r] : r;
+                    const float want = kern_vec_dot_ref(type)(n, W.q + W.row_bytes * (size_t)src, act);
+                    float av[512];
+                    act_values(type, act, av, n);
+                    const double tol = tolerance(type, W.deq + src * n, av, n);
+                    ck_assert_msg(fabs(y[t * rows + r] - want) <= tol, "%s impl %d tok %d row %d: %.9g vs %.9g",
+                                  type_name(type), impl, t, r, y[t * rows + r], want);
+                }
+            }
+        }
+        free(x); free(y); free(act);
+        free_wmat(&W);
+    }
+    kern_set_impl(KERN_AUTO);
+}
+
+START_TEST(test_matmul_scalar) { check_matmul(KERN_SCALAR); }
+END_TEST
+
+START_TEST(test_matmul_avx2) {
+    if (!kern_have_avx2()) {
+        fprintf(stderr, "SKIP test_matmul_avx2: the CPU has no AVX2/FMA\n");
+        return;
+    }
+    check_matmul(KERN_AVX2);
+}
+END_TEST
+
+/* The integer parts of the AVX2 quantized dots are exact, so AVX2 and scalar agree to float
+ * rounding of the per-block sums (1e-6 relative of sum|terms|); F32 dots likewise. */
+START_TEST(test_avx2_vs_scalar_dots) {
+    if (!kern_have_avx2()) return;
+    const int64_t n = 1024;
+    float a[1024], b[1024];
+    fill(a, n, 3.f);
+    fill(b, n, 0.5f);
+    double abs_sum = 0;
+    for (int i = 0; i < n; ++i) abs_sum += fabs((double)a[i] * b[i]);
+    ck_assert_double_le(fabs(kern_dot_f32_avx2(n, a, b) - kern_dot_f32_scalar(n, a, b)), 1e-6 * abs_sum);
+    ck_assert_double_eq(kern_dot_f32_avx2(3, a, b), kern_dot_f32_scalar(3, a, b)); /* tail only: same order */
+}
+END_TEST
+
+/* Activation quantizer: d = amax/127, and x*127/amax rounded half to even (ggml's AVX2
+ * _mm256_round_ps), not half away from zero. */
+START_TEST(test_q8_0_activation_rounding) {
+    float x[32] = {0};
+    x[0] = 127.f; /* amax 127: d = 1, id = 1 */
+    x[1] = 2.5f;
+    x[2] = 3.5f;
+    x[3] = -2.5f;
+    x[4] = 0.49f;
+    kq8_0 b;
+    kern_quantize_q8_0(x, &b, 32);
+    ck_assert_float_eq(fp16_to_f32(b.d), 1.0f);
+    ck_assert_int_eq(b.qs[0], 127);
+    ck_assert_int_eq(b.qs[1], 2);
+    ck_assert_int_eq(b.qs[2], 4);
+    ck_assert_int_eq(b.qs[3], -2);
+    ck_assert_int_eq(b.qs[4], 0);
+    kq8_1 b1;
+    kern_quantize_q8_1(x, &b1, 32);
+    ck_assert_float_eq(fp16_to_f32(b1.s), 127.f + 2 + 4 - 2); /* s = d * sum(q) */
+    float z[32] = {0};
+    kern_quantize_q8_0(z, &b, 32); /* all zero: d = 0 and no division by zero */
+    ck_assert_float_eq(fp16_to_f32(b.d), 0.f);
+    ck_assert_int_eq(b.qs[7], 0);
+}
+END_TEST
+
+START_TEST(test_unsupported) {
+    ck_assert_int_eq(kern_vec_dot_type(GGML_TYPE_IQ2_XS), -1);
+    ck_assert_ptr_null(kern_vec_dot_ref(GGML_TYPE_IQ2_XS));
+    ck_assert(!kern_weight_supported(GGML_TYPE_Q4_K, 128)); /* rows must hold whole super-blocks */
+    ck_assert(kern_weight_supported(GGML_TYPE_Q4_K, 256));
+    uint8_t dummy[64] = {0};
+    kern_weight w = {.data = dummy, .type = GGML_TYPE_IQ2_XS, .n_in = 256, .n_out = 1, .row_bytes = 64};
+    float x[256] = {0}, y[1];
+    slmc_err err = {0};
+    ck_assert_int_eq(kern_matmul(&w, x, 1, y, &err), -1);
+    ck_assert(strstr(err.msg, "IQ2_XS") != NULL);
+}
+END_TEST
+
+START_TEST(test_rmsnorm) {
+    float x[100], w[100], out[100];
+    fill(x, 100, 2.f);
+    fill(w, 100, 1.f);
+    const float eps = 1e-5f;
+    kern_rmsnorm(out, x, w, 100, eps);
+    double ss = 0;
+    for (int i = 0; i < 100; ++i) ss += (double)x[i] * x[i];
+    const double inv = 1.0 / sqrt(ss / 100 + eps);
+    for (int i = 0; i < 100; ++i) ck_assert_double_le(fabs(out[i] - x[i] * inv * w[i]), 1e-6 * (fabs(x[i] * inv * w[i]) + 1e-3));
+    kern_rmsnorm(x, x, NULL, 100, eps); /* in place, no weight */
+    double ss2 = 0;
+    for (int i = 0; i < 100; ++i) ss2 += (double)x[i] * x[i];
+    ck_assert_double_le(fabs(ss2 / 100 - 1.0), 1e-4); /* unit mean square (eps is tiny here) */
+}
+END_TEST
+
+START_TEST(test_softmax) {
+    float x[50];
+    double want[50], sum = 0, max = -1e30;
+    fill(x, 50, 20.f);
+    x[7] = 1000.f; /* large values must not overflow: the max is subtracted */
+    for (int i = 0; i < 50; ++i) max = fmax(max, x[i]);
+    for (int i = 0; i < 50; ++i) sum += (want[i] = exp(x[i] - max));
+    kern_softmax(x, 50);
+    double total = 0;
+    for (int i = 0; i < 50; ++i) {
+        ck_assert_double_le(fabs(x[i] - want[i] / sum), 1e-6 * (want[i] / sum) + 1e-30);
+        total += x[i];
+    }
+    ck_assert_double_le(fabs(total - 1.0), 1e-6);
+}
+END_TEST
+
+START_TEST(test_rope) {
+    const int64_t n_rot = 16, hd = 20; /* the last 4 dims are not rotated */
+    const float base = 10000.f, fscale = 0.5f;
+    for (int neox = 0; neox < 2; ++neox) {
+        for (int64_t pos = 0; pos < 100; pos += 13) {
+            float c[8], s[8], x[20], orig[20];
+            kern_rope_table(c, s, pos, n_rot, base, fscale);
+            fill(x, hd, 1.f);
+            memcpy(orig, x, sizeof x);
+            kern_rope(x, n_rot, c, s, neox);
+            for (int64_t i = 0; i < n_rot / 2; ++i) {
+                const double theta = fscale * (double)pos * pow(base, -2.0 * (double)i / (double)n_rot);
+                ck_assert_double_le(fabs(c[i] - cos(theta)), 1e-4);
+                ck_assert_double_le(fabs(s[i] - sin(theta)), 1e-4);
+                const int64_t a = neox ? i : 2 * i, b = neox ? i + n_rot / 2 : 2 * i + 1;
+                const double ra = orig[a] * cos(theta) - orig[b] * sin(theta);
+                const double rb = orig[a] * sin(theta) + orig[b] * cos(theta);
+                ck_assert_double_le(fabs(x[a] - ra), 2e-4);
+                ck_assert_double_le(fabs(x[b] - rb), 2e-4);
+            }
+            for (int64_t i = n_rot; i < hd; ++i) ck_assert_float_eq(x[i], orig[i]);
+        }
+    }
+    /* position 0 is the identity */
+    float c[8], s[8], x[16], orig[16];
+    kern_rope_table(c, s, 0, 16, base, 1.f);
+    fill(x, 16, 1.f);
+    memcpy(orig, x, sizeof x);
+    kern_rope(x, 16, c, s, false);
+    ck_assert_mem_eq(x, orig, sizeof x);
+}
+END_TEST
+
+START_TEST(test_swiglu_and_rounding) {
+    float g[4] = {-2.f, 0.f, 1.f, 30.f}, u[4] = {1.f, 5.f, 2.f, 0.5f};
+    kern_swiglu(g, u, 4);
+    ck_assert_double_le(fabs(g[0] - (-2.0 / (1 + exp(2.0)))), 1e-7);
+    ck_assert_float_eq(g[1], 0.f);
+    ck_assert_double_le(fabs(g[2] - 2.0 / (1 + exp(-1.0))), 1e-6);
+    ck_assert_double_le(fabs(g[3] - 15.0), 1e-5);
+    float r[3] = {1.0f + 1.0f / 4096, 1.0f / 3, 65504.f};
+    kern_round_f16(r, 3);
+    ck_assert_float_eq(r[0], 1.0f); /* below half an fp16 step (2^-10): rounds down */
+    ck_assert_float_eq(r[1], fp16_to_f32(f32_to_fp16(1.0f / 3)));
+    ck_assert_float_eq(r[2], 65504.f);
+    float bf[1] = {1.0f + 1.0f / 256}; /* exactly half a bf16 step: ties to even -> 1.0 */
+    kern_round_bf16(bf, 1);
+    ck_assert_float_eq(bf[0], 1.0f);
+}
+END_TEST
+
+static Suite *suite(void) {
+    Suite *s = suite_create("kernels");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_vec_dot_ref_vs_double);
+    tcase_add_test(tc, test_matmul_scalar);
+    tcase_add_test(tc, test_matmul_avx2);
+    tcase_add_test(tc, test_avx2_vs_scalar_dots);
+    tcase_add_test(tc, test_q8_0_activation_rounding);
+    tcase_add_test(tc, test_unsupported);
+    tcase_add_test(tc, test_rmsnorm);
+    tcase_add_test(tc, test_softmax);
+    tcase_add_test(tc, test_rope);
+    tcase_add_test(tc, test_swiglu_and_rounding);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return run_suite(suite()); }
