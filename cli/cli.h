@@ -38,6 +38,8 @@ int cmd_synth(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_imatrix(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_distill(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 
 /* Print "slmc: <msg>" to stderr; returns EXIT_ERROR. */

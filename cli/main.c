@@ -20,6 +20,8 @@ static const cli_command COMMANDS[] = {
     {"imatrix", "importance matrix as llama-imatrix (.dat / GGUF): collect, merge, convert", cmd_imatrix},
     {"eval", "perplexity, KL divergence and top-token agreement, as llama-perplexity", cmd_eval},
     {"generate", "continue a prompt, streaming tokens to stdout", cmd_generate},
+    {"train", "train or fine-tune a model with cross-entropy (checkpoints, resume, GGUF/HF export)", cmd_train},
+    {"distill", "teacher-student distillation: KL with temperature + alpha * cross-entropy", cmd_distill},
     {"synth", "write a deterministic synthetic Llama checkpoint of a real shape", cmd_synth},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof *COMMANDS)

@@ -880,7 +880,7 @@ int hf_write(const model *m, const char *dir, int outtype, uint64_t shard_size,
     uint64_t done = 0;
     for (uint64_t i = 0; i < m->n_tensors; i++) {
         if (write_tensor(m, i, out_type, &w, &done, total, progress, err)) { st_writer_abort(&w); goto abort_dir; }
-        model_release_source(&m->tensors[i]); /* keep peak RSS independent of model size */
+        model_release_source(m, &m->tensors[i]); /* keep peak RSS independent of model size */
     }
     if (st_writer_finish(&w, err)) { st_writer_abort(&w); goto abort_dir; }
 

@@ -406,9 +406,14 @@ static void release_range(const uint8_t *begin_p, uint64_t n) {
     if (begin_p && end > begin) madvise((void *)begin, end - begin, MADV_DONTNEED);
 }
 
-void model_release_source(const model_tensor *t) { release_range(t->data, t->nbytes); }
+/* Only a view opened from files (m->src set by its reader) points into read-only file
+ * mappings; a view built in memory may point at heap buffers, which MADV_DONTNEED would zero. */
+void model_release_source(const model *m, const model_tensor *t) {
+    if (m->src) release_range(t->data, t->nbytes);
+}
 
-void model_release_rows(const model_tensor *t, int64_t row0, int64_t nrows) {
+void model_release_rows(const model *m, const model_tensor *t, int64_t row0, int64_t nrows) {
+    if (!m->src) return;
     uint64_t rb = model_tensor_row_bytes(t);
     release_range(t->data + (uint64_t)row0 * rb, (uint64_t)nrows * rb);
 }
@@ -448,7 +453,7 @@ static int write_tensor_rows(const model *m, uint64_t ti, int out_type, gguf_wri
             if (oom) return slmc_fail(err, m->path, "out of memory");
         }
         if (gguf_writer_write(w, buf, (size_t)(out_row * (uint64_t)nr), err) != 0) return -1;
-        if (t->qk_heads == 0) model_release_rows(t, r, nr);
+        if (t->qk_heads == 0) model_release_rows(m, t, r, nr);
     }
     return 0;
 }
@@ -508,7 +513,7 @@ int model_write_gguf(const model *m, const char *path, int outtype, const slmc_p
         if (chunk_rows < 1) chunk_rows = 1;
         if (progress && progress->fn) progress->fn(progress->ud, done_bytes, total, t->name);
         if (write_tensor_rows(m, order[i], out_types[i], &w, buf, fbuf, chunk_rows, err) != 0) goto done;
-        model_release_source(t);
+        model_release_source(m, t);
         done_bytes += type_nbytes(out_types[i], t->ne[0] * model_tensor_rows(t));
     }
     if (gguf_writer_finish(&w, err) != 0) goto done;

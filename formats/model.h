@@ -60,7 +60,8 @@ typedef struct model {
     model_config cfg;
     model_tensor *tensors;   /* [n_tensors], in llama.cpp's order for the format */
     uint64_t n_tensors;
-    void *src;               /* the format reader that owns the mappings */
+    void *src;               /* the format reader that owns the mappings; NULL for a view built in
+                                memory, whose tensor data may live on the heap */
     void (*free_src)(void *src);
 } model;
 
@@ -114,10 +115,11 @@ int model_gguf_meta(meta *out, const model *m, int64_t file_type);
  * malloc'd [n_tensors]; NULL when out of memory. */
 uint64_t *model_gguf_order(const model *m);
 /* Drop a tensor's source pages from the resident set once it has been consumed (they stay
- * in the page cache): keeps peak RSS independent of the model size when streaming. */
-void model_release_source(const model_tensor *t);
+ * in the page cache): keeps peak RSS independent of the model size when streaming. Does
+ * nothing for a view built in memory (m->src NULL): its tensors may point at heap buffers. */
+void model_release_source(const model *m, const model_tensor *t);
 /* The same for rows [row0, row0+nrows) in source order (streaming within a large tensor). */
-void model_release_rows(const model_tensor *t, int64_t row0, int64_t nrows);
+void model_release_rows(const model *m, const model_tensor *t, int64_t row0, int64_t nrows);
 
 /* Write the model as GGUF v3 (atomic), converting float tensors per model_out_type. */
 int model_write_gguf(const model *m, const char *path, int outtype, const slmc_progress *progress,

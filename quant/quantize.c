@@ -188,9 +188,9 @@ int quantize_model(const model *m, const quant_target *targets, int n_targets, c
                 }
                 if (gguf_writer_write(&w[g], bytes, (size_t)nbytes, err) != 0) goto done;
             }
-            if (t->qk_heads == 0) model_release_rows(t, r0, nr);
+            if (t->qk_heads == 0) model_release_rows(m, t, r0, nr);
         }
-        model_release_source(t);
+        model_release_source(m, t);
         done_bytes += t->nbytes;
         if (stats)
             for (int g = 0; g < n_targets; g++) {

@@ -1,0 +1,85 @@
+/* ops.h - forward and backward passes of every op of the Llama graph, for training (F32).
+ *
+ * In the style of llm.c's train_gpt2.c: one function per op, op_forward and op_backward side
+ * by side. Shapes are written [N][C] for row-major arrays; N = B*T token rows (batch B,
+ * sequence length T), C channels. Weight matrices use GGUF's layout: W[OC][C], one output
+ * channel per row, so out = inp · Wᵀ.
+ *
+ * Backward functions ACCUMULATE (+=) into their gradient outputs (dinp, dweight, ...), so
+ * gradients of a value used twice (the residual stream, a tied embedding) simply add up; the
+ * caller zeroes the buffers first.
+ *
+ * Every op is deterministic whatever the thread count: each output element is computed by one
+ * thread in a fixed order (no cross-thread reductions), which is what makes a resumed run
+ * bitwise identical to an uninterrupted one.
+ */
+#ifndef SLMC_DISTILL_OPS_H
+#define SLMC_DISTILL_OPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* ---- embedding: out[n] = wte[tokens[n]] -------------------------------------------------- */
+void embedding_forward(float *out, const int32_t *tokens, const float *wte, int N, int C);
+void embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int N, int C);
+
+/* ---- RMSNorm: out = inp / sqrt(mean(inp²) + eps) * weight; rstd[N] is saved for backward -- */
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps);
+void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                      const float *rstd, int N, int C);
+
+/* ---- matmul: out[N][OC] = inp[N][C] · weight[OC][C]ᵀ (+ bias[OC], may be NULL) ------------ */
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC);
+/* dinp, dweight, dbias may each be NULL (not wanted). */
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int N, int C, int OC);
+
+/* ---- RoPE, in place on x[N][n_head*head_dim]; row n is at position n % T ------------------
+ * cos_t/sin_t: [T][n_rot/2] (kern_rope_table). neox: pairs (i, i+n_rot/2) as qwen2 rotates;
+ * otherwise adjacent pairs (2i, 2i+1), llama's layout in GGUF. Backward rotates the gradient
+ * by the opposite angle (the transpose of a rotation). */
+void rope_forward(float *x, const float *cos_t, const float *sin_t, int N, int T, int n_head, int head_dim,
+                  int n_rot, bool neox);
+void rope_backward(float *dx, const float *cos_t, const float *sin_t, int N, int T, int n_head, int head_dim,
+                   int n_rot, bool neox);
+
+/* ---- causal grouped-query attention -------------------------------------------------------
+ * q[B*T][NH*hd], k, v [B*T][NKV*hd]; query head h reads kv head h / (NH/NKV).
+ * att[B][NH][T][T]: softmax probabilities (row t uses t2 <= t; the rest is left 0).
+ * out[B*T][NH*hd]. */
+void attention_forward(float *out, float *att, const float *q, const float *k, const float *v, int B, int T,
+                       int NH, int NKV, int hd);
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
+                        const float *k, const float *v, int B, int T, int NH, int NKV, int hd);
+
+/* ---- SwiGLU: out = silu(gate) * up, all [N][F] (as N*F values) ------------------------------ */
+void swiglu_forward(float *out, const float *gate, const float *up, int64_t n);
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int64_t n);
+
+/* ---- residual: out = a + b; backward adds dout to both -------------------------------------- */
+void residual_forward(float *out, const float *a, const float *b, int64_t n);
+void residual_backward(float *da, float *db, const float *dout, int64_t n);
+
+/* ---- losses over logits[N][V] ---------------------------------------------------------------
+ * Each stores every row's loss in row_loss[N] (scratch the caller provides), returns their
+ * sum (added in row order, so the value never depends on threads) and, with dlogits non-NULL,
+ * ACCUMULATES scale × d(per-row loss)/dlogits into dlogits (scale is usually 1/(rows in the
+ * batch), so that the loss is a mean). */
+
+/* Cross-entropy of the target ids: -log softmax(logits)[target]. Rows with target < 0 are
+ * skipped. */
+double crossentropy_forward_backward(float *dlogits, double *row_loss, const float *logits, const int32_t *targets,
+                                     int N, int V, float scale);
+
+/* Distillation loss over the first V_shared ids of both vocabularies (a teacher with a larger
+ * vocabulary is compared on the ids the student has): with p = softmax(teacher/τ) and
+ * q = softmax(student/τ) over those ids,
+ *   forward (reverse = false): τ² · KL(p ‖ q) = τ² Σ p (log p − log q)
+ *   reverse:                   τ² · KL(q ‖ p) = τ² Σ q (log q − log p)
+ * The τ² factor keeps gradient magnitudes comparable across temperatures (Hinton et al.).
+ * student: [N][Vs], teacher: [N][Vt]; V_shared ≤ min(Vs, Vt). Student logits past V_shared
+ * get no gradient from this loss. */
+double kl_forward_backward(float *dlogits, double *row_loss, const float *student, int Vs, const float *teacher,
+                           int Vt, int V_shared, int N, float temperature, bool reverse, float scale);
+
+#endif

@@ -1,0 +1,254 @@
+/* trainer.c - the training loop, its schedule and its checkpoints; see trainer.h. */
+#include "distill/trainer.h"
+
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "distill/ops.h"
+
+void trainer_opts_default(trainer_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->steps = 1000;
+    o->seq_len = 256;
+    o->batch = 4;
+    o->grad_accum = 1;
+    o->lr = 3e-4f;
+    o->min_lr = 3e-5f;
+    o->warmup = 100;
+    o->weight_decay = 0.1f;
+    o->beta1 = 0.9f;
+    o->beta2 = 0.95f;
+    o->adam_eps = 1e-8f;
+    o->clip = 1.0f;
+    o->temperature = 2.0f;
+    o->alpha = 0.5f;
+}
+
+int trainer_init(trainer *tr, const trainer_opts *o, train_model *tm, train_data *data, const llm_model *teacher,
+                 slmc_err *err) {
+    memset(tr, 0, sizeof *tr);
+    tr->o = *o;
+    tr->tm = tm;
+    tr->data = data;
+    tr->teacher = teacher;
+    const int B = o->batch, T = o->seq_len;
+    if (B < 1 || T < 2 || o->grad_accum < 1 || o->steps < 1)
+        return slmc_fail(err, NULL, "batch, sequence length, accumulation and steps must be positive");
+    if (data->T != T) return slmc_fail(err, NULL, "the data is packed for T=%d, training uses %d", data->T, T);
+    if (tm_plan(tm, B, T, err) != 0) return -1;
+    tr->inputs = malloc(sizeof(int32_t) * (size_t)B * T);
+    tr->targets = malloc(sizeof(int32_t) * (size_t)B * T);
+    if (!tr->inputs || !tr->targets) return slmc_fail(err, NULL, "out of memory");
+    if (teacher) {
+        if (llm_context_init(&tr->tctx, teacher, T, T, err) != 0) return -1;
+        tr->tctx_open = true;
+        tr->tlogits = malloc(sizeof(float) * (size_t)B * T * (size_t)teacher->n_vocab);
+        if (!tr->tlogits) return slmc_fail(err, NULL, "out of memory for the teacher's logits");
+    }
+    return 0;
+}
+
+void trainer_free(trainer *tr) {
+    if (tr->tctx_open) llm_context_free(&tr->tctx);
+    free(tr->tlogits);
+    free(tr->inputs);
+    free(tr->targets);
+    memset(tr, 0, sizeof *tr);
+}
+
+double trainer_lr(const trainer_opts *o, int64_t s) {
+    int64_t warmup = o->warmup;
+    if (warmup > o->steps / 10 && o->steps >= 10) warmup = o->steps / 10; /* never most of a short run */
+    if (s < warmup) return o->lr * (double)(s + 1) / (double)warmup;
+    int64_t span = o->steps - warmup;
+    double progress = span > 1 ? (double)(s - warmup) / (double)(span - 1) : 1.0;
+    if (progress > 1) progress = 1;
+    return o->min_lr + 0.5 * ((double)o->lr - o->min_lr) * (1.0 + cos(M_PI * progress));
+}
+
+int trainer_step(trainer *tr, train_report *rep, slmc_err *err) {
+    train_model *tm = tr->tm;
+    const int B = tr->o.batch, T = tr->o.seq_len, N = B * T, Vs = tm->cfg.n_vocab;
+    const int K = tr->o.grad_accum;
+    const float alpha = tr->teacher ? tr->o.alpha : 1.0f;
+    memset(rep, 0, sizeof *rep);
+    tm_zero_grad(tm);
+    for (int micro = 0; micro < K; micro++) {
+        data_next_batch(tr->data, B, tr->inputs, tr->targets);
+        for (int i = 0; i < N; i++)
+            if (tr->inputs[i] < 0 || tr->inputs[i] >= Vs || tr->targets[i] >= Vs)
+                return slmc_fail(err, NULL, "token id %d is outside the student's vocabulary of %d",
+                                 tr->inputs[i] < 0 || tr->inputs[i] >= Vs ? tr->inputs[i] : tr->targets[i], Vs);
+        tm_forward(tm, tr->inputs);
+        memset(tm->a.dlogits, 0, sizeof(float) * (size_t)N * Vs);
+        /* each micro-batch's mean loss, averaged over the K micro-batches */
+        const float scale = 1.0f / ((float)N * K);
+        double ce = crossentropy_forward_backward(alpha != 0 ? tm->a.dlogits : NULL, tm->a.row_loss, tm->a.logits,
+                                                  tr->targets, N, Vs, alpha * scale);
+        rep->ce += ce / ((double)N * K);
+        if (tr->teacher) {
+            const int Vt = (int)tr->teacher->n_vocab;
+            for (int b = 0; b < B; b++)
+                if (llm_eval(&tr->tctx, tr->inputs + (size_t)b * T, T, 0, tr->tlogits + (size_t)b * T * Vt, err) != 0)
+                    return -1;
+            double kl = kl_forward_backward(tm->a.dlogits, tm->a.row_loss, tm->a.logits, Vs, tr->tlogits, Vt,
+                                            Vs < Vt ? Vs : Vt, N, tr->o.temperature, tr->o.reverse_kl, scale);
+            rep->kl += kl / ((double)N * K);
+        }
+        tm_backward(tm, tr->inputs);
+    }
+    rep->loss = rep->kl + alpha * rep->ce;
+    rep->grad_norm = tm_grad_norm(tm);
+    float gscale = tr->o.clip > 0 && rep->grad_norm > tr->o.clip ? (float)(tr->o.clip / rep->grad_norm) : 1.0f;
+    rep->lr = trainer_lr(&tr->o, tr->step);
+    tm_adamw(tm, tr->step + 1, (float)rep->lr, tr->o.beta1, tr->o.beta2, tr->o.adam_eps, tr->o.weight_decay, gscale);
+    tr->step++;
+    rep->step = tr->step;
+    rep->tokens = (int64_t)N * K;
+    return 0;
+}
+
+int trainer_eval(trainer *tr, int64_t n_seqs, double *mean_ce, slmc_err *err) {
+    train_model *tm = tr->tm;
+    const int B = tr->o.batch, T = tr->o.seq_len, Vs = tm->cfg.n_vocab;
+    int64_t n = tr->data->n_valid;
+    if (n_seqs > 0 && n_seqs < n) n = n_seqs;
+    if (n < 1) return slmc_fail(err, NULL, "there is no held-out text to evaluate on");
+    double total = 0;
+    int64_t count = 0;
+    for (int64_t s0 = 0; s0 < n; s0 += B) {
+        /* a last partial batch repeats its final sequence in the empty slots, unscored */
+        int used = (int)(n - s0 < B ? n - s0 : B);
+        for (int b = 0; b < B; b++)
+            data_valid_seq(tr->data, s0 + (b < used ? b : used - 1), tr->inputs + (size_t)b * T,
+                           tr->targets + (size_t)b * T);
+        for (int i = 0; i < B * T; i++)
+            if (tr->inputs[i] >= Vs || tr->targets[i] >= Vs)
+                return slmc_fail(err, NULL, "token id outside the student's vocabulary of %d", Vs);
+        tm_forward(tm, tr->inputs);
+        total += crossentropy_forward_backward(NULL, tm->a.row_loss, tm->a.logits, tr->targets, used * T, Vs, 1);
+        count += (int64_t)used * T;
+    }
+    *mean_ce = total / (double)count;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * checkpoints
+ *
+ * One HDF5 file, 1-D datasets:
+ *   params, adam_m, adam_v  float32 [n_params]   weights and AdamW moments
+ *   perm                    int64 [n_train]      this epoch's sequence order
+ *   state                   int64 [8]            step, data pos, epoch, n_params, n_tokens, T,
+ *                                                n_train, n_layer
+ *   rng, data_hash          uint64 [1]           shuffle RNG state, FNV-1a of the tokens
+ * ------------------------------------------------------------------------------------- */
+
+enum { ST_STEP, ST_POS, ST_EPOCH, ST_NPARAMS, ST_NTOKENS, ST_T, ST_NTRAIN, ST_NLAYER, ST_COUNT };
+
+static int h5_write(hid_t f, const char *name, hid_t type, hsize_t n, const void *data) {
+    hsize_t dims[1] = {n};
+    hid_t sp = H5Screate_simple(1, dims, NULL);
+    if (sp < 0) return -1;
+    hid_t d = H5Dcreate2(f, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = d >= 0 && (n == 0 || H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0) ? 0 : -1;
+    if (d >= 0) H5Dclose(d);
+    H5Sclose(sp);
+    return rc;
+}
+
+/* Read dataset `name`, which must hold exactly n elements. */
+static int h5_read(hid_t f, const char *name, hid_t type, hsize_t n, void *data, const char *path, slmc_err *err) {
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    if (d < 0) return slmc_fail(err, path, "has no dataset '%s': not a slmc training checkpoint", name);
+    hid_t sp = H5Dget_space(d);
+    hsize_t dims[1] = {0};
+    int rank = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1;
+    if (rank == 1) H5Sget_simple_extent_dims(sp, dims, NULL);
+    int rc = 0;
+    if (rank != 1 || dims[0] != n)
+        rc = slmc_fail(err, path, "dataset '%s' holds %llu values, expected %llu", name, (unsigned long long)dims[0],
+                       (unsigned long long)n);
+    else if (n > 0 && H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+        rc = slmc_fail(err, path, "cannot read dataset '%s'", name);
+    if (sp >= 0) H5Sclose(sp);
+    H5Dclose(d);
+    return rc;
+}
+
+int trainer_save(const trainer *tr, const char *path, slmc_err *err) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* HDF5 errors come back as values, unprinted */
+    size_t n = strlen(path) + 8;
+    char *tmp = malloc(n);
+    if (!tmp) return slmc_fail(err, path, "out of memory");
+    snprintf(tmp, n, "%s.tmp", path);
+    const train_model *tm = tr->tm;
+    const train_data *d = tr->data;
+    int64_t st[ST_COUNT] = {0};
+    st[ST_STEP] = tr->step;
+    st[ST_POS] = d->pos;
+    st[ST_EPOCH] = d->epoch;
+    st[ST_NPARAMS] = (int64_t)tm->n_params;
+    st[ST_NTOKENS] = (int64_t)d->n_tokens;
+    st[ST_T] = d->T;
+    st[ST_NTRAIN] = d->n_train;
+    st[ST_NLAYER] = tm->cfg.n_layer;
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) { free(tmp); return slmc_fail(err, path, "cannot create the checkpoint file %s.tmp", path); }
+    int rc = h5_write(f, "params", H5T_NATIVE_FLOAT, tm->n_params, tm->params) == 0 &&
+                     h5_write(f, "adam_m", H5T_NATIVE_FLOAT, tm->n_params, tm->adam_m) == 0 &&
+                     h5_write(f, "adam_v", H5T_NATIVE_FLOAT, tm->n_params, tm->adam_v) == 0 &&
+                     h5_write(f, "perm", H5T_NATIVE_INT64, (hsize_t)d->n_train, d->perm) == 0 &&
+                     h5_write(f, "state", H5T_NATIVE_INT64, ST_COUNT, st) == 0 &&
+                     h5_write(f, "rng", H5T_NATIVE_UINT64, 1, &d->rng) == 0 &&
+                     h5_write(f, "data_hash", H5T_NATIVE_UINT64, 1, &d->hash) == 0
+                 ? 0 : -1;
+    if (H5Fclose(f) < 0) rc = -1;
+    if (rc == 0 && rename(tmp, path) != 0) rc = -1;
+    if (rc != 0) {
+        remove(tmp);
+        slmc_fail(err, path, "cannot write the checkpoint (disk full?)");
+    }
+    free(tmp);
+    return rc;
+}
+
+int trainer_load(trainer *tr, const char *path, slmc_err *err) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    train_model *tm = tr->tm;
+    train_data *d = tr->data;
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return slmc_fail(err, path, "cannot open as HDF5");
+    int64_t st[ST_COUNT];
+    uint64_t rng = 0, hash = 0;
+    int rc = -1;
+    if (h5_read(f, "state", H5T_NATIVE_INT64, ST_COUNT, st, path, err) != 0) goto done;
+    if (st[ST_NPARAMS] != (int64_t)tm->n_params || st[ST_NLAYER] != tm->cfg.n_layer) {
+        slmc_fail(err, path, "holds a model of %lld parameters in %lld layers; this one has %zu in %d",
+                  (long long)st[ST_NPARAMS], (long long)st[ST_NLAYER], tm->n_params, tm->cfg.n_layer);
+        goto done;
+    }
+    if (h5_read(f, "data_hash", H5T_NATIVE_UINT64, 1, &hash, path, err) != 0) goto done;
+    if (st[ST_NTOKENS] != (int64_t)d->n_tokens || hash != d->hash || st[ST_T] != d->T || st[ST_NTRAIN] != d->n_train) {
+        slmc_fail(err, path, "was trained on another text or split (%lld tokens, T=%lld); resume with the same --data, "
+                  "--seq-len and split", (long long)st[ST_NTOKENS], (long long)st[ST_T]);
+        goto done;
+    }
+    if (h5_read(f, "params", H5T_NATIVE_FLOAT, tm->n_params, tm->params, path, err) != 0 ||
+        h5_read(f, "adam_m", H5T_NATIVE_FLOAT, tm->n_params, tm->adam_m, path, err) != 0 ||
+        h5_read(f, "adam_v", H5T_NATIVE_FLOAT, tm->n_params, tm->adam_v, path, err) != 0 ||
+        h5_read(f, "perm", H5T_NATIVE_INT64, (hsize_t)d->n_train, d->perm, path, err) != 0 ||
+        h5_read(f, "rng", H5T_NATIVE_UINT64, 1, &rng, path, err) != 0)
+        goto done;
+    tr->step = st[ST_STEP];
+    d->pos = st[ST_POS];
+    d->epoch = st[ST_EPOCH];
+    d->rng = rng;
+    rc = 0;
+done:
+    H5Fclose(f);
+    return rc;
+}

@@ -1,0 +1,88 @@
+/* trainer.h - the training loop behind `slmc train` and `slmc distill`.
+ *
+ * One optimizer step:
+ *   grad_accum × [ next B sequences ─> student forward ─> loss ─> dlogits ─> student backward ]
+ *   ─> global gradient norm, clipped ─> AdamW at the scheduled learning rate
+ * The loss is α·CE on the text when there is no teacher (α forced to 1), or
+ *   τ²·KL(teacher ‖ student) (KL(student ‖ teacher) with reverse_kl) + α·CE
+ * with the teacher's logits from the evaluator's engine (any model llm.h runs, quantized or
+ * not), compared over the ids both vocabularies share (the first min(Vs, Vt)).
+ *
+ * Schedule: linear warmup to lr over `warmup` steps, then cosine decay to min_lr at `steps`.
+ * A checkpoint (HDF5) holds the weights, both AdamW moments, the step, the data cursor and its
+ * RNG state, so trainer_load + the same options continue bitwise identically.
+ */
+#ifndef SLMC_DISTILL_TRAINER_H
+#define SLMC_DISTILL_TRAINER_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "distill/data.h"
+#include "distill/model.h"
+#include "eval/llm.h"
+#include "formats/error.h"
+
+typedef struct trainer_opts {
+    int64_t steps;        /* optimizer steps in the whole run (the schedule's length) */
+    int seq_len;          /* T */
+    int batch;            /* B sequences per micro-batch */
+    int grad_accum;       /* micro-batches per optimizer step */
+    float lr, min_lr;     /* peak and final learning rate */
+    int64_t warmup;       /* warmup steps */
+    float weight_decay;   /* AdamW decoupled decay (matrices only) */
+    float beta1, beta2, adam_eps;
+    float clip;           /* global gradient-norm clip, 0 = off */
+    float temperature;    /* τ of the distillation loss */
+    float alpha;          /* weight of the cross-entropy term (1 without a teacher) */
+    bool reverse_kl;      /* KL(student ‖ teacher) instead of KL(teacher ‖ student) */
+} trainer_opts;
+
+/* Defaults: lr 3e-4 → 3e-5, warmup 100 (capped at steps/10), wd 0.1, betas 0.9/0.95, eps 1e-8,
+ * clip 1, τ 2, α 0.5, B 4, T 256, grad_accum 1. */
+void trainer_opts_default(trainer_opts *o);
+
+typedef struct trainer {
+    trainer_opts o;
+    train_model *tm;          /* the student (not owned) */
+    train_data *data;         /* the text, split (not owned) */
+    const llm_model *teacher; /* NULL for plain training (not owned) */
+    llm_context tctx;         /* the teacher's context, T positions */
+    bool tctx_open;
+    float *tlogits;           /* [B*T][Vt] teacher logits of the micro-batch */
+    int32_t *inputs, *targets;/* [B*T] */
+    int64_t step;             /* optimizer steps completed */
+} trainer;
+
+/* What one step did. */
+typedef struct train_report {
+    int64_t step;             /* steps completed after this one */
+    double loss;              /* total loss, mean over tokens (and micro-batches) */
+    double ce;                /* its cross-entropy part (unweighted) */
+    double kl;                /* its τ²·KL part (0 without a teacher) */
+    double lr;                /* learning rate used */
+    double grad_norm;         /* before clipping */
+    int64_t tokens;           /* tokens processed in the step */
+} train_report;
+
+/* The model must be planned for nothing in particular: trainer_init plans it for B x T. */
+int trainer_init(trainer *tr, const trainer_opts *o, train_model *tm, train_data *data, const llm_model *teacher,
+                 slmc_err *err);
+void trainer_free(trainer *tr);
+
+/* The learning rate of step index s (0-based). */
+double trainer_lr(const trainer_opts *o, int64_t s);
+
+int trainer_step(trainer *tr, train_report *rep, slmc_err *err);
+/* Mean cross-entropy of the student over the first n_seqs held-out sequences (all when
+ * n_seqs <= 0 or larger); exp() of it is the evaluation perplexity. */
+int trainer_eval(trainer *tr, int64_t n_seqs, double *mean_ce, slmc_err *err);
+
+/* Checkpoints (HDF5, written to PATH.tmp then renamed). */
+int trainer_save(const trainer *tr, const char *path, slmc_err *err);
+/* Restores weights, moments, step and data cursor; the model shape, parameter count and text
+ * must match the checkpoint's. */
+int trainer_load(trainer *tr, const char *path, slmc_err *err);
+
+#endif

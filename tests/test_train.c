@@ -1,0 +1,301 @@
+/* test_train.c - the training loop: the forward agrees with the inference engine, loss goes
+ * down, k steps + checkpoint + resume m steps is bitwise k+m steps, data formats, export. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "distill/data.h"
+#include "distill/model.h"
+#include "distill/ops.h"
+#include "distill/trainer.h"
+#include "eval/llm.h"
+#include "eval/tokenizer.h"
+#include "formats/model.h"
+#include "testutil.h"
+
+/* A tiny Llama: 2 layers, GQA 4/2, vocab 16. */
+static int tiny_ff[2] = {24, 24};
+static tm_config tiny_config(void) {
+    tm_config c = {.n_vocab = 16, .n_embd = 16, .n_layer = 2, .n_head = 4, .n_head_kv = 2, .head_dim = 4, .n_rot = 4,
+                   .n_ff = tiny_ff, .rms_eps = 1e-5f, .freq_base = 10000.f, .freq_scale = 1.f};
+    snprintf(c.arch, sizeof c.arch, "llama");
+    return c;
+}
+
+/* A token stream with structure to learn: a repeating pattern with some noise. */
+static void tiny_data(train_data *d, int T) {
+    memset(d, 0, sizeof *d);
+    d->n_tokens = 4000;
+    d->tokens = malloc(sizeof(int32_t) * d->n_tokens);
+    ck_assert_ptr_nonnull(d->tokens);
+    uint32_t s = 12345;
+    for (size_t i = 0; i < d->n_tokens; i++) {
+        s = s * 1664525u + 1013904223u;
+        d->tokens[i] = (s >> 28) == 0 ? (int32_t)((s >> 20) % 16) : (int32_t)((i * 3) % 11);
+    }
+    slmc_err err = {{0}};
+    ck_assert_msg(data_split(d, T, 0.05, 7, &err) == 0, "%s", err.msg);
+}
+
+static trainer_opts tiny_opts(void) {
+    trainer_opts o;
+    trainer_opts_default(&o);
+    o.steps = 12;
+    o.seq_len = 16;
+    o.batch = 3;
+    o.grad_accum = 2;
+    o.lr = 1e-2f;
+    o.min_lr = 1e-3f;
+    o.warmup = 2;
+    return o;
+}
+
+START_TEST(test_loss_decreases) {
+    tm_config cfg = tiny_config();
+    train_model tm;
+    train_data d;
+    trainer tr;
+    slmc_err err = {{0}};
+    trainer_opts o = tiny_opts();
+    o.steps = 60;
+    o.grad_accum = 1;
+    ck_assert(tm_init_random(&tm, &cfg, 1, &err) == 0);
+    tiny_data(&d, o.seq_len);
+    ck_assert_msg(trainer_init(&tr, &o, &tm, &d, NULL, &err) == 0, "%s", err.msg);
+    double before, after;
+    ck_assert(trainer_eval(&tr, 0, &before, &err) == 0);
+    ck_assert(fabs(before - log(16.0)) < 0.1); /* random init: about uniform */
+    for (int i = 0; i < o.steps; i++) {
+        train_report r;
+        ck_assert_msg(trainer_step(&tr, &r, &err) == 0, "%s", err.msg);
+        ck_assert(isfinite(r.loss) && r.grad_norm > 0);
+    }
+    ck_assert(trainer_eval(&tr, 0, &after, &err) == 0);
+    ck_assert_msg(after < 0.6 * before, "held-out loss %.4f -> %.4f", before, after);
+    trainer_free(&tr);
+    data_free(&d);
+    tm_free(&tm);
+}
+END_TEST
+
+/* Run `steps` steps of a fresh trainer (optionally resumed from ckpt, optionally saving to
+ * save_path at the end), recording losses from index `first`. */
+static void run(int steps, const char *resume, const char *save_path, double *losses, float **params_out,
+                size_t *n_params) {
+    tm_config cfg = tiny_config();
+    train_model tm;
+    train_data d;
+    trainer tr;
+    slmc_err err = {{0}};
+    trainer_opts o = tiny_opts();
+    ck_assert(tm_init_random(&tm, &cfg, 3, &err) == 0);
+    tiny_data(&d, o.seq_len);
+    ck_assert(trainer_init(&tr, &o, &tm, &d, NULL, &err) == 0);
+    if (resume) ck_assert_msg(trainer_load(&tr, resume, &err) == 0, "%s", err.msg);
+    for (int i = 0; i < steps; i++) {
+        train_report r;
+        int64_t at = tr.step;
+        ck_assert(trainer_step(&tr, &r, &err) == 0);
+        losses[at] = r.loss;
+    }
+    if (save_path) ck_assert_msg(trainer_save(&tr, save_path, &err) == 0, "%s", err.msg);
+    if (params_out) {
+        *params_out = malloc(sizeof(float) * tm.n_params);
+        memcpy(*params_out, tm.params, sizeof(float) * tm.n_params);
+        *n_params = tm.n_params;
+    }
+    trainer_free(&tr);
+    data_free(&d);
+    tm_free(&tm);
+}
+
+START_TEST(test_resume_bitwise) {
+    /* 4 + 8 steps across a checkpoint == 12 steps in one go; the data wraps into a new epoch */
+    char *dir = tmpdir_make();
+    char ckpt[512];
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt.h5", dir);
+    double full[12], split[12];
+    float *p_full, *p_split;
+    size_t n1, n2;
+    run(12, NULL, NULL, full, &p_full, &n1);
+    run(4, NULL, ckpt, split, NULL, NULL);
+    run(8, ckpt, NULL, split, &p_split, &n2);
+    ck_assert_uint_eq(n1, n2);
+    for (int i = 0; i < 12; i++) ck_assert_msg(memcmp(&full[i], &split[i], sizeof(double)) == 0, "loss of step %d differs", i);
+    ck_assert(memcmp(p_full, p_split, sizeof(float) * n1) == 0);
+    ck_assert(full[11] != full[0]);
+    free(p_full);
+    free(p_split);
+    tmpdir_remove(dir);
+}
+END_TEST
+
+START_TEST(test_checkpoint_refuses_other_text) {
+    char *dir = tmpdir_make();
+    char ckpt[512];
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt.h5", dir);
+    double l[12];
+    run(1, NULL, ckpt, l, NULL, NULL);
+    tm_config cfg = tiny_config();
+    train_model tm;
+    train_data d;
+    trainer tr;
+    slmc_err err = {{0}};
+    trainer_opts o = tiny_opts();
+    ck_assert(tm_init_random(&tm, &cfg, 3, &err) == 0);
+    tiny_data(&d, o.seq_len);
+    d.tokens[5] ^= 1;
+    d.hash ^= 1; /* as data_load would compute for other tokens */
+    ck_assert(trainer_init(&tr, &o, &tm, &d, NULL, &err) == 0);
+    ck_assert(trainer_load(&tr, ckpt, &err) != 0);
+    ck_assert_msg(strstr(err.msg, "another text") != NULL, "%s", err.msg);
+    trainer_free(&tr);
+    data_free(&d);
+    tm_free(&tm);
+    tmpdir_remove(dir);
+}
+END_TEST
+
+START_TEST(test_schedule) {
+    trainer_opts o;
+    trainer_opts_default(&o);
+    o.steps = 100;
+    o.warmup = 10;
+    o.lr = 1.0f;
+    o.min_lr = 0.1f;
+    ck_assert(fabs(trainer_lr(&o, 0) - 0.1) < 1e-9);
+    ck_assert(fabs(trainer_lr(&o, 9) - 1.0) < 1e-9);
+    ck_assert(fabs(trainer_lr(&o, 10) - 1.0) < 1e-9);
+    ck_assert(fabs(trainer_lr(&o, 99) - 0.1) < 1e-6);
+    ck_assert(trainer_lr(&o, 50) < trainer_lr(&o, 40));
+}
+END_TEST
+
+/* The training forward of stories260K gives the evaluator's logits (F32 attention). */
+START_TEST(test_forward_matches_engine) {
+    char *bin = SHARED_OR_SKIP("models/stories260K/stories260K.bin");
+    char *tokp = SHARED_OR_SKIP("models/stories260K/tok512.bin");
+    model m;
+    slmc_err err = {{0}};
+    model_open_opts mo = {.tokenizer = tokp};
+    ck_assert_msg(model_open(&m, bin, &mo, &err) == 0, "%s", err.msg);
+    train_model tm;
+    ck_assert_msg(tm_init_from_model(&tm, &m, &err) == 0, "%s", err.msg);
+    const int T = 24;
+    ck_assert(tm_plan(&tm, 1, T, &err) == 0);
+    int32_t toks[24];
+    for (int i = 0; i < T; i++) toks[i] = (int32_t)(1 + (i * 37) % 500);
+    tm_forward(&tm, toks);
+    llm_model lm;
+    llm_context ctx;
+    ck_assert(llm_model_init(&lm, &m, &err) == 0);
+    ck_assert(llm_context_init(&ctx, &lm, T, T, &err) == 0);
+    ctx.f16_attention = false;
+    float *ref = malloc(sizeof(float) * T * 512);
+    ck_assert(llm_eval(&ctx, toks, T, 0, ref, &err) == 0);
+    double worst = 0;
+    for (int i = 0; i < T * 512; i++) worst = fmax(worst, fabs(ref[i] - tm.a.logits[i]));
+    ck_assert_msg(worst < 2e-3, "largest logit difference %g", worst);
+    /* export, read back, same logits from the engine */
+    char *dir = tmpdir_make();
+    char out[512];
+    snprintf(out, sizeof out, "%s/out.gguf", dir);
+    ck_assert_msg(tm_export(&tm, &m, out, 0, &err) == 0, "%s", err.msg);
+    model m2;
+    ck_assert_msg(model_open(&m2, out, NULL, &err) == 0, "%s", err.msg);
+    llm_model lm2;
+    llm_context ctx2;
+    ck_assert(llm_model_init(&lm2, &m2, &err) == 0);
+    ck_assert(llm_context_init(&ctx2, &lm2, T, T, &err) == 0);
+    ctx2.f16_attention = false;
+    float *ref2 = malloc(sizeof(float) * T * 512);
+    ck_assert(llm_eval(&ctx2, toks, T, 0, ref2, &err) == 0);
+    ck_assert(memcmp(ref, ref2, sizeof(float) * T * 512) == 0);
+    free(ref2);
+    llm_context_free(&ctx2);
+    llm_model_free(&lm2);
+    model_close(&m2);
+    tmpdir_remove(dir);
+    free(ref);
+    llm_context_free(&ctx);
+    llm_model_free(&lm);
+    tm_free(&tm);
+    model_close(&m);
+    free(bin);
+    free(tokp);
+}
+END_TEST
+
+/* .txt, .gz, .zst and .jsonl of the same text give the same tokens. */
+START_TEST(test_data_formats) {
+    char *bin = SHARED_OR_SKIP("models/stories260K/stories260K.bin");
+    char *tokp = SHARED_OR_SKIP("models/stories260K/tok512.bin");
+    model m;
+    slmc_err err = {{0}};
+    model_open_opts mo = {.tokenizer = tokp};
+    ck_assert(model_open(&m, bin, &mo, &err) == 0);
+    tokenizer *tok;
+    ck_assert(tokenizer_create(&tok, &m.kv, &err) == 0);
+    const char *text = "Once upon a time there was a little girl.\nShe liked to play in the park.";
+    size_t len = strlen(text);
+    char *dir = tmpdir_make(), p[4][512];
+    snprintf(p[0], 512, "%s/a.txt", dir);
+    snprintf(p[1], 512, "%s/a.txt.gz", dir);
+    snprintf(p[2], 512, "%s/a.txt.zst", dir);
+    snprintf(p[3], 512, "%s/a.jsonl", dir);
+    ck_assert(write_bytes(p[0], text, len) == 0);
+    gzFile g = gzopen(p[1], "wb");
+    ck_assert(gzwrite(g, text, (unsigned)len) == (int)len);
+    gzclose(g);
+    size_t cap = ZSTD_compressBound(len);
+    char *z = malloc(cap);
+    size_t zn = ZSTD_compress(z, cap, text, len, 3);
+    ck_assert(!ZSTD_isError(zn));
+    ck_assert(write_bytes(p[2], z, zn) == 0);
+    const char *jl = "{\"text\": \"Once upon a time there was a little girl.\\nShe liked to play in the park.\"}\n"
+                     "\n{\"text\": \"Once upon a time there was a little girl.\\nShe liked to play in the park.\"}\n";
+    ck_assert(write_bytes(p[3], jl, strlen(jl)) == 0);
+    train_data d[4];
+    for (int i = 0; i < 4; i++) ck_assert_msg(data_load(&d[i], p[i], tok, 0, &err) == 0, "%s", err.msg);
+    ck_assert(d[0].n_tokens > 10 && d[0].tokens[0] == tokenizer_bos(tok));
+    for (int i = 1; i < 3; i++) {
+        ck_assert_uint_eq(d[i].n_tokens, d[0].n_tokens);
+        ck_assert(memcmp(d[i].tokens, d[0].tokens, d[0].n_tokens * 4) == 0);
+    }
+    /* two documents: each starts with BOS */
+    ck_assert_uint_eq(d[3].n_tokens, 2 * d[0].n_tokens);
+    ck_assert(memcmp(d[3].tokens + d[0].n_tokens, d[0].tokens, d[0].n_tokens * 4) == 0);
+    /* a bad JSON line names its line */
+    ck_assert(write_bytes(p[3], "{\"text\": \"a\"}\n{\"txt\": 1}\n", 25) == 0);
+    train_data bad;
+    ck_assert(data_load(&bad, p[3], tok, 0, &err) != 0);
+    ck_assert_msg(strstr(err.msg, "line 2") != NULL, "%s", err.msg);
+    /* truncated zstd is an error */
+    ck_assert(write_bytes(p[2], z, zn - 3) == 0);
+    ck_assert(data_load(&bad, p[2], tok, 0, &err) != 0);
+    for (int i = 0; i < 4; i++) data_free(&d[i]);
+    free(z);
+    tmpdir_remove(dir);
+    tokenizer_free(tok);
+    model_close(&m);
+    free(bin);
+    free(tokp);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("train");
+    TCase *tc = tcase_create("train");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_schedule);
+    tcase_add_test(tc, test_loss_decreases);
+    tcase_add_test(tc, test_resume_bitwise);
+    tcase_add_test(tc, test_checkpoint_refuses_other_text);
+    tcase_add_test(tc, test_forward_matches_engine);
+    tcase_add_test(tc, test_data_formats);
+    suite_add_tcase(s, tc);
+    return run_suite(s);
+}
