@@ -10,6 +10,8 @@
 #include "cli.h"
 #include "formats/fileio.h"
 #include "formats/types.h"
+#include "quant/fit.h"
+#include "quant/gptq.h"
 #include "quant/plan.h"
 #include "quant/quantize.h"
 
@@ -19,6 +21,7 @@
 static const char *USAGE =
     "Usage: slmc quantize IN OUT TYPE [options]\n"
     "       slmc quantize IN --type TYPE[,TYPE...] -o 'OUT-{type}.gguf' [options]\n"
+    "       slmc quantize IN OUT --target-bpw X | --target-size SIZE [options]\n"
     "\n"
     "Quantize a model (Hugging Face folder, GGUF or llama2.c checkpoint) to GGUF with\n"
     "llama.cpp's per-tensor rules for each mix. Several types are written from one read of the\n"
@@ -41,6 +44,15 @@ static const char *USAGE =
     "  --include-weights REGEX      as llama-quantize: use the importance matrix only for\n"
     "  --exclude-weights REGEX      matching / not for matching tensors (needs --imatrix)\n"
     "  --dry-run                    print the per-tensor plan and final sizes; write nothing\n"
+    "  --method plain|gptq          plain (default): each row on its own; gptq: error feedback\n"
+    "                               across columns from calibration Hessians (needs --calib)\n"
+    "  --calib FILE                 calibration text for --method gptq\n"
+    "  -c, --ctx N                  calibration tokens per chunk (default min(512, context))\n"
+    "  --chunks N                   calibration chunks (default 50)\n"
+    "  --damp X                     GPTQ damping: lambda = X * mean(diag H) (default 0.01)\n"
+    "  --target-bpw X               choose each tensor's type to fit X bits per weight (all\n"
+    "                               tensor data over all parameters) with the least estimated error\n"
+    "  --target-size SIZE           the same for a total tensor data size (\"9MB\", \"12MiB\", bytes)\n"
     "  --tokenizer FILE             llama2.c tokenizer.bin (llama2.c input only)\n"
     "  --json                       print the summary (or plan) as JSON on stdout\n"
     "  -t, --threads N              threads\n"
@@ -58,7 +70,15 @@ typedef struct quantize_args {
     int n_include, n_exclude;
     int output_type, token_embd_type;
     bool pure, leave_output, allow_requantize, dry_run;
+    bool gptq;                  /* --method gptq */
+    const char *calib;          /* --calib FILE */
+    int calib_ctx, calib_chunks;/* -c, --chunks (0: defaults) */
+    double damp;                /* --damp */
+    double target_bpw;          /* --target-bpw, 0 none */
+    uint64_t target_size;       /* --target-size in bytes, 0 none */
 } quantize_args;
+
+#define FIT_NAME "FIT" /* the type name a fitted plan is reported under */
 
 /* Split "Q2_K,Q4_K_M" into args->type_names (pointers into s, which is modified). */
 static int split_types(char *s, quantize_args *a) {
@@ -96,12 +116,17 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
         {"include-weights", required_argument, 0, 'I'}, {"exclude-weights", required_argument, 0, 'x'},
         {"dry-run", no_argument, 0, 'n'}, {"tokenizer", required_argument, 0, 'k'},
         {"json", no_argument, 0, 'j'}, {"threads", required_argument, 0, 't'},
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
+        {"method", required_argument, 0, 'M'}, {"calib", required_argument, 0, 'C'},
+        {"ctx", required_argument, 0, 'c'}, {"chunks", required_argument, 0, 'N'},
+        {"damp", required_argument, 0, 'D'}, {"target-bpw", required_argument, 0, 'B'},
+        {"target-size", required_argument, 0, 'S'}, {0, 0, 0, 0},
     };
     int ch;
     optind = 1;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "o:t:qh", opts, NULL)) != -1) {
+    char *end;
+    while ((ch = getopt_long(argc, argv, "o:t:qhc:", opts, NULL)) != -1) {
         switch (ch) {
         case 'T': if (split_types(optarg, a)) return EXIT_USAGE; break;
         case 'o': a->out_pattern = optarg; break;
@@ -133,13 +158,51 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
         case 't': a->c.threads = atoi(optarg); break;
         case 'q': a->c.quiet = true; break;
         case 'h': fputs(USAGE, stdout); exit(EXIT_OK);
+        case 'M':
+            if (strcmp(optarg, "gptq") == 0) a->gptq = true;
+            else if (strcmp(optarg, "plain") == 0) a->gptq = false;
+            else return cli_usage_error("quantize", "--method takes plain or gptq, not '%s'", optarg);
+            break;
+        case 'C': a->calib = optarg; break;
+        case 'c':
+            a->calib_ctx = (int)strtol(optarg, &end, 10);
+            if (*end || a->calib_ctx < 2) return cli_usage_error("quantize", "-c takes a context of at least 2, not '%s'", optarg);
+            break;
+        case 'N':
+            a->calib_chunks = (int)strtol(optarg, &end, 10);
+            if (*end || a->calib_chunks < 1) return cli_usage_error("quantize", "--chunks takes a positive count, not '%s'", optarg);
+            break;
+        case 'D':
+            a->damp = strtod(optarg, &end);
+            if (*end || !(a->damp > 0)) return cli_usage_error("quantize", "--damp takes a positive number, not '%s'", optarg);
+            break;
+        case 'B':
+            a->target_bpw = strtod(optarg, &end);
+            if (*end || !(a->target_bpw > 0) || a->target_bpw > 32)
+                return cli_usage_error("quantize", "--target-bpw takes bits per weight in (0, 32], not '%s'", optarg);
+            break;
+        case 'S':
+            if (!cli_parse_size(optarg, &a->target_size) || a->target_size == 0)
+                return cli_usage_error("quantize", "--target-size takes a size like 9MB or 12MiB, not '%s'", optarg);
+            break;
         default: return cli_usage_error("quantize", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
     int rest = argc - optind;
     if (rest < 1) return cli_usage_error("quantize", "expected IN");
     a->in = argv[optind];
-    if (a->n_types == 0) { /* IN OUT TYPE */
+    if (a->gptq && !a->calib) return cli_usage_error("quantize", "--method gptq needs --calib FILE");
+    if (!a->gptq && (a->calib || a->calib_ctx || a->calib_chunks || a->damp > 0))
+        return cli_usage_error("quantize", "--calib, -c, --chunks and --damp go with --method gptq");
+    if (a->target_bpw > 0 && a->target_size > 0) return cli_usage_error("quantize", "give --target-bpw or --target-size, not both");
+    if (a->target_bpw > 0 || a->target_size > 0) { /* IN OUT, IN -o OUT, or IN --dry-run */
+        if (a->n_types) return cli_usage_error("quantize", "a size target chooses the types: give no TYPE or --type");
+        if (rest == 3) return cli_usage_error("quantize", "a size target chooses the types: give IN OUT, no TYPE");
+        if (rest == 2 && !a->out_pattern) a->out_pattern = argv[optind + 1];
+        else if (rest != 1) return cli_usage_error("quantize", "expected IN OUT with a size target");
+        if (!a->out_pattern && !a->dry_run) return cli_usage_error("quantize", "expected IN OUT (or --dry-run) with a size target");
+        a->type_names[a->n_types++] = FIT_NAME;
+    } else if (a->n_types == 0) { /* IN OUT TYPE */
         if (rest != 3 || a->out_pattern) return cli_usage_error("quantize", "expected IN OUT TYPE, or IN --type LIST -o PATTERN");
         a->out_pattern = argv[optind + 1];
         a->type_names[a->n_types++] = argv[optind + 2];
@@ -153,7 +216,7 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
         return cli_usage_error("quantize", "--include-weights / --exclude-weights choose which tensors use the importance "
                                            "matrix, as in llama-quantize; this build has no --imatrix yet");
     for (int i = 0; i < a->n_types; i++)
-        if (quant_mix_from_name(a->type_names[i]) < 0)
+        if (strcmp(a->type_names[i], FIT_NAME) != 0 && quant_mix_from_name(a->type_names[i]) < 0)
             return cli_usage_error("quantize", "unknown type '%s'", a->type_names[i]);
     return 0;
 }
@@ -211,6 +274,59 @@ static json_t *stats_json(const char *mix, const char *path, const quant_stats *
     return o;
 }
 
+/* --target-bpw / --target-size: estimate every candidate's error, choose the types for the budget
+ * and fill types (which holds the base plan on entry). Prints the chosen plan unless quiet or
+ * --json; *fit_json receives the same as JSON when --json. */
+static int fit_to_target(const model *m, const quantize_args *a, int *types, json_t **fit_json, slmc_err *err) {
+    fit_table tab;
+    /* room for --imatrix: its importance table goes here instead of NULL */
+    if (fit_table_build(&tab, m, types, NULL, 0, err) != 0) return -1;
+    uint64_t budget = a->target_size ? a->target_size : (uint64_t)(a->target_bpw * (double)tab.params / 8.0);
+    int *choice = malloc((tab.n ? tab.n : 1) * sizeof *choice);
+    fit_result res;
+    int rc = -1;
+    if (!choice) { slmc_fail(err, a->in, "out of memory"); goto done; }
+    if (fit_allocate(&tab, budget, choice, &res, err) != 0) { slmc_fail_prefix(err, a->in); goto done; }
+    fit_apply(&tab, choice, types);
+    char hb[32], hr[32];
+    if (a->c.json) {
+        json_t *o = json_object(), *per = json_object();
+        json_object_set_new(o, "budget_bytes", json_integer((json_int_t)budget));
+        json_object_set_new(o, "bytes", json_integer((json_int_t)res.bytes));
+        json_object_set_new(o, "bpw", json_real(res.bpw));
+        json_object_set_new(o, "est_error", json_real(res.err));
+        for (size_t k = 0; k < tab.n; k++) {
+            const fit_tensor *ft = &tab.t[k];
+            json_t *t = json_object();
+            json_object_set_new(t, "type", json_string(type_name(ft->types[choice[k]])));
+            json_object_set_new(t, "bytes", json_integer((json_int_t)ft->bytes[choice[k]]));
+            json_object_set_new(t, "est_error", json_real(ft->err[choice[k]]));
+            json_object_set_new(per, m->tensors[ft->ti].name, t);
+        }
+        json_object_set_new(o, "tensors", per);
+        *fit_json = o;
+    } else if (!a->c.quiet) {
+        printf("fit to %s of tensor data (%.4f bpw over %" PRIu64 " parameters):\n", cli_human_bytes(budget, hb, sizeof hb),
+               8.0 * (double)budget / (double)tab.params, tab.params);
+        printf("  %-36s %-6s %12s %12s\n", "tensor", "type", "bytes", "est. error");
+        for (size_t k = 0; k < tab.n; k++) {
+            const fit_tensor *ft = &tab.t[k];
+            printf("  %-36s %-6s %12" PRIu64 " %12.4g\n", m->tensors[ft->ti].name, type_name(ft->types[choice[k]]),
+                   ft->bytes[choice[k]], ft->err[choice[k]]);
+        }
+        printf("  fixed (not chosen) tensors: %" PRIu64 " bytes\n", tab.fixed_bytes);
+        printf("  achieved: %s (%" PRIu64 " bytes, %.2f%% of the budget), %.4f bpw, est. error %.6g\n",
+               cli_human_bytes(res.bytes, hr, sizeof hr), res.bytes, 100.0 * (double)res.bytes / (double)budget, res.bpw, res.err);
+        if ((double)res.bytes < 0.99 * (double)budget)
+            printf("  note: the largest types give only %" PRIu64 " bytes; the budget cannot be filled\n", fit_max_bytes(&tab));
+    }
+    rc = 0;
+done:
+    free(choice);
+    fit_table_free(&tab);
+    return rc;
+}
+
 int cmd_quantize(int argc, char **argv) {
     quantize_args a;
     int rc = parse_args(argc, argv, &a);
@@ -225,10 +341,15 @@ int cmd_quantize(int argc, char **argv) {
     char *paths[MAX_TARGETS] = {0};
     quant_target targets[MAX_TARGETS];
     quant_stats stats[MAX_TARGETS];
+    const char *labels[MAX_TARGETS];   /* the mix name, or FIT for a size target */
+    json_t *fit_json = NULL;           /* --json: the fitted plan */
+    gptq_calib *calib = NULL;
     rc = EXIT_ERROR;
     for (int g = 0; g < n; g++) {
+        bool fit = strcmp(a.type_names[g], FIT_NAME) == 0;
         plan_opts po;
-        plan_opts_init(&po, quant_mix_from_name(a.type_names[g]));
+        /* a size target starts from the Q8_0 plan: it says which tensors are quantized at all */
+        plan_opts_init(&po, fit ? MIX_Q8_0 : quant_mix_from_name(a.type_names[g]));
         po.output_type = a.output_type;
         po.token_embd_type = a.token_embd_type;
         po.pure = a.pure;
@@ -238,7 +359,9 @@ int cmd_quantize(int argc, char **argv) {
         types[g] = malloc((m.n_tensors ? m.n_tensors : 1) * sizeof *types[g]);
         if (!types[g]) { slmc_fail(&err, a.in, "out of memory"); cli_error(&err); goto done; }
         if (quant_plan(&m, &po, types[g], &err) != 0) { cli_error(&err); goto done; }
-        const char *mix = quant_mix_name(po.mix);
+        if (fit && fit_to_target(&m, &a, types[g], &fit_json, &err) != 0) { cli_error(&err); goto done; }
+        const char *mix = fit ? FIT_NAME : quant_mix_name(po.mix);
+        labels[g] = mix;
         if (a.out_pattern) {
             paths[g] = expand_output(a.out_pattern, mix);
             if (!paths[g]) { slmc_fail(&err, a.in, "out of memory"); cli_error(&err); goto done; }
@@ -256,7 +379,7 @@ int cmd_quantize(int argc, char **argv) {
         }
         targets[g].path = paths[g];
         targets[g].types = types[g];
-        targets[g].file_type = po.mix;
+        targets[g].file_type = fit ? fit_file_type(&m, types[g]) : po.mix;
     }
     for (uint64_t i = 0; i < m.n_tensors && a.allow_requantize; i++)
         if (!type_is_float(m.tensors[i].type)) {
@@ -267,10 +390,11 @@ int cmd_quantize(int argc, char **argv) {
     if (a.dry_run) {
         json_t *arr = a.c.json ? json_array() : NULL;
         for (int g = 0; g < n; g++) {
-            const char *mix = quant_mix_name(targets[g].file_type);
+            const char *mix = labels[g];
             plan_stats(&m, types[g], &stats[g]);
             if (arr) {
                 json_t *o = stats_json(mix, paths[g], &stats[g]);
+                if (fit_json && strcmp(mix, FIT_NAME) == 0) json_object_set(o, "fit", fit_json);
                 json_t *plan = json_object();
                 for (uint64_t i = 0; i < m.n_tensors; i++)
                     json_object_set_new(plan, m.tensors[i].name, json_string(type_name(types[g][i])));
@@ -292,6 +416,15 @@ int cmd_quantize(int argc, char **argv) {
     }
 
     quantize_opts qo = {.allow_requantize = a.allow_requantize};
+    quant_tensor_hook gptq_hook;
+    if (a.gptq) {
+        gptq_calib_opts co = {.text = a.calib, .n_ctx = a.calib_ctx, .chunks = a.calib_chunks ? a.calib_chunks : 50,
+                              .damp = a.damp};
+        if (!co.n_ctx) co.n_ctx = m.cfg.n_ctx_train > 0 && m.cfg.n_ctx_train < 512 ? (int)m.cfg.n_ctx_train : 512;
+        if (gptq_calib_open(&calib, &m, &co, &err) != 0) { cli_error(&err); goto done; }
+        gptq_hook = gptq_calib_hook(calib);
+        qo.tensor_hook = &gptq_hook;
+    }
     cli_progress prog;
     cli_progress_init(&prog, &a.c, "quantize");
     slmc_progress hook = cli_progress_hook(&prog);
@@ -300,18 +433,31 @@ int cmd_quantize(int argc, char **argv) {
     if (qrc != 0) { cli_error(&err); goto done; }
     if (a.c.json) {
         json_t *arr = json_array();
-        for (int g = 0; g < n; g++) json_array_append_new(arr, stats_json(quant_mix_name(targets[g].file_type), paths[g], &stats[g]));
+        for (int g = 0; g < n; g++) {
+            json_t *o = stats_json(labels[g], paths[g], &stats[g]);
+            if (fit_json && strcmp(labels[g], FIT_NAME) == 0) json_object_set(o, "fit", fit_json);
+            if (calib) json_object_set_new(o, "method", json_string("gptq"));
+            json_array_append_new(arr, o);
+        }
         char *s = json_dumps(arr, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         if (s) puts(s);
         free(s);
         json_decref(arr);
     } else if (!a.c.quiet) {
-        for (int g = 0; g < n; g++) print_table(quant_mix_name(targets[g].file_type), paths[g], &stats[g]);
+        for (int g = 0; g < n; g++) print_table(labels[g], paths[g], &stats[g]);
         if (n) printf("%.2fs\n", stats[0].seconds);
+        if (calib) {
+            gptq_calib_info gi;
+            gptq_calib_get_info(calib, &gi);
+            printf("gptq: %d chunks of %d tokens, %d forward passes; %.2fs collecting Hessians, %.2fs quantizing\n",
+                   gi.chunks, gi.n_ctx, gi.passes, gi.collect_seconds, gi.quant_seconds);
+        }
     }
     rc = EXIT_OK;
 done:
     for (int g = 0; g < n; g++) { free(types[g]); free(paths[g]); }
+    gptq_calib_close(calib);
+    json_decref(fit_json);
     model_close(&m);
     return rc;
 }

@@ -93,6 +93,73 @@ static int64_t quantize_chunk(int type, const float *f, int64_t n, int64_t nr, u
     return bad;
 }
 
+/* Rows of out (nr rows of type, n values each) that dequantize to a non-finite value: the first
+ * such row, or -1. */
+static int64_t first_bad_row(int type, const uint8_t *out, int64_t n, int64_t nr) {
+    const quant_kernels *k = quant_get(type);
+    uint64_t rb = type_nbytes(type, n);
+    int64_t bad = -1;
+#pragma omp parallel
+    {
+        float *check = malloc((size_t)n * sizeof *check);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < nr; r++) {
+            bool ok = check != NULL;
+            if (ok) {
+                k->dequantize(out + (uint64_t)r * rb, check, n);
+                for (int64_t i = 0; i < n; i++)
+                    if (!isfinite(check[i])) { ok = false; break; }
+            }
+            if (!ok) {
+#pragma omp critical
+                if (bad < 0 || r < bad) bad = r;
+            }
+        }
+        free(check);
+    }
+    return bad;
+}
+
+/* A tensor the whole-tensor hook wants: read it whole as F32, let the hook quantize it for every
+ * target that changes its type (copy it as is for the others), check and write. */
+static int write_whole_tensor(const model *m, uint64_t ti, const quant_target *targets, int n_targets,
+                              const quant_tensor_hook *hook, gguf_writer *w, slmc_err *err) {
+    const model_tensor *t = &m->tensors[ti];
+    int64_t rows = model_tensor_rows(t), ne0 = t->ne[0];
+    size_t nval = (size_t)rows * (size_t)ne0;
+    float *f = malloc(nval * sizeof *f);
+    uint8_t *raw = malloc(nval * 4); /* source bytes (at most 4 per element) or one target's bytes */
+    int rc = -1;
+    if (!f || !raw) { slmc_fail(err, m->path, "tensor %s: out of memory", t->name); goto done; }
+    if (read_chunk_f32(m, ti, 0, rows, f, raw, err) != 0) goto done;
+    for (size_t i = 0; i < nval; i++)
+        if (!isfinite(f[i])) {
+            slmc_fail(err, m->path, "tensor %s row %lld has NaN or Inf values", t->name, (long long)(i / (size_t)ne0));
+            goto done;
+        }
+    for (int g = 0; g < n_targets; g++) {
+        int ty = targets[g].types[ti];
+        uint64_t nbytes = type_nbytes(ty, ne0) * (uint64_t)rows;
+        if (ty == t->type) {
+            if (model_read_rows(m, ti, 0, rows, raw, err) != 0) goto done;
+        } else {
+            if (hook->quantize(hook->ud, ti, ty, f, rows, ne0, raw, err) != 0) goto done;
+            int64_t bad = first_bad_row(ty, raw, ne0, rows);
+            if (bad >= 0) {
+                slmc_fail(err, targets[g].path, "tensor %s row %lld: %s quantization gave NaN or Inf", t->name,
+                          (long long)bad, type_name(ty));
+                goto done;
+            }
+        }
+        if (gguf_writer_write(&w[g], raw, (size_t)nbytes, err) != 0) goto done;
+    }
+    rc = 0;
+done:
+    free(f);
+    free(raw);
+    return rc;
+}
+
 int quantize_model(const model *m, const quant_target *targets, int n_targets, const quantize_opts *o,
                    quant_stats *stats, const slmc_progress *progress, slmc_err *err) {
     double t0 = now_seconds();
@@ -159,7 +226,11 @@ int quantize_model(const model *m, const quant_target *targets, int n_targets, c
         bool need_f32 = false;
         for (int g = 0; g < n_targets; g++) need_f32 |= targets[g].types[ti] != t->type;
         const float *imp = o && o->importance ? o->importance[ti] : NULL;
-        for (int64_t r0 = 0; r0 < rows; r0 += chunk_rows) {
+        const quant_tensor_hook *hook = o ? o->tensor_hook : NULL;
+        bool whole = need_f32 && hook && hook->wants(hook->ud, ti);
+        if (whole && write_whole_tensor(m, ti, targets, n_targets, hook, w, err) != 0) goto done;
+        /* the chunked path (skipped when the whole tensor went through the hook) */
+        for (int64_t r0 = whole ? rows : 0; r0 < rows; r0 += chunk_rows) {
             int64_t nr = rows - r0 < chunk_rows ? rows - r0 : chunk_rows;
             if (need_f32) {
                 if (read_chunk_f32(m, ti, r0, nr, f, raw, err) != 0) goto done;

@@ -29,9 +29,23 @@ typedef struct quant_stats {
     double seconds;                          /* wall time of the whole run */
 } quant_stats;
 
+/* A caller-supplied quantizer for whole tensors (GPTQ, quant/gptq.h): tensors it wants are
+ * read whole as F32 (one tensor in memory instead of a row chunk) and handed to it once per
+ * target whose type differs from the source type; the bytes it fills are checked (finite
+ * when dequantized) and written through the same streaming writer. */
+typedef struct quant_tensor_hook {
+    void *ud;               /* passed back to both callbacks */
+    /* true when `quantize` should handle tensor ti */
+    bool (*wants)(void *ud, uint64_t ti);
+    /* Quantize w [rows][ne0] (tensor ti) to type into out (type_nbytes(type, ne0) * rows bytes). */
+    int (*quantize)(void *ud, uint64_t ti, int type, const float *w, int64_t rows, int64_t ne0, uint8_t *out,
+                    slmc_err *err);
+} quant_tensor_hook;
+
 typedef struct quantize_opts {
     bool allow_requantize;  /* accept quantized inputs (dequantized first: error compounds) */
     const float *const *importance; /* [n_tensors] per-column weights (imatrix) or NULL entries; may be NULL */
+    const quant_tensor_hook *tensor_hook; /* whole-tensor quantizer for the tensors it wants, or NULL */
 } quantize_opts;
 
 /* Plan size without writing: bytes of tensor data for a type plan. */

@@ -1,0 +1,513 @@
+/* gptq.c - GPTQ onto ggml block types, and Hessians from a calibration text (see gptq.h). */
+#include "gptq.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "eval/llm.h"
+#include "eval/tokenizer.h"
+#include "formats/fileio.h"
+#include "formats/types.h"
+#include "quant/quants.h"
+
+#define TILE_ROWS 16 /* rows one thread carries through the column sweep together (reuses U rows) */
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ================================================================ linear algebra */
+
+int gptq_cholesky(double *a, int64_t n) {
+    for (int64_t j = 0; j < n; j++) {
+        double *aj = a + j * n;
+        double d = aj[j];
+        for (int64_t k = 0; k < j; k++) d -= aj[k] * aj[k];
+        if (!(d > 0) || !isfinite(d)) return -1;
+        double ljj = sqrt(d);
+        aj[j] = ljj;
+        /* column j below the diagonal: every row i reads only rows i and j, so rows are independent */
+#pragma omp parallel for schedule(static) if (n - j > 128)
+        for (int64_t i = j + 1; i < n; i++) {
+            double *ai = a + i * n;
+            double s = ai[j];
+            for (int64_t k = 0; k < j; k++) s -= ai[k] * aj[k];
+            ai[j] = s / ljj;
+        }
+    }
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i + 1; j < n; j++) a[i * n + j] = 0;
+    return 0;
+}
+
+int gptq_spd_inverse(double *a, int64_t n) {
+    if (gptq_cholesky(a, n) != 0) return -1;
+    /* M = L^-1 (lower triangular), column by column; then A^-1 = M^T M */
+    double *m = calloc((size_t)(n * n), sizeof *m);
+    if (!m) return -1;
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int64_t j = 0; j < n; j++) {
+        m[j * n + j] = 1.0 / a[j * n + j];
+        for (int64_t i = j + 1; i < n; i++) {
+            double s = 0;
+            for (int64_t k = j; k < i; k++) s += a[i * n + k] * m[k * n + j];
+            m[i * n + j] = -s / a[i * n + i];
+        }
+    }
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i; j < n; j++) {
+            double s = 0;
+            for (int64_t k = j; k < n; k++) s += m[k * n + i] * m[k * n + j]; /* k >= max(i, j) = j */
+            a[i * n + j] = s;
+            a[j * n + i] = s;
+        }
+    free(m);
+    return 0;
+}
+
+/* ================================================================ Hessians */
+
+int gptq_hessian_init(gptq_hessian *hs, int64_t n, slmc_err *err) {
+    memset(hs, 0, sizeof *hs);
+    hs->h = calloc((size_t)(n * n), sizeof *hs->h);
+    if (!hs->h) return slmc_fail(err, NULL, "out of memory for a %lld x %lld Hessian", (long long)n, (long long)n);
+    hs->n = n;
+    return 0;
+}
+
+void gptq_hessian_free(gptq_hessian *hs) {
+    free(hs->h);
+    memset(hs, 0, sizeof *hs);
+}
+
+void gptq_hessian_add(gptq_hessian *hs, const float *x, int n_tokens) {
+    const int64_t n = hs->n;
+    /* upper triangle only; row i is owned by one thread, tokens added in order: deterministic */
+#pragma omp parallel for schedule(dynamic, 8)
+    for (int64_t i = 0; i < n; i++) {
+        double *hi = hs->h + i * n;
+        for (int t = 0; t < n_tokens; t++) {
+            const float *xt = x + (int64_t)t * n;
+            double xi = xt[i];
+            if (xi == 0) continue;
+            for (int64_t j = i; j < n; j++) hi[j] += xi * xt[j];
+        }
+    }
+    hs->n_tokens += n_tokens;
+}
+
+/* Copy the upper triangle onto the lower one (the collection fills only the upper). */
+static void symmetrise(double *h, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i + 1; j < n; j++) h[j * n + i] = h[i * n + j];
+}
+
+/* (H + lambda I)^-1 = U^T U: try the given damping, then ten and a hundred times more. */
+static int factor_damped(const double *h, int64_t n, double lambda, const bool *dead, double *u) {
+    for (int attempt = 0; attempt < 4; attempt++, lambda *= 10) {
+        memcpy(u, h, (size_t)(n * n) * sizeof *u);
+        for (int64_t i = 0; i < n; i++) {
+            if (dead[i]) u[i * n + i] = 1; /* never-active input: decoupled, weight kept */
+            u[i * n + i] += lambda;
+        }
+        if (gptq_spd_inverse(u, n) != 0) continue;
+        if (gptq_cholesky(u, n) != 0) continue; /* lower L of H^-1; U = L^T */
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = i + 1; j < n; j++) {
+                u[i * n + j] = u[j * n + i];
+                u[j * n + i] = 0;
+            }
+        return 0;
+    }
+    return -1;
+}
+
+int gptq_factor_init(gptq_factor *f, gptq_hessian *hs, double damp, slmc_err *err) {
+    memset(f, 0, sizeof *f);
+    const int64_t n = hs->n;
+    if (hs->n_tokens <= 0) return slmc_fail(err, NULL, "no calibration tokens reached this %lld-column input", (long long)n);
+    if (damp <= 0) damp = GPTQ_DEFAULT_DAMP;
+    symmetrise(hs->h, n);
+    f->u = malloc((size_t)(n * n) * sizeof *f->u);
+    f->diag = malloc((size_t)n * sizeof *f->diag);
+    bool *dead = malloc((size_t)n * sizeof *dead);
+    if (!f->u || !f->diag || !dead) {
+        free(dead);
+        gptq_factor_free(f);
+        return slmc_fail(err, NULL, "out of memory factoring a %lld x %lld Hessian", (long long)n, (long long)n);
+    }
+    f->n = n;
+    double mean = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = hs->h[i * n + i];
+        dead[i] = !(d > 0);
+        mean += d;
+    }
+    mean /= (double)n;
+    if (!(mean > 0) || !isfinite(mean)) {
+        free(dead);
+        gptq_factor_free(f);
+        return slmc_fail(err, NULL, "the calibration input of a %lld-column matrix is all zero or not finite", (long long)n);
+    }
+    /* block importance: mean x^2 per column; dead columns get the average (their values do
+     * not reach the output, keep them well represented), tiny ones a floor so no block of
+     * the weighted kernels sees all-zero weights */
+    double mean_x2 = mean / (double)hs->n_tokens;
+    for (int64_t i = 0; i < n; i++) {
+        double d = hs->h[i * n + i] / (double)hs->n_tokens;
+        if (dead[i]) d = mean_x2;
+        if (d < 1e-6 * mean_x2) d = 1e-6 * mean_x2;
+        f->diag[i] = (float)d;
+    }
+    int rc = factor_damped(hs->h, n, damp * mean, dead, f->u);
+    free(dead);
+    if (rc != 0) {
+        gptq_factor_free(f);
+        return slmc_fail(err, NULL, "the damped Hessian of a %lld-column input is not positive definite", (long long)n);
+    }
+    return 0;
+}
+
+void gptq_factor_free(gptq_factor *f) {
+    free(f->u);
+    free(f->diag);
+    memset(f, 0, sizeof *f);
+}
+
+/* ================================================================ the column sweep */
+
+/* One tile of nr rows (wt: [nr][cols] working copy in double) through the whole sweep; writes
+ * the rows' blocks to out (row r at out + r * rb). qv and e are scratch: [nr][G], [nr][B]. */
+static void sweep_tile(const gptq_factor *f, const quant_kernels *k, int64_t G, uint64_t bb, int64_t B, double *wt,
+                       int64_t nr, int64_t cols, uint8_t *out, uint64_t rb, float *seg, float *qv, double *e) {
+    const double *u = f->u;
+    for (int64_t b0 = 0; b0 < cols; b0 += B) {
+        int64_t b1 = b0 + B < cols ? b0 + B : cols;
+        for (int64_t g = b0; g < b1; g += G) {
+            /* 1. decide the block from the current values of every row */
+            for (int64_t r = 0; r < nr; r++) {
+                for (int64_t c = 0; c < G; c++) seg[c] = (float)wt[r * cols + g + c];
+                uint8_t *blk = out + (uint64_t)r * rb + (uint64_t)(g / G) * bb;
+                k->quantize_weighted(seg, blk, G, f->diag + g);
+                k->dequantize(blk, qv + r * G, G);
+            }
+            /* 2. feed each column's error forward inside the batch */
+            for (int64_t i = g; i < g + G; i++) {
+                const double *ui = u + i * cols;
+                for (int64_t r = 0; r < nr; r++) {
+                    double *wr = wt + r * cols;
+                    double err = (wr[i] - (double)qv[r * G + (i - g)]) / ui[i];
+                    e[r * B + (i - b0)] = err;
+                    for (int64_t j = i + 1; j < b1; j++) wr[j] -= err * ui[j];
+                }
+            }
+        }
+        /* 3. lazy update of every column after the batch: W[:, b1:] -= E U[b0:b1, b1:] */
+        for (int64_t i = b0; i < b1; i++) {
+            const double *ui = u + i * cols;
+            for (int64_t r = 0; r < nr; r++) {
+                double err = e[r * B + (i - b0)];
+                if (err == 0) continue;
+                double *wr = wt + r * cols;
+                for (int64_t j = b1; j < cols; j++) wr[j] -= err * ui[j];
+            }
+        }
+    }
+}
+
+int gptq_quantize(const gptq_factor *f, const float *w, int64_t rows, int64_t cols, int type, uint8_t *out,
+                  slmc_err *err) {
+    const quant_kernels *k = quant_get(type);
+    const type_info *info = type_get(type);
+    if (!k || !info) return slmc_fail(err, NULL, "GPTQ: no kernels for type %s", type_name(type));
+    if (cols != f->n)
+        return slmc_fail(err, NULL, "GPTQ: %lld columns but the Hessian is %lld wide", (long long)cols, (long long)f->n);
+    const int64_t G = info->blck_size;
+    uint64_t rb = type_nbytes(type, cols);
+    if (rb == 0)
+        return slmc_fail(err, NULL, "GPTQ: row length %lld is not a multiple of %s's block of %lld", (long long)cols,
+                         type_name(type), (long long)G);
+    if (G == 1) { /* float types: nothing to compensate */
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < rows; r++) k->quantize(w + r * cols, out + (uint64_t)r * rb, cols);
+        return 0;
+    }
+    int64_t B = (GPTQ_BATCH_COLUMNS + G - 1) / G * G;
+    if (B > cols) B = cols;
+    const int64_t n_tiles = (rows + TILE_ROWS - 1) / TILE_ROWS;
+    bool oom = false;
+#pragma omp parallel
+    {
+        double *wt = malloc((size_t)(TILE_ROWS * cols) * sizeof *wt);
+        float *seg = malloc((size_t)G * sizeof *seg);
+        float *qv = malloc((size_t)(TILE_ROWS * G) * sizeof *qv);
+        double *e = malloc((size_t)(TILE_ROWS * B) * sizeof *e);
+        bool ok = wt && seg && qv && e;
+        if (!ok) {
+#pragma omp atomic write
+            oom = true;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < n_tiles; t++) {
+            if (!ok) continue;
+            int64_t r0 = t * TILE_ROWS, nr = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;
+            for (int64_t i = 0; i < nr * cols; i++) wt[i] = w[r0 * cols + i];
+            sweep_tile(f, k, G, info->type_size, B, wt, nr, cols, out + (uint64_t)r0 * rb, rb, seg, qv, e);
+        }
+        free(wt);
+        free(seg);
+        free(qv);
+        free(e);
+    }
+    if (oom) return slmc_fail(err, NULL, "GPTQ: out of memory");
+    return 0;
+}
+
+/* ================================================================ calibration over a model */
+
+/* The inputs of one transformer layer; weights that read the same input share a slot. */
+enum { SLOT_ATTN_IN, SLOT_ATTN_OUT, SLOT_FFN_IN, SLOT_FFN_DOWN, N_SLOTS };
+
+typedef struct calib_slot {
+    gptq_hessian h;     /* sum of x x^T of the input (h.h NULL until first seen) */
+    gptq_factor f;      /* its factor, computed on first use (f.u NULL before) */
+    int64_t owner;      /* tensor whose reported input is accumulated: the first one reported in
+                           the slot; the others sharing the input are the same values */
+} calib_slot;
+
+struct gptq_calib {
+    const model *m;         /* the model view the forward pass reads (not owned) */
+    llm_model lm;           /* forward pass over m's unquantized weights */
+    llm_context ctx;        /* KV cache and scratch for one chunk */
+    bool lm_ok, ctx_ok;     /* which of the two are initialised */
+    int32_t *tokens;        /* [n_chunks * n_ctx] calibration tokens */
+    int n_chunks, n_ctx;
+    int32_t bos;            /* replaces each chunk's first token (-1: none), as llama-imatrix does */
+    int32_t *chunk;         /* [n_ctx] the chunk being evaluated */
+    float *logits;          /* [n_ctx][n_vocab] scratch (the output head runs only in the last pass) */
+    double damp;            /* lambda = damp * mean(diag H) */
+    int64_t *tensor_layer;  /* [n_tensors] layer of a handled tensor (n_layer: output.weight), -1 else */
+    int *tensor_slot;       /* [n_tensors] its slot */
+    int64_t *last_of_layer; /* [n_layer + 1] tensor whose product ends a layer's collection */
+    int cur_layer;          /* layer whose Hessians the slots hold, -1 none */
+    int want_layer;         /* layer being collected during a pass */
+    bool stopped;           /* the hook aborted the pass on purpose (layer complete) */
+    bool hook_failed;       /* the hook ran out of memory or saw a bad shape */
+    calib_slot slots[N_SLOTS];
+    gptq_calib_info info;
+};
+
+static void slots_free(gptq_calib *c) {
+    for (int s = 0; s < N_SLOTS; s++) {
+        gptq_hessian_free(&c->slots[s].h);
+        gptq_factor_free(&c->slots[s].f);
+        c->slots[s].owner = -1;
+    }
+    c->cur_layer = -1;
+}
+
+void gptq_calib_close(gptq_calib *c) {
+    if (!c) return;
+    slots_free(c);
+    if (c->ctx_ok) llm_context_free(&c->ctx);
+    if (c->lm_ok) llm_model_free(&c->lm);
+    free(c->tokens);
+    free(c->chunk);
+    free(c->logits);
+    free(c->tensor_layer);
+    free(c->tensor_slot);
+    free(c->last_of_layer);
+    free(c);
+}
+
+/* Record which layer and slot a weight belongs to. */
+static void map_weight(gptq_calib *c, const llm_weight *w, int64_t layer, int slot) {
+    if (w->tensor < 0 || (uint64_t)w->tensor >= c->m->n_tensors) return;
+    c->tensor_layer[w->tensor] = layer;
+    c->tensor_slot[w->tensor] = slot;
+}
+
+/* Tokenize enough of the text for the chunks wanted (all of it when chunks <= 0 or when the
+ * estimate of 16 bytes per token falls short). */
+static int load_tokens(gptq_calib *c, const gptq_calib_opts *o, slmc_err *err) {
+    tokenizer *tok = NULL;
+    mapped_file text = {0};
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    int rc = -1;
+    if (!meta_get_str(&c->m->kv, "tokenizer.ggml.model")) {
+        slmc_fail(err, c->m->path, "has no tokenizer; GPTQ calibration needs one to read the text");
+        goto done;
+    }
+    if (tokenizer_create(&tok, &c->m->kv, err) != 0) { slmc_fail_prefix(err, c->m->path); goto done; }
+    if (map_file(&text, o->text, err) != 0) goto done;
+    size_t len = text.size;
+    if (o->chunks > 0) {
+        size_t want = (size_t)o->chunks * (size_t)o->n_ctx * 16 + 4096;
+        if (want < len) {
+            while (want > 0 && text.data[want - 1] != '\n') want--; /* end on a line, not inside a character */
+            if (want > 0) len = want;
+        }
+    }
+    for (;;) {
+        if (tokenizer_encode(tok, (const char *)text.data, len, true, false, &ids, &n_ids, err) != 0) {
+            slmc_fail_prefix(err, o->text);
+            goto done;
+        }
+        bool enough = o->chunks <= 0 || n_ids >= (size_t)o->chunks * (size_t)o->n_ctx;
+        if (enough || len == text.size) break;
+        free(ids);
+        ids = NULL;
+        len = text.size;
+    }
+    int64_t avail = (int64_t)n_ids / o->n_ctx;
+    c->n_chunks = (int)(o->chunks > 0 && o->chunks < avail ? o->chunks : avail);
+    if (c->n_chunks < 1) {
+        slmc_fail(err, o->text, "has %zu tokens; calibration with -c %d needs at least %d", n_ids, o->n_ctx, o->n_ctx);
+        goto done;
+    }
+    c->tokens = ids;
+    ids = NULL;
+    c->bos = tokenizer_add_bos(tok) ? tokenizer_bos(tok) : -1;
+    rc = 0;
+done:
+    free(ids);
+    unmap_file(&text);
+    tokenizer_free(tok);
+    return rc;
+}
+
+int gptq_calib_open(gptq_calib **out, const model *m, const gptq_calib_opts *o, slmc_err *err) {
+    *out = NULL;
+    if (o->n_ctx < 2) return slmc_fail(err, NULL, "GPTQ calibration needs -c of at least 2, not %d", o->n_ctx);
+    gptq_calib *c = calloc(1, sizeof *c);
+    if (!c) return slmc_fail(err, m->path, "out of memory");
+    c->m = m;
+    c->n_ctx = o->n_ctx;
+    c->damp = o->damp > 0 ? o->damp : GPTQ_DEFAULT_DAMP;
+    for (int s = 0; s < N_SLOTS; s++) c->slots[s].owner = -1;
+    c->cur_layer = -1;
+    uint64_t nt = m->n_tensors ? m->n_tensors : 1;
+    c->tensor_layer = malloc(nt * sizeof *c->tensor_layer);
+    c->tensor_slot = calloc(nt, sizeof *c->tensor_slot);
+    if (!c->tensor_layer || !c->tensor_slot) { slmc_fail(err, m->path, "out of memory"); goto fail; }
+    for (uint64_t i = 0; i < m->n_tensors; i++) c->tensor_layer[i] = -1;
+    if (load_tokens(c, o, err) != 0) goto fail;
+    if (llm_model_init(&c->lm, m, err) != 0) { slmc_fail_prefix(err, m->path); goto fail; }
+    c->lm_ok = true;
+    if (llm_context_init(&c->ctx, &c->lm, c->n_ctx, c->n_ctx, err) != 0) goto fail;
+    c->ctx_ok = true;
+    c->chunk = malloc((size_t)c->n_ctx * sizeof *c->chunk);
+    c->logits = malloc((size_t)c->n_ctx * (size_t)c->lm.n_vocab * sizeof *c->logits);
+    c->last_of_layer = malloc((size_t)(c->lm.n_layer + 1) * sizeof *c->last_of_layer);
+    if (!c->chunk || !c->logits || !c->last_of_layer) { slmc_fail(err, m->path, "out of memory"); goto fail; }
+    for (int64_t l = 0; l < c->lm.n_layer; l++) {
+        const llm_layer *L = &c->lm.layers[l];
+        map_weight(c, &L->wq, l, SLOT_ATTN_IN);
+        map_weight(c, &L->wk, l, SLOT_ATTN_IN);
+        map_weight(c, &L->wv, l, SLOT_ATTN_IN);
+        map_weight(c, &L->wo, l, SLOT_ATTN_OUT);
+        map_weight(c, &L->w_gate, l, SLOT_FFN_IN);
+        map_weight(c, &L->w_up, l, SLOT_FFN_IN);
+        map_weight(c, &L->w_down, l, SLOT_FFN_DOWN);
+        c->last_of_layer[l] = L->w_down.tensor; /* ffn_down is the layer's last product */
+    }
+    c->last_of_layer[c->lm.n_layer] = -1;
+    int64_t emb = model_find(m, "token_embd.weight");
+    if (c->lm.output.tensor >= 0 && c->lm.output.tensor != emb) { /* a tied head is the embedding: not ours */
+        map_weight(c, &c->lm.output, c->lm.n_layer, SLOT_ATTN_IN);
+        c->last_of_layer[c->lm.n_layer] = c->lm.output.tensor;
+    }
+    c->info.chunks = c->n_chunks;
+    c->info.n_ctx = c->n_ctx;
+    *out = c;
+    return 0;
+fail:
+    gptq_calib_close(c);
+    return -1;
+}
+
+bool gptq_calib_handles(const gptq_calib *c, uint64_t ti) {
+    return ti < c->m->n_tensors && c->tensor_layer[ti] >= 0;
+}
+
+/* matmul_input hook: accumulate the wanted layer's inputs; stop the pass after its last product. */
+static int calib_hook(void *ud, const char *weight, int64_t tensor, int layer, const float *x, int n_tokens,
+                      int64_t n_in) {
+    (void)weight;
+    gptq_calib *c = ud;
+    int64_t L = layer < 0 ? c->lm.n_layer : layer; /* the output head reports layer -1 */
+    if (L != c->want_layer || tensor < 0 || (uint64_t)tensor >= c->m->n_tensors || c->tensor_layer[tensor] != L)
+        return 0;
+    calib_slot *s = &c->slots[c->tensor_slot[tensor]];
+    if (s->owner < 0) s->owner = tensor;
+    if (s->owner == tensor) {
+        if (!s->h.h && gptq_hessian_init(&s->h, n_in, NULL) != 0) { c->hook_failed = true; return 1; }
+        if (s->h.n != n_in) { c->hook_failed = true; return 1; }
+        gptq_hessian_add(&s->h, x, n_tokens);
+    }
+    if (tensor == c->last_of_layer[L]) { c->stopped = true; return 1; }
+    return 0;
+}
+
+/* Run the calibration chunks up to layer L's last product, filling the slots. */
+static int collect_layer(gptq_calib *c, int L, slmc_err *err) {
+    double t0 = now_seconds();
+    slots_free(c);
+    c->want_layer = L;
+    llm_hooks hooks = {.ud = c, .matmul_input = calib_hook};
+    llm_set_hooks(&c->ctx, &hooks);
+    for (int ch = 0; ch < c->n_chunks; ch++) {
+        memcpy(c->chunk, c->tokens + (size_t)ch * (size_t)c->n_ctx, (size_t)c->n_ctx * sizeof *c->chunk);
+        if (c->bos >= 0) c->chunk[0] = c->bos;
+        c->stopped = c->hook_failed = false;
+        slmc_err e2 = {{0}};
+        int rc = llm_eval(&c->ctx, c->chunk, c->n_ctx, 0, c->logits, &e2);
+        c->info.passes++;
+        if (c->hook_failed) return slmc_fail(err, c->m->path, "GPTQ calibration of layer %d: out of memory or bad input shape", L);
+        if (rc != 0 && !c->stopped) {
+            if (err) *err = e2;
+            return slmc_fail_prefix(err, c->m->path);
+        }
+    }
+    llm_hooks none = {0};
+    llm_set_hooks(&c->ctx, &none);
+    c->cur_layer = L;
+    c->info.collect_seconds += now_seconds() - t0;
+    return 0;
+}
+
+int gptq_calib_quantize(gptq_calib *c, uint64_t ti, int type, const float *w, int64_t rows, int64_t cols,
+                        uint8_t *out, slmc_err *err) {
+    if (!gptq_calib_handles(c, ti)) return slmc_fail(err, c->m->path, "GPTQ does not handle tensor %llu", (unsigned long long)ti);
+    const char *name = c->m->tensors[ti].name;
+    int L = (int)c->tensor_layer[ti];
+    if (c->cur_layer != L && collect_layer(c, L, err) != 0) return -1;
+    calib_slot *s = &c->slots[c->tensor_slot[ti]];
+    if (!s->h.h) return slmc_fail(err, c->m->path, "tensor %s: its input was never seen during calibration", name);
+    if (!s->f.u && gptq_factor_init(&s->f, &s->h, c->damp, err) != 0) return slmc_fail_prefix(err, name);
+    double t0 = now_seconds();
+    if (gptq_quantize(&s->f, w, rows, cols, type, out, err) != 0) return slmc_fail_prefix(err, name);
+    c->info.quant_seconds += now_seconds() - t0;
+    return 0;
+}
+
+void gptq_calib_get_info(const gptq_calib *c, gptq_calib_info *info) { *info = c->info; }
+
+static bool hook_wants(void *ud, uint64_t ti) { return gptq_calib_handles(ud, ti); }
+
+static int hook_quantize(void *ud, uint64_t ti, int type, const float *w, int64_t rows, int64_t ne0, uint8_t *out,
+                         slmc_err *err) {
+    return gptq_calib_quantize(ud, ti, type, w, rows, ne0, out, err);
+}
+
+quant_tensor_hook gptq_calib_hook(gptq_calib *c) {
+    quant_tensor_hook h = {.ud = c, .wants = hook_wants, .quantize = hook_quantize};
+    return h;
+}

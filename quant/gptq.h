@@ -1,0 +1,125 @@
+/* gptq.h - GPTQ (Frantar et al. 2022) onto ggml's block types.
+ *
+ * A linear layer y = W x (W: rows x cols, one GGUF row per output) is quantized so that the
+ * output error over calibration inputs, sum_t ||W x_t - Q x_t||^2 = tr((W-Q) H (W-Q)^T) with
+ * H = sum_t x_t x_t^T, is small, not just the weight error. Columns are fixed from left to
+ * right; the error of every fixed column is fed forward into the columns not yet quantized
+ * through the upper Cholesky factor U of H^-1 (H^-1 = U^T U), the update that keeps the
+ * remaining output error least-squares optimal.
+ *
+ * ggml blocks share their scales over G = 32 or 256 consecutive columns of a row, so a column
+ * cannot be rounded on its own. The variant here ("block decision, column feedback"):
+ *   for each block of G columns [g, g+G), in order:
+ *     1. every row's G current (already error-updated) values are quantized together by the
+ *        type's importance-weighted kernel (quant_kernels.quantize_weighted) with importance
+ *        diag(H) of those columns; the bytes are the final bytes of that block;
+ *     2. the block is dequantized to Q, and for i = g .. g+G-1 in turn:
+ *          e_i = (w_i - q_i) / U_ii,   w_j -= e_i U_ij  for every j > i
+ *        where w_i already holds the updates from columns < i (also those inside the block),
+ *        so the columns after i absorb exactly the error the block's fixed values leave.
+ *   Updates to columns beyond the current lazy batch (128 columns, rounded up to whole
+ *   blocks) are applied once per batch as one matrix product, as GPTQ's lazy batch updates do.
+ * Rows are independent given U, so rows are processed in parallel; the result does not depend
+ * on the thread count. Damping: H + lambda I with lambda = damp * mean(diag H); columns whose
+ * input was never non-zero get H_ii = 1 (their weights are kept, not zeroed).
+ *
+ * gptq_calib collects the Hessians from a calibration text through the forward pass's
+ * matmul_input hook, one transformer layer at a time (the pass is aborted once the layer's
+ * last product has been seen), from the unquantized model: every layer's H comes from the
+ * original activations, not from the activations of the already quantized earlier layers
+ * (the simpler variant; it lets one collection serve several output types at once).
+ * See docs/gptq-and-fit.md.
+ */
+#ifndef SLMC_GPTQ_H
+#define SLMC_GPTQ_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "formats/error.h"
+#include "formats/model.h"
+#include "quant/quantize.h"
+
+#define GPTQ_DEFAULT_DAMP 0.01
+#define GPTQ_BATCH_COLUMNS 128 /* lazy batch width, rounded up to whole blocks */
+
+/* ---------------------------------------------------------------- linear algebra (double) */
+
+/* In place Cholesky of the symmetric positive definite n x n row-major a: on return the lower
+ * triangle holds L with a = L L^T and the strict upper triangle is zero. -1 when a is not
+ * positive definite (a pivot <= 0 or not finite). */
+int gptq_cholesky(double *a, int64_t n);
+/* In place inverse of the symmetric positive definite a (through its Cholesky factor). */
+int gptq_spd_inverse(double *a, int64_t n);
+
+/* ---------------------------------------------------------------- Hessian of one input */
+
+typedef struct gptq_hessian {
+    int64_t n;          /* input size (columns of the weights that read this input) */
+    double *h;          /* [n][n] sum over tokens of x x^T (upper triangle while accumulating) */
+    int64_t n_tokens;   /* tokens accumulated */
+} gptq_hessian;
+
+int gptq_hessian_init(gptq_hessian *hs, int64_t n, slmc_err *err);
+void gptq_hessian_free(gptq_hessian *hs);
+/* h += x^T x for x [n_tokens][n] (rows of one product's input). */
+void gptq_hessian_add(gptq_hessian *hs, const float *x, int n_tokens);
+
+/* What quantization needs from a Hessian, computed once and shared by the weights reading the
+ * same input (attn_q/k/v; ffn_gate/up) and by every output type. */
+typedef struct gptq_factor {
+    int64_t n;          /* columns */
+    double *u;          /* [n][n] upper triangular U with (H + lambda I)^-1 = U^T U */
+    float *diag;        /* [n] diag(H) / n_tokens (mean x^2; 1 for dead columns): block importance */
+} gptq_factor;
+
+/* Damp H (copied; hs is unchanged apart from being symmetrised) and factor its inverse. When
+ * the damped matrix is still not positive definite the damping is raised tenfold (up to
+ * three times) before failing. */
+int gptq_factor_init(gptq_factor *f, gptq_hessian *hs, double damp, slmc_err *err);
+void gptq_factor_free(gptq_factor *f);
+
+/* Quantize w [rows][cols] (cols = f->n) to `type` into out (rows * type_nbytes(type, cols)
+ * bytes) with the GPTQ variant above. w is not modified. Float types (block size 1) are
+ * converted directly. Fails when cols is not a whole number of blocks or the type has no
+ * kernels. */
+int gptq_quantize(const gptq_factor *f, const float *w, int64_t rows, int64_t cols, int type, uint8_t *out,
+                  slmc_err *err);
+
+/* ---------------------------------------------------------------- calibration over a model */
+
+typedef struct gptq_calib gptq_calib; /* opaque: model, forward pass, tokens, one layer's Hessians */
+
+typedef struct gptq_calib_opts {
+    const char *text;   /* calibration text file */
+    int n_ctx;          /* tokens per chunk (-c), e.g. 256 */
+    int chunks;         /* chunks of the text used (--chunks); <= 0: every whole chunk */
+    double damp;        /* lambda = damp * mean(diag H); <= 0 means GPTQ_DEFAULT_DAMP */
+} gptq_calib_opts;
+
+/* Tokenize the start of the text with m's tokenizer and bind the forward pass to m (which must
+ * outlive the calibration). Fails when m has no tokenizer, the text has fewer than one chunk,
+ * or the architecture is not one the forward pass runs. */
+int gptq_calib_open(gptq_calib **out, const model *m, const gptq_calib_opts *o, slmc_err *err);
+void gptq_calib_close(gptq_calib *c);
+
+/* true when tensor ti is a matrix GPTQ handles: blk.N.{attn_q,attn_k,attn_v,attn_output,
+ * ffn_gate,ffn_up,ffn_down}.weight and output.weight (not token_embd, a lookup table). */
+bool gptq_calib_handles(const gptq_calib *c, uint64_t ti);
+
+/* Quantize tensor ti (its F32 values w [rows][cols]) with GPTQ; collects the Hessians of the
+ * tensor's layer first when they are not the ones in memory (the previous layer's are freed). */
+int gptq_calib_quantize(gptq_calib *c, uint64_t ti, int type, const float *w, int64_t rows, int64_t cols,
+                        uint8_t *out, slmc_err *err);
+
+/* Chunks and tokens used, forward passes run, seconds spent collecting (for reports). */
+typedef struct gptq_calib_info {
+    int chunks, n_ctx, passes;
+    double collect_seconds, quant_seconds;
+} gptq_calib_info;
+void gptq_calib_get_info(const gptq_calib *c, gptq_calib_info *info);
+
+/* The hook quantize_model calls for whole tensors (quantize_opts.tensor_hook). */
+quant_tensor_hook gptq_calib_hook(gptq_calib *c);
+
+#endif
