@@ -12,6 +12,7 @@
 #include "formats/types.h"
 #include "quant/fit.h"
 #include "quant/gptq.h"
+#include "quant/imatrix.h"
 #include "quant/plan.h"
 #include "quant/quantize.h"
 
@@ -41,8 +42,10 @@ static const char *USAGE =
     "  --pure                       no per-tensor bumps: every matrix gets the base type\n"
     "  --leave-output-tensor        keep output.weight as it is\n"
     "  --allow-requantize           accept already-quantized input (error compounds)\n"
-    "  --include-weights REGEX      as llama-quantize: use the importance matrix only for\n"
-    "  --exclude-weights REGEX      matching / not for matching tensors (needs --imatrix)\n"
+    "  --imatrix FILE               importance matrix (slmc imatrix or llama-imatrix, .dat or\n"
+    "                               GGUF): importance-weighted scale search in every type\n"
+    "  --include-weights NAME       use the importance matrix only for this tensor (repeatable)\n"
+    "  --exclude-weights NAME       do not use it for this tensor (repeatable)\n"
     "  --dry-run                    print the per-tensor plan and final sizes; write nothing\n"
     "  --method plain|gptq          plain (default): each row on its own; gptq: error feedback\n"
     "                               across columns from calibration Hessians (needs --calib)\n"
@@ -62,6 +65,7 @@ static const char *USAGE =
 typedef struct quantize_args {
     cli_common c;
     const char *in, *tokenizer, *out_pattern;
+    const char *imatrix;          /* --imatrix FILE, or NULL */
     const char *type_names[MAX_TARGETS];
     int n_types;
     plan_override overrides[MAX_PATTERNS];
@@ -113,7 +117,7 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
         {"tensor-type", required_argument, 0, 'X'}, {"output-tensor-type", required_argument, 0, 'O'},
         {"token-embedding-type", required_argument, 0, 'E'}, {"pure", no_argument, 0, 'p'},
         {"leave-output-tensor", no_argument, 0, 'L'}, {"allow-requantize", no_argument, 0, 'R'},
-        {"include-weights", required_argument, 0, 'I'}, {"exclude-weights", required_argument, 0, 'x'},
+        {"imatrix", required_argument, 0, 'W'}, {"include-weights", required_argument, 0, 'I'}, {"exclude-weights", required_argument, 0, 'x'},
         {"dry-run", no_argument, 0, 'n'}, {"tokenizer", required_argument, 0, 'k'},
         {"json", no_argument, 0, 'j'}, {"threads", required_argument, 0, 't'},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
@@ -154,6 +158,7 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
             break;
         case 'n': a->dry_run = true; break;
         case 'k': a->tokenizer = optarg; break;
+        case 'W': a->imatrix = optarg; break;
         case 'j': a->c.json = true; break;
         case 't': a->c.threads = atoi(optarg); break;
         case 'q': a->c.quiet = true; break;
@@ -212,9 +217,11 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
         if (a->n_types > 1 && a->out_pattern && !strstr(a->out_pattern, "{type}"))
             return cli_usage_error("quantize", "-o needs a {type} placeholder for several types");
     }
-    if (a->n_include || a->n_exclude)
+    if ((a->n_include || a->n_exclude) && !a->imatrix)
         return cli_usage_error("quantize", "--include-weights / --exclude-weights choose which tensors use the importance "
-                                           "matrix, as in llama-quantize; this build has no --imatrix yet");
+                                           "matrix, as in llama-quantize: give --imatrix");
+    if (a->n_include && a->n_exclude)
+        return cli_usage_error("quantize", "give --include-weights or --exclude-weights, not both (as llama-quantize)");
     for (int i = 0; i < a->n_types; i++)
         if (strcmp(a->type_names[i], FIT_NAME) != 0 && quant_mix_from_name(a->type_names[i]) < 0)
             return cli_usage_error("quantize", "unknown type '%s'", a->type_names[i]);
@@ -277,10 +284,10 @@ static json_t *stats_json(const char *mix, const char *path, const quant_stats *
 /* --target-bpw / --target-size: estimate every candidate's error, choose the types for the budget
  * and fill types (which holds the base plan on entry). Prints the chosen plan unless quiet or
  * --json; *fit_json receives the same as JSON when --json. */
-static int fit_to_target(const model *m, const quantize_args *a, int *types, json_t **fit_json, slmc_err *err) {
+static int fit_to_target(const model *m, const quantize_args *a, int *types, const float *const *importance,
+                         json_t **fit_json, slmc_err *err) {
     fit_table tab;
-    /* room for --imatrix: its importance table goes here instead of NULL */
-    if (fit_table_build(&tab, m, types, NULL, 0, err) != 0) return -1;
+    if (fit_table_build(&tab, m, types, importance, 0, err) != 0) return -1;
     uint64_t budget = a->target_size ? a->target_size : (uint64_t)(a->target_bpw * (double)tab.params / 8.0);
     int *choice = malloc((tab.n ? tab.n : 1) * sizeof *choice);
     fit_result res;
@@ -344,7 +351,24 @@ int cmd_quantize(int argc, char **argv) {
     const char *labels[MAX_TARGETS];   /* the mix name, or FIT for a size target */
     json_t *fit_json = NULL;           /* --json: the fitted plan */
     gptq_calib *calib = NULL;
+    imatrix im;
+    bool have_im = false;
+    const float **importance = NULL; /* [n_tensors] from --imatrix, NULL entries for unused tensors */
     rc = EXIT_ERROR;
+    if (a.imatrix) {
+        uint64_t n_found = 0;
+        if (imatrix_load(&im, a.imatrix, &err) != 0) { cli_error(&err); goto done; }
+        have_im = true;
+        if (imatrix_importance_table(&im, &m, &importance, &n_found, &err) != 0) { cli_error(&err); goto done; }
+        /* --include-weights / --exclude-weights: exact tensor names, as llama-quantize takes them */
+        for (uint64_t i = 0; i < m.n_tensors; i++) {
+            bool listed = false;
+            for (int k = 0; k < a.n_include; k++) listed |= strcmp(m.tensors[i].name, a.include[k]) == 0;
+            for (int k = 0; k < a.n_exclude; k++) listed |= strcmp(m.tensors[i].name, a.exclude[k]) == 0;
+            if ((a.n_include && !listed) || (a.n_exclude && listed)) importance[i] = NULL;
+        }
+        cli_note(&a.c, "importance matrix %s: entries for %llu tensors", a.imatrix, (unsigned long long)n_found);
+    }
     for (int g = 0; g < n; g++) {
         bool fit = strcmp(a.type_names[g], FIT_NAME) == 0;
         plan_opts po;
@@ -356,10 +380,11 @@ int cmd_quantize(int argc, char **argv) {
         po.leave_output = a.leave_output;
         po.overrides = a.overrides;
         po.n_overrides = a.n_overrides;
+        po.has_imatrix = importance != NULL;
         types[g] = malloc((m.n_tensors ? m.n_tensors : 1) * sizeof *types[g]);
         if (!types[g]) { slmc_fail(&err, a.in, "out of memory"); cli_error(&err); goto done; }
         if (quant_plan(&m, &po, types[g], &err) != 0) { cli_error(&err); goto done; }
-        if (fit && fit_to_target(&m, &a, types[g], &fit_json, &err) != 0) { cli_error(&err); goto done; }
+        if (fit && fit_to_target(&m, &a, types[g], importance, &fit_json, &err) != 0) { cli_error(&err); goto done; }
         const char *mix = fit ? FIT_NAME : quant_mix_name(po.mix);
         labels[g] = mix;
         if (a.out_pattern) {
@@ -415,7 +440,7 @@ int cmd_quantize(int argc, char **argv) {
         goto done;
     }
 
-    quantize_opts qo = {.allow_requantize = a.allow_requantize};
+    quantize_opts qo = {.allow_requantize = a.allow_requantize, .importance = importance};
     quant_tensor_hook gptq_hook;
     if (a.gptq) {
         gptq_calib_opts co = {.text = a.calib, .n_ctx = a.calib_ctx, .chunks = a.calib_chunks ? a.calib_chunks : 50,
@@ -458,6 +483,8 @@ done:
     for (int g = 0; g < n; g++) { free(types[g]); free(paths[g]); }
     gptq_calib_close(calib);
     json_decref(fit_json);
+    free(importance);
+    if (have_im) imatrix_free(&im);
     model_close(&m);
     return rc;
 }

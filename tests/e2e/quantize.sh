@@ -33,4 +33,16 @@ expect 0 "Q2_K on 128-wide rows" -- "$SLMC" quantize "$T/tiny128" "$T/fb.gguf" Q
 grep -q '"IQ4_NL"' "$T/out" && ok "Q2_K falls back to IQ4_NL" || fail "no IQ4_NL fallback: $(cat "$T/out")"
 expect 0 "Q4_K_M on 128-wide rows" -- "$SLMC" quantize "$T/tiny128" "$T/fb4.gguf" Q4_K_M --json -q
 grep -q '"Q5_0"' "$T/out" && ok "Q4_K falls back to Q5_0" || fail "no Q5_0 fallback: $(cat "$T/out")"
+# --imatrix: llama-imatrix's .dat changes the blocks; include/exclude choose where it applies
+if have_shared reference/books-22m-imatrix.dat; then
+    HF="$SHARED/models/books-22m/hf-bf16"; IM="$SHARED/reference/books-22m-imatrix.dat"
+    expect 0 "plain Q3_K_M" -- "$SLMC" quantize "$HF" "$T/b-plain.gguf" Q3_K_M -q
+    expect 0 "imatrix Q3_K_M" -- "$SLMC" quantize "$HF" "$T/b-im.gguf" Q3_K_M --imatrix "$IM" -q
+    cmp -s "$T/b-plain.gguf" "$T/b-im.gguf" && fail "--imatrix changed nothing" || ok "--imatrix changes the blocks"
+    expect 0 "imatrix for no tensor" -- "$SLMC" quantize "$HF" "$T/b-none.gguf" Q3_K_M --imatrix "$IM" --include-weights no.such.tensor -q
+    cmp -s "$T/b-plain.gguf" "$T/b-none.gguf" && ok "--include-weights of nothing = plain" || fail "--include-weights of nothing differs from plain"
+    expect 2 "--include-weights without --imatrix" -- "$SLMC" quantize "$HF" "$T/x.gguf" Q3_K_M --include-weights a
+    printf 'not an imatrix' >"$T/bad.dat"
+    expect_error "bad imatrix file" "$T/bad.dat" -- "$SLMC" quantize "$HF" "$T/x.gguf" Q3_K_M --imatrix "$T/bad.dat"
+fi
 finish
