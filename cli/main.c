@@ -17,6 +17,7 @@ static const cli_command COMMANDS[] = {
     {"inspect", "show a model's architecture, tokenizer and tensors (headers only)", cmd_inspect},
     {"convert", "convert between Hugging Face safetensors, GGUF and llama2.c (input)", cmd_convert},
     {"quantize", "quantize to GGUF types and llama.cpp's mixes (Q2_K .. Q8_0), several at once", cmd_quantize},
+    {"prune", "structured pruning of heads, FFN channels, layers and hidden width", cmd_prune},
     {"imatrix", "importance matrix as llama-imatrix (.dat / GGUF): collect, merge, convert", cmd_imatrix},
     {"eval", "perplexity, KL divergence and top-token agreement, as llama-perplexity", cmd_eval},
     {"generate", "continue a prompt, streaming tokens to stdout", cmd_generate},

@@ -1,0 +1,629 @@
+/* prune.c - plans (what to keep), selecting them from scores, and building the pruned model.
+ * See prune.h for what each axis removes. */
+#include "prune.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sys/mman.h>
+
+#include "formats/types.h"
+#include "quant/quants.h"
+
+/* ===================================================================== plans */
+
+void prune_plan_free(prune_plan *p) {
+    free(p->keep_layer);
+    free(p->heads);
+    free(p->kv_heads);
+    free(p->ffn);
+    free(p->hidden);
+    memset(p, 0, sizeof *p);
+}
+
+/* Checks shared by every entry point: a llama-like model with a uniform shape. */
+static int check_model(const model *m, slmc_err *err) {
+    const model_config *c = &m->cfg;
+    if (c->n_layer <= 0 || c->n_embd <= 0 || c->n_ff <= 0 || c->n_head <= 0 || c->n_head_kv <= 0 || c->head_dim <= 0)
+        return slmc_fail(err, m->path, "not a Llama-family model with layers, heads and an FFN (architecture '%s')",
+                         c->arch);
+    if (c->n_head % c->n_head_kv != 0)
+        return slmc_fail(err, m->path, "head_count %lld is not a multiple of head_count_kv %lld", (long long)c->n_head,
+                         (long long)c->n_head_kv);
+    return 0;
+}
+
+static int64_t *iota_new(int64_t n) {
+    int64_t *v = malloc(sizeof *v * (size_t)(n > 0 ? n : 1));
+    if (v)
+        for (int64_t i = 0; i < n; i++) v[i] = i;
+    return v;
+}
+
+int prune_plan_identity(prune_plan *p, const model *m, slmc_err *err) {
+    memset(p, 0, sizeof *p);
+    if (check_model(m, err) != 0) return -1;
+    const model_config *c = &m->cfg;
+    const int64_t L = c->n_layer;
+    p->n_layer_in = p->n_layer = L;
+    p->n_head_in = p->n_head = c->n_head;
+    p->n_head_kv_in = p->n_head_kv = c->n_head_kv;
+    p->n_ff_in = p->n_ff = c->n_ff;
+    p->n_embd_in = p->n_embd = c->n_embd;
+    p->keep_layer = malloc(sizeof *p->keep_layer * (size_t)L);
+    p->heads = malloc(sizeof *p->heads * (size_t)(L * c->n_head));
+    p->kv_heads = malloc(sizeof *p->kv_heads * (size_t)(L * c->n_head_kv));
+    p->ffn = malloc(sizeof *p->ffn * (size_t)(L * c->n_ff));
+    p->hidden = iota_new(c->n_embd);
+    if (!p->keep_layer || !p->heads || !p->kv_heads || !p->ffn || !p->hidden) {
+        prune_plan_free(p);
+        return slmc_fail(err, m->path, "out of memory for a pruning plan");
+    }
+    for (int64_t l = 0; l < L; l++) {
+        p->keep_layer[l] = true;
+        for (int64_t h = 0; h < c->n_head; h++) p->heads[l * c->n_head + h] = h;
+        for (int64_t h = 0; h < c->n_head_kv; h++) p->kv_heads[l * c->n_head_kv + h] = h;
+        for (int64_t f = 0; f < c->n_ff; f++) p->ffn[l * c->n_ff + f] = f;
+    }
+    return 0;
+}
+
+/* ===================================================================== ranking */
+
+typedef struct ranked {
+    float score;
+    int64_t index;
+} ranked;
+
+/* Descending score; ties keep the lower index first, so rankings are deterministic. */
+static int by_score_desc(const void *a, const void *b) {
+    const ranked *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+static int by_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The k highest of scores[idx[0..n)] (or of scores[0..n) when idx is NULL), written to out in
+ * ascending index order. NaN scores rank last. Returns -1 when out of memory. */
+static int top_k(const float *scores, const int64_t *idx, int64_t n, int64_t k, int64_t *out) {
+    ranked *r = malloc(sizeof *r * (size_t)(n > 0 ? n : 1));
+    if (!r) return -1;
+    for (int64_t i = 0; i < n; i++) {
+        r[i].index = idx ? idx[i] : i;
+        float s = scores[r[i].index];
+        r[i].score = isnan(s) ? -INFINITY : s;
+    }
+    qsort(r, (size_t)n, sizeof *r, by_score_desc);
+    for (int64_t i = 0; i < k; i++) out[i] = r[i].index;
+    qsort(out, (size_t)k, sizeof *out, by_i64);
+    free(r);
+    return 0;
+}
+
+/* Heads of one layer: keep n_keep query heads of the layer's scores hs[n_head]. */
+static int select_heads(const float *hs, int64_t n_head, int64_t n_kv, int64_t n_keep, prune_head_mode mode,
+                        int64_t *heads, int64_t *kv_heads, int64_t *n_kv_out) {
+    const int64_t group = n_head / n_kv;
+    if (mode == PRUNE_HEADS_AUTO) mode = n_keep % n_kv == 0 ? PRUNE_HEADS_PER_GROUP : PRUNE_HEADS_GROUPS;
+    if (mode == PRUNE_HEADS_PER_GROUP) {
+        /* the best n_keep / n_kv query heads of every group; every KV head stays */
+        const int64_t per = n_keep / n_kv;
+        int64_t idx[group > 0 ? group : 1];
+        for (int64_t g = 0; g < n_kv; g++) {
+            for (int64_t j = 0; j < group; j++) idx[j] = g * group + j;
+            if (top_k(hs, idx, group, per, heads + g * per) != 0) return -1;
+            kv_heads[g] = g;
+        }
+        *n_kv_out = n_kv;
+        return 0;
+    }
+    /* whole groups, ranked by the sum of their query heads' scores */
+    const int64_t n_groups = n_keep / group;
+    float gs[n_kv > 0 ? n_kv : 1];
+    for (int64_t g = 0; g < n_kv; g++) {
+        gs[g] = 0;
+        for (int64_t j = 0; j < group; j++) gs[g] += hs[g * group + j];
+    }
+    if (top_k(gs, NULL, n_kv, n_groups, kv_heads) != 0) return -1;
+    for (int64_t i = 0; i < n_groups; i++)
+        for (int64_t j = 0; j < group; j++) heads[i * group + j] = kv_heads[i] * group + j;
+    *n_kv_out = n_groups;
+    return 0;
+}
+
+/* Whether keeping n_keep of n_head query heads fits the KV groups in the given mode. */
+static bool heads_fit(int64_t n_head, int64_t n_kv, int64_t n_keep, prune_head_mode mode) {
+    const int64_t group = n_head / n_kv;
+    bool per_group = n_keep % n_kv == 0, groups = n_keep % group == 0;
+    if (n_keep <= 0 || n_keep > n_head) return false;
+    return mode == PRUNE_HEADS_PER_GROUP ? per_group : mode == PRUNE_HEADS_GROUPS ? groups : per_group || groups;
+}
+
+int prune_select(prune_plan *p, const model *m, const prune_scores *s, const prune_request *r, slmc_err *err) {
+    if (prune_plan_identity(p, m, err) != 0) return -1;
+    const int64_t L = p->n_layer_in, H = p->n_head_in, HKV = p->n_head_kv_in, F = p->n_ff_in, E = p->n_embd_in;
+    if (s->n_layer != L || s->n_head != H || s->n_ff != F || s->n_embd != E) {
+        prune_plan_free(p);
+        return slmc_fail(err, m->path, "the scores were made for another shape of model");
+    }
+    if (r->keep_ffn && (r->keep_ffn < 1 || r->keep_ffn > F)) {
+        prune_plan_free(p);
+        return slmc_fail(err, m->path, "cannot keep %lld of %lld FFN channels", (long long)r->keep_ffn, (long long)F);
+    }
+    if (r->keep_hidden && (r->keep_hidden < 1 || r->keep_hidden > E)) {
+        prune_plan_free(p);
+        return slmc_fail(err, m->path, "cannot keep %lld of %lld hidden channels", (long long)r->keep_hidden, (long long)E);
+    }
+    if (r->keep_layers && (r->keep_layers < 1 || r->keep_layers > L)) {
+        prune_plan_free(p);
+        return slmc_fail(err, m->path, "cannot keep %lld of %lld layers", (long long)r->keep_layers, (long long)L);
+    }
+    if (r->keep_heads && !heads_fit(H, HKV, r->keep_heads, r->head_mode)) {
+        const char *how = r->head_mode == PRUNE_HEADS_PER_GROUP ? "a multiple of head_count_kv"
+                          : r->head_mode == PRUNE_HEADS_GROUPS  ? "a multiple of the group size"
+                                                                : "a multiple of head_count_kv or of the group size";
+        prune_plan_free(p);
+        return slmc_fail(err, m->path, "cannot keep %lld of %lld heads with %lld KV heads: the count must be %s (%lld or %lld)",
+                         (long long)r->keep_heads, (long long)H, (long long)HKV, how, (long long)HKV, (long long)(H / HKV));
+    }
+    int rc = 0;
+    if (r->keep_ffn) {
+        p->n_ff = r->keep_ffn;
+        for (int64_t l = 0; l < L && rc == 0; l++) rc = top_k(s->ffn + l * F, NULL, F, p->n_ff, p->ffn + l * p->n_ff);
+    }
+    if (r->keep_heads && rc == 0) {
+        p->n_head = r->keep_heads;
+        for (int64_t l = 0; l < L && rc == 0; l++)
+            rc = select_heads(s->head + l * H, H, HKV, p->n_head, r->head_mode, p->heads + l * p->n_head,
+                              p->kv_heads + l * HKV, &p->n_head_kv);
+        /* kv_heads was laid out with stride HKV while filling; pack it to stride n_head_kv */
+        for (int64_t l = 0; l < L && rc == 0; l++)
+            memmove(p->kv_heads + l * p->n_head_kv, p->kv_heads + l * HKV, sizeof *p->kv_heads * (size_t)p->n_head_kv);
+    }
+    if (r->drop_layers) {
+        p->n_layer = 0;
+        for (int64_t l = 0; l < L; l++) p->n_layer += (p->keep_layer[l] = !r->drop_layers[l]);
+        if (p->n_layer == 0) {
+            prune_plan_free(p);
+            return slmc_fail(err, m->path, "every layer would be dropped");
+        }
+    } else if (r->keep_layers && rc == 0) {
+        int64_t keep[L];
+        rc = top_k(s->layer, NULL, L, r->keep_layers, keep);
+        for (int64_t l = 0; l < L; l++) p->keep_layer[l] = false;
+        for (int64_t i = 0; i < r->keep_layers && rc == 0; i++) p->keep_layer[keep[i]] = true;
+        p->n_layer = r->keep_layers;
+    }
+    if (r->keep_hidden && rc == 0) {
+        p->n_embd = r->keep_hidden;
+        rc = top_k(s->hidden_total, NULL, E, p->n_embd, p->hidden);
+    }
+    if (rc != 0) { /* top_k and select_heads fail only when out of memory */
+        slmc_fail(err, m->path, "out of memory");
+        prune_plan_free(p);
+        return -1;
+    }
+    return 0;
+}
+
+/* ===================================================================== tensor shapes */
+
+/* The role of a tensor, from its GGUF name. */
+typedef enum role {
+    R_OTHER, R_TOKEN_EMBD, R_OUTPUT, R_NORM, R_Q, R_Q_BIAS, R_KV, R_KV_BIAS, R_ATTN_OUT, R_FFN_IN, R_FFN_DOWN,
+} role;
+
+static role tensor_role(const char *name, int *layer) {
+    *layer = -1;
+    if (strcmp(name, "token_embd.weight") == 0) return R_TOKEN_EMBD;
+    if (strcmp(name, "output.weight") == 0) return R_OUTPUT;
+    if (strcmp(name, "output_norm.weight") == 0) return R_NORM;
+    int blk, off = 0;
+    if (sscanf(name, "blk.%d.%n", &blk, &off) != 1 || off == 0) return R_OTHER;
+    *layer = blk;
+    const char *s = name + off;
+    if (!strcmp(s, "attn_norm.weight") || !strcmp(s, "ffn_norm.weight")) return R_NORM;
+    if (!strcmp(s, "attn_q.weight")) return R_Q;
+    if (!strcmp(s, "attn_q.bias")) return R_Q_BIAS;
+    if (!strcmp(s, "attn_k.weight") || !strcmp(s, "attn_v.weight")) return R_KV;
+    if (!strcmp(s, "attn_k.bias") || !strcmp(s, "attn_v.bias")) return R_KV_BIAS;
+    if (!strcmp(s, "attn_output.weight")) return R_ATTN_OUT;
+    if (!strcmp(s, "ffn_gate.weight") || !strcmp(s, "ffn_up.weight")) return R_FFN_IN;
+    if (!strcmp(s, "ffn_down.weight")) return R_FFN_DOWN;
+    return R_OTHER;
+}
+
+/* What one tensor becomes: kept rows and columns (NULL = all), and its new block number. */
+typedef struct selection {
+    bool skip;               /* its layer is dropped */
+    int new_layer;           /* renumbered block (-1 outside blocks) */
+    int64_t n_rows, n_cols;  /* output shape: rows (ne[1]) and row length (ne[0]) */
+    const int64_t *rows;     /* [n_rows] source rows, or NULL for all */
+    const int64_t *cols;     /* [n_cols] source columns, or NULL for all */
+    int64_t *owned;          /* expanded head rows/columns, freed by selection_free */
+} selection;
+
+static void selection_free(selection *s) { free(s->owned); }
+
+/* Head indices -> the row (or column) indices of their head_dim-sized blocks. */
+static int64_t *expand_heads(const int64_t *heads, int64_t n, int64_t hd) {
+    int64_t *v = malloc(sizeof *v * (size_t)(n * hd > 0 ? n * hd : 1));
+    if (v)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t d = 0; d < hd; d++) v[i * hd + d] = heads[i] * hd + d;
+    return v;
+}
+
+/* Work out the selection for tensor t. With lists false only the counts are filled (for
+ * counting parameters). Returns -1 when out of memory or the tensor cannot be pruned. */
+static int tensor_selection(const prune_plan *p, const model *m, const model_tensor *t, bool lists, selection *s,
+                            slmc_err *err) {
+    memset(s, 0, sizeof *s);
+    const int64_t hd = m->cfg.head_dim;
+    int layer;
+    role r = tensor_role(t->name, &layer);
+    s->new_layer = -1;
+    if (layer >= 0) {
+        if (layer >= p->n_layer_in) return slmc_fail(err, m->path, "%s: block %d beyond block_count", t->name, layer);
+        if (!p->keep_layer[layer]) { s->skip = true; return 0; }
+        s->new_layer = 0;
+        for (int l = 0; l < layer; l++) s->new_layer += p->keep_layer[l];
+    }
+    const bool two_d = t->n_dims >= 2 && t->ne[2] == 1 && t->ne[3] == 1;
+    const bool hidden_cut = p->n_embd != p->n_embd_in;
+    const int64_t *hidden = hidden_cut ? p->hidden : NULL;
+    s->n_rows = model_tensor_rows(t);
+    s->n_cols = t->ne[0];
+    /* rows_of / cols_of: kept units of this tensor's row and column dimensions */
+#define COLS(list, n) (s->cols = (list), s->n_cols = (n))
+#define ROWS(list, n) (s->rows = (list), s->n_rows = (n))
+    const int64_t *heads = layer >= 0 ? p->heads + (int64_t)layer * p->n_head : NULL;
+    const int64_t *kvh = layer >= 0 ? p->kv_heads + (int64_t)layer * p->n_head_kv : NULL;
+    const int64_t *ffn = layer >= 0 ? p->ffn + (int64_t)layer * p->n_ff : NULL;
+    const bool head_cut = p->n_head != p->n_head_in, kv_cut = p->n_head_kv != p->n_head_kv_in, ffn_cut = p->n_ff != p->n_ff_in;
+    switch (r) {
+    case R_TOKEN_EMBD: case R_OUTPUT:
+        if (!two_d || t->ne[0] != p->n_embd_in) goto bad;
+        if (hidden_cut) COLS(hidden, p->n_embd);
+        break;
+    case R_NORM:
+        if (t->ne[0] != p->n_embd_in || s->n_rows != 1) goto bad;
+        if (hidden_cut) COLS(hidden, p->n_embd);
+        break;
+    case R_Q: case R_Q_BIAS: case R_KV: case R_KV_BIAS: {
+        const bool q = r == R_Q || r == R_Q_BIAS, bias = r == R_Q_BIAS || r == R_KV_BIAS;
+        const int64_t n_in = q ? p->n_head_in : p->n_head_kv_in, n_out = q ? p->n_head : p->n_head_kv;
+        const bool cut = q ? head_cut : kv_cut;
+        if ((bias ? t->ne[0] : s->n_rows) != n_in * hd || (bias ? s->n_rows != 1 : !two_d || t->ne[0] != p->n_embd_in))
+            goto bad;
+        int64_t *units = NULL;
+        if (cut && lists && !(units = s->owned = expand_heads(q ? heads : kvh, n_out, hd))) goto oom;
+        if (bias) {
+            if (cut) COLS(units, n_out * hd);
+        } else {
+            if (cut) ROWS(units, n_out * hd);
+            if (hidden_cut) COLS(hidden, p->n_embd);
+        }
+        break;
+    }
+    case R_ATTN_OUT:
+        if (!two_d || t->ne[0] != p->n_head_in * hd || s->n_rows != p->n_embd_in) goto bad;
+        if (head_cut) {
+            if (lists && !(s->owned = expand_heads(heads, p->n_head, hd))) goto oom;
+            COLS(s->owned, p->n_head * hd);
+        }
+        if (hidden_cut) ROWS(hidden, p->n_embd);
+        break;
+    case R_FFN_IN:
+        if (!two_d || t->ne[0] != p->n_embd_in || s->n_rows != p->n_ff_in) goto bad;
+        if (ffn_cut) ROWS(ffn, p->n_ff);
+        if (hidden_cut) COLS(hidden, p->n_embd);
+        break;
+    case R_FFN_DOWN:
+        if (!two_d || t->ne[0] != p->n_ff_in || s->n_rows != p->n_embd_in) goto bad;
+        if (ffn_cut) COLS(ffn, p->n_ff);
+        if (hidden_cut) ROWS(hidden, p->n_embd);
+        break;
+    case R_OTHER:
+        /* unknown tensors pass unchanged, unless they might span the hidden width */
+        if (hidden_cut && (t->ne[0] == p->n_embd_in || s->n_rows == p->n_embd_in))
+            return slmc_fail(err, m->path, "%s: do not know how to cut its hidden dimension", t->name);
+        break;
+    }
+#undef COLS
+#undef ROWS
+    return 0;
+bad:
+    return slmc_fail(err, m->path, "%s: shape [%lld, %lld] does not match the model's configuration", t->name,
+                     (long long)t->ne[0], (long long)model_tensor_rows(t));
+oom:
+    return slmc_fail(err, m->path, "%s: out of memory", t->name);
+}
+
+uint64_t prune_plan_params(const prune_plan *p, const model *m) {
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        selection s;
+        if (tensor_selection(p, m, &m->tensors[i], false, &s, NULL) != 0) return 0;
+        if (!s.skip) n += (uint64_t)(s.n_rows * s.n_cols);
+    }
+    return n;
+}
+
+uint64_t prune_block_params(const prune_plan *p, const model *m) {
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        selection s;
+        if (tensor_selection(p, m, &m->tensors[i], false, &s, NULL) != 0) return 0;
+        if (!s.skip && s.new_layer >= 0) n += (uint64_t)(s.n_rows * s.n_cols);
+    }
+    return n;
+}
+
+/* ===================================================================== --target-params */
+
+/* Share of an axis's importance the k best of n units leave out: 1 - (sum of the k largest)
+ * / (sum of all), negative scores counted as 0. */
+static double removed_share(const float *scores, int64_t n, int64_t k) {
+    float v[n > 0 ? n : 1];
+    double total = 0, kept = 0;
+    for (int64_t i = 0; i < n; i++) {
+        v[i] = scores[i] > 0 && !isnan(scores[i]) ? scores[i] : 0;
+        total += v[i];
+    }
+    if (total <= 0) return (double)(n - k) / (double)n;
+    for (int64_t i = 0; i < k; i++) { /* partial selection sort: n is at most a few thousand */
+        int64_t best = i;
+        for (int64_t j = i + 1; j < n; j++)
+            if (v[j] > v[best]) best = j;
+        float t = v[i]; v[i] = v[best]; v[best] = t;
+        kept += v[i];
+    }
+    return 1.0 - kept / total;
+}
+
+int prune_search_target(prune_request *r, const model *m, const prune_scores *s, uint64_t target, bool blocks_only,
+                        slmc_err *err) {
+    prune_plan p;
+    if (prune_plan_identity(&p, m, err) != 0) return -1;
+    const int64_t L = p.n_layer_in, H = p.n_head_in, HKV = p.n_head_kv_in, F = p.n_ff_in, E = p.n_embd_in, G = H / HKV;
+    /* candidate counts per axis, with each one's removed importance share */
+    int64_t ffn_opts[64], hid_opts[64], head_opts[64], head_kv[64];
+    double ffn_cost[64], hid_cost[64], head_cost[64];
+    int n_ffn = 0, n_hid = 0, n_head = 0;
+    for (int j = 32; j >= 4 && n_ffn < 64; j--) { /* 32nds of the FFN width down to 1/8, multiples of 32 when possible */
+        int64_t k = F * j / 32;
+        if (F % 1024 == 0) k = k / 32 * 32;
+        if (k < 1 || (n_ffn && ffn_opts[n_ffn - 1] == k)) continue;
+        double c = 0;
+        for (int64_t l = 0; l < L; l++) c += removed_share(s->ffn + l * F, F, k);
+        ffn_opts[n_ffn] = k;
+        ffn_cost[n_ffn++] = c / (double)L;
+    }
+    for (int j = 16; j >= 8 && n_hid < 64; j--) { /* 16ths of the hidden width down to a half */
+        int64_t k = E * j / 16;
+        if (E % 512 == 0) k = k / 32 * 32;
+        if (k < 1 || (n_hid && hid_opts[n_hid - 1] == k)) continue;
+        hid_opts[n_hid] = k;
+        hid_cost[n_hid++] = removed_share(s->hidden_total, E, k);
+    }
+    for (int64_t k = H; k >= 1 && n_head < 64; k--) { /* every head count the groups allow */
+        if (!heads_fit(H, HKV, k, PRUNE_HEADS_AUTO)) continue;
+        double c = 0;
+        int64_t heads[H], kvh[HKV], nkv = 0;
+        for (int64_t l = 0; l < L; l++) {
+            if (select_heads(s->head + l * H, H, HKV, k, PRUNE_HEADS_AUTO, heads, kvh, &nkv) != 0) {
+                prune_plan_free(&p);
+                return slmc_fail(err, m->path, "out of memory");
+            }
+            float kept_scores[H];
+            for (int64_t i = 0; i < H; i++) kept_scores[i] = 0;
+            for (int64_t i = 0; i < k; i++) kept_scores[heads[i]] = s->head[l * H + heads[i]] > 0 ? s->head[l * H + heads[i]] : 0;
+            double tot = 0, kept = 0;
+            for (int64_t i = 0; i < H; i++) {
+                tot += s->head[l * H + i] > 0 ? s->head[l * H + i] : 0;
+                kept += kept_scores[i];
+            }
+            c += tot > 0 ? 1 - kept / tot : (double)(H - k) / (double)H;
+        }
+        head_opts[n_head] = k;
+        head_kv[n_head] = nkv;
+        head_cost[n_head++] = c / (double)L;
+    }
+    (void)G;
+    double best_cost = INFINITY;
+    uint64_t best_params = 0;
+    bool found = false;
+    for (int64_t kl = L; kl >= (L + 1) / 2; kl--) {
+        double lcost = removed_share(s->layer, L, kl);
+        for (int a = 0; a < n_head; a++)
+            for (int b = 0; b < n_ffn; b++)
+                for (int c = 0; c < n_hid; c++) {
+                    /* parameters of this shape: a plan with the counts set (lists are not read) */
+                    p.n_head = head_opts[a];
+                    p.n_head_kv = head_kv[a];
+                    p.n_ff = ffn_opts[b];
+                    p.n_embd = hid_opts[c];
+                    for (int64_t l = 0; l < L; l++) p.keep_layer[l] = l < kl;
+                    uint64_t n = blocks_only ? prune_block_params(&p, m) : prune_plan_params(&p, m);
+                    if (n == 0 || n > target) continue;
+                    double cost = lcost + head_cost[a] + ffn_cost[b] + hid_cost[c];
+                    if (cost < best_cost - 1e-12 || (fabs(cost - best_cost) <= 1e-12 && n > best_params)) {
+                        best_cost = cost;
+                        best_params = n;
+                        found = true;
+                        memset(r, 0, sizeof *r);
+                        r->keep_layers = kl < L ? kl : 0;
+                        r->keep_heads = head_opts[a] < H ? head_opts[a] : 0;
+                        r->head_mode = PRUNE_HEADS_AUTO;
+                        r->keep_ffn = ffn_opts[b] < F ? ffn_opts[b] : 0;
+                        r->keep_hidden = hid_opts[c] < E ? hid_opts[c] : 0;
+                    }
+                }
+    }
+    prune_plan_free(&p);
+    if (!found)
+        return slmc_fail(err, m->path, "no shape down to half the layers and hidden width, an eighth of the FFN and "
+                                       "one head group has at most %llu parameters", (unsigned long long)target);
+    return 0;
+}
+
+/* ===================================================================== building the model */
+
+/* Memory of the pruned tensors: shared anonymous mappings, one per tensor. Shared, not
+ * private, because the writers drop tensors' pages after writing them (model_release_source,
+ * MADV_DONTNEED), which would zero private memory but keeps shared memory's contents. */
+typedef struct pruned_src {
+    void **maps;   /* [n] mappings */
+    size_t *sizes; /* [n] their lengths */
+    size_t n, cap;
+} pruned_src;
+
+static void pruned_src_free(void *v) {
+    pruned_src *ps = v;
+    for (size_t i = 0; i < ps->n; i++) munmap(ps->maps[i], ps->sizes[i]);
+    free(ps->maps);
+    free(ps->sizes);
+    free(ps);
+}
+
+static void *pruned_alloc(pruned_src *ps, size_t n) {
+    if (ps->n == ps->cap) {
+        size_t cap = ps->cap ? 2 * ps->cap : 64;
+        void **maps = realloc(ps->maps, cap * sizeof *maps);
+        if (!maps) return NULL;
+        ps->maps = maps;
+        size_t *sizes = realloc(ps->sizes, cap * sizeof *sizes);
+        if (!sizes) return NULL;
+        ps->sizes = sizes;
+        ps->cap = cap;
+    }
+    void *p = mmap(NULL, n ? n : 1, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    ps->maps[ps->n] = p;
+    ps->sizes[ps->n++] = n ? n : 1;
+    return p;
+}
+
+/* Fill out (name set by the caller) with the selected rows and columns of tensor ti. */
+static int build_tensor(const model *m, uint64_t ti, const selection *s, pruned_src *ps, model_tensor *out,
+                        slmc_err *err) {
+    const model_tensor *t = &m->tensors[ti];
+    out->n_dims = t->n_dims;
+    for (int d = 0; d < MODEL_MAX_DIMS; d++) out->ne[d] = t->ne[d];
+    if (!s->rows && !s->cols) { /* untouched: point at the source, in its row order */
+        out->type = t->type;
+        out->nbytes = t->nbytes;
+        out->data = t->data;
+        out->qk_heads = t->qk_heads;
+        return 0;
+    }
+    const bool is_float = type_is_float(t->type);
+    const quant_kernels *qk = is_float ? NULL : quant_get(t->type);
+    if (s->cols && !is_float && !(qk && qk->dequantize))
+        return slmc_fail(err, m->path, "%s: type %s cannot be dequantized to cut columns", t->name, type_name(t->type));
+    out->type = s->cols && !is_float ? GGML_TYPE_F32 : t->type;
+    out->ne[0] = s->n_cols;
+    if (t->n_dims >= 2) out->ne[1] = s->n_rows;
+    out->qk_heads = 0; /* rows are read in llama.cpp's order below */
+    const uint64_t in_row = model_tensor_row_bytes(t), out_row = type_nbytes(out->type, s->n_cols);
+    if (out_row == 0) return slmc_fail(err, m->path, "%s: %lld columns do not fill whole %s blocks", t->name,
+                                       (long long)s->n_cols, type_name(out->type));
+    out->nbytes = out_row * (uint64_t)s->n_rows;
+    uint8_t *dst = pruned_alloc(ps, out->nbytes);
+    uint8_t *row = malloc(in_row);
+    float *f = !is_float && s->cols ? malloc(sizeof(float) * (size_t)t->ne[0]) : NULL;
+    if (!dst || !row || (!is_float && s->cols && !f)) {
+        free(row);
+        free(f);
+        return slmc_fail(err, m->path, "%s: out of memory", t->name);
+    }
+    const size_t es = is_float ? type_get(t->type)->type_size : sizeof(float);
+    for (int64_t r = 0; r < s->n_rows; r++) {
+        const int64_t src = s->rows ? s->rows[r] : r;
+        if (model_read_rows(m, ti, src, 1, row, err) != 0) { free(row); free(f); return -1; }
+        uint8_t *o = dst + (uint64_t)r * out_row;
+        if (!s->cols) { memcpy(o, row, in_row); continue; }
+        const uint8_t *from = row;
+        if (!is_float) { qk->dequantize(row, f, t->ne[0]); from = (const uint8_t *)f; }
+        for (int64_t c = 0; c < s->n_cols; c++) memcpy(o + (size_t)c * es, from + (size_t)s->cols[c] * es, es);
+    }
+    out->data = dst;
+    free(row);
+    free(f);
+    return 0;
+}
+
+/* The metadata of the pruned model: the input's, with the architecture keys of the new shape. */
+static int pruned_meta(model *out, const model *m, const prune_plan *p, slmc_err *err) {
+    if (meta_copy(&out->kv, &m->kv) != 0) return slmc_fail(err, m->path, "out of memory");
+    const char *a = m->cfg.arch;
+    const int64_t hd = m->cfg.head_dim;
+    char k[160];
+    int rc = 0;
+#define SET(suffix, v) (snprintf(k, sizeof k, "%s.%s", a, suffix), rc |= meta_set_u32(&out->kv, k, (uint32_t)(v)))
+    SET("block_count", p->n_layer);
+    SET("embedding_length", p->n_embd);
+    SET("feed_forward_length", p->n_ff);
+    SET("attention.head_count", p->n_head);
+    SET("attention.head_count_kv", p->n_head_kv);
+    /* the head size no longer follows from embedding_length / head_count: state it */
+    if (p->n_embd % p->n_head != 0 || p->n_embd / p->n_head != hd) {
+        SET("attention.key_length", hd);
+        SET("attention.value_length", hd);
+    }
+    snprintf(k, sizeof k, "%s.rope.dimension_count", a);
+    if (!meta_find(&out->kv, k)) SET("rope.dimension_count", m->cfg.n_rot);
+#undef SET
+    if (rc) return slmc_fail(err, m->path, "out of memory");
+    return 0;
+}
+
+int prune_apply(model *out, const model *m, const prune_plan *p, slmc_err *err) {
+    memset(out, 0, sizeof *out);
+    meta_init(&out->kv);
+    if (check_model(m, err) != 0) return -1;
+    if (p->n_layer_in != m->cfg.n_layer || p->n_embd_in != m->cfg.n_embd || p->n_ff_in != m->cfg.n_ff ||
+        p->n_head_in != m->cfg.n_head || p->n_head_kv_in != m->cfg.n_head_kv)
+        return slmc_fail(err, m->path, "the pruning plan was made for another shape of model");
+    pruned_src *ps = calloc(1, sizeof *ps);
+    out->path = strdup(m->path);
+    out->tensors = calloc(m->n_tensors ? m->n_tensors : 1, sizeof *out->tensors);
+    if (!ps || !out->path || !out->tensors) {
+        free(ps);
+        model_close(out);
+        return slmc_fail(err, m->path, "out of memory");
+    }
+    out->src = ps;
+    out->free_src = pruned_src_free;
+    out->format = m->format;
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        const model_tensor *t = &m->tensors[i];
+        selection s;
+        if (tensor_selection(p, m, t, true, &s, err) != 0) { model_close(out); return -1; }
+        if (s.skip) { selection_free(&s); continue; }
+        model_tensor *o = &out->tensors[out->n_tensors];
+        int layer, off = 0;
+        if (s.new_layer >= 0 && sscanf(t->name, "blk.%d.%n", &layer, &off) == 1 && off > 0) {
+            size_t n = strlen(t->name) + 24;
+            if ((o->name = malloc(n))) snprintf(o->name, n, "blk.%d.%s", s.new_layer, t->name + off);
+        } else {
+            o->name = strdup(t->name);
+        }
+        out->n_tensors++; /* counted now so model_close frees the name whatever happens next */
+        int rc = o->name ? build_tensor(m, i, &s, ps, o, err) : slmc_fail(err, m->path, "out of memory");
+        selection_free(&s);
+        if (rc != 0) { model_close(out); return -1; }
+    }
+    if (pruned_meta(out, m, p, err) != 0 || model_config_from_meta(out, err) != 0) {
+        model_close(out);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,95 @@
+/* prune.h - structured pruning of Llama-family models: which heads, FFN channels, layers and
+ * hidden channels to keep (a plan), and the smaller model that results.
+ *
+ *   scores (importance.h) ─> prune_select ─> prune_plan ─> prune_apply ─> model (in memory)
+ *                                                                       ─> model_write_gguf / hf_write
+ *
+ * Every layer keeps the same shape (n_head, n_head_kv, n_ff), so the result is an ordinary
+ * checkpoint that llama.cpp and Hugging Face load. What each axis removes, in GGUF terms
+ * (ne[0] is the row length, i.e. the input dimension):
+ *   head h       rows h*hd..(h+1)*hd-1 of attn_q (and attn_q.bias), the same columns of
+ *                attn_output; a KV head also its rows of attn_k / attn_v (and biases).
+ *                llama.cpp's RoPE row interleaving stays inside a head, so whole heads are
+ *                whole row blocks.
+ *   FFN channel  row c of ffn_gate and ffn_up, column c of ffn_down.
+ *   layer        every blk.N.* tensor; later blocks are renumbered.
+ *   hidden       column c of every matrix reading the residual stream (token_embd, attn_q/k/v,
+ *                ffn_gate/up, output), row c of every matrix writing it (attn_output,
+ *                ffn_down) and element c of every norm.
+ * With grouped-query attention query head h reads KV head h / (n_head / n_head_kv): a plan
+ * either removes whole KV groups with their query heads, or the same number of query heads
+ * from every group, so the mapping stays h' / (n_head' / n_head_kv').
+ */
+#ifndef SLMC_PRUNE_H
+#define SLMC_PRUNE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "formats/error.h"
+#include "formats/model.h"
+#include "prune/importance.h"
+
+/* What to keep. Index lists are ascending (the kept units keep their relative order). */
+typedef struct prune_plan {
+    int64_t n_layer_in;      /* layers of the input */
+    bool *keep_layer;        /* [n_layer_in] */
+    int64_t n_layer;         /* kept layers */
+    int64_t n_head_in, n_head_kv_in, n_ff_in, n_embd_in; /* input shape */
+    int64_t n_head;          /* query heads kept in every layer */
+    int64_t n_head_kv;       /* KV heads kept in every layer */
+    int64_t *heads;          /* [n_layer_in][n_head] kept query heads of each input layer */
+    int64_t *kv_heads;       /* [n_layer_in][n_head_kv] kept KV heads of each input layer */
+    int64_t n_ff;            /* FFN channels kept in every layer */
+    int64_t *ffn;            /* [n_layer_in][n_ff] kept channels */
+    int64_t n_embd;          /* hidden channels kept */
+    int64_t *hidden;         /* [n_embd] kept hidden channels (one set for the whole model) */
+} prune_plan;
+
+/* The plan that keeps everything of m (then edit it, or fill it with prune_select). */
+int prune_plan_identity(prune_plan *p, const model *m, slmc_err *err);
+void prune_plan_free(prune_plan *p);
+
+/* How heads are removed under grouped-query attention. */
+typedef enum prune_head_mode {
+    PRUNE_HEADS_AUTO,        /* per group when n_head_kv divides the kept count, else whole groups */
+    PRUNE_HEADS_PER_GROUP,   /* the same number of query heads from every KV group */
+    PRUNE_HEADS_GROUPS,      /* whole KV groups with all their query heads */
+} prune_head_mode;
+
+/* The shape asked for; 0 (or NULL) leaves an axis alone. */
+typedef struct prune_request {
+    int64_t keep_ffn;        /* FFN channels per layer */
+    int64_t keep_heads;      /* query heads per layer */
+    prune_head_mode head_mode;
+    int64_t keep_layers;     /* layers, chosen by importance */
+    const bool *drop_layers; /* or [n_layer] layers named by the user (overrides keep_layers) */
+    int64_t keep_hidden;     /* hidden width */
+} prune_request;
+
+/* Fill p with the most important units of each axis, as many as r asks for (the others of
+ * the identity plan). Fails when a count is out of range or heads do not fit the groups. */
+int prune_select(prune_plan *p, const model *m, const prune_scores *s, const prune_request *r, slmc_err *err);
+
+/* Parameters of the model the plan gives (every tensor of m, as prune_apply shapes it). */
+uint64_t prune_plan_params(const prune_plan *p, const model *m);
+/* Parameters inside the blocks (blk.*), input and pruned: the part pruning can cut apart from
+ * the hidden width's share of the embeddings. */
+uint64_t prune_block_params(const prune_plan *p, const model *m);
+
+/* --target-params: search kept counts (layers, heads, FFN channels, hidden width) whose model
+ * has at most `target` parameters (counted over all tensors, or only the blocks when
+ * blocks_only), choosing the one that removes the least importance (scores s; each axis's
+ * removed share of its importance, summed). Fills r (a request for prune_select). */
+int prune_search_target(prune_request *r, const model *m, const prune_scores *s, uint64_t target, bool blocks_only,
+                        slmc_err *err);
+
+/* Build the pruned model in `out`: its own metadata (block_count, feed_forward_length,
+ * head_count, head_count_kv, embedding_length, key_length when needed; tokenizer and
+ * everything else copied), tensors in m's order. Tensors the plan leaves untouched point into
+ * m's data, which must outlive out; changed ones live in memory owned by out (row removal
+ * keeps the type; column removal keeps F32/F16/BF16 and turns quantized tensors into F32).
+ * Free with model_close. */
+int prune_apply(model *out, const model *m, const prune_plan *p, slmc_err *err);
+
+#endif
