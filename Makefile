@@ -8,7 +8,7 @@
 CC ?= cc
 PREFIX ?= /usr/local
 BUILD ?= build
-PKGS := zlib libzstd hdf5 jansson libpcre2-8
+PKGS := zlib libzstd hdf5 jansson libpcre2-8 yaml-0.1
 SAN ?=
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

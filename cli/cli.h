@@ -40,6 +40,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_imatrix(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
+int cmd_pipeline(int argc, char **argv);
 int cmd_distill(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 

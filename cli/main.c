@@ -23,6 +23,7 @@ static const cli_command COMMANDS[] = {
     {"generate", "continue a prompt, streaming tokens to stdout", cmd_generate},
     {"train", "train or fine-tune a model with cross-entropy (checkpoints, resume, GGUF/HF export)", cmd_train},
     {"distill", "teacher-student distillation: KL with temperature + alpha * cross-entropy", cmd_distill},
+    {"pipeline", "run a compression recipe: cached steps, quality gates, reports", cmd_pipeline},
     {"synth", "write a deterministic synthetic Llama checkpoint of a real shape", cmd_synth},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof *COMMANDS)

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.." || exit 1
 out=build-fuzz
 mkdir -p "$out"
 CC=${FUZZ_CC:-clang}
-PKGS="zlib libzstd hdf5 jansson libpcre2-8"
+PKGS="zlib libzstd hdf5 jansson libpcre2-8 yaml-0.1"
 pkg=$(pkg-config --cflags --libs $PKGS) || { echo "fuzz: pkg-config failed for $PKGS" >&2; exit 1; }
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=c11 -D_GNU_SOURCE -I."
 
