@@ -838,6 +838,24 @@ done:
     return rc;
 }
 
+/* The dtype a tensor is stored with. An explicit outtype applies to all. Otherwise the model's
+ * dominant type, except for F32 vectors (norms, biases) whose values that type cannot hold
+ * exactly: those stay F32, so GGUF -> HF -> GGUF loses nothing (a norm trained in F32 beside
+ * F16 matrices), while norms that came from a BF16 checkpoint go back to BF16 byte for byte. */
+static int tensor_out_type(const model *m, uint64_t ti, int dominant, int outtype) {
+    const model_tensor *t = &m->tensors[ti];
+    if (outtype != -1 || t->type != GGML_TYPE_F32 || dominant == GGML_TYPE_F32) return dominant;
+    if (model_tensor_rows(t) != 1) return dominant;
+    const float *v = (const float *)t->data; /* a vector: one row, read in place */
+    for (int64_t i = 0; i < t->ne[0]; i++) {
+        float back;
+        if (dominant == GGML_TYPE_F16) back = fp16_to_f32(f32_to_fp16(v[i]));
+        else back = bf16_to_f32(f32_to_bf16(v[i]));
+        if (memcmp(&back, &v[i], sizeof back) != 0) return GGML_TYPE_F32;
+    }
+    return dominant;
+}
+
 int hf_write(const model *m, const char *dir, int outtype, uint64_t shard_size,
              const slmc_progress *progress, slmc_err *err) {
     if (strcmp(m->cfg.arch, "llama") != 0 && strcmp(m->cfg.arch, "qwen2") != 0)
@@ -866,10 +884,10 @@ int hf_write(const model *m, const char *dir, int outtype, uint64_t shard_size,
         names[i] = gguf_to_hf_name(t->name);
         if (!names[i]) { slmc_fail(err, m->path, "tensor %s has no Hugging Face name", t->name); goto free_names; }
         outs[i].name = names[i];
-        outs[i].type = out_type;
+        outs[i].type = tensor_out_type(m, i, out_type, outtype);
         outs[i].n_dims = t->n_dims;
         for (int d = 0; d < t->n_dims; d++) outs[i].shape[d] = t->ne[t->n_dims - 1 - d];
-        total += type_nbytes(out_type, model_tensor_rows(t) * t->ne[0]);
+        total += type_nbytes(outs[i].type, model_tensor_rows(t) * t->ne[0]);
     }
 
     atomic_dir ad;
@@ -879,7 +897,7 @@ int hf_write(const model *m, const char *dir, int outtype, uint64_t shard_size,
     if (st_writer_open(&w, ad.tmp_path, outs, m->n_tensors, shard_size, NULL, NULL, 0, err)) goto abort_dir;
     uint64_t done = 0;
     for (uint64_t i = 0; i < m->n_tensors; i++) {
-        if (write_tensor(m, i, out_type, &w, &done, total, progress, err)) { st_writer_abort(&w); goto abort_dir; }
+        if (write_tensor(m, i, outs[i].type, &w, &done, total, progress, err)) { st_writer_abort(&w); goto abort_dir; }
         model_release_source(m, &m->tensors[i]); /* keep peak RSS independent of model size */
     }
     if (st_writer_finish(&w, err)) { st_writer_abort(&w); goto abort_dir; }
