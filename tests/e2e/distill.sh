@@ -16,12 +16,22 @@ awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }' && ok "loss $first -> $
 grep -q '"eval_ppl"' "$T/m.jsonl" && ok "final evaluation in the metrics" || fail "no eval_ppl line"
 expect 0 "exported GGUF evaluates" -- $SLMC eval "$T/out.gguf" --text "$DATA" -c 64 --chunks 4 --json -q
 
-# 10 steps, then 10 more from the checkpoint == 20 steps in one go (same weights, bitwise)
-expect 0 "train 20 steps, checkpoint at step 10" -- $SLMC train --model "$M" $COMMON --steps 20 --checkpoint-every 10 \
-    --checkpoint "$T/c10.h5" -o "$T/dummy.gguf" --metrics "$T/a.jsonl"
-expect 0 "resume from the step-10 checkpoint" -- $SLMC train --model "$M" $COMMON --steps 20 --resume "$T/c10.h5" \
-    --checkpoint "$T/c20.h5" -o "$T/resumed.gguf"
-cmp -s "$T/out.gguf" "$T/resumed.gguf" && ok "resumed export is byte-identical" || fail "resumed export differs"
+# kill -9 mid-run, then --resume from the last periodic checkpoint == the uninterrupted run
+expect 0 "train 300 steps uninterrupted" -- $SLMC train --model "$M" $COMMON --steps 300 --checkpoint "$T/full.h5" -o "$T/full.gguf"
+$SLMC train --model "$M" $COMMON --steps 300 --checkpoint-every 5 --checkpoint "$T/k9.h5" -o "$T/k9.gguf" 2>/dev/null &
+pid=$!
+i=0
+while [ ! -s "$T/k9.h5" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+sleep 0.2
+kill -9 $pid 2>/dev/null
+wait $pid 2>/dev/null
+[ -e "$T/k9.gguf" ] && fail "kill -9 left an output file" || ok "kill -9: no output file"
+expect 0 "resume after kill -9" -- $SLMC train --model "$M" $COMMON --steps 300 --resume "$T/k9.h5" \
+    --checkpoint "$T/k9b.h5" --metrics "$T/k9.jsonl" -o "$T/k9.gguf"
+n=$(grep -c '"loss"' "$T/k9.jsonl")
+[ "$n" -gt 0 ] && [ "$n" -lt 300 ] && ok "resumed mid-run ($n steps left)" || fail "resume ran $n steps"
+cmp -s "$T/full.gguf" "$T/k9.gguf" && ok "resumed export is byte-identical to the uninterrupted run" \
+    || fail "resumed export differs from the uninterrupted run"
 
 # SIGINT: a checkpoint is written and the run exits 130
 $SLMC train --model "$M" $COMMON --steps 100000 --checkpoint "$T/int.h5" -o "$T/int.gguf" 2>"$T/err" &
