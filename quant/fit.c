@@ -127,6 +127,7 @@ int fit_table_build(fit_table *tab, const model *m, const int *base_types, const
         }
         const float *imp = importance ? importance[i] : NULL;
         if (build_tensor(&tab->t[tab->n], m, i, imp, sample_rows, err) != 0) { fit_table_free(tab); return -1; }
+        model_release_source(m, &m->tensors[i]); /* the sampled pages: keep RSS flat on big models */
         tab->n++;
     }
     return 0;
