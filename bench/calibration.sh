@@ -8,7 +8,8 @@
 #   gptq     slmc quantize --method gptq --calib books-train.txt
 # beside llama.cpp's own imatrix results (../shared/reference/ppl-books-22m.json), then fit-to-size
 # rows: --target-size set to each mix's tensor bytes, against that mix (equal size).
-# Calibration: -c 256 --chunks 50 of books-train.txt (CALIB_CHUNKS). Work files in $BENCH_DIR.
+# Calibration: -c 256 --chunks 50 of books-train.txt for GPTQ (CALIB_CHUNKS), 100 for the imatrix
+# (IMATRIX_CHUNKS, as llama.cpp's reference imatrix). Work files in $BENCH_DIR.
 set -e
 build=${1:-build}
 S="$build/slmc"
@@ -20,6 +21,7 @@ VALID=$SH/text/books-valid.txt
 REF=$SH/reference/ppl-books-22m.json
 DIR=${BENCH_DIR:-/tmp/slmc-bench-calib}
 CALIB_CHUNKS=${CALIB_CHUNKS:-50}
+IMATRIX_CHUNKS=${IMATRIX_CHUNKS:-100}
 EVAL_CHUNKS=${EVAL_CHUNKS:-100}
 MIXES="Q2_K Q3_K_S Q3_K_M Q4_K_M"
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
@@ -53,8 +55,8 @@ tail -n 1 "$DIR/gptq.txt" >&2
 
 have_imatrix=0
 if "$S" quantize --help 2>/dev/null | grep -qE -- '^ +--imatrix '; then
-    log "imatrix (-c 256 --chunks $CALIB_CHUNKS)"
-    if "$S" imatrix "$HF" --text "$TRAIN" -c 256 --chunks "$CALIB_CHUNKS" -o "$DIR/imatrix.dat" -q >/dev/null &&
+    log "imatrix (-c 256 --chunks $IMATRIX_CHUNKS, as the llama-imatrix reference)"
+    if "$S" imatrix "$HF" --text "$TRAIN" -c 256 --chunks "$IMATRIX_CHUNKS" -o "$DIR/imatrix.dat" -q >/dev/null &&
         "$S" quantize "$HF" --type "$types" -o "$DIR/imatrix-{type}.gguf" --imatrix "$DIR/imatrix.dat" -q; then
         have_imatrix=1
     else
