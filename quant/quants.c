@@ -6,6 +6,7 @@
  *   3. the scale searches shared by several types (make_qx_quants, make_qkx2_quants, ...)
  *   4. legacy types Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 (blocks of 32)
  *   5. K-quants Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K (super-blocks of 256)
+ *   5a. the search that improves the weighted K-quant blocks of llama.cpp's algorithm
  *   5b. non-linear 4-bit IQ4_NL (blocks of 32) and IQ4_XS (super-blocks of 256)
  *   6. float types and the kernel table
  *
@@ -772,6 +773,9 @@ static void quantize_q8_0_weighted(const float *x, void *vy, int64_t n, const fl
 
 /* ===================================================================== 5. K-quants */
 
+/* The weighted K-quant drivers run llama.cpp's algorithm, then improve each block (section 5a). */
+static void k_refine_row(int type, const float *x, void *y, int64_t n, const float *importance);
+
 /* Q2_K requantization: with the final (fp16-rounded) scales and mins, each value gets the
  * nearest level of its sub-block of 16. Shared by the reference and weighted versions. */
 static void q2_K_requantize(const float *x, const block_q2_K *b, uint8_t *L) {
@@ -837,8 +841,7 @@ static void dequantize_q2_K(const void *vx, float *y, int64_t n) {
 
 /* Weighted Q2_K: per-16 fits by make_qkx_quants with importance weights and squared error,
  * then scales and mins quantized by make_qp_quants weighted by each sub-block's total weight. */
-static void quantize_q2_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
-    if (!importance) { quantize_q2_K_fast(x, vy, n); return; }
+static void q2_K_weighted_llama(const float *x, void *vy, int64_t n, const float *importance) {
     const quant_searches *s = active_searches();
     block_q2_K *y = vy;
     uint8_t L[QK_K], Laux[16], Ls[QK_K / 16], Lm[QK_K / 16];
@@ -861,7 +864,14 @@ static void quantize_q2_K_weighted(const float *x, void *vy, int64_t n, const fl
     }
 }
 
+static void quantize_q2_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+    if (!importance) { quantize_q2_K_fast(x, vy, n); return; }
+    q2_K_weighted_llama(x, vy, n, importance);
+    k_refine_row(GGML_TYPE_Q2_K, x, vy, n, importance);
+}
+
 /* Q3_K (and Q6_K) requantization with the final signed scales; L gets quant + 4. */
+static void q3_K_pack(uint8_t *L, block_q3_K *b);
 static void q3_K_finish(const float *x, block_q3_K *b, int8_t *Ls8) {
     uint8_t L[QK_K];
     for (int j = 0; j < QK_K; ++j) L[j] = (uint8_t)Ls8[j];
@@ -870,6 +880,11 @@ static void q3_K_finish(const float *x, block_q3_K *b, int8_t *Ls8) {
         if (!d) continue;
         for (int ii = 0; ii < 16; ++ii) L[16 * j + ii] = (uint8_t)(iclamp(nearest_int(x[16 * j + ii] / d), -4, 3) + 4);
     }
+    q3_K_pack(L, b);
+}
+
+/* Q3_K quants L[0..255] (0..7) into hmask (high bit) and qs (low 2 bits). L is overwritten. */
+static void q3_K_pack(uint8_t *L, block_q3_K *b) {
     /* high bit: element j goes to hmask[j % 32], bit j / 32 */
     memset(b->hmask, 0, sizeof b->hmask);
     for (int j = 0; j < QK_K; ++j) {
@@ -925,8 +940,7 @@ static void dequantize_q3_K(const void *vx, float *y, int64_t n) {
 
 /* Weighted Q3_K: per-16 fits by make_qx_quants with importance weights, then the 16 scales
  * by make_qx_quants (6 bits) weighted by each sub-block's total weight. */
-static void quantize_q3_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
-    if (!importance) { quantize_q3_K_ref(x, vy, n); return; }
+static void q3_K_weighted_llama(const float *x, void *vy, int64_t n, const float *importance) {
     const quant_searches *s = active_searches();
     block_q3_K *y = vy;
     int8_t L[QK_K], Ls8[QK_K / 16];
@@ -947,6 +961,12 @@ static void quantize_q3_K_weighted(const float *x, void *vy, int64_t n, const fl
         y[i].d = to_half(d_block);
         q3_K_finish(x, &y[i], L);
     }
+}
+
+static void quantize_q3_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+    if (!importance) { quantize_q3_K_ref(x, vy, n); return; }
+    q3_K_weighted_llama(x, vy, n, importance);
+    k_refine_row(GGML_TYPE_Q3_K, x, vy, n, importance);
 }
 
 /* Q4_K / Q5_K share everything but the number of levels (nmax 15 or 31) and the packing. */
@@ -1037,8 +1057,7 @@ static void q4_K_rows(const float *x, void *vy, int64_t n, const quant_searches 
 static void quantize_q4_K_ref(const float *x, void *y, int64_t n) { q4_K_rows(x, y, n, &REF_SEARCHES); }
 static void quantize_q4_K_fast(const float *x, void *y, int64_t n) { q4_K_rows(x, y, n, active_searches()); }
 
-static void quantize_q4_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
-    if (!importance) { quantize_q4_K_fast(x, vy, n); return; }
+static void q4_K_weighted_llama(const float *x, void *vy, int64_t n, const float *importance) {
     const quant_searches *s = active_searches();
     block_q4_K *y = vy;
     uint8_t L[QK_K];
@@ -1047,6 +1066,12 @@ static void quantize_q4_K_weighted(const float *x, void *vy, int64_t n, const fl
         k4_requantize(x, 15, y[i].scales, y[i].d, y[i].dmin, L);
         q4_K_pack(L, y[i].qs);
     }
+}
+
+static void quantize_q4_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+    if (!importance) { quantize_q4_K_fast(x, vy, n); return; }
+    q4_K_weighted_llama(x, vy, n, importance);
+    k_refine_row(GGML_TYPE_Q4_K, x, vy, n, importance);
 }
 
 static void dequantize_q4_K(const void *vx, float *y, int64_t n) {
@@ -1093,8 +1118,7 @@ static void q5_K_rows(const float *x, void *vy, int64_t n, const quant_searches 
 static void quantize_q5_K_ref(const float *x, void *y, int64_t n) { q5_K_rows(x, y, n, &REF_SEARCHES); }
 static void quantize_q5_K_fast(const float *x, void *y, int64_t n) { q5_K_rows(x, y, n, active_searches()); }
 
-static void quantize_q5_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
-    if (!importance) { quantize_q5_K_fast(x, vy, n); return; }
+static void q5_K_weighted_llama(const float *x, void *vy, int64_t n, const float *importance) {
     const quant_searches *s = active_searches();
     block_q5_K *y = vy;
     uint8_t L[QK_K];
@@ -1103,6 +1127,12 @@ static void quantize_q5_K_weighted(const float *x, void *vy, int64_t n, const fl
         k4_requantize(x, 31, y[i].scales, y[i].d, y[i].dmin, L);
         q5_K_pack(L, y[i].qs, y[i].qh);
     }
+}
+
+static void quantize_q5_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+    if (!importance) { quantize_q5_K_fast(x, vy, n); return; }
+    q5_K_weighted_llama(x, vy, n, importance);
+    k_refine_row(GGML_TYPE_Q5_K, x, vy, n, importance);
 }
 
 static void dequantize_q5_K(const void *vx, float *y, int64_t n) {
@@ -1125,6 +1155,7 @@ static void dequantize_q5_K(const void *vx, float *y, int64_t n) {
 
 /* Q6_K: per 16 values a symmetric 6-bit fit (make_qx_quants with weights x^2, or the
  * importance directly), the 16 signed scales quantized to int8 against the largest. */
+static void q6_K_pack(const uint8_t *L, block_q6_K *y);
 static void quantize_q6_K_block(const float *x, block_q6_K *y, const float *importance, const quant_searches *s) {
     int8_t L[QK_K];
     float scales[QK_K / 16];
@@ -1150,12 +1181,16 @@ static void quantize_q6_K_block(const float *x, block_q6_K *y, const float *impo
         for (int ii = 0; ii < 16; ++ii)
             L[16 * j + ii] = (int8_t)(iclamp(nearest_int(x[16 * j + ii] / d), -32, 31) + 32);
     }
-    /* per 128 values: ql[l] = low nibbles of l and l+64, ql[l+32] = of l+32 and l+96;
-     * qh[l] = the top 2 bits of l, l+32, l+64, l+96 */
+    q6_K_pack((const uint8_t *)L, y);
+}
+
+/* Q6_K quants L[0..255] (0..63) into ql / qh. Per 128 values: ql[l] = low nibbles of l and
+ * l+64, ql[l+32] = of l+32 and l+96; qh[l] = the top 2 bits of l, l+32, l+64, l+96. */
+static void q6_K_pack(const uint8_t *L, block_q6_K *y) {
     uint8_t *ql = y->ql, *qh = y->qh;
     for (int j = 0; j < QK_K; j += 128, ql += 64, qh += 32) {
         for (int l = 0; l < 32; ++l) {
-            const uint8_t *q = (const uint8_t *)L + j + l;
+            const uint8_t *q = L + j + l;
             ql[l] = (uint8_t)((q[0] & 0xF) | ((q[64] & 0xF) << 4));
             ql[l + 32] = (uint8_t)((q[32] & 0xF) | ((q[96] & 0xF) << 4));
             qh[l] = (uint8_t)((q[0] >> 4) | ((q[32] >> 4) << 2) | ((q[64] >> 4) << 4) | ((q[96] >> 4) << 6));
@@ -1174,11 +1209,16 @@ static void quantize_q6_K_fast(const float *x, void *vy, int64_t n) {
     for (int64_t i = 0; i < n / QK_K; ++i) quantize_q6_K_block(x + QK_K * i, &y[i], NULL, s);
 }
 
-static void quantize_q6_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+static void q6_K_weighted_llama(const float *x, void *vy, int64_t n, const float *importance) {
     block_q6_K *y = vy;
     const quant_searches *s = active_searches();
     for (int64_t i = 0; i < n / QK_K; ++i)
         quantize_q6_K_block(x + QK_K * i, &y[i], importance ? importance + QK_K * i : NULL, s);
+}
+
+static void quantize_q6_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+    q6_K_weighted_llama(x, vy, n, importance);
+    if (importance) k_refine_row(GGML_TYPE_Q6_K, x, vy, n, importance);
 }
 
 static void dequantize_q6_K(const void *vx, float *y, int64_t n) {
@@ -1237,6 +1277,379 @@ static void dequantize_q8_K(const void *vx, float *y, int64_t n) {
     const block_q8_K *x = vx;
     for (int64_t i = 0; i < n / QK_K; ++i)
         for (int j = 0; j < QK_K; ++j) *y++ = x[i].d * x[i].qs[j];
+}
+
+/* ===================================================================== 5a. refining weighted K-quants
+ *
+ * llama.cpp's weighted K-quant search fits each sub-block in floats, then rounds the sub-block
+ * scales to 4/6/8 bits and requantizes: the rounding moves every sub-block away from its fit,
+ * and nothing afterwards looks at the error of the stored block. Here each block llama.cpp's
+ * algorithm produced is a starting point for a search over stored blocks, judged by the exact
+ * error of the dequantized values (k_block_error):
+ *     sum_i w_i (x_i - y_i)^2  +  0.1 (g-1) * sum_j (sum_{i in j} w_i (x_i - y_i))^2 / sum_{i in j} w_i
+ * with llama.cpp's own weights w for the type (importance * sqrt(sigma2 + x^2); the importance
+ * alone for Q6_K) and j the sub-blocks of g values. The second term is the "shift" part of a
+ * sub-block's error: a change of a sub-block scale or min moves all its g values together, and
+ * such correlated errors add up in a dot product with the activations, which the per-value
+ * (diagonal) imatrix does not see. Without it the search lowered sum w (x - y)^2 but made the
+ * KL divergence of real models worse (docs/quant-types.md has the measurements). The search:
+ *   - with the super-block scales (d, dmin) fixed, each sub-block is independent: try integer
+ *     scales (and mins) in a small window and the nearest levels for each, keep the best;
+ *   - with all integers fixed, the value is linear in (d, dmin), so the best (d, dmin) is a
+ *     2x2 weighted least-squares solve; round it to fp16 and redo the sub-blocks (twice);
+ *   - starting from llama.cpp's d scaled by a few factors near 1.
+ * The block that is stored is the better of llama.cpp's and the search's, so it is never worse.
+ * quantize_weighted runs it for Q4_K and Q6_K only (kfmt.refine): for Q2_K every variant tried
+ * made the end-to-end KL divergence worse, for Q3_K none helped, and Q5_K's refined tensors
+ * made the Q3_K_M mix slightly worse; those keep llama.cpp's blocks. The search handles all five
+ * formats (Q2_K, Q3_K and Q5_K were measured with it on), so switching a type on is its
+ * kfmt.refine flag. */
+
+/* Weight of the shift term of the error (see the section comment), per value of a sub-block
+ * beyond the first: for a sub-block of g values, a constant error d costs (1 + 0.1 (g-1)) times
+ * what sum w d^2 alone says. */
+#define SHIFT_PENALTY 0.1
+
+/* What a K-quant block can hold, as value = (d * s_j) * q - (dmin * m_j). */
+typedef struct {
+    int nsub;       /* sub-blocks per 256 values */
+    bool has_min;   /* Q2_K / Q4_K / Q5_K: a per-sub-block minimum; else symmetric */
+    int smin, smax; /* range of the integer sub-block scales s_j */
+    int mmax;       /* range 0..mmax of the integer sub-block mins m_j (has_min only) */
+    int qmin, qmax; /* range of the levels q */
+    int radius;     /* the sub-block search tries s (and m) within +-radius of the start */
+    bool refine;    /* whether quantize_weighted runs the search (see the section comment) */
+} kfmt;
+
+/* One block in that canonical form. */
+typedef struct {
+    float d, dmin;  /* super-block scale and min scale (fp16 values) */
+    int s[16];      /* integer sub-block scales */
+    int m[16];      /* integer sub-block mins (0 for symmetric types) */
+    int8_t q[QK_K]; /* levels */
+} kfit;
+
+static bool kfmt_of(int type, kfmt *f) {
+    switch (type) {
+    case GGML_TYPE_Q2_K: *f = (kfmt){16, true, 0, 15, 15, 0, 3, 2, false}; return true;
+    case GGML_TYPE_Q3_K: *f = (kfmt){16, false, -32, 31, 0, -4, 3, 3, false}; return true;
+    case GGML_TYPE_Q4_K: *f = (kfmt){8, true, 0, 63, 63, 0, 15, 2, true}; return true;
+    case GGML_TYPE_Q5_K: *f = (kfmt){8, true, 0, 63, 63, 0, 31, 2, false}; return true;
+    case GGML_TYPE_Q6_K: *f = (kfmt){16, false, -128, 127, 0, -32, 31, 3, true}; return true;
+    default: return false;
+    }
+}
+
+/* The weights the type's llama.cpp algorithm minimises for, for one block of 256. */
+static void k_block_weights(int type, const float *x, const float *importance, float *w) {
+    if (type == GGML_TYPE_Q6_K) {
+        memcpy(w, importance, QK_K * sizeof *w);
+        return;
+    }
+    const float factor = type == GGML_TYPE_Q2_K ? 1.f : 2.f; /* Q2_K: sigma2 = mean x^2, others twice */
+    importance_weights(QK_K, x, importance, factor * sum_sq(x, QK_K) / QK_K, w);
+}
+
+/* Stored block -> canonical form. */
+static void k_decode(int type, const void *vb, kfit *k) {
+    memset(k, 0, sizeof *k);
+    switch (type) {
+    case GGML_TYPE_Q2_K: {
+        const block_q2_K *b = vb;
+        k->d = from_half(b->d);
+        k->dmin = from_half(b->dmin);
+        for (int j = 0; j < 16; ++j) { k->s[j] = b->scales[j] & 0xF; k->m[j] = b->scales[j] >> 4; }
+        for (int j = 0; j < QK_K; ++j) k->q[j] = (int8_t)((b->qs[(j / 128) * 32 + j % 32] >> (2 * ((j % 128) / 32))) & 3);
+        break;
+    }
+    case GGML_TYPE_Q3_K: {
+        const block_q3_K *b = vb;
+        k->d = from_half(b->d);
+        for (int j = 0; j < 16; ++j) k->s[j] = q3_scale(b->scales, j);
+        for (int j = 0; j < QK_K; ++j) {
+            const int low = (b->qs[(j / 128) * 32 + j % 32] >> (2 * ((j % 128) / 32))) & 3;
+            const int high = (b->hmask[j % 32] >> (j / 32)) & 1;
+            k->q[j] = (int8_t)(low - (high ? 0 : 4));
+        }
+        break;
+    }
+    case GGML_TYPE_Q4_K:
+    case GGML_TYPE_Q5_K: {
+        const bool q5 = type == GGML_TYPE_Q5_K;
+        const half hd = q5 ? ((const block_q5_K *)vb)->d : ((const block_q4_K *)vb)->d;
+        const half hm = q5 ? ((const block_q5_K *)vb)->dmin : ((const block_q4_K *)vb)->dmin;
+        const uint8_t *sc12 = q5 ? ((const block_q5_K *)vb)->scales : ((const block_q4_K *)vb)->scales;
+        const uint8_t *qs = q5 ? ((const block_q5_K *)vb)->qs : ((const block_q4_K *)vb)->qs;
+        k->d = from_half(hd);
+        k->dmin = from_half(hm);
+        for (int j = 0; j < 8; ++j) {
+            uint8_t sc, m;
+            k4_scale_min(j, sc12, &sc, &m);
+            k->s[j] = sc;
+            k->m[j] = m;
+        }
+        for (int j = 0; j < QK_K; ++j) { /* element j: chunk of 64 j/64, byte j%32, high nibble if j%64 >= 32 */
+            const int c = j / 64, l = j % 32, hi = (j % 64) >= 32;
+            int v = (qs[32 * c + l] >> (4 * hi)) & 0xF;
+            if (q5 && (((const block_q5_K *)vb)->qh[l] >> (2 * c + hi)) & 1) v += 16;
+            k->q[j] = (int8_t)v;
+        }
+        break;
+    }
+    case GGML_TYPE_Q6_K: {
+        const block_q6_K *b = vb;
+        k->d = from_half(b->d);
+        for (int j = 0; j < 16; ++j) k->s[j] = b->scales[j];
+        for (int j = 0; j < QK_K; ++j) { /* inverse of q6_K_pack */
+            const int h = j / 128, r = j % 128, l = r % 32, quarter = r / 32;
+            const uint8_t lowbyte = b->ql[64 * h + l + 32 * (quarter & 1)];
+            const int low = (lowbyte >> (4 * (quarter >> 1))) & 0xF;
+            const int high = (b->qh[32 * h + l] >> (2 * quarter)) & 3;
+            k->q[j] = (int8_t)((low | (high << 4)) - 32);
+        }
+        break;
+    }
+    }
+}
+
+/* Canonical form -> stored block (every field within its range). */
+static void k_encode(int type, const kfit *k, void *vb) {
+    uint8_t L[QK_K];
+    switch (type) {
+    case GGML_TYPE_Q2_K: {
+        block_q2_K *b = vb;
+        b->d = to_half(k->d);
+        b->dmin = to_half(k->dmin);
+        for (int j = 0; j < 16; ++j) b->scales[j] = (uint8_t)(k->s[j] | (k->m[j] << 4));
+        for (int j = 0; j < QK_K; ++j) L[j] = (uint8_t)k->q[j];
+        pack_2bit(L, b->qs);
+        break;
+    }
+    case GGML_TYPE_Q3_K: {
+        block_q3_K *b = vb;
+        int Ls[16];
+        for (int j = 0; j < 16; ++j) Ls[j] = k->s[j] + 32;
+        pack_q3_scales(Ls, b->scales);
+        b->d = to_half(k->d);
+        for (int j = 0; j < QK_K; ++j) L[j] = (uint8_t)(k->q[j] + 4);
+        q3_K_pack(L, b);
+        break;
+    }
+    case GGML_TYPE_Q4_K:
+    case GGML_TYPE_Q5_K: {
+        uint8_t ls[8], lm[8];
+        for (int j = 0; j < 8; ++j) { ls[j] = (uint8_t)k->s[j]; lm[j] = (uint8_t)k->m[j]; }
+        for (int j = 0; j < QK_K; ++j) L[j] = (uint8_t)k->q[j];
+        if (type == GGML_TYPE_Q4_K) {
+            block_q4_K *b = vb;
+            b->d = to_half(k->d);
+            b->dmin = to_half(k->dmin);
+            pack_k4_scales(ls, lm, b->scales);
+            q4_K_pack(L, b->qs);
+        } else {
+            block_q5_K *b = vb;
+            b->d = to_half(k->d);
+            b->dmin = to_half(k->dmin);
+            pack_k4_scales(ls, lm, b->scales);
+            q5_K_pack(L, b->qs, b->qh);
+        }
+        break;
+    }
+    case GGML_TYPE_Q6_K: {
+        block_q6_K *b = vb;
+        b->d = to_half(k->d);
+        for (int j = 0; j < 16; ++j) b->scales[j] = (int8_t)k->s[j];
+        for (int j = 0; j < QK_K; ++j) L[j] = (uint8_t)(k->q[j] + 32);
+        q6_K_pack(L, b);
+        break;
+    }
+    }
+}
+
+/* The exact weighted error of one stored block: dequantized by the type's own dequantizer. */
+static double k_block_error(int type, const float *x, const float *w, const void *block) {
+    float y[QK_K];
+    quant_get(type)->dequantize(block, y, QK_K);
+    kfmt f;
+    kfmt_of(type, &f);
+    const int g = QK_K / f.nsub;
+    const double lambda = SHIFT_PENALTY * (g - 1);
+    double e = 0;
+    for (int j = 0; j < QK_K; j += g) {
+        double swd = 0, sw = 0;
+        for (int l = j; l < j + g; ++l) {
+            const double diff = (double)x[l] - y[l];
+            e += w[l] * diff * diff;
+            swd += w[l] * diff;
+            sw += w[l];
+        }
+        if (sw > 0) e += lambda * swd * swd / sw;
+    }
+    return e;
+}
+
+/* Best integer scale / min and levels of one sub-block of g values for fixed d and dmin,
+ * searched within +-radius of (s0, m0). Levels are the nearest to each value (optimal for
+ * fixed scale and min). Writes s, m, q and returns the error (the dequantizer's arithmetic). */
+static double k_fit_sub(const kfmt *f, int g, const float *x, const float *w, float d, float dmin, int s0, int m0,
+                        int *s, int *m, int8_t *q) {
+    double best = INFINITY;
+    const int slo = s0 - f->radius < f->smin ? f->smin : s0 - f->radius;
+    const int shi = s0 + f->radius > f->smax ? f->smax : s0 + f->radius;
+    const int mlo = !f->has_min ? 0 : m0 - f->radius < 0 ? 0 : m0 - f->radius;
+    const int mhi = !f->has_min ? 0 : m0 + f->radius > f->mmax ? f->mmax : m0 + f->radius;
+    int8_t qt[32];
+    const double lambda = SHIFT_PENALTY * (g - 1);
+    for (int si = slo; si <= shi; ++si) {
+        const float ds = d * si;
+        const float ids = safe_inverse(ds);
+        for (int mi = mlo; mi <= mhi; ++mi) {
+            const float dm = dmin * mi;
+            double e = 0, swd = 0, sw = 0;
+            for (int l = 0; l < g; ++l) {
+                const int ql = iclamp(nearest_int((x[l] + dm) * ids), f->qmin, f->qmax);
+                qt[l] = (int8_t)ql;
+                const float y = ds * ql - dm;
+                const double diff = (double)x[l] - y;
+                e += w[l] * diff * diff;
+                swd += w[l] * diff;
+                sw += w[l];
+            }
+            if (sw > 0) e += lambda * swd * swd / sw;
+            if (e < best) {
+                best = e;
+                *s = si;
+                *m = mi;
+                memcpy(q, qt, (size_t)g);
+            }
+        }
+    }
+    return best;
+}
+
+/* All sub-blocks for fixed (d, dmin); the windows are centred where the previous integers
+ * land after rescaling from (prev->d, prev->dmin). Returns the block's total error. */
+static double k_fit_subs(const kfmt *f, const float *x, const float *w, float d, float dmin, const kfit *prev,
+                         kfit *out) {
+    const int g = QK_K / f->nsub;
+    double total = 0;
+    out->d = d;
+    out->dmin = dmin;
+    for (int j = 0; j < f->nsub; ++j) {
+        const int s0 = d ? iclamp(nearest_int(prev->s[j] * (prev->d / d)), f->smin, f->smax) : prev->s[j];
+        const int m0 = dmin ? iclamp(nearest_int(prev->m[j] * (prev->dmin / dmin)), 0, f->mmax) : prev->m[j];
+        total += k_fit_sub(f, g, x + g * j, w + g * j, d, dmin, s0, m0, &out->s[j], &out->m[j], out->q + g * j);
+    }
+    for (int j = f->nsub; j < 16; ++j) out->s[j] = out->m[j] = 0;
+    return total;
+}
+
+/* With the integers fixed, value = d * (s_j q) - dmin * m_j is linear in (d, dmin): the weighted
+ * least-squares (d, dmin), rounded to fp16. Returns false when the system is degenerate. */
+static bool k_solve_scales(const kfmt *f, const float *x, const float *w, const kfit *k, float *d, float *dmin) {
+    const int g = QK_K / f->nsub;
+    double saa = 0, sab = 0, sbb = 0, sxa = 0, sxb = 0;
+    for (int j = 0; j < QK_K; ++j) {
+        const double a = (double)k->s[j / g] * k->q[j], b = -(double)k->m[j / g];
+        saa += w[j] * a * a;
+        sab += w[j] * a * b;
+        sbb += w[j] * b * b;
+        sxa += w[j] * x[j] * a;
+        sxb += w[j] * x[j] * b;
+    }
+    double nd, nm = k->dmin;
+    const double det = saa * sbb - sab * sab;
+    if (f->has_min && sbb > 0 && det > 1e-12 * saa * sbb) {
+        nd = (sxa * sbb - sxb * sab) / det;
+        nm = (saa * sxb - sab * sxa) / det;
+    } else if (saa > 0) {
+        nd = (sxa - nm * sab) / saa; /* keep dmin (its terms are zero or it cannot be separated) */
+    } else {
+        return false;
+    }
+    if (!isfinite(nd) || !isfinite(nm)) return false;
+    *d = from_half(to_half((float)nd));
+    *dmin = f->has_min ? from_half(to_half((float)nm)) : 0.f;
+    return true;
+}
+
+/* Search from one start (d, dmin): sub-blocks, then two rounds of least-squares scales. */
+static double k_search_from(const kfmt *f, const float *x, const float *w, float d, float dmin, const kfit *base,
+                            kfit *best) {
+    kfit cur;
+    double best_err = k_fit_subs(f, x, w, d, dmin, base, best);
+    for (int round = 0; round < 2; ++round) {
+        float nd, nm;
+        if (!k_solve_scales(f, x, w, best, &nd, &nm) || !nd) break;
+        if (nd == best->d && nm == best->dmin) break;
+        const double e = k_fit_subs(f, x, w, nd, nm, best, &cur);
+        if (!(e < best_err)) break;
+        best_err = e;
+        *best = cur;
+    }
+    return best_err;
+}
+
+/* Improve one block in place (see the section comment). */
+static void k_refine_block(int type, const kfmt *f, const float *x, const float *w, void *block) {
+    const size_t size = type_get(type)->type_size;
+    const double base_err = k_block_error(type, x, w, block);
+    if (!(base_err > 0) || !isfinite(base_err)) return;
+    kfit base, cand, best = {0};
+    k_decode(type, block, &base);
+    if (!base.d) return;
+    static const float factors[] = {1.f, 0.98f, 1.02f, 0.95f, 1.05f};
+    double best_err = INFINITY;
+    for (size_t t = 0; t < sizeof factors / sizeof factors[0]; ++t) {
+        const float d = from_half(to_half(base.d * factors[t]));
+        const float dmin = from_half(to_half(base.dmin * factors[t]));
+        if (!d) continue;
+        const double e = k_search_from(f, x, w, d, dmin, &base, &cand);
+        if (e < best_err) {
+            best_err = e;
+            best = cand;
+        }
+    }
+    if (!(best_err < base_err)) return;
+    uint8_t tmp[sizeof(block_q6_K) > sizeof(block_q5_K) ? sizeof(block_q6_K) : sizeof(block_q5_K)];
+    k_encode(type, &best, tmp);
+    if (k_block_error(type, x, w, tmp) < base_err) memcpy(block, tmp, size);
+}
+
+static void k_refine_row(int type, const float *x, void *y, int64_t n, const float *importance) {
+    kfmt f;
+    if (!kfmt_of(type, &f) || !f.refine) return;
+    const size_t size = type_get(type)->type_size;
+    float w[QK_K];
+    for (int64_t i = 0; i < n / QK_K; ++i) {
+        k_block_weights(type, x + QK_K * i, importance + QK_K * i, w);
+        k_refine_block(type, &f, x + QK_K * i, w, (uint8_t *)y + size * i);
+    }
+}
+
+bool quant_weighted_llama(int type, const float *x, void *y, int64_t n, const float *importance) {
+    if (!importance) return false;
+    switch (type) {
+    case GGML_TYPE_Q2_K: q2_K_weighted_llama(x, y, n, importance); return true;
+    case GGML_TYPE_Q3_K: q3_K_weighted_llama(x, y, n, importance); return true;
+    case GGML_TYPE_Q4_K: q4_K_weighted_llama(x, y, n, importance); return true;
+    case GGML_TYPE_Q5_K: q5_K_weighted_llama(x, y, n, importance); return true;
+    case GGML_TYPE_Q6_K: q6_K_weighted_llama(x, y, n, importance); return true;
+    default: return false;
+    }
+}
+
+double quant_weighted_error(int type, const float *x, const void *y, int64_t n, const float *importance) {
+    kfmt f;
+    if (!kfmt_of(type, &f) || !importance) return -1;
+    const size_t size = type_get(type)->type_size;
+    float w[QK_K];
+    double e = 0;
+    for (int64_t i = 0; i < n / QK_K; ++i) {
+        k_block_weights(type, x + QK_K * i, importance + QK_K * i, w);
+        e += k_block_error(type, x + QK_K * i, w, (const uint8_t *)y + size * i);
+    }
+    return e;
 }
 
 /* ===================================================================== 5b. IQ4_NL / IQ4_XS */

@@ -51,6 +51,23 @@ const quant_kernels *quant_get(int type);
  * slmc writes files with quant_get(GGML_TYPE_IQ4_NL)->quantize_ref. */
 void quant_iq4_nl_row_ref(const float *x, void *y, int64_t n);
 
+/* For Q4_K and Q6_K, quantize_weighted (with importance) goes beyond llama.cpp: it starts
+ * from the block llama.cpp's algorithm gives and searches nearby stored blocks (sub-block scales
+ * and mins, least-squares super-block scales), keeping whichever has the lower exact error
+ * quant_weighted_error. So its bytes differ from llama-quantize's, and that error is never
+ * higher, block by block. Q2_K, Q3_K and Q5_K keep llama.cpp's blocks (the search did not make
+ * real models better there; quants.c section 5a).
+ *
+ * quant_weighted_llama writes llama.cpp's blocks (quantize_row_X_impl with quant_weights) for
+ * Q2_K..Q6_K and returns true; false (nothing written) for other types or importance NULL.
+ * quant_weighted_error is the error the search minimises, for Q2_K..Q6_K: the sum over values
+ * of w (x - dequantized)^2, with llama.cpp's weights for the type (importance * sqrt(sigma2 +
+ * x^2), sigma2 the block's mean x^2 for Q2_K and twice that for Q3_K..Q5_K; the importance alone
+ * for Q6_K), plus a penalty on each sub-block's weighted mean error (quants.c section 5a);
+ * -1 for other types or importance NULL. n is a multiple of 256. */
+bool quant_weighted_llama(int type, const float *x, void *y, int64_t n, const float *importance);
+double quant_weighted_error(int type, const float *x, const void *y, int64_t n, const float *importance);
+
 /* quantize and quantize_weighted use faster scale searches (quant/quants_fast.c, AVX2 when the
  * CPU has it) that give the same bytes as the reference ones. quant_set_fast(false) makes them
  * use the reference searches instead (for tests and benchmarks; do not call it while another

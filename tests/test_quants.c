@@ -806,6 +806,63 @@ START_TEST(test_iq4_idempotent) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------ weighted K-quants vs llama.cpp */
+
+/* The weighted Q4_K / Q6_K refine llama.cpp's blocks: on many random rows with random
+ * positive importance, every block's error (quant_weighted_error) is at most that of llama.cpp's
+ * algorithm (quant_weighted_llama) and the total is strictly lower; Q2_K / Q3_K / Q5_K give llama.cpp's
+ * bytes exactly. Fast == reference bytes throughout. */
+START_TEST(test_weighted_refine_no_worse) {
+    const int types[] = {GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K};
+    enum { NROWS = 60, N = 512, QK_K = 256 };
+    float x[N], imp[N];
+    uint8_t a[N / QK_K * 210], b[N / QK_K * 210], c[N / QK_K * 210];
+    for (int t = 0; t < COUNT(types); ++t) {
+        const quant_kernels *k = quant_get(types[t]);
+        const size_t bs = type_get(types[t])->type_size;
+        double sum_old = 0, sum_new = 0, sum_ratio = 0;
+        int blocks = 0, better = 0;
+        for (int r = 0; r < NROWS; ++r) {
+            const float scale = r % 3 == 0 ? 0.02f : r % 3 == 1 ? 1.f : 300.f;
+            for (int i = 0; i < N; ++i) {
+                x[i] = scale * (r % 4 == 3 ? gaussian() * gaussian() : gaussian());
+                imp[i] = r % 2 ? expf(2.f * gaussian()) : 0.01f + (float)uniform();
+            }
+            ck_assert(quant_weighted_llama(types[t], x, a, N, imp));
+            k->quantize_weighted(x, b, N, imp);
+            quant_set_fast(false);
+            k->quantize_weighted(x, c, N, imp);
+            quant_set_fast(true);
+            ck_assert_msg(memcmp(b, c, (N / QK_K) * bs) == 0, "%s: weighted fast differs from reference", type_name(types[t]));
+            const bool refined = types[t] == GGML_TYPE_Q4_K || types[t] == GGML_TYPE_Q6_K;
+            if (!refined)
+                ck_assert_msg(memcmp(a, b, (N / QK_K) * bs) == 0, "%s: weighted differs from llama.cpp's", type_name(types[t]));
+            for (int i = 0; i < N / QK_K; ++i) {
+                const double e_old = quant_weighted_error(types[t], x + QK_K * i, a + bs * i, QK_K, imp + QK_K * i);
+                const double e_new = quant_weighted_error(types[t], x + QK_K * i, b + bs * i, QK_K, imp + QK_K * i);
+                ck_assert_msg(e_old > 0 && e_new >= 0, "%s: errors %g %g", type_name(types[t]), e_old, e_new);
+                ck_assert_msg(e_new <= e_old, "%s row %d block %d: weighted error %.9g above llama.cpp's %.9g",
+                              type_name(types[t]), r, i, e_new, e_old);
+                sum_old += e_old;
+                sum_new += e_new;
+                sum_ratio += e_new / e_old;
+                better += e_new < e_old;
+                blocks++;
+            }
+        }
+        fprintf(stderr, "refine %-5s: %d blocks, %d improved, mean error ratio %.4f, total %.4f\n",
+                type_name(types[t]), blocks, better, sum_ratio / blocks, sum_new / sum_old);
+        if (types[t] == GGML_TYPE_Q4_K || types[t] == GGML_TYPE_Q6_K)
+            ck_assert_msg(sum_new < sum_old && better > blocks / 2, "%s: %d of %d blocks improved", type_name(types[t]),
+                          better, blocks);
+    }
+    /* other types and NULL importance: not handled, nothing written */
+    ck_assert(!quant_weighted_llama(GGML_TYPE_Q4_0, x, a, 32, imp));
+    ck_assert(!quant_weighted_llama(GGML_TYPE_Q4_K, x, a, N, NULL));
+    ck_assert(quant_weighted_error(GGML_TYPE_Q8_0, x, a, 32, imp) == -1);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ fast == reference, at scale */
 
 /* Compare quantize / quantize_weighted with the fast searches against the reference searches
@@ -940,6 +997,7 @@ int main(void) {
     tcase_add_test(tc, test_fast_and_null_weights_match_ref);
     tcase_add_test(tc, test_roundtrip_bounds);
     tcase_add_test(tc, test_importance_reduces_weighted_error);
+    tcase_add_test(tc, test_weighted_refine_no_worse);
     tcase_add_test(tc, test_edge_cases);
     tcase_add_test(tc, test_iq4_dequant_formula);
     tcase_add_test(tc, test_iq4_exact_blocks);
