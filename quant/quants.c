@@ -239,6 +239,17 @@ static inline int q3_scale(const uint8_t *scales, int j) {
 
 /* ===================================================================== 3. scale searches */
 
+/* The value of largest magnitude, sign kept (the first one on ties); 0 for an empty or all-zero
+ * input. The symmetric searches map it to -nmax. */
+static float largest_magnitude(const float *x, int n) {
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; ++i) {
+        float ax = fabsf(x[i]);
+        if (ax > amax) { amax = ax; max = x[i]; }
+    }
+    return max;
+}
+
 /* Symmetric quantization of n values to integers l in [-nmax, nmax-1], returning the scale
  * (value ~ scale * l); L receives l + nmax (0..2*nmax-1).
  *
@@ -249,12 +260,8 @@ static inline int q3_scale(const uint8_t *scales, int j) {
  * unweighted K-quants: big values matter most). This is llama.cpp's rmse_type 1, the only
  * mode its quantizers use. */
 static float make_qx_quants(int n, int nmax, const float *x, int8_t *L, const float *qw) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; ++i) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) { amax = ax; max = x[i]; }
-    }
-    if (amax < GROUP_MAX_EPS) {
+    float max = largest_magnitude(x, n);
+    if (fabsf(max) < GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.f;
     }
@@ -294,12 +301,8 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L, const fl
  * be best with the other values' fit fixed, kept when the total weighted error drops. Up to
  * 5 passes. L receives quant + nmax. */
 static float make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; ++i) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) { amax = ax; max = x[i]; }
-    }
-    if (amax < GROUP_MAX_EPS) {
+    float max = largest_magnitude(x, n);
+    if (fabsf(max) < GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.f;
     }
