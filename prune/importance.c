@@ -100,7 +100,6 @@ static void sum_hidden(prune_scores *s) {
 /* ===================================================================== activation */
 
 static int tensor_sq(const model *m, const char *name, const float *colscale, double *rows, double *cols, slmc_err *err);
-static int read_f32(const model *m, int64_t ti, int64_t r0, int64_t n, float *dst, slmc_err *err);
 
 /* What the hooks accumulate during the calibration pass. */
 typedef struct calib {
@@ -184,7 +183,7 @@ static int hook_layer(void *ud, int layer, const float *x, int n, int64_t E) {
 }
 
 /* Rows [r0, r0+n) of a tensor as F32, whatever its type. */
-static int read_f32(const model *m, int64_t ti, int64_t r0, int64_t n, float *dst, slmc_err *err) {
+int prune_read_f32(const model *m, int64_t ti, int64_t r0, int64_t n, float *dst, slmc_err *err) {
     const model_tensor *t = &m->tensors[ti];
     if (type_is_float(t->type)) return model_read_rows_f32(m, (uint64_t)ti, r0, n, dst, err);
     const quant_kernels *qk = quant_get(t->type);
@@ -206,7 +205,7 @@ static int embed_chunk(const model *m, const int32_t *chunk, int n, int32_t bos,
     if (te < 0) return slmc_fail(err, m->path, "tensor token_embd.weight is missing");
     for (int t = 0; t < n; t++) {
         int32_t id = t == 0 && bos >= 0 ? bos : chunk[t];
-        if (read_f32(m, te, id, 1, out + (size_t)t * (size_t)m->cfg.n_embd, err) != 0) return -1;
+        if (prune_read_f32(m, te, id, 1, out + (size_t)t * (size_t)m->cfg.n_embd, err) != 0) return -1;
     }
     return 0;
 }
@@ -285,7 +284,7 @@ int prune_score_activation(prune_scores *s, const model *m, const int32_t *token
         snprintf(name, sizeof name, "blk.%lld.attn_output.weight", (long long)l);
         int64_t ti = model_find(m, name);
         if (ti < 0) { slmc_fail(err, m->path, "tensor %s is missing", name); goto done; }
-        if (read_f32(m, ti, 0, E, c.wo + (size_t)(l * E * qd), err) != 0) goto done;
+        if (prune_read_f32(m, ti, 0, E, c.wo + (size_t)(l * E * qd), err) != 0) goto done;
     }
     if (llm_model_init(&lm, m, err) != 0) goto done;
     open_lm = true;
@@ -360,7 +359,7 @@ static int tensor_sq(const model *m, const char *name, const float *colscale, do
     float *buf = malloc(sizeof(float) * (size_t)n_in);
     if (!buf) return slmc_fail(err, m->path, "out of memory");
     for (int64_t r = 0; r < n_out; r++) {
-        if (read_f32(m, ti, r, 1, buf, err) != 0) { free(buf); return -1; }
+        if (prune_read_f32(m, ti, r, 1, buf, err) != 0) { free(buf); return -1; }
         for (int64_t i = 0; i < n_in; i++) {
             double v = colscale ? (double)buf[i] * colscale[i] : buf[i];
             if (rows) rows[r] += v * v;
@@ -374,7 +373,7 @@ static int tensor_sq(const model *m, const char *name, const float *colscale, do
 static int read_vector(const model *m, const char *name, float *out, slmc_err *err) {
     int64_t ti = model_find(m, name);
     if (ti < 0) return slmc_fail(err, m->path, "tensor %s is missing", name);
-    return read_f32(m, ti, 0, 1, out, err);
+    return prune_read_f32(m, ti, 0, 1, out, err);
 }
 
 int prune_score_magnitude(prune_scores *s, const model *m, slmc_err *err) {

@@ -85,6 +85,9 @@ int prune_score_magnitude(prune_scores *s, const model *m, slmc_err *err);
 /* Seeded uniform scores. */
 int prune_score_random(prune_scores *s, const model *m, uint64_t seed, slmc_err *err);
 
+/* Rows [r0, r0+n) of tensor ti as F32, whatever its type (quantized types dequantized). */
+int prune_read_f32(const model *m, int64_t ti, int64_t r0, int64_t n, float *dst, slmc_err *err);
+
 /* HDF5: root attributes format "slmc-prune-scores", version, method, model, calib, n_ctx,
  * chunks, tokens, seed, base_ppl and the shape; datasets blk.N/heads [n_head], blk.N/ffn
  * [n_ff] (the ranking scores), blk.N/heads_act, blk.N/ffn_act (the raw activation statistics,

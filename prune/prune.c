@@ -15,6 +15,12 @@
 /* ===================================================================== plans */
 
 void prune_plan_free(prune_plan *p) {
+    for (int64_t l = 0; l < p->n_layer_in; l++) {
+        if (p->ffn_down_new) free(p->ffn_down_new[l]);
+        if (p->attn_output_new) free(p->attn_output_new[l]);
+    }
+    free(p->ffn_down_new);
+    free(p->attn_output_new);
     free(p->keep_layer);
     free(p->heads);
     free(p->kv_heads);
@@ -511,10 +517,37 @@ static void *pruned_alloc(pruned_src *ps, size_t n) {
     return p;
 }
 
-/* Fill out (name set by the caller) with the selected rows and columns of tensor ti. */
-static int build_tensor(const model *m, uint64_t ti, const selection *s, pruned_src *ps, model_tensor *out,
-                        slmc_err *err) {
+/* A refit projection: the selected rows of refit ([source rows][s->n_cols] F32), in the
+ * input's float type or F32. */
+static int build_refit(const model *m, uint64_t ti, const selection *s, const float *refit, pruned_src *ps,
+                       model_tensor *out, slmc_err *err) {
     const model_tensor *t = &m->tensors[ti];
+    out->type = type_is_float(t->type) ? t->type : GGML_TYPE_F32;
+    out->ne[0] = s->n_cols;
+    out->ne[1] = s->n_rows;
+    out->qk_heads = 0;
+    const uint64_t out_row = type_nbytes(out->type, s->n_cols);
+    out->nbytes = out_row * (uint64_t)s->n_rows;
+    uint8_t *dst = pruned_alloc(ps, out->nbytes);
+    if (!dst) return slmc_fail(err, m->path, "%s: out of memory", t->name);
+    for (int64_t r = 0; r < s->n_rows; r++) {
+        const int64_t src = s->rows ? s->rows[r] : r;
+        row_from_f32(out->type, refit + (size_t)src * (size_t)s->n_cols, dst + (uint64_t)r * out_row, s->n_cols);
+    }
+    out->data = dst;
+    return 0;
+}
+
+/* Fill out (name set by the caller) with the selected rows and columns of tensor ti, or with
+ * the plan's refit values when it has them (refit non-NULL). */
+static int build_tensor(const model *m, uint64_t ti, const selection *s, const float *refit, pruned_src *ps,
+                        model_tensor *out, slmc_err *err) {
+    const model_tensor *t = &m->tensors[ti];
+    if (refit) {
+        out->n_dims = t->n_dims;
+        for (int d = 0; d < MODEL_MAX_DIMS; d++) out->ne[d] = t->ne[d];
+        return build_refit(m, ti, s, refit, ps, out, err);
+    }
     out->n_dims = t->n_dims;
     for (int d = 0; d < MODEL_MAX_DIMS; d++) out->ne[d] = t->ne[d];
     if (!s->rows && !s->cols) { /* untouched: point at the source, in its row order */
@@ -617,7 +650,12 @@ int prune_apply(model *out, const model *m, const prune_plan *p, slmc_err *err) 
             o->name = strdup(t->name);
         }
         out->n_tensors++; /* counted now so model_close frees the name whatever happens next */
-        int rc = o->name ? build_tensor(m, i, &s, ps, o, err) : slmc_fail(err, m->path, "out of memory");
+        int rl;
+        const role r = tensor_role(t->name, &rl);
+        const float *refit = r == R_FFN_DOWN && p->ffn_down_new && s.cols ? p->ffn_down_new[rl]
+                             : r == R_ATTN_OUT && p->attn_output_new && s.cols ? p->attn_output_new[rl]
+                                                                               : NULL;
+        int rc = o->name ? build_tensor(m, i, &s, refit, ps, o, err) : slmc_fail(err, m->path, "out of memory");
         selection_free(&s);
         if (rc != 0) { model_close(out); return -1; }
     }

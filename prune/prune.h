@@ -44,6 +44,10 @@ typedef struct prune_plan {
     int64_t *ffn;            /* [n_layer_in][n_ff] kept channels */
     int64_t n_embd;          /* hidden channels kept */
     int64_t *hidden;         /* [n_embd] kept hidden channels (one set for the whole model) */
+    /* Refit output projections (prune_reconstruct), written instead of the input's columns;
+     * NULL (or a NULL entry) keeps the input's values of the kept columns. */
+    float **ffn_down_new;    /* NULL or [n_layer_in] -> [n_embd_in][n_ff] F32 over the kept channels */
+    float **attn_output_new; /* NULL or [n_layer_in] -> [n_embd_in][n_head * head_dim] F32 over the kept heads */
 } prune_plan;
 
 /* The plan that keeps everything of m (then edit it, or fill it with prune_select). */
@@ -89,6 +93,8 @@ int prune_search_target(prune_request *r, const model *m, const prune_scores *s,
  * everything else copied), tensors in m's order. Tensors the plan leaves untouched point into
  * m's data, which must outlive out; changed ones live in memory owned by out (row removal
  * keeps the type; column removal keeps F32/F16/BF16 and turns quantized tensors into F32).
+ * Refit projections of the plan (ffn_down_new, attn_output_new) are converted to the input
+ * tensor's type when it is F32/F16/BF16, else written as F32.
  * Free with model_close. */
 int prune_apply(model *out, const model *m, const prune_plan *p, slmc_err *err);
 

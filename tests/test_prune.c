@@ -12,6 +12,7 @@
 #include "formats/types.h"
 #include "prune/importance.h"
 #include "prune/prune.h"
+#include "prune/reconstruct.h"
 #include "testutil.h"
 
 /* ===================================================================== fixtures */
@@ -546,6 +547,242 @@ START_TEST(test_roundtrip) {
 }
 END_TEST
 
+/* ===================================================================== reconstruction */
+
+/* Deterministic pseudo-random numbers in [-1, 1). */
+static double urand(uint64_t *s) {
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (double)(*s >> 11) / (double)(1ULL << 52) - 1.0;
+}
+
+/* Inputs x [T][n] with correlated columns (mixtures of n/2 sources plus a little noise), their
+ * Gram matrix g = x^T x, and weights w [n_out][n]. */
+static void obs_problem(int64_t T, int64_t n, int64_t n_out, uint64_t seed, double *g, double *w) {
+    uint64_t s = seed;
+    const int64_t k = n / 2;
+    double *mix = malloc(sizeof(double) * (size_t)(k * n)), *x = malloc(sizeof(double) * (size_t)(T * n));
+    ck_assert(mix && x);
+    for (int64_t i = 0; i < k * n; i++) mix[i] = urand(&s);
+    for (int64_t t = 0; t < T; t++) {
+        double z[k];
+        for (int64_t i = 0; i < k; i++) z[i] = urand(&s);
+        for (int64_t j = 0; j < n; j++) {
+            double v = 0.05 * urand(&s);
+            for (int64_t i = 0; i < k; i++) v += z[i] * mix[i * n + j];
+            x[t * n + j] = v;
+        }
+    }
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double v = 0;
+            for (int64_t t = 0; t < T; t++) v += x[t * n + i] * x[t * n + j];
+            g[i * n + j] = v;
+        }
+    for (int64_t i = 0; i < n_out * n; i++) w[i] = urand(&s);
+    free(mix);
+    free(x);
+}
+
+/* The damped matrix prune_obs_remove inverts: G + lambda I, lambda = 0.01 mean(diag G). */
+static void damped(const double *g, int64_t n, double *gd) {
+    double mean = 0;
+    for (int64_t i = 0; i < n; i++) mean += g[i * n + i] / (double)n;
+    memcpy(gd, g, sizeof(double) * (size_t)(n * n));
+    for (int64_t i = 0; i < n; i++) gd[i * n + i] += 0.01 * mean;
+}
+
+/* tr(d gd d^T) for d [n_out][n]. */
+static double quad_error(const double *d, int64_t n_out, int64_t n, const double *gd) {
+    double s = 0;
+    for (int64_t e = 0; e < n_out; e++)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < n; j++) s += d[e * n + i] * gd[i * n + j] * d[e * n + j];
+    return s;
+}
+
+/* The least-squares refit over the kept columns K, solved directly: W' = W gd[:,K] gd[K,K]^-1
+ * (Gauss-Jordan on the k x k system, independent of the OBS updates). Removed columns 0. */
+static void ls_refit(const double *w, int64_t n_out, int64_t n, const double *gd, const bool *keep, double *out) {
+    int64_t K[n], k = 0;
+    for (int64_t j = 0; j < n; j++)
+        if (keep[j]) K[k++] = j;
+    double a[k][k + n_out];
+    /* solve gd[K,K] Y = (W gd[:,K])^T for Y [k][n_out], then W'[:, K] = Y^T */
+    for (int64_t i = 0; i < k; i++) {
+        for (int64_t j = 0; j < k; j++) a[i][j] = gd[K[i] * n + K[j]];
+        for (int64_t e = 0; e < n_out; e++) {
+            double v = 0;
+            for (int64_t c = 0; c < n; c++) v += w[e * n + c] * gd[c * n + K[i]];
+            a[i][k + e] = v;
+        }
+    }
+    for (int64_t c = 0; c < k; c++) {
+        int64_t piv = c;
+        for (int64_t r = c + 1; r < k; r++)
+            if (fabs(a[r][c]) > fabs(a[piv][c])) piv = r;
+        for (int64_t j = 0; j < k + n_out; j++) { double t = a[c][j]; a[c][j] = a[piv][j]; a[piv][j] = t; }
+        for (int64_t r = 0; r < k; r++) {
+            if (r == c) continue;
+            double f = a[r][c] / a[c][c];
+            for (int64_t j = 0; j < k + n_out; j++) a[r][j] -= f * a[c][j];
+        }
+    }
+    memset(out, 0, sizeof(double) * (size_t)(n_out * n));
+    for (int64_t i = 0; i < k; i++)
+        for (int64_t e = 0; e < n_out; e++) out[e * n + K[i]] = a[i][k + e] / a[i][i];
+}
+
+START_TEST(test_obs_refit_is_least_squares) {
+    enum { T = 300, N = 12, NO = 5, R = 3 };
+    double g[N * N], gd[N * N], w[NO * N], w0[NO * N], ref[NO * N], d[NO * N];
+    obs_problem(T, N, NO, 11, g, w);
+    memcpy(w0, w, sizeof w);
+    damped(g, N, gd);
+    int64_t removed[R] = {7, 2, 9};
+    double before, after;
+    slmc_err err = {{0}};
+    ck_assert_msg(prune_obs_remove(w, NO, g, N, 1, 1, R, false, 0.01, removed, &before, &after, &err) == 0, "%s", err.msg);
+    bool keep[N];
+    for (int j = 0; j < N; j++) keep[j] = j != 2 && j != 7 && j != 9;
+    ls_refit(w0, NO, N, gd, keep, ref);
+    for (int i = 0; i < NO * N; i++) ck_assert_double_eq_tol(w[i], ref[i], 1e-9 * (1 + fabs(ref[i])));
+    /* the reported errors are the true ones: after = tr(dW gd dW^T) of the refit, before = of
+     * the columns simply dropped; and the refit is better */
+    for (int i = 0; i < NO * N; i++) d[i] = w0[i] - w[i];
+    ck_assert_double_eq_tol(after, quad_error(d, NO, N, gd), 1e-9 * after);
+    for (int i = 0; i < NO * N; i++) d[i] = keep[i % N] ? 0 : w0[i];
+    ck_assert_double_eq_tol(before, quad_error(d, NO, N, gd), 1e-9 * before);
+    ck_assert_msg(after < 0.5 * before, "refit error %g not well below %g", after, before);
+}
+END_TEST
+
+START_TEST(test_obs_reselect_picks_least_error) {
+    /* one removal: the unit OBS picks leaves the least refit error of all candidates */
+    enum { T = 300, N = 10, NO = 4 };
+    double g[N * N], gd[N * N], w0[NO * N], w[NO * N], ref[NO * N], d[NO * N];
+    obs_problem(T, N, NO, 5, g, w0);
+    damped(g, N, gd);
+    double best = INFINITY;
+    int64_t best_j = -1;
+    for (int64_t j = 0; j < N; j++) {
+        bool keep[N];
+        for (int64_t c = 0; c < N; c++) keep[c] = c != j;
+        ls_refit(w0, NO, N, gd, keep, ref);
+        for (int i = 0; i < NO * N; i++) d[i] = w0[i] - ref[i];
+        double e = quad_error(d, NO, N, gd);
+        if (e < best) { best = e; best_j = j; }
+    }
+    memcpy(w, w0, sizeof w);
+    int64_t removed[1];
+    double before, after;
+    slmc_err err = {{0}};
+    ck_assert_msg(prune_obs_remove(w, NO, g, N, 1, 1, 1, true, 0.01, removed, &before, &after, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(removed[0], best_j);
+    ck_assert_double_eq_tol(after, best, 1e-9 * best);
+
+    /* blocks of 2 columns in 2 quota groups (units 0-2 and 3-5): removing 2 takes one from each,
+     * and the error is still the refit's true error */
+    enum { N2 = 12 };
+    double g2[N2 * N2], gd2[N2 * N2], v0[NO * N2], v[NO * N2], d2[NO * N2];
+    obs_problem(T, N2, NO, 9, g2, v0);
+    damped(g2, N2, gd2);
+    memcpy(v, v0, sizeof v);
+    int64_t rm[2];
+    ck_assert_msg(prune_obs_remove(v, NO, g2, N2, 2, 2, 2, true, 0.01, rm, &before, &after, &err) == 0, "%s", err.msg);
+    ck_assert((rm[0] < 3) != (rm[1] < 3));
+    for (int i = 0; i < NO * N2; i++) d2[i] = v0[i] - v[i];
+    ck_assert_double_eq_tol(after, quad_error(d2, NO, N2, gd2), 1e-9 * after);
+    for (int e = 0; e < NO; e++)
+        for (int k = 0; k < 2; k++) ck_assert(v[e * N2 + rm[0] * 2 + k] == 0 && v[e * N2 + rm[1] * 2 + k] == 0);
+    /* bad requests are errors, not crashes */
+    ck_assert_int_eq(prune_obs_remove(v, NO, g2, N2, 5, 1, 1, true, 0.01, rm, NULL, NULL, &err), -1);
+    ck_assert_int_eq(prune_obs_remove(v, NO, g2, N2, 2, 2, 1, true, 0.01, rm, NULL, NULL, &err), -1);
+}
+END_TEST
+
+/* Mean squared difference of the logits of a and b on the test tokens. */
+static double logits_mse(const model *a, const model *b) {
+    float *x = logits_of(a), *y = logits_of(b);
+    const size_t n = (size_t)N_TOK * (size_t)src.cfg.n_vocab;
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += ((double)x[i] - y[i]) * ((double)x[i] - y[i]);
+    free(x);
+    free(y);
+    return s / (double)n;
+}
+
+START_TEST(test_reconstruct_model) {
+    /* the calibration tokens are the test tokens; FFN 384 -> 256 and whole KV groups (4 -> 2
+     * query heads), chosen at random, then: plain cut, refit of that choice, re-selection */
+    int32_t toks[N_TOK];
+    memcpy(toks, TOKENS, sizeof toks);
+    prune_scores s;
+    slmc_err err = {{0}};
+    ck_assert_int_eq(prune_scores_init(&s, &src, PRUNE_RANDOM, &err), 0);
+    ck_assert_int_eq(prune_score_random(&s, &src, 3, &err), 0);
+    prune_request r = {.keep_ffn = 256, .keep_heads = 2, .head_mode = PRUNE_HEADS_GROUPS};
+    double mse[3];
+    for (int mode = 0; mode < 3; mode++) {
+        prune_plan p;
+        ck_assert_msg(prune_select(&p, &src, &s, &r, &err) == 0, "%s", err.msg);
+        if (mode > 0) {
+            /* bos -1: the chunk is evaluated exactly as logits_of does */
+            prune_recon_opts o = {.n_ctx = N_TOK, .max_chunks = 1, .bos = -1, .reselect = mode == 2};
+            prune_recon_info info;
+            ck_assert_msg(prune_reconstruct(&p, &src, toks, N_TOK, &o, &info, &err) == 0, "%s", err.msg);
+            ck_assert_int_eq(info.passes, 1);
+            ck_assert(info.ffn_err_after < info.ffn_err_before && info.att_err_after < info.att_err_before);
+            ck_assert_ptr_nonnull(p.ffn_down_new);
+            ck_assert_ptr_nonnull(p.attn_output_new);
+            /* plan lists stay consistent: ascending, whole groups */
+            for (int l = 0; l < 2; l++) {
+                for (int i = 1; i < 256; i++) ck_assert(p.ffn[l * 256 + i] > p.ffn[l * 256 + i - 1]);
+                ck_assert_int_eq(p.heads[l * 2 + 0], p.kv_heads[l] * 2);
+                ck_assert_int_eq(p.heads[l * 2 + 1], p.kv_heads[l] * 2 + 1);
+            }
+        }
+        model pruned;
+        ck_assert_msg(prune_apply(&pruned, &src, &p, &err) == 0, "%s", err.msg);
+        ck_assert_int_eq(pruned.cfg.n_ff, 256);
+        ck_assert_int_eq(pruned.cfg.n_head_kv, 1);
+        mse[mode] = logits_mse(&pruned, &src);
+        if (mode == 1) { /* the refit values are what is written */
+            int64_t ti = model_find(&pruned, "blk.1.ffn_down.weight");
+            float row[256];
+            ck_assert_int_eq(model_read_rows_f32(&pruned, (uint64_t)ti, 5, 1, row, &err), 0);
+            for (int c = 0; c < 256; c += 51) ck_assert_float_eq(row[c], p.ffn_down_new[1][5 * 256 + c]);
+        }
+        model_close(&pruned);
+        prune_plan_free(&p);
+    }
+    ck_assert_msg(mse[1] < 0.8 * mse[0], "refit logits error %g not below the plain cut's %g", mse[1], mse[0]);
+    ck_assert_msg(mse[2] < mse[0], "re-selected logits error %g not below the plain cut's %g", mse[2], mse[0]);
+
+    /* the same number of query heads from every KV group: one of {0,1} and one of {2,3} stay */
+    prune_request r2 = {.keep_heads = 2, .head_mode = PRUNE_HEADS_PER_GROUP};
+    prune_plan p;
+    ck_assert_msg(prune_select(&p, &src, &s, &r2, &err) == 0, "%s", err.msg);
+    model plain, rec;
+    ck_assert_msg(prune_apply(&plain, &src, &p, &err) == 0, "%s", err.msg);
+    prune_recon_opts o = {.n_ctx = N_TOK, .max_chunks = 1, .bos = -1, .reselect = true};
+    prune_recon_info info;
+    ck_assert_msg(prune_reconstruct(&p, &src, toks, N_TOK, &o, &info, &err) == 0, "%s", err.msg);
+    ck_assert_ptr_null(p.ffn_down_new);
+    for (int l = 0; l < 2; l++) {
+        ck_assert(p.heads[l * 2] < 2 && p.heads[l * 2 + 1] >= 2 && p.heads[l * 2 + 1] < 4);
+        ck_assert(p.kv_heads[l * 2] == 0 && p.kv_heads[l * 2 + 1] == 1);
+    }
+    ck_assert_msg(prune_apply(&rec, &src, &p, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(rec.cfg.n_head, 2);
+    ck_assert_int_eq(rec.cfg.n_head_kv, 2);
+    ck_assert(logits_mse(&rec, &src) < logits_mse(&plain, &src));
+    model_close(&plain);
+    model_close(&rec);
+    prune_plan_free(&p);
+    prune_scores_free(&s);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("prune");
     TCase *tc = tcase_create("prune");
@@ -561,6 +798,9 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_magnitude_values);
     tcase_add_test(tc, test_activation_and_hdf5);
     tcase_add_test(tc, test_roundtrip);
+    tcase_add_test(tc, test_obs_refit_is_least_squares);
+    tcase_add_test(tc, test_obs_reselect_picks_least_error);
+    tcase_add_test(tc, test_reconstruct_model);
     suite_add_tcase(s, tc);
     return s;
 }
