@@ -15,6 +15,7 @@
 #include "formats/types.h"
 #include "prune/importance.h"
 #include "prune/prune.h"
+#include "prune/reconstruct.h"
 
 int cmd_prune(int argc, char **argv);
 
@@ -52,6 +53,13 @@ static const char *USAGE =
     "                       that removes the least importance\n"
     "  --target-scope S     what --target-params counts: all (default) or blocks (the layers'\n"
     "                       parameters, without embeddings and classifier)\n"
+    "Reconstruction (needs --calib; see docs/prune.md):\n"
+    "  --reconstruct        within each layer, choose the heads and FFN channels to remove by the\n"
+    "                       output error left after a least-squares refit of attn_output /\n"
+    "                       ffn_down on the calibration activations (structured OBS), and write\n"
+    "                       the refit weights; counts, layers and width are chosen as without it\n"
+    "  --refit              keep the ranking's choice of heads and channels, only refit\n"
+    "  --damp X             refit damping: lambda = X * mean(diag G) (default 0.01)\n"
     "Options:\n"
     "  --outtype T          f32, f16 or bf16 for the matrices (default: keep the input's)\n"
     "  --tokenizer FILE     llama2.c tokenizer.bin (llama2.c input only)\n"
@@ -72,6 +80,8 @@ typedef struct prune_args {
     const char *in, *out, *calib, *scores, *from_scores, *tokenizer, *drop_layers;
     int method, n_ctx, chunks, outtype;
     bool ctx_given, layer_ppl, head_groups, scope_blocks;
+    bool reconstruct, refit; /* --reconstruct (re-select + refit), --refit (refit only) */
+    double damp;             /* --damp */
     uint64_t seed;
     amount ffn, heads, layers, hidden, target;
 } prune_args;
@@ -124,6 +134,8 @@ static int parse(int argc, char **argv, prune_args *a) {
         {"target-params", required_argument, 0, 'X'}, {"target-scope", required_argument, 0, 'Y'},
         {"outtype", required_argument, 0, 'o'}, {"tokenizer", required_argument, 0, 'k'},
         {"json", no_argument, 0, 'j'}, {"threads", required_argument, 0, 't'},
+        {"reconstruct", no_argument, 0, 'Z'}, {"refit", no_argument, 0, 'z'},
+        {"damp", required_argument, 0, 'd'},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     int ch;
@@ -159,6 +171,15 @@ static int parse(int argc, char **argv, prune_args *a) {
             if (a->outtype < 0) return cli_usage_error("prune", "--outtype must be f32, f16 or bf16, not '%s'", optarg);
             break;
         case 'k': a->tokenizer = optarg; break;
+        case 'Z': a->reconstruct = true; break;
+        case 'z': a->refit = true; break;
+        case 'd': {
+            char *end;
+            a->damp = strtod(optarg, &end);
+            if (end == optarg || *end || !(a->damp > 0) || !isfinite(a->damp))
+                return cli_usage_error("prune", "--damp takes a positive number, not '%s'", optarg);
+            break;
+        }
         case 'j': a->c.json = true; break;
         case 't': a->c.threads = atoi(optarg); break;
         case 'q': a->c.quiet = true; break;
@@ -176,6 +197,11 @@ static int parse(int argc, char **argv, prune_args *a) {
     if (a->layers.set && a->drop_layers) return cli_usage_error("prune", "give --layers or --drop-layers, not both");
     if (!a->from_scores && a->method == PRUNE_ACTIVATION && !a->calib)
         return cli_usage_error("prune", "--method activation needs --calib FILE (or use --from-scores F)");
+    if (a->reconstruct && a->refit) return cli_usage_error("prune", "give --reconstruct or --refit, not both");
+    if ((a->reconstruct || a->refit) && !a->calib)
+        return cli_usage_error("prune", "--%s needs --calib FILE (the activations it refits on)",
+                               a->reconstruct ? "reconstruct" : "refit");
+    if ((a->reconstruct || a->refit) && !a->out) return cli_usage_error("prune", "--reconstruct / --refit need OUT");
     if (a->n_ctx < 8 || a->n_ctx > 1 << 20) return cli_usage_error("prune", "-c must be between 8 and 1048576");
     if (a->chunks < 1) return cli_usage_error("prune", "--chunks must be positive");
     return 0;
@@ -275,7 +301,7 @@ static json_t *int_list(const int64_t *v, int64_t n) {
 
 /* The summary: shape before and after, what went, parameter counts. */
 static void report(const prune_args *a, const model *m, const model *out, const prune_plan *p, const prune_scores *s,
-                   uint64_t params_in, uint64_t blocks_in, double secs) {
+                   const prune_recon_info *rec, uint64_t params_in, uint64_t blocks_in, double secs) {
     const uint64_t params_out = model_param_count(out);
     uint64_t blocks_out = prune_block_params(p, m);
     const model_config *c = &m->cfg;
@@ -312,6 +338,17 @@ static void report(const prune_args *a, const model *m, const model *out, const 
         json_object_set_new(o, "params_removed_frac", json_real(1.0 - (double)params_out / (double)params_in));
         json_object_set_new(o, "block_params_removed_frac", json_real(1.0 - (double)blocks_out / (double)blocks_in));
         if (!isnan(s->base_ppl)) json_object_set_new(o, "calib_ppl", json_real(s->base_ppl));
+        if (a->reconstruct || a->refit) {
+            json_t *r = json_object();
+            json_object_set_new(r, "mode", json_string(a->reconstruct ? "reconstruct" : "refit"));
+            json_object_set_new(r, "passes", json_integer(rec->passes));
+            json_object_set_new(r, "chunks", json_integer(rec->chunks));
+            json_object_set_new(r, "ffn_err_before", json_real(rec->ffn_err_before));
+            json_object_set_new(r, "ffn_err_after", json_real(rec->ffn_err_after));
+            json_object_set_new(r, "attn_err_before", json_real(rec->att_err_before));
+            json_object_set_new(r, "attn_err_after", json_real(rec->att_err_after));
+            json_object_set_new(o, "reconstruction", r);
+        }
         json_object_set_new(o, "seconds", json_real(secs));
         char *str = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8));
         if (str) puts(str);
@@ -337,7 +374,37 @@ static void report(const prune_args *a, const model *m, const model *out, const 
            cli_human_count(params_out, b2, sizeof b2), 100.0 * (1.0 - (double)params_out / (double)params_in));
     printf("; in the blocks %s -> %s (%.1f%% removed)\n", cli_human_count(blocks_in, b1, sizeof b1),
            cli_human_count(blocks_out, b2, sizeof b2), 100.0 * (1.0 - (double)blocks_out / (double)blocks_in));
+    if (a->reconstruct || a->refit) {
+        printf("  %s: layer output error per token, summed over layers (the removed units as they were -> after)\n",
+               a->reconstruct ? "reconstruct" : "refit");
+        if (rec->ffn_err_before > 0)
+            printf("          ffn_down    %.4g -> %.4g (%.1f%%)\n", rec->ffn_err_before, rec->ffn_err_after,
+                   100.0 * rec->ffn_err_after / rec->ffn_err_before);
+        if (rec->att_err_before > 0)
+            printf("          attn_output %.4g -> %.4g (%.1f%%)\n", rec->att_err_before, rec->att_err_after,
+                   100.0 * rec->att_err_after / rec->att_err_before);
+    }
     printf("%.2fs\n", secs);
+}
+
+/* --reconstruct / --refit: the calibration text again, then prune_reconstruct on the plan. */
+static int reconstruct(prune_plan *p, const model *m, const prune_args *a, prune_recon_info *info, slmc_err *err) {
+    int n_ctx = a->n_ctx;
+    if (!a->ctx_given && m->cfg.n_ctx_train > 0 && m->cfg.n_ctx_train < n_ctx) n_ctx = (int)m->cfg.n_ctx_train;
+    int32_t *tokens = NULL, bos = -1;
+    size_t n_tokens = 0;
+    int rc = calib_tokens(m, a, n_ctx, &tokens, &n_tokens, &bos, err);
+    if (rc == 0) {
+        cli_progress prog;
+        cli_progress_init(&prog, &a->c, a->reconstruct ? "reconstruct" : "refit");
+        prune_recon_opts o = {.n_ctx = n_ctx, .max_chunks = a->chunks, .bos = bos, .damp = a->damp,
+                              .reselect = a->reconstruct, .progress = progress_fn, .progress_ud = &prog};
+        rc = prune_reconstruct(p, m, tokens, n_tokens, &o, info, err);
+        cli_progress_done(&prog);
+        if (rc != 0) slmc_fail_prefix(err, a->in);
+    }
+    free(tokens);
+    return rc;
 }
 
 static bool ends_with(const char *s, const char *suffix) {
@@ -396,6 +463,8 @@ int cmd_prune(int argc, char **argv) {
         }
     }
     if (prune_select(&p, &m, &s, &r, &err) != 0) goto fail;
+    prune_recon_info recon = {0};
+    if ((a.reconstruct || a.refit) && reconstruct(&p, &m, &a, &recon, &err) != 0) goto fail;
     if (prune_apply(&out, &m, &p, &err) != 0) goto fail;
     prune_plan id;
     if (prune_plan_identity(&id, &m, &err) != 0) goto fail;
@@ -409,7 +478,7 @@ int cmd_prune(int argc, char **argv) {
                                         : hf_write(&out, a.out, a.outtype, HF_DEFAULT_SHARD_SIZE, &hook, &err);
     cli_progress_done(&prog);
     if (wrc != 0) goto fail;
-    report(&a, &m, &out, &p, &s, params_in, blocks_in, cli_now() - t0);
+    report(&a, &m, &out, &p, &s, &recon, params_in, blocks_in, cli_now() - t0);
     rc = EXIT_OK;
     goto done;
 fail:

@@ -60,6 +60,9 @@ static const opt_row PRUNE_OPTS[] = {
     {{"hidden", "--hidden", RO_AMOUNT}, NULL, false},
     {{"target_params", "--target-params", RO_AMOUNT}, NULL, false},
     {{"target_scope", "--target-scope", RO_STRING}, "all|blocks", false},
+    {{"reconstruct", "--reconstruct", RO_BOOL}, NULL, false},
+    {{"refit", "--refit", RO_BOOL}, NULL, false},
+    {{"damp", "--damp", RO_FLOAT}, NULL, false},
     {{"outtype", "--outtype", RO_STRING}, "f32|f16|bf16", false},
 };
 

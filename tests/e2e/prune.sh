@@ -8,6 +8,9 @@ expect 2 "prune without axes" -- "$SLMC" prune x y.gguf --method random
 expect 2 "prune activation without --calib" -- "$SLMC" prune x y.gguf --ffn 0.5
 expect 2 "prune --target-params with an axis" -- "$SLMC" prune x y.gguf --method random --target-params 0.5 --ffn 10
 expect 2 "prune bad --method" -- "$SLMC" prune x y.gguf --method best --ffn 10
+expect 2 "prune --reconstruct without --calib" -- "$SLMC" prune x y.gguf --from-scores s.h5 --ffn 10 --reconstruct
+expect 2 "prune --reconstruct with --refit" -- "$SLMC" prune x y.gguf --calib c --ffn 10 --reconstruct --refit
+expect 2 "prune bad --damp" -- "$SLMC" prune x y.gguf --calib c --ffn 10 --refit --damp -1
 
 "$SLMC" synth --shape small -o "$T/small" -q || fail "synth small"
 # calibration text: the vocabulary is made up, any text tokenizes (bytes)
@@ -42,6 +45,18 @@ n=$(sed -n 's/.*"params_out": \([0-9]*\).*/\1/p' "$T/out")
 expect 0 "prune --drop-layers, magnitude" -- "$SLMC" prune "$T/small" "$T/d.gguf" --method magnitude --drop-layers 1,2 --json -q
 grep -q '"dropped_layers": \[' "$T/out" && tr -d ' \n' <"$T/out" | grep -q '"dropped_layers":\[1,2\]' \
     && ok "dropped layers 1 and 2" || fail "dropped: $(cat "$T/out")"
+
+# --reconstruct: re-selected channels and whole KV groups, refit projections; a valid model
+expect 0 "prune --reconstruct" -- "$SLMC" prune "$T/small" "$T/r.gguf" --from-scores "$T/s.h5" --calib "$T/calib.txt" \
+    -c 64 --chunks 3 --ffn 0.5 --heads 4 --head-groups --reconstruct --json -q
+tr -d ' \n' <"$T/out" | grep -q '"mode":"reconstruct","passes":1,"chunks":3' && ok "reconstruction reported" \
+    || fail "reconstruct summary: $(cat "$T/out")"
+eb=$(sed -n 's/.*"ffn_err_before": \([0-9.e+-]*\).*/\1/p' "$T/out")
+ea=$(sed -n 's/.*"ffn_err_after": \([0-9.e+-]*\).*/\1/p' "$T/out")
+awk -v b="$eb" -v a="$ea" 'BEGIN { exit !(a > 0 && a < b) }' && ok "refit lowers the FFN output error ($eb -> $ea)" \
+    || fail "FFN error $eb -> $ea"
+expect 0 "eval the reconstructed GGUF" -- "$SLMC" eval "$T/r.gguf" --text "$T/calib.txt" -c 64 --chunks 2 --json -q
+grep -q '"ppl": [0-9]' "$T/out" && ok "finite PPL after reconstruction" || fail "eval: $(cat "$T/out")"
 
 expect_error "heads that do not fit the groups" "$T/small" -- "$SLMC" prune "$T/small" "$T/x.gguf" --method random --heads 3
 expect_error "scores of another model" "$T/s.h5" -- "$SLMC" prune "$T/p.gguf" "$T/x.gguf" --from-scores "$T/s.h5" --ffn 100
