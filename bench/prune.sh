@@ -13,6 +13,9 @@
 #   mixed   every width axis at once (and one layer at 50%), fixed shapes near the cut
 #   search  --target-params 0.75 / 0.5 --target-scope blocks with activation scores (the shape
 #           the search picks is then applied with the other rankings)
+# Two more columns: activation with --reconstruct (heads and FFN channels re-chosen per layer by
+# structured OBS, attn_output / ffn_down refit) and magnitude with --refit (its own choice, the
+# same refit), both on the calibration chunks of the activation scores.
 set -e
 build=${1:-build}
 S=${SLMC:-$build/slmc}
@@ -79,25 +82,34 @@ out="$DIR/table.md"
     echo "# slmc bench/prune: books-22m (21.1M params, 4.72M in the blocks), PPL on books-valid.txt, -c 256 --chunks $CHUNKS"
     echo "# activation scores: $CALIB_CHUNKS chunks of 256 tokens of books-train.txt; unpruned PPL $base"
     echo
-    echo "| cut | flags | block params cut | all params cut | activation | magnitude | random |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| cut | flags | block params cut | all params cut | activation | activation + reconstruct | magnitude | magnitude + refit | random |"
+    echo "|---|---|---|---|---|---|---|---|---|"
 } >"$out"
 cat "$out"
+# variant: label, scores file, extra flags (reconstruct / refit run on the calibration text)
+recon="--calib $TRAIN -c 256 --chunks $CALIB_CHUNKS -t $THREADS"
+variants="activation:activation:
+activation-reconstruct:activation:--reconstruct $recon
+magnitude:magnitude:
+magnitude-refit:magnitude:--refit $recon
+random:random:"
 echo "$rows" | while IFS=: read -r name flags; do
     line="| $name | \`$flags\` |"
     cuts=""
-    for method in activation magnitude random; do
+    for v in $(echo "$variants" | cut -d: -f1); do
+        scores=$(echo "$variants" | grep "^$v:" | cut -d: -f2)
+        extra=$(echo "$variants" | grep "^$v:" | cut -d: -f3-)
         # shellcheck disable=SC2086
-        "$S" prune "$M" "$DIR/$name-$method.gguf" --from-scores "$DIR/$method.h5" $flags --json -q >"$DIR/$name-$method.json"
+        "$S" prune "$M" "$DIR/$name-$v.gguf" --from-scores "$DIR/$scores.h5" $flags $extra --json -q >"$DIR/$name-$v.json"
         if [ -z "$cuts" ]; then
-            cb=$(json_field block_params_removed_frac "$DIR/$name-$method.json")
-            ca=$(json_field params_removed_frac "$DIR/$name-$method.json")
+            cb=$(json_field block_params_removed_frac "$DIR/$name-$v.json")
+            ca=$(json_field params_removed_frac "$DIR/$name-$v.json")
             cuts=$(awk -v b="$cb" -v a="$ca" 'BEGIN { printf "%.1f%% | %.1f%%", b * 100, a * 100 }')
             line="$line $cuts |"
         fi
-        p=$(ppl "$DIR/$name-$method.gguf")
+        p=$(ppl "$DIR/$name-$v.gguf")
         line="$line $(printf '%.2f' "$p") |"
-        rm -f "$DIR/$name-$method.gguf"
+        rm -f "$DIR/$name-$v.gguf"
     done
     echo "$line" | tee -a "$out"
 done

@@ -211,7 +211,7 @@ static void progress_fn(void *ud, int done, int total) {
     cli_progress *p = ud;
     if (!p->enabled) return;
     double el = cli_now() - p->t_start;
-    fprintf(stderr, "\r\033[Kcalibrate [%d/%d] %.1fs, ETA %.0fs", done, total, el, el / done * (total - done));
+    fprintf(stderr, "\r\033[K%s [%d/%d] %.1fs, ETA %.0fs", p->label, done, total, el, el / done * (total - done));
 }
 
 /* Tokenize enough of the calibration text for the chunks wanted (the whole of a long text
