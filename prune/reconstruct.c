@@ -60,45 +60,40 @@ static double unit_cost(const double *w, int64_t n_out, int64_t n, int64_t c0, i
     return s;
 }
 
-/* Remove unit [c0, c0+b) (m its block inverse): refit w and downdate ginv over the live
- * columns, then zero the unit's columns. */
+/* x[r, j] -= x[r, B] rows_b[:, j] for every row r (live_rows NULL: all rows) and live column
+ * j, where B = [c0, c0+b): the one update both the weights and the inverse get. */
+static void downdate_rows(double *x, int64_t n_rows, int64_t n, const bool *live_rows, const bool *live, int64_t c0,
+                          int64_t b, const double *rows_b) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < n_rows; r++) {
+        if (live_rows && !live_rows[r]) continue;
+        double *xr = x + r * n;
+        double a[b];
+        for (int64_t k = 0; k < b; k++) a[k] = xr[c0 + k];
+        for (int64_t j = 0; j < n; j++) {
+            if (!live[j]) continue;
+            double t = 0;
+            for (int64_t k = 0; k < b; k++) t += a[k] * rows_b[k * n + j];
+            xr[j] -= t;
+        }
+    }
+}
+
+/* Remove unit [c0, c0+b) (m its block inverse; live already excludes it): refit w and
+ * downdate ginv over the live columns, then zero the unit's columns of w. */
 static void remove_unit(double *w, int64_t n_out, double *ginv, int64_t n, const bool *live, int64_t c0, int64_t b,
                         const double *m, double *rows_b) {
-    /* rows_b [b][n] = ginv[B, :] before the downdate, times m: (m ginv[B,:]) */
+    /* rows_b [b][n] = m ginv[B, :], taken before the downdate */
     for (int64_t i = 0; i < b; i++)
         for (int64_t j = 0; j < n; j++) {
             double t = 0;
             for (int64_t k = 0; k < b; k++) t += m[i * b + k] * ginv[(c0 + k) * n + j];
             rows_b[i * n + j] = t;
         }
-    /* w[e,:] -= w[e,B] (m ginv[B,:]) */
-#pragma omp parallel for schedule(static)
-    for (int64_t e = 0; e < n_out; e++) {
-        double *we = w + e * n;
-        double a[b];
-        for (int64_t k = 0; k < b; k++) a[k] = we[c0 + k];
-        for (int64_t j = 0; j < n; j++) {
-            if (!live[j]) continue;
-            double t = 0;
-            for (int64_t k = 0; k < b; k++) t += a[k] * rows_b[k * n + j];
-            we[j] -= t;
-        }
-        for (int64_t k = 0; k < b; k++) we[c0 + k] = 0;
-    }
-    /* ginv[i,:] -= ginv[i,B] (m ginv[B,:]) for live i */
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        if (!live[i]) continue;
-        double *gi = ginv + i * n;
-        double a[b];
-        for (int64_t k = 0; k < b; k++) a[k] = gi[c0 + k];
-        for (int64_t j = 0; j < n; j++) {
-            if (!live[j]) continue;
-            double t = 0;
-            for (int64_t k = 0; k < b; k++) t += a[k] * rows_b[k * n + j];
-            gi[j] -= t;
-        }
-    }
+    downdate_rows(w, n_out, n, NULL, live, c0, b, rows_b);    /* w -= w[:,B] m ginv[B,:] */
+    downdate_rows(ginv, n, n, live, live, c0, b, rows_b);     /* ginv -= ginv[:,B] m ginv[B,:] */
+    for (int64_t e = 0; e < n_out; e++)
+        for (int64_t k = 0; k < b; k++) w[e * n + c0 + k] = 0;
 }
 
 /* tr(d G' d^T) over the columns listed in cols (the only non-zero columns of d), with G' the
