@@ -53,6 +53,15 @@ static const char *USAGE =
     "  -c, --ctx N                  calibration tokens per chunk (default min(512, context))\n"
     "  --chunks N                   calibration chunks (default 50)\n"
     "  --damp X                     GPTQ damping: lambda = X * mean(diag H) (default 0.01)\n"
+    "  --gptq-fp-target             (default) layer L is calibrated on the inputs of the model\n"
+    "                               whose token_embd and layers 0..L-1 are already quantized to\n"
+    "                               the output type, and fitted to the unquantized model's\n"
+    "                               products: one calibration run per --type, two passes each\n"
+    "  --gptq-ridge X               fp target: ridge of that fit, X * mean(diag H) (default 1)\n"
+    "  --gptq-sequential            the same inputs, but fitted to the layer's own products\n"
+    "                               (classic GPTQ): one calibration run per --type\n"
+    "  --gptq-parallel              all Hessians from the unquantized model: one calibration\n"
+    "                               run serves every --type (fastest)\n"
     "  --target-bpw X               choose each tensor's type to fit X bits per weight (all\n"
     "                               tensor data over all parameters) with the least estimated error\n"
     "  --target-size SIZE           the same for a total tensor data size (\"9MB\", \"12MiB\", bytes)\n"
@@ -78,9 +87,15 @@ typedef struct quantize_args {
     const char *calib;          /* --calib FILE */
     int calib_ctx, calib_chunks;/* -c, --chunks (0: defaults) */
     double damp;                /* --damp */
+    int gptq_mode;              /* GPTQ_PARALLEL / _SEQUENTIAL / _FP_TARGET, -1 unset (the default) */
+    double ridge;               /* --gptq-ridge */
     double target_bpw;          /* --target-bpw, 0 none */
     uint64_t target_size;       /* --target-size in bytes, 0 none */
 } quantize_args;
+
+/* How GPTQ collects its Hessians (quant/gptq.h). Without a flag: the fp target, which measured
+ * best on books-22m (docs/gptq-and-fit.md). */
+enum { GPTQ_PARALLEL, GPTQ_SEQUENTIAL, GPTQ_FP_TARGET, GPTQ_MODE_DEFAULT = GPTQ_FP_TARGET };
 
 #define FIT_NAME "FIT" /* the type name a fitted plan is reported under */
 
@@ -112,6 +127,7 @@ static char *expand_output(const char *pattern, const char *name) {
 static int parse_args(int argc, char **argv, quantize_args *a) {
     memset(a, 0, sizeof *a);
     a->output_type = a->token_embd_type = -1;
+    a->gptq_mode = -1;
     static const struct option opts[] = {
         {"type", required_argument, 0, 'T'}, {"output", required_argument, 0, 'o'},
         {"tensor-type", required_argument, 0, 'X'}, {"output-tensor-type", required_argument, 0, 'O'},
@@ -124,7 +140,9 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
         {"method", required_argument, 0, 'M'}, {"calib", required_argument, 0, 'C'},
         {"ctx", required_argument, 0, 'c'}, {"chunks", required_argument, 0, 'N'},
         {"damp", required_argument, 0, 'D'}, {"target-bpw", required_argument, 0, 'B'},
-        {"target-size", required_argument, 0, 'S'}, {0, 0, 0, 0},
+        {"target-size", required_argument, 0, 'S'}, {"gptq-sequential", no_argument, 0, 'Q'},
+        {"gptq-parallel", no_argument, 0, 'P'}, {"gptq-fp-target", no_argument, 0, 'F'},
+        {"gptq-ridge", required_argument, 0, 'G'}, {0, 0, 0, 0},
     };
     int ch;
     optind = 1;
@@ -169,6 +187,19 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
             else return cli_usage_error("quantize", "--method takes plain or gptq, not '%s'", optarg);
             break;
         case 'C': a->calib = optarg; break;
+        case 'G':
+            a->ridge = strtod(optarg, &end);
+            if (*end || !(a->ridge > 0)) return cli_usage_error("quantize", "--gptq-ridge takes a positive number, not '%s'", optarg);
+            break;
+        case 'Q':
+        case 'P':
+        case 'F': {
+            int mode = ch == 'P' ? GPTQ_PARALLEL : ch == 'Q' ? GPTQ_SEQUENTIAL : GPTQ_FP_TARGET;
+            if (a->gptq_mode >= 0 && a->gptq_mode != mode)
+                return cli_usage_error("quantize", "give one of --gptq-parallel, --gptq-sequential, --gptq-fp-target");
+            a->gptq_mode = mode;
+            break;
+        }
         case 'c':
             a->calib_ctx = (int)strtol(optarg, &end, 10);
             if (*end || a->calib_ctx < 2) return cli_usage_error("quantize", "-c takes a context of at least 2, not '%s'", optarg);
@@ -197,8 +228,11 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
     if (rest < 1) return cli_usage_error("quantize", "expected IN");
     a->in = argv[optind];
     if (a->gptq && !a->calib) return cli_usage_error("quantize", "--method gptq needs --calib FILE");
-    if (!a->gptq && (a->calib || a->calib_ctx || a->calib_chunks || a->damp > 0))
-        return cli_usage_error("quantize", "--calib, -c, --chunks and --damp go with --method gptq");
+    if (!a->gptq && (a->calib || a->calib_ctx || a->calib_chunks || a->damp > 0 || a->gptq_mode >= 0 || a->ridge > 0))
+        return cli_usage_error("quantize", "--calib, -c, --chunks, --damp, --gptq-* go with --method gptq");
+    if (a->gptq_mode < 0) a->gptq_mode = GPTQ_MODE_DEFAULT;
+    if (a->ridge > 0 && a->gptq_mode != GPTQ_FP_TARGET)
+        return cli_usage_error("quantize", "--gptq-ridge goes with the fp target (the default, --gptq-fp-target)");
     if (a->target_bpw > 0 && a->target_size > 0) return cli_usage_error("quantize", "give --target-bpw or --target-size, not both");
     if (a->target_bpw > 0 || a->target_size > 0) { /* IN OUT, IN -o OUT, or IN --dry-run */
         if (a->n_types) return cli_usage_error("quantize", "a size target chooses the types: give no TYPE or --type");
@@ -444,7 +478,8 @@ int cmd_quantize(int argc, char **argv) {
     quant_tensor_hook gptq_hook;
     if (a.gptq) {
         gptq_calib_opts co = {.text = a.calib, .n_ctx = a.calib_ctx, .chunks = a.calib_chunks ? a.calib_chunks : 50,
-                              .damp = a.damp};
+                              .damp = a.damp, .sequential = a.gptq_mode != GPTQ_PARALLEL,
+                              .fp_target = a.gptq_mode == GPTQ_FP_TARGET, .ridge = a.ridge};
         if (!co.n_ctx) co.n_ctx = m.cfg.n_ctx_train > 0 && m.cfg.n_ctx_train < 512 ? (int)m.cfg.n_ctx_train : 512;
         if (gptq_calib_open(&calib, &m, &co, &err) != 0) { cli_error(&err); goto done; }
         gptq_hook = gptq_calib_hook(calib);
@@ -453,7 +488,16 @@ int cmd_quantize(int argc, char **argv) {
     cli_progress prog;
     cli_progress_init(&prog, &a.c, "quantize");
     slmc_progress hook = cli_progress_hook(&prog);
-    int qrc = quantize_model(&m, targets, n, &qo, stats, &hook, &err);
+    int qrc;
+    if (calib && a.gptq_mode != GPTQ_PARALLEL) { /* the Hessians depend on the output type: one run per type */
+        qrc = 0;
+        for (int g = 0; g < n && qrc == 0; g++) {
+            if (g) gptq_calib_reset(calib);
+            qrc = quantize_model(&m, &targets[g], 1, &qo, &stats[g], &hook, &err);
+        }
+    } else {
+        qrc = quantize_model(&m, targets, n, &qo, stats, &hook, &err);
+    }
     cli_progress_done(&prog);
     if (qrc != 0) { cli_error(&err); goto done; }
     if (a.c.json) {
@@ -461,7 +505,12 @@ int cmd_quantize(int argc, char **argv) {
         for (int g = 0; g < n; g++) {
             json_t *o = stats_json(labels[g], paths[g], &stats[g]);
             if (fit_json && strcmp(labels[g], FIT_NAME) == 0) json_object_set(o, "fit", fit_json);
-            if (calib) json_object_set_new(o, "method", json_string("gptq"));
+            if (calib) {
+                json_object_set_new(o, "method", json_string("gptq"));
+                json_object_set_new(o, "gptq_mode", json_string(a.gptq_mode == GPTQ_PARALLEL     ? "parallel"
+                                                                : a.gptq_mode == GPTQ_SEQUENTIAL ? "sequential"
+                                                                                                 : "fp-target"));
+            }
             json_array_append_new(arr, o);
         }
         char *s = json_dumps(arr, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -470,7 +519,10 @@ int cmd_quantize(int argc, char **argv) {
         json_decref(arr);
     } else if (!a.c.quiet) {
         for (int g = 0; g < n; g++) print_table(labels[g], paths[g], &stats[g]);
-        if (n) printf("%.2fs\n", stats[0].seconds);
+        double seconds = n ? stats[0].seconds : 0; /* one run for all targets ... */
+        if (calib && a.gptq_mode != GPTQ_PARALLEL) /* ... or one run per target */
+            for (int g = 1; g < n; g++) seconds += stats[g].seconds;
+        if (n) printf("%.2fs\n", seconds);
         if (calib) {
             gptq_calib_info gi;
             gptq_calib_get_info(calib, &gi);

@@ -279,6 +279,12 @@ typedef struct calib_slot {
     gptq_factor f;      /* its factor, computed on first use (f.u NULL before) */
     int64_t owner;      /* tensor whose reported input is accumulated: the first one reported in
                            the slot; the others sharing the input are the same values */
+    /* fp target (sequential): x is the quantized model's input, xf the unquantized one's */
+    float *xf;          /* [n_ctx][n] this chunk's unquantized input, saved by the first pass */
+    int64_t xf_tokens;  /* tokens saved in xf this chunk */
+    int64_t xq_tokens;  /* tokens of the chunk's second pass accumulated so far */
+    double *cross;      /* [n][n] sum xf x^T */
+    double *corr;       /* [n][n] (cross - H)(H + lambda I)^-1: w* = w + w corr, on first use */
 } calib_slot;
 
 struct gptq_calib {
@@ -301,20 +307,61 @@ struct gptq_calib {
     bool hook_failed;       /* the hook ran out of memory or saw a bad shape */
     calib_slot slots[N_SLOTS];
     gptq_calib_info info;
+    /* sequential mode: the forward pass runs through the bytes already written */
+    bool sequential;        /* collect layer L through the quantized layers 0..L-1 */
+    bool fp_target;         /* sequential: fit the unquantized model's products (see gptq.h) */
+    double ridge;           /* fp target: the correction's lambda = ridge * mean(diag H) */
+    int pass;               /* 0: plain collection; fp target: 1 saves xf, 2 accumulates */
+    llm_weight **weights;   /* [n_weights] every matrix of lm: token_embd, layer matrices, output */
+    llm_weight *orig;       /* [n_weights] their source bindings, restored by gptq_calib_reset */
+    int n_weights;
+    uint8_t **qdata;        /* [n_tensors] written bytes of a matrix (F32 when the evaluator cannot
+                               run the written type), NULL until its first rows arrive */
+    int *qtype;             /* [n_tensors] type of qdata */
+    int64_t *qrows;         /* [n_tensors] rows received so far */
+    bool *quantized;        /* [n_tensors] quantized by GPTQ since the last reset (one target per run) */
 };
 
 static void slots_free(gptq_calib *c) {
     for (int s = 0; s < N_SLOTS; s++) {
         gptq_hessian_free(&c->slots[s].h);
         gptq_factor_free(&c->slots[s].f);
+        free(c->slots[s].xf);
+        free(c->slots[s].cross);
+        free(c->slots[s].corr);
+        c->slots[s].xf = NULL;
+        c->slots[s].cross = c->slots[s].corr = NULL;
         c->slots[s].owner = -1;
     }
     c->cur_layer = -1;
 }
 
+/* Put the forward pass back on the source weights and drop the written bytes. */
+static void substitutions_free(gptq_calib *c) {
+    for (int i = 0; i < c->n_weights; i++) *c->weights[i] = c->orig[i];
+    for (uint64_t i = 0; c->qdata && i < c->m->n_tensors; i++) {
+        free(c->qdata[i]);
+        c->qdata[i] = NULL;
+        c->qrows[i] = 0;
+        c->quantized[i] = false;
+    }
+}
+
+void gptq_calib_reset(gptq_calib *c) {
+    slots_free(c);
+    substitutions_free(c);
+}
+
 void gptq_calib_close(gptq_calib *c) {
     if (!c) return;
     slots_free(c);
+    if (c->weights) substitutions_free(c);
+    free(c->weights);
+    free(c->orig);
+    free(c->qdata);
+    free(c->qtype);
+    free(c->qrows);
+    free(c->quantized);
     if (c->ctx_ok) llm_context_free(&c->ctx);
     if (c->lm_ok) llm_model_free(&c->lm);
     free(c->tokens);
@@ -424,6 +471,30 @@ int gptq_calib_open(gptq_calib **out, const model *m, const gptq_calib_opts *o, 
         map_weight(c, &c->lm.output, c->lm.n_layer, SLOT_ATTN_IN);
         c->last_of_layer[c->lm.n_layer] = c->lm.output.tensor;
     }
+    /* every matrix binding of the forward pass, for sequential substitution */
+    c->sequential = o->sequential || o->fp_target;
+    c->fp_target = o->fp_target;
+    c->ridge = o->ridge > 0 ? o->ridge : GPTQ_DEFAULT_RIDGE;
+    c->n_weights = (int)(7 * c->lm.n_layer + 2);
+    c->weights = malloc((size_t)c->n_weights * sizeof *c->weights);
+    c->orig = malloc((size_t)c->n_weights * sizeof *c->orig);
+    c->qdata = calloc(nt, sizeof *c->qdata);
+    c->qtype = calloc(nt, sizeof *c->qtype);
+    c->qrows = calloc(nt, sizeof *c->qrows);
+    c->quantized = calloc(nt, sizeof *c->quantized);
+    if (!c->weights || !c->orig || !c->qdata || !c->qtype || !c->qrows || !c->quantized) {
+        slmc_fail(err, m->path, "out of memory");
+        goto fail;
+    }
+    int nw = 0;
+    c->weights[nw++] = &c->lm.tok_embd;
+    c->weights[nw++] = &c->lm.output;
+    for (int64_t l = 0; l < c->lm.n_layer; l++) {
+        llm_layer *L = &c->lm.layers[l];
+        llm_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int k = 0; k < 7; k++) c->weights[nw++] = ws[k];
+    }
+    for (int i = 0; i < nw; i++) c->orig[i] = *c->weights[i];
     c->info.chunks = c->n_chunks;
     c->info.n_ctx = c->n_ctx;
     *out = c;
@@ -435,6 +506,26 @@ fail:
 
 bool gptq_calib_handles(const gptq_calib *c, uint64_t ti) {
     return ti < c->m->n_tensors && c->tensor_layer[ti] >= 0;
+}
+
+/* cross += xf^T x over the tokens of this call (the same positions of the first pass). */
+static int cross_add(calib_slot *s, const float *x, int n_tokens) {
+    const int64_t n = s->h.n;
+    if (!s->cross) s->cross = calloc((size_t)(n * n), sizeof *s->cross);
+    if (!s->cross || !s->xf || s->xq_tokens + n_tokens > s->xf_tokens) return -1;
+    const float *xf = s->xf + s->xq_tokens * n;
+#pragma omp parallel for schedule(dynamic, 8)
+    for (int64_t i = 0; i < n; i++) {
+        double *ci = s->cross + i * n;
+        for (int t = 0; t < n_tokens; t++) {
+            double a = xf[(int64_t)t * n + i];
+            if (a == 0) continue;
+            const float *xt = x + (int64_t)t * n;
+            for (int64_t j = 0; j < n; j++) ci[j] += a * xt[j];
+        }
+    }
+    s->xq_tokens += n_tokens;
+    return 0;
 }
 
 /* matmul_input hook: accumulate the wanted layer's inputs; stop the pass after its last product. */
@@ -450,11 +541,21 @@ static int calib_hook(void *ud, const char *weight, int64_t tensor, int layer, c
     if (s->owner == tensor) {
         if (!s->h.h && gptq_hessian_init(&s->h, n_in, NULL) != 0) { c->hook_failed = true; return 1; }
         if (s->h.n != n_in) { c->hook_failed = true; return 1; }
-        gptq_hessian_add(&s->h, x, n_tokens);
+        if (c->pass == 1) { /* unquantized input: keep it for the second pass */
+            if (!s->xf) s->xf = malloc((size_t)c->n_ctx * (size_t)n_in * sizeof *s->xf);
+            if (!s->xf || s->xf_tokens + n_tokens > c->n_ctx) { c->hook_failed = true; return 1; }
+            memcpy(s->xf + s->xf_tokens * n_in, x, (size_t)n_tokens * (size_t)n_in * sizeof *x);
+            s->xf_tokens += n_tokens;
+        } else {
+            gptq_hessian_add(&s->h, x, n_tokens);
+            if (c->pass == 2 && cross_add(s, x, n_tokens) != 0) { c->hook_failed = true; return 1; }
+        }
     }
     if (tensor == c->last_of_layer[L]) { c->stopped = true; return 1; }
     return 0;
 }
+
+static void bind_written(gptq_calib *c, bool written);
 
 /* Run the calibration chunks up to layer L's last product, filling the slots. */
 static int collect_layer(gptq_calib *c, int L, slmc_err *err) {
@@ -466,16 +567,25 @@ static int collect_layer(gptq_calib *c, int L, slmc_err *err) {
     for (int ch = 0; ch < c->n_chunks; ch++) {
         memcpy(c->chunk, c->tokens + (size_t)ch * (size_t)c->n_ctx, (size_t)c->n_ctx * sizeof *c->chunk);
         if (c->bos >= 0) c->chunk[0] = c->bos;
-        c->stopped = c->hook_failed = false;
-        slmc_err e2 = {{0}};
-        int rc = llm_eval(&c->ctx, c->chunk, c->n_ctx, 0, c->logits, &e2);
-        c->info.passes++;
-        if (c->hook_failed) return slmc_fail(err, c->m->path, "GPTQ calibration of layer %d: out of memory or bad input shape", L);
-        if (rc != 0 && !c->stopped) {
-            if (err) *err = e2;
-            return slmc_fail_prefix(err, c->m->path);
+        /* fp target: first the unquantized model (saves xf), then the quantized one */
+        for (int pass = c->fp_target ? 1 : 0; pass <= (c->fp_target ? 2 : 0); pass++) {
+            c->pass = pass;
+            if (c->fp_target) bind_written(c, pass == 2);
+            if (pass == 1) /* a new chunk: the saved inputs start over */
+                for (int s = 0; s < N_SLOTS; s++) c->slots[s].xf_tokens = c->slots[s].xq_tokens = 0;
+            c->stopped = c->hook_failed = false;
+            slmc_err e2 = {{0}};
+            int rc = llm_eval(&c->ctx, c->chunk, c->n_ctx, 0, c->logits, &e2);
+            c->info.passes++;
+            if (c->hook_failed)
+                return slmc_fail(err, c->m->path, "GPTQ calibration of layer %d: out of memory or bad input shape", L);
+            if (rc != 0 && !c->stopped) {
+                if (err) *err = e2;
+                return slmc_fail_prefix(err, c->m->path);
+            }
         }
     }
+    c->pass = 0;
     llm_hooks none = {0};
     llm_set_hooks(&c->ctx, &none);
     c->cur_layer = L;
@@ -483,19 +593,182 @@ static int collect_layer(gptq_calib *c, int L, slmc_err *err) {
     return 0;
 }
 
+/* corr = (cross - H)(H + lambda I)^-1 with lambda = ridge * mean(diag H):
+ * for inputs x (quantized model) and xf (unquantized), w* = w + w corr = w cross (H + lambda I)^-1
+ * minimises sum_t (w xf_t - w* x_t)^2 + lambda ||w* - w||^2: the weights that best reproduce
+ * the unquantized model's product from the quantized model's input, ridge-damped towards w. */
+static int slot_correction(calib_slot *s, double ridge) {
+    const int64_t n = s->f.n;
+    const double *h = s->h.h; /* symmetric once factored */
+    double *hinv = malloc((size_t)(n * n) * sizeof *hinv);
+    s->corr = malloc((size_t)(n * n) * sizeof *s->corr);
+    if (!hinv || !s->corr || !s->cross) {
+        free(hinv);
+        free(s->corr);
+        s->corr = NULL;
+        return -1;
+    }
+    double mean = 0;
+    for (int64_t i = 0; i < n; i++) mean += h[i * n + i];
+    mean /= (double)n;
+    memcpy(hinv, h, (size_t)(n * n) * sizeof *hinv);
+    for (int64_t i = 0; i < n; i++) hinv[i * n + i] += (h[i * n + i] > 0 ? 0 : 1) + ridge * mean; /* dead: decoupled */
+    if (gptq_spd_inverse(hinv, n) != 0) { /* cannot happen for a ridge > 0; keep w unchanged */
+        memset(s->corr, 0, (size_t)(n * n) * sizeof *s->corr);
+        free(hinv);
+        return 0;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        double *ci = s->corr + i * n;
+        for (int64_t j = 0; j < n; j++) ci[j] = 0;
+        for (int64_t k = 0; k < n; k++) {
+            double d = s->cross[i * n + k] - h[i * n + k];
+            if (d == 0) continue;
+            const double *hk = hinv + k * n;
+            for (int64_t j = 0; j < n; j++) ci[j] += d * hk[j];
+        }
+    }
+    free(hinv);
+    return 0;
+}
+
+/* wt = w + w corr, row by row. */
+static void apply_correction(const double *corr, const float *w, int64_t rows, int64_t cols, float *wt) {
+#pragma omp parallel
+    {
+        double *acc = malloc((size_t)cols * sizeof *acc);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++) {
+            const float *wr = w + r * cols;
+            if (!acc) { memcpy(wt + r * cols, wr, (size_t)cols * sizeof *wt); continue; }
+            for (int64_t j = 0; j < cols; j++) acc[j] = wr[j];
+            for (int64_t k = 0; k < cols; k++) {
+                double a = wr[k];
+                if (a == 0) continue;
+                const double *ck = corr + k * cols;
+                for (int64_t j = 0; j < cols; j++) acc[j] += a * ck[j];
+            }
+            for (int64_t j = 0; j < cols; j++) wt[r * cols + j] = (float)acc[j];
+        }
+        free(acc);
+    }
+}
+
+/* The slot holding tensor ti's Hessian, collecting its layer first when needed. */
+static calib_slot *slot_of(gptq_calib *c, uint64_t ti, slmc_err *err) {
+    if (!gptq_calib_handles(c, ti)) {
+        slmc_fail(err, c->m->path, "GPTQ does not handle tensor %llu", (unsigned long long)ti);
+        return NULL;
+    }
+    int L = (int)c->tensor_layer[ti];
+    if (c->cur_layer != L && collect_layer(c, L, err) != 0) return NULL;
+    calib_slot *s = &c->slots[c->tensor_slot[ti]];
+    if (!s->h.h) {
+        slmc_fail(err, c->m->path, "tensor %s: its input was never seen during calibration", c->m->tensors[ti].name);
+        return NULL;
+    }
+    return s;
+}
+
+int gptq_calib_hessian(gptq_calib *c, uint64_t ti, const gptq_hessian **out, slmc_err *err) {
+    calib_slot *s = slot_of(c, ti, err);
+    *out = s ? &s->h : NULL;
+    return s ? 0 : -1;
+}
+
 int gptq_calib_quantize(gptq_calib *c, uint64_t ti, int type, const float *w, int64_t rows, int64_t cols,
                         uint8_t *out, slmc_err *err) {
-    if (!gptq_calib_handles(c, ti)) return slmc_fail(err, c->m->path, "GPTQ does not handle tensor %llu", (unsigned long long)ti);
+    calib_slot *s = slot_of(c, ti, err);
+    if (!s) return -1;
     const char *name = c->m->tensors[ti].name;
-    int L = (int)c->tensor_layer[ti];
-    if (c->cur_layer != L && collect_layer(c, L, err) != 0) return -1;
-    calib_slot *s = &c->slots[c->tensor_slot[ti]];
-    if (!s->h.h) return slmc_fail(err, c->m->path, "tensor %s: its input was never seen during calibration", name);
+    if (c->sequential) { /* the Hessians in memory belong to the output type being written */
+        if (c->quantized[ti])
+            return slmc_fail(err, c->m->path, "tensor %s: sequential GPTQ quantizes for one output type per run", name);
+        c->quantized[ti] = true;
+    }
     if (!s->f.u && gptq_factor_init(&s->f, &s->h, c->damp, err) != 0) return slmc_fail_prefix(err, name);
     double t0 = now_seconds();
-    if (gptq_quantize(&s->f, w, rows, cols, type, out, err) != 0) return slmc_fail_prefix(err, name);
+    float *wt = NULL; /* fp target: the least-squares weights for the quantized inputs */
+    if (c->fp_target) {
+        if (!s->corr && slot_correction(s, c->ridge) != 0) return slmc_fail(err, c->m->path, "tensor %s: out of memory", name);
+        wt = malloc((size_t)(rows * cols) * sizeof *wt);
+        if (!wt) return slmc_fail(err, c->m->path, "tensor %s: out of memory", name);
+        apply_correction(s->corr, w, rows, cols, wt);
+        w = wt;
+    }
+    int rc = gptq_quantize(&s->f, w, rows, cols, type, out, err);
+    free(wt);
+    if (rc != 0) return slmc_fail_prefix(err, name);
     c->info.quant_seconds += now_seconds() - t0;
     return 0;
+}
+
+/* Point the forward pass's matrices at their written bytes (those complete so far), or all at
+ * the source weights. */
+static void bind_written(gptq_calib *c, bool written) {
+    for (int i = 0; i < c->n_weights; i++) {
+        llm_weight *w = c->weights[i];
+        *w = c->orig[i];
+        int64_t ti = w->tensor;
+        if (!written || ti < 0 || !c->qdata[ti] || c->qrows[ti] != model_tensor_rows(&c->m->tensors[ti])) continue;
+        w->w.data = c->qdata[ti];
+        w->w.type = c->qtype[ti];
+        w->w.row_bytes = type_nbytes(c->qtype[ti], w->w.n_in);
+        w->w.row_map = NULL; /* written rows are in llama.cpp's order already */
+    }
+}
+
+/* Point every binding of tensor ti at its written bytes. Types the evaluator's matmul does
+ * not run are dequantized to F32 first (the same values, without the native rounding of the
+ * activations). */
+static int substitute(gptq_calib *c, uint64_t ti, slmc_err *err) {
+    const model_tensor *t = &c->m->tensors[ti];
+    int64_t rows = model_tensor_rows(t), ne0 = t->ne[0];
+    int type = c->qtype[ti];
+    if (!kern_weight_supported(type, ne0)) {
+        const quant_kernels *k = quant_get(type);
+        float *f = malloc((size_t)(rows * ne0) * sizeof *f);
+        if (!k || !f) {
+            free(f);
+            return slmc_fail(err, c->m->path, "tensor %s: cannot run its %s bytes in the calibration pass", t->name,
+                             type_name(type));
+        }
+        uint64_t rb = type_nbytes(type, ne0);
+        for (int64_t r = 0; r < rows; r++) k->dequantize(c->qdata[ti] + (uint64_t)r * rb, f + r * ne0, ne0);
+        free(c->qdata[ti]);
+        c->qdata[ti] = (uint8_t *)f;
+        c->qtype[ti] = type = GGML_TYPE_F32;
+    }
+    bind_written(c, true);
+    return 0;
+}
+
+int gptq_calib_use_rows(gptq_calib *c, uint64_t ti, int type, int64_t r0, int64_t nr, const uint8_t *bytes,
+                        slmc_err *err) {
+    if (!c->sequential || ti >= c->m->n_tensors) return 0;
+    bool used = false; /* only the matrices the forward pass multiplies or looks up */
+    for (int i = 0; i < c->n_weights; i++) used |= c->orig[i].tensor == (int64_t)ti;
+    if (!used) return 0;
+    const model_tensor *t = &c->m->tensors[ti];
+    int64_t rows = model_tensor_rows(t);
+    uint64_t rb = type_nbytes(type, t->ne[0]);
+    if (rb == 0 || r0 < 0 || nr < 0 || r0 + nr > rows)
+        return slmc_fail(err, c->m->path, "tensor %s: bad rows %lld..%lld of %s handed to sequential GPTQ", t->name,
+                         (long long)r0, (long long)(r0 + nr), type_name(type));
+    if (r0 == 0) { /* a tensor starts: a fresh buffer (a second target is refused below) */
+        if (c->qdata[ti])
+            return slmc_fail(err, c->m->path, "tensor %s: sequential GPTQ follows one output type per run", t->name);
+        c->qdata[ti] = malloc(rb * (uint64_t)rows);
+        if (!c->qdata[ti]) return slmc_fail(err, c->m->path, "tensor %s: out of memory", t->name);
+        c->qtype[ti] = type;
+        c->qrows[ti] = 0;
+    }
+    if (!c->qdata[ti] || c->qtype[ti] != type || r0 != c->qrows[ti])
+        return slmc_fail(err, c->m->path, "tensor %s: rows handed to sequential GPTQ out of order", t->name);
+    memcpy(c->qdata[ti] + rb * (uint64_t)r0, bytes, rb * (uint64_t)nr);
+    c->qrows[ti] += nr;
+    return c->qrows[ti] == rows ? substitute(c, ti, err) : 0;
 }
 
 void gptq_calib_get_info(const gptq_calib *c, gptq_calib_info *info) { *info = c->info; }
@@ -507,7 +780,16 @@ static int hook_quantize(void *ud, uint64_t ti, int type, const float *w, int64_
     return gptq_calib_quantize(ud, ti, type, w, rows, ne0, out, err);
 }
 
+static int hook_written(void *ud, int target, uint64_t ti, int type, int64_t r0, int64_t nr, const uint8_t *bytes,
+                        slmc_err *err) {
+    gptq_calib *c = ud;
+    if (!c->sequential) return 0;
+    if (target != 0)
+        return slmc_fail(err, c->m->path, "sequential GPTQ quantizes for one output type per run (got a second target)");
+    return gptq_calib_use_rows(c, ti, type, r0, nr, bytes, err);
+}
+
 quant_tensor_hook gptq_calib_hook(gptq_calib *c) {
-    quant_tensor_hook h = {.ud = c, .wants = hook_wants, .quantize = hook_quantize};
+    quant_tensor_hook h = {.ud = c, .wants = hook_wants, .quantize = hook_quantize, .written = hook_written};
     return h;
 }

@@ -25,9 +25,22 @@
  *
  * gptq_calib collects the Hessians from a calibration text through the forward pass's
  * matmul_input hook, one transformer layer at a time (the pass is aborted once the layer's
- * last product has been seen), from the unquantized model: every layer's H comes from the
- * original activations, not from the activations of the already quantized earlier layers
- * (the simpler variant; it lets one collection serve several output types at once).
+ * last product has been seen). Two modes:
+ *   parallel (gptq_calib_opts.sequential false): every layer's H comes from the unquantized
+ *     model; one collection serves several output types at once.
+ *   sequential (true, classic GPTQ): the forward pass that collects layer L's H runs
+ *     token_embd and layers 0..L-1 with the bytes already written for this output type
+ *     (handed back through gptq_calib_use_rows / the hook's `written` callback), so layer L
+ *     is quantized for the inputs it will really see and compensates earlier layers' errors.
+ *     The Hessians then depend on the output type: one output type per run (quantize_model
+ *     with one target, gptq_calib_reset between targets). Layer L's own matrices all get H
+ *     from the layer's unquantized weights (one collection per layer, not per product).
+ *   fp target (fp_target true; sequential inputs): the target is the unquantized model's
+ *     product W xf on its own input xf, not W x on the quantized model's input x. Every chunk
+ *     runs twice (source weights, saving xf; written bytes, accumulating H = sum x x^T and
+ *     C = sum xf x^T) and the weights are first replaced by the ridge least-squares fit
+ *     W* = W + W (C - H)(H + lambda' I)^-1, lambda' = ridge * mean(diag H), which GPTQ then
+ *     quantizes with H (sum ||W xf - Q x||^2 = tr((W*-Q) H (W*-Q)^T) + const, unridged).
  * See docs/gptq-and-fit.md.
  */
 #ifndef SLMC_GPTQ_H
@@ -41,6 +54,7 @@
 #include "quant/quantize.h"
 
 #define GPTQ_DEFAULT_DAMP 0.01
+#define GPTQ_DEFAULT_RIDGE 1.0 /* fp target: the correction's lambda = ridge * mean(diag H) */
 #define GPTQ_BATCH_COLUMNS 128 /* lazy batch width, rounded up to whole blocks */
 
 /* ---------------------------------------------------------------- linear algebra (double) */
@@ -95,6 +109,9 @@ typedef struct gptq_calib_opts {
     int n_ctx;          /* tokens per chunk (-c), e.g. 256 */
     int chunks;         /* chunks of the text used (--chunks); <= 0: every whole chunk */
     double damp;        /* lambda = damp * mean(diag H); <= 0 means GPTQ_DEFAULT_DAMP */
+    bool sequential;    /* collect layer L through the already quantized layers 0..L-1 (see above) */
+    bool fp_target;     /* sequential, and fit the unquantized model's products (implies sequential) */
+    double ridge;       /* fp target: correction ridge (see above); <= 0 means GPTQ_DEFAULT_RIDGE */
 } gptq_calib_opts;
 
 /* Tokenize the start of the text with m's tokenizer and bind the forward pass to m (which must
@@ -112,6 +129,22 @@ bool gptq_calib_handles(const gptq_calib *c, uint64_t ti);
 int gptq_calib_quantize(gptq_calib *c, uint64_t ti, int type, const float *w, int64_t rows, int64_t cols,
                         uint8_t *out, slmc_err *err);
 
+/* Sequential mode: rows [r0, r0+nr) of tensor ti as written to the output, `type` bytes in
+ * llama.cpp's row order. Once all rows of a matrix the forward pass uses (token_embd, a layer
+ * matrix, output) have arrived, later collections run with them instead of the source weights
+ * (natively when the evaluator runs the type, else dequantized to F32). Other tensors are
+ * ignored; in parallel mode this does nothing. */
+int gptq_calib_use_rows(gptq_calib *c, uint64_t ti, int type, int64_t r0, int64_t nr, const uint8_t *bytes,
+                        slmc_err *err);
+
+/* Forget the Hessians in memory and every tensor handed to gptq_calib_use_rows (the forward
+ * pass is back on the source weights): start of the next output type in sequential mode. */
+void gptq_calib_reset(gptq_calib *c);
+
+/* The Hessian of tensor ti's input (collecting its layer first when it is not in memory), as
+ * gptq_calib_quantize would use it; valid until the next collection or reset. For tests. */
+int gptq_calib_hessian(gptq_calib *c, uint64_t ti, const gptq_hessian **out, slmc_err *err);
+
 /* Chunks and tokens used, forward passes run, seconds spent collecting (for reports). */
 typedef struct gptq_calib_info {
     int chunks, n_ctx, passes;
@@ -119,7 +152,8 @@ typedef struct gptq_calib_info {
 } gptq_calib_info;
 void gptq_calib_get_info(const gptq_calib *c, gptq_calib_info *info);
 
-/* The hook quantize_model calls for whole tensors (quantize_opts.tensor_hook). */
+/* The hook quantize_model calls for whole tensors (quantize_opts.tensor_hook); in sequential
+ * mode its `written` callback feeds gptq_calib_use_rows (and fails for a second target). */
 quant_tensor_hook gptq_calib_hook(gptq_calib *c);
 
 #endif

@@ -152,6 +152,7 @@ static int write_whole_tensor(const model *m, uint64_t ti, const quant_target *t
             }
         }
         if (gguf_writer_write(&w[g], raw, (size_t)nbytes, err) != 0) goto done;
+        if (hook->written && hook->written(hook->ud, g, ti, ty, 0, rows, raw, err) != 0) goto done;
     }
     rc = 0;
 done:
@@ -258,6 +259,7 @@ int quantize_model(const model *m, const quant_target *targets, int n_targets, c
                     bytes = qbuf[g];
                 }
                 if (gguf_writer_write(&w[g], bytes, (size_t)nbytes, err) != 0) goto done;
+                if (hook && hook->written && hook->written(hook->ud, g, ti, ty, r0, nr, bytes, err) != 0) goto done;
             }
             if (t->qk_heads == 0) model_release_rows(m, t, r0, nr);
         }

@@ -40,6 +40,11 @@ typedef struct quant_tensor_hook {
     /* Quantize w [rows][ne0] (tensor ti) to type into out (type_nbytes(type, ne0) * rows bytes). */
     int (*quantize)(void *ud, uint64_t ti, int type, const float *w, int64_t rows, int64_t ne0, uint8_t *out,
                     slmc_err *err);
+    /* Optional (may be NULL): called for every tensor, wanted or not, after rows [r0, r0+nr)
+     * were written to target `target` as `type` bytes (rows in order, llama.cpp's row order).
+     * Sequential GPTQ uses it to run later layers' calibration through the written bytes. */
+    int (*written)(void *ud, int target, uint64_t ti, int type, int64_t r0, int64_t nr, const uint8_t *bytes,
+                   slmc_err *err);
 } quant_tensor_hook;
 
 typedef struct quantize_opts {

@@ -3,6 +3,7 @@
  * compensate, lower output error than plain and importance-weighted quantization on
  * correlated inputs, valid blocks, and a calibrated run over the shared trained model. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -359,6 +360,285 @@ START_TEST(books_gptq_through_quantize_model) {
 }
 END_TEST
 
+
+/* ---------------------------------------------------------------- sequential mode */
+
+#define N_PROBE 4 /* one weight per input slot of a layer */
+#define SEQ_CTX 32   /* calibration of the sequential tests: small, they run the model many times */
+#define SEQ_CHUNKS 2
+static const char *const PROBE_NAMES[N_PROBE] = {"blk.1.attn_q.weight", "blk.1.attn_output.weight",
+                                                  "blk.1.ffn_gate.weight", "blk.1.ffn_down.weight"};
+
+/* The upper triangles of a layer's four Hessians, as collected (copies). */
+typedef struct layer_h {
+    int64_t n[N_PROBE];
+    int64_t tokens[N_PROBE];
+    double *h[N_PROBE];
+} layer_h;
+
+static void layer_h_grab(layer_h *out, gptq_calib *c, const model *m) {
+    slmc_err err = {{0}};
+    for (int k = 0; k < N_PROBE; k++) {
+        int64_t ti = model_find(m, PROBE_NAMES[k]);
+        ck_assert_int_ge(ti, 0);
+        const gptq_hessian *hs;
+        ck_assert_msg(gptq_calib_hessian(c, (uint64_t)ti, &hs, &err) == 0, "%s", err.msg);
+        out->n[k] = hs->n;
+        out->tokens[k] = hs->n_tokens;
+        out->h[k] = calloc((size_t)(hs->n * hs->n), sizeof *out->h[k]);
+        for (int64_t i = 0; i < hs->n; i++)
+            for (int64_t j = i; j < hs->n; j++) out->h[k][i * hs->n + j] = hs->h[i * hs->n + j];
+    }
+}
+
+static void layer_h_free(layer_h *l) {
+    for (int k = 0; k < N_PROBE; k++) free(l->h[k]);
+}
+
+/* A tensor hook around GPTQ's that grabs layer 1's Hessians just before its first tensor is
+ * quantized: the very matrices the run quantizes layer 1 with. */
+typedef struct probe_hook {
+    quant_tensor_hook inner;
+    gptq_calib *c;
+    const model *m;
+    int64_t first_of_layer1;
+    layer_h got;
+    bool grabbed;
+} probe_hook;
+
+static bool probe_wants(void *ud, uint64_t ti) {
+    probe_hook *p = ud;
+    return p->inner.wants(p->inner.ud, ti);
+}
+static int probe_quantize(void *ud, uint64_t ti, int type, const float *w, int64_t rows, int64_t ne0, uint8_t *out,
+                          slmc_err *err) {
+    probe_hook *p = ud;
+    if ((int64_t)ti == p->first_of_layer1 && !p->grabbed) {
+        layer_h_grab(&p->got, p->c, p->m);
+        p->grabbed = true;
+    }
+    return p->inner.quantize(p->inner.ud, ti, type, w, rows, ne0, out, err);
+}
+static int probe_written(void *ud, int target, uint64_t ti, int type, int64_t r0, int64_t nr, const uint8_t *bytes,
+                         slmc_err *err) {
+    probe_hook *p = ud;
+    return p->inner.written(p->inner.ud, target, ti, type, r0, nr, bytes, err);
+}
+
+/* Quantize the shared model to `path` with a GPTQ calibration in the given mode. */
+static void quantize_books(const model *m, const char *text, const int *types, const char *path, bool sequential,
+                           bool fp_target, probe_hook *probe) {
+    slmc_err err = {{0}};
+    gptq_calib_opts co = {.text = text, .n_ctx = SEQ_CTX, .chunks = SEQ_CHUNKS, .damp = 0.01,
+                          .sequential = sequential, .fp_target = fp_target};
+    gptq_calib *c;
+    ck_assert_msg(gptq_calib_open(&c, m, &co, &err) == 0, "%s", err.msg);
+    quant_tensor_hook hook = gptq_calib_hook(c), wrapped;
+    if (probe) {
+        probe->inner = hook;
+        probe->c = c;
+        probe->m = m;
+        probe->first_of_layer1 = model_find(m, "blk.1.attn_q.weight");
+        wrapped = (quant_tensor_hook){.ud = probe, .wants = probe_wants, .quantize = probe_quantize, .written = probe_written};
+    }
+    quantize_opts qo = {.tensor_hook = probe ? &wrapped : &hook};
+    quant_target tg = {.path = path, .types = types, .file_type = MIX_Q2_K};
+    ck_assert_msg(quantize_model(m, &tg, 1, &qo, NULL, NULL, &err) == 0, "%s", err.msg);
+    gptq_calib_info info;
+    gptq_calib_get_info(c, &info);
+    ck_assert_int_eq(info.passes, SEQ_CHUNKS * 6 * (fp_target ? 2 : 1)); /* 6 layers (the head is copied) */
+    gptq_calib_close(c);
+}
+
+static int *books_plan(const model *m, int mix) {
+    slmc_err err = {{0}};
+    plan_opts po;
+    plan_opts_init(&po, mix);
+    int *types = malloc(m->n_tensors * sizeof *types);
+    ck_assert_msg(quant_plan(m, &po, types, &err) == 0, "%s", err.msg);
+    /* output.weight (the largest matrix, and the last) copied as is: keeps the tests quick */
+    int64_t out = model_find(m, "output.weight");
+    ck_assert_int_ge(out, 0);
+    types[out] = m->tensors[out].type;
+    return types;
+}
+
+/* Sequential mode's layer-1 Hessians are exactly those collected (in parallel mode) from a model
+ * whose token_embd and layer-0 matrices are replaced by the bytes the sequential run wrote; and
+ * they differ from the unquantized model's. */
+START_TEST(sequential_hessian_sees_quantized_layer0) {
+    char *hf = SHARED_OR_SKIP("models/books-22m/hf-bf16");
+    char *text = SHARED_OR_SKIP("text/books-train.txt");
+    model m;
+    slmc_err err = {{0}};
+    ck_assert_msg(model_open(&m, hf, NULL, &err) == 0, "%s", err.msg);
+    int *types = books_plan(&m, MIX_Q2_K);
+    char *dir = tmpdir_make();
+    char path[512];
+    snprintf(path, sizeof path, "%s/seq.gguf", dir);
+    probe_hook probe = {0};
+    quantize_books(&m, text, types, path, true, false, &probe);
+    ck_assert(probe.grabbed);
+
+    /* the hybrid: m with token_embd and blk.0's matrices pointing at the written bytes */
+    gguf_file g;
+    ck_assert_msg(gguf_open(&g, path, &err) == 0, "%s", err.msg);
+    model hy = m;
+    hy.src = NULL;
+    hy.tensors = malloc(m.n_tensors * sizeof *hy.tensors);
+    memcpy(hy.tensors, m.tensors, m.n_tensors * sizeof *hy.tensors);
+    int replaced = 0;
+    for (uint64_t i = 0; i < g.n_tensors; i++) {
+        const char *name = g.tensors[i].name;
+        if (strcmp(name, "token_embd.weight") != 0 && strncmp(name, "blk.0.", 6) != 0) continue;
+        if (g.tensors[i].ne[1] <= 1) continue; /* norms: F32 either way */
+        int64_t ti = model_find(&hy, name);
+        ck_assert_int_ge(ti, 0);
+        model_tensor *t = &hy.tensors[ti];
+        ck_assert_int_ne(t->type, g.tensors[i].type); /* really quantized */
+        t->type = g.tensors[i].type;
+        t->data = gguf_tensor_data(&g, i);
+        t->nbytes = g.tensors[i].nbytes;
+        t->qk_heads = 0; /* written rows are in llama.cpp's order */
+        replaced++;
+    }
+    ck_assert_int_eq(replaced, 8); /* token_embd and 7 matrices */
+    gptq_calib_opts co = {.text = text, .n_ctx = SEQ_CTX, .chunks = SEQ_CHUNKS, .damp = 0.01};
+    gptq_calib *ref, *orig;
+    ck_assert_msg(gptq_calib_open(&ref, &hy, &co, &err) == 0, "%s", err.msg);
+    ck_assert_msg(gptq_calib_open(&orig, &m, &co, &err) == 0, "%s", err.msg);
+    layer_h want, unq;
+    layer_h_grab(&want, ref, &hy);
+    layer_h_grab(&unq, orig, &m);
+    for (int k = 0; k < N_PROBE; k++) {
+        int64_t n = want.n[k];
+        ck_assert_int_eq(probe.got.n[k], n);
+        ck_assert_int_eq(probe.got.tokens[k], SEQ_CHUNKS * SEQ_CTX);
+        ck_assert_int_eq(want.tokens[k], SEQ_CHUNKS * SEQ_CTX);
+        double max_rel = 0, diag = 0;
+        for (int64_t i = 0; i < n; i++) diag += want.h[k][i * n + i];
+        for (int64_t i = 0; i < n * n; i++) {
+            ck_assert_msg(probe.got.h[k][i] == want.h[k][i], "%s: H[%lld] %.17g, hybrid model %.17g", PROBE_NAMES[k],
+                          (long long)i, probe.got.h[k][i], want.h[k][i]);
+            max_rel = fmax(max_rel, fabs(unq.h[k][i] - want.h[k][i]) / (diag / (double)n));
+        }
+        /* not vacuous: quantizing layer 0 moved layer 1's inputs */
+        ck_assert_msg(max_rel > 1e-4, "%s: the unquantized model's H is the same (%g)", PROBE_NAMES[k], max_rel);
+    }
+    layer_h_free(&want);
+    layer_h_free(&unq);
+    layer_h_free(&probe.got);
+    gptq_calib_close(ref);
+    gptq_calib_close(orig);
+    free(hy.tensors);
+    gguf_close(&g);
+    tmpdir_remove(dir);
+    free(types);
+    model_close(&m);
+    free(hf);
+    free(text);
+}
+END_TEST
+
+/* Sequential (and fp-target) output bytes do not depend on the thread count, and differ from
+ * the parallel mode's in the layer matrices after layer 0. */
+START_TEST(sequential_deterministic_across_threads) {
+    char *hf = SHARED_OR_SKIP("models/books-22m/hf-bf16");
+    char *text = SHARED_OR_SKIP("text/books-train.txt");
+    model m;
+    slmc_err err = {{0}};
+    ck_assert_msg(model_open(&m, hf, NULL, &err) == 0, "%s", err.msg);
+    int *types = books_plan(&m, MIX_Q2_K);
+    char *dir = tmpdir_make();
+    int threads0 = omp_get_max_threads();
+    for (int fp = 0; fp < 2; fp++) {
+        char p1[512], p3[512];
+        snprintf(p1, sizeof p1, "%s/t1-%d.gguf", dir, fp);
+        snprintf(p3, sizeof p3, "%s/t3-%d.gguf", dir, fp);
+        omp_set_num_threads(1);
+        quantize_books(&m, text, types, p1, true, fp, NULL);
+        omp_set_num_threads(3);
+        quantize_books(&m, text, types, p3, true, fp, NULL);
+        omp_set_num_threads(threads0);
+        size_t n1, n3;
+        uint8_t *b1 = slurp(p1, &n1), *b3 = slurp(p3, &n3);
+        ck_assert_uint_eq(n1, n3);
+        ck_assert_msg(memcmp(b1, b3, n1) == 0, "fp_target %d: bytes depend on the thread count", fp);
+        free(b1);
+        free(b3);
+    }
+    /* against the parallel mode: layer 0 is the same (nothing before it is quantized except
+     * token_embd, whose error reaches layer 0's inputs), the last layers differ */
+    char pp[512], ps[512];
+    snprintf(pp, sizeof pp, "%s/par.gguf", dir);
+    snprintf(ps, sizeof ps, "%s/t1-0.gguf", dir);
+    quantize_books(&m, text, types, pp, false, false, NULL);
+    gguf_file a, b;
+    ck_assert_msg(gguf_open(&a, pp, &err) == 0, "%s", err.msg);
+    ck_assert_msg(gguf_open(&b, ps, &err) == 0, "%s", err.msg);
+    int differ = 0;
+    for (uint64_t i = 0; i < a.n_tensors; i++) {
+        bool same = memcmp(gguf_tensor_data(&a, i), gguf_tensor_data(&b, i), a.tensors[i].nbytes) == 0;
+        if (strcmp(a.tensors[i].name, "token_embd.weight") == 0) ck_assert(same); /* plain in both */
+        if (strncmp(a.tensors[i].name, "blk.5.", 6) == 0 && a.tensors[i].ne[1] > 1) differ += !same;
+    }
+    ck_assert_int_eq(differ, 7);
+    gguf_close(&a);
+    gguf_close(&b);
+    tmpdir_remove(dir);
+    free(types);
+    model_close(&m);
+    free(hf);
+    free(text);
+}
+END_TEST
+
+/* One sequential calibration serves one output type per run: a second target is refused, and
+ * gptq_calib_reset starts over (the same bytes as a fresh calibration). */
+START_TEST(sequential_one_target_per_run) {
+    char *hf = SHARED_OR_SKIP("models/books-22m/hf-bf16");
+    char *text = SHARED_OR_SKIP("text/books-train.txt");
+    model m;
+    slmc_err err = {{0}};
+    ck_assert_msg(model_open(&m, hf, NULL, &err) == 0, "%s", err.msg);
+    int *t2 = books_plan(&m, MIX_Q2_K), *t4 = books_plan(&m, MIX_Q4_K_M);
+    char *dir = tmpdir_make();
+    char pa[512], pb[512], pc[512];
+    snprintf(pa, sizeof pa, "%s/a.gguf", dir);
+    snprintf(pb, sizeof pb, "%s/b.gguf", dir);
+    snprintf(pc, sizeof pc, "%s/c.gguf", dir);
+    gptq_calib_opts co = {.text = text, .n_ctx = SEQ_CTX, .chunks = SEQ_CHUNKS, .damp = 0.01, .sequential = true};
+    gptq_calib *c;
+    ck_assert_msg(gptq_calib_open(&c, &m, &co, &err) == 0, "%s", err.msg);
+    quant_tensor_hook hook = gptq_calib_hook(c);
+    quantize_opts qo = {.tensor_hook = &hook};
+    quant_target two[2] = {{.path = pa, .types = t2, .file_type = MIX_Q2_K}, {.path = pb, .types = t4, .file_type = MIX_Q4_K_M}};
+    ck_assert_int_eq(quantize_model(&m, two, 2, &qo, NULL, NULL, &err), -1);
+    ck_assert_msg(strstr(err.msg, "one output type per run"), "%s", err.msg);
+    /* after a reset: Q4_K_M alone, then compared with a fresh calibration's bytes */
+    gptq_calib_reset(c);
+    ck_assert_msg(quantize_model(&m, &two[1], 1, &qo, NULL, NULL, &err) == 0, "%s", err.msg);
+    gptq_calib_close(c);
+    ck_assert_msg(gptq_calib_open(&c, &m, &co, &err) == 0, "%s", err.msg);
+    hook = gptq_calib_hook(c);
+    quant_target fresh = {.path = pc, .types = t4, .file_type = MIX_Q4_K_M};
+    ck_assert_msg(quantize_model(&m, &fresh, 1, &qo, NULL, NULL, &err) == 0, "%s", err.msg);
+    gptq_calib_close(c);
+    size_t nb, nc;
+    uint8_t *bb = slurp(pb, &nb), *bc = slurp(pc, &nc);
+    ck_assert_uint_eq(nb, nc);
+    ck_assert(memcmp(bb, bc, nb) == 0);
+    free(bb);
+    free(bc);
+    tmpdir_remove(dir);
+    free(t2);
+    free(t4);
+    model_close(&m);
+    free(hf);
+    free(text);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("gptq");
     TCase *tc = tcase_create("core");
@@ -370,6 +650,9 @@ static Suite *suite(void) {
     tcase_add_test(tc, gptq_beats_plain_and_weighted);
     tcase_add_test(tc, gptq_rejects_bad_shapes);
     tcase_add_test(tc, books_gptq_through_quantize_model);
+    tcase_add_test(tc, sequential_hessian_sees_quantized_layer0);
+    tcase_add_test(tc, sequential_deterministic_across_threads);
+    tcase_add_test(tc, sequential_one_target_per_run);
     suite_add_tcase(s, tc);
     return s;
 }

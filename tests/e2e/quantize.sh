@@ -33,6 +33,20 @@ expect 0 "Q2_K on 128-wide rows" -- "$SLMC" quantize "$T/tiny128" "$T/fb.gguf" Q
 grep -q '"IQ4_NL"' "$T/out" && ok "Q2_K falls back to IQ4_NL" || fail "no IQ4_NL fallback: $(cat "$T/out")"
 expect 0 "Q4_K_M on 128-wide rows" -- "$SLMC" quantize "$T/tiny128" "$T/fb4.gguf" Q4_K_M --json -q
 grep -q '"Q5_0"' "$T/out" && ok "Q4_K falls back to Q5_0" || fail "no Q5_0 fallback: $(cat "$T/out")"
+# --method gptq modes: the sequential ones calibrate once per type, so several types at once give
+# the bytes of single runs; flags that do not go together are refused
+"$SLMC" synth --shape small -o "$T/small" -q || fail "synth small"
+i=0; while [ $i -lt 200 ]; do echo "line $i of a calibration text for sequential gptq."; i=$((i + 1)); done >"$T/calib.txt"
+G="--method gptq --calib $T/calib.txt -c 32 --chunks 2"
+expect 0 "gptq (fp target) two types" -- "$SLMC" quantize "$T/small" --type Q4_K_M,Q8_0 -o "$T/g-{type}.gguf" $G --json -q
+grep -q '"gptq_mode": "fp-target"' "$T/out" || fail "JSON names the gptq mode: $(cat "$T/out")"
+expect 0 "gptq (fp target) Q4_K_M alone" -- "$SLMC" quantize "$T/small" "$T/g1.gguf" Q4_K_M $G -q
+cmp -s "$T/g1.gguf" "$T/g-Q4_K_M.gguf" && ok "fp-target multi-type = single run" || fail "fp-target multi-type differs from a single run"
+expect 0 "gptq --gptq-parallel" -- "$SLMC" quantize "$T/small" "$T/gp.gguf" Q4_K_M $G --gptq-parallel -q
+cmp -s "$T/gp.gguf" "$T/g1.gguf" && fail "parallel and fp-target give the same bytes" || ok "parallel differs from fp-target"
+expect 2 "two gptq modes" -- "$SLMC" quantize "$T/small" "$T/x.gguf" Q4_K_M $G --gptq-parallel --gptq-sequential
+expect 2 "--gptq-ridge outside the fp target" -- "$SLMC" quantize "$T/small" "$T/x.gguf" Q4_K_M $G --gptq-sequential --gptq-ridge 2
+expect 2 "--gptq-sequential without gptq" -- "$SLMC" quantize "$T/small" "$T/x.gguf" Q4_K_M --gptq-sequential
 # --imatrix: llama-imatrix's .dat changes the blocks; include/exclude choose where it applies
 if have_shared reference/books-22m-imatrix.dat; then
     HF="$SHARED/models/books-22m/hf-bf16"; IM="$SHARED/reference/books-22m-imatrix.dat"
