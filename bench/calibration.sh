@@ -5,11 +5,17 @@
 #   plain    slmc quantize, no calibration (llama-quantize's bytes)
 #   imatrix  slmc quantize --imatrix, importance from slmc imatrix on books-train.txt (the column
 #            is left out, with a note, while this build's quantize has no --imatrix)
-#   gptq     slmc quantize --method gptq --calib books-train.txt
+#   gptq-par slmc quantize --method gptq --gptq-parallel: Hessians from the unquantized model,
+#            one collection for all four mixes
+#   gptq-seq slmc quantize --method gptq --gptq-sequential: layer L's Hessians through the
+#            already quantized layers 0..L-1 (one collection per mix)
+#   gptq     slmc quantize --method gptq (the default: --gptq-fp-target, sequential and fitting
+#            the unquantized model's products; one collection per mix)
 # beside llama.cpp's own imatrix results (../shared/reference/ppl-books-22m.json), then fit-to-size
 # rows: --target-size set to each mix's tensor bytes, against that mix (equal size).
 # Calibration: -c 256 --chunks 50 of books-train.txt for GPTQ (CALIB_CHUNKS), 100 for the imatrix
-# (IMATRIX_CHUNKS, as llama.cpp's reference imatrix). Work files in $BENCH_DIR.
+# (IMATRIX_CHUNKS, as llama.cpp's reference imatrix). Work files in $BENCH_DIR; a variant whose
+# four evals are already there is not quantized again (delete eval-*.json to redo).
 set -e
 build=${1:-build}
 S="$build/slmc"
@@ -46,17 +52,24 @@ ev() { # name model -> $DIR/eval-name.json
     mv "$DIR/eval-$1.json.tmp" "$DIR/eval-$1.json"
 }
 
-log "plain quantization"
-"$S" quantize "$HF" --type "$types" -o "$DIR/plain-{type}.gguf" -q
-log "gptq quantization (-c 256 --chunks $CALIB_CHUNKS, all four mixes from one collection)"
-"$S" quantize "$HF" --type "$types" -o "$DIR/gptq-{type}.gguf" --method gptq --calib "$TRAIN" -c 256 \
-    --chunks "$CALIB_CHUNKS" >"$DIR/gptq.txt"
-tail -n 1 "$DIR/gptq.txt" >&2
+evaluated() { # variant -> true when every mix's eval is there
+    for t in $MIXES; do [ -f "$DIR/eval-$1-$t.json" ] || return 1; done
+}
+
+evaluated plain || { log "plain quantization"; "$S" quantize "$HF" --type "$types" -o "$DIR/plain-{type}.gguf" -q; }
+for v in gptqpar:--gptq-parallel gptqseq:--gptq-sequential gptq:; do
+    name=${v%%:*} flag=${v#*:}
+    evaluated "$name" && continue
+    log "$name quantization (-c 256 --chunks $CALIB_CHUNKS${flag:+, $flag})"
+    "$S" quantize "$HF" --type "$types" -o "$DIR/$name-{type}.gguf" --method gptq $flag --calib "$TRAIN" -c 256 \
+        --chunks "$CALIB_CHUNKS" >"$DIR/$name.txt"
+    tail -n 1 "$DIR/$name.txt" >&2
+done
 
 have_imatrix=0
 if "$S" quantize --help 2>/dev/null | grep -qE -- '^ +--imatrix '; then
     log "imatrix (-c 256 --chunks $IMATRIX_CHUNKS, as the llama-imatrix reference)"
-    if "$S" imatrix "$HF" --text "$TRAIN" -c 256 --chunks "$IMATRIX_CHUNKS" -o "$DIR/imatrix.dat" -q >/dev/null &&
+    if evaluated imatrix || "$S" imatrix "$HF" --text "$TRAIN" -c 256 --chunks "$IMATRIX_CHUNKS" -o "$DIR/imatrix.dat" -q >/dev/null &&
         "$S" quantize "$HF" --type "$types" -o "$DIR/imatrix-{type}.gguf" --imatrix "$DIR/imatrix.dat" -q; then
         have_imatrix=1
     else
@@ -66,6 +79,8 @@ fi
 
 for t in $MIXES; do
     ev "plain-$t" "$DIR/plain-$t.gguf"
+    ev "gptqpar-$t" "$DIR/gptqpar-$t.gguf"
+    ev "gptqseq-$t" "$DIR/gptqseq-$t.gguf"
     ev "gptq-$t" "$DIR/gptq-$t.gguf"
     [ $have_imatrix = 1 ] && ev "imatrix-$t" "$DIR/imatrix-$t.gguf"
 done
@@ -74,9 +89,11 @@ done
 for t in Q3_K_M Q4_K_M; do
     bytes=$("$S" quantize "$HF" --type "$t" --dry-run --json | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['bytes'])")
     echo "$bytes" >"$DIR/size-$t"
-    "$S" quantize "$HF" "$DIR/fit-$t.gguf" --target-size "$bytes" --json -q >"$DIR/q-fit-$t.json"
-    "$S" quantize "$HF" "$DIR/fitgptq-$t.gguf" --target-size "$bytes" --method gptq --calib "$TRAIN" -c 256 \
-        --chunks "$CALIB_CHUNKS" --json -q >"$DIR/q-fitgptq-$t.json"
+    [ -f "$DIR/eval-fit-$t.json" ] ||
+        "$S" quantize "$HF" "$DIR/fit-$t.gguf" --target-size "$bytes" --json -q >"$DIR/q-fit-$t.json"
+    [ -f "$DIR/eval-fitgptq-$t.json" ] ||
+        "$S" quantize "$HF" "$DIR/fitgptq-$t.gguf" --target-size "$bytes" --method gptq --calib "$TRAIN" -c 256 \
+            --chunks "$CALIB_CHUNKS" --json -q >"$DIR/q-fitgptq-$t.json"
     ev "fit-$t" "$DIR/fit-$t.gguf"
     ev "fitgptq-$t" "$DIR/fitgptq-$t.gguf"
 done
@@ -96,8 +113,9 @@ base = ev("base")
 print("books-22m on books-valid.txt, -c 256 --chunks %d; KLD vs BF16 (slmc PPL %.3f; llama.cpp %.3f)" %
       (base["chunks"], base["ppl"], ref["BF16"]["ppl"]))
 print("calibration: books-train.txt, -c 256, %s chunks" % os.environ.get("CALIB_CHUNKS", "50"))
-cols = ["plain", "imatrix", "gptq"] if have_im else ["plain", "gptq"]
-hdr = "%-8s %7s" % ("mix", "MB") + "".join(" | %-18s" % c for c in cols) + " | %-18s | %-18s" % ("llama.cpp plain", "llama.cpp imatrix")
+cols = (["plain", "imatrix"] if have_im else ["plain"]) + ["gptqpar", "gptqseq", "gptq"]
+names = {"gptqpar": "gptq parallel", "gptqseq": "gptq sequential", "gptq": "gptq fp-target"}
+hdr = "%-8s %7s" % ("mix", "MB") + "".join(" | %-18s" % names.get(c, c)[:18] for c in cols) + " | %-18s | %-18s" % ("llama.cpp plain", "llama.cpp imatrix")
 print(hdr)
 print("%-8s %7s" % ("", "") + "".join(" | %8s %9s" % ("PPL", "KLD") for _ in cols) + " | %8s %9s | %8s %9s" % ("PPL", "KLD", "PPL", "KLD"))
 for t in mixes:
