@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <sys/mman.h>
 
 #include "eval/llm.h"
 #include "eval/tokenizer.h"
@@ -317,10 +320,39 @@ struct gptq_calib {
     int n_weights;
     uint8_t **qdata;        /* [n_tensors] written bytes of a matrix (F32 when the evaluator cannot
                                run the written type), NULL until its first rows arrive */
+    size_t *qsize;          /* [n_tensors] bytes mapped at qdata (spill_alloc) */
     int *qtype;             /* [n_tensors] type of qdata */
     int64_t *qrows;         /* [n_tensors] rows received so far */
     bool *quantized;        /* [n_tensors] quantized by GPTQ since the last reset (one target per run) */
 };
+
+/* The written bytes of the earlier layers are kept in an unlinked temporary file, mapped
+ * shared: like the mapped input they are page cache the kernel can write back and reclaim,
+ * not heap memory that grows with the model. $TMPDIR, else /var/tmp, else /tmp. */
+static uint8_t *spill_alloc(size_t n, size_t *mapped) {
+    const char *env = getenv("TMPDIR");
+    const char *dirs[] = {env && *env ? env : "/var/tmp", "/var/tmp", "/tmp"};
+    if (n == 0) n = 1;
+    for (int i = 0; i < 3; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/.slmc-gptq-XXXXXX", dirs[i]);
+        int fd = mkstemp(path);
+        if (fd < 0) continue;
+        unlink(path);
+        void *p = MAP_FAILED;
+        if (ftruncate(fd, (off_t)n) == 0) p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        close(fd);
+        if (p != MAP_FAILED) {
+            *mapped = n;
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static void spill_free(uint8_t *p, size_t n) {
+    if (p) munmap(p, n);
+}
 
 static void slots_free(gptq_calib *c) {
     for (int s = 0; s < N_SLOTS; s++) {
@@ -340,7 +372,7 @@ static void slots_free(gptq_calib *c) {
 static void substitutions_free(gptq_calib *c) {
     for (int i = 0; i < c->n_weights; i++) *c->weights[i] = c->orig[i];
     for (uint64_t i = 0; c->qdata && i < c->m->n_tensors; i++) {
-        free(c->qdata[i]);
+        spill_free(c->qdata[i], c->qsize[i]);
         c->qdata[i] = NULL;
         c->qrows[i] = 0;
         c->quantized[i] = false;
@@ -360,6 +392,7 @@ void gptq_calib_close(gptq_calib *c) {
     free(c->orig);
     free(c->qdata);
     free(c->qtype);
+    free(c->qsize);
     free(c->qrows);
     free(c->quantized);
     if (c->ctx_ok) llm_context_free(&c->ctx);
@@ -480,9 +513,10 @@ int gptq_calib_open(gptq_calib **out, const model *m, const gptq_calib_opts *o, 
     c->orig = malloc((size_t)c->n_weights * sizeof *c->orig);
     c->qdata = calloc(nt, sizeof *c->qdata);
     c->qtype = calloc(nt, sizeof *c->qtype);
+    c->qsize = calloc(nt, sizeof *c->qsize);
     c->qrows = calloc(nt, sizeof *c->qrows);
     c->quantized = calloc(nt, sizeof *c->quantized);
-    if (!c->weights || !c->orig || !c->qdata || !c->qtype || !c->qrows || !c->quantized) {
+    if (!c->weights || !c->orig || !c->qdata || !c->qtype || !c->qsize || !c->qrows || !c->quantized) {
         slmc_fail(err, m->path, "out of memory");
         goto fail;
     }
@@ -728,16 +762,18 @@ static int substitute(gptq_calib *c, uint64_t ti, slmc_err *err) {
     int type = c->qtype[ti];
     if (!kern_weight_supported(type, ne0)) {
         const quant_kernels *k = quant_get(type);
-        float *f = malloc((size_t)(rows * ne0) * sizeof *f);
+        size_t fsize = 0;
+        float *f = (float *)spill_alloc((size_t)(rows * ne0) * sizeof *f, &fsize);
         if (!k || !f) {
-            free(f);
+            spill_free((uint8_t *)f, fsize);
             return slmc_fail(err, c->m->path, "tensor %s: cannot run its %s bytes in the calibration pass", t->name,
                              type_name(type));
         }
         uint64_t rb = type_nbytes(type, ne0);
         for (int64_t r = 0; r < rows; r++) k->dequantize(c->qdata[ti] + (uint64_t)r * rb, f + r * ne0, ne0);
-        free(c->qdata[ti]);
+        spill_free(c->qdata[ti], c->qsize[ti]);
         c->qdata[ti] = (uint8_t *)f;
+        c->qsize[ti] = fsize;
         c->qtype[ti] = type = GGML_TYPE_F32;
     }
     bind_written(c, true);
@@ -759,8 +795,9 @@ int gptq_calib_use_rows(gptq_calib *c, uint64_t ti, int type, int64_t r0, int64_
     if (r0 == 0) { /* a tensor starts: a fresh buffer (a second target is refused below) */
         if (c->qdata[ti])
             return slmc_fail(err, c->m->path, "tensor %s: sequential GPTQ follows one output type per run", t->name);
-        c->qdata[ti] = malloc(rb * (uint64_t)rows);
-        if (!c->qdata[ti]) return slmc_fail(err, c->m->path, "tensor %s: out of memory", t->name);
+        c->qdata[ti] = spill_alloc(rb * (uint64_t)rows, &c->qsize[ti]);
+        if (!c->qdata[ti])
+            return slmc_fail(err, c->m->path, "tensor %s: cannot map a temporary file for its written bytes", t->name);
         c->qtype[ti] = type;
         c->qrows[ti] = 0;
     }
