@@ -243,8 +243,27 @@ static int calib_tokens(const model *m, const prune_args *a, int n_ctx, int32_t 
     return rc;
 }
 
+/* The calibration chunks, tokenized once for the scores and the reconstruction. */
+typedef struct calib_text {
+    bool loaded;
+    int n_ctx;          /* tokens per chunk: -c, at most the model's context unless -c was given */
+    int32_t *tokens;    /* [n_tokens] */
+    size_t n_tokens;
+    int32_t bos;        /* BOS id each chunk starts with, -1 for none */
+} calib_text;
+
+static int calib_get(calib_text *ct, const model *m, const prune_args *a, slmc_err *err) {
+    if (ct->loaded) return 0;
+    ct->n_ctx = a->n_ctx;
+    if (!a->ctx_given && m->cfg.n_ctx_train > 0 && m->cfg.n_ctx_train < ct->n_ctx) ct->n_ctx = (int)m->cfg.n_ctx_train;
+    ct->bos = -1;
+    if (calib_tokens(m, a, ct->n_ctx, &ct->tokens, &ct->n_tokens, &ct->bos, err) != 0) return -1;
+    ct->loaded = true;
+    return 0;
+}
+
 /* Compute (or read) the scores the run ranks by. */
-static int get_scores(prune_scores *s, const model *m, const prune_args *a, slmc_err *err) {
+static int get_scores(prune_scores *s, const model *m, const prune_args *a, calib_text *ct, slmc_err *err) {
     if (a->from_scores) {
         if (prune_scores_read(s, a->from_scores, err) != 0) return -1;
         if (prune_scores_check(s, m, a->from_scores, err) != 0) { prune_scores_free(s); return -1; }
@@ -257,22 +276,17 @@ static int get_scores(prune_scores *s, const model *m, const prune_args *a, slmc
     } else if (a->method == PRUNE_RANDOM) {
         rc = prune_score_random(s, m, a->seed, err);
     } else {
-        int n_ctx = a->n_ctx;
-        if (!a->ctx_given && m->cfg.n_ctx_train > 0 && m->cfg.n_ctx_train < n_ctx) n_ctx = (int)m->cfg.n_ctx_train;
-        int32_t *tokens = NULL, bos = -1;
-        size_t n_tokens = 0;
-        rc = calib_tokens(m, a, n_ctx, &tokens, &n_tokens, &bos, err);
+        rc = calib_get(ct, m, a, err);
         if (rc == 0) {
             cli_progress prog;
             cli_progress_init(&prog, &a->c, "calibrate");
-            prune_calib_opts o = {.n_ctx = n_ctx, .max_chunks = a->chunks, .bos = bos, .layer_ppl = a->layer_ppl,
-                                  .progress = progress_fn, .progress_ud = &prog};
-            rc = prune_score_activation(s, m, tokens, n_tokens, &o, err);
+            prune_calib_opts o = {.n_ctx = ct->n_ctx, .max_chunks = a->chunks, .bos = ct->bos,
+                                  .layer_ppl = a->layer_ppl, .progress = progress_fn, .progress_ud = &prog};
+            rc = prune_score_activation(s, m, ct->tokens, ct->n_tokens, &o, err);
             cli_progress_done(&prog);
             if (rc != 0) slmc_fail_prefix(err, a->in);
             snprintf(s->calib, sizeof s->calib, "%s", a->calib);
         }
-        free(tokens);
     }
     if (rc != 0) { prune_scores_free(s); return -1; }
     return 0;
@@ -387,23 +401,17 @@ static void report(const prune_args *a, const model *m, const model *out, const 
     printf("%.2fs\n", secs);
 }
 
-/* --reconstruct / --refit: the calibration text again, then prune_reconstruct on the plan. */
-static int reconstruct(prune_plan *p, const model *m, const prune_args *a, prune_recon_info *info, slmc_err *err) {
-    int n_ctx = a->n_ctx;
-    if (!a->ctx_given && m->cfg.n_ctx_train > 0 && m->cfg.n_ctx_train < n_ctx) n_ctx = (int)m->cfg.n_ctx_train;
-    int32_t *tokens = NULL, bos = -1;
-    size_t n_tokens = 0;
-    int rc = calib_tokens(m, a, n_ctx, &tokens, &n_tokens, &bos, err);
-    if (rc == 0) {
-        cli_progress prog;
-        cli_progress_init(&prog, &a->c, a->reconstruct ? "reconstruct" : "refit");
-        prune_recon_opts o = {.n_ctx = n_ctx, .max_chunks = a->chunks, .bos = bos, .damp = a->damp,
-                              .reselect = a->reconstruct, .progress = progress_fn, .progress_ud = &prog};
-        rc = prune_reconstruct(p, m, tokens, n_tokens, &o, info, err);
-        cli_progress_done(&prog);
-        if (rc != 0) slmc_fail_prefix(err, a->in);
-    }
-    free(tokens);
+/* --reconstruct / --refit: prune_reconstruct on the plan, over the calibration chunks. */
+static int reconstruct(prune_plan *p, const model *m, const prune_args *a, calib_text *ct, prune_recon_info *info,
+                       slmc_err *err) {
+    if (calib_get(ct, m, a, err) != 0) return -1;
+    cli_progress prog;
+    cli_progress_init(&prog, &a->c, a->reconstruct ? "reconstruct" : "refit");
+    prune_recon_opts o = {.n_ctx = ct->n_ctx, .max_chunks = a->chunks, .bos = ct->bos, .damp = a->damp,
+                          .reselect = a->reconstruct, .progress = progress_fn, .progress_ud = &prog};
+    int rc = prune_reconstruct(p, m, ct->tokens, ct->n_tokens, &o, info, err);
+    cli_progress_done(&prog);
+    if (rc != 0) slmc_fail_prefix(err, a->in);
     return rc;
 }
 
@@ -427,9 +435,10 @@ int cmd_prune(int argc, char **argv) {
     prune_plan p;
     memset(&p, 0, sizeof p);
     bool *drop = NULL;
+    calib_text ct = {0}; /* tokenized on first use */
     int rc = EXIT_ERROR;
     if (cli_open_model(&m, a.in, a.tokenizer, &err) != 0) return cli_error(&err);
-    if (get_scores(&s, &m, &a, &err) != 0) goto fail;
+    if (get_scores(&s, &m, &a, &ct, &err) != 0) goto fail;
     if (a.scores && prune_scores_write(&s, a.scores, &err) != 0) goto fail;
     if (!a.out) {
         if (!a.c.json) printf("%s: %s scores -> %s\n", a.in, prune_method_name(s.method), a.scores);
@@ -464,7 +473,7 @@ int cmd_prune(int argc, char **argv) {
     }
     if (prune_select(&p, &m, &s, &r, &err) != 0) goto fail;
     prune_recon_info recon = {0};
-    if ((a.reconstruct || a.refit) && reconstruct(&p, &m, &a, &recon, &err) != 0) goto fail;
+    if ((a.reconstruct || a.refit) && reconstruct(&p, &m, &a, &ct, &recon, &err) != 0) goto fail;
     if (prune_apply(&out, &m, &p, &err) != 0) goto fail;
     prune_plan id;
     if (prune_plan_identity(&id, &m, &err) != 0) goto fail;
@@ -485,6 +494,7 @@ fail:
     rc = cli_error(&err);
 done:
     free(drop);
+    free(ct.tokens);
     prune_plan_free(&p);
     prune_scores_free(&s);
     model_close(&out);

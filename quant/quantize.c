@@ -62,37 +62,6 @@ static int read_chunk_f32(const model *m, uint64_t ti, int64_t r0, int64_t nr, f
     return 0;
 }
 
-/* Quantize nr rows of n values into out, in parallel over rows; check the result is finite.
- * Returns the first bad row, or -1 when all rows are fine. */
-static int64_t quantize_chunk(int type, const float *f, int64_t n, int64_t nr, uint8_t *out, const float *imp) {
-    const quant_kernels *k = quant_get(type);
-    uint64_t rb = type_nbytes(type, n);
-    int64_t bad = -1;
-#pragma omp parallel
-    {
-        float *check = malloc((size_t)n * sizeof *check);
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < nr; r++) {
-            uint8_t *dst = out + (uint64_t)r * rb;
-            if (imp) k->quantize_weighted(f + r * n, dst, n, imp);
-            else k->quantize(f + r * n, dst, n);
-            /* validate: the dequantized row must be finite (catches NaN/Inf data or scales) */
-            bool ok = check != NULL;
-            if (ok) {
-                k->dequantize(dst, check, n);
-                for (int64_t i = 0; i < n; i++)
-                    if (!isfinite(check[i])) { ok = false; break; }
-            }
-            if (!ok) {
-#pragma omp critical
-                if (bad < 0 || r < bad) bad = r;
-            }
-        }
-        free(check);
-    }
-    return bad;
-}
-
 /* Rows of out (nr rows of type, n values each) that dequantize to a non-finite value: the first
  * such row, or -1. */
 static int64_t first_bad_row(int type, const uint8_t *out, int64_t n, int64_t nr) {
@@ -118,6 +87,21 @@ static int64_t first_bad_row(int type, const uint8_t *out, int64_t n, int64_t nr
         free(check);
     }
     return bad;
+}
+
+/* Quantize nr rows of n values into out, in parallel over rows; check the result is finite.
+ * Returns the first bad row, or -1 when all rows are fine. */
+static int64_t quantize_chunk(int type, const float *f, int64_t n, int64_t nr, uint8_t *out, const float *imp) {
+    const quant_kernels *k = quant_get(type);
+    uint64_t rb = type_nbytes(type, n);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < nr; r++) {
+        uint8_t *dst = out + (uint64_t)r * rb;
+        if (imp) k->quantize_weighted(f + r * n, dst, n, imp);
+        else k->quantize(f + r * n, dst, n);
+    }
+    /* validate: the dequantized rows must be finite (catches NaN/Inf data or scales) */
+    return first_bad_row(type, out, n, nr);
 }
 
 /* A tensor the whole-tensor hook wants: read it whole as F32, let the hook quantize it for every
