@@ -11,6 +11,10 @@ BUILD ?= build
 PKGS := zlib libzstd hdf5 jansson libpcre2-8 yaml-0.1
 SAN ?=
 
+# pkg-config is asked when a build starts. `make check` and `make demo` first install missing
+# packages (scripts/bootstrap.sh) and then build in a new make, so the flags are read after the
+# install; a plain `make` with packages missing stops with a message naming them.
+PKG_MISSING := $(shell for p in $(PKGS); do pkg-config --exists $$p 2>/dev/null || echo $$p; done)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
@@ -31,14 +35,20 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_HELPER_OBJ := $(BUILD)/tests/testutil.o
 
-.PHONY: all check unit e2e check-asan check-clang demo bench fuzz install clean bootstrap
+.PHONY: all check unit e2e check-asan check-clang check-deps demo bench fuzz install clean bootstrap
 
 all: $(BUILD)/slmc
 
 bootstrap:
 	@sh scripts/bootstrap.sh
 
-$(BUILD)/%.o: %.c $(wildcard */*.h)
+# Stop before compiling when a library is missing (the compiler's "hdf5.h: No such file" says less).
+check-deps:
+	@if [ -n "$(strip $(PKG_MISSING))" ]; then \
+	    echo "slmc: pkg-config finds no $(strip $(PKG_MISSING)): run 'make bootstrap' (installs the Debian packages) or install them" >&2; \
+	    exit 1; fi
+
+$(BUILD)/%.o: %.c $(wildcard */*.h) | check-deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
@@ -79,7 +89,8 @@ check-asan:
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    unit
 
-demo: bootstrap $(BUILD)/slmc
+demo: bootstrap
+	@$(MAKE) --no-print-directory $(BUILD)/slmc
 	@sh scripts/demo.sh $(BUILD)
 
 bench: $(BUILD)/slmc
