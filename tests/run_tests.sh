@@ -1,11 +1,20 @@
 #!/bin/sh
 # run_tests.sh BUILD - run every Check suite in BUILD/tests and every end-to-end script in
-# tests/e2e/, then print one closing line "N passed, N failed".
+# tests/e2e/, then print one closing line "BUILD: N passed, N failed, N skipped".
+#
+# Counting:
+#   Check suites  one per test; a test that printed "SKIP where: why" (tests/testutil.h:
+#                 test_skip, SKIP_TEST, SHARED_OR_SKIP) counts as skipped, not passed.
+#   e2e scripts   one per check line: "ok: ..." passed, "FAIL: ..." failed, "SKIP..." skipped
+#                 (a block of checks that could not run); a script that exits non-zero
+#                 without a FAIL line counts one failure.
 build=${1:-build}
 # OpenMP threads sleep instead of spinning at barriers: the suite stays fast when the machine
 # is shared (spinning threads starve each other on 2 busy cores).
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-passed=0; failed=0
+# every Check test in a process of its own (test_skip prints once per test)
+export CK_FORK=yes
+passed=0; failed=0; skipped=0
 log=$(mktemp)
 for t in "$build"/tests/test_*; do
     [ -x "$t" ] || continue
@@ -17,20 +26,28 @@ for t in "$build"/tests/test_*; do
     if [ -n "$line" ]; then
         n=$(echo "$line" | sed -E 's/.*Checks: ([0-9]+).*/\1/')
         f=$(echo "$line" | sed -E 's/.*Failures: ([0-9]+), Errors: ([0-9]+).*/\1 \2/' | awk '{print $1+$2}')
-        passed=$((passed + n - f)); failed=$((failed + f))
+        s=$(grep -cE '^SKIP [^ ]+: ' "$log")
+        p=$((n - f - s))
+        [ $p -lt 0 ] && p=0
+        passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
     elif [ $rc -ne 0 ]; then
         echo "FAIL $t (exit $rc, no Check summary)"; failed=$((failed + 1))
     fi
 done
 for e in tests/e2e/*.sh; do
     [ -f "$e" ] || continue
-    if SLMC="$build/slmc" sh "$e" >"$log" 2>&1; then
-        echo "PASS $e"; passed=$((passed + 1))
+    SLMC="$build/slmc" sh "$e" >"$log" 2>&1
+    rc=$?
+    p=$(grep -c '^ok: ' "$log"); f=$(grep -c '^FAIL: ' "$log"); s=$(grep -c '^SKIP' "$log")
+    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+    if [ $rc -eq 0 ] && [ "$f" -eq 0 ]; then
+        echo "PASS $e ($p checks${s:+, $s skipped})"
         grep -E '^SKIP' "$log" || true
     else
-        cat "$log"; echo "FAIL $e"; failed=$((failed + 1))
+        cat "$log"; echo "FAIL $e"
     fi
 done
 rm -f "$log"
-echo "$build: $passed passed, $failed failed"
+echo "$build: $passed passed, $failed failed, $skipped skipped"
 [ $failed -eq 0 ]

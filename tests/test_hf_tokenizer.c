@@ -382,7 +382,7 @@ END_TEST
 static void bpe_round_trip(const char *rel, int64_t n_vocab, const char *pre) {
     char *dir = shared_path(rel);
     if (!dir) {
-        fprintf(stderr, "SKIP bpe_round_trip: ../shared/%s not found\n", rel);
+        test_skip(__func__, "../shared/%s not found", rel);
         return;
     }
     meta src;

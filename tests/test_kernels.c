@@ -152,8 +152,7 @@ END_TEST
 
 START_TEST(test_matmul_avx2) {
     if (!kern_have_avx2()) {
-        fprintf(stderr, "SKIP test_matmul_avx2: the CPU has no AVX2/FMA\n");
-        return;
+        SKIP_TEST("the CPU has no AVX2/FMA");
     }
     check_matmul(KERN_AVX2);
 }

@@ -5,6 +5,8 @@
 #include "testutil.h"
 
 #include <ftw.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +22,20 @@ char *shared_path(const char *rel) {
     struct stat st;
     if (stat(p, &st) != 0) { free(p); return NULL; }
     return p;
+}
+
+void test_skip(const char *where, const char *fmt, ...) {
+    /* each test runs in a forked child, which starts with this false */
+    static bool said = false;
+    if (said) return;
+    said = true;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "SKIP %s: ", where);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);
 }
 
 char *tmpdir_make(void) {
@@ -65,6 +81,8 @@ int write_bytes(const char *path, const void *data, size_t len) {
 
 int run_suite(Suite *s) {
     SRunner *sr = srunner_create(s);
+    /* Check forks a process per test unless CK_FORK=no (for a debugger); test_skip's
+     * once-per-test line relies on the fork, and tests/run_tests.sh sets CK_FORK=yes */
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

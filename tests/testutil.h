@@ -10,15 +10,25 @@
  * or NULL when it does not exist. */
 char *shared_path(const char *rel);
 
-/* Skip the rest of a test (printing why) when a ../shared file is missing:
+/* Say that the running test (or a part of it) does not run here, and why. Prints one line
+ * "SKIP where: why" on stderr, once per test: Check runs every test in a process of its own
+ * (tests/run_tests.sh sets CK_FORK=yes), and the runner counts those lines as skipped tests,
+ * never as passed ones. The caller returns right after. */
+void test_skip(const char *where, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Skip the rest of the test: SKIP_TEST("this CPU has no AVX2"); */
+#define SKIP_TEST(...)                                                                       \
+    do {                                                                                     \
+        test_skip(__func__, __VA_ARGS__);                                                    \
+        return;                                                                              \
+    } while (0)
+
+/* Skip the rest of a test when a ../shared file is missing:
  *   char *p = SHARED_OR_SKIP("models/stories260K/stories260K.bin"); */
 #define SHARED_OR_SKIP(rel)                                                                  \
     ({                                                                                       \
         char *p_ = shared_path(rel);                                                         \
-        if (!p_) {                                                                           \
-            fprintf(stderr, "SKIP %s: ../shared/%s not found\n", __func__, rel);             \
-            return;                                                                          \
-        }                                                                                    \
+        if (!p_) SKIP_TEST("../shared/%s not found", rel);                                   \
         p_;                                                                                  \
     })
 
