@@ -1,4 +1,9 @@
-/* llama2c.c - read a llama2.c checkpoint (and its tokenizer.bin) into the model view.
+/* llama2c.c - read a llama2.c checkpoint (and its tokenizer) into the model view.
+ *
+ * The tokenizer is llama2.c's own tokenizer.bin or a SentencePiece tokenizer.model (as many
+ * llama2.c-derived repositories ship it); the file's first bytes tell which (see
+ * looks_like_spm). A tokenizer.model is read by hf_tokenizer_parse_spm, the reader the
+ * Hugging Face path uses, so both give the same vocabulary.
  *
  * The checkpoint is mapped and never copied: every tensor of the view points into the
  * mapping. Names, shapes, order and metadata follow what llama.cpp's
@@ -15,6 +20,7 @@
 #include <sys/stat.h>
 
 #include "fileio.h"
+#include "hf_tokenizer.h"
 #include "types.h"
 
 #define L2C_HEADER_BYTES 28          /* 7 int32 */
@@ -220,8 +226,18 @@ static int add_tensors(model *m, const l2c_header *h, const l2c_layout *lo, cons
  * Tokenizer
  * ------------------------------------------------------------------------------------- */
 
-/* llama.cpp's token types (tokenizer.ggml.token_type values). */
-enum { TOKEN_NORMAL = 1, TOKEN_UNKNOWN = 2, TOKEN_CONTROL = 3, TOKEN_BYTE = 6 };
+#define KEY_TOKENS "tokenizer.ggml.tokens"
+#define KEY_SCORES "tokenizer.ggml.scores"
+#define KEY_TYPES "tokenizer.ggml.token_type"
+
+/* The special token ids written to tokenizer.ggml.*_token_id. */
+typedef struct l2c_special {
+    uint32_t unk, bos, eos;
+} l2c_special;
+
+/* What llama.cpp's llama2.c converter always writes, and what llama.cpp assumes for a "llama"
+ * vocabulary without these keys. */
+static const l2c_special L2C_FIXED_IDS = {0, 1, 2};
 
 /* Walk the token records once: check each fits in the file and count them. */
 static int count_tokens(const mapped_file *mf, const char *path, int64_t *count, slmc_err *err) {
@@ -254,7 +270,7 @@ static int count_tokens(const mapped_file *mf, const char *path, int64_t *count,
  * U+2581 "▁" as in SentencePiece vocabularies. Returns a malloc'd text or NULL. */
 static char *convert_token(int64_t id, const uint8_t *raw, uint64_t len, uint64_t *out_len, int32_t *type) {
     static const char *const fixed[3] = {"<unk>", "<s>", "</s>"};
-    static const int32_t fixed_type[3] = {TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_CONTROL};
+    static const int32_t fixed_type[3] = {TOKTYPE_UNKNOWN, TOKTYPE_CONTROL, TOKTYPE_CONTROL};
     char *text;
     if (id < 3) {
         *type = fixed_type[id];
@@ -267,9 +283,9 @@ static char *convert_token(int64_t id, const uint8_t *raw, uint64_t len, uint64_
     memcpy(plain, raw, len);
     plain[len] = '\0';
     unsigned char byte_val;
-    if (len == 0) *type = TOKEN_CONTROL;
-    else if (sscanf(plain, "<0x%2hhX", &byte_val) == 1) *type = TOKEN_BYTE;
-    else *type = TOKEN_NORMAL;
+    if (len == 0) *type = TOKTYPE_CONTROL;
+    else if (sscanf(plain, "<0x%2hhX", &byte_val) == 1) *type = TOKTYPE_BYTE;
+    else *type = TOKTYPE_NORMAL;
 
     uint64_t spaces = 0;
     for (uint64_t i = 0; i < len; i++) spaces += raw[i] == ' ';
@@ -286,17 +302,13 @@ static char *convert_token(int64_t id, const uint8_t *raw, uint64_t len, uint64_
     return text;
 }
 
-/* Read tokenizer.bin into the tokenizer.ggml.tokens / scores / token_type arrays. */
-static int read_tokenizer(model *m, const char *path, int64_t n_vocab, slmc_err *err) {
-    mapped_file mf;
-    if (map_file(&mf, path, err) != 0) return -1;
+/* Read tokenizer.bin (mapped in mf) into the tokenizer.ggml.tokens / scores / token_type arrays. */
+static int read_tokenizer_bin(model *m, const mapped_file *mf, const char *path, int64_t n_vocab, slmc_err *err) {
     int64_t count;
-    if (count_tokens(&mf, path, &count, err) != 0) { unmap_file(&mf); return -1; }
-    if (count != n_vocab) {
-        unmap_file(&mf);
+    if (count_tokens(mf, path, &count, err) != 0) return -1;
+    if (count != n_vocab)
         return slmc_fail(err, path, "holds %lld tokens but the model's vocab_size is %lld",
                          (long long)count, (long long)n_vocab);
-    }
     char **texts = calloc((size_t)n_vocab, sizeof *texts);
     uint64_t *lens = calloc((size_t)n_vocab, sizeof *lens);
     float *scores = calloc((size_t)n_vocab, sizeof *scores);
@@ -305,15 +317,15 @@ static int read_tokenizer(model *m, const char *path, int64_t n_vocab, slmc_err 
     if (!texts || !lens || !scores || !types) { slmc_fail(err, path, "out of memory"); goto done; }
     uint64_t pos = 4;
     for (int64_t i = 0; i < n_vocab; i++) {
-        scores[i] = load_f32(mf.data + pos);
-        uint64_t len = (uint64_t)load_i32(mf.data + pos + 4);
-        texts[i] = convert_token(i, mf.data + pos + 8, len, &lens[i], &types[i]);
+        scores[i] = load_f32(mf->data + pos);
+        uint64_t len = (uint64_t)load_i32(mf->data + pos + 4);
+        texts[i] = convert_token(i, mf->data + pos + 8, len, &lens[i], &types[i]);
         if (!texts[i]) { slmc_fail(err, path, "out of memory"); goto done; }
         pos += 8 + len;
     }
-    if (meta_set_arr_str(&m->kv, "tokenizer.ggml.tokens", (uint64_t)n_vocab, (const char *const *)texts, lens) ||
-        meta_set_arr(&m->kv, "tokenizer.ggml.scores", GGUF_F32, (uint64_t)n_vocab, scores) ||
-        meta_set_arr(&m->kv, "tokenizer.ggml.token_type", GGUF_I32, (uint64_t)n_vocab, types)) {
+    if (meta_set_arr_str(&m->kv, KEY_TOKENS, (uint64_t)n_vocab, (const char *const *)texts, lens) ||
+        meta_set_arr(&m->kv, KEY_SCORES, GGUF_F32, (uint64_t)n_vocab, scores) ||
+        meta_set_arr(&m->kv, KEY_TYPES, GGUF_I32, (uint64_t)n_vocab, types)) {
         slmc_fail(err, path, "out of memory");
         goto done;
     }
@@ -325,6 +337,108 @@ done:
     free(lens);
     free(scores);
     free(types);
+    return rc;
+}
+
+/* Id of the first token whose text is `text` and whose type is `type`, or -1. */
+static int64_t find_piece(const meta_str *tokens, const int32_t *types, uint64_t n, const char *text, int32_t type) {
+    for (uint64_t i = 0; i < n; i++)
+        if (types[i] == type && tokens[i].len == strlen(text) && memcmp(tokens[i].s, text, tokens[i].len) == 0)
+            return (int64_t)i;
+    return -1;
+}
+
+/* The special ids of a SentencePiece vocabulary, found where SentencePiece itself finds them
+ * with its default settings (and where the HF reader finds them through tokenizer_config.json's
+ * "<unk>", "<s>", "</s>"): the UNKNOWN piece "<unk>", the CONTROL pieces "<s>" and "</s>".
+ * One that is missing keeps llama.cpp's fixed id. For Llama-2's tokenizer.model (and llama2.c's
+ * own trained ones) this gives 0, 1, 2, the converter's values. */
+static l2c_special spm_special_ids(const meta_str *tokens, const int32_t *types, uint64_t n) {
+    l2c_special ids = L2C_FIXED_IDS;
+    int64_t unk = find_piece(tokens, types, n, "<unk>", TOKTYPE_UNKNOWN);
+    int64_t bos = find_piece(tokens, types, n, "<s>", TOKTYPE_CONTROL);
+    int64_t eos = find_piece(tokens, types, n, "</s>", TOKTYPE_CONTROL);
+    if (unk >= 0) ids.unk = (uint32_t)unk;
+    if (bos >= 0) ids.bos = (uint32_t)bos;
+    if (eos >= 0) ids.eos = (uint32_t)eos;
+    return ids;
+}
+
+/* Read a SentencePiece tokenizer.model (mapped in mf) with the Hugging Face path's reader, so
+ * tokens, scores and token types are exactly what converting a HF folder with this file gives,
+ * and copy the three arrays into the model's metadata, where tokenizer.bin's would go. */
+static int read_tokenizer_spm(model *m, const mapped_file *mf, const char *path, int64_t n_vocab, l2c_special *ids,
+                              slmc_err *err) {
+    meta spm;
+    meta_init(&spm);
+    int rc = -1;
+    slmc_err cause = {{0}};
+    if (hf_tokenizer_parse_spm(&spm, mf->data, mf->size, NULL, &cause) != 0) {
+        slmc_fail(err, path, "read as a SentencePiece tokenizer.model (it starts like one): %s", cause.msg);
+        goto done;
+    }
+    /* hf_tokenizer_parse_spm sets tokens, scores and token_type, all n long */
+    uint64_t n = 0, n_types = 0;
+    const meta_str *tokens = meta_get_arr(&spm, KEY_TOKENS, GGUF_STR, &n);
+    const int32_t *types = meta_get_arr(&spm, KEY_TYPES, GGUF_I32, &n_types);
+    if (!tokens || !types || n_types != n || !meta_find(&spm, KEY_SCORES)) {
+        slmc_fail(err, path, "internal error: the SentencePiece reader returned no complete vocabulary");
+        goto done;
+    }
+    if (n != (uint64_t)n_vocab) {
+        slmc_fail(err, path, "SentencePiece tokenizer.model holds %llu pieces but the model's vocab_size is %lld",
+                  (unsigned long long)n, (long long)n_vocab);
+        goto done;
+    }
+    *ids = spm_special_ids(tokens, types, n);
+    const char *const keys[] = {KEY_TOKENS, KEY_SCORES, KEY_TYPES};
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+        if (meta_set_kv(&m->kv, meta_find(&spm, keys[k])) != 0) {
+            slmc_fail(err, path, "out of memory");
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    meta_free(&spm);
+    return rc;
+}
+
+/* Whether a tokenizer file is a SentencePiece tokenizer.model rather than a tokenizer.bin,
+ * decided by its first bytes.
+ *
+ * A tokenizer.model is a protobuf ModelProto. Every writer of one (SentencePiece's C++ and
+ * Python protobuf code, and hf_tokenizer_build_spm) writes fields in field-number order, so it
+ * starts with field 1 (the first piece, length-delimited: key byte 0x0A), that message's
+ * length as a varint, then the piece's own field 1 (its text: 0x0A again).
+ * A tokenizer.bin starts with its int32 max_token_length, little-endian. Its first byte can be
+ * 0x0A (a length of 10), but for any length below 65536 its third and fourth bytes are 0, and
+ * the byte after the "varint" (the second byte, or the third when the second has its high bit
+ * set) is then 0, never 0x0A. So the two cannot be confused.
+ *
+ * Why look rather than try one parser and fall back to the other: each file is then read by
+ * the reader for its format, and a damaged file gets that reader's error (a truncated
+ * tokenizer.bin says which token runs past the end, a truncated tokenizer.model where its
+ * protobuf breaks), instead of the error of the reader that happened to run last. */
+static bool looks_like_spm(const uint8_t *p, size_t size) {
+    if (size < 3 || p[0] != 0x0A) return false;
+    size_t i = 1; /* the length varint: bytes with the high bit set continue it */
+    while (i < size && i < 11 && (p[i] & 0x80)) i++;
+    return i + 1 < size && p[i + 1] == 0x0A;
+}
+
+/* Read the tokenizer file, whichever of the two formats it is, into the tokenizer.ggml.tokens /
+ * scores / token_type arrays; *ids receives the special ids to write. */
+static int read_tokenizer(model *m, const char *path, int64_t n_vocab, l2c_special *ids, slmc_err *err) {
+    mapped_file mf;
+    if (map_file(&mf, path, err) != 0) return -1;
+    int rc;
+    if (looks_like_spm(mf.data, mf.size)) {
+        rc = read_tokenizer_spm(m, &mf, path, n_vocab, ids, err);
+    } else {
+        *ids = L2C_FIXED_IDS; /* convert_token put <unk>, <s>, </s> there */
+        rc = read_tokenizer_bin(m, &mf, path, n_vocab, err);
+    }
     unmap_file(&mf);
     return rc;
 }
@@ -333,15 +447,16 @@ done:
  * Metadata and opening
  * ------------------------------------------------------------------------------------- */
 
-/* The keys after the tokenizer arrays, in the converter's order. */
-static int add_meta(model *m, const l2c_header *h, const l2c_layout *lo) {
+/* The keys after the tokenizer arrays, in the converter's order (the same keys whichever
+ * tokenizer file was read). */
+static int add_meta(model *m, const l2c_header *h, const l2c_layout *lo, const l2c_special *ids) {
     int rc = 0;
     rc |= meta_set_str(&m->kv, "tokenizer.ggml.model", "llama");
     rc |= meta_set_str(&m->kv, "general.architecture", "llama");
     rc |= meta_set_str(&m->kv, "general.name", "llama");
-    rc |= meta_set_u32(&m->kv, "tokenizer.ggml.unknown_token_id", 0);
-    rc |= meta_set_u32(&m->kv, "tokenizer.ggml.bos_token_id", 1);
-    rc |= meta_set_u32(&m->kv, "tokenizer.ggml.eos_token_id", 2);
+    rc |= meta_set_u32(&m->kv, "tokenizer.ggml.unknown_token_id", ids->unk);
+    rc |= meta_set_u32(&m->kv, "tokenizer.ggml.bos_token_id", ids->bos);
+    rc |= meta_set_u32(&m->kv, "tokenizer.ggml.eos_token_id", ids->eos);
     rc |= meta_set_u32(&m->kv, "tokenizer.ggml.seperator_token_id", UINT32_MAX); /* (sic) llama.cpp's key */
     rc |= meta_set_u32(&m->kv, "tokenizer.ggml.padding_token_id", UINT32_MAX);
     rc |= meta_set_u32(&m->kv, "llama.context_length", (uint32_t)h->seq_len); /* the converter: 128 */
@@ -379,8 +494,9 @@ static int open_into(model *m, const char *path, const char *tokenizer_path, slm
     if (plan_layout(&h, &lo, path, err) != 0) return -1;
     if (check_size(&h, &lo, mf->size, path, err) != 0) return -1;
 
-    if (read_tokenizer(m, tokenizer_path, lo.n_vocab, err) != 0) return -1;
-    if (add_meta(m, &h, &lo) != 0) return slmc_fail(err, path, "out of memory");
+    l2c_special ids;
+    if (read_tokenizer(m, tokenizer_path, lo.n_vocab, &ids, err) != 0) return -1;
+    if (add_meta(m, &h, &lo, &ids) != 0) return slmc_fail(err, path, "out of memory");
     if (add_tensors(m, &h, &lo, mf->data, err) != 0) return -1;
     if (model_config_from_meta(m, err) != 0) return -1;
     m->cfg.tied_output = lo.shared; /* also what model_config_from_meta infers: no output.weight */
@@ -395,7 +511,7 @@ int llama2c_open(model *m, const char *path, const char *tokenizer_path, slmc_er
     if (!m->path) return slmc_fail(err, path, "out of memory");
     if (!tokenizer_path) {
         model_close(m);
-        return slmc_fail(err, path, "a llama2.c checkpoint needs its tokenizer.bin");
+        return slmc_fail(err, path, "a llama2.c checkpoint needs its tokenizer (tokenizer.bin or tokenizer.model)");
     }
     if (open_into(m, path, tokenizer_path, err) != 0) {
         model_close(m);

@@ -7,6 +7,8 @@
  * w2 [L][dim][hidden], w3 [L][hidden][dim], rms_final [dim], freq_cis_real/imag
  * [seq_len][head_size/2] (skipped), wcls [vocab][dim] when not shared.
  * tokenizer.bin: int32 max_token_length, then per token: f32 score, int32 len, bytes.
+ * Instead of tokenizer.bin, the tokenizer may be a SentencePiece tokenizer.model (protobuf),
+ * recognised by its first bytes and read by hf_tokenizer_parse_spm.
  * The weights are in llama.cpp's (interleaved RoPE) row order already: no permutation.
  */
 #ifndef SLMC_LLAMA2C_H
@@ -15,7 +17,9 @@
 #include "error.h"
 #include "model.h"
 
-/* Open a llama2.c checkpoint with its tokenizer. Context length is the model's own seq_len. */
+/* Open a llama2.c checkpoint with its tokenizer (tokenizer.bin or a SentencePiece
+ * tokenizer.model, whose vocabulary must have the checkpoint's vocab_size exactly). Context
+ * length is the model's own seq_len. */
 int llama2c_open(model *m, const char *path, const char *tokenizer_path, slmc_err *err);
 
 /* true when the file starts like a llama2.c header (sane positive dims and size consistent). */
