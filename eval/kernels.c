@@ -554,6 +554,11 @@ static float dot_one(const wdesc *wd, bool avx2, int64_t n, const kern_wrow *w, 
 }
 
 int kern_matmul(const kern_weight *W, const float *x, int64_t n_tok, float *y, slmc_err *err) {
+    return kern_matmul_threads(W, x, n_tok, y, 0, err);
+}
+
+int kern_matmul_threads(const kern_weight *W, const float *x, int64_t n_tok, float *y, int n_threads, slmc_err *err) {
+    if (n_threads <= 0) n_threads = omp_get_max_threads();
     const wdesc *wd = wdesc_get(W->type);
     if (!wd) return slmc_fail(err, NULL, "matmul: weight type %s is not supported", type_name(W->type));
     const int64_t n = W->n_in;
@@ -574,7 +579,7 @@ int kern_matmul(const kern_weight *W, const float *x, int64_t n_tok, float *y, s
                          (long long)n);
     }
     int oom = 0;
-#pragma omp parallel
+#pragma omp parallel num_threads(n_threads)
     {
         uint8_t *raw = malloc(act_bytes);
         if (!raw) {
@@ -598,7 +603,7 @@ int kern_matmul(const kern_weight *W, const float *x, int64_t n_tok, float *y, s
     /* 2. weights: each thread takes tiles of ROW_TILE rows, unpacks them once and dots them
      * with every token. */
     const int64_t n_tiles = (W->n_out + ROW_TILE - 1) / ROW_TILE;
-#pragma omp parallel
+#pragma omp parallel num_threads(n_threads)
     {
         uint8_t *wmem = malloc(ub * ROW_TILE);
         kern_wrow rows[ROW_TILE];

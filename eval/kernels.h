@@ -99,8 +99,10 @@ bool kern_weight_supported(int type, int64_t n_in);
 /* y[t * n_out + r] = dot(row r, x[t * n_in ...]) for t < n_tok, r < n_out.
  * Runs OpenMP threads over row tiles; every weight row is unpacked once per call and
  * reused for the whole batch. Allocates its work buffers (returns -1 and fills err when
- * out of memory or the type is unsupported). */
+ * out of memory or the type is unsupported). y does not depend on the thread count. */
 int kern_matmul(const kern_weight *w, const float *x, int64_t n_tok, float *y, slmc_err *err);
+/* kern_matmul on n_threads OpenMP threads (0: omp_get_max_threads(), as kern_matmul). */
+int kern_matmul_threads(const kern_weight *w, const float *x, int64_t n_tok, float *y, int n_threads, slmc_err *err);
 
 /* ------------------------------------------------------------ row ops */
 

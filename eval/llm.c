@@ -177,7 +177,7 @@ int llm_context_init(llm_context *ctx, const llm_model *lm, int n_ctx, int n_bat
     const size_t B = (size_t)n_batch, E = (size_t)lm->n_embd, qd = (size_t)(lm->n_head * lm->head_dim);
     const size_t cache = (size_t)lm->n_layer * (size_t)n_ctx * (size_t)ctx->kv_dim;
     const size_t half_rot = (size_t)lm->n_rot / 2;
-    ctx->n_score_rows = omp_get_max_threads();
+    ctx->n_threads = omp_get_max_threads(); /* the count -t set; fixed for this context from now on */
     ctx->k_cache = calloc(cache, sizeof(float));
     ctx->v_cache = calloc(cache, sizeof(float));
     ctx->rope_cos = malloc(sizeof(float) * (size_t)n_ctx * (half_rot ? half_rot : 1));
@@ -191,7 +191,7 @@ int llm_context_init(llm_context *ctx, const llm_model *lm, int n_ctx, int n_bat
     ctx->att = malloc(sizeof(float) * B * qd);
     ctx->hb = malloc(sizeof(float) * B * (size_t)lm->n_ff);
     ctx->hb2 = malloc(sizeof(float) * B * (size_t)lm->n_ff);
-    ctx->scores = malloc(sizeof(float) * (size_t)ctx->n_score_rows * (size_t)n_ctx);
+    ctx->scores = malloc(sizeof(float) * (size_t)ctx->n_threads * (size_t)n_ctx);
     if (!ctx->k_cache || !ctx->v_cache || !ctx->rope_cos || !ctx->rope_sin || !ctx->x || !ctx->xb || !ctx->xb2 ||
         !ctx->q || !ctx->k || !ctx->v || !ctx->att || !ctx->hb || !ctx->hb2 || !ctx->scores) {
         llm_context_free(ctx);
@@ -212,6 +212,17 @@ void llm_context_free(llm_context *ctx) {
     memset(ctx, 0, sizeof *ctx);
 }
 
+int llm_context_set_threads(llm_context *ctx, int n_threads, slmc_err *err) {
+    if (n_threads < 0) return slmc_fail(err, NULL, "thread count %d must be positive (or 0 for the default)", n_threads);
+    if (n_threads == 0) n_threads = omp_get_max_threads();
+    /* one row of attention scores per thread (see attention()) */
+    float *scores = realloc(ctx->scores, sizeof(float) * (size_t)n_threads * (size_t)ctx->n_ctx);
+    if (!scores) return slmc_fail(err, NULL, "out of memory for the attention scratch of %d threads", n_threads);
+    ctx->scores = scores;
+    ctx->n_threads = n_threads;
+    return 0;
+}
+
 void llm_set_hooks(llm_context *ctx, const llm_hooks *hooks) {
     if (hooks) ctx->hooks = *hooks;
     else memset(&ctx->hooks, 0, sizeof ctx->hooks);
@@ -224,12 +235,13 @@ static int matmul(llm_context *ctx, const llm_weight *w, int layer, const float 
     const llm_hooks *h = &ctx->hooks;
     if (h->matmul_input && h->matmul_input(h->ud, w->name, w->tensor, layer, x, n, w->w.n_in) != 0)
         return slmc_fail(err, NULL, "%s: the matmul_input hook failed", w->name);
-    if (kern_matmul(&w->w, x, n, out, err) != 0) return slmc_fail_prefix(err, w->name);
+    if (kern_matmul_threads(&w->w, x, n, out, ctx->n_threads, err) != 0) return slmc_fail_prefix(err, w->name);
     return 0;
 }
 
-static void rmsnorm_rows(float *out, const float *x, const float *weight, int n, int64_t dim, float eps) {
-#pragma omp parallel for schedule(static)
+static void rmsnorm_rows(const llm_context *ctx, float *out, const float *x, const float *weight, int n, int64_t dim,
+                         float eps) {
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
     for (int t = 0; t < n; ++t) kern_rmsnorm(out + (size_t)t * dim, x + (size_t)t * dim, weight, dim, eps);
 }
 
@@ -241,14 +253,18 @@ static void add_bias(float *x, const float *bias, int n, int64_t dim) {
 
 /* Causal attention of n new tokens at positions pos0.. for layer il, their K and V already
  * in the cache. Numerics as llama.cpp's non-flash CPU path: q rounded to F16, scores scaled
- * by 1/sqrt(head_dim), softmax, probabilities rounded to F16, weighted sum of V. */
+ * by 1/sqrt(head_dim), softmax, probabilities rounded to F16, weighted sum of V.
+ * Each thread keeps its scores in its own row of ctx->scores, which has ctx->n_threads rows:
+ * the loop must run on at most that many threads, whatever omp_set_num_threads() said since.
+ * Every (token, head) is computed whole by one thread, so the result does not depend on
+ * the thread count. */
 static void attention(llm_context *ctx, int il, int n, int pos0) {
     const llm_model *lm = ctx->lm;
     const int64_t hd = lm->head_dim, n_head = lm->n_head, group = lm->n_head / lm->n_head_kv, kvd = ctx->kv_dim;
     const float *kc = ctx->k_cache + (size_t)il * (size_t)ctx->n_ctx * (size_t)kvd;
     const float *vc = ctx->v_cache + (size_t)il * (size_t)ctx->n_ctx * (size_t)kvd;
     const float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(dynamic, 1)
     for (int64_t th = 0; th < (int64_t)n * n_head; ++th) {
         const int t = (int)(th / n_head);
         const int64_t h = th % n_head, kvh = h / group;
@@ -279,7 +295,7 @@ static int layer_forward(llm_context *ctx, int il, int n, int pos0, slmc_err *er
     const llm_hooks *h = &ctx->hooks;
 
     /* attention block */
-    rmsnorm_rows(ctx->xb, ctx->x, L->attn_norm, n, E, lm->rms_eps);
+    rmsnorm_rows(ctx, ctx->xb, ctx->x, L->attn_norm, n, E, lm->rms_eps);
     if (matmul(ctx, &L->wq, il, ctx->xb, n, ctx->q, err) || matmul(ctx, &L->wk, il, ctx->xb, n, ctx->k, err) ||
         matmul(ctx, &L->wv, il, ctx->xb, n, ctx->v, err))
         return -1;
@@ -288,7 +304,7 @@ static int layer_forward(llm_context *ctx, int il, int n, int pos0, slmc_err *er
     add_bias(ctx->v, L->bv, n, kvd);
     float *kc = ctx->k_cache + ((size_t)il * (size_t)ctx->n_ctx + (size_t)pos0) * (size_t)kvd;
     float *vc = ctx->v_cache + ((size_t)il * (size_t)ctx->n_ctx + (size_t)pos0) * (size_t)kvd;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
     for (int t = 0; t < n; ++t) {
         const float *cs = ctx->rope_cos + (size_t)(pos0 + t) * half_rot, *sn = ctx->rope_sin + (size_t)(pos0 + t) * half_rot;
         for (int64_t hh = 0; hh < lm->n_head; ++hh) kern_rope(ctx->q + (size_t)t * qd + hh * hd, lm->n_rot, cs, sn, lm->rope_neox);
@@ -309,10 +325,10 @@ static int layer_forward(llm_context *ctx, int il, int n, int pos0, slmc_err *er
     for (size_t i = 0; i < (size_t)n * (size_t)E; ++i) ctx->x[i] += ctx->xb2[i];
 
     /* feed-forward block */
-    rmsnorm_rows(ctx->xb, ctx->x, L->ffn_norm, n, E, lm->rms_eps);
+    rmsnorm_rows(ctx, ctx->xb, ctx->x, L->ffn_norm, n, E, lm->rms_eps);
     if (matmul(ctx, &L->w_gate, il, ctx->xb, n, ctx->hb, err) || matmul(ctx, &L->w_up, il, ctx->xb, n, ctx->hb2, err))
         return -1;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
     for (int t = 0; t < n; ++t) kern_swiglu(ctx->hb + (size_t)t * F, ctx->hb2 + (size_t)t * F, F);
     if (h->ffn_act && h->ffn_act(h->ud, il, ctx->hb, n, F) != 0)
         return slmc_fail(err, NULL, "layer %d: the ffn_act hook failed", il);
@@ -340,7 +356,7 @@ static int eval_step(llm_context *ctx, const int32_t *tokens, int n, int pos0, i
         if (layer_forward(ctx, il, n, pos0, err) != 0) return -1;
     if (out_first >= n) return 0;
     const int n_out = n - out_first;
-    rmsnorm_rows(ctx->xb, ctx->x + (size_t)out_first * E, lm->output_norm, n_out, E, lm->rms_eps);
+    rmsnorm_rows(ctx, ctx->xb, ctx->x + (size_t)out_first * E, lm->output_norm, n_out, E, lm->rms_eps);
     return matmul(ctx, &lm->output, -1, ctx->xb, n_out, logits, err);
 }
 

@@ -6,7 +6,8 @@
  *
  * llm_model references the weights where the model view maps them (quantized or not; only
  * the 1-D norms and biases are copied, as F32). llm_context owns a KV cache for n_ctx
- * positions and the scratch buffers of one batch. llm_eval runs a whole batch of tokens
+ * positions, the scratch buffers of one batch and its thread count (n_threads: every OpenMP
+ * loop of its forward pass runs on that many threads). llm_eval runs a whole batch of tokens
  * through each layer together (matrix-matrix products, kernels.h), with causal attention
  * over everything cached so far.
  *
@@ -93,8 +94,8 @@ typedef struct llm_context {
     float *k, *v;           /* [n_batch][kv_dim] */
     float *att;             /* [n_batch][n_head*head_dim] attention output */
     float *hb, *hb2;        /* [n_batch][n_ff] */
-    float *scores;          /* [threads][n_ctx] attention scores, one row per thread */
-    int n_score_rows;       /* rows in scores */
+    int n_threads;          /* OpenMP threads every parallel loop of this context runs on */
+    float *scores;          /* [n_threads][n_ctx] attention scores, one row per thread */
     bool f16_attention;     /* true (set by llm_context_init): K, V, Q and the attention
                                probabilities rounded to F16 as llama.cpp's F16 cache path does;
                                false: all F32 (tests comparing with exact arithmetic) */
@@ -105,9 +106,15 @@ typedef struct llm_context {
 int llm_model_init(llm_model *lm, const model *m, slmc_err *err);
 void llm_model_free(llm_model *lm);
 
-/* A context with a KV cache for n_ctx positions, processing up to n_batch tokens per step. */
+/* A context with a KV cache for n_ctx positions, processing up to n_batch tokens per step.
+ * It runs on omp_get_max_threads() threads as that is now (what -t set): the count is the
+ * context's from then on, and a later omp_set_num_threads() does not change it. */
 int llm_context_init(llm_context *ctx, const llm_model *lm, int n_ctx, int n_batch, slmc_err *err);
 void llm_context_free(llm_context *ctx);
+/* Run this context on n_threads threads from now on (0: omp_get_max_threads()), resizing its
+ * per-thread scratch. Logits do not depend on the count. On failure (n_threads < 0, out of
+ * memory) the context keeps its previous count and stays usable. */
+int llm_context_set_threads(llm_context *ctx, int n_threads, slmc_err *err);
 void llm_set_hooks(llm_context *ctx, const llm_hooks *hooks);
 
 /* Evaluate tokens[0..n_tokens) at positions pos0..pos0+n_tokens-1 (the cache must hold

@@ -2,6 +2,7 @@
  * double-precision forward pass, batched vs token-by-token evaluation, hooks, and
  * perplexity / KL divergence on the real files in ../shared against llama.cpp's figures. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -541,6 +542,83 @@ START_TEST(test_books22m_two_chunks) {
 }
 END_TEST
 
+/* Issue #12: a context's per-thread attention scratch is sized by its own thread count, not
+ * by OpenMP's global one. A context made while OpenMP runs 1 thread, then used after
+ * omp_set_num_threads(8), must neither write past its scratch (ASan) nor change a bit of its
+ * logits. */
+START_TEST(test_threads_raised_after_init) {
+    tiny t;
+    tiny_make(&t, "llama", false, GGML_TYPE_F32);
+    llm_model lm;
+    llm_context ctx;
+    slmc_err err = {0};
+    const int keep = omp_get_max_threads();
+    ck_assert_msg(llm_model_init(&lm, &t.m, &err) == 0, "%s", err.msg);
+    omp_set_num_threads(1);
+    ck_assert_msg(llm_context_init(&ctx, &lm, 64, 64, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(ctx.n_threads, 1);
+    enum { T = 64 }; /* T * n_head = 256 attention rows per layer: every thread gets some */
+    int32_t tok[T];
+    for (int i = 0; i < T; ++i) tok[i] = (int32_t)((i * 37 + 11) % 300);
+    const size_t bytes = sizeof(float) * (size_t)T * (size_t)lm.n_vocab;
+    float *one = malloc(bytes), *many = malloc(bytes);
+    ck_assert_msg(llm_eval(&ctx, tok, T, 0, one, &err) == 0, "%s", err.msg);
+    omp_set_num_threads(8);
+    for (int rep = 0; rep < 3; ++rep) { /* a fresh sequence each time (pos0 = 0) */
+        ck_assert_msg(llm_eval(&ctx, tok, T, 0, many, &err) == 0, "%s", err.msg);
+        ck_assert_mem_eq(one, many, bytes);
+    }
+    ck_assert_int_eq(ctx.n_threads, 1); /* still the context's own count */
+    omp_set_num_threads(keep);
+    free(one); free(many);
+    llm_context_free(&ctx);
+    llm_model_free(&lm);
+    tiny_free(&t);
+}
+END_TEST
+
+/* llm_context_set_threads: more or fewer threads than at init, the same logits bit for bit;
+ * 0 means OpenMP's default; a negative count fails and leaves the context as it was. */
+START_TEST(test_context_set_threads) {
+    tiny t;
+    tiny_make(&t, "llama", false, GGML_TYPE_Q8_0);
+    llm_model lm;
+    llm_context ctx;
+    slmc_err err = {0};
+    const int keep = omp_get_max_threads();
+    ck_assert_msg(llm_model_init(&lm, &t.m, &err) == 0, "%s", err.msg);
+    omp_set_num_threads(2);
+    ck_assert_msg(llm_context_init(&ctx, &lm, 32, 32, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(ctx.n_threads, 2);
+    enum { T = 32 };
+    int32_t tok[T];
+    for (int i = 0; i < T; ++i) tok[i] = (int32_t)((i * 53 + 5) % 300);
+    const size_t bytes = sizeof(float) * (size_t)T * (size_t)lm.n_vocab;
+    float *want = malloc(bytes), *got = malloc(bytes);
+    ck_assert_msg(llm_eval(&ctx, tok, T, 0, want, &err) == 0, "%s", err.msg);
+    const int counts[] = {1, 7, 3};
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; ++i) {
+        ck_assert_msg(llm_context_set_threads(&ctx, counts[i], &err) == 0, "%s", err.msg);
+        ck_assert_int_eq(ctx.n_threads, counts[i]);
+        ck_assert_msg(llm_eval(&ctx, tok, T, 0, got, &err) == 0, "%s", err.msg);
+        ck_assert_mem_eq(want, got, bytes);
+    }
+    omp_set_num_threads(5);
+    ck_assert_msg(llm_context_set_threads(&ctx, 0, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(ctx.n_threads, 5);
+    ck_assert_int_eq(llm_context_set_threads(&ctx, -1, &err), -1);
+    ck_assert(strstr(err.msg, "thread count") != NULL);
+    ck_assert_int_eq(ctx.n_threads, 5);
+    ck_assert_msg(llm_eval(&ctx, tok, T, 0, got, &err) == 0, "%s", err.msg);
+    ck_assert_mem_eq(want, got, bytes);
+    omp_set_num_threads(keep);
+    free(want); free(got);
+    llm_context_free(&ctx);
+    llm_model_free(&lm);
+    tiny_free(&t);
+}
+END_TEST
+
 /* Perplexity bookkeeping on hand-made logits: llama-perplexity's indices and formulas. */
 START_TEST(test_ppl_indices) {
     ck_assert_int_eq(ppl_chunk_count(1000, 128, -1), 7);
@@ -586,6 +664,8 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_hooks);
     tcase_add_test(tc, test_model_errors);
     tcase_add_test(tc, test_rope_linear_scaling);
+    tcase_add_test(tc, test_threads_raised_after_init);
+    tcase_add_test(tc, test_context_set_threads);
     tcase_add_test(tc, test_ppl_indices);
     tcase_add_test(tc, test_ppl_stories260K);
     tcase_add_test(tc, test_books22m_two_chunks);
