@@ -770,7 +770,9 @@ static int64_t unpermute_heads(const model *m, const model_tensor *t) {
 }
 
 /* Stream one tensor into the writer in chunks of whole rows (whole heads for q/k): read the
- * rows in llama.cpp's order, put them back in HF order, convert to out_type. */
+ * rows in llama.cpp's order as stored, put them back in HF order, convert to out_type. A
+ * quantized row is a whole number of blocks, so the rows are reordered before decoding exactly
+ * as float rows are, and then dequantized (model_rows_to_f32, through m->dequantize). */
 static int write_tensor(const model *m, uint64_t ti, int out_type, st_writer *w, uint64_t *done,
                         uint64_t total, const slmc_progress *progress, slmc_err *err) {
     const model_tensor *t = &m->tensors[ti];
@@ -821,7 +823,7 @@ static int write_tensor(const model *m, uint64_t ti, int out_type, st_writer *w,
         }
         const void *data = rows_hf;
         if (convert) {
-            row_to_f32(t->type, rows_hf, f32, n * ne0);
+            if (model_rows_to_f32(m, t, rows_hf, f32, n, err)) goto done;
             row_from_f32(out_type, f32, out, n * ne0);
             data = out;
         }
@@ -866,11 +868,15 @@ int hf_write(const model *m, const char *dir, int outtype, uint64_t shard_size,
     if (m->cfg.n_rot != m->cfg.head_dim)
         return slmc_fail(err, m->path, "rope dimension %lld differs from head dimension %lld: partial "
                          "rotary has no Hugging Face llama form", (long long)m->cfg.n_rot, (long long)m->cfg.head_dim);
+    /* Hugging Face checkpoints hold float tensors only: quantized ones are written as their
+     * dequantized values, so each must be decodable (checked before anything is written). */
     for (uint64_t i = 0; i < m->n_tensors; i++)
-        if (!type_is_float(m->tensors[i].type))
-            return slmc_fail(err, m->path, "tensor %s is %s; convert handles F32/F16/BF16 — dequantize first",
-                             m->tensors[i].name, type_name(m->tensors[i].type));
-    int out_type = outtype == -1 ? dominant_matrix_type(m->tensors, m->n_tensors) : outtype;
+        if (model_check_f32(m, &m->tensors[i], err)) return -1;
+    /* Default dtype: the dominant float type of the matrices; F32 when any tensor is quantized,
+     * since a dequantized value is exact in F32 but F16/BF16 would round it again (and F32 is
+     * what one fine-tunes from). */
+    int out_type = outtype != -1 ? outtype
+                 : model_has_quantized(m) ? GGML_TYPE_F32 : dominant_matrix_type(m->tensors, m->n_tensors);
     if (shard_size == 0) shard_size = HF_DEFAULT_SHARD_SIZE;
 
     /* The safetensors tensor list: HF names, shapes outermost first. */

@@ -91,6 +91,7 @@ int model_open(model *m, const char *path, const model_open_opts *opts, slmc_err
         }
     }
     if (rc != 0) model_close(m);
+    else if (opts) m->dequantize = opts->dequantize; /* after the readers, which reset m */
     return rc;
 }
 
@@ -198,37 +199,98 @@ int64_t qk_row_gguf_of_hf(int64_t r, int64_t rows, int64_t heads) {
     return h * hd + (k % half) * 2 + k / half;
 }
 
-int model_read_rows(const model *m, uint64_t ti, int64_t row0, int64_t nrows, void *dst, slmc_err *err) {
+static int check_rows(const model *m, uint64_t ti, int64_t row0, int64_t nrows, slmc_err *err) {
     if (ti >= m->n_tensors) return slmc_fail(err, m->path, "tensor index %llu out of range", (unsigned long long)ti);
     const model_tensor *t = &m->tensors[ti];
     int64_t rows = model_tensor_rows(t);
     if (row0 < 0 || nrows < 0 || row0 + nrows > rows)
         return slmc_fail(err, m->path, "%s: rows %lld..%lld out of range (%lld rows)", t->name,
                          (long long)row0, (long long)(row0 + nrows), (long long)rows);
+    return 0;
+}
+
+/* The stored bytes of row g (in llama.cpp's row order) of tensor t. */
+static const uint8_t *stored_row(const model_tensor *t, int64_t g) {
+    int64_t src = g;
+    if (t->qk_heads > 0) {
+        int64_t mat_rows = t->ne[1]; /* the permutation acts within each 2-D matrix */
+        src = g - g % mat_rows + qk_row_hf_of_gguf(g % mat_rows, mat_rows, t->qk_heads);
+    }
+    return t->data + (uint64_t)src * model_tensor_row_bytes(t);
+}
+
+int model_read_rows(const model *m, uint64_t ti, int64_t row0, int64_t nrows, void *dst, slmc_err *err) {
+    if (check_rows(m, ti, row0, nrows, err) != 0) return -1;
+    const model_tensor *t = &m->tensors[ti];
     uint64_t rb = model_tensor_row_bytes(t);
     uint8_t *out = dst;
     if (t->qk_heads <= 0) {
         memcpy(out, t->data + (uint64_t)row0 * rb, (size_t)(rb * (uint64_t)nrows));
         return 0;
     }
-    int64_t mat_rows = t->ne[1]; /* the permutation acts within each 2-D matrix */
-    for (int64_t r = 0; r < nrows; r++) {
-        int64_t g = row0 + r;
-        int64_t base = g - g % mat_rows;
-        int64_t src = base + qk_row_hf_of_gguf(g % mat_rows, mat_rows, t->qk_heads);
-        memcpy(out + (uint64_t)r * rb, t->data + (uint64_t)src * rb, (size_t)rb);
-    }
+    for (int64_t r = 0; r < nrows; r++) memcpy(out + (uint64_t)r * rb, stored_row(t, row0 + r), (size_t)rb);
     return 0;
 }
 
+/* n values of `type` at src to F32: float types widen here, quantized types go through the
+ * injected decoder. 0, or -1 when the type cannot be converted (model_check_f32 says why). */
+static int values_to_f32(const model *m, int type, const void *src, float *dst, int64_t n) {
+    if (type_is_float(type)) {
+        row_to_f32(type, src, dst, n);
+        return 0;
+    }
+    const type_info *info = type_get(type);
+    if (!info || !info->quantized || !m->dequantize) return -1;
+    return m->dequantize(type, src, dst, n);
+}
+
+int model_check_f32(const model *m, const model_tensor *t, slmc_err *err) {
+    if (type_is_float(t->type)) return 0;
+    const type_info *info = type_get(t->type);
+    if (!info || !info->quantized)
+        return slmc_fail(err, m->path, "tensor %s is %s: only float and quantized tensors convert to F32/F16/BF16",
+                         t->name, type_name(t->type));
+    if (!m->dequantize)
+        return slmc_fail(err, m->path, "tensor %s is %s: quantized tensors can only be copied here, not converted",
+                         t->name, type_name(t->type));
+    if (m->dequantize(t->type, NULL, NULL, 0) != 0)
+        return slmc_fail(err, m->path, "tensor %s is %s, a type slmc cannot dequantize yet", t->name,
+                         type_name(t->type));
+    return 0;
+}
+
+int model_rows_to_f32(const model *m, const model_tensor *t, const void *src, float *dst, int64_t nrows,
+                      slmc_err *err) {
+    if (model_check_f32(m, t, err) != 0) return -1;
+    if (values_to_f32(m, t->type, src, dst, t->ne[0] * nrows) != 0)
+        return slmc_fail(err, m->path, "tensor %s: cannot convert %s rows to F32", t->name, type_name(t->type));
+    return 0;
+}
+
+bool model_has_quantized(const model *m) {
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        const type_info *info = type_get(m->tensors[i].type);
+        if (info && info->quantized) return true;
+    }
+    return false;
+}
+
 int model_read_rows_f32(const model *m, uint64_t ti, int64_t row0, int64_t nrows, float *dst, slmc_err *err) {
+    if (check_rows(m, ti, row0, nrows, err) != 0) return -1;
     const model_tensor *t = &m->tensors[ti];
-    if (!type_is_float(t->type))
-        return slmc_fail(err, m->path, "%s: type %s cannot be read as F32 here", t->name, type_name(t->type));
+    if (model_check_f32(m, t, err) != 0) return -1;
     if (t->type == GGML_TYPE_F32) return model_read_rows(m, ti, row0, nrows, dst, err);
+    int64_t ne0 = t->ne[0];
+    if (!type_is_float(t->type)) {
+        /* quantized: decode each row straight from the input, no copy */
+        for (int64_t r = 0; r < nrows; r++)
+            if (values_to_f32(m, t->type, stored_row(t, row0 + r), dst + r * ne0, ne0) != 0)
+                return slmc_fail(err, m->path, "tensor %s: cannot dequantize %s rows", t->name, type_name(t->type));
+        return 0;
+    }
     /* Read the 16-bit rows into the tail of dst, then widen front to back: the write
      * position never overtakes the unread input. */
-    int64_t n = t->ne[0] * nrows;
+    int64_t n = ne0 * nrows;
     uint16_t *half = (uint16_t *)(dst + n) - n;
     if (model_read_rows(m, ti, row0, nrows, half, err) != 0) return -1;
     row_to_f32(t->type, half, dst, n);
@@ -236,10 +298,13 @@ int model_read_rows_f32(const model *m, uint64_t ti, int64_t row0, int64_t nrows
 }
 
 int model_out_type(const model_tensor *t, int outtype) {
+    const type_info *info = type_get(t->type);
+    bool quantized = info && info->quantized;
+    /* integer types, and quantized tensors when no type is asked for: kept as they are */
+    if (!type_is_float(t->type) && !(quantized && outtype >= 0)) return t->type;
     bool vector = t->n_dims == 1 || model_tensor_rows(t) == 1;
-    if (vector && type_is_float(t->type)) return GGML_TYPE_F32;
-    if (outtype < 0 || !type_is_float(t->type)) return t->type;
-    return outtype;
+    if (vector) return GGML_TYPE_F32;
+    return outtype < 0 ? t->type : outtype;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -420,7 +485,9 @@ void model_release_rows(const model *m, const model_tensor *t, int64_t row0, int
 
 #define WRITE_CHUNK_BYTES (16u << 20) /* rows are read and converted in chunks of about this size */
 
-/* Stream one tensor through the writer in row chunks, converting float types as needed. */
+/* Stream one tensor through the writer in row chunks, converting as needed (float types
+ * widened or narrowed, quantized types decoded by m->dequantize; model_write_gguf checked
+ * beforehand that every tensor to convert can be). */
 static int write_tensor_rows(const model *m, uint64_t ti, int out_type, gguf_writer *w,
                              uint8_t *buf, float *fbuf, int64_t chunk_rows, slmc_err *err) {
     const model_tensor *t = &m->tensors[ti];
@@ -434,7 +501,7 @@ static int write_tensor_rows(const model *m, uint64_t ti, int out_type, gguf_wri
             /* source rows into fbuf's bytes, then each row widened and narrowed in parallel */
             uint8_t *raw = (uint8_t *)fbuf;
             if (model_read_rows(m, ti, r, nr, raw, err) != 0) return -1;
-            bool oom = false;
+            bool oom = false, bad = false;
 #pragma omp parallel
             {
                 float *tmp = malloc((size_t)ne0 * sizeof *tmp);
@@ -445,12 +512,17 @@ static int write_tensor_rows(const model *m, uint64_t ti, int out_type, gguf_wri
 #pragma omp for schedule(static)
                 for (int64_t k = 0; k < nr; k++) {
                     if (!tmp) continue;
-                    row_to_f32(t->type, raw + (uint64_t)k * in_row, tmp, ne0);
+                    if (values_to_f32(m, t->type, raw + (uint64_t)k * in_row, tmp, ne0) != 0) {
+#pragma omp atomic write
+                        bad = true;
+                        continue;
+                    }
                     row_from_f32(out_type, tmp, buf + (uint64_t)k * out_row, ne0);
                 }
                 free(tmp);
             }
             if (oom) return slmc_fail(err, m->path, "out of memory");
+            if (bad) return slmc_fail(err, m->path, "tensor %s: cannot convert %s rows", t->name, type_name(t->type));
         }
         if (gguf_writer_write(w, buf, (size_t)(out_row * (uint64_t)nr), err) != 0) return -1;
         if (t->qk_heads == 0) model_release_rows(m, t, r, nr);
@@ -482,11 +554,8 @@ int model_write_gguf(const model *m, const char *path, int outtype, const slmc_p
     for (uint64_t i = 0; i < n; i++) {
         const model_tensor *t = &m->tensors[order[i]];
         out_types[i] = model_out_type(t, outtype);
-        if ((out_types[i] != t->type || outtype >= 0) && !type_is_float(t->type)) {
-            slmc_fail(err, m->path, "tensor %s is %s: convert changes only F32/F16/BF16 tensors", t->name,
-                      type_name(t->type));
-            goto done;
-        }
+        /* a tensor that changes type must be readable as F32 (a quantized one: decodable) */
+        if (out_types[i] != t->type && model_check_f32(m, t, err) != 0) goto done;
         infos[i].name = t->name;
         infos[i].type = out_types[i];
         infos[i].n_dims = t->n_dims;

@@ -8,6 +8,9 @@
  * order (ne[0] is the row length) and llama.cpp's row layout: the Q/K row permutation that
  * llama.cpp's converter applies to Hugging Face llama weights is applied on read, so callers
  * never see the difference. Data stays in the mapped input; rows are read on demand.
+ *
+ * Quantized tensors (Q4_K, ...) are read as they are stored; to turn them into F32 the view
+ * needs a row decoder, which the caller injects (model_dequantize_fn below).
  */
 #ifndef SLMC_MODEL_H
 #define SLMC_MODEL_H
@@ -42,6 +45,24 @@ typedef struct model_config {
     bool tied_output;        /* no output.weight: the classifier is token_embd */
 } model_config;
 
+/* A row decoder for block-quantized types, injected by the caller.
+ *
+ * formats/ knows every type's block size (types.h) but not how to decode the blocks: the
+ * kernels live in quant/, a layer above formats/, which formats/ must not include. So the
+ * caller passes quant's decoder in (cli_open_model gives quant_dequantize from quant/quants.h;
+ * tests do the same), model_open stores it in the view, and the three places that need values
+ * of a quantized tensor call it: model_read_rows_f32, and the GGUF and Hugging Face writers when
+ * a quantized tensor must become F32/F16/BF16 (dequantizing convert).
+ *
+ * Contract: decode n values (a whole number of blocks) of `type` at src into dst and return 0,
+ * or return -1 when there is no decoder for that type. With n == 0 it only answers whether the
+ * type can be decoded. It must be safe to call from several threads at once.
+ * NULL (the default) means quantized tensors can be copied as they are but not converted.
+ *
+ * The seam is this one pointer: when the block codec moves below formats/, model.c calls it
+ * directly and the field and option go away. */
+typedef int (*model_dequantize_fn)(int type, const void *src, float *dst, int64_t n);
+
 typedef struct model_tensor {
     char *name;              /* GGUF name (owned) */
     int type;                /* ggml_type of the bytes model_read_rows yields */
@@ -63,10 +84,13 @@ typedef struct model {
     void *src;               /* the format reader that owns the mappings; NULL for a view built in
                                 memory, whose tensor data may live on the heap */
     void (*free_src)(void *src);
+    model_dequantize_fn dequantize; /* decoder for quantized tensors, or NULL (see above); a view
+                                       built in memory sets it itself */
 } model;
 
 typedef struct model_open_opts {
     const char *tokenizer;   /* llama2.c: path of tokenizer.bin (required for llama2.c input) */
+    model_dequantize_fn dequantize; /* stored in the view: lets quantized tensors be read as F32 */
 } model_open_opts;
 
 /* Progress reporting for long work (bytes done of total; `what` names the current tensor). */
@@ -90,8 +114,18 @@ uint64_t model_param_count(const model *m);
 
 /* Copy rows [row0, row0+nrows) of tensor ti, in its type and llama.cpp's row order, to dst. */
 int model_read_rows(const model *m, uint64_t ti, int64_t row0, int64_t nrows, void *dst, slmc_err *err);
-/* Same, converted to F32 (float types only). */
+/* Same, converted to F32: float types widen, quantized types go through m->dequantize (an
+ * error naming the file, tensor and type when it cannot decode them; see model_check_f32). */
 int model_read_rows_f32(const model *m, uint64_t ti, int64_t row0, int64_t nrows, float *dst, slmc_err *err);
+/* 0 when tensor t can be read as F32 (a float type, or a quantized type that m->dequantize
+ * decodes); otherwise -1 with "PATH: tensor NAME is TYPE, ..." saying why. */
+int model_check_f32(const model *m, const model_tensor *t, slmc_err *err);
+/* Convert nrows rows of tensor t, in its stored type as model_read_rows yields them (src), to
+ * F32 (dst, nrows * ne[0] values); the same conversion as model_read_rows_f32. */
+int model_rows_to_f32(const model *m, const model_tensor *t, const void *src, float *dst, int64_t nrows,
+                      slmc_err *err);
+/* true when some tensor of m has a block-quantized type (Q4_K, IQ4_XS, ...). */
+bool model_has_quantized(const model *m);
 
 /* The llama Q/K permutation of llama.cpp's HF converter, as a row map. For a matrix of
  * `rows` rows split into `heads` heads of rows/heads rows each:
@@ -99,8 +133,10 @@ int model_read_rows_f32(const model *m, uint64_t ti, int64_t row0, int64_t nrows
 int64_t qk_row_hf_of_gguf(int64_t r, int64_t rows, int64_t heads);
 int64_t qk_row_gguf_of_hf(int64_t r, int64_t rows, int64_t heads);
 
-/* The type a tensor is written with when converting to `outtype` (-1 = keep): 1-D tensors
- * stay F32 as llama.cpp stores them, float matrices take outtype, other types are kept. */
+/* The type a tensor is written with when converting to `outtype` (-1 = keep), as
+ * llama-quantize --allow-requantize does for F32/F16/BF16: 1-D tensors stay (or become) F32 as
+ * llama.cpp stores them, float and quantized matrices take outtype, quantized tensors are kept
+ * as they are when outtype is -1, and integer types are always kept. */
 int model_out_type(const model_tensor *t, int outtype);
 
 /* The type holding most matrix elements (F32 when there are none). */
@@ -121,7 +157,9 @@ void model_release_source(const model *m, const model_tensor *t);
 /* The same for rows [row0, row0+nrows) in source order (streaming within a large tensor). */
 void model_release_rows(const model *m, const model_tensor *t, int64_t row0, int64_t nrows);
 
-/* Write the model as GGUF v3 (atomic), converting float tensors per model_out_type. */
+/* Write the model as GGUF v3 (atomic), converting tensors per model_out_type: a quantized
+ * tensor that must change type is dequantized through m->dequantize (checked for every tensor
+ * before anything is written). outtype -1 copies quantized tensors byte for byte. */
 int model_write_gguf(const model *m, const char *path, int outtype, const slmc_progress *progress,
                      slmc_err *err);
 

@@ -1902,3 +1902,11 @@ const quant_kernels *quant_get(int type) {
         if (KERNELS[i].type == type) return &KERNELS[i];
     return NULL;
 }
+
+int quant_dequantize(int type, const void *src, float *dst, int64_t n) {
+    const quant_kernels *k = quant_get(type);
+    const type_info *info = type_get(type);
+    if (!k || !k->dequantize || !info || n < 0 || n % info->blck_size != 0) return -1;
+    if (n > 0) k->dequantize(src, dst, n);
+    return 0;
+}

@@ -1,5 +1,6 @@
 /* test_hf.c - Hugging Face folder <-> model view: names, config, tensors, the llama Q/K
- * permutation (against llama.cpp's own conversion), round trips and bad inputs. */
+ * permutation (against llama.cpp's own conversion), round trips, quantized GGUF -> HF
+ * (dequantized values, rows back in HF order) and bad inputs. */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -12,7 +13,11 @@
 #include "formats/hf.h"
 #include "formats/model.h"
 #include "formats/safetensors.h"
+#include "formats/synth.h"
 #include "formats/types.h"
+#include "quant/plan.h"
+#include "quant/quantize.h"
+#include "quant/quants.h"
 #include "tests/testutil.h"
 
 #define BOOKS "models/books-22m/hf-bf16"
@@ -514,7 +519,8 @@ START_TEST(test_gguf_to_hf) {
 }
 END_TEST
 
-/* Quantized tensors are refused with a message naming the tensor and its type. */
+/* Without a decoder (model_open_opts.dequantize NULL) quantized tensors are refused, before
+ * anything is written, with a message naming the file, the tensor and its type. */
 START_TEST(test_write_quantized_refused) {
     char *ref_path = SHARED_OR_SKIP("reference/books-22m-Q4_K_M.gguf");
     char *tmp = tmpdir_make();
@@ -523,13 +529,13 @@ START_TEST(test_write_quantized_refused) {
     slmc_err err = {0};
     ck_assert_msg(model_open(&m, ref_path, NULL, &err) == 0, "%s", err.msg);
     ck_assert_int_eq(hf_write(&m, out, -1, 0, NULL, &err), -1);
-    ck_assert_msg(strstr(err.msg, "; convert handles F32/F16/BF16") && strstr(err.msg, "dequantize first"), "%s", err.msg);
     /* The first quantized tensor in file order is named, with its type. */
     uint64_t i = 0;
     while (i < m.n_tensors && type_is_float(m.tensors[i].type)) i++;
     ck_assert_uint_lt(i, m.n_tensors);
-    char want[160];
-    snprintf(want, sizeof want, "tensor %s is %s;", m.tensors[i].name, type_name(m.tensors[i].type));
+    char want[512];
+    snprintf(want, sizeof want, "%s: tensor %s is %s: quantized tensors can only be copied here", ref_path,
+             m.tensors[i].name, type_name(m.tensors[i].type));
     ck_assert_msg(strstr(err.msg, want), "\"%s\" lacks \"%s\"", err.msg, want);
     struct stat st;
     ck_assert_int_ne(stat(out, &st), 0); /* nothing left behind */
@@ -540,7 +546,155 @@ START_TEST(test_write_quantized_refused) {
 }
 END_TEST
 
-/* ---- tiny synthetic checkpoints ------------------------------------------------------------ */
+static const model_open_opts DEQUANT = {.dequantize = quant_dequantize};
+
+/* config.json's torch_dtype in folder dir. */
+static char *config_dtype(const char *dir) {
+    char *cfg = join(dir, "config.json");
+    json_error_t jerr;
+    json_t *o = json_load_file(cfg, 0, &jerr);
+    ck_assert_msg(o != NULL, "%s: %s", cfg, jerr.text);
+    const char *d = json_string_value(json_object_get(o, "torch_dtype"));
+    char *r = strdup(d ? d : "");
+    json_decref(o);
+    free(cfg);
+    return r;
+}
+
+/* Every tensor of `hf` (a view of the written folder, rows in llama.cpp's order on read) holds
+ * the values of the same tensor of the quantized view `q` dequantized, rounded to out_type. */
+static void expect_dequantized_values(const model *q, const model *hf, int out_type) {
+    ck_assert_uint_eq(hf->n_tensors, q->n_tensors);
+    for (uint64_t i = 0; i < q->n_tensors; i++) {
+        int64_t j = model_find(hf, q->tensors[i].name);
+        ck_assert_msg(j >= 0, "%s missing", q->tensors[i].name);
+        ck_assert_msg(hf->tensors[j].type == out_type, "%s is %s", q->tensors[i].name, type_name(hf->tensors[j].type));
+        int64_t n = q->tensors[i].ne[0] * model_tensor_rows(&q->tensors[i]);
+        float *a = model_f32(q, i), *b = model_f32(hf, (uint64_t)j);
+        for (int64_t k = 0; k < n; k++) a[k] = as_type(out_type, a[k]);
+        ck_assert_msg(memcmp(a, b, (size_t)n * sizeof *a) == 0, "%s: values differ", q->tensors[i].name);
+        free(a);
+        free(b);
+    }
+}
+
+/* llama.cpp's Q4_K_M -> Hugging Face folder: F32 by default, every value the dequantized one,
+ * attn_q/attn_k rows back in HF order; HF -> GGUF F32 then equals the direct F32 conversion. */
+START_TEST(test_quantized_gguf_to_hf) {
+    char *q4 = SHARED_OR_SKIP("reference/books-22m-Q4_K_M.gguf");
+    char *tmp = tmpdir_make();
+    char *out = join(tmp, "hf"), *direct = join(tmp, "direct.gguf"), *via = join(tmp, "via-hf.gguf");
+    char *out16 = join(tmp, "hf-bf16");
+    model q, hf;
+    slmc_err err = {0};
+    ck_assert_msg(model_open(&q, q4, &DEQUANT, &err) == 0, "%s", err.msg);
+    ck_assert_msg(hf_write(&q, out, -1, 0, NULL, &err) == 0, "%s", err.msg);
+    char *dtype = config_dtype(out);
+    ck_assert_str_eq(dtype, "float32");
+    free(dtype);
+    ck_assert_msg(hf_open(&hf, out, &err) == 0, "%s", err.msg);
+    expect_dequantized_values(&q, &hf, GGML_TYPE_F32);
+
+    /* The stored HF rows themselves: q_proj row i is GGUF row qk_row_gguf_of_hf(i). */
+    const char *perm[2] = {"blk.2.attn_q.weight", "blk.2.attn_k.weight"};
+    for (int k = 0; k < 2; k++) {
+        int64_t qi = model_find(&q, perm[k]), hi = model_find(&hf, perm[k]);
+        ck_assert(qi >= 0 && hi >= 0);
+        const model_tensor *ht = &hf.tensors[hi];
+        int64_t rows = ht->ne[1], ne0 = ht->ne[0];
+        int64_t heads = k == 0 ? q.cfg.n_head : q.cfg.n_head_kv;
+        ck_assert_int_gt(ht->qk_heads, 0); /* stored in HF order */
+        float *g = model_f32(&q, (uint64_t)qi);
+        const float *stored = (const float *)ht->data;
+        for (int64_t r = 0; r < rows; r++)
+            ck_assert_msg(memcmp(stored + r * ne0, g + qk_row_gguf_of_hf(r, rows, heads) * ne0, (size_t)ne0 * 4) == 0,
+                          "%s: HF row %lld", perm[k], (long long)r);
+        free(g);
+    }
+
+    /* HF -> GGUF F32 gives what GGUF -> GGUF F32 gives */
+    ck_assert_msg(model_write_gguf(&q, direct, GGML_TYPE_F32, NULL, &err) == 0, "%s", err.msg);
+    ck_assert_msg(model_write_gguf(&hf, via, GGML_TYPE_F32, NULL, &err) == 0, "%s", err.msg);
+    gguf_file a, b;
+    ck_assert_msg(gguf_open(&a, direct, &err) == 0, "%s", err.msg);
+    ck_assert_msg(gguf_open(&b, via, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(a.n_tensors, b.n_tensors);
+    for (uint64_t i = 0; i < a.n_tensors; i++) {
+        ck_assert_str_eq(a.tensors[i].name, b.tensors[i].name);
+        ck_assert_int_eq(a.tensors[i].type, b.tensors[i].type);
+        ck_assert_uint_eq(a.tensors[i].nbytes, b.tensors[i].nbytes);
+        ck_assert_msg(memcmp(gguf_tensor_data(&a, i), gguf_tensor_data(&b, i), a.tensors[i].nbytes) == 0,
+                      "%s differs", a.tensors[i].name);
+    }
+    gguf_close(&a);
+    gguf_close(&b);
+    model_close(&hf);
+
+    /* an explicit dtype: the dequantized values rounded to it */
+    ck_assert_msg(hf_write(&q, out16, GGML_TYPE_BF16, 0, NULL, &err) == 0, "%s", err.msg);
+    dtype = config_dtype(out16);
+    ck_assert_str_eq(dtype, "bfloat16");
+    free(dtype);
+    ck_assert_msg(hf_open(&hf, out16, &err) == 0, "%s", err.msg);
+    expect_dequantized_values(&q, &hf, GGML_TYPE_BF16);
+    model_close(&hf);
+
+    model_close(&q);
+    free(out);
+    free(out16);
+    free(direct);
+    free(via);
+    tmpdir_remove(tmp);
+    free(q4);
+}
+END_TEST
+
+/* No ../shared needed: a synthetic llama quantized to Q8_0 here, then written as a Hugging
+ * Face folder: F32, the dequantized values, the Q/K permutation undone. */
+START_TEST(test_synthetic_q8_0_to_hf) {
+    char *tmp = tmpdir_make();
+    char *src = join(tmp, "tiny-hf"), *q8 = join(tmp, "tiny-Q8_0.gguf"), *out = join(tmp, "back-hf");
+    slmc_err err = {0};
+    synth_opts so;
+    synth_opts_init(&so);
+    so.shape = "tiny";
+    ck_assert_msg(synth_write(&so, src, NULL, &err) == 0, "%s", err.msg);
+    model m, q, hf;
+    ck_assert_msg(model_open(&m, src, NULL, &err) == 0, "%s", err.msg);
+    plan_opts po;
+    plan_opts_init(&po, MIX_Q8_0);
+    int *types = malloc(m.n_tensors * sizeof *types);
+    ck_assert_msg(quant_plan(&m, &po, types, &err) == 0, "%s", err.msg);
+    quant_target tg = {.path = q8, .types = types, .file_type = MIX_Q8_0};
+    ck_assert_msg(quantize_model(&m, &tg, 1, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
+    free(types);
+    model_close(&m);
+
+    ck_assert_msg(model_open(&q, q8, &DEQUANT, &err) == 0, "%s", err.msg);
+    int64_t qi = model_find(&q, "blk.0.attn_q.weight");
+    ck_assert(qi >= 0 && q.tensors[qi].type == GGML_TYPE_Q8_0);
+    ck_assert_msg(hf_write(&q, out, -1, 0, NULL, &err) == 0, "%s", err.msg);
+    char *dtype = config_dtype(out);
+    ck_assert_str_eq(dtype, "float32");
+    free(dtype);
+    ck_assert_msg(hf_open(&hf, out, &err) == 0, "%s", err.msg);
+    expect_dequantized_values(&q, &hf, GGML_TYPE_F32); /* through the reader's permutation */
+    /* and the decoded values are quant's kernel applied to the stored blocks */
+    const model_tensor *t = &q.tensors[qi];
+    int64_t n = t->ne[0] * model_tensor_rows(t);
+    float *want = malloc((size_t)n * sizeof *want), *got = model_f32(&q, (uint64_t)qi);
+    quant_get(GGML_TYPE_Q8_0)->dequantize(t->data, want, n);
+    ck_assert(memcmp(want, got, (size_t)n * sizeof *want) == 0);
+    free(want);
+    free(got);
+    model_close(&hf);
+    model_close(&q);
+    free(src);
+    free(q8);
+    free(out);
+    tmpdir_remove(tmp);
+}
+END_TEST
 
 static int progress_calls;
 static uint64_t progress_last, progress_total;
@@ -807,6 +961,8 @@ static Suite *hf_suite(void) {
     tcase_add_test(tc, test_books_roundtrip);
     tcase_add_test(tc, test_gguf_to_hf);
     tcase_add_test(tc, test_write_quantized_refused);
+    tcase_add_test(tc, test_quantized_gguf_to_hf);
+    tcase_add_test(tc, test_synthetic_q8_0_to_hf);
     tcase_add_test(tc, test_tiny_llama);
     tcase_add_test(tc, test_tiny_qwen2);
     tcase_add_test(tc, test_missing_config);

@@ -1,6 +1,7 @@
 #!/bin/sh
 # convert.sh - the slmc binary on the real files in ../shared: inspect everything, convert
-# round trips byte for byte, atomic output, refusal to overwrite an input, bad input.
+# round trips byte for byte, dequantizing a quantized GGUF (to F16/F32 GGUF and to HF), atomic
+# output, refusal to overwrite an input, bad input.
 . tests/e2e/lib.inc
 
 if have_shared models; then
@@ -35,6 +36,56 @@ if have_shared models; then
         || fail "HF -> GGUF -> HF -> GGUF differs"
     expect 0 "GGUF -> GGUF f16" -- "$SLMC" convert "$T/b1.gguf" "$T/b16.gguf" --outtype f16 --json
     grep -q '"outtype": "F16"' "$T/out" || fail "convert --json names the outtype"
+
+    # a quantized GGUF (llama.cpp's Q4_K_M): --outtype dequantizes, as llama-quantize
+    # --allow-requantize ... F32 does; HF output always holds the dequantized values
+    Q4="$SHARED/reference/books-22m-Q4_K_M.gguf"
+    expect 0 "Q4_K_M -> GGUF f16" -- "$SLMC" convert "$Q4" "$T/q16.gguf" --outtype f16 --json
+    grep -q '"dequantized": true' "$T/out" || fail "convert --json says dequantized"
+    grep -q "note: $Q4 has quantized tensors (Q4_K, Q6_K); the F16 weights are their dequantized values" "$T/err" \
+        || fail "dequantizing convert prints a note: $(cat "$T/err")"
+    expect 0 "inspect the F16 file" -- "$SLMC" inspect "$T/q16.gguf"
+    grep -Eq ' Q[0-9]_[0-9K] ' "$T/out" && fail "F16 file has no quantized tensor"
+    [ "$(grep -c ' F16 ' "$T/out")" -eq 44 ] || fail "F16 file: the 44 matrices are F16"
+    [ "$(grep -c ' F32 ' "$T/out")" -eq 13 ] || fail "F16 file: the 13 norms stay F32"
+    grep -Eq 'general.file_type +1$' "$T/out" || fail "F16 file has general.file_type 1"
+    expect 0 "Q4_K_M -> GGUF f32, quiet" -- "$SLMC" convert "$Q4" "$T/q32.gguf" --outtype f32 -q
+    [ -s "$T/err" ] && fail "-q prints nothing: $(cat "$T/err")"
+    expect 0 "inspect the F32 file" -- "$SLMC" inspect "$T/q32.gguf"
+    [ "$(grep -c ' F32 ' "$T/out")" -eq 57 ] || fail "F32 file: every tensor is F32"
+    expect 0 "Q4_K_M -> GGUF without --outtype" -- "$SLMC" convert "$Q4" "$T/qcopy.gguf" --json
+    grep -q '"dequantized": false' "$T/out" || fail "a plain copy is not dequantized"
+    grep -q 'note:' "$T/err" && fail "a plain copy prints no dequantization note"
+    expect 0 "inspect the copy" -- "$SLMC" inspect "$T/qcopy.gguf"
+    [ "$(grep -c ' Q4_K ' "$T/out")" -eq 39 ] || fail "the copy keeps the Q4_K tensors"
+    expect 0 "Q4_K_M -> HF" -- "$SLMC" convert "$Q4" "$T/q-hf" --json
+    [ -f "$T/q-hf/config.json" ] && [ -f "$T/q-hf/model.safetensors" ] || fail "HF folder from Q4_K_M has config.json and weights"
+    grep -q '"torch_dtype": "float32"' "$T/q-hf/config.json" || fail "HF from a quantized GGUF is F32 by default"
+    grep -q '"dequantized": true' "$T/out" || fail "convert --json to HF says dequantized"
+    grep -q "note: $Q4 has quantized tensors (Q4_K, Q6_K); the Hugging Face weights are their dequantized values" "$T/err" \
+        || fail "HF from a quantized GGUF prints the note: $(cat "$T/err")"
+    # back to GGUF F32: the same tensor data as the direct F32 conversion (the Q/K rows came
+    # back in llama.cpp's order); the files end with the 84 MB of tensor data in the same order
+    expect 0 "dequantized HF -> GGUF f32" -- "$SLMC" convert "$T/q-hf" "$T/q32-via-hf.gguf" --outtype f32 -q
+    tail -c 84000000 "$T/q32.gguf" >"$T/a.bin"
+    tail -c 84000000 "$T/q32-via-hf.gguf" >"$T/b.bin"
+    cmp -s "$T/a.bin" "$T/b.bin" && ok "Q4_K_M -> HF -> GGUF F32 has the tensors of Q4_K_M -> GGUF F32" \
+        || fail "Q4_K_M -> HF -> GGUF F32 differs from Q4_K_M -> GGUF F32"
+    rm -f "$T/a.bin" "$T/b.bin" "$T/q32.gguf" "$T/q32-via-hf.gguf" "$T/q16.gguf"
+    rm -rf "$T/q-hf"
+    # a type slmc cannot decode yet: one Q3_K tensor of the Q2_K file relabelled IQ3_S (also
+    # 110 bytes per 256 values); tensor info = name, u32 n_dims, 2 x u64 ne, then u32 type
+    cp "$SHARED/reference/books-22m-Q2_K.gguf" "$T/iq.gguf"
+    chmod u+w "$T/iq.gguf"
+    name=blk.0.attn_v.weight
+    off=$(grep -obUa "$name" "$T/iq.gguf" | head -n 1 | cut -d: -f1)
+    printf '\025\000\000\000' | dd of="$T/iq.gguf" bs=1 seek=$((off + ${#name} + 4 + 16)) conv=notrunc 2>/dev/null
+    expect 0 "inspect the relabelled file" -- "$SLMC" inspect "$T/iq.gguf"
+    grep -q "$name *IQ3_S" "$T/out" || fail "$name is now IQ3_S"
+    expect_error "no decoder for IQ3_S (GGUF)" "$T/iq.gguf: tensor $name is IQ3_S" -- "$SLMC" convert "$T/iq.gguf" "$T/iq32.gguf" --outtype f32
+    expect_error "no decoder for IQ3_S (HF)" "$T/iq.gguf: tensor $name is IQ3_S" -- "$SLMC" convert "$T/iq.gguf" "$T/iq-hf"
+    [ -e "$T/iq32.gguf" ] || [ -e "$T/iq-hf" ] && fail "nothing written when a tensor cannot be decoded"
+    expect 0 "IQ3_S copied as is without --outtype" -- "$SLMC" convert "$T/iq.gguf" "$T/iq-copy.gguf" -q
 
     # an output equal to an input is refused, and the input is untouched
     cp "$T/s1.gguf" "$T/keep.gguf"
