@@ -44,9 +44,42 @@ int cmd_pipeline(int argc, char **argv);
 int cmd_distill(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 
+/* ---- options -------------------------------------------------------------------------
+ * Every command has -t/--threads, -q/--quiet, --json and -h/--help. Put CLI_COMMON_OPTIONS in
+ * the getopt_long table and CLI_COMMON_SHORT in the short-option string, handle the command's
+ * own options in the switch, and pass anything else (default:) to cli_common_option. */
+#define CLI_COMMON_SHORT "t:qh"
+#define CLI_COMMON_OPTIONS                                                                       \
+    {"json", no_argument, 0, CLI_OPT_JSON}, {"threads", required_argument, 0, 't'},              \
+        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}
+#define CLI_OPT_JSON 0x4a53 /* --json has no short form: a code no character uses */
+#define CLI_MAX_THREADS 4096
+/* Returned by cli_common_option after it printed --help: the command returns EXIT_OK. */
+#define CLI_HELP (-100)
+
+/* Handle one common option (ch as getopt_long returned it, optarg its value): 0 when handled,
+ * CLI_HELP after printing usage on stdout, EXIT_USAGE after printing the error for a bad
+ * value or an unknown/incomplete option (argv is the command's, for the option's name). */
+int cli_common_option(const char *cmd, const char *usage, int ch, char **argv, cli_common *c);
+
+/* Numeric option values. The whole string must be the number (no trailing text, no
+ * whitespace) and lie in the range; otherwise one line "slmc: CMD: FLAG: 'VALUE' is not ..."
+ * goes to stderr and the result is EXIT_USAGE; 0 on success. */
+int cli_opt_int(const char *cmd, const char *flag, const char *s, long long lo, long long hi, int *out);
+int cli_opt_i64(const char *cmd, const char *flag, const char *s, long long lo, long long hi, int64_t *out);
+/* An unsigned 64-bit number (seeds, token counts): 0 .. 2^64-1, no sign. */
+int cli_opt_u64(const char *cmd, const char *flag, const char *s, uint64_t *out);
+/* A finite number in [lo, hi] (lo excluded when lo_open); nan and inf are refused. */
+int cli_opt_float(const char *cmd, const char *flag, const char *s, double lo, double hi, bool lo_open,
+                  double *out);
+/* The same for a float setting: the value is rounded to float once (strtof), not via double. */
+int cli_opt_f32(const char *cmd, const char *flag, const char *s, double lo, double hi, bool lo_open, float *out);
+/* A byte size: "5GB", "500MB", "123", "2GiB" (see cli_parse_size); at least min_bytes. */
+int cli_opt_size(const char *cmd, const char *flag, const char *s, uint64_t min_bytes, uint64_t *out);
+
 /* Print "slmc: <msg>" to stderr; returns EXIT_ERROR. */
 int cli_error(const slmc_err *err);
-/* Print "slmc: <cmd>: <formatted>" and a hint to use --help; returns EXIT_USAGE. */
+/* Print one line "slmc: <cmd>: <formatted> (see 'slmc <cmd> --help')"; returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Note on stderr unless quiet. */
 void cli_note(const cli_common *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -77,7 +110,8 @@ bool cli_parse_size(const char *s, uint64_t *out);
 /* Parse a float type name for --outtype: f32, f16, bf16 (case-insensitive); -1 if not. */
 int cli_parse_float_type(const char *s);
 
-/* Open a model with the common error handling (the message already names the path). */
+/* Open a model with the common error handling (the message already names the path), with
+ * quant's dequantizer as the view's row decoder (quantized tensors readable as F32). */
 int cli_open_model(model *m, const char *path, const char *tokenizer, slmc_err *err);
 
 #endif

@@ -1,5 +1,7 @@
 /* cmd_convert.c - `slmc convert IN OUT [--outtype f32|f16|bf16]`: between Hugging Face
- * safetensors folders, GGUF and llama2.c (input only), streaming tensor by tensor. */
+ * safetensors folders, GGUF and llama2.c (input only), streaming tensor by tensor. A quantized
+ * GGUF is dequantized when written as a Hugging Face folder or with --outtype (the decoder is
+ * quant's, handed to the model view by cli_open_model). */
 #include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
@@ -21,11 +23,17 @@ static const char *USAGE =
     "GGUF v3; any other OUT is written as a Hugging Face folder (config.json, safetensors,\n"
     "tokenizer files). The output appears only when complete; OUT may not be an input.\n"
     "\n"
+    "A quantized GGUF (Q4_K_M, ...) is dequantized: with --outtype every quantized tensor\n"
+    "becomes T (as llama-quantize --allow-requantize IN OUT F32 does), and a Hugging Face\n"
+    "folder always holds the dequantized values (F32 unless --outtype says otherwise). Without\n"
+    "--outtype, GGUF -> GGUF copies quantized tensors as they are.\n"
+    "\n"
     "Options:\n"
-    "  --outtype T        f32, f16 or bf16 for the matrices (default: keep the input's types;\n"
-    "                     GGUF keeps 1-D tensors such as norms in F32, as llama.cpp does)\n"
+    "  --outtype T        f32, f16 or bf16 for the matrices, quantized ones included (default:\n"
+    "                     keep the input's types; GGUF keeps 1-D tensors such as norms in F32,\n"
+    "                     as llama.cpp does; HF from a quantized GGUF is F32)\n"
     "  --to gguf|hf       output format, overriding the .gguf rule\n"
-    "  --tokenizer FILE   llama2.c tokenizer.bin (llama2.c input only)\n"
+    "  --tokenizer FILE   llama2.c tokenizer.bin or tokenizer.model (llama2.c input)\n"
     "  --shard-size SIZE  HF output: start a new safetensors shard past SIZE (default 5GB)\n"
     "  --json             print a JSON summary on stdout\n"
     "  -t, --threads N    threads\n"
@@ -61,6 +69,24 @@ static bool output_clashes(const char *in, const char *out) {
     return clash;
 }
 
+/* The quantized types among m's tensors in type id order ("Q4_K, Q6_K") into buf, and as
+ * names appended to names (a JSON array); false when there are none. */
+static bool quantized_types(const model *m, char *buf, size_t size, json_t *names) {
+    bool present[GGML_TYPE_COUNT] = {false};
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        const type_info *info = type_get(m->tensors[i].type);
+        if (info && info->quantized) present[m->tensors[i].type] = true;
+    }
+    size_t len = 0;
+    buf[0] = 0;
+    for (int ty = 0; ty < GGML_TYPE_COUNT; ty++) {
+        if (!present[ty]) continue;
+        if (len < size) len += (size_t)snprintf(buf + len, size - len, "%s%s", len ? ", " : "", type_name(ty));
+        json_array_append_new(names, json_string(type_name(ty)));
+    }
+    return buf[0] != 0;
+}
+
 int cmd_convert(int argc, char **argv) {
     cli_common c = {0};
     const char *tokenizer = NULL, *to = NULL;
@@ -69,13 +95,12 @@ int cmd_convert(int argc, char **argv) {
     static const struct option opts[] = {
         {"outtype", required_argument, 0, 'o'}, {"to", required_argument, 0, 'T'},
         {"tokenizer", required_argument, 0, 'k'}, {"shard-size", required_argument, 0, 's'},
-        {"json", no_argument, 0, 'j'}, {"threads", required_argument, 0, 't'},
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        CLI_COMMON_OPTIONS, {0, 0, 0, 0},
     };
-    int ch;
+    int ch, rc;
     optind = 1;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "t:qh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, CLI_COMMON_SHORT, opts, NULL)) != -1) {
         switch (ch) {
         case 'o':
             outtype = cli_parse_float_type(optarg);
@@ -88,14 +113,10 @@ int cmd_convert(int argc, char **argv) {
             break;
         case 'k': tokenizer = optarg; break;
         case 's':
-            if (!cli_parse_size(optarg, &shard_size) || shard_size == 0)
-                return cli_usage_error("convert", "--shard-size: cannot read '%s' as a size", optarg);
+            if ((rc = cli_opt_size("convert", "--shard-size", optarg, 1, &shard_size))) return rc;
             break;
-        case 'j': c.json = true; break;
-        case 't': c.threads = atoi(optarg); break;
-        case 'q': c.quiet = true; break;
-        case 'h': fputs(USAGE, stdout); return EXIT_OK;
-        default: return cli_usage_error("convert", "unknown or incomplete option '%s'", argv[optind - 1]);
+        default:
+            if ((rc = cli_common_option("convert", USAGE, ch, argv, &c))) return rc == CLI_HELP ? EXIT_OK : rc;
         }
     }
     if (argc - optind != 2) return cli_usage_error("convert", "expected IN and OUT");
@@ -114,7 +135,7 @@ int cmd_convert(int argc, char **argv) {
     cli_progress_init(&prog, &c, "convert");
     slmc_progress hook = cli_progress_hook(&prog);
     double t0 = cli_now();
-    int rc = to_gguf ? model_write_gguf(&m, out, outtype, &hook, &err)
+    rc = to_gguf ? model_write_gguf(&m, out, outtype, &hook, &err)
                      : hf_write(&m, out, outtype, shard_size, &hook, &err);
     cli_progress_done(&prog);
     if (rc != 0) {
@@ -122,6 +143,15 @@ int cmd_convert(int argc, char **argv) {
         return cli_error(&err);
     }
     double secs = cli_now() - t0;
+    /* Quantized tensors were dequantized for a Hugging Face folder, and for GGUF with
+     * --outtype (without it they were copied as they are). Say so: the values are the
+     * quantized model's, not the original checkpoint's. */
+    char qtypes[256];
+    json_t *qnames = json_array();
+    bool dequantized = quantized_types(&m, qtypes, sizeof qtypes, qnames) && (!to_gguf || outtype >= 0);
+    if (dequantized)
+        cli_note(&c, "note: %s has quantized tensors (%s); the %s weights are their dequantized values", in, qtypes,
+                 to_gguf ? type_name(outtype) : "Hugging Face");
     if (c.json) {
         json_t *o = json_object();
         json_object_set_new(o, "input", json_string(in));
@@ -130,6 +160,8 @@ int cmd_convert(int argc, char **argv) {
         json_object_set_new(o, "outtype", outtype >= 0 ? json_string(type_name(outtype)) : json_null());
         json_object_set_new(o, "n_tensors", json_integer((json_int_t)m.n_tensors));
         json_object_set_new(o, "n_params", json_integer((json_int_t)model_param_count(&m)));
+        json_object_set_new(o, "dequantized", json_boolean(dequantized));
+        json_object_set_new(o, "dequantized_types", dequantized ? json_incref(qnames) : json_array());
         json_object_set_new(o, "seconds", json_real(secs));
         char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         if (s) puts(s);
@@ -139,6 +171,7 @@ int cmd_convert(int argc, char **argv) {
         cli_note(&c, "wrote %s (%s, %llu tensors) in %.2fs", out, to_gguf ? "GGUF" : "Hugging Face folder",
                  (unsigned long long)m.n_tensors, secs);
     }
+    json_decref(qnames);
     model_close(&m);
     return EXIT_OK;
 }

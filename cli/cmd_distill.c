@@ -63,8 +63,10 @@ static const char *USAGE_OPTIONS =
     "  --metrics F          append one JSON line per step (and per evaluation) to F\n"
     "  --log-every N        progress line every N steps (default 10)\n"
     "  --outtype T          f32 (default), f16 or bf16 for the exported matrices\n"
-    "  --tokenizer FILE     llama2.c tokenizer.bin (llama2.c student or teacher)\n"
+    "  --tokenizer FILE     tokenizer.bin or tokenizer.model (llama2.c student or teacher)\n"
     "  -o, --output OUT     exported model\n"
+    "  --json               a JSON summary on stdout at the end: output, checkpoint, steps,\n"
+    "                       tokens, loss, eval_loss, eval_ppl, seconds\n"
     "  -t, --threads N      threads\n"
     "  -q, --quiet          no progress\n"
     "  -h, --help           this help\n";
@@ -111,67 +113,65 @@ static int parse(int argc, char **argv, distill_args *a, bool with_teacher) {
         {"checkpoint-every", required_argument, 0, O_CKPTEVERY}, {"resume", required_argument, 0, O_RESUME},
         {"metrics", required_argument, 0, O_METRICS}, {"log-every", required_argument, 0, O_LOG},
         {"outtype", required_argument, 0, O_OUTTYPE}, {"tokenizer", required_argument, 0, O_TOK},
-        {"output", required_argument, 0, 'o'}, {"threads", required_argument, 0, 't'},
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"output", required_argument, 0, 'o'}, CLI_COMMON_OPTIONS, {0, 0, 0, 0},
     };
-    int ch;
+    /* the command's own options accept at most these (a day's training is far below) */
+    const long long MAX_STEPS = 1000000000000LL, MAX_TOKENS_PER_SEQ = 1 << 20;
+    int ch, rc;
     optind = 1;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "o:t:qh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "o:" CLI_COMMON_SHORT, opts, NULL)) != -1) {
+        rc = 0;
         switch (ch) {
         case O_TEACHER: a->teacher = optarg; break;
         case O_STUDENT: a->student = optarg; break;
         case O_DATA: a->data = optarg; break;
-        case O_STEPS: a->o.steps = atoll(optarg); break;
-        case O_SEQ: a->o.seq_len = atoi(optarg); break;
-        case O_BATCH: a->o.batch = atoi(optarg); break;
-        case O_ACCUM: a->o.grad_accum = atoi(optarg); break;
-        case O_LR: a->o.lr = strtof(optarg, NULL); break;
-        case O_MINLR: a->o.min_lr = strtof(optarg, NULL); break;
-        case O_WARMUP: a->o.warmup = atoll(optarg); break;
-        case O_WD: a->o.weight_decay = strtof(optarg, NULL); break;
-        case O_CLIP: a->o.clip = strtof(optarg, NULL); break;
-        case O_SEED: a->seed = strtoull(optarg, NULL, 10); break;
-        case O_TEMP: a->o.temperature = strtof(optarg, NULL); break;
-        case O_ALPHA: a->o.alpha = strtof(optarg, NULL); break;
+        case O_STEPS: rc = cli_opt_i64(cmd, "--steps", optarg, 1, MAX_STEPS, &a->o.steps); break;
+        case O_SEQ: rc = cli_opt_int(cmd, "--seq-len", optarg, 2, MAX_TOKENS_PER_SEQ, &a->o.seq_len); break;
+        case O_BATCH: rc = cli_opt_int(cmd, "--batch", optarg, 1, 1 << 20, &a->o.batch); break;
+        case O_ACCUM: rc = cli_opt_int(cmd, "--grad-accum", optarg, 1, 1 << 20, &a->o.grad_accum); break;
+        case O_LR: rc = cli_opt_f32(cmd, "--lr", optarg, 0, 10, true, &a->o.lr); break;
+        case O_MINLR: rc = cli_opt_f32(cmd, "--min-lr", optarg, 0, 10, false, &a->o.min_lr); break;
+        case O_WARMUP: rc = cli_opt_i64(cmd, "--warmup", optarg, 0, MAX_STEPS, &a->o.warmup); break;
+        case O_WD: rc = cli_opt_f32(cmd, "--weight-decay", optarg, 0, 10, false, &a->o.weight_decay); break;
+        case O_CLIP: rc = cli_opt_f32(cmd, "--clip", optarg, 0, 1e9, false, &a->o.clip); break;
+        case O_SEED: rc = cli_opt_u64(cmd, "--seed", optarg, &a->seed); break;
+        case O_TEMP: rc = cli_opt_f32(cmd, "--temperature", optarg, 0, 1000, true, &a->o.temperature); break;
+        case O_ALPHA: rc = cli_opt_f32(cmd, "--alpha", optarg, 0, 1e6, false, &a->o.alpha); break;
         case O_REV: a->o.reverse_kl = true; break;
-        case O_VALID: a->valid_frac = strtod(optarg, NULL); break;
-        case O_EVAL: a->eval_every = atoll(optarg); break;
-        case O_EVALSEQS: a->eval_seqs = atoll(optarg); break;
-        case O_MAXTOK: a->max_tokens = (size_t)strtoull(optarg, NULL, 10); break;
+        case O_VALID: rc = cli_opt_float(cmd, "--valid-frac", optarg, 0, 0.99, false, &a->valid_frac); break;
+        case O_EVAL: rc = cli_opt_i64(cmd, "--eval-every", optarg, 0, MAX_STEPS, &a->eval_every); break;
+        case O_EVALSEQS: rc = cli_opt_i64(cmd, "--eval-seqs", optarg, 1, 1 << 30, &a->eval_seqs); break;
+        case O_MAXTOK: {
+            uint64_t v;
+            if ((rc = cli_opt_u64(cmd, "--max-tokens", optarg, &v)) == 0) a->max_tokens = (size_t)v;
+            break;
+        }
         case O_CKPT: a->checkpoint = optarg; break;
-        case O_CKPTEVERY: a->checkpoint_every = atoll(optarg); break;
+        case O_CKPTEVERY: rc = cli_opt_i64(cmd, "--checkpoint-every", optarg, 0, MAX_STEPS, &a->checkpoint_every); break;
         case O_RESUME: a->resume = optarg; break;
         case O_METRICS: a->metrics = optarg; break;
-        case O_LOG: a->log_every = atoll(optarg); break;
+        case O_LOG: rc = cli_opt_i64(cmd, "--log-every", optarg, 1, MAX_STEPS, &a->log_every); break;
         case O_OUTTYPE:
             a->outtype = cli_parse_float_type(optarg);
-            if (a->outtype < 0) return cli_usage_error(cmd, "--outtype must be f32, f16 or bf16");
+            if (a->outtype < 0) return cli_usage_error(cmd, "--outtype must be f32, f16 or bf16, not '%s'", optarg);
             break;
         case O_TOK: a->tokenizer = optarg; break;
         case 'o': a->out = optarg; break;
-        case 't': a->c.threads = atoi(optarg); break;
-        case 'q': a->c.quiet = true; break;
-        case 'h':
-            fputs(with_teacher ? USAGE_DISTILL : USAGE_TRAIN, stdout);
-            fputs(USAGE_OPTIONS, stdout);
-            return -1;
-        default: return cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
+        default:
+            rc = cli_common_option(cmd, with_teacher ? USAGE_DISTILL : USAGE_TRAIN, ch, argv, &a->c);
+            if (rc == CLI_HELP) fputs(USAGE_OPTIONS, stdout);
+            break;
         }
+        if (rc) return rc;
     }
+
     if (optind != argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (with_teacher && !a->teacher) return cli_usage_error(cmd, "--teacher T is required");
     if (!with_teacher && a->teacher) return cli_usage_error(cmd, "train takes no teacher (use distill)");
     if (!a->student) return cli_usage_error(cmd, with_teacher ? "--student S is required" : "--model M is required");
     if (!a->data) return cli_usage_error(cmd, "--data FILE is required");
     if (!a->out) return cli_usage_error(cmd, "-o OUT is required");
-    if (a->o.steps < 1 || a->o.seq_len < 2 || a->o.batch < 1 || a->o.grad_accum < 1)
-        return cli_usage_error(cmd, "--steps, --batch and --grad-accum must be positive, --seq-len at least 2");
-    if (!(a->o.lr > 0) || a->o.min_lr < 0 || a->o.clip < 0 || a->o.weight_decay < 0)
-        return cli_usage_error(cmd, "--lr must be positive; --min-lr, --clip and --weight-decay not negative");
-    if (!(a->o.temperature > 0) || a->o.alpha < 0) return cli_usage_error(cmd, "--temperature must be positive, --alpha not negative");
-    if (a->valid_frac < 0 || a->valid_frac >= 1) return cli_usage_error(cmd, "--valid-frac must be in [0, 1)");
-    if (a->log_every < 1) a->log_every = 1;
     return 0;
 }
 
@@ -194,9 +194,10 @@ static void metrics_line(FILE *f, json_t *o) {
     json_decref(o);
 }
 
-static int evaluate(trainer *tr, const distill_args *a, FILE *mf, slmc_err *err) {
+static int evaluate(trainer *tr, const distill_args *a, FILE *mf, double *eval_loss, slmc_err *err) {
     double ce;
     if (trainer_eval(tr, a->eval_seqs, &ce, err) != 0) return -1;
+    *eval_loss = ce;
     if (!a->c.quiet) fprintf(stderr, "\n%s: step %lld eval loss %.4f ppl %.3f\n", a->with_teacher ? "distill" : "train",
                              (long long)tr->step, ce, exp(ce));
     json_t *o = json_object();
@@ -210,7 +211,7 @@ static int evaluate(trainer *tr, const distill_args *a, FILE *mf, slmc_err *err)
 int distill_cli_run(int argc, char **argv, bool with_teacher) {
     distill_args a;
     int prc = parse(argc, argv, &a, with_teacher);
-    if (prc == -1) return EXIT_OK;
+    if (prc == CLI_HELP) return EXIT_OK;
     if (prc) return prc;
     cli_apply_threads(&a.c);
     const char *cmd = with_teacher ? "distill" : "train";
@@ -290,10 +291,12 @@ int distill_cli_run(int argc, char **argv, bool with_teacher) {
     const double t0 = cli_now();
     const int64_t first = tr.step;
     int64_t tokens_done = 0;
+    double last_loss = NAN, eval_loss = NAN; /* for --json */
     while (tr.step < a.o.steps && !stop_requested) {
         train_report r;
         if (trainer_step(&tr, &r, &err) != 0) { cli_error(&err); goto done; }
         tokens_done += r.tokens;
+        last_loss = r.loss;
         double el = cli_now() - t0, tps = tokens_done / (el > 0 ? el : 1e-9);
         double eta = el / (double)(tr.step - first) * (double)(a.o.steps - tr.step);
         if (!a.c.quiet && (tr.step % a.log_every == 0 || tr.step == a.o.steps || tr.step == first + 1))
@@ -312,7 +315,7 @@ int distill_cli_run(int argc, char **argv, bool with_teacher) {
         json_object_set_new(o, "matmul_share", json_real(tm.sec_graph > 0 ? tm.sec_matmul / tm.sec_graph : 0));
         metrics_line(mf, o);
         if (a.eval_every > 0 && tr.step % a.eval_every == 0 && tr.step < a.o.steps && data.n_valid > 0 &&
-            evaluate(&tr, &a, mf, &err) != 0) { cli_error(&err); goto done; }
+            evaluate(&tr, &a, mf, &eval_loss, &err) != 0) { cli_error(&err); goto done; }
         if (a.checkpoint_every > 0 && tr.step % a.checkpoint_every == 0 && tr.step < a.o.steps) {
             if (trainer_save(&tr, ckpt, &err) != 0) { cli_error(&err); goto done; }
         }
@@ -325,10 +328,25 @@ int distill_cli_run(int argc, char **argv, bool with_teacher) {
         rc = 130;
         goto done;
     }
-    if (data.n_valid > 0 && evaluate(&tr, &a, mf, &err) != 0) { cli_error(&err); goto done; }
+    if (data.n_valid > 0 && evaluate(&tr, &a, mf, &eval_loss, &err) != 0) { cli_error(&err); goto done; }
     if (trainer_save(&tr, ckpt, &err) != 0) { cli_error(&err); goto done; }
     if (tm_export(&tm, &sm, a.out, a.outtype, &err) != 0) { cli_error(&err); goto done; }
     cli_note(&a.c, "%s: wrote %s (checkpoint %s)", cmd, a.out, ckpt);
+    if (a.c.json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "output", json_string(a.out));
+        json_object_set_new(o, "checkpoint", json_string(ckpt));
+        json_object_set_new(o, "steps", json_integer(tr.step));
+        json_object_set_new(o, "tokens", json_integer(tokens_done));
+        json_object_set_new(o, "loss", isfinite(last_loss) ? json_real(last_loss) : json_null());
+        json_object_set_new(o, "eval_loss", isfinite(eval_loss) ? json_real(eval_loss) : json_null());
+        json_object_set_new(o, "eval_ppl", isfinite(eval_loss) ? json_real(exp(eval_loss)) : json_null());
+        json_object_set_new(o, "seconds", json_real(cli_now() - t0));
+        char *js = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        if (js) puts(js);
+        free(js);
+        json_decref(o);
+    }
     rc = EXIT_OK;
 done:
     if (mf) fclose(mf);

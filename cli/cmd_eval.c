@@ -2,6 +2,7 @@
  * KL divergence / top-token agreement against a base model (run side by side, or saved). */
 #include <getopt.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +31,7 @@ static const char *USAGE =
     "  --save-logits F      store this model's scored log-probabilities in F (HDF5) to serve\n"
     "                       as the base of later runs\n"
     "  --kl-logits F        compare with the base log-probabilities saved in F\n"
-    "  --tokenizer FILE     llama2.c tokenizer.bin (llama2.c input only)\n"
+    "  --tokenizer FILE     llama2.c tokenizer.bin or tokenizer.model (llama2.c input)\n"
     "  --json               one JSON object on stdout: ppl, ppl_stderr, n_ctx, chunks, tokens,\n"
     "                       seconds (and kld_mean, kld_stderr, same_top_p, ... with a base)\n"
     "  -t, --threads N      threads\n"
@@ -52,34 +53,32 @@ static int parse(int argc, char **argv, eval_args *a) {
         {"text", required_argument, 0, 'T'}, {"ctx", required_argument, 0, 'c'},
         {"chunks", required_argument, 0, 'n'}, {"kl-base", required_argument, 0, 'B'},
         {"save-logits", required_argument, 0, 'S'}, {"kl-logits", required_argument, 0, 'L'},
-        {"tokenizer", required_argument, 0, 'k'}, {"json", no_argument, 0, 'j'},
-        {"threads", required_argument, 0, 't'}, {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"tokenizer", required_argument, 0, 'k'}, CLI_COMMON_OPTIONS, {0, 0, 0, 0},
     };
-    int ch;
+    int ch, rc;
     optind = 1;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "c:t:qh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:" CLI_COMMON_SHORT, opts, NULL)) != -1) {
         switch (ch) {
         case 'T': a->text = optarg; break;
-        case 'c': a->n_ctx = atoi(optarg); a->ctx_given = true; break;
-        case 'n': a->chunks = atoi(optarg); break;
+        case 'c':
+            if ((rc = cli_opt_int("eval", "-c/--ctx", optarg, 8, 1 << 20, &a->n_ctx))) return rc;
+            a->ctx_given = true;
+            break;
+        case 'n':
+            if ((rc = cli_opt_int("eval", "--chunks", optarg, 1, INT_MAX, &a->chunks))) return rc;
+            break;
         case 'B': a->kl_base = optarg; break;
         case 'S': a->save_logits = optarg; break;
         case 'L': a->kl_logits = optarg; break;
         case 'k': a->tokenizer = optarg; break;
-        case 'j': a->c.json = true; break;
-        case 't': a->c.threads = atoi(optarg); break;
-        case 'q': a->c.quiet = true; break;
-        case 'h': fputs(USAGE, stdout); return -1;
-        default: return cli_usage_error("eval", "unknown or incomplete option '%s'", argv[optind - 1]);
+        default:
+            if ((rc = cli_common_option("eval", USAGE, ch, argv, &a->c))) return rc;
         }
     }
     if (argc - optind != 1) return cli_usage_error("eval", "expected one MODEL");
     a->model = argv[optind];
     if (!a->text) return cli_usage_error("eval", "--text FILE is required");
-    if (a->n_ctx < 8 || a->n_ctx > 1 << 20) return cli_usage_error("eval", "-c must be between 8 and 1048576");
-    if (a->chunks == 0 || a->chunks < -1) return cli_usage_error("eval", "--chunks must be positive");
     if (!!a->kl_base + !!a->kl_logits > 1) return cli_usage_error("eval", "give --kl-base or --kl-logits, not both");
     return 0;
 }
@@ -136,7 +135,7 @@ static json_t *kld_json(const kld_summary *k) {
 int cmd_eval(int argc, char **argv) {
     eval_args a;
     int prc = parse(argc, argv, &a);
-    if (prc == -1) return EXIT_OK;
+    if (prc == CLI_HELP) return EXIT_OK;
     if (prc) return prc;
     cli_apply_threads(&a.c);
     slmc_err err = {{0}};

@@ -1,5 +1,7 @@
 /* cmd_generate.c - `slmc generate MODEL -p TEXT`: stream a continuation to stdout. */
 #include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +27,9 @@ static const char *USAGE =
     "  --top-p P            default 0.95 (1 = off)\n"
     "  --seed S             default 1\n"
     "  -c, --ctx N          context length (default: the model's, at most 4096)\n"
-    "  --tokenizer FILE     llama2.c tokenizer.bin (llama2.c input only)\n"
+    "  --tokenizer FILE     llama2.c tokenizer.bin or tokenizer.model (llama2.c input)\n"
+    "  --json               no streaming: one JSON object on stdout with prompt, text,\n"
+    "                       tokens (generated), prompt_tokens, seconds, tokens_per_second\n"
     "  -t, --threads N      threads\n"
     "  -q, --quiet          no timing note on stderr\n"
     "  -h, --help           this help\n";
@@ -35,38 +39,35 @@ int cmd_generate(int argc, char **argv) {
     const char *prompt = NULL, *tokenizer_path = NULL;
     int n_predict = 128, top_k = 40, n_ctx = 0;
     float temp = 0.8f, top_p = 0.95f;
-    unsigned long long seed = 1;
+    uint64_t seed = 1;
     static const struct option opts[] = {
         {"prompt", required_argument, 0, 'p'}, {"n-predict", required_argument, 0, 'n'},
         {"temp", required_argument, 0, 'T'}, {"top-k", required_argument, 0, 'K'},
         {"top-p", required_argument, 0, 'P'}, {"seed", required_argument, 0, 'S'},
         {"ctx", required_argument, 0, 'c'}, {"tokenizer", required_argument, 0, 'k'},
-        {"threads", required_argument, 0, 't'}, {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        CLI_COMMON_OPTIONS, {0, 0, 0, 0},
     };
-    int ch;
+    int ch, prc;
     optind = 1;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "p:n:c:t:qh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "p:n:c:" CLI_COMMON_SHORT, opts, NULL)) != -1) {
+        prc = 0;
         switch (ch) {
         case 'p': prompt = optarg; break;
-        case 'n': n_predict = atoi(optarg); break;
-        case 'T': temp = strtof(optarg, NULL); break;
-        case 'K': top_k = atoi(optarg); break;
-        case 'P': top_p = strtof(optarg, NULL); break;
-        case 'S': seed = strtoull(optarg, NULL, 10); break;
-        case 'c': n_ctx = atoi(optarg); break;
+        case 'n': prc = cli_opt_int("generate", "-n/--n-predict", optarg, 0, INT_MAX, &n_predict); break;
+        case 'T': prc = cli_opt_f32("generate", "--temp", optarg, 0, 100, false, &temp); break;
+        case 'K': prc = cli_opt_int("generate", "--top-k", optarg, 0, INT_MAX, &top_k); break;
+        case 'P': prc = cli_opt_f32("generate", "--top-p", optarg, 0, 1, true, &top_p); break;
+        case 'S': prc = cli_opt_u64("generate", "--seed", optarg, &seed); break;
+        case 'c': prc = cli_opt_int("generate", "-c/--ctx", optarg, 2, 1 << 20, &n_ctx); break;
         case 'k': tokenizer_path = optarg; break;
-        case 't': c.threads = atoi(optarg); break;
-        case 'q': c.quiet = true; break;
-        case 'h': fputs(USAGE, stdout); return EXIT_OK;
-        default: return cli_usage_error("generate", "unknown or incomplete option '%s'", argv[optind - 1]);
+        default: prc = cli_common_option("generate", USAGE, ch, argv, &c); break;
         }
+        if (prc == CLI_HELP) return EXIT_OK;
+        if (prc) return prc;
     }
     if (argc - optind != 1) return cli_usage_error("generate", "expected one MODEL");
     if (!prompt) return cli_usage_error("generate", "-p TEXT is required");
-    if (n_predict < 0 || n_ctx < 0 || top_k < 0 || !(top_p > 0) || !(temp >= 0))
-        return cli_usage_error("generate", "-n, -c, --top-k must be >= 0, --top-p > 0, --temp >= 0");
     const char *path = argv[optind];
     cli_apply_threads(&c);
     slmc_err err = {{0}};
@@ -82,6 +83,8 @@ int cmd_generate(int argc, char **argv) {
     size_t n_ids = 0;
     float *logits = NULL;
     char *piece = NULL;
+    char *text = NULL; /* --json: the continuation, collected instead of streamed */
+    size_t text_len = 0;
     if (!meta_get_str(&m.kv, "tokenizer.ggml.model")) { slmc_fail(&err, path, "has no tokenizer"); cli_error(&err); goto done; }
     if (tokenizer_create(&tok, &m.kv, &err) != 0) { slmc_fail_prefix(&err, path); cli_error(&err); goto done; }
     if (tokenizer_encode(tok, prompt, strlen(prompt), true, false, &ids, &n_ids, &err) != 0) { cli_error(&err); goto done; }
@@ -102,8 +105,10 @@ int cmd_generate(int argc, char **argv) {
     piece = malloc(cap);
     if (!logits || !piece) { slmc_fail(&err, path, "out of memory"); cli_error(&err); goto done; }
 
-    fputs(prompt, stdout);
-    fflush(stdout);
+    if (!c.json) {
+        fputs(prompt, stdout);
+        fflush(stdout);
+    }
     double t0 = cli_now();
     /* the whole prompt in one batch; keep the last position's logits */
     if (llm_eval_out(&ctx, ids, (int)n_ids, 0, (int)n_ids - 1, logits, &err) != 0) { cli_error(&err); goto done; }
@@ -113,18 +118,49 @@ int cmd_generate(int argc, char **argv) {
         int32_t t = sampler_next(&smp, logits);
         if (t == eos) break;
         int len = tokenizer_piece(tok, t, piece, cap);
-        if (len > 0) { fwrite(piece, 1, (size_t)len, stdout); fflush(stdout); }
+        if (len > 0 && c.json) {
+            char *grown = realloc(text, text_len + (size_t)len + 1);
+            if (!grown) { slmc_fail(&err, path, "out of memory"); cli_error(&err); goto done; }
+            text = grown;
+            memcpy(text + text_len, piece, (size_t)len);
+            text_len += (size_t)len;
+            text[text_len] = 0;
+        } else if (len > 0) {
+            fwrite(piece, 1, (size_t)len, stdout);
+            fflush(stdout);
+        }
         produced++;
         if (llm_eval_out(&ctx, &t, 1, pos, 0, logits, &err) != 0) { cli_error(&err); goto done; }
         pos++;
     }
-    putchar('\n');
     double secs = cli_now() - t0;
-    if (!c.quiet) fprintf(stderr, "slmc: %d tokens in %.2fs (%.1f tokens/s)\n", produced, secs, secs > 0 ? produced / secs : 0);
+    if (c.json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "prompt", json_string(prompt));
+        json_t *jt = json_stringn(text ? text : "", text_len);
+        if (!jt) { /* the model stopped inside a UTF-8 sequence: JSON cannot hold those bytes */
+            for (size_t i = 0; i < text_len; i++)
+                if ((unsigned char)text[i] >= 0x80) text[i] = '?';
+            jt = json_stringn(text ? text : "", text_len);
+        }
+        json_object_set_new(j, "text", jt);
+        json_object_set_new(j, "tokens", json_integer(produced));
+        json_object_set_new(j, "prompt_tokens", json_integer((json_int_t)n_ids));
+        json_object_set_new(j, "seconds", json_real(secs));
+        json_object_set_new(j, "tokens_per_second", json_real(secs > 0 ? produced / secs : 0));
+        char *js = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
+        if (js) puts(js);
+        free(js);
+        json_decref(j);
+    } else {
+        putchar('\n');
+    }
+    if (!c.quiet && !c.json) fprintf(stderr, "slmc: %d tokens in %.2fs (%.1f tokens/s)\n", produced, secs, secs > 0 ? produced / secs : 0);
     rc = EXIT_OK;
 done:
     free(logits);
     free(piece);
+    free(text);
     free(ids);
     if (have_sampler) sampler_free(&smp);
     if (have_ctx) llm_context_free(&ctx);

@@ -2,6 +2,7 @@
  * computes (mean x² per input column of every block weight over a calibration text), written
  * as llama.cpp's legacy .dat or GGUF imatrix; also merges and converts existing files. */
 #include <getopt.h>
+#include <limits.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +39,7 @@ static const char *USAGE =
     "  --process-output     also collect output.weight\n"
     "  --in-file F          merge an existing imatrix (.dat or GGUF); repeatable\n"
     "  --hdf5 F             also export the mean x² per column and the counts to HDF5\n"
-    "  --tokenizer FILE     llama2.c tokenizer.bin (llama2.c input only)\n"
+    "  --tokenizer FILE     llama2.c tokenizer.bin or tokenizer.model (llama2.c input)\n"
     "  --json               one JSON object on stdout\n"
     "  -t, --threads N      threads\n"
     "  -q, --quiet          no progress\n"
@@ -70,20 +71,23 @@ static int parse(int argc, char **argv, imatrix_args *a) {
         {"format", required_argument, 0, 'F'}, {"ctx", required_argument, 0, 'c'},
         {"chunks", required_argument, 0, 'n'}, {"process-output", no_argument, 0, 'P'},
         {"in-file", required_argument, 0, 'I'}, {"hdf5", required_argument, 0, 'H'},
-        {"tokenizer", required_argument, 0, 'k'}, {"json", no_argument, 0, 'j'},
-        {"threads", required_argument, 0, 't'}, {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"tokenizer", required_argument, 0, 'k'}, CLI_COMMON_OPTIONS, {0, 0, 0, 0},
     };
-    int ch;
+    int ch, rc;
     optind = 1;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "o:c:t:qh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "o:c:" CLI_COMMON_SHORT, opts, NULL)) != -1) {
         switch (ch) {
         case 'T': a->text = optarg; break;
         case 'o': a->out = optarg; break;
         case 'F': format = optarg; break;
-        case 'c': a->n_ctx = atoi(optarg); a->ctx_given = true; break;
-        case 'n': a->chunks = atoi(optarg); break;
+        case 'c':
+            if ((rc = cli_opt_int("imatrix", "-c/--ctx", optarg, IMATRIX_MIN_TOKENS, 1 << 20, &a->n_ctx))) return rc;
+            a->ctx_given = true;
+            break;
+        case 'n':
+            if ((rc = cli_opt_int("imatrix", "--chunks", optarg, 1, INT_MAX, &a->chunks))) return rc;
+            break;
         case 'P': a->process_output = true; break;
         case 'I':
             if (a->n_in_files == MAX_IN_FILES) return cli_usage_error("imatrix", "at most %d --in-file", MAX_IN_FILES);
@@ -91,11 +95,8 @@ static int parse(int argc, char **argv, imatrix_args *a) {
             break;
         case 'H': a->hdf5 = optarg; break;
         case 'k': a->tokenizer = optarg; break;
-        case 'j': a->c.json = true; break;
-        case 't': a->c.threads = atoi(optarg); break;
-        case 'q': a->c.quiet = true; break;
-        case 'h': fputs(USAGE, stdout); return -1;
-        default: return cli_usage_error("imatrix", "unknown or incomplete option '%s'", argv[optind - 1]);
+        default:
+            if ((rc = cli_common_option("imatrix", USAGE, ch, argv, &a->c))) return rc;
         }
     }
     if (argc - optind > 1) return cli_usage_error("imatrix", "expected at most one MODEL");
@@ -103,10 +104,6 @@ static int parse(int argc, char **argv, imatrix_args *a) {
     if (!!a->model != !!a->text) return cli_usage_error("imatrix", "MODEL and --text FILE go together");
     if (!a->text && a->n_in_files == 0) return cli_usage_error("imatrix", "give MODEL --text FILE, or --in-file F");
     if (!a->out && !a->hdf5) return cli_usage_error("imatrix", "give -o OUT (or --hdf5 F)");
-    /* llama.cpp skips products over fewer than 16 tokens: a smaller chunk would collect nothing */
-    if (a->n_ctx < IMATRIX_MIN_TOKENS || a->n_ctx > 1 << 20)
-        return cli_usage_error("imatrix", "-c must be between %d and 1048576", IMATRIX_MIN_TOKENS);
-    if (a->chunks == 0 || a->chunks < -1) return cli_usage_error("imatrix", "--chunks must be positive");
     if (format) {
         if (strcmp(format, "gguf") == 0) a->gguf = true;
         else if (strcmp(format, "dat") != 0) return cli_usage_error("imatrix", "--format is dat or gguf, not '%s'", format);
@@ -200,7 +197,7 @@ done:
 int cmd_imatrix(int argc, char **argv) {
     imatrix_args a;
     int prc = parse(argc, argv, &a);
-    if (prc == -1) return EXIT_OK;
+    if (prc == CLI_HELP) return EXIT_OK;
     if (prc) return prc;
     cli_apply_threads(&a.c);
     slmc_err err = {{0}};

@@ -12,7 +12,7 @@
 #include "formats/types.h"
 
 static const char *USAGE =
-    "Usage: slmc inspect MODEL [--json] [--tokenizer tokenizer.bin] [--no-tensors]\n"
+    "Usage: slmc inspect MODEL [--json] [--tokenizer FILE] [--no-tensors]\n"
     "\n"
     "Show a model's architecture and hyperparameters, tokenizer summary, tensor table (name,\n"
     "type, shape, bytes), parameter count and bits per weight. MODEL is a GGUF file, a Hugging\n"
@@ -20,8 +20,9 @@ static const char *USAGE =
     "\n"
     "Options:\n"
     "  --json            print one JSON object on stdout\n"
-    "  --tokenizer FILE  llama2.c tokenizer.bin (llama2.c input only)\n"
+    "  --tokenizer FILE  llama2.c tokenizer.bin or tokenizer.model (llama2.c input)\n"
     "  --no-tensors      leave out the tensor table\n"
+    "  -t, --threads N   accepted as by every command (inspect reads headers only)\n"
     "  -q, --quiet       no notes on stderr\n"
     "  -h, --help        this help\n";
 
@@ -189,21 +190,18 @@ int cmd_inspect(int argc, char **argv) {
     const char *tokenizer = NULL;
     bool tensors = true;
     static const struct option opts[] = {
-        {"json", no_argument, 0, 'j'},     {"tokenizer", required_argument, 0, 'k'},
-        {"no-tensors", no_argument, 0, 'n'}, {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'},     {0, 0, 0, 0},
+        {"tokenizer", required_argument, 0, 'k'}, {"no-tensors", no_argument, 0, 'n'},
+        CLI_COMMON_OPTIONS, {0, 0, 0, 0},
     };
-    int ch;
+    int ch, rc;
     optind = 1;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, CLI_COMMON_SHORT, opts, NULL)) != -1) {
         switch (ch) {
-        case 'j': c.json = true; break;
         case 'k': tokenizer = optarg; break;
         case 'n': tensors = false; break;
-        case 'q': c.quiet = true; break;
-        case 'h': fputs(USAGE, stdout); return EXIT_OK;
-        default: return cli_usage_error("inspect", "unknown or incomplete option '%s'", argv[optind - 1]);
+        default:
+            if ((rc = cli_common_option("inspect", USAGE, ch, argv, &c))) return rc == CLI_HELP ? EXIT_OK : rc;
         }
     }
     if (argc - optind != 1) return cli_usage_error("inspect", "expected one MODEL argument");

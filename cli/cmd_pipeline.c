@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <getopt.h>
+#include <limits.h>
 #include <jansson.h>
 #include <math.h>
 #include <omp.h>
@@ -942,6 +943,12 @@ static int collect_leaf(plan *pl, const leaf *l, pl_result *x, pl_report *rep, s
     return 0;
 }
 
+/* A recipe integer (the recipe parser checked it is a whole number >= 0), clamped to int. */
+static int recipe_int(const char *s) {
+    long long v = s ? strtoll(s, NULL, 10) : 0;
+    return v > INT_MAX ? INT_MAX : (int)v;
+}
+
 static int build_report(plan *pl, pl_report *rep, slmc_err *err) {
     const recipe *r = pl->r;
     memset(rep, 0, sizeof *rep);
@@ -954,8 +961,8 @@ static int build_report(plan *pl, pl_report *rep, slmc_err *err) {
         const char *t = recipe_step_value(&r->eval, "text"), *slash = strrchr(t, '/');
         snprintf(rep->eval_text, sizeof rep->eval_text, "%s", slash ? slash + 1 : t);
         const char *ctx = recipe_step_value(&r->eval, "ctx"), *chunks = recipe_step_value(&r->eval, "chunks");
-        rep->eval_ctx = ctx ? atoi(ctx) : 0;
-        rep->eval_chunks = chunks ? atoi(chunks) : 0;
+        rep->eval_ctx = recipe_int(ctx);
+        rep->eval_chunks = recipe_int(chunks);
     }
     if (!(rep->results = calloc((size_t)(pl->n_leaves ? pl->n_leaves : 1), sizeof *rep->results)))
         return slmc_fail(err, NULL, "out of memory");
@@ -1064,34 +1071,24 @@ typedef struct pipeline_args {
 
 static int parse_args(int argc, char **argv, pipeline_args *a) {
     static const struct option opts[] = {
-        {"out", required_argument, 0, 'o'}, {"jobs", required_argument, 0, 'j'}, {"dry-run", no_argument, 0, 'D'},
-        {"json", no_argument, 0, 'J'},      {"threads", required_argument, 0, 't'}, {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'},      {0, 0, 0, 0},
+        {"out", required_argument, 0, 'o'}, {"jobs", required_argument, 0, 'j'},
+        {"dry-run", no_argument, 0, 'D'},   CLI_COMMON_OPTIONS, {0, 0, 0, 0},
     };
     memset(a, 0, sizeof *a);
     a->out = "pipeline-out";
     a->jobs = 1;
     optind = 1;
     opterr = 0;
-    int ch;
-    char *end;
-    while ((ch = getopt_long(argc, argv, "o:j:t:qh", opts, NULL)) != -1) {
+    int ch, rc;
+    while ((ch = getopt_long(argc, argv, "o:j:" CLI_COMMON_SHORT, opts, NULL)) != -1) {
+        rc = 0;
         switch (ch) {
         case 'o': a->out = optarg; break;
-        case 'j':
-            a->jobs = (int)strtol(optarg, &end, 10);
-            if (*end || a->jobs < 1 || a->jobs > 256) return cli_usage_error("pipeline", "--jobs takes 1..256, not '%s'", optarg);
-            break;
-        case 't':
-            a->c.threads = (int)strtol(optarg, &end, 10);
-            if (*end || a->c.threads < 1) return cli_usage_error("pipeline", "-t takes a positive count, not '%s'", optarg);
-            break;
+        case 'j': rc = cli_opt_int("pipeline", "-j/--jobs", optarg, 1, 256, &a->jobs); break;
         case 'D': a->dry_run = true; break;
-        case 'J': a->c.json = true; break;
-        case 'q': a->c.quiet = true; break;
-        case 'h': fputs(USAGE, stdout); return -1;
-        default: return cli_usage_error("pipeline", "unknown or incomplete option '%s'", argv[optind - 1]);
+        default: rc = cli_common_option("pipeline", USAGE, ch, argv, &a->c); break;
         }
+        if (rc) return rc;
     }
     if (argc - optind != 1) return cli_usage_error("pipeline", "expected one RECIPE file");
     a->recipe = argv[optind];
@@ -1112,7 +1109,8 @@ static void catch_signals(void) {
 int cmd_pipeline(int argc, char **argv) {
     pipeline_args a;
     int prc = parse_args(argc, argv, &a);
-    if (prc) return prc < 0 ? EXIT_OK : prc;
+    if (prc == CLI_HELP) return EXIT_OK;
+    if (prc) return prc;
     slmc_err err = {{0}};
     recipe r;
     if (recipe_load(&r, a.recipe, &err)) return cli_error(&err);

@@ -2,6 +2,7 @@
  * hidden width, ranked by calibration activations (or weight magnitude, or at random). */
 #include <ctype.h>
 #include <getopt.h>
+#include <limits.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -62,7 +63,7 @@ static const char *USAGE =
     "  --damp X             refit damping: lambda = X * mean(diag G) (default 0.01)\n"
     "Options:\n"
     "  --outtype T          f32, f16 or bf16 for the matrices (default: keep the input's)\n"
-    "  --tokenizer FILE     llama2.c tokenizer.bin (llama2.c input only)\n"
+    "  --tokenizer FILE     llama2.c tokenizer.bin or tokenizer.model (llama2.c input)\n"
     "  --json               the summary as one JSON object on stdout\n"
     "  -t, --threads N      threads\n"
     "  -q, --quiet          no progress\n"
@@ -91,7 +92,7 @@ typedef struct prune_args {
 static bool parse_amount(const char *s, amount *a, bool allow_suffix) {
     char *end;
     double v = strtod(s, &end);
-    if (end == s || !(v > 0) || !isfinite(v)) return false;
+    if (end == s || !(v > 0) || !(v < 1e15)) return false; /* also refuses nan and inf */
     double mul = 1;
     if (*end && allow_suffix) {
         char u = (char)toupper((unsigned char)*end);
@@ -100,6 +101,7 @@ static bool parse_amount(const char *s, amount *a, bool allow_suffix) {
     } else if (*end) {
         return false;
     }
+    if (v * mul > 1e15) return false;
     a->set = true;
     if (mul == 1 && strchr(s, '.') && v <= 1) {
         a->frac = v;
@@ -133,25 +135,30 @@ static int parse(int argc, char **argv, prune_args *a) {
         {"drop-layers", required_argument, 0, 'D'}, {"hidden", required_argument, 0, 'E'},
         {"target-params", required_argument, 0, 'X'}, {"target-scope", required_argument, 0, 'Y'},
         {"outtype", required_argument, 0, 'o'}, {"tokenizer", required_argument, 0, 'k'},
-        {"json", no_argument, 0, 'j'}, {"threads", required_argument, 0, 't'},
         {"reconstruct", no_argument, 0, 'Z'}, {"refit", no_argument, 0, 'z'},
-        {"damp", required_argument, 0, 'd'},
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"damp", required_argument, 0, 'd'}, CLI_COMMON_OPTIONS, {0, 0, 0, 0},
     };
-    int ch;
+    int ch, rc;
     optind = 1;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "c:t:qh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:" CLI_COMMON_SHORT, opts, NULL)) != -1) {
         switch (ch) {
         case 'M':
             a->method = prune_method_from_name(optarg);
             if (a->method < 0) return cli_usage_error("prune", "--method is activation, magnitude or random, not '%s'", optarg);
             break;
         case 'C': a->calib = optarg; break;
-        case 'c': a->n_ctx = atoi(optarg); a->ctx_given = true; break;
-        case 'n': a->chunks = atoi(optarg); break;
+        case 'c':
+            if ((rc = cli_opt_int("prune", "-c/--ctx", optarg, 8, 1 << 20, &a->n_ctx))) return rc;
+            a->ctx_given = true;
+            break;
+        case 'n':
+            if ((rc = cli_opt_int("prune", "--chunks", optarg, 1, INT_MAX, &a->chunks))) return rc;
+            break;
         case 'P': a->layer_ppl = false; break;
-        case 'S': a->seed = strtoull(optarg, NULL, 10); break;
+        case 'S':
+            if ((rc = cli_opt_u64("prune", "--seed", optarg, &a->seed))) return rc;
+            break;
         case 'W': a->scores = optarg; break;
         case 'R': a->from_scores = optarg; break;
         case 'F': if (!parse_amount(optarg, &a->ffn, false)) return cli_usage_error("prune", "bad --ffn '%s'", optarg); break;
@@ -173,18 +180,11 @@ static int parse(int argc, char **argv, prune_args *a) {
         case 'k': a->tokenizer = optarg; break;
         case 'Z': a->reconstruct = true; break;
         case 'z': a->refit = true; break;
-        case 'd': {
-            char *end;
-            a->damp = strtod(optarg, &end);
-            if (end == optarg || *end || !(a->damp > 0) || !isfinite(a->damp))
-                return cli_usage_error("prune", "--damp takes a positive number, not '%s'", optarg);
+        case 'd':
+            if ((rc = cli_opt_float("prune", "--damp", optarg, 0, 1e6, true, &a->damp))) return rc;
             break;
-        }
-        case 'j': a->c.json = true; break;
-        case 't': a->c.threads = atoi(optarg); break;
-        case 'q': a->c.quiet = true; break;
-        case 'h': fputs(USAGE, stdout); return -1;
-        default: return cli_usage_error("prune", "unknown or incomplete option '%s'", argv[optind - 1]);
+        default:
+            if ((rc = cli_common_option("prune", USAGE, ch, argv, &a->c))) return rc;
         }
     }
     if (argc - optind < 1 || argc - optind > 2) return cli_usage_error("prune", "expected IN and OUT");
@@ -202,8 +202,6 @@ static int parse(int argc, char **argv, prune_args *a) {
         return cli_usage_error("prune", "--%s needs --calib FILE (the activations it refits on)",
                                a->reconstruct ? "reconstruct" : "refit");
     if ((a->reconstruct || a->refit) && !a->out) return cli_usage_error("prune", "--reconstruct / --refit need OUT");
-    if (a->n_ctx < 8 || a->n_ctx > 1 << 20) return cli_usage_error("prune", "-c must be between 8 and 1048576");
-    if (a->chunks < 1) return cli_usage_error("prune", "--chunks must be positive");
     return 0;
 }
 
@@ -423,7 +421,7 @@ static bool ends_with(const char *s, const char *suffix) {
 int cmd_prune(int argc, char **argv) {
     prune_args a;
     int prc = parse(argc, argv, &a);
-    if (prc == -1) return EXIT_OK;
+    if (prc == CLI_HELP) return EXIT_OK;
     if (prc) return prc;
     cli_apply_threads(&a.c);
     slmc_err err = {{0}};

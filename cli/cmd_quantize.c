@@ -1,6 +1,7 @@
 /* cmd_quantize.c - `slmc quantize IN OUT TYPE` and `slmc quantize IN --type A,B -o 'x-{type}.gguf'`:
  * llama.cpp's mixes, streamed and parallel, many variants from one read of the source. */
 #include <getopt.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -65,7 +66,7 @@ static const char *USAGE =
     "  --target-bpw X               choose each tensor's type to fit X bits per weight (all\n"
     "                               tensor data over all parameters) with the least estimated error\n"
     "  --target-size SIZE           the same for a total tensor data size (\"9MB\", \"12MiB\", bytes)\n"
-    "  --tokenizer FILE             llama2.c tokenizer.bin (llama2.c input only)\n"
+    "  --tokenizer FILE             llama2.c tokenizer.bin or tokenizer.model (llama2.c input)\n"
     "  --json                       print the summary (or plan) as JSON on stdout\n"
     "  -t, --threads N              threads\n"
     "  -q, --quiet                  no progress or notes\n"
@@ -135,20 +136,18 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
         {"leave-output-tensor", no_argument, 0, 'L'}, {"allow-requantize", no_argument, 0, 'R'},
         {"imatrix", required_argument, 0, 'W'}, {"include-weights", required_argument, 0, 'I'}, {"exclude-weights", required_argument, 0, 'x'},
         {"dry-run", no_argument, 0, 'n'}, {"tokenizer", required_argument, 0, 'k'},
-        {"json", no_argument, 0, 'j'}, {"threads", required_argument, 0, 't'},
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
-        {"method", required_argument, 0, 'M'}, {"calib", required_argument, 0, 'C'},
+        CLI_COMMON_OPTIONS, {"method", required_argument, 0, 'M'}, {"calib", required_argument, 0, 'C'},
         {"ctx", required_argument, 0, 'c'}, {"chunks", required_argument, 0, 'N'},
         {"damp", required_argument, 0, 'D'}, {"target-bpw", required_argument, 0, 'B'},
         {"target-size", required_argument, 0, 'S'}, {"gptq-sequential", no_argument, 0, 'Q'},
         {"gptq-parallel", no_argument, 0, 'P'}, {"gptq-fp-target", no_argument, 0, 'F'},
         {"gptq-ridge", required_argument, 0, 'G'}, {0, 0, 0, 0},
     };
-    int ch;
+    int ch, rc;
     optind = 1;
     opterr = 0;
-    char *end;
-    while ((ch = getopt_long(argc, argv, "o:t:qhc:", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "o:c:" CLI_COMMON_SHORT, opts, NULL)) != -1) {
+        rc = 0;
         switch (ch) {
         case 'T': if (split_types(optarg, a)) return EXIT_USAGE; break;
         case 'o': a->out_pattern = optarg; break;
@@ -177,20 +176,13 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
         case 'n': a->dry_run = true; break;
         case 'k': a->tokenizer = optarg; break;
         case 'W': a->imatrix = optarg; break;
-        case 'j': a->c.json = true; break;
-        case 't': a->c.threads = atoi(optarg); break;
-        case 'q': a->c.quiet = true; break;
-        case 'h': fputs(USAGE, stdout); exit(EXIT_OK);
         case 'M':
             if (strcmp(optarg, "gptq") == 0) a->gptq = true;
             else if (strcmp(optarg, "plain") == 0) a->gptq = false;
             else return cli_usage_error("quantize", "--method takes plain or gptq, not '%s'", optarg);
             break;
         case 'C': a->calib = optarg; break;
-        case 'G':
-            a->ridge = strtod(optarg, &end);
-            if (*end || !(a->ridge > 0)) return cli_usage_error("quantize", "--gptq-ridge takes a positive number, not '%s'", optarg);
-            break;
+        case 'G': rc = cli_opt_float("quantize", "--gptq-ridge", optarg, 0, 1e12, true, &a->ridge); break;
         case 'Q':
         case 'P':
         case 'F': {
@@ -200,29 +192,14 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
             a->gptq_mode = mode;
             break;
         }
-        case 'c':
-            a->calib_ctx = (int)strtol(optarg, &end, 10);
-            if (*end || a->calib_ctx < 2) return cli_usage_error("quantize", "-c takes a context of at least 2, not '%s'", optarg);
-            break;
-        case 'N':
-            a->calib_chunks = (int)strtol(optarg, &end, 10);
-            if (*end || a->calib_chunks < 1) return cli_usage_error("quantize", "--chunks takes a positive count, not '%s'", optarg);
-            break;
-        case 'D':
-            a->damp = strtod(optarg, &end);
-            if (*end || !(a->damp > 0)) return cli_usage_error("quantize", "--damp takes a positive number, not '%s'", optarg);
-            break;
-        case 'B':
-            a->target_bpw = strtod(optarg, &end);
-            if (*end || !(a->target_bpw > 0) || a->target_bpw > 32)
-                return cli_usage_error("quantize", "--target-bpw takes bits per weight in (0, 32], not '%s'", optarg);
-            break;
-        case 'S':
-            if (!cli_parse_size(optarg, &a->target_size) || a->target_size == 0)
-                return cli_usage_error("quantize", "--target-size takes a size like 9MB or 12MiB, not '%s'", optarg);
-            break;
-        default: return cli_usage_error("quantize", "unknown or incomplete option '%s'", argv[optind - 1]);
+        case 'c': rc = cli_opt_int("quantize", "-c/--ctx", optarg, 2, 1 << 20, &a->calib_ctx); break;
+        case 'N': rc = cli_opt_int("quantize", "--chunks", optarg, 1, INT_MAX, &a->calib_chunks); break;
+        case 'D': rc = cli_opt_float("quantize", "--damp", optarg, 0, 1e6, true, &a->damp); break;
+        case 'B': rc = cli_opt_float("quantize", "--target-bpw", optarg, 0, 32, true, &a->target_bpw); break;
+        case 'S': rc = cli_opt_size("quantize", "--target-size", optarg, 1, &a->target_size); break;
+        default: rc = cli_common_option("quantize", USAGE, ch, argv, &a->c); break;
         }
+        if (rc) return rc;
     }
     int rest = argc - optind;
     if (rest < 1) return cli_usage_error("quantize", "expected IN");
@@ -371,6 +348,7 @@ done:
 int cmd_quantize(int argc, char **argv) {
     quantize_args a;
     int rc = parse_args(argc, argv, &a);
+    if (rc == CLI_HELP) return EXIT_OK;
     if (rc) return rc;
     cli_apply_threads(&a.c);
     slmc_err err = {{0}};

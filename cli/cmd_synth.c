@@ -43,13 +43,13 @@ int cmd_synth(int argc, char **argv) {
         {"shape", required_argument, 0, 'S'}, {"config", required_argument, 0, 'C'},
         {"output", required_argument, 0, 'o'}, {"dtype", required_argument, 0, 'd'},
         {"seed", required_argument, 0, 's'}, {"shard-size", required_argument, 0, 'z'},
-        {"json", no_argument, 0, 'j'}, {"threads", required_argument, 0, 't'},
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        CLI_COMMON_OPTIONS, {0, 0, 0, 0},
     };
-    int ch;
+    int ch, rc;
     optind = 1;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, "o:t:qh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "o:" CLI_COMMON_SHORT, opts, NULL)) != -1) {
+        rc = 0;
         switch (ch) {
         case 'S': o.shape = optarg; break;
         case 'C': o.config = optarg; break;
@@ -58,22 +58,12 @@ int cmd_synth(int argc, char **argv) {
             o.dtype = cli_parse_float_type(optarg);
             if (o.dtype < 0) return cli_usage_error("synth", "--dtype must be f16, bf16 or f32, not '%s'", optarg);
             break;
-        case 's': {
-            char *end;
-            o.seed = strtoull(optarg, &end, 10);
-            if (*end || end == optarg) return cli_usage_error("synth", "--seed takes a number, not '%s'", optarg);
-            break;
-        }
-        case 'z':
-            if (!cli_parse_size(optarg, &o.shard_size) || o.shard_size == 0)
-                return cli_usage_error("synth", "--shard-size: cannot read '%s' as a size", optarg);
-            break;
-        case 'j': c.json = true; break;
-        case 't': c.threads = atoi(optarg); break;
-        case 'q': c.quiet = true; break;
+        case 's': rc = cli_opt_u64("synth", "--seed", optarg, &o.seed); break;
+        case 'z': rc = cli_opt_size("synth", "--shard-size", optarg, 1, &o.shard_size); break;
         case 'h': usage(); return EXIT_OK;
-        default: return cli_usage_error("synth", "unknown or incomplete option '%s'", argv[optind - 1]);
+        default: rc = cli_common_option("synth", "", ch, argv, &c); break;
         }
+        if (rc) return rc;
     }
     if (optind != argc) return cli_usage_error("synth", "unexpected argument '%s'", argv[optind]);
     if (!out) return cli_usage_error("synth", "missing -o DIR");
@@ -84,7 +74,7 @@ int cmd_synth(int argc, char **argv) {
     cli_progress_init(&prog, &c, "synth");
     slmc_progress hook = cli_progress_hook(&prog);
     double t0 = cli_now();
-    int rc = synth_write(&o, out, &hook, &err);
+    rc = synth_write(&o, out, &hook, &err);
     cli_progress_done(&prog);
     if (rc != 0) return cli_error(&err);
     double secs = cli_now() - t0;

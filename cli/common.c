@@ -1,6 +1,10 @@
 /* common.c - shared CLI plumbing: messages, progress, sizes (see cli.h). */
 #include "cli.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdarg.h>
@@ -12,6 +16,7 @@
 #include <unistd.h>
 
 #include "formats/types.h"
+#include "quant/quants.h"
 
 int cli_error(const slmc_err *err) {
     fprintf(stderr, "slmc: %s\n", err->msg[0] ? err->msg : "unknown error");
@@ -24,8 +29,103 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
     fprintf(stderr, "slmc: %s: ", cmd);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\nTry 'slmc %s --help'.\n", cmd);
+    fprintf(stderr, " (see 'slmc %s --help')\n", cmd);
     return EXIT_USAGE;
+}
+
+/* ---- options ----------------------------------------------------------------------- */
+
+int cli_common_option(const char *cmd, const char *usage, int ch, char **argv, cli_common *c) {
+    switch (ch) {
+    case CLI_OPT_JSON: c->json = true; return 0;
+    case 'q': c->quiet = true; return 0;
+    case 't': return cli_opt_int(cmd, "-t/--threads", optarg, 1, CLI_MAX_THREADS, &c->threads);
+    case 'h': fputs(usage, stdout); return CLI_HELP;
+    case ':': /* only with a leading ':' in the short-option string; kept for completeness */
+    default: {
+        /* getopt_long leaves the offending word at argv[optind - 1] (an unknown option, or one
+         * whose value is missing at the end of the line) */
+        const char *word = optind > 0 ? argv[optind - 1] : "?";
+        return cli_usage_error(cmd, "unknown option, or an option without its value: '%s'", word);
+    }
+    }
+}
+
+/* The common part of the integer parsers: a whole decimal number, optionally signed. */
+static bool parse_ll(const char *s, long long *out) {
+    if (!s || !*s || isspace((unsigned char)*s)) return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end) return false;
+    *out = v;
+    return true;
+}
+
+int cli_opt_i64(const char *cmd, const char *flag, const char *s, long long lo, long long hi, int64_t *out) {
+    long long v;
+    if (!parse_ll(s, &v) || v < lo || v > hi)
+        return cli_usage_error(cmd, "%s: '%s' is not a whole number from %lld to %lld", flag, s ? s : "", lo, hi);
+    *out = (int64_t)v;
+    return 0;
+}
+
+int cli_opt_int(const char *cmd, const char *flag, const char *s, long long lo, long long hi, int *out) {
+    if (lo < INT_MIN) lo = INT_MIN;
+    if (hi > INT_MAX) hi = INT_MAX;
+    int64_t v;
+    int rc = cli_opt_i64(cmd, flag, s, lo, hi, &v);
+    if (rc == 0) *out = (int)v;
+    return rc;
+}
+
+int cli_opt_u64(const char *cmd, const char *flag, const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    /* strtoull accepts "-1" (and wraps it): demand a digit first */
+    unsigned long long v = s && isdigit((unsigned char)*s) ? strtoull(s, &end, 10) : 0;
+    if (!s || !isdigit((unsigned char)*s) || errno != 0 || *end)
+        return cli_usage_error(cmd, "%s: '%s' is not a whole number from 0 to %llu", flag, s ? s : "",
+                               (unsigned long long)UINT64_MAX);
+    *out = (uint64_t)v;
+    return 0;
+}
+
+int cli_opt_float(const char *cmd, const char *flag, const char *s, double lo, double hi, bool lo_open,
+                  double *out) {
+    char *end = NULL;
+    double v = 0;
+    bool ok = s && *s && !isspace((unsigned char)*s);
+    if (ok) {
+        errno = 0;
+        v = strtod(s, &end);
+        ok = end != s && !*end && isfinite(v) && errno != ERANGE;
+    }
+    if (!ok) return cli_usage_error(cmd, "%s: '%s' is not a finite number", flag, s ? s : "");
+    if (v < lo || v > hi || (lo_open && v == lo)) {
+        if (isinf(hi)) return cli_usage_error(cmd, "%s: '%s' must be %s %g", flag, s, lo_open ? ">" : ">=", lo);
+        return cli_usage_error(cmd, "%s: '%s' must be %s %g and <= %g", flag, s, lo_open ? ">" : ">=", lo, hi);
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_opt_f32(const char *cmd, const char *flag, const char *s, double lo, double hi, bool lo_open, float *out) {
+    double v;
+    int rc = cli_opt_float(cmd, flag, s, lo, hi, lo_open, &v);
+    if (rc != 0) return rc;
+    *out = strtof(s, NULL); /* rounded once, straight to float */
+    if (lo_open && !(*out > lo)) return cli_usage_error(cmd, "%s: '%s' is too small for a float setting", flag, s);
+    return 0;
+}
+
+int cli_opt_size(const char *cmd, const char *flag, const char *s, uint64_t min_bytes, uint64_t *out) {
+    uint64_t v;
+    if (!cli_parse_size(s, &v))
+        return cli_usage_error(cmd, "%s: '%s' is not a size (e.g. 500MB, 2GiB, 123)", flag, s ? s : "");
+    if (v < min_bytes) return cli_usage_error(cmd, "%s: '%s' is less than %llu bytes", flag, s, (unsigned long long)min_bytes);
+    *out = v;
+    return 0;
 }
 
 void cli_note(const cli_common *c, const char *fmt, ...) {
@@ -67,6 +167,7 @@ const char *cli_human_count(uint64_t n, char *buf, int size) {
 }
 
 bool cli_parse_size(const char *s, uint64_t *out) {
+    if (!s || !*s || isspace((unsigned char)*s) || *s == '-') return false;
     char *end;
     double v = strtod(s, &end);
     if (end == s || !(v >= 0) || !isfinite(v)) return false;
@@ -94,8 +195,10 @@ int cli_parse_float_type(const char *s) {
     return -1;
 }
 
+/* Every command opens its models here, so every view can read quantized tensors as F32:
+ * formats/ may not call quant/ itself, so quant's decoder is handed to the view (model.h). */
 int cli_open_model(model *m, const char *path, const char *tokenizer, slmc_err *err) {
-    model_open_opts opts = {.tokenizer = tokenizer};
+    model_open_opts opts = {.tokenizer = tokenizer, .dequantize = quant_dequantize};
     return model_open(m, path, &opts, err);
 }
 

@@ -91,7 +91,7 @@ typedef struct recipe {
     char *name;        /* `name:`, or the file name without extension */
     char *source;      /* source model path (resolved against the recipe's folder) */
     char *source_text; /* the source as written in the recipe (for reports) */
-    char *tokenizer;   /* llama2.c tokenizer.bin for the source, or NULL */
+    char *tokenizer;   /* llama2.c tokenizer.bin or tokenizer.model for the source, or NULL */
     int threads;       /* thread budget, 0 = not given */
     bool has_eval;     /* an `eval:` section was given */
     recipe_step eval;  /* its options (kind RS_EVAL) */
