@@ -2,9 +2,13 @@
  *
  * The reader trusts nothing: every count, length and offset is checked against the file size
  * before it is used or allocated for, and the first problem found is reported as
- * "FILE: what is wrong at offset N". The writer streams: header first, then each tensor's
- * bytes followed by zero padding to the alignment, exactly as llama.cpp lays files out, so a
- * file read and written back unchanged is byte-identical.
+ * "FILE: what is wrong at offset N". Every string must be valid UTF-8, as the spec says ("FILE:
+ * offset N: ... is not valid UTF-8" gives the first bad byte); keys and tensor names also
+ * without control characters, string values may hold any character.
+ *
+ * The writer streams: header first, then each tensor's bytes followed by zero padding to the
+ * alignment, exactly as llama.cpp lays files out, so a file read and written back unchanged
+ * is byte-identical.
  */
 #include "gguf.h"
 
@@ -12,6 +16,7 @@
 #include <string.h>
 
 #include "types.h"
+#include "utf8.h"
 
 /* Smallest encodings, used to reject counts that cannot fit in the file before allocating:
  * a key-value is at least a key length (8), a type (4) and a one-byte value; a tensor info is
@@ -76,14 +81,28 @@ static int rd_str(cursor *c, const uint8_t **s, uint64_t *len, const char *what)
     return 0;
 }
 
-/* An owned NUL-terminated copy of a name (key or tensor name); names may not contain NUL. */
+/* The GGUF spec defines every string as UTF-8. True (and the file offset of the first bad
+ * byte in *bad_at) when s[0..len), which lies inside the file, is not valid UTF-8. */
+static bool bad_utf8(const cursor *c, const uint8_t *s, uint64_t len, uint64_t *bad_at) {
+    size_t ok = utf8_valid_prefix(s, (size_t)len);
+    if (ok == len) return false;
+    *bad_at = (uint64_t)(s - c->p) + ok;
+    return true;
+}
+
+/* An owned NUL-terminated copy of a name (metadata key or tensor name). Names are valid UTF-8
+ * without control characters (00..1F and 7F, NUL included): they are used as C strings and
+ * printed in messages, which must stay on one line. */
 static int rd_name(cursor *c, char **out, const char *what) {
-    uint64_t at = c->pos;
     const uint8_t *s;
-    uint64_t len;
+    uint64_t len, bad;
     if (rd_str(c, &s, &len, what) != 0) return -1;
-    if (memchr(s, 0, (size_t)len))
-        return slmc_fail(c->err, c->name, "%s at offset %llu contains a NUL byte", what, (ull)at);
+    if (bad_utf8(c, s, len, &bad))
+        return slmc_fail(c->err, c->name, "offset %llu: %s is not valid UTF-8", (ull)bad, what);
+    for (uint64_t i = 0; i < len; i++)
+        if (s[i] < 0x20 || s[i] == 0x7F)
+            return slmc_fail(c->err, c->name, "offset %llu: %s contains the control character 0x%02x%s",
+                             (ull)(s + i - c->p), what, s[i], s[i] == 0 ? " (NUL)" : "");
     *out = malloc((size_t)len + 1);
     if (!*out) return slmc_fail(c->err, c->name, "out of memory");
     memcpy(*out, s, (size_t)len);
@@ -94,14 +113,19 @@ static int rd_name(cursor *c, char **out, const char *what) {
 /* ---- reading: key-values -------------------------------------------------------------- */
 
 /* Read a value of type t into kv (whose key is set). kv->type is set before anything is
- * allocated, and kv->n only once the array exists, so meta_free can release a partial kv. */
+ * allocated, and kv->n only once the array exists, so meta_free can release a partial kv.
+ * Strings must be valid UTF-8; a zero byte (U+0000) is allowed, as they are kept with their
+ * length. */
 static int rd_value(cursor *c, meta_kv *kv, gguf_vtype t) {
-    uint64_t at = c->pos;
+    uint64_t at = c->pos, bad;
     kv->type = t;
     if (t == GGUF_STR) {
         const uint8_t *s;
         uint64_t len;
         if (rd_str(c, &s, &len, "string value") != 0) return -1;
+        if (bad_utf8(c, s, len, &bad))
+            return slmc_fail(c->err, c->name, "offset %llu: string value of key '%s' is not valid UTF-8",
+                             (ull)bad, kv->key);
         kv->v.str.s = malloc((size_t)len + 1);
         if (!kv->v.str.s) return slmc_fail(c->err, c->name, "out of memory");
         memcpy(kv->v.str.s, s, (size_t)len);
@@ -149,6 +173,9 @@ static int rd_value(cursor *c, meta_kv *kv, gguf_vtype t) {
         const uint8_t *s;
         uint64_t len;
         if (rd_str(c, &s, &len, "array string") != 0) return -1;
+        if (bad_utf8(c, s, len, &bad))
+            return slmc_fail(c->err, c->name, "offset %llu: element %llu of '%s' is not valid UTF-8",
+                             (ull)bad, (ull)i, kv->key);
         strs[i].s = malloc((size_t)len + 1);
         if (!strs[i].s) return slmc_fail(c->err, c->name, "out of memory");
         memcpy(strs[i].s, s, (size_t)len);
@@ -177,7 +204,7 @@ static int rd_kvs(cursor *c, meta *m, uint64_t n_kv) {
     m->cap = (size_t)n_kv;
     for (uint64_t i = 0; i < n_kv; i++) {
         meta_kv *kv = &m->kv[i];
-        if (rd_name(c, &kv->key, "key") != 0) return -1;
+        if (rd_name(c, &kv->key, "metadata key") != 0) return -1;
         m->n++; /* from here meta_free owns it */
         uint64_t at = c->pos;
         uint32_t t;

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 
 #include "fileio.h"
+#include "utf8.h"
 
 /* ==== 1. keys and JSON helpers ============================================================ */
 
@@ -1126,8 +1127,7 @@ static json_t *build_bpe_json(const meta *kv, const vocab *v, const char *pre, s
         int32_t t = v->type[i];
         int k = snprintf(pad, sizeof pad, "[PAD%llu]", (unsigned long long)i);
         if (t == TOKTYPE_UNUSED && v->len[i] == (uint64_t)k && memcmp(v->text[i], pad, (size_t)k) == 0) continue;
-        json_t *s = jtok(v, i);
-        if (!s) {
+        if (!utf8_valid(v->text[i], (size_t)v->len[i])) {
             slmc_fail(err, NULL, "token %llu is not valid UTF-8, tokenizer.json cannot hold it", (unsigned long long)i);
             json_decref(root);
             json_decref(jvocab);
@@ -1137,20 +1137,18 @@ static json_t *build_bpe_json(const meta *kv, const vocab *v, const char *pre, s
         }
         if (t == TOKTYPE_CONTROL || t == TOKTYPE_USER_DEFINED) {
             json_t *a = json_object();
-            ok = jset(a, "id", json_integer((json_int_t)i)) && jset(a, "content", s) &&
+            ok = jset(a, "id", json_integer((json_int_t)i)) && jset(a, "content", jtok(v, i)) &&
                  jset(a, "single_word", json_false()) && jset(a, "lstrip", json_false()) &&
                  jset(a, "rstrip", json_false()) && jset(a, "normalized", json_boolean(t != TOKTYPE_CONTROL)) &&
                  jset(a, "special", json_boolean(t == TOKTYPE_CONTROL)) && json_array_append_new(added, a) == 0;
             continue;
         }
         if (json_object_getn(jvocab, v->text[i], v->len[i])) {
-            json_decref(s);
             slmc_fail(err, NULL, "token %llu \"%.60s\" appears twice in the vocabulary", (unsigned long long)i, v->text[i]);
             ok = false;
             reported = true;
             break;
         }
-        json_decref(s); /* validated as UTF-8; the key is set below */
         ok = json_object_setn_new(jvocab, v->text[i], v->len[i], json_integer((json_int_t)i)) == 0;
     }
     uint64_t nm = 0;

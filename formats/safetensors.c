@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "types.h"
+#include "utf8.h"
 
 /* Index files are small (one line per tensor); refuse anything absurd. */
 #define ST_MAX_INDEX (64u * 1024 * 1024)
@@ -97,6 +98,15 @@ static bool is_regular_file(const char *path) {
 static void free_tensors(st_tensor *t, uint64_t n) {
     for (uint64_t i = 0; i < n; i++) free(t[i].name);
     free(t);
+}
+
+/* What to put before jansson's text for a JSON parse error: its text for invalid UTF-8
+ * ("unable to decode byte 0xc0") does not say UTF-8, so say it. jansson's parser (without
+ * JSON_ALLOW_NUL) refuses every string that is not valid UTF-8 (overlongs, surrogates, above
+ * U+10FFFF, cut sequences, "\uD800" escapes) and "\u0000", so tensor names and __metadata__
+ * keys and values need no second check. */
+static const char *json_error_prefix(const json_error_t *e) {
+    return json_error_code(e) == json_error_invalid_utf8 ? "not valid UTF-8: " : "";
 }
 
 /* "__metadata__": an object of string -> string. Stored in m when `store` (first shard),
@@ -208,8 +218,8 @@ static int parse_shard(st_model *m, int shard, const uint8_t *buf, uint64_t size
     json_error_t jerr;
     json_t *root = json_loadb((const char *)buf + 8, n, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
-        return slmc_fail(err, file, "invalid JSON header at offset %llu: %s", (ull)(8 + (uint64_t)jerr.position),
-                         jerr.text);
+        return slmc_fail(err, file, "invalid JSON header at offset %llu: %s%s", (ull)(8 + (uint64_t)jerr.position),
+                         json_error_prefix(&jerr), jerr.text);
     const uint8_t *data = buf + 8 + n; /* data_offsets count from here */
     uint64_t data_size = size - 8 - n;
 
@@ -414,7 +424,7 @@ static int open_index(st_model *m, const char *index, slmc_err *err) {
     json_error_t jerr;
     root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        slmc_fail(err, index, "invalid JSON at offset %d: %s", jerr.position, jerr.text);
+        slmc_fail(err, index, "invalid JSON at offset %d: %s%s", jerr.position, json_error_prefix(&jerr), jerr.text);
         goto done;
     }
     json_t *wm = json_object_get(root, "weight_map");
@@ -579,13 +589,6 @@ static void writer_free(st_writer *w) {
     w->cur_shard = -1;
 }
 
-/* true when s can go into JSON (jansson only takes valid UTF-8). */
-static bool valid_json_string(const char *s) {
-    json_t *j = json_string(s);
-    json_decref(j);
-    return j != NULL;
-}
-
 /* Copy and check the tensor list: float type, sane shape, unique valid names. */
 static int copy_tensors(st_writer *w, const st_out_tensor *tensors, uint64_t n, slmc_err *err) {
     w->tensors = calloc(n + 1, sizeof *w->tensors);
@@ -593,7 +596,7 @@ static int copy_tensors(st_writer *w, const st_out_tensor *tensors, uint64_t n, 
     if (!w->tensors || !w->shard_of) return slmc_fail(err, w->dir, "out of memory");
     for (uint64_t i = 0; i < n; i++) {
         const st_out_tensor *t = &tensors[i];
-        if (!t->name || !valid_json_string(t->name) || strcmp(t->name, "__metadata__") == 0)
+        if (!t->name || !utf8_valid(t->name, strlen(t->name)) || strcmp(t->name, "__metadata__") == 0)
             return slmc_fail(err, w->dir, "tensor %llu has no usable name (NULL, not UTF-8, or __metadata__)",
                              (ull)i);
         if (!type_to_dtype(t->type))
@@ -634,7 +637,8 @@ static int copy_meta(st_writer *w, const char *const *keys, const char *const *v
     w->meta_values = calloc(n + 1, sizeof *w->meta_values);
     if (!w->meta_keys || !w->meta_values) return slmc_fail(err, w->dir, "out of memory");
     for (uint64_t i = 0; i < n; i++) {
-        if (!keys[i] || !values[i] || !valid_json_string(keys[i]) || !valid_json_string(values[i]))
+        if (!keys[i] || !values[i] || !utf8_valid(keys[i], strlen(keys[i])) ||
+            !utf8_valid(values[i], strlen(values[i])))
             return slmc_fail(err, w->dir, "metadata entry %llu is NULL or not UTF-8", (ull)i);
         w->meta_keys[i] = strdup(keys[i]);
         w->meta_values[i] = strdup(values[i]);

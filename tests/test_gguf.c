@@ -5,6 +5,8 @@
  *   shared     every GGUF in ../shared parses, with facts checked against llama.cpp's files
  *   identity   reading then re-writing llama.cpp's files gives the same bytes
  *   bad        a corpus of broken images: each fails with a message naming the file
+ *   utf8       the UTF-8 validator on a table and on every code point; keys, string values,
+ *              string-array elements and tensor names that are not UTF-8 are refused
  *   writer     incomplete writes leave nothing behind; atomic_file / atomic_dir behaviour
  *
  * With SLMC_FUZZ_SEEDS=DIR set, the small valid image and its broken variants are also saved
@@ -23,6 +25,7 @@
 #include "formats/fileio.h"
 #include "formats/gguf.h"
 #include "formats/types.h"
+#include "formats/utf8.h"
 #include "testutil.h"
 
 /* ---- helpers -------------------------------------------------------------------------- */
@@ -115,7 +118,7 @@ static void build_all_types_meta(meta *m) {
     ck_assert_int_eq(meta_set_i32(m, "t.i32", -2000000000), 0);
     ck_assert_int_eq(meta_set_f32(m, "t.f32", 1e-6f), 0);
     ck_assert_int_eq(meta_set_bool(m, "t.bool", true), 0);
-    ck_assert_int_eq(meta_set_strn(m, "t.str", "bytes \xff\x00 inside", 15), 0);
+    ck_assert_int_eq(meta_set_strn(m, "t.str", "bytes \xc3\xbf\x00 inside", 16), 0); /* "ÿ", U+0000 */
     ck_assert_int_eq(meta_set_u64(m, "t.u64", 0xfedcba9876543210ull), 0);
     ck_assert_int_eq(meta_set_scalar(m, "t.i64", GGUF_I64, &i64), 0);
     ck_assert_int_eq(meta_set_scalar(m, "t.f64", GGUF_F64, &f64), 0);
@@ -130,7 +133,7 @@ static void build_all_types_meta(meta *m) {
         snprintf(key, sizeof key, "arr.%s", gguf_vtype_name((gguf_vtype)t));
         ck_assert_int_eq(meta_set_arr(m, key, (gguf_vtype)t, 5, data), 0);
     }
-    const char *strs[4] = {"<unk>", "", "\xe2\x96\x81the", "\x80\x81 not utf-8"};
+    const char *strs[4] = {"<unk>", "", "\xe2\x96\x81the", "\xf0\x9f\x98\x80 four bytes"};
     ck_assert_int_eq(meta_set_arr_str(m, "arr.str", 4, strs, NULL), 0);
     ck_assert_int_eq(meta_set_arr(m, "arr.empty", GGUF_F32, 0, NULL), 0);
 }
@@ -476,6 +479,7 @@ static void patch_u64(uint8_t *p, size_t at, uint64_t v) {
 /* Where each field of the hand-made image starts. */
 typedef struct layout {
     size_t kv_key[SMALL_KV], kv_type[SMALL_KV], kv_value[SMALL_KV];
+    size_t tok_str[3]; /* the three strings of tok.list */
     size_t t_name[SMALL_T], t_ndims[SMALL_T], t_ne[SMALL_T][2], t_type[SMALL_T], t_offset[SMALL_T];
     size_t header_end, data_offset;
 } layout;
@@ -506,14 +510,17 @@ static bytes small_image(layout *L) {
     put_u32(&b, GGUF_I64);
     L->kv_value[k++] = b.n;
     put_u64(&b, (uint64_t)-5);
-    KEY("tok.list"); /* strings need not be UTF-8 */
+    KEY("tok.list"); /* the third string is "é", two bytes of UTF-8 */
     put_u32(&b, GGUF_ARR);
     L->kv_value[k++] = b.n;
     put_u32(&b, GGUF_STR);
     put_u64(&b, 3);
+    L->tok_str[0] = b.n;
     put_str(&b, "<s>", 3);
+    L->tok_str[1] = b.n;
     put_str(&b, "hi", 2);
-    put_str(&b, "\xff\xfe", 2);
+    L->tok_str[2] = b.n;
+    put_str(&b, "\xc3\xa9", 2);
     KEY("num.list");
     put_u32(&b, GGUF_ARR);
     L->kv_value[k++] = b.n;
@@ -597,7 +604,7 @@ START_TEST(test_small_image_valid) {
     ck_assert_uint_eq(f.data_offset, L.data_offset);
     ck_assert_uint_eq(f.tensors[1].nbytes, 34);
     const meta_str *s = meta_get_arr(&f.kv, "tok.list", GGUF_STR, NULL);
-    ck_assert_int_eq(memcmp(s[2].s, "\xff\xfe", 3), 0);
+    ck_assert_int_eq(memcmp(s[2].s, "\xc3\xa9", 3), 0);
     /* the writer, given what was read, produces exactly the hand-made bytes */
     char *dir = tmpdir_make();
     char *p = path_join(dir, "small.gguf");
@@ -728,7 +735,203 @@ START_TEST(test_open_errors) {
 }
 END_TEST
 
-/* ---- (5) writer failures and atomic outputs ------------------------------------------- */
+/* ---- (5) UTF-8 ------------------------------------------------------------------------ */
+
+/* Bytes and the length of their longest valid UTF-8 prefix (len when all valid). The
+ * literals are split ("\xc3" "a") where a letter would otherwise extend the hex escape. */
+typedef struct utf8_case {
+    const char *s;
+    size_t len, valid;
+} utf8_case;
+
+#define U8_OK(lit) {lit, sizeof lit - 1, sizeof lit - 1}
+#define U8_BAD(lit, valid) {lit, sizeof lit - 1, valid}
+
+START_TEST(test_utf8_table) {
+    static const utf8_case cases[] = {
+        U8_OK(""), U8_OK("a"), U8_OK("\x00"), U8_OK("\x7f"),
+        U8_OK("\xc2\x80"), U8_OK("\xdf\xbf"),                                       /* U+0080, U+07FF */
+        U8_OK("\xe0\xa0\x80"), U8_OK("\xe2\x82\xac"), U8_OK("\xed\x9f\xbf"),         /* U+0800, €, U+D7FF */
+        U8_OK("\xee\x80\x80"), U8_OK("\xef\xbf\xbf"),                               /* U+E000, U+FFFF */
+        U8_OK("\xf0\x90\x80\x80"), U8_OK("\xf0\x9f\x98\x80"), U8_OK("\xf4\x8f\xbf\xbf"), /* ..U+10FFFF */
+        U8_OK("plain ASCII, longer than eight bytes: \xe2\x96\x81the \xf0\x9f\x98\x80!"),
+        U8_BAD("\xc0\xaf", 0), U8_BAD("\xc1\xbf", 0),                   /* overlong 2-byte forms */
+        U8_BAD("\xe0\x80\xaf", 0), U8_BAD("\xe0\x9f\xbf", 0),           /* overlong 3-byte forms */
+        U8_BAD("\xf0\x80\x80\xaf", 0), U8_BAD("\xf0\x8f\xbf\xbf", 0),   /* overlong 4-byte forms */
+        U8_BAD("\xed\xa0\x80", 0), U8_BAD("\xed\xbf\xbf", 0),           /* surrogates D800, DFFF */
+        U8_BAD("\xf4\x90\x80\x80", 0), U8_BAD("\xf5\x80\x80\x80", 0),   /* above U+10FFFF */
+        U8_BAD("\xfe", 0), U8_BAD("\xff", 0),
+        U8_BAD("\xe2\x82", 0), U8_BAD("\xf0\x9f\x98", 0), U8_BAD("\xc3", 0), /* cut by the end */
+        U8_BAD("\xe2\x82" "a", 0), U8_BAD("\xc3" "a", 0),              /* cut by an ASCII byte */
+        U8_BAD("\x80", 0), U8_BAD("\xbf", 0), U8_BAD("a\xc3\xa9\xa9", 3), /* lone continuation */
+        /* the first bad byte after the 8-bytes-at-once fast path */
+        U8_BAD("abcdefgh\x80", 8), U8_BAD("abcdefghijklmnop\xe2\x82", 16),
+        U8_BAD("ab\xed\xa0\x80" "cdefghijkl", 2), U8_BAD("\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc0\xaf", 8),
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const utf8_case *c = &cases[i];
+        size_t got = utf8_valid_prefix(c->s, c->len);
+        ck_assert_msg(got == c->valid, "case %zu: valid prefix %zu, expected %zu", i, got, c->valid);
+        ck_assert_msg(utf8_valid(c->s, c->len) == (c->valid == c->len), "case %zu", i);
+    }
+    ck_assert(utf8_valid(NULL, 0));
+}
+END_TEST
+
+/* cp encoded in exactly n bytes; n longer than needed gives an overlong form. */
+static void utf8_encode(uint32_t cp, int n, uint8_t *out) {
+    static const uint8_t lead[5] = {0, 0x00, 0xC0, 0xE0, 0xF0};
+    for (int k = n - 1; k > 0; k--) {
+        out[k] = (uint8_t)(0x80 | (cp & 0x3F));
+        cp >>= 6;
+    }
+    out[0] = (uint8_t)(lead[n] | cp);
+}
+
+START_TEST(test_utf8_every_code_point) {
+    /* Every value a 4-byte sequence can carry: scalar values are valid, surrogates and values
+     * above U+10FFFF are not, and neither are overlong forms or cut sequences. Failures are
+     * counted (an assert per case would be slow in Check) and the first one is reported. */
+    long bad = 0;
+    uint32_t first = 0;
+    uint8_t b[4];
+    for (uint32_t cp = 0; cp <= 0x1FFFFF; cp++) {
+        int n = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+        bool scalar = cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
+        bool ok = true;
+        utf8_encode(cp, n, b);
+        ok &= utf8_valid(b, (size_t)n) == scalar;
+        if (n > 1) ok &= utf8_valid_prefix(b, (size_t)n - 1) == 0;
+        for (int m = n + 1; m <= 4; m++) {
+            utf8_encode(cp, m, b);
+            ok &= utf8_valid_prefix(b, (size_t)m) == 0;
+        }
+        if (!ok && bad++ == 0) first = cp;
+    }
+    ck_assert_msg(bad == 0, "%ld code points wrong, the first U+%04X", bad, (unsigned)first);
+}
+END_TEST
+
+/* A mutated small image that must fail on UTF-8: through gguf_parse_buffer (which also saves
+ * it as a fuzzing seed) and through gguf_open on a file, whose path starts the message. */
+static void expect_not_utf8(const char *name, const uint8_t *img, size_t n, const char *want) {
+    expect_bad(name, img, n, want);
+    char *dir = tmpdir_make();
+    char file[128];
+    snprintf(file, sizeof file, "%s.gguf", name);
+    char *p = path_join(dir, file);
+    ck_assert_int_eq(write_bytes(p, img, n), 0);
+    gguf_file f;
+    slmc_err err;
+    ck_assert_int_eq(gguf_open(&f, p, &err), -1);
+    ck_assert_msg(strstr(err.msg, p) == err.msg, "%s: message '%s'", name, err.msg);
+    ck_assert_msg(strstr(err.msg, want) && strstr(err.msg, "UTF-8"), "%s: '%s' lacks '%s'", name, err.msg, want);
+    ck_assert_ptr_null(strchr(err.msg, '\n'));
+    free(p);
+    tmpdir_remove(dir);
+}
+
+/* Mutate a fresh small image with `code` (p is its bytes, L its layout), then expect_not_utf8
+ * with the message "offset <bad>: <what>". */
+#define NOT_UTF8(name, bad, what, code)                                                      \
+    do {                                                                                     \
+        layout L;                                                                            \
+        bytes b = small_image(&L);                                                           \
+        uint8_t *p = b.p;                                                                    \
+        code;                                                                                \
+        char want_[160];                                                                     \
+        snprintf(want_, sizeof want_, "offset %zu: %s", (size_t)(bad), what);                \
+        expect_not_utf8(name, b.p, b.n, want_);                                              \
+        free(b.p);                                                                           \
+    } while (0)
+
+START_TEST(test_utf8_rejected) {
+    /* metadata keys: "k.a1" -> "k\xC0a1" (overlong lead), "general..." -> a surrogate */
+    NOT_UTF8("utf8-key", L.kv_key[2] + 8 + 1, "metadata key is not valid UTF-8", p[L.kv_key[2] + 8 + 1] = 0xC0);
+    NOT_UTF8("utf8-key-surrogate", L.kv_key[0] + 8, "metadata key is not valid UTF-8",
+             memcpy(p + L.kv_key[0] + 8, "\xed\xa0\x80", 3));
+    /* a string value: "llama" -> "llam\xE2", a sequence cut by the end of the string */
+    NOT_UTF8("utf8-value", L.kv_value[0] + 8 + 4,
+             "string value of key 'general.architecture' is not valid UTF-8", p[L.kv_value[0] + 8 + 4] = 0xE2);
+    /* string-array elements: "<s>" -> "<\x80>", "é" -> "\xC3x" */
+    NOT_UTF8("utf8-elem-0", L.tok_str[0] + 8 + 1, "element 0 of 'tok.list' is not valid UTF-8",
+             p[L.tok_str[0] + 8 + 1] = 0x80);
+    NOT_UTF8("utf8-elem-2", L.tok_str[2] + 8, "element 2 of 'tok.list' is not valid UTF-8",
+             p[L.tok_str[2] + 8 + 1] = 'x');
+    /* a tensor name: "t.b" -> "t.\xFF" */
+    NOT_UTF8("utf8-tensor-name", L.t_name[1] + 8 + 2, "tensor name is not valid UTF-8",
+             p[L.t_name[1] + 8 + 2] = 0xFF);
+    /* names are C strings printed in messages: control characters are refused */
+    {
+        layout at; /* the same layout MUTATE sees, for the expected offsets */
+        bytes b = small_image(&at);
+        free(b.p);
+        char want[128];
+        snprintf(want, sizeof want, "offset %zu: tensor name contains the control character 0x00 (NUL)",
+                 at.t_name[1] + 8 + 1);
+        MUTATE("tensor-name-nul", want, p[L.t_name[1] + 8 + 1] = 0);
+        snprintf(want, sizeof want, "offset %zu: metadata key contains the control character 0x0a",
+                 at.kv_key[2] + 8 + 3);
+        MUTATE("key-newline", want, p[L.kv_key[2] + 8 + 3] = '\n');
+        MUTATE("key-del", "control character 0x7f", p[L.kv_key[2] + 8 + 3] = 0x7F);
+    }
+}
+END_TEST
+
+START_TEST(test_utf8_accepted) {
+    /* non-ASCII UTF-8 in a key and a tensor name, and U+0000 inside a string value */
+    layout L;
+    bytes b = small_image(&L);
+    memcpy(b.p + L.kv_key[2] + 8 + 1, "\xc3\xa9", 2);       /* "k.a1" -> "ké1" */
+    memcpy(b.p + L.t_name[0] + 8 + 1, "\xc2\xb7", 2);       /* "t.a" -> "t·" */
+    b.p[L.kv_value[0] + 8 + 2] = 0;                         /* "llama" -> "ll\0ma" */
+    gguf_file f;
+    slmc_err err;
+    ck_assert_msg(gguf_parse_buffer(&f, b.p, b.n, "ok.gguf", &err) == 0, "%s", err.msg);
+    ck_assert_ptr_nonnull(meta_find(&f.kv, "k\xc3\xa9" "1"));
+    ck_assert_int_eq(gguf_find_tensor(&f, "t\xc2\xb7"), 0);
+    const meta_kv *arch = meta_find(&f.kv, "general.architecture");
+    ck_assert_uint_eq(arch->v.str.len, 5);
+    ck_assert_int_eq(memcmp(arch->v.str.s, "ll\0ma", 6), 0);
+    gguf_close(&f);
+    free(b.p);
+}
+END_TEST
+
+/* A 262144-token vocabulary (Gemma's size) of 1- to 4-byte characters parses; the same with
+ * its last token cut in the middle of a character is refused, naming that element. (Not saved
+ * as a fuzzing seed: 4 MB would slow the fuzzer down.) */
+START_TEST(test_utf8_large_vocab) {
+    const uint64_t n = 262144;
+    bytes b = {0};
+    put_u32(&b, GGUF_MAGIC);
+    put_u32(&b, 3);
+    put_u64(&b, 0);
+    put_u64(&b, 1);
+    put_str(&b, "tokenizer.ggml.tokens", 21);
+    put_u32(&b, GGUF_ARR);
+    put_u32(&b, GGUF_STR);
+    put_u64(&b, n);
+    static const char *pieces[4] = {"\xe2\x96\x81", "the", "\xc3\xa9", "\xf0\x9f\x98\x80"};
+    for (uint64_t i = 0; i < n; i++) {
+        char tok[64];
+        int len = snprintf(tok, sizeof tok, "%s%llu%s", pieces[i % 4], (unsigned long long)i, pieces[(i / 4) % 4]);
+        put_str(&b, tok, (size_t)len);
+    }
+    slmc_err err;
+    ck_assert_msg(parse_copy(b.p, b.n, "vocab.gguf", &err) == 0, "%s", err.msg);
+    /* the last token ends in "\xf0\x9f\x98\x80": replace its last byte */
+    b.p[b.n - 1] = 'x';
+    ck_assert_int_eq(parse_copy(b.p, b.n, "vocab.gguf", &err), -1);
+    char want[128];
+    snprintf(want, sizeof want, "vocab.gguf: offset %zu: element 262143 of 'tokenizer.ggml.tokens' is not valid UTF-8",
+             b.n - 4);
+    ck_assert_str_eq(err.msg, want);
+    free(b.p);
+}
+END_TEST
+
+/* ---- (6) writer failures and atomic outputs ------------------------------------------- */
 
 START_TEST(test_writer_incomplete) {
     char *dir = tmpdir_make();
@@ -988,6 +1191,14 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_truncations);
     tcase_add_test(tc, test_mutations);
     tcase_add_test(tc, test_open_errors);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("utf8");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_utf8_table);
+    tcase_add_test(tc, test_utf8_every_code_point);
+    tcase_add_test(tc, test_utf8_rejected);
+    tcase_add_test(tc, test_utf8_accepted);
+    tcase_add_test(tc, test_utf8_large_vocab);
     suite_add_tcase(s, tc);
     tc = tcase_create("writer");
     tcase_set_timeout(tc, 60);

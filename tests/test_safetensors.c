@@ -739,6 +739,53 @@ START_TEST(test_bad_folders) {
 }
 END_TEST
 
+/* Tensor names and __metadata__ must be valid UTF-8: jansson's parser refuses anything else
+ * (raw bytes and "\uD800"-style escapes), and the message says UTF-8 and gives the file offset
+ * of the bad byte. The writer refuses such names before creating anything. */
+START_TEST(test_utf8) {
+    /* bad byte at header index 3, so file offset 8 + 3 */
+    expect_bad_header("{\"w\xc0\xaf\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+                      "invalid JSON header at offset 11: not valid UTF-8");
+    expect_bad_header("{\"w\xed\xa0\x80\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+                      "offset 11: not valid UTF-8");
+    expect_bad_header("{\"w\xf4\x90\x80\x80\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+                      "offset 11: not valid UTF-8");
+    expect_bad_header("{\"w\xe2\x82\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+                      "offset 11: not valid UTF-8");
+    expect_bad_header("{\"w\\ud800\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+                      "invalid Unicode '\\uD800'");
+    expect_bad_header("{\"w\\u0000\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "NUL byte");
+    expect_bad_header("{\"__metadata__\":{\"k\x80\":\"v\"}}", 0, "offset 27: not valid UTF-8");
+    expect_bad_header("{\"__metadata__\":{\"k\":\"v\xff\"}}", 0, "offset 31: not valid UTF-8");
+    tmpdir_remove(index_case("{\"weight_map\":{\"a\":\"s1.safetensors\",\"b\xc0\xaf\":\"s1.safetensors\"}}",
+                             "invalid JSON at offset 38: not valid UTF-8"));
+
+    /* non-ASCII UTF-8 is a fine name */
+    uint8_t data[4] = {0};
+    size_t len;
+    uint8_t *b = image("{\"w\xc3\xa9\xf0\x9f\x98\x80\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", data, 4,
+                       &len);
+    st_model m;
+    slmc_err err = {{0}};
+    ck_assert_msg(st_parse_buffer(&m, b, len, "ok.safetensors", &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(st_find(&m, "w\xc3\xa9\xf0\x9f\x98\x80"), 0);
+    st_close(&m);
+    free(b);
+
+    char *dir = tmpdir_make();
+    st_writer w;
+    st_out_tensor bad = {"w\xc0\xaf", GGML_TYPE_F32, 1, {2}};
+    ck_assert_int_eq(st_writer_open(&w, dir, &bad, 1, 0, NULL, NULL, 0, &err), -1);
+    ck_assert_msg(strstr(err.msg, dir) && strstr(err.msg, "not UTF-8"), "%s", err.msg);
+    st_out_tensor good = {"w", GGML_TYPE_F32, 1, {2}};
+    const char *keys[1] = {"k"}, *values[1] = {"v\xed\xa0\x80"};
+    ck_assert_int_eq(st_writer_open(&w, dir, &good, 1, 0, keys, values, 1, &err), -1);
+    ck_assert_msg(strstr(err.msg, dir) && strstr(err.msg, "not UTF-8"), "%s", err.msg);
+    ck_assert_int_eq(count_files(dir), 0);
+    tmpdir_remove(dir);
+}
+END_TEST
+
 /* The fuzzing seeds are valid files (tests run from the project root). */
 START_TEST(test_fuzz_seeds) {
     const char *dir = "fuzz/seeds/safetensors";
@@ -782,6 +829,7 @@ int main(void) {
     tcase_add_test(tc, test_bad_index);
     tcase_add_test(tc, test_bad_folders);
     tcase_add_test(tc, test_fuzz_seeds);
+    tcase_add_test(tc, test_utf8);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
