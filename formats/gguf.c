@@ -534,10 +534,34 @@ static int plan_tensors(gguf_writer *w, const char *path, const gguf_tensor_info
     return rc;
 }
 
+/* The strings the reader validates must be valid when written too: a file slmc writes is
+ * one slmc (and llama.cpp) can read. */
+static int check_strings(const meta *kv, const gguf_tensor_info *infos, uint64_t n, const char *path, slmc_err *err) {
+    for (size_t i = 0; i < kv->n; i++) {
+        const meta_kv *e = &kv->kv[i];
+        if (!utf8_valid(e->key, strlen(e->key)))
+            return slmc_fail(err, path, "cannot write metadata key %zu: not valid UTF-8", i);
+        if (e->type == GGUF_STR && !utf8_valid(e->v.str.s, e->v.str.len))
+            return slmc_fail(err, path, "cannot write the value of '%s': not valid UTF-8", e->key);
+        if (e->type == GGUF_ARR && e->elem == GGUF_STR) {
+            const meta_str *a = e->v.arr;
+            for (uint64_t j = 0; j < e->n; j++)
+                if (!utf8_valid(a[j].s, a[j].len))
+                    return slmc_fail(err, path, "cannot write element %llu of '%s': not valid UTF-8",
+                                     (unsigned long long)j, e->key);
+        }
+    }
+    for (uint64_t i = 0; i < n; i++)
+        if (!utf8_valid(infos[i].name, strlen(infos[i].name)))
+            return slmc_fail(err, path, "cannot write tensor name %llu: not valid UTF-8", (unsigned long long)i);
+    return 0;
+}
+
 int gguf_writer_open(gguf_writer *w, const char *path, const meta *kv,
                      const gguf_tensor_info *infos, uint64_t n_tensors, slmc_err *err) {
     memset(w, 0, sizeof *w);
     w->out.fd = -1;
+    if (check_strings(kv, infos, n_tensors, path, err) != 0) return -1;
     if (get_alignment(kv, &w->alignment, path, err) != 0) return -1;
     if (plan_tensors(w, path, infos, n_tensors, err) != 0) { free_tensors(w); return -1; }
     if (af_open(&w->out, path, err) != 0) { free_tensors(w); return -1; }

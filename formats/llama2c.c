@@ -22,6 +22,7 @@
 #include "fileio.h"
 #include "hf_tokenizer.h"
 #include "types.h"
+#include "utf8.h"
 
 #define L2C_HEADER_BYTES 28          /* 7 int32 */
 #define L2C_NEW_MAGIC 0x616b3432u    /* "ak42": llama2.c's versioned exports (not this format) */
@@ -319,6 +320,12 @@ static int read_tokenizer_bin(model *m, const mapped_file *mf, const char *path,
     for (int64_t i = 0; i < n_vocab; i++) {
         scores[i] = load_f32(mf->data + pos);
         uint64_t len = (uint64_t)load_i32(mf->data + pos + 4);
+        /* GGUF strings are UTF-8: refuse here rather than write a file no reader accepts */
+        if (i >= 3 && !utf8_valid(mf->data + pos + 8, len)) {
+            slmc_fail(err, path, "token %lld at offset %llu is not valid UTF-8", (long long)i,
+                      (unsigned long long)(pos + 8));
+            goto done;
+        }
         texts[i] = convert_token(i, mf->data + pos + 8, len, &lens[i], &types[i]);
         if (!texts[i]) { slmc_fail(err, path, "out of memory"); goto done; }
         pos += 8 + len;

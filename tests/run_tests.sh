@@ -42,7 +42,7 @@ for e in tests/e2e/*.sh; do
     [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
     passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
     if [ $rc -eq 0 ] && [ "$f" -eq 0 ]; then
-        echo "PASS $e ($p checks${s:+, $s skipped})"
+        if [ "$s" -gt 0 ]; then echo "PASS $e ($p checks, $s skipped)"; else echo "PASS $e ($p checks)"; fi
         grep -E '^SKIP' "$log" || true
     else
         cat "$log"; echo "FAIL $e"

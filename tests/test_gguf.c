@@ -249,6 +249,18 @@ START_TEST(test_alignment_key) {
     meta_set_u64(&m, "general.alignment", 32);
     ck_assert_int_eq(gguf_writer_open(&w, p, &m, infos, 2, &err), -1);
     ck_assert_ptr_nonnull(strstr(err.msg, "u32"));
+    /* strings that are not UTF-8 are refused by the writer too, before the file exists */
+    meta_set_u32(&m, "general.alignment", 64);
+    unlink(p);
+    meta_set_str(&m, "general.name", "caf\xe9");
+    ck_assert_int_eq(gguf_writer_open(&w, p, &m, infos, 2, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "'general.name': not valid UTF-8"));
+    ck_assert_int_ne(access(p, F_OK), 0);
+    meta_set_str(&m, "general.name", "caf\xc3\xa9");
+    const char *toks[2] = {"ok", "\xed\xa0\x80"};
+    meta_set_arr_str(&m, "tokenizer.ggml.tokens", 2, toks, NULL);
+    ck_assert_int_eq(gguf_writer_open(&w, p, &m, infos, 2, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "element 1 of 'tokenizer.ggml.tokens'"));
     meta_free(&m);
     free(p);
     tmpdir_remove(dir);

@@ -387,6 +387,17 @@ START_TEST(test_bad_tokenizer) {
     /* a length far past the end */
     memcpy(more + 4 + 4, &(int32_t){0x7fffffff}, 4);
     expect_failure(g_model, g_model_len, more, g_tok_len, 0, "length 2147483647 runs past the end");
+    /* a token that is not UTF-8 (GGUF strings must be): the first byte of token 300's text */
+    memcpy(more, g_tok, g_tok_len);
+    size_t pos = 4;
+    for (int i = 0; i < 300; i++) {
+        int32_t len;
+        memcpy(&len, more + pos + 4, 4);
+        pos += 8 + (size_t)len;
+    }
+    more[pos + 8] = 0xff;
+    expect_failure(g_model, g_model_len, more, g_tok_len, 0, "token 300 at offset");
+    expect_failure(g_model, g_model_len, more, g_tok_len, 0, "is not valid UTF-8");
     free(more);
 }
 END_TEST
