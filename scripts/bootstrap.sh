@@ -17,4 +17,4 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 ${SUDO:-} apt-get update -qq >&2
-${SUDO:-} apt-get install -y -qq --no-install-recommends $missing >&2
+${SUDO:-} apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends $missing >&2
