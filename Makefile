@@ -26,7 +26,7 @@ ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp $(SAN) $(CFL
 ALL_LDFLAGS := -fopenmp $(SAN) $(LDFLAGS)
 LIBS := $(PKG_LIBS) -lm
 
-LAYERS := formats quant eval prune distill
+LAYERS := codec formats eval quant distill prune pipeline
 LIB_SRC := $(foreach d,$(LAYERS),$(wildcard $(d)/*.c))
 CLI_SRC := $(wildcard cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
