@@ -1,21 +1,17 @@
 /* kernels.h - the numeric building blocks of the inference engine.
  *
  * Two families:
- *   1. vec_dot / matmul: y[t][r] = dot(W row r, x_t) for a weight matrix stored in any
- *      supported GGUF type (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K).
- *      As ggml's CPU backend does, the activations are first converted to the weight type's
- *      "vec_dot type": Q8_0 (for Q4_0, Q5_0, Q8_0), Q8_1 (Q4_1, Q5_1), Q8_K (the K-quants),
- *      F16 / BF16 (rounded) for F16 / BF16 weights, plain F32 for F32. The quantized dots
- *      then sum integer products block by block and scale once per block, which is what
- *      makes our logits match llama.cpp's closely.
+ *   1. matmul: y[t][r] = dot(W row r, x_t) for a weight matrix stored in any supported GGUF
+ *      type (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K), with the dot products
+ *      of codec/dots.h: the activations are converted to the weight type's "vec_dot type" as
+ *      ggml's CPU backend does, each weight row is unpacked once per call into int8 quants +
+ *      integer sub-block scales and reused for every token of the batch, with the codec's AVX2
+ *      inner loops when the CPU has them. This file adds the row tiles and the threads.
  *   2. the small per-row ops of a Llama forward pass: RMSNorm, softmax, RoPE (both pairings),
  *      SiLU.
  *
- * Reference kernels (kern_vec_dot_ref, written straight from the block layouts, scalar) live
- * in kernels.c and define the arithmetic. kern_matmul is the fast path: it unpacks each
- * weight row once per call into int8 quants + integer sub-block scales and reuses it for
- * every token of the batch, with AVX2 inner loops (kernels_avx2.c) when the CPU has them.
- * tests/test_kernels.c checks matmul against the reference dots and both against doubles.
+ * tests/test_kernels.c checks matmul against the codec's reference dots (kern_vec_dot_ref) and
+ * both against doubles.
  */
 #ifndef SLMC_KERNELS_H
 #define SLMC_KERNELS_H
@@ -25,51 +21,6 @@
 #include <stdint.h>
 
 #include "formats/error.h"
-
-/* ------------------------------------------------------------ activation blocks (ggml) */
-
-#define KQ_LEGACY 32  /* block size of Q4_0..Q8_0 and Q8_0/Q8_1 activations */
-#define KQ_K 256      /* super-block size of the K-quants and Q8_K */
-
-typedef struct kq8_0 {
-    uint16_t d;              /* fp16 scale: value = d * q */
-    int8_t qs[KQ_LEGACY];    /* quants */
-} kq8_0;
-
-typedef struct kq8_1 {
-    uint16_t d;              /* fp16 scale */
-    uint16_t s;              /* fp16 of d * sum(qs): lets Q4_1/Q5_1 dots add their minimum once */
-    int8_t qs[KQ_LEGACY];
-} kq8_1;
-
-typedef struct kq8_K {
-    float d;                 /* scale (full float) */
-    int8_t qs[KQ_K];
-    int16_t bsums[KQ_K / 16];/* sum of each 16 quants */
-} kq8_K;
-
-/* Quantize n floats (multiple of 32) to Q8_0 / Q8_1 blocks the way ggml's x86 CPU backend
- * does for activations: d = amax/127, q = round-half-even(x * 127/amax). */
-void kern_quantize_q8_0(const float *x, kq8_0 *y, int64_t n);
-void kern_quantize_q8_1(const float *x, kq8_1 *y, int64_t n);
-
-/* ------------------------------------------------------------ dot products */
-
-/* The activation format a weight type's dot product consumes (a GGML_TYPE_* id), or -1
- * when the weight type is not supported. */
-int kern_vec_dot_type(int wtype);
-
-/* Reference dot of one weight row (n values in `wtype` blocks) with one activation row
- * already converted to kern_vec_dot_type(wtype) (F16/BF16 activations as raw 16-bit
- * values, F32 as floats). Scalar, block by block, as ggml's generic C code computes it.
- * NULL for an unsupported type. */
-typedef float (*kern_vec_dot_fn)(int64_t n, const void *w, const void *x);
-kern_vec_dot_fn kern_vec_dot_ref(int wtype);
-
-/* Convert one activation row of n floats to the vec_dot type of wtype; `out` must hold
- * kern_act_row_bytes(wtype, n) bytes. */
-size_t kern_act_row_bytes(int wtype, int64_t n);
-void kern_act_convert(int wtype, const float *x, void *out, int64_t n);
 
 /* ------------------------------------------------------------ matmul */
 
@@ -87,22 +38,28 @@ typedef struct kern_weight {
 /* Which inner loops kern_matmul uses. */
 typedef enum kern_impl { KERN_AUTO = 0, KERN_SCALAR = 1, KERN_AVX2 = 2 } kern_impl;
 
+/* How a matmul runs. The caller owns these settings (llm_context keeps its own); nothing is
+ * global. A zeroed kern_ctx is the default: all threads, the AVX2 loops when the CPU has them. */
+typedef struct kern_ctx {
+    int n_threads;  /* OpenMP threads (0: omp_get_max_threads()) */
+    kern_impl impl; /* KERN_AUTO, or KERN_SCALAR / KERN_AVX2 to choose (tests, benchmarks) */
+} kern_ctx;
+
 /* true when this build has the AVX2 kernels and the CPU runs them (AVX2 + FMA + F16C). */
 bool kern_have_avx2(void);
-/* Force an implementation for every later kern_matmul (tests and benchmarks); KERN_AUTO
- * picks AVX2 when available. Returns the one now in use. */
-kern_impl kern_set_impl(kern_impl impl);
+/* The loops a matmul asked for impl runs on this CPU: KERN_AVX2 for KERN_AUTO and KERN_AVX2
+ * when kern_have_avx2(), else KERN_SCALAR. */
+kern_impl kern_impl_resolve(kern_impl impl);
 
 /* true when kern_matmul supports rows of this type with this row length. */
 bool kern_weight_supported(int type, int64_t n_in);
 
-/* y[t * n_out + r] = dot(row r, x[t * n_in ...]) for t < n_tok, r < n_out.
- * Runs OpenMP threads over row tiles; every weight row is unpacked once per call and
- * reused for the whole batch. Allocates its work buffers (returns -1 and fills err when
- * out of memory or the type is unsupported). y does not depend on the thread count. */
-int kern_matmul(const kern_weight *w, const float *x, int64_t n_tok, float *y, slmc_err *err);
-/* kern_matmul on n_threads OpenMP threads (0: omp_get_max_threads(), as kern_matmul). */
-int kern_matmul_threads(const kern_weight *w, const float *x, int64_t n_tok, float *y, int n_threads, slmc_err *err);
+/* y[t * n_out + r] = dot(row r, x[t * n_in ...]) for t < n_tok, r < n_out, with ctx's loops
+ * (kern_impl_resolve(ctx->impl)) on ctx->n_threads OpenMP threads over row tiles; every weight
+ * row is unpacked once per call and reused for the whole batch. Allocates its work buffers
+ * (returns -1 and fills err when out of memory or the type is unsupported). y does not depend
+ * on the thread count. */
+int kern_matmul(const kern_ctx *ctx, const kern_weight *w, const float *x, int64_t n_tok, float *y, slmc_err *err);
 
 /* ------------------------------------------------------------ row ops */
 
@@ -131,35 +88,5 @@ void kern_swiglu(float *x, const float *up, int64_t n);
 /* Round every value to the precision of fp16 / bf16 (kept as float). */
 void kern_round_f16(float *x, int64_t n);
 void kern_round_bf16(float *x, int64_t n);
-
-/* ------------------------------------------------------------ internal: kernels.c <-> kernels_avx2.c
- * Not for callers. A weight row or activation row "unpacked" to plain arrays, so one inner
- * loop serves every quantized type:
- *   legacy types (block 32): value = d[b] * q (+ m[b] for Q4_1 / Q5_1);
- *   K-quants (super-block 256, groups of 16 or 32): value = d[s] * sc[g] * q - dmin[s] * mn[g]. */
-typedef struct kern_wrow {
-    int8_t *q;       /* [n] integer quants, already offset (signed) */
-    int16_t *sc;     /* [n/16] integer scale per group (K-quants) */
-    int16_t *mn;     /* [n/16] integer min per group (K-quants with mins) */
-    float *d;        /* [n/32] block scale (legacy) or super-block scale (K) */
-    float *m;        /* [n/32] block minimum (Q4_1, Q5_1) or super-block dmin (K) */
-    float *f;        /* [n] float weights (F32, F16, BF16 rows) */
-} kern_wrow;
-
-typedef struct kern_arow {
-    int8_t *q;       /* [n] activation quants */
-    float *d;        /* [n/32] scale per block (Q8_0/Q8_1 per 32, Q8_K per 256) */
-    float *s;        /* [n/32] Q8_1: fp16 value of d * sum(q) per block */
-    int32_t *bsum;   /* [n/16] Q8_K: sum of each 16 quants */
-    float *f;        /* [n] float activations (rounded to the weight's float type) */
-} kern_arow;
-
-float kern_dot_f32_scalar(int64_t n, const float *a, const float *b);
-float kern_dot_legacy_scalar(int64_t n, const kern_wrow *w, const kern_arow *a, bool has_min);
-float kern_dot_k_scalar(int64_t n, const kern_wrow *w, const kern_arow *a, int group, bool has_min);
-float kern_dot_f32_avx2(int64_t n, const float *a, const float *b);
-float kern_dot_legacy_avx2(int64_t n, const kern_wrow *w, const kern_arow *a, bool has_min);
-float kern_dot_k_avx2(int64_t n, const kern_wrow *w, const kern_arow *a, int group, bool has_min);
-bool kern_cpu_has_avx2(void); /* from kernels_avx2.c: compiled in and supported by the CPU */
 
 #endif

@@ -1,4 +1,4 @@
-/* test_kernels.c - eval/kernels: every dot product and matmul against double precision,
+/* test_kernels.c - eval/kernels and codec/dots: every dot product and matmul against double precision,
  * the AVX2 path against the scalar one, and the row ops against their formulas. */
 #include <math.h>
 #include <stdio.h>
@@ -6,8 +6,9 @@
 #include <string.h>
 
 #include "eval/kernels.h"
-#include "formats/types.h"
-#include "quant/quants.h"
+#include "codec/dots.h"
+#include "codec/quants.h"
+#include "codec/types.h"
 #include "testutil.h"
 
 static const int WTYPES[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1,
@@ -30,10 +31,10 @@ static void fill(float *x, int64_t n, float s) {
 static void act_values(int wtype, const void *act, float *out, int64_t n) {
     const int at = kern_vec_dot_type(wtype);
     if (at == GGML_TYPE_Q8_0) {
-        const kq8_0 *b = act;
+        const block_q8_0 *b = act;
         for (int64_t i = 0; i < n; ++i) out[i] = fp16_to_f32(b[i / 32].d) * b[i / 32].qs[i % 32];
     } else if (at == GGML_TYPE_Q8_1) {
-        const kq8_1 *b = act;
+        const block_q8_1 *b = act;
         for (int64_t i = 0; i < n; ++i) out[i] = fp16_to_f32(b[i / 32].d) * b[i / 32].qs[i % 32];
     } else {
         quant_get(at)->dequantize(act, out, n);
@@ -126,8 +127,8 @@ static void check_matmul(kern_impl impl) {
             kern_weight w = {.data = W.q, .type = type, .n_in = n, .n_out = rows, .row_bytes = W.row_bytes,
                              .row_map = use_map ? map : NULL};
             slmc_err err = {0};
-            ck_assert_int_eq(kern_set_impl(impl), impl);
-            ck_assert_msg(kern_matmul(&w, x, ntok, y, &err) == 0, "%s", err.msg);
+            ck_assert_int_eq(kern_impl_resolve(impl), impl);
+            ck_assert_msg(kern_matmul(&(kern_ctx){.impl = impl}, &w, x, ntok, y, &err) == 0, "%s", err.msg);
             for (int t = 0; t < ntok; ++t) {
                 kern_act_convert(type, x + t * n, act, n);
                 for (int r = 0; r < rows; ++r) {
@@ -144,10 +145,19 @@ static void check_matmul(kern_impl impl) {
         free(x); free(y); free(act);
         free_wmat(&W);
     }
-    kern_set_impl(KERN_AUTO);
 }
 
 START_TEST(test_matmul_scalar) { check_matmul(KERN_SCALAR); }
+END_TEST
+
+/* What each kern_ctx.impl runs: scalar always available, AVX2 (asked or automatic) only on a
+ * CPU that has it. */
+START_TEST(test_impl_resolve) {
+    const kern_impl best = kern_have_avx2() ? KERN_AVX2 : KERN_SCALAR;
+    ck_assert_int_eq(kern_impl_resolve(KERN_SCALAR), KERN_SCALAR);
+    ck_assert_int_eq(kern_impl_resolve(KERN_AVX2), best);
+    ck_assert_int_eq(kern_impl_resolve(KERN_AUTO), best);
+}
 END_TEST
 
 START_TEST(test_matmul_avx2) {
@@ -182,7 +192,7 @@ START_TEST(test_q8_0_activation_rounding) {
     x[2] = 3.5f;
     x[3] = -2.5f;
     x[4] = 0.49f;
-    kq8_0 b;
+    block_q8_0 b;
     kern_quantize_q8_0(x, &b, 32);
     ck_assert_float_eq(fp16_to_f32(b.d), 1.0f);
     ck_assert_int_eq(b.qs[0], 127);
@@ -190,7 +200,7 @@ START_TEST(test_q8_0_activation_rounding) {
     ck_assert_int_eq(b.qs[2], 4);
     ck_assert_int_eq(b.qs[3], -2);
     ck_assert_int_eq(b.qs[4], 0);
-    kq8_1 b1;
+    block_q8_1 b1;
     kern_quantize_q8_1(x, &b1, 32);
     ck_assert_float_eq(fp16_to_f32(b1.s), 127.f + 2 + 4 - 2); /* s = d * sum(q) */
     float z[32] = {0};
@@ -209,7 +219,7 @@ START_TEST(test_unsupported) {
     kern_weight w = {.data = dummy, .type = GGML_TYPE_IQ2_XS, .n_in = 256, .n_out = 1, .row_bytes = 64};
     float x[256] = {0}, y[1];
     slmc_err err = {0};
-    ck_assert_int_eq(kern_matmul(&w, x, 1, y, &err), -1);
+    ck_assert_int_eq(kern_matmul(&(kern_ctx){0}, &w, x, 1, y, &err), -1);
     ck_assert(strstr(err.msg, "IQ2_XS") != NULL);
 }
 END_TEST
@@ -305,6 +315,7 @@ static Suite *suite(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_vec_dot_ref_vs_double);
     tcase_add_test(tc, test_matmul_scalar);
+    tcase_add_test(tc, test_impl_resolve);
     tcase_add_test(tc, test_matmul_avx2);
     tcase_add_test(tc, test_avx2_vs_scalar_dots);
     tcase_add_test(tc, test_q8_0_activation_rounding);

@@ -1,4 +1,4 @@
-/* test_quants.c - the block quantization kernels (quant/quants.h) against llama.cpp.
+/* test_quants.c - the block quantization kernels (codec/quants.h) against llama.cpp.
  *
  * Reference vectors (../shared/reference/quant/, made by llama.cpp b4747 with
  * `llama-quantize --pure`, no imatrix): for two tensors W, W.f32 (source values), W.TYPE
@@ -12,8 +12,8 @@
  * double-precision re-derivation of llama.cpp's search. Last, fast (AVX2) searches == reference
  * searches, byte for byte, on many rows of every type, the reference tensors and garbage inputs.
  */
-#include "formats/types.h"
-#include "quant/quants.h"
+#include "codec/quants.h"
+#include "codec/types.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -148,7 +148,7 @@ START_TEST(test_table) {
         const quant_kernels *k = quant_get(ALL_TYPES[i]);
         ck_assert_ptr_nonnull(k);
         ck_assert_int_eq(k->type, ALL_TYPES[i]);
-        ck_assert(k->quantize_ref && k->quantize && k->quantize_weighted && k->dequantize);
+        ck_assert(k->quantize_ref && k->quantize && k->quantize_weighted && k->quantize_weighted_ref && k->dequantize);
     }
     ck_assert_ptr_null(quant_get(GGML_TYPE_IQ2_XXS));
     ck_assert_ptr_null(quant_get(GGML_TYPE_Q8_1));
@@ -271,7 +271,8 @@ END_TEST
 
 /* ------------------------------------------------------------------ synthetic tests */
 
-/* fast == ref bytes, and quantize_weighted(NULL) == ref bytes, on random data. */
+/* fast == ref bytes, and quantize_weighted(NULL) / quantize_weighted_ref(NULL) == ref bytes, on
+ * random data. */
 START_TEST(test_fast_and_null_weights_match_ref) {
     const int64_t n = 4096;
     float *x = malloc(n * sizeof *x);
@@ -289,6 +290,9 @@ START_TEST(test_fast_and_null_weights_match_ref) {
         k->quantize_weighted(x, c, n, NULL);
         ck_assert_msg(memcmp(a, b, bytes) == 0, "%s: fast differs from ref", type_name(k->type));
         ck_assert_msg(memcmp(a, c, bytes) == 0, "%s: weighted(NULL) differs from ref", type_name(k->type));
+        memset(c, 0x33, bytes);
+        k->quantize_weighted_ref(x, c, n, NULL);
+        ck_assert_msg(memcmp(a, c, bytes) == 0, "%s: weighted_ref(NULL) differs from ref", type_name(k->type));
     }
     free(x);
     free(a);
@@ -830,9 +834,7 @@ START_TEST(test_weighted_refine_no_worse) {
             }
             ck_assert(quant_weighted_llama(types[t], x, a, N, imp));
             k->quantize_weighted(x, b, N, imp);
-            quant_set_fast(false);
-            k->quantize_weighted(x, c, N, imp);
-            quant_set_fast(true);
+            k->quantize_weighted_ref(x, c, N, imp);
             ck_assert_msg(memcmp(b, c, (N / QK_K) * bs) == 0, "%s: weighted fast differs from reference", type_name(types[t]));
             const bool refined = types[t] == GGML_TYPE_Q4_K || types[t] == GGML_TYPE_Q6_K;
             if (!refined)
@@ -865,8 +867,8 @@ END_TEST
 
 /* ------------------------------------------------------------------ fast == reference, at scale */
 
-/* Compare quantize / quantize_weighted with the fast searches against the reference searches
- * (quant_set_fast(false)) and quantize_ref, byte for byte, on one row. */
+/* Compare quantize / quantize_weighted (the fast searches) with quantize_ref /
+ * quantize_weighted_ref (the reference searches), byte for byte, on one row. */
 static void assert_fast_matches(const char *what, int type, const float *x, int64_t n, const float *imp) {
     const quant_kernels *k = quant_get(type);
     const size_t bytes = type_nbytes(type, n);
@@ -874,10 +876,8 @@ static void assert_fast_matches(const char *what, int type, const float *x, int6
     ck_assert(a && b);
     memset(a, 0xAA, bytes);
     memset(b, 0x55, bytes);
-    quant_set_fast(false);
-    if (imp) k->quantize_weighted(x, a, n, imp);
+    if (imp) k->quantize_weighted_ref(x, a, n, imp);
     else k->quantize_ref(x, a, n);
-    quant_set_fast(true);
     if (imp) k->quantize_weighted(x, b, n, imp);
     else k->quantize(x, b, n);
     size_t diff = 0;

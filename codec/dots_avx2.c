@@ -1,17 +1,19 @@
-/* kernels_avx2.c - AVX2 + FMA inner loops of kern_matmul (see kernels.h).
+/* dots_avx2.c - AVX2 + FMA twins of the scalar inner loops on unpacked rows (see dots.h).
  *
  * Compiled for every x86-64 build with __attribute__((target("avx2,fma"))) on each function,
  * so the project never needs -march=native; kern_cpu_has_avx2() checks the running CPU
- * before kernels.c calls any of them. On other architectures the functions fall back to the
- * scalar ones and kern_cpu_has_avx2() returns false.
+ * before anyone calls them (eval's matmul asks it for each call, through kern_have_avx2).
+ * On other architectures the functions fall back to the scalar ones of dots.c and
+ * kern_cpu_has_avx2() returns false.
  *
  * The integer parts compute exactly what the scalar kernels compute; only the order of the
  * float additions differs (8 lanes, fused multiply-add), as in ggml's own AVX2 code.
  */
-#include "kernels.h"
+#include "dots.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define HAVE_AVX2_BUILD 1
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -19,9 +21,16 @@
 
 #define AVX2 __attribute__((target("avx2,fma")))
 
+/* F16C straight from CPUID leaf 1 (ECX bit 29): clang 14 does not know
+ * __builtin_cpu_supports("f16c"). The OS's saving of the YMM registers is part of "avx2". */
+static bool cpu_has_f16c(void) {
+    unsigned eax, ebx, ecx, edx;
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
+}
+
 bool kern_cpu_has_avx2(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 }
 
 AVX2 static inline float hsum_ps(__m256 v) {

@@ -341,6 +341,9 @@ AVX2 static void fast_iq4_levels(const float *x, float id, int n, uint8_t *L) {
 
 static const quant_searches FAST = {fast_qkx, fast_qx, fast_iq4_group, fast_iq4_levels};
 
+/* No __builtin_cpu_init() needed: the runtime (libgcc, compiler-rt) fills the CPU model in a
+ * constructor before main, and GCC documents the call as needed only in code that runs before
+ * the constructors (other constructors, ifunc resolvers), which this never does. */
 const quant_searches *quant_fast_searches(void) {
     return __builtin_cpu_supports("avx2") ? &FAST : NULL;
 }

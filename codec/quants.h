@@ -1,10 +1,10 @@
 /* quants.h - block quantization kernels, one set per tensor type.
  *
  * Every kernel works on n values that form whole blocks of the type (n a multiple of the
- * block size from formats/types.h: 32 for Q4_0..Q8_0, 256 for the K-quants, 1 for the float
+ * block size from codec/types.h: 32 for Q4_0..Q8_0, 256 for the K-quants, 1 for the float
  * types). Quantized data is written in ggml's exact block layout, so the bytes can go
  * straight into a GGUF file and llama.cpp reads them back (docs/quant-types.md lists the
- * layouts).
+ * layouts; codec/blocks.h declares them).
  *
  * quantize_ref reproduces llama.cpp's quantize_row_X_ref bit for bit (what llama-quantize
  * writes when it has no importance matrix); dequantize reproduces dequantize_row_X bit for
@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 typedef struct quant_kernels {
-    int type; /* ggml_type id (formats/types.h) */
+    int type; /* ggml_type id (codec/types.h) */
     /* Plain reference quantizer: the same bytes as llama.cpp's quantize_row_X_ref. */
     void (*quantize_ref)(const float *x, void *y, int64_t n);
     /* Faster variant (may be the same function); always gives the same bytes as quantize_ref. */
@@ -33,6 +33,8 @@ typedef struct quant_kernels {
      * NULL it gives the same bytes as quantize_ref. For Q8_K and the float types the weights
      * are ignored. */
     void (*quantize_weighted)(const float *x, void *y, int64_t n, const float *importance);
+    /* quantize_weighted with the reference searches (see below); always the same bytes. */
+    void (*quantize_weighted_ref)(const float *x, void *y, int64_t n, const float *importance);
     /* Blocks back to floats: the same values as llama.cpp's dequantize_row_X. */
     void (*dequantize)(const void *x, float *y, int64_t n);
 } quant_kernels;
@@ -75,11 +77,11 @@ void quant_iq4_nl_row_ref(const float *x, void *y, int64_t n);
 bool quant_weighted_llama(int type, const float *x, void *y, int64_t n, const float *importance);
 double quant_weighted_error(int type, const float *x, const void *y, int64_t n, const float *importance);
 
-/* quantize and quantize_weighted use faster scale searches (quant/quants_fast.c, AVX2 when the
- * CPU has it) that give the same bytes as the reference ones. quant_set_fast(false) makes them
- * use the reference searches instead (for tests and benchmarks; do not call it while another
- * thread is quantizing). quantize_ref always uses the reference searches. */
-void quant_set_fast(bool enabled);
+/* Two sets of scale searches: quantize, quantize_weighted and quant_weighted_llama use the
+ * faster ones (codec/quants_fast.c) when the CPU has AVX2, else the reference ones;
+ * quantize_ref and quantize_weighted_ref always use the reference ones. Both give the same bytes,
+ * so the *_ref kernels are there to check the fast ones against (tests) and to time them
+ * (benchmarks). */
 
 /* ---- internal: the interface between quants.c and quants_fast.c ----------------------------
  * The scale searches, with the contracts of quants.c's reference functions of the same name

@@ -1,8 +1,9 @@
 /* quants.c - reference block quantization kernels (see quants.h, docs/quant-types.md).
  *
  * Reading order:
- *   1. the block structs (ggml's exact layouts)
- *   2. small helpers: rounding, fp16 stores, the scale packing of Q3_K / Q4_K / Q5_K
+ *   1. the block structs (ggml's exact layouts: codec/blocks.h)
+ *   2. small helpers: rounding, fp16 stores, the scale packing of Q3_K / Q4_K / Q5_K (the
+ *      unpacking is in blocks.h)
  *   3. the scale searches shared by several types (make_qx_quants, make_qkx2_quants, ...)
  *   4. legacy types Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 (blocks of 32)
  *   5. K-quants Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K (super-blocks of 256)
@@ -15,13 +16,14 @@
  * floats, and one differing rounding changes a quant. So a few expressions look oddly
  * parenthesised on purpose; do not "simplify" them.
  *
- * The drivers take their scale searches from a table (quant_searches): quantize_ref always the
- * reference ones below, quantize / quantize_weighted the bit-identical AVX2 ones from
- * quants_fast.c when the CPU has AVX2.
+ * The drivers take their scale searches from a table (quant_searches) as a parameter:
+ * quantize_ref / quantize_weighted_ref always pass the reference ones below, quantize /
+ * quantize_weighted the bit-identical AVX2 ones from quants_fast.c when the CPU has AVX2.
  */
 #include "quants.h"
 
-#include "formats/types.h"
+#include "codec/blocks.h"
+#include "codec/types.h"
 
 #include <assert.h>
 #include <float.h>
@@ -36,111 +38,9 @@
 #pragma STDC FP_CONTRACT OFF
 #endif
 
-/* ===================================================================== 1. block layouts */
-
-#define QK 32   /* elements per block of the legacy types */
-#define QK_K 256 /* elements per super-block of the K-quants */
-
-/* fp16 values are stored as their raw IEEE half bits (little-endian, like everything here). */
-typedef uint16_t half;
-
-typedef struct {
-    half d;             /* scale: value = d * (q - 8) */
-    uint8_t qs[QK / 2]; /* 4-bit quants; byte j holds element j (low nibble) and j+16 (high) */
-} block_q4_0;
-
-typedef struct {
-    half d;             /* scale */
-    half m;             /* minimum: value = d * q + m */
-    uint8_t qs[QK / 2]; /* 4-bit quants, nibbles as in Q4_0 */
-} block_q4_1;
-
-typedef struct {
-    half d;             /* scale: value = d * (q - 16) */
-    uint8_t qh[4];      /* 5th bit of each quant: bit j of this little-endian uint32 = element j */
-    uint8_t qs[QK / 2]; /* low 4 bits, nibbles as in Q4_0 */
-} block_q5_0;
-
-typedef struct {
-    half d;             /* scale */
-    half m;             /* minimum: value = d * q + m */
-    uint8_t qh[4];      /* 5th bits, as in Q5_0 */
-    uint8_t qs[QK / 2]; /* low 4 bits */
-} block_q5_1;
-
-typedef struct {
-    half d;         /* scale: value = d * q */
-    int8_t qs[QK];  /* 8-bit signed quants */
-} block_q8_0;
-
-typedef struct {
-    uint8_t scales[QK_K / 16]; /* per 16 values: low nibble scale, high nibble min (4 bits each) */
-    uint8_t qs[QK_K / 4];      /* 2-bit quants, see pack_2bit */
-    half d;                    /* super-block scale of the scales */
-    half dmin;                 /* super-block scale of the mins: value = d*sc*q - dmin*m */
-} block_q2_K;
-
-typedef struct {
-    uint8_t hmask[QK_K / 8]; /* high (3rd) bit: bit b of hmask[m] = element 32*b + m */
-    uint8_t qs[QK_K / 4];    /* low 2 bits, see pack_2bit */
-    uint8_t scales[12];      /* 16 signed 6-bit scales (stored +32), see pack_q3_scales */
-    half d;                  /* super-block scale: value = d * (sc - 32) * (q - 4) */
-} block_q3_K;
-
-typedef struct {
-    half d;                /* super-block scale of the scales */
-    half dmin;             /* super-block scale of the mins */
-    uint8_t scales[12];    /* 8 scales + 8 mins, 6 bits each, see pack_k4_scales */
-    uint8_t qs[QK_K / 2];  /* 4-bit quants: 64 values per 32 bytes (low nibbles first) */
-} block_q4_K;
-
-typedef struct {
-    half d;                /* super-block scale of the scales */
-    half dmin;             /* super-block scale of the mins */
-    uint8_t scales[12];    /* as in Q4_K */
-    uint8_t qh[QK_K / 8];  /* 5th bits: bit 2k / 2k+1 of qh[l] = element 64k+l / 64k+32+l */
-    uint8_t qs[QK_K / 2];  /* low 4 bits, as in Q4_K */
-} block_q5_K;
-
-typedef struct {
-    uint8_t ql[QK_K / 2];     /* low 4 bits of the 6-bit quants */
-    uint8_t qh[QK_K / 4];     /* high 2 bits */
-    int8_t scales[QK_K / 16]; /* 8-bit signed scale per 16 values */
-    half d;                   /* super-block scale: value = d * sc * (q - 32); stored last */
-} block_q6_K;
-
-typedef struct {
-    float d;                    /* scale (a full float): value = d * q */
-    int8_t qs[QK_K];            /* 8-bit quants */
-    int16_t bsums[QK_K / 16];   /* sum of the quants of each 16 values (for integer dots) */
-} block_q8_K;
-
-typedef struct {
-    half d;             /* scale: value = d * IQ4_LEVELS[q] */
-    uint8_t qs[QK / 2]; /* 4-bit level indices, nibbles as in Q4_0 */
-} block_iq4_nl;
-
-typedef struct {
-    half d;                    /* super-block scale */
-    uint16_t scales_h;         /* top 2 bits of the 8 group scales: bits 2*ib, 2*ib+1 */
-    uint8_t scales_l[QK_K / 64]; /* low 4 bits of the group scales, 2 per byte (even group low) */
-    uint8_t qs[QK_K / 2];      /* level indices, per 32 values paired as in Q4_0:
-                                * value = d * (scale - 32) * IQ4_LEVELS[q] */
-} block_iq4_xs;
-
-static_assert(sizeof(block_q4_0) == 18, "block_q4_0 layout");
-static_assert(sizeof(block_q4_1) == 20, "block_q4_1 layout");
-static_assert(sizeof(block_q5_0) == 22, "block_q5_0 layout");
-static_assert(sizeof(block_q5_1) == 24, "block_q5_1 layout");
-static_assert(sizeof(block_q8_0) == 34, "block_q8_0 layout");
-static_assert(sizeof(block_q2_K) == 84, "block_q2_K layout");
-static_assert(sizeof(block_q3_K) == 110, "block_q3_K layout");
-static_assert(sizeof(block_q4_K) == 144, "block_q4_K layout");
-static_assert(sizeof(block_q5_K) == 176, "block_q5_K layout");
-static_assert(sizeof(block_q6_K) == 210, "block_q6_K layout");
-static_assert(sizeof(block_q8_K) == 292, "block_q8_K layout");
-static_assert(sizeof(block_iq4_nl) == 18, "block_iq4_nl layout");
-static_assert(sizeof(block_iq4_xs) == 136, "block_iq4_xs layout");
+/* ===================================================================== 1. block layouts
+ * ggml's block structs (block_q4_0 ... block_iq4_xs), QK_LEGACY (32) and QK_K (256) and the
+ * unpackers of the packed K-quant scales (k4_scale_min, q3_scale) are in codec/blocks.h. */
 
 /* ===================================================================== 2. helpers */
 
@@ -164,13 +64,13 @@ static inline int nearest_int(float v) {
 /* Store a scale as fp16. Values beyond the fp16 range saturate at +-65504 (llama.cpp would
  * store Inf, which turns every dequantized value of the block into Inf or NaN). A NaN scale
  * (only possible when squares of the input overflow, |x| > 1.8e19) is stored as 0. */
-static inline half to_half(float f) {
+static inline ggml_half to_half(float f) {
     if (f != f) f = 0.f;
     if (f > 65504.f) f = 65504.f;
     if (f < -65504.f) f = -65504.f;
     return f32_to_fp16(f);
 }
-static inline float from_half(half h) { return fp16_to_f32(h); }
+static inline float from_half(ggml_half h) { return fp16_to_f32(h); }
 
 /* Truncate toward zero into [lo, hi]: the legacy quantizers' "(int8_t)(v + 8.5f)" rounding,
  * without undefined behaviour when v is NaN or out of range. */
@@ -204,17 +104,6 @@ static void pack_k4_scales(const uint8_t ls[8], const uint8_t lm[8], uint8_t sca
     }
 }
 
-/* Scale and min of sub-block j from the packed 12 bytes (inverse of pack_k4_scales). */
-static inline void k4_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
-}
-
 /* Q3_K scales: 16 six-bit values (0..63) in 12 bytes. Low nibbles: scales 0-7 in the low
  * halves of bytes 0-7, scales 8-15 in the high halves. Top 2 bits: scale j goes to byte
  * 8 + j%4, bit pair j/4. */
@@ -228,13 +117,6 @@ static void pack_q3_scales(const int Ls[16], uint8_t scales[12]) {
             scales[j - 8] |= (uint8_t)((l & 0xF) << 4);
         scales[8 + j % 4] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
     }
-}
-
-/* Signed scale of sub-block j (-32..31) from the packed bytes. */
-static inline int q3_scale(const uint8_t *scales, int j) {
-    int low = j < 8 ? scales[j] & 0xF : scales[j - 8] >> 4;
-    int high = (scales[8 + j % 4] >> (2 * (j / 4))) & 3;
-    return (low | (high << 4)) - 32;
 }
 
 /* ===================================================================== 3. scale searches */
@@ -507,20 +389,18 @@ static float sum_sq(const float *x, int64_t n) {
     return s;
 }
 
-/* The searches as a table, so each driver below can run with the reference searches
- * (quantize_ref) or the bit-identical fast ones from quants_fast.c (quantize and
- * quantize_weighted). */
+/* The searches as a table. Each driver below that searches takes the table as its last
+ * parameter and has two entry points in the kernel table (section 6): one with the reference
+ * searches (quantize_X_ref, quantize_X_weighted_ref), one with fast_searches() (quantize_X_fast,
+ * quantize_X_weighted). */
 static float iq4_fit_group(const float *xb, const float *weight, int ntry, uint8_t *Lb);
 static void iq4_levels(const float *x, float id, int n, uint8_t *L);
 static const quant_searches REF_SEARCHES = {make_qkx_quants, make_qx_quants, iq4_fit_group, iq4_levels};
 
-static bool use_fast_searches = true; /* quant_set_fast */
-
-void quant_set_fast(bool enabled) { use_fast_searches = enabled; }
-
-/* The searches for quantize / quantize_weighted: fast when available and not switched off. */
-static const quant_searches *active_searches(void) {
-    const quant_searches *fast = use_fast_searches ? quant_fast_searches() : NULL;
+/* The searches for quantize / quantize_weighted: the bit-identical fast ones from quants_fast.c
+ * when this CPU runs them, else the reference ones. */
+static const quant_searches *fast_searches(void) {
+    const quant_searches *fast = quant_fast_searches();
     return fast ? fast : &REF_SEARCHES;
 }
 
@@ -548,13 +428,13 @@ static inline float safe_inverse(float d) {
 /* Q4_0: d = max / -8 so the largest-magnitude value lands on quant 0 (-8) exactly. */
 static void quantize_q4_0_ref(const float *x, void *vy, int64_t n) {
     block_q4_0 *y = vy;
-    for (int64_t i = 0; i < n / QK; ++i, x += QK) {
-        const float d = signed_absmax(x, QK) / -8;
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i, x += QK_LEGACY) {
+        const float d = signed_absmax(x, QK_LEGACY) / -8;
         const float id = safe_inverse(d);
         y[i].d = to_half(d);
-        for (int j = 0; j < QK / 2; ++j) {
+        for (int j = 0; j < QK_LEGACY / 2; ++j) {
             int q0 = trunc_clamp(x[j] * id + 8.5f, 0, 15);
-            int q1 = trunc_clamp(x[j + QK / 2] * id + 8.5f, 0, 15);
+            int q1 = trunc_clamp(x[j + QK_LEGACY / 2] * id + 8.5f, 0, 15);
             y[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
         }
     }
@@ -562,37 +442,43 @@ static void quantize_q4_0_ref(const float *x, void *vy, int64_t n) {
 
 static void dequantize_q4_0(const void *vx, float *y, int64_t n) {
     const block_q4_0 *x = vx;
-    for (int64_t i = 0; i < n / QK; ++i, y += QK) {
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i, y += QK_LEGACY) {
         const float d = from_half(x[i].d);
-        for (int j = 0; j < QK / 2; ++j) {
+        for (int j = 0; j < QK_LEGACY / 2; ++j) {
             y[j] = ((x[i].qs[j] & 0x0F) - 8) * d;
-            y[j + QK / 2] = ((x[i].qs[j] >> 4) - 8) * d;
+            y[j + QK_LEGACY / 2] = ((x[i].qs[j] >> 4) - 8) * d;
         }
     }
 }
 
 /* Weighted Q4_0: least-squares scale search over the block with importance weights. The
  * spread sigma2 is over the whole row, so call this once per row. */
-static void quantize_q4_0_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+static void q4_0_weighted(const float *x, void *vy, int64_t n, const float *importance, const quant_searches *s) {
     if (!importance) { quantize_q4_0_ref(x, vy, n); return; }
-    const quant_searches *s = active_searches();
     block_q4_0 *y = vy;
     const float sigma2 = sum_sq(x, n) / n;
-    float w[QK];
-    int8_t L[QK];
-    for (int64_t i = 0; i < n / QK; ++i) {
-        importance_weights(QK, x + QK * i, importance + QK * i, sigma2, w);
-        y[i].d = to_half(s->qx(QK, 8, x + QK * i, L, w));
-        for (int j = 0; j < QK / 2; ++j) y[i].qs[j] = (uint8_t)(L[j] | (L[j + QK / 2] << 4));
+    float w[QK_LEGACY];
+    int8_t L[QK_LEGACY];
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i) {
+        importance_weights(QK_LEGACY, x + QK_LEGACY * i, importance + QK_LEGACY * i, sigma2, w);
+        y[i].d = to_half(s->qx(QK_LEGACY, 8, x + QK_LEGACY * i, L, w));
+        for (int j = 0; j < QK_LEGACY / 2; ++j) y[i].qs[j] = (uint8_t)(L[j] | (L[j + QK_LEGACY / 2] << 4));
     }
+}
+
+static void quantize_q4_0_weighted_ref(const float *x, void *y, int64_t n, const float *importance) {
+    q4_0_weighted(x, y, n, importance, &REF_SEARCHES);
+}
+static void quantize_q4_0_weighted(const float *x, void *y, int64_t n, const float *importance) {
+    q4_0_weighted(x, y, n, importance, fast_searches());
 }
 
 /* Q4_1: d spans min..max in 15 steps, m = min. */
 static void quantize_q4_1_ref(const float *x, void *vy, int64_t n) {
     block_q4_1 *y = vy;
-    for (int64_t i = 0; i < n / QK; ++i, x += QK) {
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i, x += QK_LEGACY) {
         float min = FLT_MAX, max = -FLT_MAX;
-        for (int j = 0; j < QK; ++j) {
+        for (int j = 0; j < QK_LEGACY; ++j) {
             if (x[j] < min) min = x[j];
             if (x[j] > max) max = x[j];
         }
@@ -600,9 +486,9 @@ static void quantize_q4_1_ref(const float *x, void *vy, int64_t n) {
         const float id = safe_inverse(d);
         y[i].d = to_half(d);
         y[i].m = to_half(min);
-        for (int j = 0; j < QK / 2; ++j) {
+        for (int j = 0; j < QK_LEGACY / 2; ++j) {
             int q0 = trunc_clamp((x[j] - min) * id + 0.5f, 0, 15);
-            int q1 = trunc_clamp((x[j + QK / 2] - min) * id + 0.5f, 0, 15);
+            int q1 = trunc_clamp((x[j + QK_LEGACY / 2] - min) * id + 0.5f, 0, 15);
             y[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
         }
     }
@@ -610,39 +496,45 @@ static void quantize_q4_1_ref(const float *x, void *vy, int64_t n) {
 
 static void dequantize_q4_1(const void *vx, float *y, int64_t n) {
     const block_q4_1 *x = vx;
-    for (int64_t i = 0; i < n / QK; ++i, y += QK) {
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i, y += QK_LEGACY) {
         const float d = from_half(x[i].d), m = from_half(x[i].m);
-        for (int j = 0; j < QK / 2; ++j) {
+        for (int j = 0; j < QK_LEGACY / 2; ++j) {
             y[j] = (x[i].qs[j] & 0x0F) * d + m;
-            y[j + QK / 2] = (x[i].qs[j] >> 4) * d + m;
+            y[j + QK_LEGACY / 2] = (x[i].qs[j] >> 4) * d + m;
         }
     }
 }
 
-static void quantize_q4_1_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+static void q4_1_weighted(const float *x, void *vy, int64_t n, const float *importance, const quant_searches *s) {
     if (!importance) { quantize_q4_1_ref(x, vy, n); return; }
-    const quant_searches *s = active_searches();
     block_q4_1 *y = vy;
     const float sigma2 = sum_sq(x, n) / n;
-    float w[QK], min;
-    uint8_t L[QK], Laux[QK];
-    for (int64_t i = 0; i < n / QK; ++i) {
-        importance_weights(QK, x + QK * i, importance + QK * i, sigma2, w);
-        float d = s->qkx(QK, 15, x + QK * i, w, L, &min, Laux, -0.9f, 0.05f, 36, false, true);
+    float w[QK_LEGACY], min;
+    uint8_t L[QK_LEGACY], Laux[QK_LEGACY];
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i) {
+        importance_weights(QK_LEGACY, x + QK_LEGACY * i, importance + QK_LEGACY * i, sigma2, w);
+        float d = s->qkx(QK_LEGACY, 15, x + QK_LEGACY * i, w, L, &min, Laux, -0.9f, 0.05f, 36, false, true);
         y[i].d = to_half(d);
         y[i].m = to_half(-min);
-        for (int j = 0; j < QK / 2; ++j) y[i].qs[j] = (uint8_t)(L[j] | (L[j + QK / 2] << 4));
+        for (int j = 0; j < QK_LEGACY / 2; ++j) y[i].qs[j] = (uint8_t)(L[j] | (L[j + QK_LEGACY / 2] << 4));
     }
+}
+
+static void quantize_q4_1_weighted_ref(const float *x, void *y, int64_t n, const float *importance) {
+    q4_1_weighted(x, y, n, importance, &REF_SEARCHES);
+}
+static void quantize_q4_1_weighted(const float *x, void *y, int64_t n, const float *importance) {
+    q4_1_weighted(x, y, n, importance, fast_searches());
 }
 
 /* Q5_0 / Q5_1 store 5-bit quants as a low nibble (qs, paired like Q4_0) plus the 5th bit of
  * element j in bit j of qh. */
-static void pack_5bit(const uint8_t L[QK], uint8_t qs[QK / 2], uint8_t qh_bytes[4]) {
+static void pack_5bit(const uint8_t L[QK_LEGACY], uint8_t qs[QK_LEGACY / 2], uint8_t qh_bytes[4]) {
     uint32_t qh = 0;
-    for (int j = 0; j < QK / 2; ++j) {
-        qs[j] = (uint8_t)((L[j] & 0x0F) | ((L[j + QK / 2] & 0x0F) << 4));
+    for (int j = 0; j < QK_LEGACY / 2; ++j) {
+        qs[j] = (uint8_t)((L[j] & 0x0F) | ((L[j + QK_LEGACY / 2] & 0x0F) << 4));
         qh |= ((L[j] & 0x10u) >> 4) << j;
-        qh |= ((L[j + QK / 2] & 0x10u) >> 4) << (j + QK / 2);
+        qh |= ((L[j + QK_LEGACY / 2] & 0x10u) >> 4) << (j + QK_LEGACY / 2);
     }
     for (int b = 0; b < 4; ++b) qh_bytes[b] = (uint8_t)(qh >> (8 * b));
 }
@@ -651,52 +543,58 @@ static void pack_5bit(const uint8_t L[QK], uint8_t qs[QK / 2], uint8_t qh_bytes[
 static inline int unpack_5bit(const uint8_t *qs, const uint8_t *qh_bytes, int j) {
     uint32_t qh = (uint32_t)qh_bytes[0] | (uint32_t)qh_bytes[1] << 8 | (uint32_t)qh_bytes[2] << 16 |
                   (uint32_t)qh_bytes[3] << 24;
-    int low = j < QK / 2 ? qs[j] & 0x0F : qs[j - QK / 2] >> 4;
+    int low = j < QK_LEGACY / 2 ? qs[j] & 0x0F : qs[j - QK_LEGACY / 2] >> 4;
     return low | (int)(((qh >> j) & 1) << 4);
 }
 
 static void quantize_q5_0_ref(const float *x, void *vy, int64_t n) {
     block_q5_0 *y = vy;
-    uint8_t L[QK];
-    for (int64_t i = 0; i < n / QK; ++i, x += QK) {
-        const float d = signed_absmax(x, QK) / -16;
+    uint8_t L[QK_LEGACY];
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i, x += QK_LEGACY) {
+        const float d = signed_absmax(x, QK_LEGACY) / -16;
         const float id = safe_inverse(d);
         y[i].d = to_half(d);
-        for (int j = 0; j < QK; ++j) L[j] = (uint8_t)trunc_clamp(x[j] * id + 16.5f, 0, 31);
+        for (int j = 0; j < QK_LEGACY; ++j) L[j] = (uint8_t)trunc_clamp(x[j] * id + 16.5f, 0, 31);
         pack_5bit(L, y[i].qs, y[i].qh);
     }
 }
 
 static void dequantize_q5_0(const void *vx, float *y, int64_t n) {
     const block_q5_0 *x = vx;
-    for (int64_t i = 0; i < n / QK; ++i, y += QK) {
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i, y += QK_LEGACY) {
         const float d = from_half(x[i].d);
-        for (int j = 0; j < QK; ++j) y[j] = (unpack_5bit(x[i].qs, x[i].qh, j) - 16) * d;
+        for (int j = 0; j < QK_LEGACY; ++j) y[j] = (unpack_5bit(x[i].qs, x[i].qh, j) - 16) * d;
     }
 }
 
-static void quantize_q5_0_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+static void q5_0_weighted(const float *x, void *vy, int64_t n, const float *importance, const quant_searches *s) {
     if (!importance) { quantize_q5_0_ref(x, vy, n); return; }
-    const quant_searches *s = active_searches();
     block_q5_0 *y = vy;
     const float sigma2 = sum_sq(x, n) / n;
-    float w[QK];
-    int8_t L[QK];
-    uint8_t U[QK];
-    for (int64_t i = 0; i < n / QK; ++i) {
-        importance_weights(QK, x + QK * i, importance + QK * i, sigma2, w);
-        y[i].d = to_half(s->qx(QK, 16, x + QK * i, L, w));
-        for (int j = 0; j < QK; ++j) U[j] = (uint8_t)L[j];
+    float w[QK_LEGACY];
+    int8_t L[QK_LEGACY];
+    uint8_t U[QK_LEGACY];
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i) {
+        importance_weights(QK_LEGACY, x + QK_LEGACY * i, importance + QK_LEGACY * i, sigma2, w);
+        y[i].d = to_half(s->qx(QK_LEGACY, 16, x + QK_LEGACY * i, L, w));
+        for (int j = 0; j < QK_LEGACY; ++j) U[j] = (uint8_t)L[j];
         pack_5bit(U, y[i].qs, y[i].qh);
     }
 }
 
+static void quantize_q5_0_weighted_ref(const float *x, void *y, int64_t n, const float *importance) {
+    q5_0_weighted(x, y, n, importance, &REF_SEARCHES);
+}
+static void quantize_q5_0_weighted(const float *x, void *y, int64_t n, const float *importance) {
+    q5_0_weighted(x, y, n, importance, fast_searches());
+}
+
 static void quantize_q5_1_ref(const float *x, void *vy, int64_t n) {
     block_q5_1 *y = vy;
-    uint8_t L[QK];
-    for (int64_t i = 0; i < n / QK; ++i, x += QK) {
+    uint8_t L[QK_LEGACY];
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i, x += QK_LEGACY) {
         float min = FLT_MAX, max = -FLT_MAX;
-        for (int j = 0; j < QK; ++j) {
+        for (int j = 0; j < QK_LEGACY; ++j) {
             if (x[j] < min) min = x[j];
             if (x[j] > max) max = x[j];
         }
@@ -704,45 +602,51 @@ static void quantize_q5_1_ref(const float *x, void *vy, int64_t n) {
         const float id = safe_inverse(d);
         y[i].d = to_half(d);
         y[i].m = to_half(min);
-        for (int j = 0; j < QK; ++j) L[j] = (uint8_t)trunc_clamp((x[j] - min) * id + 0.5f, 0, 31);
+        for (int j = 0; j < QK_LEGACY; ++j) L[j] = (uint8_t)trunc_clamp((x[j] - min) * id + 0.5f, 0, 31);
         pack_5bit(L, y[i].qs, y[i].qh);
     }
 }
 
 static void dequantize_q5_1(const void *vx, float *y, int64_t n) {
     const block_q5_1 *x = vx;
-    for (int64_t i = 0; i < n / QK; ++i, y += QK) {
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i, y += QK_LEGACY) {
         const float d = from_half(x[i].d), m = from_half(x[i].m);
-        for (int j = 0; j < QK; ++j) y[j] = unpack_5bit(x[i].qs, x[i].qh, j) * d + m;
+        for (int j = 0; j < QK_LEGACY; ++j) y[j] = unpack_5bit(x[i].qs, x[i].qh, j) * d + m;
     }
 }
 
-static void quantize_q5_1_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+static void q5_1_weighted(const float *x, void *vy, int64_t n, const float *importance, const quant_searches *s) {
     if (!importance) { quantize_q5_1_ref(x, vy, n); return; }
-    const quant_searches *s = active_searches();
     block_q5_1 *y = vy;
     const float sigma2 = sum_sq(x, n) / n;
-    float w[QK], min;
-    uint8_t L[QK], Laux[QK];
-    for (int64_t i = 0; i < n / QK; ++i) {
-        importance_weights(QK, x + QK * i, importance + QK * i, sigma2, w);
-        float d = s->qkx(QK, 31, x + QK * i, w, L, &min, Laux, -0.9f, 0.05f, 36, false, true);
+    float w[QK_LEGACY], min;
+    uint8_t L[QK_LEGACY], Laux[QK_LEGACY];
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i) {
+        importance_weights(QK_LEGACY, x + QK_LEGACY * i, importance + QK_LEGACY * i, sigma2, w);
+        float d = s->qkx(QK_LEGACY, 31, x + QK_LEGACY * i, w, L, &min, Laux, -0.9f, 0.05f, 36, false, true);
         y[i].d = to_half(d);
         y[i].m = to_half(-min);
         pack_5bit(L, y[i].qs, y[i].qh);
     }
 }
 
+static void quantize_q5_1_weighted_ref(const float *x, void *y, int64_t n, const float *importance) {
+    q5_1_weighted(x, y, n, importance, &REF_SEARCHES);
+}
+static void quantize_q5_1_weighted(const float *x, void *y, int64_t n, const float *importance) {
+    q5_1_weighted(x, y, n, importance, fast_searches());
+}
+
 /* Q8_0: d = amax / 127, q = round(x / d) (roundf: ties away from zero). */
 static void quantize_q8_0_ref(const float *x, void *vy, int64_t n) {
     block_q8_0 *y = vy;
-    for (int64_t i = 0; i < n / QK; ++i, x += QK) {
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i, x += QK_LEGACY) {
         float amax = 0;
-        for (int j = 0; j < QK; ++j) amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = 0; j < QK_LEGACY; ++j) amax = fmaxf(amax, fabsf(x[j]));
         const float d = amax / 127;
         const float id = safe_inverse(d);
         y[i].d = to_half(d);
-        for (int j = 0; j < QK; ++j) {
+        for (int j = 0; j < QK_LEGACY; ++j) {
             float r = roundf(x[j] * id);
             y[i].qs[j] = (int8_t)(r > 127 ? 127 : r < -128 ? -128 : r);
         }
@@ -751,27 +655,33 @@ static void quantize_q8_0_ref(const float *x, void *vy, int64_t n) {
 
 static void dequantize_q8_0(const void *vx, float *y, int64_t n) {
     const block_q8_0 *x = vx;
-    for (int64_t i = 0; i < n / QK; ++i, y += QK) {
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i, y += QK_LEGACY) {
         const float d = from_half(x[i].d);
-        for (int j = 0; j < QK; ++j) y[j] = x[i].qs[j] * d;
+        for (int j = 0; j < QK_LEGACY; ++j) y[j] = x[i].qs[j] * d;
     }
 }
 
 /* Weighted Q8_0 (llama.cpp ignores the weights for Q8_0): the same least-squares scale
  * search as Q4_0, over the full int8 range [-128, 127]. */
-static void quantize_q8_0_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+static void q8_0_weighted(const float *x, void *vy, int64_t n, const float *importance, const quant_searches *s) {
     if (!importance) { quantize_q8_0_ref(x, vy, n); return; }
-    const quant_searches *s = active_searches();
     block_q8_0 *y = vy;
     const float sigma2 = sum_sq(x, n) / n;
-    float w[QK];
-    int8_t L[QK];
-    for (int64_t i = 0; i < n / QK; ++i) {
-        importance_weights(QK, x + QK * i, importance + QK * i, sigma2, w);
+    float w[QK_LEGACY];
+    int8_t L[QK_LEGACY];
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i) {
+        importance_weights(QK_LEGACY, x + QK_LEGACY * i, importance + QK_LEGACY * i, sigma2, w);
         /* L holds q + 128 in an int8_t: 0..255 wraps, so undo it through uint8_t */
-        y[i].d = to_half(s->qx(QK, 128, x + QK * i, L, w));
-        for (int j = 0; j < QK; ++j) y[i].qs[j] = (int8_t)((int)(uint8_t)L[j] - 128);
+        y[i].d = to_half(s->qx(QK_LEGACY, 128, x + QK_LEGACY * i, L, w));
+        for (int j = 0; j < QK_LEGACY; ++j) y[i].qs[j] = (int8_t)((int)(uint8_t)L[j] - 128);
     }
+}
+
+static void quantize_q8_0_weighted_ref(const float *x, void *y, int64_t n, const float *importance) {
+    q8_0_weighted(x, y, n, importance, &REF_SEARCHES);
+}
+static void quantize_q8_0_weighted(const float *x, void *y, int64_t n, const float *importance) {
+    q8_0_weighted(x, y, n, importance, fast_searches());
 }
 
 /* ===================================================================== 5. K-quants */
@@ -826,7 +736,7 @@ static void q2_K_rows(const float *x, void *vy, int64_t n, const quant_searches 
 }
 
 static void quantize_q2_K_ref(const float *x, void *y, int64_t n) { q2_K_rows(x, y, n, &REF_SEARCHES); }
-static void quantize_q2_K_fast(const float *x, void *y, int64_t n) { q2_K_rows(x, y, n, active_searches()); }
+static void quantize_q2_K_fast(const float *x, void *y, int64_t n) { q2_K_rows(x, y, n, fast_searches()); }
 
 static void dequantize_q2_K(const void *vx, float *y, int64_t n) {
     const block_q2_K *x = vx;
@@ -844,8 +754,7 @@ static void dequantize_q2_K(const void *vx, float *y, int64_t n) {
 
 /* Weighted Q2_K: per-16 fits by make_qkx_quants with importance weights and squared error,
  * then scales and mins quantized by make_qp_quants weighted by each sub-block's total weight. */
-static void q2_K_weighted_llama(const float *x, void *vy, int64_t n, const float *importance) {
-    const quant_searches *s = active_searches();
+static void q2_K_weighted_llama(const float *x, void *vy, int64_t n, const float *importance, const quant_searches *s) {
     block_q2_K *y = vy;
     uint8_t L[QK_K], Laux[16], Ls[QK_K / 16], Lm[QK_K / 16];
     float mins[QK_K / 16], scales[QK_K / 16], sw[QK_K / 16], weight[16];
@@ -867,10 +776,17 @@ static void q2_K_weighted_llama(const float *x, void *vy, int64_t n, const float
     }
 }
 
-static void quantize_q2_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
-    if (!importance) { quantize_q2_K_fast(x, vy, n); return; }
-    q2_K_weighted_llama(x, vy, n, importance);
+static void q2_K_weighted(const float *x, void *vy, int64_t n, const float *importance, const quant_searches *s) {
+    if (!importance) { q2_K_rows(x, vy, n, s); return; }
+    q2_K_weighted_llama(x, vy, n, importance, s);
     k_refine_row(GGML_TYPE_Q2_K, x, vy, n, importance);
+}
+
+static void quantize_q2_K_weighted_ref(const float *x, void *y, int64_t n, const float *importance) {
+    q2_K_weighted(x, y, n, importance, &REF_SEARCHES);
+}
+static void quantize_q2_K_weighted(const float *x, void *y, int64_t n, const float *importance) {
+    q2_K_weighted(x, y, n, importance, fast_searches());
 }
 
 /* Q3_K (and Q6_K) requantization with the final signed scales; L gets quant + 4. */
@@ -943,8 +859,7 @@ static void dequantize_q3_K(const void *vx, float *y, int64_t n) {
 
 /* Weighted Q3_K: per-16 fits by make_qx_quants with importance weights, then the 16 scales
  * by make_qx_quants (6 bits) weighted by each sub-block's total weight. */
-static void q3_K_weighted_llama(const float *x, void *vy, int64_t n, const float *importance) {
-    const quant_searches *s = active_searches();
+static void q3_K_weighted_llama(const float *x, void *vy, int64_t n, const float *importance, const quant_searches *s) {
     block_q3_K *y = vy;
     int8_t L[QK_K], Ls8[QK_K / 16];
     float scales[QK_K / 16], weight[16], sw[QK_K / 16];
@@ -966,10 +881,17 @@ static void q3_K_weighted_llama(const float *x, void *vy, int64_t n, const float
     }
 }
 
-static void quantize_q3_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+static void q3_K_weighted(const float *x, void *vy, int64_t n, const float *importance, const quant_searches *s) {
     if (!importance) { quantize_q3_K_ref(x, vy, n); return; }
-    q3_K_weighted_llama(x, vy, n, importance);
+    q3_K_weighted_llama(x, vy, n, importance, s);
     k_refine_row(GGML_TYPE_Q3_K, x, vy, n, importance);
+}
+
+static void quantize_q3_K_weighted_ref(const float *x, void *y, int64_t n, const float *importance) {
+    q3_K_weighted(x, y, n, importance, &REF_SEARCHES);
+}
+static void quantize_q3_K_weighted(const float *x, void *y, int64_t n, const float *importance) {
+    q3_K_weighted(x, y, n, importance, fast_searches());
 }
 
 /* Q4_K / Q5_K share everything but the number of levels (nmax 15 or 31) and the packing. */
@@ -978,7 +900,7 @@ static void quantize_q3_K_weighted(const float *x, void *vy, int64_t n, const fl
  * rms + |x|), then 8 scales and 8 mins quantized to 6 bits against their maxima. Fills the
  * 12 scale bytes, d and dmin. */
 static void k4_ref_scales(const float *x, int nmax, float rmin, int nstep, uint8_t *L, uint8_t scales12[12],
-                          half *d, half *dmin, const quant_searches *s) {
+                          ggml_half *d, ggml_half *dmin, const quant_searches *s) {
     uint8_t Laux[32], ls[8], lm[8];
     float weights[32], mins[8], scales[8];
     float max_scale = 0, max_min = 0;
@@ -1006,7 +928,7 @@ static void k4_ref_scales(const float *x, int nmax, float rmin, int nstep, uint8
 /* Weighted sub-block fits for Q4_K / Q5_K (make_qkx3-style, importance weights; or
  * rms + |x| weights when importance is NULL), scales and mins by make_qp_quants. */
 static void k4_weighted_scales(const float *x, const float *importance, int nmax, uint8_t *L,
-                               uint8_t scales12[12], half *d, half *dmin, const quant_searches *s) {
+                               uint8_t scales12[12], ggml_half *d, ggml_half *dmin, const quant_searches *s) {
     uint8_t Laux[32], Ls[8], Lm[8];
     float weights[32], sw[8], mins[8], scales[8];
     const float sigma2 = 2 * sum_sq(x, QK_K) / QK_K;
@@ -1029,7 +951,8 @@ static void k4_weighted_scales(const float *x, const float *importance, int nmax
 }
 
 /* Final quants of Q4_K / Q5_K with the stored (rounded) scales and mins. */
-static void k4_requantize(const float *x, int nmax, const uint8_t scales12[12], half hd, half hdmin, uint8_t *L) {
+static void k4_requantize(const float *x, int nmax, const uint8_t scales12[12], ggml_half hd, ggml_half hdmin,
+                          uint8_t *L) {
     for (int j = 0; j < QK_K / 32; ++j) {
         uint8_t sc, m;
         k4_scale_min(j, scales12, &sc, &m);
@@ -1058,10 +981,9 @@ static void q4_K_rows(const float *x, void *vy, int64_t n, const quant_searches 
 }
 
 static void quantize_q4_K_ref(const float *x, void *y, int64_t n) { q4_K_rows(x, y, n, &REF_SEARCHES); }
-static void quantize_q4_K_fast(const float *x, void *y, int64_t n) { q4_K_rows(x, y, n, active_searches()); }
+static void quantize_q4_K_fast(const float *x, void *y, int64_t n) { q4_K_rows(x, y, n, fast_searches()); }
 
-static void q4_K_weighted_llama(const float *x, void *vy, int64_t n, const float *importance) {
-    const quant_searches *s = active_searches();
+static void q4_K_weighted_llama(const float *x, void *vy, int64_t n, const float *importance, const quant_searches *s) {
     block_q4_K *y = vy;
     uint8_t L[QK_K];
     for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
@@ -1071,10 +993,17 @@ static void q4_K_weighted_llama(const float *x, void *vy, int64_t n, const float
     }
 }
 
-static void quantize_q4_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
-    if (!importance) { quantize_q4_K_fast(x, vy, n); return; }
-    q4_K_weighted_llama(x, vy, n, importance);
+static void q4_K_weighted(const float *x, void *vy, int64_t n, const float *importance, const quant_searches *s) {
+    if (!importance) { q4_K_rows(x, vy, n, s); return; }
+    q4_K_weighted_llama(x, vy, n, importance, s);
     k_refine_row(GGML_TYPE_Q4_K, x, vy, n, importance);
+}
+
+static void quantize_q4_K_weighted_ref(const float *x, void *y, int64_t n, const float *importance) {
+    q4_K_weighted(x, y, n, importance, &REF_SEARCHES);
+}
+static void quantize_q4_K_weighted(const float *x, void *y, int64_t n, const float *importance) {
+    q4_K_weighted(x, y, n, importance, fast_searches());
 }
 
 static void dequantize_q4_K(const void *vx, float *y, int64_t n) {
@@ -1119,10 +1048,9 @@ static void q5_K_rows(const float *x, void *vy, int64_t n, const quant_searches 
 }
 
 static void quantize_q5_K_ref(const float *x, void *y, int64_t n) { q5_K_rows(x, y, n, &REF_SEARCHES); }
-static void quantize_q5_K_fast(const float *x, void *y, int64_t n) { q5_K_rows(x, y, n, active_searches()); }
+static void quantize_q5_K_fast(const float *x, void *y, int64_t n) { q5_K_rows(x, y, n, fast_searches()); }
 
-static void q5_K_weighted_llama(const float *x, void *vy, int64_t n, const float *importance) {
-    const quant_searches *s = active_searches();
+static void q5_K_weighted_llama(const float *x, void *vy, int64_t n, const float *importance, const quant_searches *s) {
     block_q5_K *y = vy;
     uint8_t L[QK_K];
     for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
@@ -1132,10 +1060,17 @@ static void q5_K_weighted_llama(const float *x, void *vy, int64_t n, const float
     }
 }
 
-static void quantize_q5_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
-    if (!importance) { quantize_q5_K_fast(x, vy, n); return; }
-    q5_K_weighted_llama(x, vy, n, importance);
+static void q5_K_weighted(const float *x, void *vy, int64_t n, const float *importance, const quant_searches *s) {
+    if (!importance) { q5_K_rows(x, vy, n, s); return; }
+    q5_K_weighted_llama(x, vy, n, importance, s);
     k_refine_row(GGML_TYPE_Q5_K, x, vy, n, importance);
+}
+
+static void quantize_q5_K_weighted_ref(const float *x, void *y, int64_t n, const float *importance) {
+    q5_K_weighted(x, y, n, importance, &REF_SEARCHES);
+}
+static void quantize_q5_K_weighted(const float *x, void *y, int64_t n, const float *importance) {
+    q5_K_weighted(x, y, n, importance, fast_searches());
 }
 
 static void dequantize_q5_K(const void *vx, float *y, int64_t n) {
@@ -1208,20 +1143,26 @@ static void quantize_q6_K_ref(const float *x, void *vy, int64_t n) {
 
 static void quantize_q6_K_fast(const float *x, void *vy, int64_t n) {
     block_q6_K *y = vy;
-    const quant_searches *s = active_searches();
+    const quant_searches *s = fast_searches();
     for (int64_t i = 0; i < n / QK_K; ++i) quantize_q6_K_block(x + QK_K * i, &y[i], NULL, s);
 }
 
-static void q6_K_weighted_llama(const float *x, void *vy, int64_t n, const float *importance) {
+static void q6_K_weighted_llama(const float *x, void *vy, int64_t n, const float *importance, const quant_searches *s) {
     block_q6_K *y = vy;
-    const quant_searches *s = active_searches();
     for (int64_t i = 0; i < n / QK_K; ++i)
         quantize_q6_K_block(x + QK_K * i, &y[i], importance ? importance + QK_K * i : NULL, s);
 }
 
-static void quantize_q6_K_weighted(const float *x, void *vy, int64_t n, const float *importance) {
-    q6_K_weighted_llama(x, vy, n, importance);
+static void q6_K_weighted(const float *x, void *vy, int64_t n, const float *importance, const quant_searches *s) {
+    q6_K_weighted_llama(x, vy, n, importance, s);
     if (importance) k_refine_row(GGML_TYPE_Q6_K, x, vy, n, importance);
+}
+
+static void quantize_q6_K_weighted_ref(const float *x, void *y, int64_t n, const float *importance) {
+    q6_K_weighted(x, y, n, importance, &REF_SEARCHES);
+}
+static void quantize_q6_K_weighted(const float *x, void *y, int64_t n, const float *importance) {
+    q6_K_weighted(x, y, n, importance, fast_searches());
 }
 
 static void dequantize_q6_K(const void *vx, float *y, int64_t n) {
@@ -1379,8 +1320,8 @@ static void k_decode(int type, const void *vb, kfit *k) {
     case GGML_TYPE_Q4_K:
     case GGML_TYPE_Q5_K: {
         const bool q5 = type == GGML_TYPE_Q5_K;
-        const half hd = q5 ? ((const block_q5_K *)vb)->d : ((const block_q4_K *)vb)->d;
-        const half hm = q5 ? ((const block_q5_K *)vb)->dmin : ((const block_q4_K *)vb)->dmin;
+        const ggml_half hd = q5 ? ((const block_q5_K *)vb)->d : ((const block_q4_K *)vb)->d;
+        const ggml_half hm = q5 ? ((const block_q5_K *)vb)->dmin : ((const block_q4_K *)vb)->dmin;
         const uint8_t *sc12 = q5 ? ((const block_q5_K *)vb)->scales : ((const block_q4_K *)vb)->scales;
         const uint8_t *qs = q5 ? ((const block_q5_K *)vb)->qs : ((const block_q4_K *)vb)->qs;
         k->d = from_half(hd);
@@ -1632,12 +1573,13 @@ static void k_refine_row(int type, const float *x, void *y, int64_t n, const flo
 
 bool quant_weighted_llama(int type, const float *x, void *y, int64_t n, const float *importance) {
     if (!importance) return false;
+    const quant_searches *s = fast_searches();
     switch (type) {
-    case GGML_TYPE_Q2_K: q2_K_weighted_llama(x, y, n, importance); return true;
-    case GGML_TYPE_Q3_K: q3_K_weighted_llama(x, y, n, importance); return true;
-    case GGML_TYPE_Q4_K: q4_K_weighted_llama(x, y, n, importance); return true;
-    case GGML_TYPE_Q5_K: q5_K_weighted_llama(x, y, n, importance); return true;
-    case GGML_TYPE_Q6_K: q6_K_weighted_llama(x, y, n, importance); return true;
+    case GGML_TYPE_Q2_K: q2_K_weighted_llama(x, y, n, importance, s); return true;
+    case GGML_TYPE_Q3_K: q3_K_weighted_llama(x, y, n, importance, s); return true;
+    case GGML_TYPE_Q4_K: q4_K_weighted_llama(x, y, n, importance, s); return true;
+    case GGML_TYPE_Q5_K: q5_K_weighted_llama(x, y, n, importance, s); return true;
+    case GGML_TYPE_Q6_K: q6_K_weighted_llama(x, y, n, importance, s); return true;
     default: return false;
     }
 }
@@ -1746,7 +1688,7 @@ static void iq4_pack(const uint8_t *L, int n, uint8_t *qs) {
  * runs, with or without an imatrix); ntry -1 its quantize_row_iq4_nl_ref (no search, no
  * requantization). The final quants are recomputed from the unrounded float scale, as
  * llama.cpp does, not from the stored fp16 one. */
-static void iq4_nl_block(const float *x, const float *importance, int ntry, half *dh, uint8_t qs[16],
+static void iq4_nl_block(const float *x, const float *importance, int ntry, ggml_half *dh, uint8_t qs[16],
                          const quant_searches *s) {
     float weight[32];
     uint8_t L[32];
@@ -1760,34 +1702,41 @@ static void iq4_nl_block(const float *x, const float *importance, int ntry, half
 
 static void quantize_iq4_nl_ref(const float *x, void *vy, int64_t n) {
     block_iq4_nl *y = vy;
-    for (int64_t i = 0; i < n / QK; ++i) iq4_nl_block(x + QK * i, NULL, 7, &y[i].d, y[i].qs, &REF_SEARCHES);
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i) iq4_nl_block(x + QK_LEGACY * i, NULL, 7, &y[i].d, y[i].qs, &REF_SEARCHES);
 }
 
 static void quantize_iq4_nl_fast(const float *x, void *vy, int64_t n) {
     block_iq4_nl *y = vy;
-    const quant_searches *s = active_searches();
-    for (int64_t i = 0; i < n / QK; ++i) iq4_nl_block(x + QK * i, NULL, 7, &y[i].d, y[i].qs, s);
+    const quant_searches *s = fast_searches();
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i) iq4_nl_block(x + QK_LEGACY * i, NULL, 7, &y[i].d, y[i].qs, s);
 }
 
-static void quantize_iq4_nl_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+static void iq4_nl_weighted(const float *x, void *vy, int64_t n, const float *importance, const quant_searches *s) {
     block_iq4_nl *y = vy;
-    const quant_searches *s = active_searches();
-    for (int64_t i = 0; i < n / QK; ++i)
-        iq4_nl_block(x + QK * i, importance ? importance + QK * i : NULL, 7, &y[i].d, y[i].qs, s);
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i)
+        iq4_nl_block(x + QK_LEGACY * i, importance ? importance + QK_LEGACY * i : NULL, 7, &y[i].d, y[i].qs, s);
+}
+
+static void quantize_iq4_nl_weighted_ref(const float *x, void *y, int64_t n, const float *importance) {
+    iq4_nl_weighted(x, y, n, importance, &REF_SEARCHES);
+}
+static void quantize_iq4_nl_weighted(const float *x, void *y, int64_t n, const float *importance) {
+    iq4_nl_weighted(x, y, n, importance, fast_searches());
 }
 
 void quant_iq4_nl_row_ref(const float *x, void *vy, int64_t n) {
     block_iq4_nl *y = vy;
-    for (int64_t i = 0; i < n / QK; ++i) iq4_nl_block(x + QK * i, NULL, -1, &y[i].d, y[i].qs, &REF_SEARCHES);
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i)
+        iq4_nl_block(x + QK_LEGACY * i, NULL, -1, &y[i].d, y[i].qs, &REF_SEARCHES);
 }
 
 static void dequantize_iq4_nl(const void *vx, float *y, int64_t n) {
     const block_iq4_nl *x = vx;
-    for (int64_t i = 0; i < n / QK; ++i, y += QK) {
+    for (int64_t i = 0; i < n / QK_LEGACY; ++i, y += QK_LEGACY) {
         const float d = from_half(x[i].d);
-        for (int j = 0; j < QK / 2; ++j) {
+        for (int j = 0; j < QK_LEGACY / 2; ++j) {
             y[j] = d * IQ4_LEVELS[x[i].qs[j] & 0xF];
-            y[j + QK / 2] = d * IQ4_LEVELS[x[i].qs[j] >> 4];
+            y[j + QK_LEGACY / 2] = d * IQ4_LEVELS[x[i].qs[j] >> 4];
         }
     }
 }
@@ -1833,15 +1782,21 @@ static void quantize_iq4_xs_ref(const float *x, void *vy, int64_t n) {
 
 static void quantize_iq4_xs_fast(const float *x, void *vy, int64_t n) {
     block_iq4_xs *y = vy;
-    const quant_searches *s = active_searches();
+    const quant_searches *s = fast_searches();
     for (int64_t i = 0; i < n / QK_K; ++i) iq4_xs_block(x + QK_K * i, NULL, &y[i], s);
 }
 
-static void quantize_iq4_xs_weighted(const float *x, void *vy, int64_t n, const float *importance) {
+static void iq4_xs_weighted(const float *x, void *vy, int64_t n, const float *importance, const quant_searches *s) {
     block_iq4_xs *y = vy;
-    const quant_searches *s = active_searches();
     for (int64_t i = 0; i < n / QK_K; ++i)
         iq4_xs_block(x + QK_K * i, importance ? importance + QK_K * i : NULL, &y[i], s);
+}
+
+static void quantize_iq4_xs_weighted_ref(const float *x, void *y, int64_t n, const float *importance) {
+    iq4_xs_weighted(x, y, n, importance, &REF_SEARCHES);
+}
+static void quantize_iq4_xs_weighted(const float *x, void *y, int64_t n, const float *importance) {
+    iq4_xs_weighted(x, y, n, importance, fast_searches());
 }
 
 /* The 6-bit scale of group ib (-32..31). */
@@ -1879,22 +1834,36 @@ static void dequantize_f16(const void *x, float *y, int64_t n) { row_to_f32(GGML
 static void dequantize_bf16(const void *x, float *y, int64_t n) { row_to_f32(GGML_TYPE_BF16, x, y, n); }
 
 static const quant_kernels KERNELS[] = {
-    {GGML_TYPE_F32, quantize_f32, quantize_f32, quantize_f32_w, dequantize_f32},
-    {GGML_TYPE_F16, quantize_f16, quantize_f16, quantize_f16_w, dequantize_f16},
-    {GGML_TYPE_BF16, quantize_bf16, quantize_bf16, quantize_bf16_w, dequantize_bf16},
-    {GGML_TYPE_Q4_0, quantize_q4_0_ref, quantize_q4_0_ref, quantize_q4_0_weighted, dequantize_q4_0},
-    {GGML_TYPE_Q4_1, quantize_q4_1_ref, quantize_q4_1_ref, quantize_q4_1_weighted, dequantize_q4_1},
-    {GGML_TYPE_Q5_0, quantize_q5_0_ref, quantize_q5_0_ref, quantize_q5_0_weighted, dequantize_q5_0},
-    {GGML_TYPE_Q5_1, quantize_q5_1_ref, quantize_q5_1_ref, quantize_q5_1_weighted, dequantize_q5_1},
-    {GGML_TYPE_Q8_0, quantize_q8_0_ref, quantize_q8_0_ref, quantize_q8_0_weighted, dequantize_q8_0},
-    {GGML_TYPE_Q2_K, quantize_q2_K_ref, quantize_q2_K_fast, quantize_q2_K_weighted, dequantize_q2_K},
-    {GGML_TYPE_Q3_K, quantize_q3_K_ref, quantize_q3_K_ref, quantize_q3_K_weighted, dequantize_q3_K},
-    {GGML_TYPE_Q4_K, quantize_q4_K_ref, quantize_q4_K_fast, quantize_q4_K_weighted, dequantize_q4_K},
-    {GGML_TYPE_Q5_K, quantize_q5_K_ref, quantize_q5_K_fast, quantize_q5_K_weighted, dequantize_q5_K},
-    {GGML_TYPE_Q6_K, quantize_q6_K_ref, quantize_q6_K_fast, quantize_q6_K_weighted, dequantize_q6_K},
-    {GGML_TYPE_Q8_K, quantize_q8_K_ref, quantize_q8_K_ref, quantize_q8_K_weighted, dequantize_q8_K},
-    {GGML_TYPE_IQ4_NL, quantize_iq4_nl_ref, quantize_iq4_nl_fast, quantize_iq4_nl_weighted, dequantize_iq4_nl},
-    {GGML_TYPE_IQ4_XS, quantize_iq4_xs_ref, quantize_iq4_xs_fast, quantize_iq4_xs_weighted, dequantize_iq4_xs},
+    /* type, quantize_ref, quantize, quantize_weighted, quantize_weighted_ref, dequantize */
+    {GGML_TYPE_F32, quantize_f32, quantize_f32, quantize_f32_w, quantize_f32_w, dequantize_f32},
+    {GGML_TYPE_F16, quantize_f16, quantize_f16, quantize_f16_w, quantize_f16_w, dequantize_f16},
+    {GGML_TYPE_BF16, quantize_bf16, quantize_bf16, quantize_bf16_w, quantize_bf16_w, dequantize_bf16},
+    {GGML_TYPE_Q4_0, quantize_q4_0_ref, quantize_q4_0_ref, quantize_q4_0_weighted, quantize_q4_0_weighted_ref,
+     dequantize_q4_0},
+    {GGML_TYPE_Q4_1, quantize_q4_1_ref, quantize_q4_1_ref, quantize_q4_1_weighted, quantize_q4_1_weighted_ref,
+     dequantize_q4_1},
+    {GGML_TYPE_Q5_0, quantize_q5_0_ref, quantize_q5_0_ref, quantize_q5_0_weighted, quantize_q5_0_weighted_ref,
+     dequantize_q5_0},
+    {GGML_TYPE_Q5_1, quantize_q5_1_ref, quantize_q5_1_ref, quantize_q5_1_weighted, quantize_q5_1_weighted_ref,
+     dequantize_q5_1},
+    {GGML_TYPE_Q8_0, quantize_q8_0_ref, quantize_q8_0_ref, quantize_q8_0_weighted, quantize_q8_0_weighted_ref,
+     dequantize_q8_0},
+    {GGML_TYPE_Q2_K, quantize_q2_K_ref, quantize_q2_K_fast, quantize_q2_K_weighted, quantize_q2_K_weighted_ref,
+     dequantize_q2_K},
+    {GGML_TYPE_Q3_K, quantize_q3_K_ref, quantize_q3_K_ref, quantize_q3_K_weighted, quantize_q3_K_weighted_ref,
+     dequantize_q3_K},
+    {GGML_TYPE_Q4_K, quantize_q4_K_ref, quantize_q4_K_fast, quantize_q4_K_weighted, quantize_q4_K_weighted_ref,
+     dequantize_q4_K},
+    {GGML_TYPE_Q5_K, quantize_q5_K_ref, quantize_q5_K_fast, quantize_q5_K_weighted, quantize_q5_K_weighted_ref,
+     dequantize_q5_K},
+    {GGML_TYPE_Q6_K, quantize_q6_K_ref, quantize_q6_K_fast, quantize_q6_K_weighted, quantize_q6_K_weighted_ref,
+     dequantize_q6_K},
+    {GGML_TYPE_Q8_K, quantize_q8_K_ref, quantize_q8_K_ref, quantize_q8_K_weighted, quantize_q8_K_weighted,
+     dequantize_q8_K},
+    {GGML_TYPE_IQ4_NL, quantize_iq4_nl_ref, quantize_iq4_nl_fast, quantize_iq4_nl_weighted,
+     quantize_iq4_nl_weighted_ref, dequantize_iq4_nl},
+    {GGML_TYPE_IQ4_XS, quantize_iq4_xs_ref, quantize_iq4_xs_fast, quantize_iq4_xs_weighted,
+     quantize_iq4_xs_weighted_ref, dequantize_iq4_xs},
 };
 
 const quant_kernels *quant_get(int type) {

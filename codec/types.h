@@ -3,7 +3,7 @@
  * The ids are ggml's (the numbers stored in GGUF tensor infos). For every type llama.cpp
  * defines today the table knows the block size (elements per block) and the type size
  * (bytes per block), so any tensor can be listed, sized and copied. Conversions to and from
- * F32 for the plain float types live here; the quantized kernels live in quant/.
+ * F32 for the plain float types live here; the quantized kernels live beside it (codec/quants.h).
  */
 #ifndef SLMC_TYPES_H
 #define SLMC_TYPES_H

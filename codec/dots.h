@@ -1,0 +1,123 @@
+/* dots.h - dot products of quantized weight rows with activations, as ggml's CPU backend does.
+ *
+ * Weight types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K. As in ggml, the
+ * activations are first converted to the weight type's "vec_dot type": Q8_0 (for Q4_0, Q5_0,
+ * Q8_0), Q8_1 (Q4_1, Q5_1), Q8_K (the K-quants), F16 / BF16 (rounded) for F16 / BF16 weights,
+ * plain F32 for F32. The quantized dots then sum integer products block by block and scale once
+ * per block, which is what makes slmc's logits match llama.cpp's closely.
+ *
+ * Two ways to compute a dot, which give the same integer parts:
+ *   - kern_vec_dot_ref: straight from the blocks, one block at a time, scalar. It defines the
+ *     arithmetic; tests compare everything else with it.
+ *   - unpacked rows: a whole weight row is unpacked once to plain arrays (int8 quants, integer
+ *     sub-block scales and mins, float block scales: kern_wrow), an activation row likewise
+ *     (kern_arow), and one inner loop per family (float, legacy blocks of 32, K-quants) dots
+ *     them, scalar (kern_dot_*_scalar, dots.c) or AVX2 (kern_dot_*_avx2, dots_avx2.c). The
+ *     matmul of eval/kernels.c unpacks each weight row once and reuses it for every token.
+ * Nothing here allocates, fails or uses threads; callers own every buffer.
+ */
+#ifndef SLMC_DOTS_H
+#define SLMC_DOTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codec/blocks.h"
+
+/* ------------------------------------------------------------ activations */
+
+/* Quantize n floats (multiple of 32) to Q8_0 / Q8_1 blocks the way ggml's x86 CPU backend does
+ * for activations: d = amax/127, q = round-half-even(x * 127/amax). (The Q8_0 weight quantizer
+ * of codec/quants.h rounds differently in rare ties.) */
+void kern_quantize_q8_0(const float *x, block_q8_0 *y, int64_t n);
+void kern_quantize_q8_1(const float *x, block_q8_1 *y, int64_t n);
+
+/* The activation format a weight type's dot product consumes (a GGML_TYPE_* id), or -1 when
+ * the weight type is not supported. */
+int kern_vec_dot_type(int wtype);
+
+/* Convert one activation row of n floats to the vec_dot type of wtype; `out` must hold
+ * kern_act_row_bytes(wtype, n) bytes. */
+size_t kern_act_row_bytes(int wtype, int64_t n);
+void kern_act_convert(int wtype, const float *x, void *out, int64_t n);
+
+/* ------------------------------------------------------------ reference dot */
+
+/* Reference dot of one weight row (n values in `wtype` blocks) with one activation row
+ * already converted to kern_vec_dot_type(wtype) (F16/BF16 activations as raw 16-bit
+ * values, F32 as floats). Scalar, block by block, as ggml's generic C code computes it.
+ * NULL for an unsupported type. */
+typedef float (*kern_vec_dot_fn)(int64_t n, const void *w, const void *x);
+kern_vec_dot_fn kern_vec_dot_ref(int wtype);
+
+/* ------------------------------------------------------------ unpacked rows */
+
+/* The three families of weight types, each with one inner loop. */
+typedef enum kern_wkind { KERN_WK_FLOAT, KERN_WK_LEGACY, KERN_WK_K } kern_wkind;
+
+/* How one weight type unpacks and dots. */
+typedef struct kern_wdesc {
+    int type;        /* weight type (GGML_TYPE_*) */
+    kern_wkind kind;
+    int act_type;    /* vec_dot type of the activations */
+    int block;       /* values per weight block */
+    size_t bytes;    /* bytes per weight block */
+    int group;       /* values per integer scale: 16 or 32 for the K-quants (32 for legacy) */
+    bool has_min;    /* Q4_1, Q5_1, Q2_K, Q4_K, Q5_K */
+} kern_wdesc;
+
+/* The description of a weight type, or NULL when the dots do not support it. */
+const kern_wdesc *kern_wdesc_get(int wtype);
+
+/* A weight row or activation row of n values "unpacked" to plain arrays, so one inner loop
+ * serves every quantized type:
+ *   legacy types (block 32): value = d[b] * q (+ m[b] for Q4_1 / Q5_1);
+ *   K-quants (super-block 256, groups of 16 or 32): value = d[s] * sc[g] * q - m[s] * mn[g]. */
+typedef struct kern_wrow {
+    int8_t *q;       /* [n] integer quants, already offset (signed) */
+    int16_t *sc;     /* [n/16] integer scale per group (K-quants) */
+    int16_t *mn;     /* [n/16] integer min per group (K-quants with mins) */
+    float *d;        /* [n/32] block scale (legacy) or super-block scale (K) */
+    float *m;        /* [n/32] block minimum (Q4_1, Q5_1) or super-block dmin (K) */
+    float *f;        /* [n] float weights (F32, F16, BF16 rows) */
+} kern_wrow;
+
+typedef struct kern_arow {
+    int8_t *q;       /* [n] activation quants */
+    float *d;        /* [n/32] scale per block (Q8_0/Q8_1 per 32, Q8_K per 256) */
+    float *s;        /* [n/32] Q8_1: fp16 value of d * sum(q) per block */
+    int32_t *bsum;   /* [n/16] Q8_K: sum of each 16 quants */
+    float *f;        /* [n] float activations (rounded to the weight's float type) */
+} kern_arow;
+
+/* Bytes of memory one unpacked row of n values needs (its arrays 32-byte aligned), and the
+ * layout of such memory as a weight row (w) and/or an activation row (a): both views share the
+ * same memory, so pass one of them and NULL for the other. */
+size_t kern_unpacked_bytes(int64_t n);
+void kern_unpacked_carve(void *mem, int64_t n, kern_wrow *w, kern_arow *a);
+
+/* Unpack one stored weight row of n values (n a multiple of wd->block) into w, and one
+ * activation row already in the vec_dot type act_type (kern_act_convert's output) into a. */
+void kern_unpack_wrow(const kern_wdesc *wd, const void *row, int64_t n, kern_wrow *w);
+void kern_unpack_arow(int act_type, const void *row, int64_t n, kern_arow *a);
+
+/* The dot of an unpacked weight row with an unpacked activation row of n values, through the
+ * inner loop of wd's family: the AVX2 one when avx2 is true (only when kern_cpu_has_avx2()),
+ * else the scalar one. */
+float kern_dot_unpacked(const kern_wdesc *wd, bool avx2, int64_t n, const kern_wrow *w, const kern_arow *a);
+
+/* The inner loops, scalar (dots.c) beside AVX2 (dots_avx2.c). The integer parts are exact in
+ * both; only the order of the float additions differs. kern_dot_f32_* also serve as plain float
+ * dots (eval's attention). */
+float kern_dot_f32_scalar(int64_t n, const float *a, const float *b);
+float kern_dot_legacy_scalar(int64_t n, const kern_wrow *w, const kern_arow *a, bool has_min);
+float kern_dot_k_scalar(int64_t n, const kern_wrow *w, const kern_arow *a, int group, bool has_min);
+float kern_dot_f32_avx2(int64_t n, const float *a, const float *b);
+float kern_dot_legacy_avx2(int64_t n, const kern_wrow *w, const kern_arow *a, bool has_min);
+float kern_dot_k_avx2(int64_t n, const kern_wrow *w, const kern_arow *a, int group, bool has_min);
+
+/* true when this build has the AVX2 loops and the CPU runs them (AVX2 + FMA + F16C). */
+bool kern_cpu_has_avx2(void);
+
+#endif
