@@ -1,7 +1,7 @@
-/* fuzz_recipe.c - libFuzzer harness for the pipeline's recipe parser (cli/recipe.c).
+/* fuzz_recipe.c - libFuzzer harness for the pipeline's recipe parser (pipeline/recipe.h).
  *
- * recipe.c lives in cli/, which fuzz/run.sh does not compile, so it is included here directly;
- * it needs only formats/ (linked by run.sh) and libyaml (pkg-config yaml-0.1 in run.sh's PKGS).
+ * Link it with pipeline/recipe.c, formats/error.c, formats/fileio.c and libyaml (pkg-config
+ * yaml-0.1, in run.sh's PKGS).
  * Any input must parse or fail with a "FILE:LINE: ..." message, never crash or leak; a parsed
  * recipe is walked through every query the pipeline makes.
  */
@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "cli/recipe.c"
+#include "pipeline/recipe.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

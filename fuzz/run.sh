@@ -1,7 +1,8 @@
 #!/bin/sh
 # run.sh SECONDS - build every fuzz/fuzz_*.c with clang's libFuzzer and run each for SECONDS.
 #
-# Each harness links against all formats/*.c. Its corpus, build-fuzz/corpus-NAME, is seeded from
+# Each harness links against the file-reading layers, $SRC: codec/*.c, formats/*.c and the
+# recipe parser (pipeline/recipe.c with the report and sha256 its tests use). Its corpus, build-fuzz/corpus-NAME, is seeded from
 # fuzz/seeds/NAME/ (when present) and from small files the unit tests save when run with
 # SLMC_FUZZ_SEEDS=DIR (tests/test_NAME writes DIR/NAME/). Prints one summary line per harness
 # with libFuzzer's execution count; exits non-zero when a harness crashes or fails to build.
@@ -13,6 +14,7 @@ mkdir -p "$out"
 CC=${FUZZ_CC:-clang}
 PKGS="zlib libzstd hdf5 jansson libpcre2-8 yaml-0.1"
 pkg=$(pkg-config --cflags --libs $PKGS) || { echo "fuzz: pkg-config failed for $PKGS" >&2; exit 1; }
+SRC="codec/*.c formats/*.c pipeline/recipe.c pipeline/report.c pipeline/sha256.c"
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=c11 -D_GNU_SOURCE -I."
 
 # Seeds from the unit tests: build tests/test_NAME.c against formats/ (plain, no sanitizers,
@@ -24,7 +26,7 @@ for h in fuzz/fuzz_*.c; do
     name=$(basename "$h" .c); name=${name#fuzz_}
     [ -f "tests/test_$name.c" ] || continue
     if $CC -std=c11 -D_GNU_SOURCE -O1 -w -I. $(pkg-config --cflags check) -o "$out/seedgen_$name" \
-        "tests/test_$name.c" tests/testutil.c formats/*.c $pkg $(pkg-config --libs check) -lm \
+        "tests/test_$name.c" tests/testutil.c $SRC $pkg $(pkg-config --libs check) -lm \
         >"$out/seedgen-$name.log" 2>&1; then
         SLMC_FUZZ_SEEDS="$gen" "$out/seedgen_$name" >>"$out/seedgen-$name.log" 2>&1 || true
     fi
@@ -36,8 +38,8 @@ for h in fuzz/fuzz_*.c; do
     name=$(basename "$h" .c); name=${name#fuzz_}
     bin="$out/fuzz_$name"
     # formats/ needs no OpenMP; retry with -fopenmp if the link asks for it
-    if ! $CC $flags -o "$bin" "$h" formats/*.c $pkg -lm 2>"$out/build-$name.log" &&
-       ! $CC $flags -fopenmp -o "$bin" "$h" formats/*.c $pkg -lm 2>"$out/build-$name.log"; then
+    if ! $CC $flags -o "$bin" "$h" $SRC $pkg -lm 2>"$out/build-$name.log" &&
+       ! $CC $flags -fopenmp -o "$bin" "$h" $SRC $pkg -lm 2>"$out/build-$name.log"; then
         cat "$out/build-$name.log" >&2
         summary="$summary
 $name: BUILD FAILED"

@@ -1,8 +1,6 @@
 /* test_recipe.c - the pipeline's recipe parser (every error path), SHA-256 against FIPS 180-4's
  * examples, and the gates and reports.
- *
- * recipe.c, pipeline_sha256.c and pipeline_report.c live in cli/, which libslmc.a does not
- * hold, so they are compiled into this test directly (they need only formats/ and libyaml).
+ * (pipeline/recipe.h, pipeline/sha256.h, pipeline/report.h, linked from libslmc.a)
  */
 #include <math.h>
 #include <stdio.h>
@@ -10,9 +8,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cli/pipeline_report.c"
-#include "cli/pipeline_sha256.c"
-#include "cli/recipe.c"
+#include "pipeline/recipe.h"
+#include "pipeline/report.h"
+#include "pipeline/sha256.h"
 #include "testutil.h"
 
 /* ---- SHA-256 ----------------------------------------------------------------------------- */
@@ -298,7 +296,7 @@ static pl_result result(const char *name, uint64_t size, double ppl, double kld,
     x.ppl_increase = 100.0 * (ppl / 10.0 - 1.0);
     x.kld = kld;
     x.same_top = same;
-    x.gates = no_gates();
+    x.gates = recipe_gates_none();
     return x;
 }
 

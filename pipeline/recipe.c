@@ -5,7 +5,7 @@
  * ones, cannot make the walk recurse without end) and copy what they accept into a `recipe`
  * that owns all its strings. Nothing is run or opened here except the recipe file itself.
  */
-#include "recipe.h"
+#include "pipeline/recipe.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -526,7 +526,7 @@ static int parse_step(parser *p, recipe_step *s, const yaml_node_t *n) {
 
 /* ---- gates ------------------------------------------------------------------------------ */
 
-static recipe_gates no_gates(void) {
+recipe_gates recipe_gates_none(void) {
     recipe_gates g = {.max_ppl_increase = NAN, .max_kld = NAN, .min_same_top = NAN, .max_size = 0, .has_max_size = false};
     return g;
 }
@@ -600,7 +600,7 @@ static int parse_top_gates(parser *p, const yaml_node_t *n, recipe_gates *g) {
 static int parse_variant_gates(parser *p, const yaml_node_t *n, recipe_variant *v, const recipe_opt *types) {
     int count = check_mapping(p, n, "gates");
     if (count < 0) return -1;
-    recipe_gates own = no_gates();
+    recipe_gates own = recipe_gates_none();
     for (int i = 0; i < count; i++) {
         int rc = parse_gate(p, pair_key(p, n, i), pair_value(p, n, i), &own);
         if (rc < 0) return -1;
@@ -625,7 +625,7 @@ static int parse_variant_gates(parser *p, const yaml_node_t *n, recipe_variant *
         snprintf(what, sizeof what, "gates: %s", type);
         int tc = check_mapping(p, tn, what);
         if (tc < 0) return -1;
-        recipe_gates tg = no_gates();
+        recipe_gates tg = recipe_gates_none();
         for (int j = 0; j < tc; j++) {
             int rc = parse_gate(p, pair_key(p, tn, j), pair_value(p, tn, j), &tg);
             if (rc < 0) return -1;
@@ -804,7 +804,7 @@ static int parse_root(parser *p, recipe *r, const yaml_node_t *root) {
         if (parse_step_opts(p, &r->eval, val[K_EVAL], val[K_EVAL])) return -1;
         r->has_eval = true;
     }
-    recipe_gates top = no_gates();
+    recipe_gates top = recipe_gates_none();
     if (val[K_GATES] && !is_null(val[K_GATES]) && parse_top_gates(p, val[K_GATES], &top)) return -1;
     if (val[K_STEPS] && val[K_VARIANTS]) return fail_at(p, val[K_VARIANTS], "give 'steps:' (one variant) or 'variants:', not both");
     if (!val[K_STEPS] && !val[K_VARIANTS]) return fail_at(p, root, "a recipe needs 'steps:' or 'variants:'");

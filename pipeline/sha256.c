@@ -1,5 +1,5 @@
-/* pipeline_sha256.c - SHA-256 written from FIPS 180-4 (section 6.2). */
-#include "pipeline_sha256.h"
+/* sha256.c - SHA-256 written from FIPS 180-4 (section 6.2). */
+#include "pipeline/sha256.h"
 
 #include <string.h>
 

@@ -1,4 +1,4 @@
-/* pipeline_report.h - what `slmc pipeline` measured, and its reports: JSON for machines,
+/* report.h - what `slmc pipeline` measured, and its reports: JSON for machines,
  * Markdown for CI job summaries, an SVG chart of size against PPL and KLD.
  *
  * Reports hold no timings and no absolute paths, so the same recipe and inputs give
@@ -11,7 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "recipe.h"
+#include "pipeline/recipe.h"
 
 /* One output of the pipeline: a variant, or one quantize type of a variant. */
 typedef struct pl_result {

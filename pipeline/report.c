@@ -1,5 +1,5 @@
-/* pipeline_report.c - gates, and the JSON / Markdown / SVG reports (see pipeline_report.h). */
-#include "pipeline_report.h"
+/* report.c - gates, and the JSON / Markdown / SVG reports (see report.h). */
+#include "pipeline/report.h"
 
 #include <math.h>
 #include <stdarg.h>

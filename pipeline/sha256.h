@@ -1,4 +1,4 @@
-/* pipeline_sha256.h - SHA-256 (FIPS 180-4), for the pipeline's cache keys.
+/* sha256.h - SHA-256 (FIPS 180-4), for the pipeline's cache keys.
  *
  *   sha256_ctx c; sha256_init(&c); sha256_update(&c, data, n); ...; sha256_final(&c, digest);
  */

@@ -1,4 +1,4 @@
-/* recipe.h - `slmc pipeline` recipes: a YAML file naming a source model, variants made of steps
+/* recipe.h - pipeline recipes: a YAML file naming a source model, variants made of steps
  * (convert, imatrix, prune, distill, quantize, eval) with their options, and quality gates.
  *
  * The parser (recipe.c, libyaml's document API) checks everything it can without touching the
@@ -6,8 +6,8 @@
  * "FILE:LINE: what is wrong". Paths in the recipe are relative to the recipe's folder and are
  * stored resolved. The format is documented in docs/pipeline.md.
  */
-#ifndef SLMC_RECIPE_H
-#define SLMC_RECIPE_H
+#ifndef SLMC_PIPELINE_RECIPE_H
+#define SLMC_PIPELINE_RECIPE_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -119,6 +119,8 @@ const recipe_opt *recipe_variant_types(const recipe_variant *v);
 const recipe_gates *recipe_gates_for(const recipe_variant *v, const char *type);
 /* Eval settings of a variant: its own last eval step, else the recipe's section, else NULL. */
 const recipe_step *recipe_variant_eval(const recipe *r, const recipe_variant *v);
+/* Gates with nothing set (every limit NAN, no size limit). */
+recipe_gates recipe_gates_none(void);
 /* true when at least one gate is set. */
 bool recipe_gates_any(const recipe_gates *g);
 
