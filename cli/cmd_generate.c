@@ -7,9 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "eval/llm.h"
-#include "eval/sample.h"
-#include "eval/tokenizer.h"
+#include "eval/generate.h"
 
 static const char *USAGE =
     "Usage: slmc generate MODEL -p TEXT [-n N] [--temp T] [--top-k K] [--top-p P] [--seed S]\n"
@@ -34,12 +32,9 @@ static const char *USAGE =
     "  -q, --quiet          no timing note on stderr\n"
     "  -h, --help           this help\n";
 
-int cmd_generate(int argc, char **argv) {
-    cli_common c = {0};
-    const char *prompt = NULL, *tokenizer_path = NULL;
-    int n_predict = 128, top_k = 40, n_ctx = 0;
-    float temp = 0.8f, top_p = 0.95f;
-    uint64_t seed = 1;
+static int parse(int argc, char **argv, cli_common *c, generate_opts *o) {
+    memset(c, 0, sizeof *c);
+    *o = (generate_opts){.n_predict = 128, .top_k = 40, .temp = 0.8f, .top_p = 0.95f, .seed = 1};
     static const struct option opts[] = {
         {"prompt", required_argument, 0, 'p'}, {"n-predict", required_argument, 0, 'n'},
         {"temp", required_argument, 0, 'T'}, {"top-k", required_argument, 0, 'K'},
@@ -47,125 +42,105 @@ int cmd_generate(int argc, char **argv) {
         {"ctx", required_argument, 0, 'c'}, {"tokenizer", required_argument, 0, 'k'},
         CLI_COMMON_OPTIONS, {0, 0, 0, 0},
     };
-    int ch, prc;
+    int ch, rc;
     optind = 1;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "p:n:c:" CLI_COMMON_SHORT, opts, NULL)) != -1) {
-        prc = 0;
+        rc = 0;
         switch (ch) {
-        case 'p': prompt = optarg; break;
-        case 'n': prc = cli_opt_int("generate", "-n/--n-predict", optarg, 0, INT_MAX, &n_predict); break;
-        case 'T': prc = cli_opt_f32("generate", "--temp", optarg, 0, 100, false, &temp); break;
-        case 'K': prc = cli_opt_int("generate", "--top-k", optarg, 0, INT_MAX, &top_k); break;
-        case 'P': prc = cli_opt_f32("generate", "--top-p", optarg, 0, 1, true, &top_p); break;
-        case 'S': prc = cli_opt_u64("generate", "--seed", optarg, &seed); break;
-        case 'c': prc = cli_opt_int("generate", "-c/--ctx", optarg, 2, 1 << 20, &n_ctx); break;
-        case 'k': tokenizer_path = optarg; break;
-        default: prc = cli_common_option("generate", USAGE, ch, argv, &c); break;
+        case 'p': o->prompt = optarg; break;
+        case 'n': rc = cli_opt_int("generate", "-n/--n-predict", optarg, 0, INT_MAX, &o->n_predict); break;
+        case 'T': rc = cli_opt_f32("generate", "--temp", optarg, 0, 100, false, &o->temp); break;
+        case 'K': rc = cli_opt_int("generate", "--top-k", optarg, 0, INT_MAX, &o->top_k); break;
+        case 'P': rc = cli_opt_f32("generate", "--top-p", optarg, 0, 1, true, &o->top_p); break;
+        case 'S': rc = cli_opt_u64("generate", "--seed", optarg, &o->seed); break;
+        case 'c': rc = cli_opt_int("generate", "-c/--ctx", optarg, 2, 1 << 20, &o->n_ctx); break;
+        case 'k': o->tokenizer = optarg; break;
+        default: rc = cli_common_option("generate", USAGE, ch, argv, c); break;
         }
-        if (prc == CLI_HELP) return EXIT_OK;
-        if (prc) return prc;
+        if (rc) return rc;
     }
     if (argc - optind != 1) return cli_usage_error("generate", "expected one MODEL");
-    if (!prompt) return cli_usage_error("generate", "-p TEXT is required");
-    const char *path = argv[optind];
-    cli_apply_threads(&c);
-    slmc_err err = {{0}};
-    model m;
-    if (cli_open_model(&m, path, tokenizer_path, &err) != 0) return cli_error(&err);
-    int rc = EXIT_ERROR;
-    tokenizer *tok = NULL;
-    llm_model lm;
-    llm_context ctx;
-    bool have_lm = false, have_ctx = false, have_sampler = false;
-    sampler smp;
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    float *logits = NULL;
-    char *piece = NULL;
-    char *text = NULL; /* --json: the continuation, collected instead of streamed */
-    size_t text_len = 0;
-    if (!meta_get_str(&m.kv, "tokenizer.ggml.model")) { slmc_fail(&err, path, "has no tokenizer"); cli_error(&err); goto done; }
-    if (tokenizer_create(&tok, &m.kv, &err) != 0) { slmc_fail_prefix(&err, path); cli_error(&err); goto done; }
-    if (tokenizer_encode(tok, prompt, strlen(prompt), true, false, &ids, &n_ids, &err) != 0) { cli_error(&err); goto done; }
-    if (llm_model_init(&lm, &m, &err) != 0) { slmc_fail_prefix(&err, path); cli_error(&err); goto done; }
-    have_lm = true;
-    if (n_ctx == 0) n_ctx = m.cfg.n_ctx_train > 0 && m.cfg.n_ctx_train < 4096 ? (int)m.cfg.n_ctx_train : 4096;
-    if ((int64_t)n_ids + 1 > n_ctx) {
-        slmc_fail(&err, path, "the prompt has %zu tokens, more than the context of %d", n_ids, n_ctx);
-        cli_error(&err);
-        goto done;
-    }
-    if (llm_context_init(&ctx, &lm, n_ctx, (int)n_ids, &err) != 0) { cli_error(&err); goto done; }
-    have_ctx = true;
-    if (sampler_init(&smp, lm.n_vocab, temp, top_k, top_p, seed) != 0) { slmc_fail(&err, path, "out of memory"); cli_error(&err); goto done; }
-    have_sampler = true;
-    logits = malloc(sizeof(float) * (size_t)lm.n_vocab);
-    size_t cap = tokenizer_max_piece(tok) + 1;
-    piece = malloc(cap);
-    if (!logits || !piece) { slmc_fail(&err, path, "out of memory"); cli_error(&err); goto done; }
+    if (!o->prompt) return cli_usage_error("generate", "-p TEXT is required");
+    o->model = argv[optind];
+    o->n_threads = c->threads;
+    return 0;
+}
 
-    if (!c.json) {
-        fputs(prompt, stdout);
+/* Where the continuation goes: streamed to stdout, or (--json) collected. */
+typedef struct output {
+    bool json;
+    const char *prompt;
+    char *text;      /* --json: the continuation so far (NUL-terminated) */
+    size_t len;
+} output;
+
+static int on_start(void *ud, int n_prompt_tokens) {
+    const output *out = ud;
+    (void)n_prompt_tokens;
+    if (!out->json) {
+        fputs(out->prompt, stdout);
         fflush(stdout);
     }
-    double t0 = cli_now();
-    /* the whole prompt in one batch; keep the last position's logits */
-    if (llm_eval_out(&ctx, ids, (int)n_ids, 0, (int)n_ids - 1, logits, &err) != 0) { cli_error(&err); goto done; }
-    int pos = (int)n_ids, produced = 0;
-    const int32_t eos = tokenizer_eos(tok);
-    while (produced < n_predict && pos < n_ctx) {
-        int32_t t = sampler_next(&smp, logits);
-        if (t == eos) break;
-        int len = tokenizer_piece(tok, t, piece, cap);
-        if (len > 0 && c.json) {
-            char *grown = realloc(text, text_len + (size_t)len + 1);
-            if (!grown) { slmc_fail(&err, path, "out of memory"); cli_error(&err); goto done; }
-            text = grown;
-            memcpy(text + text_len, piece, (size_t)len);
-            text_len += (size_t)len;
-            text[text_len] = 0;
-        } else if (len > 0) {
-            fwrite(piece, 1, (size_t)len, stdout);
-            fflush(stdout);
-        }
-        produced++;
-        if (llm_eval_out(&ctx, &t, 1, pos, 0, logits, &err) != 0) { cli_error(&err); goto done; }
-        pos++;
+    return 0;
+}
+
+static int on_piece(void *ud, const char *bytes, size_t len) {
+    output *out = ud;
+    if (!out->json) {
+        fwrite(bytes, 1, len, stdout);
+        fflush(stdout);
+        return 0;
     }
-    double secs = cli_now() - t0;
-    if (c.json) {
-        json_t *j = json_object();
-        json_object_set_new(j, "prompt", json_string(prompt));
-        json_t *jt = json_stringn(text ? text : "", text_len);
-        if (!jt) { /* the model stopped inside a UTF-8 sequence: JSON cannot hold those bytes */
-            for (size_t i = 0; i < text_len; i++)
-                if ((unsigned char)text[i] >= 0x80) text[i] = '?';
-            jt = json_stringn(text ? text : "", text_len);
-        }
-        json_object_set_new(j, "text", jt);
-        json_object_set_new(j, "tokens", json_integer(produced));
-        json_object_set_new(j, "prompt_tokens", json_integer((json_int_t)n_ids));
-        json_object_set_new(j, "seconds", json_real(secs));
-        json_object_set_new(j, "tokens_per_second", json_real(secs > 0 ? produced / secs : 0));
-        char *js = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
-        if (js) puts(js);
-        free(js);
-        json_decref(j);
-    } else {
-        putchar('\n');
+    char *grown = realloc(out->text, out->len + len + 1);
+    if (!grown) return -1;
+    out->text = grown;
+    memcpy(out->text + out->len, bytes, len);
+    out->len += len;
+    out->text[out->len] = 0;
+    return 0;
+}
+
+static void print_json(output *out, const generate_result *r) {
+    json_t *j = json_object();
+    json_object_set_new(j, "prompt", json_string(out->prompt));
+    json_t *jt = json_stringn(out->text ? out->text : "", out->len);
+    if (!jt) { /* the model stopped inside a UTF-8 sequence: JSON cannot hold those bytes */
+        for (size_t i = 0; i < out->len; i++)
+            if ((unsigned char)out->text[i] >= 0x80) out->text[i] = '?';
+        jt = json_stringn(out->text ? out->text : "", out->len);
     }
-    if (!c.quiet && !c.json) fprintf(stderr, "slmc: %d tokens in %.2fs (%.1f tokens/s)\n", produced, secs, secs > 0 ? produced / secs : 0);
-    rc = EXIT_OK;
-done:
-    free(logits);
-    free(piece);
-    free(text);
-    free(ids);
-    if (have_sampler) sampler_free(&smp);
-    if (have_ctx) llm_context_free(&ctx);
-    if (have_lm) llm_model_free(&lm);
-    if (tok) tokenizer_free(tok);
-    model_close(&m);
-    return rc;
+    json_object_set_new(j, "text", jt);
+    json_object_set_new(j, "tokens", json_integer(r->n_generated));
+    json_object_set_new(j, "prompt_tokens", json_integer(r->n_prompt));
+    json_object_set_new(j, "seconds", json_real(r->seconds));
+    json_object_set_new(j, "tokens_per_second", json_real(r->seconds > 0 ? r->n_generated / r->seconds : 0));
+    char *js = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
+    if (js) puts(js);
+    free(js);
+    json_decref(j);
+}
+
+int cmd_generate(int argc, char **argv) {
+    cli_common c;
+    generate_opts o;
+    int prc = parse(argc, argv, &c, &o);
+    if (prc == CLI_HELP) return EXIT_OK;
+    if (prc) return prc;
+    cli_apply_threads(&c);
+    output out = {.json = c.json, .prompt = o.prompt};
+    const generate_hooks hooks = {.ud = &out, .start = on_start, .piece = on_piece};
+    generate_result r;
+    slmc_err err = {{0}};
+    if (generate_run(&o, &hooks, &r, &err) != 0) {
+        free(out.text);
+        return cli_error(&err);
+    }
+    if (c.json) print_json(&out, &r);
+    else putchar('\n');
+    if (!c.quiet && !c.json)
+        fprintf(stderr, "slmc: %d tokens in %.2fs (%.1f tokens/s)\n", r.n_generated, r.seconds,
+                r.seconds > 0 ? r.n_generated / r.seconds : 0);
+    free(out.text);
+    return EXIT_OK;
 }

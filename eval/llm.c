@@ -7,8 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/types.h"
-#include "quant/quants.h"
+#include "codec/dots.h"
+#include "codec/quants.h"
+#include "codec/types.h"
 
 /* ===================================================================== binding the weights */
 
@@ -95,14 +96,12 @@ int llm_model_init(llm_model *lm, const model *m, slmc_err *err) {
     memset(lm, 0, sizeof *lm);
     lm->src = m;
     const model_config *c = &m->cfg;
-    if (strcmp(c->arch, "llama") == 0 || strcmp(c->arch, "mistral") == 0) {
-        lm->rope_neox = false; /* llama.cpp's LLAMA_ROPE_TYPE_NORM; Q/K rows are stored permuted for it */
-    } else if (strcmp(c->arch, "qwen2") == 0) {
-        lm->rope_neox = true;  /* LLAMA_ROPE_TYPE_NEOX */
-    } else {
-        return slmc_fail(err, m->path, "architecture '%s' is not supported by the evaluator (llama, mistral, qwen2)",
-                         c->arch);
-    }
+    const arch_desc *family = arch_by_name(c->arch);
+    if (!family)
+        return slmc_fail(err, m->path, "architecture '%s' is not supported by the evaluator (%s)", c->arch,
+                         arch_names());
+    /* the pairing of rotated dimensions: llama's Q/K rows are stored permuted for NORM pairs */
+    lm->rope_neox = family->rope == ROPE_NEOX;
     lm->n_embd = c->n_embd;
     lm->n_layer = c->n_layer;
     lm->n_head = c->n_head;
@@ -178,6 +177,7 @@ int llm_context_init(llm_context *ctx, const llm_model *lm, int n_ctx, int n_bat
     const size_t cache = (size_t)lm->n_layer * (size_t)n_ctx * (size_t)ctx->kv_dim;
     const size_t half_rot = (size_t)lm->n_rot / 2;
     ctx->n_threads = omp_get_max_threads(); /* the count -t set; fixed for this context from now on */
+    ctx->impl = KERN_AUTO;
     ctx->k_cache = calloc(cache, sizeof(float));
     ctx->v_cache = calloc(cache, sizeof(float));
     ctx->rope_cos = malloc(sizeof(float) * (size_t)n_ctx * (half_rot ? half_rot : 1));
@@ -235,7 +235,8 @@ static int matmul(llm_context *ctx, const llm_weight *w, int layer, const float 
     const llm_hooks *h = &ctx->hooks;
     if (h->matmul_input && h->matmul_input(h->ud, w->name, w->tensor, layer, x, n, w->w.n_in) != 0)
         return slmc_fail(err, NULL, "%s: the matmul_input hook failed", w->name);
-    if (kern_matmul_threads(&w->w, x, n, out, ctx->n_threads, err) != 0) return slmc_fail_prefix(err, w->name);
+    const kern_ctx kc = {.n_threads = ctx->n_threads, .impl = ctx->impl};
+    if (kern_matmul(&kc, &w->w, x, n, out, err) != 0) return slmc_fail_prefix(err, w->name);
     return 0;
 }
 

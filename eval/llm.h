@@ -95,6 +95,8 @@ typedef struct llm_context {
     float *att;             /* [n_batch][n_head*head_dim] attention output */
     float *hb, *hb2;        /* [n_batch][n_ff] */
     int n_threads;          /* OpenMP threads every parallel loop of this context runs on */
+    kern_impl impl;         /* the matmul's inner loops: KERN_AUTO (set by llm_context_init: AVX2
+                               when the CPU has it), or KERN_SCALAR / KERN_AVX2 (tests) */
     float *scores;          /* [n_threads][n_ctx] attention scores, one row per thread */
     bool f16_attention;     /* true (set by llm_context_init): K, V, Q and the attention
                                probabilities rounded to F16 as llama.cpp's F16 cache path does;

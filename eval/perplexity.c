@@ -72,34 +72,6 @@ double ppl_stderr(const ppl_stats *s) {
     return var > 0 ? sqrt(var / (double)(s->count - 1)) * exp(mean) : 0;
 }
 
-int perplexity_run(llm_context *ctx, const int32_t *tokens, int64_t n_tokens, int n_ctx, int max_chunks, int32_t bos,
-                   ppl_progress_fn progress, void *ud, ppl_result *out, slmc_err *err) {
-    memset(out, 0, sizeof *out);
-    if (n_tokens < 2 * (int64_t)n_ctx)
-        return slmc_fail(err, NULL, "perplexity needs at least %d tokens for a context of %d; the text has %lld",
-                         2 * n_ctx, n_ctx, (long long)n_tokens);
-    const int n_chunk = ppl_chunk_count(n_tokens, n_ctx, max_chunks);
-    float *logits = malloc(sizeof(float) * (size_t)ppl_scored(n_ctx) * (size_t)ctx->lm->n_vocab);
-    if (!logits) return slmc_fail(err, NULL, "out of memory for %d rows of logits", ppl_scored(n_ctx));
-    for (int c = 0; c < n_chunk; ++c) {
-        const int32_t *chunk = tokens + (size_t)c * (size_t)n_ctx;
-        if (ppl_eval_chunk(ctx, chunk, n_ctx, bos, logits, err) != 0) {
-            free(logits);
-            return -1;
-        }
-        ppl_accumulate(&out->stats, logits, ctx->lm->n_vocab, chunk, n_ctx);
-        out->n_chunk = c + 1;
-        if (progress && progress(ud, c + 1, n_chunk, ppl_value(&out->stats)) != 0) {
-            free(logits);
-            return slmc_fail(err, NULL, "perplexity stopped after chunk %d", c + 1);
-        }
-    }
-    free(logits);
-    out->ppl = ppl_value(&out->stats);
-    out->ppl_stderr = ppl_stderr(&out->stats);
-    return 0;
-}
-
 /* ===================================================================== KL divergence */
 
 size_t kld_row_u16(int64_t n_vocab) { return (size_t)(2 * ((n_vocab + 1) / 2) + 4); }

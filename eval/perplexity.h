@@ -14,6 +14,8 @@
  * (a float scale and minimum, then n_vocab uint16; entries below max-16 are clamped), and the
  * quantized model's logits are compared with those. Comparing two models side by side goes
  * through the same compression, so figures match llama.cpp's two-run procedure.
+ *
+ * These are the pieces; eval_run.h puts them together into the whole `slmc eval` run.
  */
 #ifndef SLMC_PERPLEXITY_H
 #define SLMC_PERPLEXITY_H
@@ -50,19 +52,6 @@ double ppl_nll(const float *logits, int64_t n_vocab, int32_t tok);
 void ppl_accumulate(ppl_stats *s, const float *logits, int64_t n_vocab, const int32_t *chunk, int n_ctx);
 double ppl_value(const ppl_stats *s);
 double ppl_stderr(const ppl_stats *s); /* 0 when undefined */
-
-typedef struct ppl_result {
-    int n_chunk;      /* chunks evaluated */
-    ppl_stats stats;
-    double ppl, ppl_stderr;
-} ppl_result;
-
-/* Progress after each chunk (i of n, running PPL); return non-zero to stop with an error. */
-typedef int (*ppl_progress_fn)(void *ud, int chunk, int n_chunk, double ppl);
-
-/* The whole perplexity run over tokens[0..n_tokens). */
-int perplexity_run(llm_context *ctx, const int32_t *tokens, int64_t n_tokens, int n_ctx, int max_chunks, int32_t bos,
-                   ppl_progress_fn progress, void *ud, ppl_result *out, slmc_err *err);
 
 /* ------------------------------------------------------------ KL divergence */
 

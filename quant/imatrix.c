@@ -12,7 +12,7 @@
 #include "formats/fileio.h"
 #include "formats/gguf.h"
 #include "formats/meta.h"
-#include "formats/types.h"
+#include "codec/types.h"
 
 #define MAX_NAME_LEN 4096   /* longer tensor names in a .dat mean a corrupt file */
 #define SUFFIX_SUM2 ".in_sum2"

@@ -1,5 +1,6 @@
 /* test_imatrix.c - quant/imatrix: collection against llama-imatrix's .dat for books-22m, the
- * .dat and GGUF formats (round trips, merging), loading for quantization, bad files, HDF5. */
+ * .dat and GGUF formats (round trips, merging), loading for quantization, bad files, HDF5;
+ * quant/imatrix_run: the whole run against the chunk API. */
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
@@ -7,11 +8,13 @@
 #include <string.h>
 
 #include "eval/llm.h"
+#include "eval/text.h"
 #include "eval/tokenizer.h"
 #include "formats/gguf.h"
 #include "formats/model.h"
-#include "formats/types.h"
+#include "codec/types.h"
 #include "quant/imatrix.h"
+#include "quant/imatrix_run.h"
 #include "testutil.h"
 
 #define REF_DAT "reference/books-22m-imatrix.dat"
@@ -548,6 +551,89 @@ START_TEST(test_collect_vs_llama) {
 }
 END_TEST
 
+/* ===================================================================== imatrix_run */
+
+static int count_chunks(void *ud, int done, int n_chunk, double seconds) {
+    (void)n_chunk, (void)seconds;
+    *(int *)ud = done;
+    return 0;
+}
+
+/* imatrix_run (the whole `slmc imatrix`) writes what the chunk API collects: stories260K on
+ * tinystories_sample.txt, 3 chunks of 64 with the output head; then its file merged twice. */
+START_TEST(test_run) {
+    char *mp = SHARED_OR_SKIP("reference/stories260K-F32.gguf");
+    char *tp = SHARED_OR_SKIP("text/tinystories_sample.txt");
+    char *dir = tmpdir_make();
+    char *dat = join(dir, "run.dat"), *direct = join(dir, "direct.dat"), *twice = join(dir, "twice.gguf");
+    slmc_err err = {{0}};
+    int seen = 0;
+    const imatrix_opts o = {.model = mp, .text = tp, .n_ctx = 64, .max_chunks = 3, .process_output = true, .out = dat};
+    const imatrix_hooks h = {.ud = &seen, .chunk_done = count_chunks};
+    imatrix_result r;
+    ck_assert_msg(imatrix_run(&o, &h, &r, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(seen, 3);
+    ck_assert_int_eq(r.n_chunk, 3);
+    ck_assert_int_eq(r.n_ctx, 64);
+    ck_assert_int_eq(r.chunk_size, 64);
+    ck_assert_int_eq(r.chunk_count, 3);
+    ck_assert(r.n_tokens > 3 * 64);
+    ck_assert_int_eq(r.ppl.count, 3 * ppl_scored(64));
+
+    /* the same chunks through imatrix_eval_chunk, written the same way */
+    model m;
+    llm_model lm;
+    llm_context ctx;
+    text_tokens t;
+    ck_assert_msg(model_open(&m, mp, NULL, &err) == 0 && llm_model_init(&lm, &m, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(llm_context_init(&ctx, &lm, 64, 64, &err), 0);
+    ck_assert_msg(text_tokenize(&m, tp, 0, "test", &t, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(t.n, r.n_tokens);
+    imatrix im;
+    imatrix_init(&im, 64);
+    for (int c = 0; c < 3; c++)
+        ck_assert_msg(imatrix_eval_chunk(&im, &ctx, t.ids + c * 64, 64, t.bos, true, NULL, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(imatrix_add_dataset(&im, tp, &err), 0);
+    imatrix_sort(&im);
+    ck_assert_int_eq(imatrix_finish(&im, &err), 0);
+    ck_assert_uint_eq(im.n, r.n_entries);
+    ck_assert_int_ge(imatrix_find(&im, "output.weight"), 0);
+    ck_assert_int_eq(imatrix_write_dat(&im, direct, &err), 0);
+    size_t n1, n2;
+    uint8_t *b1 = slurp(dat, &n1), *b2 = slurp(direct, &n2);
+    ck_assert(b1 && b2 && n1 == n2 && memcmp(b1, b2, n1) == 0);
+
+    /* merging only: sums and counts add */
+    const char *ins[2] = {dat, dat};
+    const imatrix_opts mo = {.in_files = ins, .n_in_files = 2, .n_ctx = 64, .out = twice, .out_gguf = true};
+    ck_assert_msg(imatrix_run(&mo, NULL, &r, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(r.n_chunk, 0);
+    ck_assert_uint_eq(r.n_entries, im.n);
+    ck_assert_int_eq(r.chunk_count, 6);
+    imatrix back;
+    ck_assert_msg(imatrix_load(&back, twice, &err) == 0, "%s", err.msg);
+    const int64_t i = imatrix_find(&back, "blk.0.attn_q.weight");
+    ck_assert_int_ge(i, 0);
+    ck_assert_int_eq(back.e[i].counts[0], 2 * 3 * 64);
+
+    /* a model without a text is refused */
+    const imatrix_opts bad = {.model = mp, .out = twice};
+    ck_assert_int_eq(imatrix_run(&bad, NULL, &r, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, mp));
+
+    imatrix_free(&back);
+    imatrix_free(&im);
+    free(b1);
+    free(b2);
+    text_tokens_free(&t);
+    llm_context_free(&ctx);
+    llm_model_free(&lm);
+    model_close(&m);
+    tmpdir_remove(dir);
+    free(dat); free(direct); free(twice); free(mp); free(tp);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("imatrix");
     TCase *tc = tcase_create("core");
@@ -558,6 +644,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_load_for_quantize);
     tcase_add_test(tc, test_bad_files);
     tcase_add_test(tc, test_hdf5);
+    tcase_add_test(tc, test_run);
     tcase_add_test(tc, test_collect_vs_llama);
     suite_add_tcase(s, tc);
     return s;

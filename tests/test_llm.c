@@ -1,17 +1,20 @@
-/* test_llm.c - eval/llm and eval/perplexity: a tiny random model in memory against a naive
- * double-precision forward pass, batched vs token-by-token evaluation, hooks, and
- * perplexity / KL divergence on the real files in ../shared against llama.cpp's figures. */
+/* test_llm.c - eval/llm, eval/perplexity, eval/eval_run and eval/generate: a tiny random
+ * model in memory against a naive double-precision forward pass, batched vs token-by-token
+ * evaluation, hooks, and perplexity / KL divergence / generation on the real files in
+ * ../shared against llama.cpp's (and llama2.c's) figures. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "eval/eval_run.h"
+#include "eval/generate.h"
 #include "eval/llm.h"
 #include "eval/perplexity.h"
 #include "eval/tokenizer.h"
-#include "formats/types.h"
-#include "quant/quants.h"
+#include "codec/quants.h"
+#include "codec/types.h"
 #include "testutil.h"
 
 /* books-22m, n_ctx 256, first 2 chunks of books-valid.txt, measured with this engine */
@@ -224,7 +227,8 @@ static void naive_forward(const model *m, const int32_t *tok, int T, double *log
 
 static const int32_t TOKENS[12] = {1, 17, 299, 42, 42, 0, 150, 7, 8, 9, 288, 3};
 
-/* llm_eval with F32 weights and F32 attention vs the double forward: ~1e-5 relative. */
+/* llm_eval with F32 weights and F32 attention vs the double forward: ~1e-5 relative, with the
+ * context's default matmul loops (KERN_AUTO) and with the scalar ones. */
 static void check_vs_naive(const char *arch, bool tied) {
     tiny t;
     tiny_make(&t, arch, tied, GGML_TYPE_F32);
@@ -234,20 +238,26 @@ static void check_vs_naive(const char *arch, bool tied) {
     ck_assert_msg(llm_model_init(&lm, &t.m, &err) == 0, "%s", err.msg);
     ck_assert_int_eq(lm.rope_neox, strcmp(arch, "qwen2") == 0);
     ck_assert_msg(llm_context_init(&ctx, &lm, 32, 32, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(ctx.impl, KERN_AUTO);
     ctx.f16_attention = false;
     const int T = 12;
     const int64_t V = lm.n_vocab;
     float *logits = malloc(sizeof(float) * (size_t)(T * V));
     double *want = malloc(sizeof(double) * (size_t)(T * V));
-    ck_assert_msg(llm_eval(&ctx, TOKENS, T, 0, logits, &err) == 0, "%s", err.msg);
     naive_forward(&t.m, TOKENS, T, want);
-    double max_abs = 0, max_diff = 0;
-    for (int64_t i = 0; i < T * V; ++i) {
-        max_abs = fmax(max_abs, fabs(want[i]));
-        max_diff = fmax(max_diff, fabs(want[i] - logits[i]));
+    const kern_impl impls[] = {KERN_AUTO, KERN_SCALAR};
+    for (size_t k = 0; k < sizeof impls / sizeof impls[0]; ++k) {
+        ctx.impl = impls[k];
+        ck_assert_msg(llm_eval(&ctx, TOKENS, T, 0, logits, &err) == 0, "%s", err.msg);
+        double max_abs = 0, max_diff = 0;
+        for (int64_t i = 0; i < T * V; ++i) {
+            max_abs = fmax(max_abs, fabs(want[i]));
+            max_diff = fmax(max_diff, fabs(want[i] - logits[i]));
+        }
+        ck_assert_double_gt(max_abs, 0.1); /* logits are not degenerate */
+        ck_assert_msg(max_diff <= 1e-4 * max_abs, "%s impl %d: max diff %g of max %g", arch, impls[k], max_diff,
+                      max_abs);
     }
-    ck_assert_double_gt(max_abs, 0.1); /* logits are not degenerate */
-    ck_assert_msg(max_diff <= 1e-4 * max_abs, "%s: max diff %g of max %g", arch, max_diff, max_abs);
     free(logits); free(want);
     llm_context_free(&ctx);
     llm_model_free(&lm);
@@ -450,35 +460,41 @@ static int32_t *tokenize_file(const model *m, const char *path, size_t *n, int32
     return ids;
 }
 
-/* stories260K (llama.cpp's conversion) on tinystories_sample.txt, n_ctx 128: all 14 chunks;
- * llama-perplexity printed 6.6856 +/- 0.71768 (../shared/reference/ppl-stories260K.json). */
+/* stories260K (llama.cpp's conversion) on tinystories_sample.txt, n_ctx 128: all 14 chunks,
+ * through eval_run (the whole `slmc eval`); llama-perplexity printed 6.6856 +/- 0.71768
+ * (../shared/reference/ppl-stories260K.json). */
+static int count_chunks(void *ud, int done, int n_chunk, double ppl, double seconds) {
+    (void)n_chunk, (void)seconds;
+    ck_assert(isfinite(ppl) && ppl > 0);
+    *(int *)ud = done;
+    return 0;
+}
+
 START_TEST(test_ppl_stories260K) {
     char *mp = SHARED_OR_SKIP("reference/stories260K-F32.gguf");
     char *tp = SHARED_OR_SKIP("text/tinystories_sample.txt");
-    model m;
     slmc_err err = {0};
-    ck_assert_msg(model_open(&m, mp, NULL, &err) == 0, "%s", err.msg);
-    size_t n;
-    int32_t bos;
-    int32_t *ids = tokenize_file(&m, tp, &n, &bos);
-    ck_assert_int_eq(bos, 1);
+    model m;
     llm_model lm;
-    llm_context ctx;
-    ck_assert_msg(llm_model_init(&lm, &m, &err) == 0, "%s", err.msg);
+    ck_assert_msg(model_open(&m, mp, NULL, &err) == 0 && llm_model_init(&lm, &m, &err) == 0, "%s", err.msg);
     ck_assert(lm.output.tensor != lm.tok_embd.tensor); /* this converter stores output.weight */
-    ck_assert(llm_context_init(&ctx, &lm, 128, 128, &err) == 0);
-    ppl_result r;
-    ck_assert_msg(perplexity_run(&ctx, ids, (int64_t)n, 128, -1, bos, NULL, NULL, &r, &err) == 0, "%s", err.msg);
+    llm_model_free(&lm);
+    model_close(&m);
+    int seen = 0;
+    const eval_opts o = {.model = mp, .text = tp, .n_ctx = 128, .max_chunks = -1};
+    const eval_hooks h = {.ud = &seen, .chunk_done = count_chunks};
+    eval_result r;
+    ck_assert_msg(eval_run(&o, &h, &r, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(seen, 14);
     ck_assert_int_eq(r.n_chunk, 14);
+    ck_assert_int_eq(r.n_ctx, 128);
     ck_assert_int_eq(r.stats.count, 14 * 63);
+    ck_assert(!r.have_kld);
+    ck_assert(r.n_tokens >= 14 * 128);
     ck_assert_msg(fabs(r.ppl / 6.6856 - 1) < 0.001, "PPL %.4f, llama.cpp 6.6856", r.ppl);
     ck_assert_msg(fabs(r.ppl_stderr / 0.71768 - 1) < 0.01, "stderr %.5f, llama.cpp 0.71768", r.ppl_stderr);
     fprintf(stderr, "stories260K tinystories n_ctx 128: PPL %.4f +/- %.5f (llama.cpp 6.6856 +/- 0.71768)\n", r.ppl,
             r.ppl_stderr);
-    free(ids);
-    llm_context_free(&ctx);
-    llm_model_free(&lm);
-    model_close(&m);
     free(mp);
     free(tp);
 }
@@ -652,6 +668,52 @@ START_TEST(test_ppl_indices) {
 }
 END_TEST
 
+/* generate_run: llama2.c's greedy sample for stories260K, piece by piece. */
+typedef struct pieces {
+    char text[4096];
+    size_t len;
+    int started;
+} pieces;
+
+static int on_start(void *ud, int n_prompt) {
+    ck_assert_int_gt(n_prompt, 1); /* BOS and the prompt */
+    ((pieces *)ud)->started++;
+    return 0;
+}
+
+static int on_piece(void *ud, const char *bytes, size_t len) {
+    pieces *p = ud;
+    ck_assert_int_eq(p->started, 1);
+    ck_assert_uint_lt(p->len + len, sizeof p->text);
+    memcpy(p->text + p->len, bytes, len);
+    p->len += len;
+    p->text[p->len] = 0;
+    return 0;
+}
+
+START_TEST(test_generate_stories260K) {
+    char *mp = SHARED_OR_SKIP("models/stories260K/stories260K.bin");
+    char *tp = SHARED_OR_SKIP("models/stories260K/tok512.bin");
+    pieces p = {{0}, 0, 0};
+    const generate_opts o = {.model = mp, .tokenizer = tp, .prompt = "Once upon a time", .n_predict = 30,
+                             .temp = 0, .top_k = 40, .top_p = 0.95f, .seed = 1};
+    const generate_hooks h = {.ud = &p, .start = on_start, .piece = on_piece};
+    generate_result r;
+    slmc_err err = {0};
+    ck_assert_msg(generate_run(&o, &h, &r, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(r.n_generated, 30);
+    ck_assert_msg(strncmp(p.text, ", there was a little girl named Lily. She loved to play outside", 63) == 0, "%s",
+                  p.text);
+    /* a context that cannot hold the prompt is refused, naming the model */
+    generate_opts small = o;
+    small.n_ctx = 3;
+    ck_assert_int_eq(generate_run(&small, NULL, &r, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, mp));
+    free(mp);
+    free(tp);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("llm");
     TCase *tc = tcase_create("core");
@@ -668,6 +730,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_context_set_threads);
     tcase_add_test(tc, test_ppl_indices);
     tcase_add_test(tc, test_ppl_stories260K);
+    tcase_add_test(tc, test_generate_stories260K);
     tcase_add_test(tc, test_books22m_two_chunks);
     suite_add_tcase(s, tc);
     return s;
