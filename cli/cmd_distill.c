@@ -1,8 +1,7 @@
 /* cmd_distill.c - `slmc distill` (teacher -> student) and, through distill_cli_run, `slmc train`.
  *
- * Both commands run the same loop (distill/trainer.h): open the student, read and tokenize the
- * text, optionally resume from a checkpoint, step, report, evaluate on the held-out split,
- * checkpoint every N steps and on SIGINT/SIGTERM, export the student at the end. */
+ * Both commands are one library call, train_run (distill/train_run.h), which does the whole run.
+ * Here: the options, the SIGINT/SIGTERM handlers, the progress line and the summary. */
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -13,12 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "distill/data.h"
-#include "distill/model.h"
-#include "distill/trainer.h"
-#include "eval/llm.h"
-#include "eval/tokenizer.h"
-#include "formats/types.h"
+#include "distill/train_run.h"
 
 int distill_cli_run(int argc, char **argv, bool with_teacher);
 
@@ -73,28 +67,20 @@ static const char *USAGE_OPTIONS =
 
 typedef struct distill_args {
     cli_common c;
-    bool with_teacher;
-    const char *teacher, *student, *data, *out, *checkpoint, *resume, *metrics, *tokenizer;
-    trainer_opts o;
-    uint64_t seed;
-    double valid_frac;
-    int64_t eval_every, eval_seqs, checkpoint_every, log_every;
-    size_t max_tokens;
-    int outtype;
+    const char *cmd;     /* "distill" or "train" */
+    train_run_opts o;    /* everything train_run needs */
+    int64_t log_every;   /* progress line every N steps */
+    bool tty;            /* stderr is a terminal: the progress line redraws in place */
 } distill_args;
 
 static int parse(int argc, char **argv, distill_args *a, bool with_teacher) {
     const char *cmd = with_teacher ? "distill" : "train";
     memset(a, 0, sizeof *a);
-    a->with_teacher = with_teacher;
-    trainer_opts_default(&a->o);
-    if (!with_teacher) a->o.alpha = 1.0f;
-    a->seed = 1;
-    a->valid_frac = 0.02;
-    a->eval_every = 100;
-    a->eval_seqs = 32;
+    a->cmd = cmd;
+    train_run_opts_default(&a->o);
+    if (!with_teacher) a->o.train.alpha = 1.0f;
     a->log_every = 10;
-    a->outtype = GGML_TYPE_F32;
+    trainer_opts *t = &a->o.train;
     enum { O_TEACHER = 256, O_STUDENT, O_DATA, O_STEPS, O_SEQ, O_BATCH, O_ACCUM, O_LR, O_MINLR, O_WARMUP, O_WD,
            O_CLIP, O_SEED, O_TEMP, O_ALPHA, O_REV, O_VALID, O_EVAL, O_EVALSEQS, O_MAXTOK, O_CKPT, O_CKPTEVERY,
            O_RESUME, O_METRICS, O_LOG, O_OUTTYPE, O_TOK };
@@ -123,41 +109,41 @@ static int parse(int argc, char **argv, distill_args *a, bool with_teacher) {
     while ((ch = getopt_long(argc, argv, "o:" CLI_COMMON_SHORT, opts, NULL)) != -1) {
         rc = 0;
         switch (ch) {
-        case O_TEACHER: a->teacher = optarg; break;
-        case O_STUDENT: a->student = optarg; break;
-        case O_DATA: a->data = optarg; break;
-        case O_STEPS: rc = cli_opt_i64(cmd, "--steps", optarg, 1, MAX_STEPS, &a->o.steps); break;
-        case O_SEQ: rc = cli_opt_int(cmd, "--seq-len", optarg, 2, MAX_TOKENS_PER_SEQ, &a->o.seq_len); break;
-        case O_BATCH: rc = cli_opt_int(cmd, "--batch", optarg, 1, 1 << 20, &a->o.batch); break;
-        case O_ACCUM: rc = cli_opt_int(cmd, "--grad-accum", optarg, 1, 1 << 20, &a->o.grad_accum); break;
-        case O_LR: rc = cli_opt_f32(cmd, "--lr", optarg, 0, 10, true, &a->o.lr); break;
-        case O_MINLR: rc = cli_opt_f32(cmd, "--min-lr", optarg, 0, 10, false, &a->o.min_lr); break;
-        case O_WARMUP: rc = cli_opt_i64(cmd, "--warmup", optarg, 0, MAX_STEPS, &a->o.warmup); break;
-        case O_WD: rc = cli_opt_f32(cmd, "--weight-decay", optarg, 0, 10, false, &a->o.weight_decay); break;
-        case O_CLIP: rc = cli_opt_f32(cmd, "--clip", optarg, 0, 1e9, false, &a->o.clip); break;
-        case O_SEED: rc = cli_opt_u64(cmd, "--seed", optarg, &a->seed); break;
-        case O_TEMP: rc = cli_opt_f32(cmd, "--temperature", optarg, 0, 1000, true, &a->o.temperature); break;
-        case O_ALPHA: rc = cli_opt_f32(cmd, "--alpha", optarg, 0, 1e6, false, &a->o.alpha); break;
-        case O_REV: a->o.reverse_kl = true; break;
-        case O_VALID: rc = cli_opt_float(cmd, "--valid-frac", optarg, 0, 0.99, false, &a->valid_frac); break;
-        case O_EVAL: rc = cli_opt_i64(cmd, "--eval-every", optarg, 0, MAX_STEPS, &a->eval_every); break;
-        case O_EVALSEQS: rc = cli_opt_i64(cmd, "--eval-seqs", optarg, 1, 1 << 30, &a->eval_seqs); break;
+        case O_TEACHER: a->o.teacher = optarg; break;
+        case O_STUDENT: a->o.student = optarg; break;
+        case O_DATA: a->o.data = optarg; break;
+        case O_STEPS: rc = cli_opt_i64(cmd, "--steps", optarg, 1, MAX_STEPS, &t->steps); break;
+        case O_SEQ: rc = cli_opt_int(cmd, "--seq-len", optarg, 2, MAX_TOKENS_PER_SEQ, &t->seq_len); break;
+        case O_BATCH: rc = cli_opt_int(cmd, "--batch", optarg, 1, 1 << 20, &t->batch); break;
+        case O_ACCUM: rc = cli_opt_int(cmd, "--grad-accum", optarg, 1, 1 << 20, &t->grad_accum); break;
+        case O_LR: rc = cli_opt_f32(cmd, "--lr", optarg, 0, 10, true, &t->lr); break;
+        case O_MINLR: rc = cli_opt_f32(cmd, "--min-lr", optarg, 0, 10, false, &t->min_lr); break;
+        case O_WARMUP: rc = cli_opt_i64(cmd, "--warmup", optarg, 0, MAX_STEPS, &t->warmup); break;
+        case O_WD: rc = cli_opt_f32(cmd, "--weight-decay", optarg, 0, 10, false, &t->weight_decay); break;
+        case O_CLIP: rc = cli_opt_f32(cmd, "--clip", optarg, 0, 1e9, false, &t->clip); break;
+        case O_SEED: rc = cli_opt_u64(cmd, "--seed", optarg, &a->o.seed); break;
+        case O_TEMP: rc = cli_opt_f32(cmd, "--temperature", optarg, 0, 1000, true, &t->temperature); break;
+        case O_ALPHA: rc = cli_opt_f32(cmd, "--alpha", optarg, 0, 1e6, false, &t->alpha); break;
+        case O_REV: t->reverse_kl = true; break;
+        case O_VALID: rc = cli_opt_float(cmd, "--valid-frac", optarg, 0, 0.99, false, &a->o.valid_frac); break;
+        case O_EVAL: rc = cli_opt_i64(cmd, "--eval-every", optarg, 0, MAX_STEPS, &a->o.eval_every); break;
+        case O_EVALSEQS: rc = cli_opt_i64(cmd, "--eval-seqs", optarg, 1, 1 << 30, &a->o.eval_seqs); break;
         case O_MAXTOK: {
             uint64_t v;
-            if ((rc = cli_opt_u64(cmd, "--max-tokens", optarg, &v)) == 0) a->max_tokens = (size_t)v;
+            if ((rc = cli_opt_u64(cmd, "--max-tokens", optarg, &v)) == 0) a->o.max_tokens = (size_t)v;
             break;
         }
-        case O_CKPT: a->checkpoint = optarg; break;
-        case O_CKPTEVERY: rc = cli_opt_i64(cmd, "--checkpoint-every", optarg, 0, MAX_STEPS, &a->checkpoint_every); break;
-        case O_RESUME: a->resume = optarg; break;
-        case O_METRICS: a->metrics = optarg; break;
+        case O_CKPT: a->o.checkpoint = optarg; break;
+        case O_CKPTEVERY: rc = cli_opt_i64(cmd, "--checkpoint-every", optarg, 0, MAX_STEPS, &a->o.checkpoint_every); break;
+        case O_RESUME: a->o.resume = optarg; break;
+        case O_METRICS: a->o.metrics = optarg; break;
         case O_LOG: rc = cli_opt_i64(cmd, "--log-every", optarg, 1, MAX_STEPS, &a->log_every); break;
         case O_OUTTYPE:
-            a->outtype = cli_parse_float_type(optarg);
-            if (a->outtype < 0) return cli_usage_error(cmd, "--outtype must be f32, f16 or bf16, not '%s'", optarg);
+            a->o.outtype = cli_parse_float_type(optarg);
+            if (a->o.outtype < 0) return cli_usage_error(cmd, "--outtype must be f32, f16 or bf16, not '%s'", optarg);
             break;
-        case O_TOK: a->tokenizer = optarg; break;
-        case 'o': a->out = optarg; break;
+        case O_TOK: a->o.tokenizer = optarg; break;
+        case 'o': a->o.output = optarg; break;
         default:
             rc = cli_common_option(cmd, with_teacher ? USAGE_DISTILL : USAGE_TRAIN, ch, argv, &a->c);
             if (rc == CLI_HELP) fputs(USAGE_OPTIONS, stdout);
@@ -167,45 +153,63 @@ static int parse(int argc, char **argv, distill_args *a, bool with_teacher) {
     }
 
     if (optind != argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-    if (with_teacher && !a->teacher) return cli_usage_error(cmd, "--teacher T is required");
-    if (!with_teacher && a->teacher) return cli_usage_error(cmd, "train takes no teacher (use distill)");
-    if (!a->student) return cli_usage_error(cmd, with_teacher ? "--student S is required" : "--model M is required");
-    if (!a->data) return cli_usage_error(cmd, "--data FILE is required");
-    if (!a->out) return cli_usage_error(cmd, "-o OUT is required");
+    if (with_teacher && !a->o.teacher) return cli_usage_error(cmd, "--teacher T is required");
+    if (!with_teacher && a->o.teacher) return cli_usage_error(cmd, "train takes no teacher (use distill)");
+    if (!a->o.student) return cli_usage_error(cmd, with_teacher ? "--student S is required" : "--model M is required");
+    if (!a->o.data) return cli_usage_error(cmd, "--data FILE is required");
+    if (!a->o.output) return cli_usage_error(cmd, "-o OUT is required");
     return 0;
 }
 
-/* SIGINT / SIGTERM ask the loop to checkpoint and stop after the current step. */
+/* SIGINT / SIGTERM ask the run to checkpoint and stop after the current step (train_run polls
+ * the flag); a second one ends the process at once, as it would have without the handler. */
 static volatile sig_atomic_t stop_requested = 0;
 static void on_signal(int sig) {
-    (void)sig;
+    if (stop_requested) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+    }
     stop_requested = 1;
 }
 
-static void metrics_line(FILE *f, json_t *o) {
-    if (f) {
-        char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
-        if (s) {
-            fprintf(f, "%s\n", s);
-            fflush(f);
-            free(s);
-        }
-    }
-    json_decref(o);
+/* ---- what train_run reports ---- */
+
+static void on_note(void *user, const char *text) {
+    const distill_args *a = user;
+    cli_note(&a->c, "%s: %s", a->cmd, text);
 }
 
-static int evaluate(trainer *tr, const distill_args *a, FILE *mf, double *eval_loss, slmc_err *err) {
-    double ce;
-    if (trainer_eval(tr, a->eval_seqs, &ce, err) != 0) return -1;
-    *eval_loss = ce;
-    if (!a->c.quiet) fprintf(stderr, "\n%s: step %lld eval loss %.4f ppl %.3f\n", a->with_teacher ? "distill" : "train",
-                             (long long)tr->step, ce, exp(ce));
+/* The progress line: on the first step of the run, every --log-every steps and on the last. */
+static void on_step(void *user, const train_progress *p) {
+    const distill_args *a = user;
+    const train_report *r = &p->report;
+    if (a->c.quiet || !(r->step % a->log_every == 0 || r->step == p->steps || r->step == p->first_step + 1)) return;
+    fprintf(stderr, "%s%s: step %lld/%lld loss %.4f lr %.2e %.0f tok/s ETA %.0fs%s", a->tty ? "\r\033[K" : "", a->cmd,
+            (long long)r->step, (long long)p->steps, r->loss, r->lr, p->tokens_per_s, p->eta_seconds,
+            a->tty ? "" : "\n");
+    if (a->tty && r->step == p->steps) fputc('\n', stderr); /* the last line stays */
+}
+
+static void on_eval(void *user, int64_t step, double eval_loss) {
+    const distill_args *a = user;
+    if (!a->c.quiet)
+        fprintf(stderr, "\n%s: step %lld eval loss %.4f ppl %.3f\n", a->cmd, (long long)step, eval_loss, exp(eval_loss));
+}
+
+static void print_json(const distill_args *a, const train_result *r) {
     json_t *o = json_object();
-    json_object_set_new(o, "step", json_integer(tr->step));
-    json_object_set_new(o, "eval_loss", json_real(ce));
-    json_object_set_new(o, "eval_ppl", json_real(exp(ce)));
-    metrics_line(mf, o);
-    return 0;
+    json_object_set_new(o, "output", json_string(a->o.output));
+    json_object_set_new(o, "checkpoint", json_string(r->checkpoint));
+    json_object_set_new(o, "steps", json_integer(r->step));
+    json_object_set_new(o, "tokens", json_integer(r->tokens));
+    json_object_set_new(o, "loss", isfinite(r->loss) ? json_real(r->loss) : json_null());
+    json_object_set_new(o, "eval_loss", isfinite(r->eval_loss) ? json_real(r->eval_loss) : json_null());
+    json_object_set_new(o, "eval_ppl", isfinite(r->eval_loss) ? json_real(exp(r->eval_loss)) : json_null());
+    json_object_set_new(o, "seconds", json_real(r->seconds));
+    char *js = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (js) puts(js);
+    free(js);
+    json_decref(o);
 }
 
 int distill_cli_run(int argc, char **argv, bool with_teacher) {
@@ -214,150 +218,31 @@ int distill_cli_run(int argc, char **argv, bool with_teacher) {
     if (prc == CLI_HELP) return EXIT_OK;
     if (prc) return prc;
     cli_apply_threads(&a.c);
-    const char *cmd = with_teacher ? "distill" : "train";
-    slmc_err err = {{0}};
-    int rc = EXIT_ERROR;
-    model sm, tmv;
-    bool sm_open = false, tmv_open = false, lm_open = false, tm_open = false, tr_open = false;
-    llm_model tlm;
-    train_model tm;
-    train_data data;
-    memset(&data, 0, sizeof data);
-    trainer tr;
-    tokenizer *tok = NULL;
-    FILE *mf = NULL;
-    char *ckpt_default = NULL;
-
-    if (cli_open_model(&sm, a.student, a.tokenizer, &err) != 0) { cli_error(&err); goto done; }
-    sm_open = true;
-    if (tm_init_from_model(&tm, &sm, &err) != 0) { cli_error(&err); goto done; }
-    tm_open = true;
-    if (sm.cfg.n_ctx_train > 0 && a.o.seq_len > sm.cfg.n_ctx_train)
-        cli_note(&a.c, "%s: note: --seq-len %d is past the model's context of %lld", cmd, a.o.seq_len,
-                 (long long)sm.cfg.n_ctx_train);
-    if (a.teacher) {
-        if (cli_open_model(&tmv, a.teacher, a.tokenizer, &err) != 0) { cli_error(&err); goto done; }
-        tmv_open = true;
-        if (llm_model_init(&tlm, &tmv, &err) != 0) { slmc_fail_prefix(&err, a.teacher); cli_error(&err); goto done; }
-        lm_open = true;
-        if (tlm.n_vocab != tm.cfg.n_vocab)
-            cli_note(&a.c, "%s: teacher vocabulary %lld, student %d: comparing the first %lld ids", cmd,
-                     (long long)tlm.n_vocab, tm.cfg.n_vocab,
-                     (long long)(tlm.n_vocab < tm.cfg.n_vocab ? tlm.n_vocab : tm.cfg.n_vocab));
-    }
-    if (!meta_get_str(&sm.kv, "tokenizer.ggml.model")) {
-        slmc_fail(&err, a.student, "has no tokenizer; training needs one to read the text");
-        cli_error(&err);
-        goto done;
-    }
-    if (tokenizer_create(&tok, &sm.kv, &err) != 0) { slmc_fail_prefix(&err, a.student); cli_error(&err); goto done; }
-    double t_tok = cli_now();
-    if (data_load(&data, a.data, tok, a.max_tokens, &err) != 0) { cli_error(&err); goto done; } /* names the file */
-    if (data_split(&data, a.o.seq_len, a.valid_frac, a.seed, &err) != 0) {
-        slmc_fail_prefix(&err, a.data);
-        cli_error(&err);
-        goto done;
-    }
-    cli_note(&a.c, "%s: %zu tokens in %.1fs: %lld training and %lld held-out sequences of %d", cmd, data.n_tokens,
-             cli_now() - t_tok, (long long)data.n_train, (long long)data.n_valid, a.o.seq_len);
-    if (trainer_init(&tr, &a.o, &tm, &data, a.teacher ? &tlm : NULL, &err) != 0) { cli_error(&err); goto done; }
-    tr_open = true;
-    if (a.resume) {
-        if (trainer_load(&tr, a.resume, &err) != 0) { cli_error(&err); goto done; }
-        cli_note(&a.c, "%s: resumed from %s at step %lld", cmd, a.resume, (long long)tr.step);
-    }
-    const char *ckpt = a.checkpoint;
-    if (!ckpt) {
-        size_t n = strlen(a.out) + 16;
-        ckpt_default = malloc(n);
-        if (!ckpt_default) { slmc_fail(&err, NULL, "out of memory"); cli_error(&err); goto done; }
-        snprintf(ckpt_default, n, "%s.ckpt.h5", a.out);
-        ckpt = ckpt_default;
-    }
-    if (a.metrics && !(mf = fopen(a.metrics, "a"))) {
-        slmc_fail(&err, a.metrics, "cannot open for appending");
-        cli_error(&err);
-        goto done;
-    }
+    a.o.threads = a.c.threads;
+    a.o.stop = &stop_requested;
+    a.tty = isatty(2);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    cli_note(&a.c, "%s: %zu parameters, %lld steps of %d x %d x %d tokens", cmd, tm.n_params, (long long)a.o.steps,
-             a.o.grad_accum, a.o.batch, a.o.seq_len);
-    const bool tty = isatty(2);
-    const double t0 = cli_now();
-    const int64_t first = tr.step;
-    int64_t tokens_done = 0;
-    double last_loss = NAN, eval_loss = NAN; /* for --json */
-    while (tr.step < a.o.steps && !stop_requested) {
-        train_report r;
-        if (trainer_step(&tr, &r, &err) != 0) { cli_error(&err); goto done; }
-        tokens_done += r.tokens;
-        last_loss = r.loss;
-        double el = cli_now() - t0, tps = tokens_done / (el > 0 ? el : 1e-9);
-        double eta = el / (double)(tr.step - first) * (double)(a.o.steps - tr.step);
-        if (!a.c.quiet && (tr.step % a.log_every == 0 || tr.step == a.o.steps || tr.step == first + 1))
-            fprintf(stderr, "%s%s: step %lld/%lld loss %.4f lr %.2e %.0f tok/s ETA %.0fs%s", tty ? "\r\033[K" : "", cmd,
-                    (long long)tr.step, (long long)a.o.steps, r.loss, r.lr, tps, eta, tty ? "" : "\n");
-        json_t *o = json_object();
-        json_object_set_new(o, "step", json_integer(r.step));
-        json_object_set_new(o, "loss", json_real(r.loss));
-        json_object_set_new(o, "ce", json_real(r.ce));
-        if (a.teacher) json_object_set_new(o, "kl", json_real(r.kl));
-        json_object_set_new(o, "lr", json_real(r.lr));
-        json_object_set_new(o, "grad_norm", json_real(r.grad_norm));
-        json_object_set_new(o, "tokens_per_s", json_real(tps));
-        json_object_set_new(o, "seconds", json_real(el));
-        /* share of the student's forward + backward spent in matrix products */
-        json_object_set_new(o, "matmul_share", json_real(tm.sec_graph > 0 ? tm.sec_matmul / tm.sec_graph : 0));
-        metrics_line(mf, o);
-        if (a.eval_every > 0 && tr.step % a.eval_every == 0 && tr.step < a.o.steps && data.n_valid > 0 &&
-            evaluate(&tr, &a, mf, &eval_loss, &err) != 0) { cli_error(&err); goto done; }
-        if (a.checkpoint_every > 0 && tr.step % a.checkpoint_every == 0 && tr.step < a.o.steps) {
-            if (trainer_save(&tr, ckpt, &err) != 0) { cli_error(&err); goto done; }
-        }
-    }
-    if (tty && !a.c.quiet) fputc('\n', stderr);
-    if (stop_requested) {
-        if (trainer_save(&tr, ckpt, &err) != 0) { cli_error(&err); goto done; }
-        fprintf(stderr, "%s: interrupted at step %lld; checkpoint in %s (continue with --resume %s)\n", cmd,
-                (long long)tr.step, ckpt, ckpt);
+    const train_hooks hooks = {.user = &a, .note = on_note, .step = on_step, .eval = on_eval};
+    train_result r;
+    slmc_err err = {{0}};
+    int rc = EXIT_OK;
+    if (train_run(&a.o, &hooks, &r, &err) != 0) {
+        rc = cli_error(&err);
+    } else if (r.stopped) {
+        if (a.tty && !a.c.quiet) fputc('\n', stderr);
+        fprintf(stderr, "%s: interrupted at step %lld; checkpoint in %s (continue with --resume %s)\n", a.cmd,
+                (long long)r.step, r.checkpoint, r.checkpoint);
         rc = 130;
-        goto done;
+    } else {
+        cli_note(&a.c, "%s: wrote %s (checkpoint %s)", a.cmd, a.o.output, r.checkpoint);
+        if (a.c.json) print_json(&a, &r);
     }
-    if (data.n_valid > 0 && evaluate(&tr, &a, mf, &eval_loss, &err) != 0) { cli_error(&err); goto done; }
-    if (trainer_save(&tr, ckpt, &err) != 0) { cli_error(&err); goto done; }
-    if (tm_export(&tm, &sm, a.out, a.outtype, &err) != 0) { cli_error(&err); goto done; }
-    cli_note(&a.c, "%s: wrote %s (checkpoint %s)", cmd, a.out, ckpt);
-    if (a.c.json) {
-        json_t *o = json_object();
-        json_object_set_new(o, "output", json_string(a.out));
-        json_object_set_new(o, "checkpoint", json_string(ckpt));
-        json_object_set_new(o, "steps", json_integer(tr.step));
-        json_object_set_new(o, "tokens", json_integer(tokens_done));
-        json_object_set_new(o, "loss", isfinite(last_loss) ? json_real(last_loss) : json_null());
-        json_object_set_new(o, "eval_loss", isfinite(eval_loss) ? json_real(eval_loss) : json_null());
-        json_object_set_new(o, "eval_ppl", isfinite(eval_loss) ? json_real(exp(eval_loss)) : json_null());
-        json_object_set_new(o, "seconds", json_real(cli_now() - t0));
-        char *js = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        if (js) puts(js);
-        free(js);
-        json_decref(o);
-    }
-    rc = EXIT_OK;
-done:
-    if (mf) fclose(mf);
-    free(ckpt_default);
-    if (tr_open) trainer_free(&tr);
-    data_free(&data);
-    tokenizer_free(tok);
-    if (tm_open) tm_free(&tm);
-    if (lm_open) llm_model_free(&tlm);
-    if (tmv_open) model_close(&tmv);
-    if (sm_open) model_close(&sm);
+    train_result_free(&r);
     return rc;
 }
 

@@ -194,7 +194,8 @@ static uint64_t fnv1a(const int32_t *x, size_t n) {
     return h;
 }
 
-int data_load(train_data *d, const char *path, const tokenizer *tok, size_t max_tokens, slmc_err *err) {
+int data_load(train_data *d, const char *path, const tokenizer *tok, size_t max_tokens, int n_threads,
+              slmc_err *err) {
     memset(d, 0, sizeof *d);
     char *raw = NULL;
     size_t n_raw = 0;
@@ -226,7 +227,7 @@ int data_load(train_data *d, const char *path, const tokenizer *tok, size_t max_
     const int32_t bos = tokenizer_bos(tok);
     bool failed = false;
     slmc_err first_err = {{0}};
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
     for (size_t i = 0; i < n_pieces; i++) {
         slmc_err e = {{0}};
         if (failed) continue;

@@ -32,9 +32,10 @@ typedef struct train_data {
     uint64_t rng;         /* xorshift64* state used for the next shuffle */
 } train_data;
 
-/* Read `path` whole into documents and tokenize them (with OpenMP). max_tokens > 0 stops
- * after about that many tokens. */
-int data_load(train_data *d, const char *path, const tokenizer *tok, size_t max_tokens, slmc_err *err);
+/* Read `path` whole into documents and tokenize them on n_threads OpenMP threads (>= 1; the
+ * tokens do not depend on it). max_tokens > 0 stops after about that many tokens. */
+int data_load(train_data *d, const char *path, const tokenizer *tok, size_t max_tokens, int n_threads,
+              slmc_err *err);
 /* Pack into sequences of T tokens (+1 target), hold out valid_frac of them (at least one when
  * there are two or more), shuffle the rest with seed. */
 int data_split(train_data *d, int T, double valid_frac, uint64_t seed, slmc_err *err);

@@ -33,9 +33,6 @@
  * steps, a and b being one packed A panel (kc × MR) and one packed B panel (kc × NR). */
 typedef void (*gemm_kernel)(int kc, const float *a, const float *b, float *c, ptrdiff_t ldc, bool add);
 
-/* the widest kernel allowed; set by gemm_set_max_kernel(), read before any parallel region */
-static gemm_kernel_level force_level = GEMM_AVX512;
-
 /* ---------------------------------------------------------------------------------------
  * micro-kernels
  * ------------------------------------------------------------------------------------- */
@@ -185,23 +182,34 @@ static bool cpu_has_avx512(void) {
 #endif
 }
 
-/* The widest kernel this CPU runs, unless a test asked for a narrower one. */
-static gemm_kernel pick_kernel(void) {
-#if GEMM_HAVE_X86
-    if (force_level >= GEMM_AVX512 && cpu_has_avx512()) return kernel_avx512;
-    if (force_level >= GEMM_AVX2 && cpu_has_avx2_fma()) return kernel_avx2;
-#endif
-    return kernel_scalar;
+gemm_kernel_level gemm_best_kernel(void) {
+    if (cpu_has_avx512()) return GEMM_AVX512;
+    if (cpu_has_avx2_fma()) return GEMM_AVX2;
+    return GEMM_SCALAR;
 }
 
-const char *gemm_set_max_kernel(gemm_kernel_level level) {
-    force_level = level;
-    gemm_kernel k = pick_kernel();
+/* The level a request for `level` gets on this CPU: the widest it has, up to level. */
+static gemm_kernel_level level_available(gemm_kernel_level level) {
+    gemm_kernel_level best = gemm_best_kernel();
+    return level < best ? level : best;
+}
+
+const char *gemm_kernel_name(gemm_kernel_level level) {
+    switch (level_available(level)) {
+    case GEMM_AVX512: return "avx512";
+    case GEMM_AVX2: return "avx2";
+    default: return "scalar";
+    }
+}
+
+/* The micro-kernel of a level this CPU has. */
+static gemm_kernel kernel_of(gemm_kernel_level level) {
 #if GEMM_HAVE_X86
-    if (k == kernel_avx512) return "avx512";
-    if (k == kernel_avx2) return "avx2";
+    if (level == GEMM_AVX512) return kernel_avx512;
+    if (level == GEMM_AVX2) return kernel_avx2;
 #endif
-    return "scalar";
+    (void)level;
+    return kernel_scalar;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -359,16 +367,17 @@ static void gemm_run_tiles(const gemm_job *g, int n_tiles, bool parallel) {
  * entry point
  * ------------------------------------------------------------------------------------- */
 
-void gemm_f32(int M, int N, int K, gemm_mat A, gemm_mat B, float *C, ptrdiff_t ldc, bool accumulate) {
+void gemm_f32(const gemm_ctx *ctx, int M, int N, int K, gemm_mat A, gemm_mat B, float *C, ptrdiff_t ldc,
+              bool accumulate) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         if (!accumulate)
             for (int i = 0; i < M; i++) memset(C + (ptrdiff_t)i * ldc, 0, sizeof(float) * (size_t)N);
         return;
     }
-    gemm_job g = {M, N, K, A, B, C, ldc, accumulate, 0, GEMM_NC, 0, pick_kernel()};
+    gemm_job g = {M, N, K, A, B, C, ldc, accumulate, 0, GEMM_NC, 0, kernel_of(level_available(ctx->kernel))};
     const bool in_parallel = omp_in_parallel();
-    const int threads = in_parallel ? 1 : omp_get_max_threads();
+    const int threads = in_parallel || ctx->n_threads < 1 ? 1 : ctx->n_threads;
     /* Tiles span all rows (B is then packed once) unless there are too few column strips to
      * give every thread a few tiles to balance with: then rows are split too, and columns last.
      * The tile size never changes a result (see gemm.h), so it may depend on the thread count. */
@@ -385,6 +394,6 @@ void gemm_f32(int M, int N, int K, gemm_mat A, gemm_mat B, float *C, ptrdiff_t l
         gemm_run_tiles(&g, n_tiles, false);
         return;
     }
-#pragma omp parallel
+#pragma omp parallel num_threads(threads)
     gemm_run_tiles(&g, n_tiles, true);
 }

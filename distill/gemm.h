@@ -6,7 +6,8 @@
  *     reads memory strictly in order whatever the layout of the operands;
  *   - a micro-kernel computes a GEMM_MR × GEMM_NR tile of C from one A panel and one B panel,
  *     holding the whole tile in registers (AVX-512 or AVX2+FMA when the CPU has it, chosen at
- *     run time; a portable scalar kernel otherwise, also kept as the reference).
+ *     run time and capped by the caller's gemm_ctx; a portable scalar kernel otherwise, also
+ *     kept as the reference).
  *
  * Operands are described by strides, so one routine serves out = X·Wᵀ, dX = dY·W and
  * dW = dYᵀ·X without transposing anything: element (r, c) of a gemm_mat is p[r*rs + c*cs].
@@ -31,23 +32,33 @@ typedef struct {
     ptrdiff_t cs;   /* distance between columns, in floats */
 } gemm_mat;
 
-/* C[M][N] (row stride ldc) = A[M][K] · B[K][N], or C += A·B when accumulate is true.
- * With K == 0, C is zeroed (or left as is when accumulating).
- * Runs on all OpenMP threads when called outside a parallel region, and on the calling thread
- * alone inside one (so a parallel loop may call it per item). Never fails: if the packing
- * buffers cannot be allocated it falls back to a plain, slower loop. */
-void gemm_f32(int M, int N, int K, gemm_mat A, gemm_mat B, float *C, ptrdiff_t ldc, bool accumulate);
-
-/* Micro-kernels, narrowest first. The widest one the CPU supports is used (checked at run
- * time with __builtin_cpu_supports; nothing is compiled for the build machine only). */
+/* Micro-kernels, narrowest first. What the CPU supports is checked at run time with
+ * __builtin_cpu_supports; nothing is compiled for the build machine only. */
 typedef enum {
     GEMM_SCALAR, /* portable C, the reference */
     GEMM_AVX2,   /* AVX2 + FMA, 6 × 16 register tiles */
     GEMM_AVX512  /* AVX-512F, 6 × 32 register tiles; bitwise equal to AVX2 (same FMAs, same order) */
 } gemm_kernel_level;
 
-/* Use no kernel wider than level (default GEMM_AVX512, i.e. the best available); for tests and
- * benchmarks. Returns the name of the kernel now in use: "avx512", "avx2" or "scalar". */
-const char *gemm_set_max_kernel(gemm_kernel_level level);
+/* The widest kernel this CPU runs. */
+gemm_kernel_level gemm_best_kernel(void);
+/* The kernel a product asked for `level` runs on this CPU (the widest one it has, up to level):
+ * "avx512", "avx2" or "scalar". */
+const char *gemm_kernel_name(gemm_kernel_level level);
+
+/* How a product runs. The caller owns these settings (the trainer's model keeps one in
+ * train_model.exec); nothing is global. */
+typedef struct gemm_ctx {
+    gemm_kernel_level kernel; /* the widest kernel to use: gemm_best_kernel(), or narrower for tests */
+    int n_threads;            /* OpenMP threads when called outside a parallel region (>= 1) */
+} gemm_ctx;
+
+/* C[M][N] (row stride ldc) = A[M][K] · B[K][N], or C += A·B when accumulate is true.
+ * With K == 0, C is zeroed (or left as is when accumulating).
+ * Runs on ctx->n_threads threads when called outside a parallel region, and on the calling
+ * thread alone inside one (so a parallel loop may call it per item). Never fails: if the
+ * packing buffers cannot be allocated it falls back to a plain, slower loop. */
+void gemm_f32(const gemm_ctx *ctx, int M, int N, int K, gemm_mat A, gemm_mat B, float *C, ptrdiff_t ldc,
+              bool accumulate);
 
 #endif

@@ -12,8 +12,8 @@
 #include "eval/kernels.h"
 #include "formats/gguf.h"
 #include "formats/hf.h"
-#include "formats/types.h"
-#include "quant/quants.h"
+#include "codec/quants.h"
+#include "codec/types.h"
 
 /* ---------------------------------------------------------------------------------------
  * parameter layout
@@ -144,13 +144,19 @@ static int read_tensor_f32(const model *m, int64_t ti, float *dst, size_t n, slm
     return 0;
 }
 
+/* The settings a new model runs with: every thread OpenMP would use now, the best GEMM kernel. */
+static void exec_default(train_model *tm) {
+    tm->exec.kernel = gemm_best_kernel();
+    tm->exec.n_threads = omp_get_max_threads();
+}
+
 int tm_init_from_model(train_model *tm, const model *m, slmc_err *err) {
     memset(tm, 0, sizeof *tm);
+    exec_default(tm);
     const model_config *mc = &m->cfg;
     tm_config *c = &tm->cfg;
-    bool qwen2 = strcmp(mc->arch, "qwen2") == 0;
-    if (!qwen2 && strcmp(mc->arch, "llama") != 0 && strcmp(mc->arch, "mistral") != 0)
-        return slmc_fail(err, m->path, "architecture '%s' cannot be trained (llama, mistral, qwen2)", mc->arch);
+    const arch_desc *family = arch_by_name(mc->arch);
+    if (!family) return slmc_fail(err, m->path, "architecture '%s' cannot be trained (%s)", mc->arch, arch_names());
     if (mc->rope_scaling[0] && strcmp(mc->rope_scaling, "none") != 0 && strcmp(mc->rope_scaling, "linear") != 0)
         return slmc_fail(err, m->path, "rope scaling '%s' is not supported for training (none, linear)",
                          mc->rope_scaling);
@@ -166,7 +172,7 @@ int tm_init_from_model(train_model *tm, const model *m, slmc_err *err) {
     c->freq_base = mc->rope_freq_base > 0 ? mc->rope_freq_base : 10000.f;
     c->freq_scale = strcmp(mc->rope_scaling, "linear") == 0 && mc->rope_scaling_factor > 0
                         ? 1.f / mc->rope_scaling_factor : 1.f;
-    c->neox = qwen2;
+    c->neox = family->rope == ROPE_NEOX;
     c->tied = mc->tied_output || model_find(m, "output.weight") < 0;
     c->qkv_bias = model_find(m, "blk.0.attn_q.bias") >= 0;
     c->n_ff = malloc(sizeof(int) * (size_t)(c->n_layer > 0 ? c->n_layer : 1));
@@ -209,6 +215,7 @@ static float rng_normal(uint64_t *s) {
 
 int tm_init_random(train_model *tm, const tm_config *cfg, uint64_t seed, slmc_err *err) {
     memset(tm, 0, sizeof *tm);
+    exec_default(tm);
     if (copy_config(&tm->cfg, cfg, err) != 0) return -1;
     if (tm_alloc(tm, err) != 0) return -1;
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
@@ -299,13 +306,13 @@ int tm_plan(train_model *tm, int B, int T, slmc_err *err) {
 /* The matrix products, timed: bench/distill.sh reports their share of the step. */
 static void mm_fwd(train_model *tm, float *out, const float *inp, const float *w, const float *b, int N, int C, int OC) {
     double t = omp_get_wtime();
-    matmul_forward(out, inp, w, b, N, C, OC);
+    matmul_forward(out, inp, w, b, N, C, OC, &tm->exec);
     tm->sec_matmul += omp_get_wtime() - t;
 }
 static void mm_bwd(train_model *tm, float *dinp, float *dw, float *db, const float *dout, const float *inp,
                    const float *w, int N, int C, int OC) {
     double t = omp_get_wtime();
-    matmul_backward(dinp, dw, db, dout, inp, w, N, C, OC);
+    matmul_backward(dinp, dw, db, dout, inp, w, N, C, OC, &tm->exec);
     tm->sec_matmul += omp_get_wtime() - t;
 }
 
@@ -316,7 +323,8 @@ void tm_forward(train_model *tm, const int32_t *tokens) {
     const int B = tm->B, T = tm->T, N = B * T, C = c->n_embd, L = c->n_layer, V = c->n_vocab;
     const int NH = c->n_head, NKV = c->n_head_kv, hd = c->head_dim, qd = NH * hd, kvd = NKV * hd;
     const size_t NC = (size_t)N * C, F_max = (size_t)max_ff(c);
-    embedding_forward(a->res, tokens, tm->w.tok_embd, N, C);
+    const int nt = tm->exec.n_threads;
+    embedding_forward(a->res, tokens, tm->w.tok_embd, N, C, nt);
     for (int l = 0; l < L; l++) {
         const tm_layer *w = &tm->w.layers[l];
         const int F = c->n_ff[l];
@@ -327,24 +335,24 @@ void tm_forward(train_model *tm, const int32_t *tokens) {
         float *res_mid = a->res_mid + l * NC, *ln2 = a->ln2 + l * NC, *rstd2 = a->rstd2 + (size_t)l * N;
         float *gate = a->gate + l * N * F_max, *up = a->up + l * N * F_max, *h = a->h + l * N * F_max;
 
-        rmsnorm_forward(ln1, rstd1, res, w->attn_norm, N, C, c->rms_eps);
+        rmsnorm_forward(ln1, rstd1, res, w->attn_norm, N, C, c->rms_eps, nt);
         mm_fwd(tm, q, ln1, w->wq, w->bq, N, C, qd);
         mm_fwd(tm, k, ln1, w->wk, w->bk, N, C, kvd);
         mm_fwd(tm, v, ln1, w->wv, w->bv, N, C, kvd);
-        rope_forward(q, tm->rope_cos, tm->rope_sin, N, T, NH, hd, c->n_rot, c->neox);
-        rope_forward(k, tm->rope_cos, tm->rope_sin, N, T, NKV, hd, c->n_rot, c->neox);
-        attention_forward(atty, att, q, k, v, B, T, NH, NKV, hd);
+        rope_forward(q, tm->rope_cos, tm->rope_sin, N, T, NH, hd, c->n_rot, c->neox, nt);
+        rope_forward(k, tm->rope_cos, tm->rope_sin, N, T, NKV, hd, c->n_rot, c->neox, nt);
+        attention_forward(atty, att, q, k, v, B, T, NH, NKV, hd, nt);
         mm_fwd(tm, a->tmp, atty, w->wo, NULL, N, qd, C);
-        residual_forward(res_mid, res, a->tmp, NC);
+        residual_forward(res_mid, res, a->tmp, NC, nt);
 
-        rmsnorm_forward(ln2, rstd2, res_mid, w->ffn_norm, N, C, c->rms_eps);
+        rmsnorm_forward(ln2, rstd2, res_mid, w->ffn_norm, N, C, c->rms_eps, nt);
         mm_fwd(tm, gate, ln2, w->w_gate, NULL, N, C, F);
         mm_fwd(tm, up, ln2, w->w_up, NULL, N, C, F);
-        swiglu_forward(h, gate, up, (int64_t)N * F);
+        swiglu_forward(h, gate, up, (int64_t)N * F, nt);
         mm_fwd(tm, a->tmp, h, w->w_down, NULL, N, F, C);
-        residual_forward(res_next, res_mid, a->tmp, NC);
+        residual_forward(res_next, res_mid, a->tmp, NC, nt);
     }
-    rmsnorm_forward(a->lnf, a->rstdf, a->res + L * NC, tm->w.output_norm, N, C, c->rms_eps);
+    rmsnorm_forward(a->lnf, a->rstdf, a->res + L * NC, tm->w.output_norm, N, C, c->rms_eps, nt);
     mm_fwd(tm, a->logits, a->lnf, tm->w.output, NULL, N, C, V);
     tm->sec_graph += omp_get_wtime() - t_start;
 }
@@ -356,12 +364,13 @@ void tm_backward(train_model *tm, const int32_t *tokens) {
     const int B = tm->B, T = tm->T, N = B * T, C = c->n_embd, L = c->n_layer, V = c->n_vocab;
     const int NH = c->n_head, NKV = c->n_head_kv, hd = c->head_dim, qd = NH * hd, kvd = NKV * hd;
     const size_t NC = (size_t)N * C, F_max = (size_t)max_ff(c);
+    const int nt = tm->exec.n_threads;
 
     /* output head and final norm: dres becomes the gradient of res[L] */
     memset(a->dln, 0, sizeof(float) * NC);
     memset(a->dres, 0, sizeof(float) * NC);
     mm_bwd(tm, a->dln, tm->g.output, NULL, a->dlogits, a->lnf, tm->w.output, N, C, V);
-    rmsnorm_backward(a->dres, tm->g.output_norm, a->dln, a->res + L * NC, tm->w.output_norm, a->rstdf, N, C);
+    rmsnorm_backward(a->dres, tm->g.output_norm, a->dln, a->res + L * NC, tm->w.output_norm, a->rstdf, N, C, nt);
 
     for (int l = L - 1; l >= 0; l--) {
         const tm_layer *w = &tm->w.layers[l];
@@ -381,10 +390,10 @@ void tm_backward(train_model *tm, const int32_t *tokens) {
         memset(a->dup, 0, sizeof(float) * NF);
         memset(a->dln, 0, sizeof(float) * NC);
         mm_bwd(tm, a->dh, g->w_down, NULL, a->dres, h, w->w_down, N, F, C);
-        swiglu_backward(a->dgate, a->dup, a->dh, gate, up, (int64_t)NF);
+        swiglu_backward(a->dgate, a->dup, a->dh, gate, up, (int64_t)NF, nt);
         mm_bwd(tm, a->dln, g->w_gate, NULL, a->dgate, ln2, w->w_gate, N, C, F);
         mm_bwd(tm, a->dln, g->w_up, NULL, a->dup, ln2, w->w_up, N, C, F);
-        rmsnorm_backward(a->dres, g->ffn_norm, a->dln, res_mid, w->ffn_norm, rstd2, N, C);
+        rmsnorm_backward(a->dres, g->ffn_norm, a->dln, res_mid, w->ffn_norm, rstd2, N, C, nt);
 
         /* res_mid = res + wo(attention): dres flows to res unchanged and into attention */
         memset(a->datty, 0, sizeof(float) * (size_t)N * qd);
@@ -393,15 +402,15 @@ void tm_backward(train_model *tm, const int32_t *tokens) {
         memset(a->dv, 0, sizeof(float) * (size_t)N * kvd);
         memset(a->dln, 0, sizeof(float) * NC);
         mm_bwd(tm, a->datty, g->wo, NULL, a->dres, atty, w->wo, N, qd, C);
-        attention_backward(a->dq, a->dk, a->dv, a->datty, att, q, k, v, B, T, NH, NKV, hd);
-        rope_backward(a->dq, tm->rope_cos, tm->rope_sin, N, T, NH, hd, c->n_rot, c->neox);
-        rope_backward(a->dk, tm->rope_cos, tm->rope_sin, N, T, NKV, hd, c->n_rot, c->neox);
+        attention_backward(a->dq, a->dk, a->dv, a->datty, att, q, k, v, B, T, NH, NKV, hd, nt);
+        rope_backward(a->dq, tm->rope_cos, tm->rope_sin, N, T, NH, hd, c->n_rot, c->neox, nt);
+        rope_backward(a->dk, tm->rope_cos, tm->rope_sin, N, T, NKV, hd, c->n_rot, c->neox, nt);
         mm_bwd(tm, a->dln, g->wq, g->bq, a->dq, ln1, w->wq, N, C, qd);
         mm_bwd(tm, a->dln, g->wk, g->bk, a->dk, ln1, w->wk, N, C, kvd);
         mm_bwd(tm, a->dln, g->wv, g->bv, a->dv, ln1, w->wv, N, C, kvd);
-        rmsnorm_backward(a->dres, g->attn_norm, a->dln, res, w->attn_norm, rstd1, N, C);
+        rmsnorm_backward(a->dres, g->attn_norm, a->dln, res, w->attn_norm, rstd1, N, C, nt);
     }
-    embedding_backward(tm->g.tok_embd, a->dres, tokens, N, C);
+    embedding_backward(tm->g.tok_embd, a->dres, tokens, N, C, nt);
     tm->sec_graph += omp_get_wtime() - t_start;
 }
 
@@ -418,7 +427,7 @@ double tm_grad_norm(const train_model *tm) {
     double *part = malloc(sizeof(double) * (n_chunks ? n_chunks : 1));
     double total = 0;
     if (part) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(tm->exec.n_threads) schedule(static)
         for (size_t ch = 0; ch < n_chunks; ch++) {
             size_t i0 = ch * NORM_CHUNK, i1 = i0 + NORM_CHUNK < n ? i0 + NORM_CHUNK : n;
             double s = 0;
@@ -441,7 +450,7 @@ void tm_adamw(train_model *tm, int64_t t, float lr, float beta1, float beta2, fl
         const float wd = p->decay ? weight_decay : 0.0f;
         float *w = tm->params + p->offset, *g = tm->grads + p->offset;
         float *m = tm->adam_m + p->offset, *v = tm->adam_v + p->offset;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(tm->exec.n_threads) schedule(static)
         for (size_t i = 0; i < p->n; i++) {
             float gi = g[i] * grad_scale;
             m[i] = beta1 * m[i] + (1.0f - beta1) * gi;

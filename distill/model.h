@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "distill/gemm.h"
 #include "formats/error.h"
 #include "formats/model.h"
 
@@ -109,6 +110,8 @@ typedef struct train_model {
     int B, T;               /* planned batch (0 before tm_plan) */
     tm_acts a;
     float *rope_cos, *rope_sin; /* [T][n_rot/2] */
+    gemm_ctx exec;          /* threads of every parallel loop and the GEMM kernel (tm_init_*: OpenMP's
+                             * current thread count and the CPU's best kernel; change before a step) */
     double sec_graph;       /* seconds spent in tm_forward + tm_backward so far */
     double sec_matmul;      /* of which in matrix products */
 } train_model;
@@ -140,7 +143,7 @@ void tm_adamw(train_model *tm, int64_t t, float lr, float beta1, float beta2, fl
 
 /* Export the weights as a model of the same shape as `src` (its metadata and tokenizer):
  * GGUF when path ends in .gguf, else a Hugging Face folder. outtype: F32, F16 or BF16
- * (formats/types.h ids) for the matrices; norms stay F32. */
+ * (codec/types.h ids) for the matrices; norms stay F32. */
 int tm_export(const train_model *tm, const model *src, const char *path, int outtype, slmc_err *err);
 
 #endif

@@ -1,8 +1,6 @@
 /* ops.c - forward and backward of the Llama ops for training; see ops.h. */
 #include "distill/ops.h"
 
-#include "distill/gemm.h"
-
 #include <math.h>
 #include <string.h>
 
@@ -10,15 +8,15 @@
  * embedding
  * ------------------------------------------------------------------------------------- */
 
-void embedding_forward(float *out, const int32_t *tokens, const float *wte, int N, int C) {
-#pragma omp parallel for schedule(static)
+void embedding_forward(float *out, const int32_t *tokens, const float *wte, int N, int C, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
     for (int n = 0; n < N; n++) memcpy(out + (size_t)n * C, wte + (size_t)tokens[n] * C, sizeof(float) * (size_t)C);
 }
 
-void embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int N, int C) {
+void embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int N, int C, int n_threads) {
     /* Rows may repeat a token, so threads split the channels, not the rows: every element of
      * dwte is summed by one thread in row order. */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(n_threads) schedule(static)
     for (int c = 0; c < C; c++)
         for (int n = 0; n < N; n++) dwte[(size_t)tokens[n] * C + c] += dout[(size_t)n * C + c];
 }
@@ -27,8 +25,9 @@ void embedding_backward(float *dwte, const float *dout, const int32_t *tokens, i
  * RMSNorm
  * ------------------------------------------------------------------------------------- */
 
-void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps) {
-#pragma omp parallel for schedule(static)
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps,
+                     int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *o = out + (size_t)n * C;
@@ -41,10 +40,10 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *wei
 }
 
 void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
-                      const float *rstd, int N, int C) {
+                      const float *rstd, int N, int C, int n_threads) {
     /* y = x·s·w with s = (mean(x²)+eps)^-1/2, ds/dx_j = -s³ x_j / C:
      * dx_j = s·w_j·dy_j − s³/C · x_j · Σ_i dy_i w_i x_i */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(n_threads) schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
         float *dx = dinp + (size_t)n * C;
@@ -55,7 +54,7 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
         for (int c = 0; c < C; c++) dx[c] += s * weight[c] * dy[c] - k * x[c];
     }
     /* the weight gradient sums over rows: split channels across threads */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(n_threads) schedule(static)
     for (int c = 0; c < C; c++) {
         float acc = 0;
         for (int n = 0; n < N; n++) acc += dout[(size_t)n * C + c] * inp[(size_t)n * C + c] * rstd[n];
@@ -86,21 +85,24 @@ static inline void axpy_f32(float *y, float a, const float *x, int n) {
  *   dW   += doutᵀ · inp   A(i=o, k=n) = dout[n][o], B = inp [N][C]
  * gemm_f32 splits the output across threads and sums every element over k in a fixed order,
  * so the results do not depend on the thread count. */
-void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC) {
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC,
+                    const gemm_ctx *ctx) {
+    const int n_threads = ctx->n_threads;
     if (bias) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(n_threads) schedule(static)
         for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, bias, sizeof(float) * (size_t)OC);
     }
-    gemm_f32(N, OC, C, (gemm_mat){inp, C, 1}, (gemm_mat){weight, 1, C}, out, OC, bias != NULL);
+    gemm_f32(ctx, N, OC, C, (gemm_mat){inp, C, 1}, (gemm_mat){weight, 1, C}, out, OC, bias != NULL);
 }
 
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                     const float *weight, int N, int C, int OC) {
-    if (dinp) gemm_f32(N, C, OC, (gemm_mat){dout, OC, 1}, (gemm_mat){weight, C, 1}, dinp, C, true);
-    if (dweight) gemm_f32(OC, C, N, (gemm_mat){dout, 1, OC}, (gemm_mat){inp, C, 1}, dweight, C, true);
+                     const float *weight, int N, int C, int OC, const gemm_ctx *ctx) {
+    const int n_threads = ctx->n_threads;
+    if (dinp) gemm_f32(ctx, N, C, OC, (gemm_mat){dout, OC, 1}, (gemm_mat){weight, C, 1}, dinp, C, true);
+    if (dweight) gemm_f32(ctx, OC, C, N, (gemm_mat){dout, 1, OC}, (gemm_mat){inp, C, 1}, dweight, C, true);
     /* dbias[o] += Σ_n dout[n][o]: one thread per output channel, rows in order */
     if (dbias) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(n_threads) schedule(static)
         for (int o = 0; o < OC; o++) {
             float db = 0;
             for (int n = 0; n < N; n++) db += dout[(size_t)n * OC + o];
@@ -115,9 +117,9 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
 
 /* Rotate every head of every row by angle sign·θ. */
 static void rope_rotate(float *x, const float *cos_t, const float *sin_t, int N, int T, int n_head, int head_dim,
-                        int n_rot, bool neox, float sign) {
+                        int n_rot, bool neox, float sign, int n_threads) {
     const int half = n_rot / 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(n_threads) schedule(static)
     for (int n = 0; n < N; n++) {
         const float *cs = cos_t + (size_t)(n % T) * half, *sn = sin_t + (size_t)(n % T) * half;
         for (int h = 0; h < n_head; h++) {
@@ -133,13 +135,13 @@ static void rope_rotate(float *x, const float *cos_t, const float *sin_t, int N,
 }
 
 void rope_forward(float *x, const float *cos_t, const float *sin_t, int N, int T, int n_head, int head_dim,
-                  int n_rot, bool neox) {
-    rope_rotate(x, cos_t, sin_t, N, T, n_head, head_dim, n_rot, neox, 1.0f);
+                  int n_rot, bool neox, int n_threads) {
+    rope_rotate(x, cos_t, sin_t, N, T, n_head, head_dim, n_rot, neox, 1.0f, n_threads);
 }
 
 void rope_backward(float *dx, const float *cos_t, const float *sin_t, int N, int T, int n_head, int head_dim,
-                   int n_rot, bool neox) {
-    rope_rotate(dx, cos_t, sin_t, N, T, n_head, head_dim, n_rot, neox, -1.0f);
+                   int n_rot, bool neox, int n_threads) {
+    rope_rotate(dx, cos_t, sin_t, N, T, n_head, head_dim, n_rot, neox, -1.0f, n_threads);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -147,10 +149,10 @@ void rope_backward(float *dx, const float *cos_t, const float *sin_t, int N, int
  * ------------------------------------------------------------------------------------- */
 
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v, int B, int T,
-                       int NH, int NKV, int hd) {
+                       int NH, int NKV, int hd, int n_threads) {
     const int qdim = NH * hd, kvdim = NKV * hd, group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for schedule(static) collapse(3)
+#pragma omp parallel for num_threads(n_threads) schedule(static) collapse(3)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int t = 0; t < T; t++) {
@@ -177,12 +179,12 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
 }
 
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
-                        const float *k, const float *v, int B, int T, int NH, int NKV, int hd) {
+                        const float *k, const float *v, int B, int T, int NH, int NKV, int hd, int n_threads) {
     const int qdim = NH * hd, kvdim = NKV * hd, group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)hd);
     /* dk and dv of a kv head collect from every query head of its group: one thread per
      * (batch, kv head) so those sums never race. */
-#pragma omp parallel for schedule(static) collapse(2)
+#pragma omp parallel for num_threads(n_threads) schedule(static) collapse(2)
     for (int b = 0; b < B; b++)
         for (int kh = 0; kh < NKV; kh++)
             for (int h = kh * group; h < (kh + 1) * group; h++)
@@ -211,14 +213,15 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
  * SwiGLU and residual
  * ------------------------------------------------------------------------------------- */
 
-void swiglu_forward(float *out, const float *gate, const float *up, int64_t n) {
-#pragma omp parallel for schedule(static)
+void swiglu_forward(float *out, const float *gate, const float *up, int64_t n, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
     for (int64_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
-void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int64_t n) {
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int64_t n,
+                     int n_threads) {
     /* silu(g) = g·σ(g), silu'(g) = σ(g)·(1 + g·(1 − σ(g))) */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(n_threads) schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i], sg = 1.0f / (1.0f + expf(-g));
         dgate[i] += dout[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
@@ -226,13 +229,13 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
     }
 }
 
-void residual_forward(float *out, const float *a, const float *b, int64_t n) {
-#pragma omp parallel for schedule(static)
+void residual_forward(float *out, const float *a, const float *b, int64_t n, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
     for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
-void residual_backward(float *da, float *db, const float *dout, int64_t n) {
-#pragma omp parallel for schedule(static)
+void residual_backward(float *da, float *db, const float *dout, int64_t n, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
     for (int64_t i = 0; i < n; i++) {
         da[i] += dout[i];
         db[i] += dout[i];
@@ -310,9 +313,9 @@ static double sum_rows(const double *row_loss, int N) {
     return total;
 }
 
-VECTOR_MATH double crossentropy_forward_backward(float *dlogits, double *row_loss, const float *logits, const int32_t *targets,
-                                     int N, int V, float scale) {
-#pragma omp parallel for schedule(static)
+VECTOR_MATH double crossentropy_forward_backward(float *dlogits, double *row_loss, const float *logits,
+                                                 const int32_t *targets, int N, int V, float scale, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
     for (int n = 0; n < N; n++) {
         row_loss[n] = 0;
         if (targets[n] < 0) continue;
@@ -329,10 +332,11 @@ VECTOR_MATH double crossentropy_forward_backward(float *dlogits, double *row_los
     return sum_rows(row_loss, N);
 }
 
-VECTOR_MATH double kl_forward_backward(float *dlogits, double *row_loss, const float *student, int Vs, const float *teacher,
-                           int Vt, int V_shared, int N, float temperature, bool reverse, float scale) {
+VECTOR_MATH double kl_forward_backward(float *dlogits, double *row_loss, const float *student, int Vs,
+                                       const float *teacher, int Vt, int V_shared, int N, float temperature,
+                                       bool reverse, float scale, int n_threads) {
     const double inv_t = 1.0 / temperature, t2 = (double)temperature * temperature;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(n_threads) schedule(static)
     for (int n = 0; n < N; n++) {
         const float *s = student + (size_t)n * Vs, *t = teacher + (size_t)n * Vt;
         double lse_s = logsumexp_scaled(s, V_shared, inv_t), lse_t = logsumexp_scaled(t, V_shared, inv_t);

@@ -9,9 +9,11 @@
  * gradients of a value used twice (the residual stream, a tied embedding) simply add up; the
  * caller zeroes the buffers first.
  *
- * Every op is deterministic whatever the thread count: each output element is computed by one
- * thread in a fixed order (no cross-thread reductions), which is what makes a resumed run
- * bitwise identical to an uninterrupted one.
+ * Every op runs its parallel loops on n_threads OpenMP threads (its last argument; the matrix
+ * products take a gemm_ctx, which holds the thread count and the GEMM kernel): the caller owns
+ * these settings, nothing is global. Every op is deterministic whatever the thread count: each
+ * output element is computed by one thread in a fixed order (no cross-thread reductions),
+ * which is what makes a resumed run bitwise identical to an uninterrupted one.
  */
 #ifndef SLMC_DISTILL_OPS_H
 #define SLMC_DISTILL_OPS_H
@@ -19,46 +21,51 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "distill/gemm.h"
+
 /* ---- embedding: out[n] = wte[tokens[n]] -------------------------------------------------- */
-void embedding_forward(float *out, const int32_t *tokens, const float *wte, int N, int C);
-void embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int N, int C);
+void embedding_forward(float *out, const int32_t *tokens, const float *wte, int N, int C, int n_threads);
+void embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int N, int C, int n_threads);
 
 /* ---- RMSNorm: out = inp / sqrt(mean(inp²) + eps) * weight; rstd[N] is saved for backward -- */
-void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps);
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps,
+                     int n_threads);
 void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
-                      const float *rstd, int N, int C);
+                      const float *rstd, int N, int C, int n_threads);
 
 /* ---- matmul: out[N][OC] = inp[N][C] · weight[OC][C]ᵀ (+ bias[OC], may be NULL) ------------ */
-void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC);
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC,
+                    const gemm_ctx *ctx);
 /* dinp, dweight, dbias may each be NULL (not wanted). */
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                     const float *weight, int N, int C, int OC);
+                     const float *weight, int N, int C, int OC, const gemm_ctx *ctx);
 
 /* ---- RoPE, in place on x[N][n_head*head_dim]; row n is at position n % T ------------------
  * cos_t/sin_t: [T][n_rot/2] (kern_rope_table). neox: pairs (i, i+n_rot/2) as qwen2 rotates;
  * otherwise adjacent pairs (2i, 2i+1), llama's layout in GGUF. Backward rotates the gradient
  * by the opposite angle (the transpose of a rotation). */
 void rope_forward(float *x, const float *cos_t, const float *sin_t, int N, int T, int n_head, int head_dim,
-                  int n_rot, bool neox);
+                  int n_rot, bool neox, int n_threads);
 void rope_backward(float *dx, const float *cos_t, const float *sin_t, int N, int T, int n_head, int head_dim,
-                   int n_rot, bool neox);
+                   int n_rot, bool neox, int n_threads);
 
 /* ---- causal grouped-query attention -------------------------------------------------------
  * q[B*T][NH*hd], k, v [B*T][NKV*hd]; query head h reads kv head h / (NH/NKV).
  * att[B][NH][T][T]: softmax probabilities (row t uses t2 <= t; the rest is left 0).
  * out[B*T][NH*hd]. */
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v, int B, int T,
-                       int NH, int NKV, int hd);
+                       int NH, int NKV, int hd, int n_threads);
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
-                        const float *k, const float *v, int B, int T, int NH, int NKV, int hd);
+                        const float *k, const float *v, int B, int T, int NH, int NKV, int hd, int n_threads);
 
 /* ---- SwiGLU: out = silu(gate) * up, all [N][F] (as N*F values) ------------------------------ */
-void swiglu_forward(float *out, const float *gate, const float *up, int64_t n);
-void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int64_t n);
+void swiglu_forward(float *out, const float *gate, const float *up, int64_t n, int n_threads);
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int64_t n,
+                     int n_threads);
 
 /* ---- residual: out = a + b; backward adds dout to both -------------------------------------- */
-void residual_forward(float *out, const float *a, const float *b, int64_t n);
-void residual_backward(float *da, float *db, const float *dout, int64_t n);
+void residual_forward(float *out, const float *a, const float *b, int64_t n, int n_threads);
+void residual_backward(float *da, float *db, const float *dout, int64_t n, int n_threads);
 
 /* ---- losses over logits[N][V] ---------------------------------------------------------------
  * Each stores every row's loss in row_loss[N] (scratch the caller provides), returns their
@@ -69,7 +76,7 @@ void residual_backward(float *da, float *db, const float *dout, int64_t n);
 /* Cross-entropy of the target ids: -log softmax(logits)[target]. Rows with target < 0 are
  * skipped. */
 double crossentropy_forward_backward(float *dlogits, double *row_loss, const float *logits, const int32_t *targets,
-                                     int N, int V, float scale);
+                                     int N, int V, float scale, int n_threads);
 
 /* Distillation loss over the first V_shared ids of both vocabularies (a teacher with a larger
  * vocabulary is compared on the ids the student has): with p = softmax(teacher/τ) and
@@ -80,6 +87,6 @@ double crossentropy_forward_backward(float *dlogits, double *row_loss, const flo
  * student: [N][Vs], teacher: [N][Vt]; V_shared ≤ min(Vs, Vt). Student logits past V_shared
  * get no gradient from this loss. */
 double kl_forward_backward(float *dlogits, double *row_loss, const float *student, int Vs, const float *teacher,
-                           int Vt, int V_shared, int N, float temperature, bool reverse, float scale);
+                           int Vt, int V_shared, int N, float temperature, bool reverse, float scale, int n_threads);
 
 #endif

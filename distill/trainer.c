@@ -45,6 +45,8 @@ int trainer_init(trainer *tr, const trainer_opts *o, train_model *tm, train_data
     if (teacher) {
         if (llm_context_init(&tr->tctx, teacher, T, T, err) != 0) return -1;
         tr->tctx_open = true;
+        /* the teacher runs on the student's threads */
+        if (llm_context_set_threads(&tr->tctx, tm->exec.n_threads, err) != 0) return -1;
         tr->tlogits = malloc(sizeof(float) * (size_t)B * T * (size_t)teacher->n_vocab);
         if (!tr->tlogits) return slmc_fail(err, NULL, "out of memory for the teacher's logits");
     }
@@ -87,7 +89,7 @@ int trainer_step(trainer *tr, train_report *rep, slmc_err *err) {
         /* each micro-batch's mean loss, averaged over the K micro-batches */
         const float scale = 1.0f / ((float)N * K);
         double ce = crossentropy_forward_backward(alpha != 0 ? tm->a.dlogits : NULL, tm->a.row_loss, tm->a.logits,
-                                                  tr->targets, N, Vs, alpha * scale);
+                                                  tr->targets, N, Vs, alpha * scale, tm->exec.n_threads);
         rep->ce += ce / ((double)N * K);
         if (tr->teacher) {
             const int Vt = (int)tr->teacher->n_vocab;
@@ -95,7 +97,8 @@ int trainer_step(trainer *tr, train_report *rep, slmc_err *err) {
                 if (llm_eval(&tr->tctx, tr->inputs + (size_t)b * T, T, 0, tr->tlogits + (size_t)b * T * Vt, err) != 0)
                     return -1;
             double kl = kl_forward_backward(tm->a.dlogits, tm->a.row_loss, tm->a.logits, Vs, tr->tlogits, Vt,
-                                            Vs < Vt ? Vs : Vt, N, tr->o.temperature, tr->o.reverse_kl, scale);
+                                            Vs < Vt ? Vs : Vt, N, tr->o.temperature, tr->o.reverse_kl, scale,
+                                            tm->exec.n_threads);
             rep->kl += kl / ((double)N * K);
         }
         tm_backward(tm, tr->inputs);
@@ -129,7 +132,8 @@ int trainer_eval(trainer *tr, int64_t n_seqs, double *mean_ce, slmc_err *err) {
             if (tr->inputs[i] >= Vs || tr->targets[i] >= Vs)
                 return slmc_fail(err, NULL, "token id outside the student's vocabulary of %d", Vs);
         tm_forward(tm, tr->inputs);
-        total += crossentropy_forward_backward(NULL, tm->a.row_loss, tm->a.logits, tr->targets, used * T, Vs, 1);
+        total += crossentropy_forward_backward(NULL, tm->a.row_loss, tm->a.logits, tr->targets, used * T, Vs, 1,
+                                               tm->exec.n_threads);
         count += (int64_t)used * T;
     }
     *mean_ce = total / (double)count;

@@ -15,6 +15,11 @@
 #include "eval/kernels.h"
 #include "testutil.h"
 
+#define NT 2 /* threads every op runs on here (results do not depend on it) */
+
+/* The matrix products' settings: the best kernel this CPU has, NT threads. */
+static gemm_ctx gemm_settings(void) { return (gemm_ctx){.kernel = gemm_best_kernel(), .n_threads = NT}; }
+
 static uint64_t rng_state = 88172645463325252ull;
 static float frand(void) { /* uniform in [-1, 1) */
     rng_state ^= rng_state << 13;
@@ -63,7 +68,7 @@ static void check_grad(const char *what, float *x, size_t n, const float *grad, 
 typedef struct { float *out, *wte, *r; int32_t *tok; int N, C; } emb_ctx;
 static double emb_loss(void *p) {
     emb_ctx *c = p;
-    embedding_forward(c->out, c->tok, c->wte, c->N, c->C);
+    embedding_forward(c->out, c->tok, c->wte, c->N, c->C, NT);
     return project(c->out, c->r, (size_t)c->N * c->C);
 }
 START_TEST(test_embedding) {
@@ -71,7 +76,7 @@ START_TEST(test_embedding) {
     int32_t tok[6] = {0, 3, 3, 1, 0, 3}; /* repeats: gradients must add up */
     emb_ctx c = {malloc(sizeof(float) * N * C), rand_buf((size_t)V * C, 1), rand_buf((size_t)N * C, 1), tok, N, C};
     float *d = calloc((size_t)V * C, sizeof(float));
-    embedding_backward(d, c.r, tok, N, C);
+    embedding_backward(d, c.r, tok, N, C, NT);
     check_grad("dwte", c.wte, (size_t)V * C, d, emb_loss, &c, 1e-2f, 1e-3);
     /* row 2 (never used) gets nothing */
     for (int i = 0; i < C; i++) ck_assert(d[2 * C + i] == 0.0f);
@@ -83,7 +88,7 @@ END_TEST
 typedef struct { float *out, *rstd, *x, *w, *r; int N, C; } rms_ctx;
 static double rms_loss(void *p) {
     rms_ctx *c = p;
-    rmsnorm_forward(c->out, c->rstd, c->x, c->w, c->N, c->C, 1e-5f);
+    rmsnorm_forward(c->out, c->rstd, c->x, c->w, c->N, c->C, 1e-5f, NT);
     return project(c->out, c->r, (size_t)c->N * c->C);
 }
 START_TEST(test_rmsnorm) {
@@ -92,7 +97,7 @@ START_TEST(test_rmsnorm) {
                  rand_buf((size_t)C, 1), rand_buf((size_t)N * C, 1), N, C};
     float *dx = calloc((size_t)N * C, sizeof(float)), *dw = calloc((size_t)C, sizeof(float));
     rms_loss(&c);
-    rmsnorm_backward(dx, dw, c.r, c.x, c.w, c.rstd, N, C);
+    rmsnorm_backward(dx, dw, c.r, c.x, c.w, c.rstd, N, C, NT);
     check_grad("dx", c.x, (size_t)N * C, dx, rms_loss, &c, 1e-3f, 2e-3);
     check_grad("dw", c.w, (size_t)C, dw, rms_loss, &c, 1e-3f, 2e-3);
     free(c.out); free(c.rstd); free(c.x); free(c.w); free(c.r); free(dx); free(dw);
@@ -103,7 +108,8 @@ END_TEST
 typedef struct { float *out, *x, *w, *b, *r; int N, C, OC; } mm_ctx;
 static double mm_loss(void *p) {
     mm_ctx *c = p;
-    matmul_forward(c->out, c->x, c->w, c->b, c->N, c->C, c->OC);
+    const gemm_ctx g = gemm_settings();
+    matmul_forward(c->out, c->x, c->w, c->b, c->N, c->C, c->OC, &g);
     return project(c->out, c->r, (size_t)c->N * c->OC);
 }
 START_TEST(test_matmul) {
@@ -111,7 +117,8 @@ START_TEST(test_matmul) {
     mm_ctx c = {malloc(sizeof(float) * N * OC), rand_buf((size_t)N * C, 1), rand_buf((size_t)OC * C, 1),
                 rand_buf((size_t)OC, 1), rand_buf((size_t)N * OC, 1), N, C, OC};
     float *dx = calloc((size_t)N * C, 4), *dw = calloc((size_t)OC * C, 4), *db = calloc((size_t)OC, 4);
-    matmul_backward(dx, dw, db, c.r, c.x, c.w, N, C, OC);
+    const gemm_ctx g = gemm_settings();
+    matmul_backward(dx, dw, db, c.r, c.x, c.w, N, C, OC, &g);
     check_grad("dinp", c.x, (size_t)N * C, dx, mm_loss, &c, 1e-2f, 1e-3);
     check_grad("dweight", c.w, (size_t)OC * C, dw, mm_loss, &c, 1e-2f, 1e-3);
     check_grad("dbias", c.b, (size_t)OC, db, mm_loss, &c, 1e-2f, 1e-3);
@@ -130,7 +137,7 @@ static double rope_loss(void *p) {
     rope_ctx *c = p;
     size_t n = (size_t)c->N * c->H * c->hd;
     memcpy(c->tmp, c->x, n * sizeof(float));
-    rope_forward(c->tmp, c->cs, c->sn, c->N, c->T, c->H, c->hd, c->rot, c->neox);
+    rope_forward(c->tmp, c->cs, c->sn, c->N, c->T, c->H, c->hd, c->rot, c->neox, NT);
     return project(c->tmp, c->r, n);
 }
 static void rope_case(bool neox) {
@@ -141,7 +148,7 @@ static void rope_case(bool neox) {
     for (int p = 0; p < T; p++) kern_rope_table(c.cs + p * rot / 2, c.sn + p * rot / 2, p, rot, 10000.f, 1.f);
     float *dx = malloc(n * 4);
     memcpy(dx, c.r, n * 4);
-    rope_backward(dx, c.cs, c.sn, N, T, H, hd, rot, neox);
+    rope_backward(dx, c.cs, c.sn, N, T, H, hd, rot, neox, NT);
     check_grad("dx", c.x, n, dx, rope_loss, &c, 1e-2f, 1e-3);
     /* the forward agrees with the evaluator's kernel */
     rope_loss(&c);
@@ -158,7 +165,7 @@ END_TEST
 typedef struct { float *out, *att, *q, *k, *v, *r; int B, T, NH, NKV, hd; } att_ctx;
 static double att_loss(void *p) {
     att_ctx *c = p;
-    attention_forward(c->out, c->att, c->q, c->k, c->v, c->B, c->T, c->NH, c->NKV, c->hd);
+    attention_forward(c->out, c->att, c->q, c->k, c->v, c->B, c->T, c->NH, c->NKV, c->hd, NT);
     return project(c->out, c->r, (size_t)c->B * c->T * c->NH * c->hd);
 }
 START_TEST(test_attention) {
@@ -175,7 +182,7 @@ START_TEST(test_attention) {
         ck_assert(fabs(s - 1) < 1e-6);
         for (int t2 = r % T + 1; t2 < T; t2++) ck_assert(c.att[r * T + t2] == 0.0f);
     }
-    attention_backward(dq, dk, dv, c.r, c.att, c.q, c.k, c.v, B, T, NH, NKV, hd);
+    attention_backward(dq, dk, dv, c.r, c.att, c.q, c.k, c.v, B, T, NH, NKV, hd, NT);
     check_grad("dq", c.q, nq, dq, att_loss, &c, 1e-2f, 2e-3);
     check_grad("dk", c.k, nk, dk, att_loss, &c, 1e-2f, 2e-3);
     check_grad("dv", c.v, nk, dv, att_loss, &c, 1e-2f, 2e-3);
@@ -187,24 +194,24 @@ END_TEST
 typedef struct { float *out, *g, *u, *r; int n; } sw_ctx;
 static double sw_loss(void *p) {
     sw_ctx *c = p;
-    swiglu_forward(c->out, c->g, c->u, c->n);
+    swiglu_forward(c->out, c->g, c->u, c->n, NT);
     return project(c->out, c->r, (size_t)c->n);
 }
 static double res_loss(void *p) {
     sw_ctx *c = p;
-    residual_forward(c->out, c->g, c->u, c->n);
+    residual_forward(c->out, c->g, c->u, c->n, NT);
     return project(c->out, c->r, (size_t)c->n);
 }
 START_TEST(test_swiglu_residual) {
     int n = 40;
     sw_ctx c = {malloc(n * 4), rand_buf(n, 4), rand_buf(n, 2), rand_buf(n, 1), n};
     float *dg = calloc(n, 4), *du = calloc(n, 4);
-    swiglu_backward(dg, du, c.r, c.g, c.u, n);
+    swiglu_backward(dg, du, c.r, c.g, c.u, n, NT);
     check_grad("dgate", c.g, n, dg, sw_loss, &c, 1e-3f, 2e-3);
     check_grad("dup", c.u, n, du, sw_loss, &c, 1e-3f, 2e-3);
     memset(dg, 0, n * 4);
     memset(du, 0, n * 4);
-    residual_backward(dg, du, c.r, n);
+    residual_backward(dg, du, c.r, n, NT);
     check_grad("da", c.g, n, dg, res_loss, &c, 1e-2f, 1e-3);
     check_grad("db", c.u, n, du, res_loss, &c, 1e-2f, 1e-3);
     free(c.out); free(c.g); free(c.u); free(c.r); free(dg); free(du);
@@ -215,11 +222,11 @@ END_TEST
 typedef struct { float *s, *t; int32_t *tg; double *rows; int N, Vs, Vt, Vsh; float tau; bool rev; } loss_ctx;
 static double ce_loss(void *p) {
     loss_ctx *c = p;
-    return crossentropy_forward_backward(NULL, c->rows, c->s, c->tg, c->N, c->Vs, 1);
+    return crossentropy_forward_backward(NULL, c->rows, c->s, c->tg, c->N, c->Vs, 1, NT);
 }
 static double kl_loss(void *p) {
     loss_ctx *c = p;
-    return kl_forward_backward(NULL, c->rows, c->s, c->Vs, c->t, c->Vt, c->Vsh, c->N, c->tau, c->rev, 1);
+    return kl_forward_backward(NULL, c->rows, c->s, c->Vs, c->t, c->Vt, c->Vsh, c->N, c->tau, c->rev, 1, NT);
 }
 START_TEST(test_losses) {
     int N = 4, Vs = 10, Vt = 13;
@@ -228,7 +235,7 @@ START_TEST(test_losses) {
     loss_ctx c = {rand_buf((size_t)N * Vs, 3), rand_buf((size_t)N * Vt, 3), tg, rows, N, Vs, Vt, Vs, 1, false};
     float *d = calloc((size_t)N * Vs, 4);
     /* cross-entropy: value by hand for row 0, row 1 skipped */
-    double ce = crossentropy_forward_backward(d, rows, c.s, tg, N, Vs, 1);
+    double ce = crossentropy_forward_backward(d, rows, c.s, tg, N, Vs, 1, NT);
     double lse = 0;
     for (int i = 0; i < Vs; i++) lse += exp(c.s[i]);
     ck_assert(fabs(rows[0] - (log(lse) - c.s[3])) < 1e-9);
@@ -241,14 +248,14 @@ START_TEST(test_losses) {
             c.rev = rev;
             c.tau = ti ? 2.5f : 1.0f;
             memset(d, 0, (size_t)N * Vs * 4);
-            double kl = kl_forward_backward(d, rows, c.s, Vs, c.t, Vt, Vs, N, c.tau, c.rev, 1);
+            double kl = kl_forward_backward(d, rows, c.s, Vs, c.t, Vt, Vs, N, c.tau, c.rev, 1, NT);
             ck_assert(kl > 0);
             check_grad(rev ? "dlogits(reverse kl)" : "dlogits(kl)", c.s, (size_t)N * Vs, d, kl_loss, &c, 1e-2f, 2e-3);
         }
     /* KL of a distribution with itself is 0 */
     float *same = malloc((size_t)N * Vt * 4);
     for (int n = 0; n < N; n++) memcpy(same + (size_t)n * Vt, c.s + (size_t)n * Vs, (size_t)Vs * 4);
-    ck_assert(fabs(kl_forward_backward(NULL, rows, c.s, Vs, same, Vt, Vs, N, 2.0f, false, 1)) < 1e-12);
+    ck_assert(fabs(kl_forward_backward(NULL, rows, c.s, Vs, same, Vt, Vs, N, 2.0f, false, 1, NT)) < 1e-12);
     free(same); free(c.s); free(c.t); free(d);
 }
 END_TEST
@@ -259,8 +266,8 @@ static double model_loss(void *p) {
     model_ctx *c = p;
     tm_forward(c->tm, c->tok);
     int N = c->tm->B * c->tm->T;
-    return crossentropy_forward_backward(NULL, c->tm->a.row_loss, c->tm->a.logits, c->tg, N, c->tm->cfg.n_vocab, 1) /
-           N;
+    return crossentropy_forward_backward(NULL, c->tm->a.row_loss, c->tm->a.logits, c->tg, N, c->tm->cfg.n_vocab, 1,
+                                         NT) / N;
 }
 static void model_case(bool tied, bool qwen2) {
     int n_ff[2] = {12, 8}; /* per-layer widths, as a pruned model has */
@@ -283,7 +290,7 @@ static void model_case(bool tied, bool qwen2) {
     model_ctx c = {&tm, tok, tg};
     model_loss(&c);
     memset(tm.a.dlogits, 0, sizeof(float) * (size_t)N * cfg.n_vocab);
-    crossentropy_forward_backward(tm.a.dlogits, tm.a.row_loss, tm.a.logits, tg, N, cfg.n_vocab, 1.0f / N);
+    crossentropy_forward_backward(tm.a.dlogits, tm.a.row_loss, tm.a.logits, tg, N, cfg.n_vocab, 1.0f / N, NT);
     tm_zero_grad(&tm);
     tm_backward(&tm, tok);
     float *grad = malloc(sizeof(float) * tm.n_params);

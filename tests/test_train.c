@@ -1,15 +1,20 @@
 /* test_train.c - the training loop: the forward agrees with the inference engine, loss goes
- * down, k steps + checkpoint + resume m steps is bitwise k+m steps, data formats, export. */
+ * down, k steps + checkpoint + resume m steps is bitwise k+m steps, the thread count and the
+ * GEMM kernel (AVX2, AVX-512) change no bit, data formats, export; train_run's whole run,
+ * stopped through its flag and resumed, exports the same bytes as an uninterrupted one. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
 
 #include "distill/data.h"
 #include "distill/model.h"
 #include "distill/ops.h"
+#include "distill/train_run.h"
 #include "distill/trainer.h"
 #include "eval/llm.h"
 #include "eval/tokenizer.h"
@@ -82,9 +87,10 @@ START_TEST(test_loss_decreases) {
 END_TEST
 
 /* Run `steps` steps of a fresh trainer (optionally resumed from ckpt, optionally saving to
- * save_path at the end), recording losses from index `first`. */
-static void run(int steps, const char *resume, const char *save_path, double *losses, float **params_out,
-                size_t *n_params) {
+ * save_path at the end), recording losses from index `first`, with the model's settings exec
+ * (NULL: the defaults). */
+static void run_with(const gemm_ctx *exec, int steps, const char *resume, const char *save_path, double *losses,
+                     float **params_out, size_t *n_params) {
     tm_config cfg = tiny_config();
     train_model tm;
     train_data d;
@@ -92,6 +98,7 @@ static void run(int steps, const char *resume, const char *save_path, double *lo
     slmc_err err = {{0}};
     trainer_opts o = tiny_opts();
     ck_assert(tm_init_random(&tm, &cfg, 3, &err) == 0);
+    if (exec) tm.exec = *exec;
     tiny_data(&d, o.seq_len);
     ck_assert(trainer_init(&tr, &o, &tm, &d, NULL, &err) == 0);
     if (resume) ck_assert_msg(trainer_load(&tr, resume, &err) == 0, "%s", err.msg);
@@ -112,6 +119,11 @@ static void run(int steps, const char *resume, const char *save_path, double *lo
     tm_free(&tm);
 }
 
+static void run(int steps, const char *resume, const char *save_path, double *losses, float **params_out,
+                size_t *n_params) {
+    run_with(NULL, steps, resume, save_path, losses, params_out, n_params);
+}
+
 START_TEST(test_resume_bitwise) {
     /* 4 + 8 steps across a checkpoint == 12 steps in one go; the data wraps into a new epoch */
     char *dir = tmpdir_make();
@@ -130,6 +142,35 @@ START_TEST(test_resume_bitwise) {
     free(p_full);
     free(p_split);
     tmpdir_remove(dir);
+}
+END_TEST
+
+/* 12 steps with settings a and with settings b: the same losses and weights, bit for bit. */
+static void check_same_bits(const gemm_ctx *a, const gemm_ctx *b) {
+    double la[12], lb[12];
+    float *pa, *pb;
+    size_t na, nb;
+    run_with(a, 12, NULL, NULL, la, &pa, &na);
+    run_with(b, 12, NULL, NULL, lb, &pb, &nb);
+    ck_assert_uint_eq(na, nb);
+    ck_assert(memcmp(la, lb, sizeof la) == 0);
+    ck_assert(memcmp(pa, pb, sizeof(float) * na) == 0);
+    free(pa);
+    free(pb);
+}
+
+/* The model's threads are its own setting (not OpenMP's default), and change no bit. */
+START_TEST(test_threads_bitwise) {
+    const gemm_ctx one = {.kernel = gemm_best_kernel(), .n_threads = 1}, three = {.kernel = gemm_best_kernel(), .n_threads = 3};
+    check_same_bits(&one, &three);
+}
+END_TEST
+
+/* The AVX2 and AVX-512 GEMM kernels train to the same bits. */
+START_TEST(test_kernels_bitwise) {
+    if (gemm_best_kernel() != GEMM_AVX512) SKIP_TEST("this CPU has no AVX-512");
+    const gemm_ctx avx2 = {.kernel = GEMM_AVX2, .n_threads = 2}, avx512 = {.kernel = GEMM_AVX512, .n_threads = 2};
+    check_same_bits(&avx2, &avx512);
 }
 END_TEST
 
@@ -259,7 +300,7 @@ START_TEST(test_data_formats) {
                      "\n{\"text\": \"Once upon a time there was a little girl.\\nShe liked to play in the park.\"}\n";
     ck_assert(write_bytes(p[3], jl, strlen(jl)) == 0);
     train_data d[4];
-    for (int i = 0; i < 4; i++) ck_assert_msg(data_load(&d[i], p[i], tok, 0, &err) == 0, "%s", err.msg);
+    for (int i = 0; i < 4; i++) ck_assert_msg(data_load(&d[i], p[i], tok, 0, 2, &err) == 0, "%s", err.msg);
     ck_assert(d[0].n_tokens > 10 && d[0].tokens[0] == tokenizer_bos(tok));
     for (int i = 1; i < 3; i++) {
         ck_assert_uint_eq(d[i].n_tokens, d[0].n_tokens);
@@ -271,11 +312,11 @@ START_TEST(test_data_formats) {
     /* a bad JSON line names its line */
     ck_assert(write_bytes(p[3], "{\"text\": \"a\"}\n{\"txt\": 1}\n", 25) == 0);
     train_data bad;
-    ck_assert(data_load(&bad, p[3], tok, 0, &err) != 0);
+    ck_assert(data_load(&bad, p[3], tok, 0, 2, &err) != 0);
     ck_assert_msg(strstr(err.msg, "line 2") != NULL, "%s", err.msg);
     /* truncated zstd is an error */
     ck_assert(write_bytes(p[2], z, zn - 3) == 0);
-    ck_assert(data_load(&bad, p[2], tok, 0, &err) != 0);
+    ck_assert(data_load(&bad, p[2], tok, 0, 2, &err) != 0);
     for (int i = 0; i < 4; i++) data_free(&d[i]);
     free(z);
     tmpdir_remove(dir);
@@ -286,6 +327,120 @@ START_TEST(test_data_formats) {
 }
 END_TEST
 
+/* ---- train_run: the whole command as a library call ---- */
+
+/* What the hooks saw; the step hook raises the stop flag after step stop_at. */
+typedef struct {
+    int notes, steps, evals;
+    int64_t stop_at;
+    volatile sig_atomic_t stop;
+} run_log;
+static void log_note(void *user, const char *text) {
+    run_log *l = user;
+    ck_assert(text[0] && !strchr(text, '\n'));
+    l->notes++;
+}
+static void log_step(void *user, const train_progress *p) {
+    run_log *l = user;
+    ck_assert(p->report.step > p->first_step && p->report.step <= p->steps && isfinite(p->report.loss));
+    l->steps++;
+    if (p->report.step == l->stop_at) l->stop = 1;
+}
+static void log_eval(void *user, int64_t step, double eval_loss) {
+    run_log *l = user;
+    ck_assert(step > 0 && isfinite(eval_loss));
+    l->evals++;
+}
+
+/* stories260K on a slice of text: 6 steps in one go == 3 steps, stopped through the flag, then
+ * --resume for the other 3; the exported files are byte-identical. */
+START_TEST(test_train_run_stop_resume) {
+    char *bin = SHARED_OR_SKIP("models/stories260K/stories260K.bin");
+    char *tokp = SHARED_OR_SKIP("models/stories260K/tok512.bin");
+    char *text = SHARED_OR_SKIP("text/tinyshakespeare.txt");
+    char *dir = tmpdir_make(), full[512], part[512], ckpt[512], metrics[512];
+    snprintf(full, sizeof full, "%s/full.gguf", dir);
+    snprintf(part, sizeof part, "%s/part.gguf", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/part.h5", dir);
+    snprintf(metrics, sizeof metrics, "%s/m.jsonl", dir);
+    train_run_opts o;
+    train_run_opts_default(&o);
+    o.student = bin;
+    o.tokenizer = tokp;
+    o.data = text;
+    o.max_tokens = 20000;
+    o.train.steps = 6;
+    o.train.seq_len = 32;
+    o.train.batch = 2;
+    o.train.warmup = 1;
+    o.eval_every = 2;
+    o.eval_seqs = 4;
+    o.threads = 2;
+    run_log log = {0};
+    train_hooks hooks = {.user = &log, .note = log_note, .step = log_step, .eval = log_eval};
+    train_result r;
+    slmc_err err = {{0}};
+
+    /* in one go, with a metrics file */
+    o.output = full;
+    o.metrics = metrics;
+    ck_assert_msg(train_run(&o, &hooks, &r, &err) == 0, "%s", err.msg);
+    ck_assert(!r.stopped && r.step == 6 && r.tokens == 6 * 2 * 32 && isfinite(r.loss) && isfinite(r.eval_loss));
+    ck_assert(r.n_params > 0 && r.seconds >= 0);
+    ck_assert_int_eq(log.steps, 6);
+    ck_assert_int_eq(log.evals, 3); /* after steps 2 and 4, and at the end */
+    ck_assert_int_eq(log.notes, 2); /* the token count, the parameter count */
+    char want[600];
+    snprintf(want, sizeof want, "%s.ckpt.h5", full);
+    ck_assert_str_eq(r.checkpoint, want);
+    train_result_free(&r);
+    size_t n_metrics;
+    char *m = (char *)slurp(metrics, &n_metrics);
+    ck_assert_ptr_nonnull(m);
+    int lines = 0;
+    for (size_t i = 0; i < n_metrics; i++) lines += m[i] == '\n';
+    ck_assert_int_eq(lines, 6 + 3);
+    ck_assert(strstr(m, "\"eval_ppl\"") && strstr(m, "\"matmul_share\"") && !strstr(m, "\"kl\""));
+    free(m);
+
+    /* stopped after step 3 through the flag: a checkpoint, no export */
+    memset(&log, 0, sizeof log);
+    log.stop_at = 3;
+    o.stop = &log.stop;
+    o.output = part;
+    o.metrics = NULL;
+    o.checkpoint = ckpt;
+    ck_assert_msg(train_run(&o, &hooks, &r, &err) == 0, "%s", err.msg);
+    ck_assert(r.stopped && r.step == 3 && log.steps == 3);
+    ck_assert_str_eq(r.checkpoint, ckpt);
+    ck_assert(access(part, F_OK) != 0);
+    train_result_free(&r);
+
+    /* resumed: the other 3 steps, and the same bytes as in one go */
+    memset(&log, 0, sizeof log);
+    o.resume = ckpt;
+    ck_assert_msg(train_run(&o, &hooks, &r, &err) == 0, "%s", err.msg);
+    ck_assert(!r.stopped && r.step == 6 && r.tokens == 3 * 2 * 32 && log.steps == 3);
+    train_result_free(&r);
+    size_t n1, n2;
+    uint8_t *b1 = slurp(full, &n1), *b2 = slurp(part, &n2);
+    ck_assert(b1 && b2 && n1 == n2 && memcmp(b1, b2, n1) == 0);
+    free(b1);
+    free(b2);
+
+    /* a missing text names itself; the result is still freed */
+    o.resume = NULL;
+    o.data = "/nonexistent/text.txt";
+    ck_assert(train_run(&o, NULL, &r, &err) != 0);
+    ck_assert_msg(strstr(err.msg, "/nonexistent/text.txt") != NULL, "%s", err.msg);
+    train_result_free(&r);
+    tmpdir_remove(dir);
+    free(bin);
+    free(tokp);
+    free(text);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("train");
     TCase *tc = tcase_create("train");
@@ -293,9 +448,12 @@ int main(void) {
     tcase_add_test(tc, test_schedule);
     tcase_add_test(tc, test_loss_decreases);
     tcase_add_test(tc, test_resume_bitwise);
+    tcase_add_test(tc, test_threads_bitwise);
+    tcase_add_test(tc, test_kernels_bitwise);
     tcase_add_test(tc, test_checkpoint_refuses_other_text);
     tcase_add_test(tc, test_forward_matches_engine);
     tcase_add_test(tc, test_data_formats);
+    tcase_add_test(tc, test_train_run_stop_resume);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -1,0 +1,226 @@
+/* train_run.c - `slmc train` / `slmc distill` from the opened files to the exported model;
+ * see train_run.h. */
+#include "distill/train_run.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/quants.h"
+#include "codec/types.h"
+#include "distill/data.h"
+#include "distill/model.h"
+#include "eval/llm.h"
+#include "eval/tokenizer.h"
+#include "formats/model.h"
+
+void train_run_opts_default(train_run_opts *o) {
+    memset(o, 0, sizeof *o);
+    trainer_opts_default(&o->train);
+    o->seed = 1;
+    o->valid_frac = 0.02;
+    o->eval_every = 100;
+    o->eval_seqs = 32;
+    o->outtype = GGML_TYPE_F32;
+}
+
+void train_result_free(train_result *r) {
+    free(r->checkpoint);
+    r->checkpoint = NULL;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * reporting
+ * ------------------------------------------------------------------------------------- */
+
+static void note(const train_hooks *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(const train_hooks *h, const char *fmt, ...) {
+    if (!h || !h->note) return;
+    char text[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    h->note(h->user, text);
+}
+
+/* Append one compact JSON line to the metrics file (when there is one) and free o. Reals get
+ * 17 significant digits, so two runs can be compared bit for bit. */
+static void metrics_line(FILE *f, json_t *o) {
+    if (f) {
+        char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
+        if (s) {
+            fprintf(f, "%s\n", s);
+            fflush(f);
+            free(s);
+        }
+    }
+    json_decref(o);
+}
+
+static void metrics_step(FILE *f, const train_progress *p, bool distill, const train_model *tm) {
+    const train_report *r = &p->report;
+    json_t *o = json_object();
+    json_object_set_new(o, "step", json_integer(r->step));
+    json_object_set_new(o, "loss", json_real(r->loss));
+    json_object_set_new(o, "ce", json_real(r->ce));
+    if (distill) json_object_set_new(o, "kl", json_real(r->kl));
+    json_object_set_new(o, "lr", json_real(r->lr));
+    json_object_set_new(o, "grad_norm", json_real(r->grad_norm));
+    json_object_set_new(o, "tokens_per_s", json_real(p->tokens_per_s));
+    json_object_set_new(o, "seconds", json_real(p->seconds));
+    /* share of the student's forward + backward spent in matrix products */
+    json_object_set_new(o, "matmul_share", json_real(tm->sec_graph > 0 ? tm->sec_matmul / tm->sec_graph : 0));
+    metrics_line(f, o);
+}
+
+/* Evaluate on the held-out text: r->eval_loss, the eval hook, a metrics line. */
+static int evaluate(trainer *tr, const train_run_opts *o, const train_hooks *h, FILE *mf, train_result *r,
+                    slmc_err *err) {
+    double ce;
+    if (trainer_eval(tr, o->eval_seqs, &ce, err) != 0) return -1;
+    r->eval_loss = ce;
+    if (h && h->eval) h->eval(h->user, tr->step, ce);
+    json_t *m = json_object();
+    json_object_set_new(m, "step", json_integer(tr->step));
+    json_object_set_new(m, "eval_loss", json_real(ce));
+    json_object_set_new(m, "eval_ppl", json_real(exp(ce)));
+    metrics_line(mf, m);
+    return 0;
+}
+
+static bool stop_requested(const train_run_opts *o) { return o->stop && *o->stop; }
+
+/* ---------------------------------------------------------------------------------------
+ * the run
+ * ------------------------------------------------------------------------------------- */
+
+/* Open a model with quant's decoder, so quantized weights read as F32. */
+static int open_model(model *m, const char *path, const char *tokenizer, slmc_err *err) {
+    model_open_opts mo = {.tokenizer = tokenizer, .dequantize = quant_dequantize};
+    return model_open(m, path, &mo, err);
+}
+
+int train_run(const train_run_opts *o, const train_hooks *h, train_result *r, slmc_err *err) {
+    memset(r, 0, sizeof *r);
+    r->loss = r->eval_loss = NAN;
+    if (o->threads < 0) return slmc_fail(err, NULL, "thread count %d must be positive (or 0 for the default)", o->threads);
+    const int threads = o->threads > 0 ? o->threads : omp_get_max_threads();
+    const trainer_opts *to = &o->train;
+    int rc = -1;
+    model sm, tmv;
+    bool sm_open = false, tmv_open = false, lm_open = false, tm_open = false, tr_open = false;
+    llm_model tlm;
+    train_model tm;
+    train_data data;
+    memset(&data, 0, sizeof data);
+    trainer tr;
+    tokenizer *tok = NULL;
+    FILE *mf = NULL;
+
+    /* the student, trained in F32 whatever its type */
+    if (open_model(&sm, o->student, o->tokenizer, err) != 0) goto done;
+    sm_open = true;
+    if (tm_init_from_model(&tm, &sm, err) != 0) goto done;
+    tm_open = true;
+    tm.exec.n_threads = threads;
+    r->n_params = tm.n_params;
+    if (sm.cfg.n_ctx_train > 0 && to->seq_len > sm.cfg.n_ctx_train)
+        note(h, "note: --seq-len %d is past the model's context of %lld", to->seq_len, (long long)sm.cfg.n_ctx_train);
+
+    /* the teacher, in the inference engine */
+    if (o->teacher) {
+        if (open_model(&tmv, o->teacher, o->tokenizer, err) != 0) goto done;
+        tmv_open = true;
+        if (llm_model_init(&tlm, &tmv, err) != 0) { slmc_fail_prefix(err, o->teacher); goto done; }
+        lm_open = true;
+        if (tlm.n_vocab != tm.cfg.n_vocab)
+            note(h, "teacher vocabulary %lld, student %d: comparing the first %lld ids", (long long)tlm.n_vocab,
+                 tm.cfg.n_vocab, (long long)(tlm.n_vocab < tm.cfg.n_vocab ? tlm.n_vocab : tm.cfg.n_vocab));
+    }
+
+    /* the text, with the student's tokenizer */
+    if (!meta_get_str(&sm.kv, "tokenizer.ggml.model")) {
+        slmc_fail(err, o->student, "has no tokenizer; training needs one to read the text");
+        goto done;
+    }
+    if (tokenizer_create(&tok, &sm.kv, err) != 0) { slmc_fail_prefix(err, o->student); goto done; }
+    const double t_tok = omp_get_wtime();
+    if (data_load(&data, o->data, tok, o->max_tokens, threads, err) != 0) goto done; /* names the file */
+    if (data_split(&data, to->seq_len, o->valid_frac, o->seed, err) != 0) { slmc_fail_prefix(err, o->data); goto done; }
+    note(h, "%zu tokens in %.1fs: %lld training and %lld held-out sequences of %d", data.n_tokens,
+         omp_get_wtime() - t_tok, (long long)data.n_train, (long long)data.n_valid, to->seq_len);
+
+    /* the trainer, perhaps where a checkpoint left off */
+    if (trainer_init(&tr, to, &tm, &data, o->teacher ? &tlm : NULL, err) != 0) goto done;
+    tr_open = true;
+    if (o->resume) {
+        if (trainer_load(&tr, o->resume, err) != 0) goto done;
+        note(h, "resumed from %s at step %lld", o->resume, (long long)tr.step);
+    }
+    if (o->checkpoint) {
+        r->checkpoint = strdup(o->checkpoint);
+    } else if ((r->checkpoint = malloc(strlen(o->output) + 16))) {
+        snprintf(r->checkpoint, strlen(o->output) + 16, "%s.ckpt.h5", o->output);
+    }
+    if (!r->checkpoint) { slmc_fail(err, NULL, "out of memory"); goto done; }
+    if (o->metrics && !(mf = fopen(o->metrics, "a"))) {
+        slmc_fail(err, o->metrics, "cannot open for appending");
+        goto done;
+    }
+
+    /* the steps */
+    note(h, "%zu parameters, %lld steps of %d x %d x %d tokens", tm.n_params, (long long)to->steps, to->grad_accum,
+         to->batch, to->seq_len);
+    const double t0 = omp_get_wtime();
+    const int64_t first = tr.step;
+    while (tr.step < to->steps && !stop_requested(o)) {
+        train_progress p = {.steps = to->steps, .first_step = first};
+        if (trainer_step(&tr, &p.report, err) != 0) goto done;
+        r->tokens += p.report.tokens;
+        r->loss = p.report.loss;
+        p.seconds = omp_get_wtime() - t0;
+        p.tokens_per_s = r->tokens / (p.seconds > 0 ? p.seconds : 1e-9);
+        p.eta_seconds = p.seconds / (double)(tr.step - first) * (double)(to->steps - tr.step);
+        if (h && h->step) h->step(h->user, &p);
+        metrics_step(mf, &p, o->teacher != NULL, &tm);
+        const bool last = tr.step == to->steps;
+        if (o->eval_every > 0 && tr.step % o->eval_every == 0 && !last && data.n_valid > 0 &&
+            evaluate(&tr, o, h, mf, r, err) != 0)
+            goto done;
+        if (o->checkpoint_every > 0 && tr.step % o->checkpoint_every == 0 && !last &&
+            trainer_save(&tr, r->checkpoint, err) != 0)
+            goto done;
+    }
+    r->step = tr.step;
+
+    /* asked to stop: keep the state to resume from, export nothing */
+    if (stop_requested(o)) {
+        if (trainer_save(&tr, r->checkpoint, err) != 0) goto done;
+        r->stopped = true;
+        r->seconds = omp_get_wtime() - t0;
+        rc = 0;
+        goto done;
+    }
+
+    /* the end: a last evaluation, the checkpoint, the model */
+    if (data.n_valid > 0 && evaluate(&tr, o, h, mf, r, err) != 0) goto done;
+    if (trainer_save(&tr, r->checkpoint, err) != 0) goto done;
+    if (tm_export(&tm, &sm, o->output, o->outtype, err) != 0) goto done;
+    r->seconds = omp_get_wtime() - t0;
+    rc = 0;
+done:
+    if (mf) fclose(mf);
+    if (tr_open) trainer_free(&tr);
+    data_free(&data);
+    tokenizer_free(tok);
+    if (tm_open) tm_free(&tm);
+    if (lm_open) llm_model_free(&tlm);
+    if (tmv_open) model_close(&tmv);
+    if (sm_open) model_close(&sm);
+    return rc;
+}
