@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "types.h"
+#include "codec/types.h"
 #include "utf8.h"
 
 /* Smallest encodings, used to reject counts that cannot fit in the file before allocating:

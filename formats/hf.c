@@ -17,11 +17,12 @@
 
 #include <jansson.h>
 
+#include "arch.h"
 #include "fileio.h"
 #include "hf_tokenizer.h"
 #include "meta.h"
 #include "safetensors.h"
-#include "types.h"
+#include "codec/types.h"
 
 #define HF_CONFIG_MAX (16u << 20)       /* config.json larger than this is not a config */
 #define HF_CHUNK_BYTES (16u << 20)      /* bound on each conversion buffer in hf_write */
@@ -32,51 +33,12 @@
  * Name mapping
  * ---------------------------------------------------------------------------------------- */
 
-/* A dimension of an expected tensor shape, in terms of the config. */
-typedef enum dim_kind {
-    D_NONE,   /* no such dimension (vectors have one) */
-    D_VOCAB,  /* vocab_size */
-    D_EMBD,   /* hidden_size */
-    D_Q,      /* num_attention_heads * head_dim */
-    D_KV,     /* num_key_value_heads * head_dim */
-    D_FF,     /* intermediate_size */
-} dim_kind;
-
-/* Which llama Q/K permutation a tensor gets. */
-typedef enum qk_kind { QK_NONE, QK_Q, QK_K } qk_kind;
-
-typedef struct name_rule {
-    const char *hf;    /* HF name (for layer rules: the part after "model.layers.N.") */
-    const char *gguf;  /* GGUF name (for layer rules: the part after "blk.N.") */
-    dim_kind d0, d1;   /* expected HF shape, outermost first; d1 == D_NONE for a vector */
-    bool bias;         /* a q/k/v bias: required for qwen2, refused for llama */
-    qk_kind qk;        /* llama's row permutation */
-} name_rule;
-
-/* Whole-model tensors. */
-enum { G_EMBD, G_NORM, G_OUT, G_COUNT };
-static const name_rule GLOBAL_RULES[G_COUNT] = {
-    [G_EMBD] = {"model.embed_tokens.weight", "token_embd.weight", D_VOCAB, D_EMBD, false, QK_NONE},
-    [G_NORM] = {"model.norm.weight", "output_norm.weight", D_EMBD, D_NONE, false, QK_NONE},
-    [G_OUT] = {"lm_head.weight", "output.weight", D_VOCAB, D_EMBD, false, QK_NONE},
-};
-
-/* Per-layer tensors, in the order they are listed in the model view (a bias after its weight). */
-static const name_rule LAYER_RULES[] = {
-    {"input_layernorm.weight", "attn_norm.weight", D_EMBD, D_NONE, false, QK_NONE},
-    {"self_attn.q_proj.weight", "attn_q.weight", D_Q, D_EMBD, false, QK_Q},
-    {"self_attn.q_proj.bias", "attn_q.bias", D_Q, D_NONE, true, QK_NONE},
-    {"self_attn.k_proj.weight", "attn_k.weight", D_KV, D_EMBD, false, QK_K},
-    {"self_attn.k_proj.bias", "attn_k.bias", D_KV, D_NONE, true, QK_NONE},
-    {"self_attn.v_proj.weight", "attn_v.weight", D_KV, D_EMBD, false, QK_NONE},
-    {"self_attn.v_proj.bias", "attn_v.bias", D_KV, D_NONE, true, QK_NONE},
-    {"self_attn.o_proj.weight", "attn_output.weight", D_EMBD, D_Q, false, QK_NONE},
-    {"post_attention_layernorm.weight", "ffn_norm.weight", D_EMBD, D_NONE, false, QK_NONE},
-    {"mlp.gate_proj.weight", "ffn_gate.weight", D_FF, D_EMBD, false, QK_NONE},
-    {"mlp.up_proj.weight", "ffn_up.weight", D_FF, D_EMBD, false, QK_NONE},
-    {"mlp.down_proj.weight", "ffn_down.weight", D_EMBD, D_FF, false, QK_NONE},
-};
-#define N_LAYER_RULES ((int)(sizeof LAYER_RULES / sizeof LAYER_RULES[0]))
+/* The tensor tables are the families' (formats/arch.h); a rule is one of their entries. */
+typedef arch_tensor name_rule;
+#define GLOBAL_RULES ARCH_GLOBAL_TENSORS
+#define LAYER_RULES ARCH_LAYER_TENSORS
+#define N_LAYER_RULES ARCH_N_LAYER_TENSORS
+enum { G_EMBD = ARCH_EMBD, G_NORM = ARCH_NORM, G_OUT = ARCH_OUT, G_COUNT = ARCH_N_GLOBAL };
 
 /* malloc'd printf. */
 static char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -158,7 +120,7 @@ char *gguf_to_hf_name(const char *gguf_name) {
 
 /* What config.json says, validated. */
 typedef struct hf_params {
-    const char *arch;       /* GGUF architecture: "llama" or "qwen2" (static string) */
+    const arch_desc *arch;  /* the family (formats/arch.h) */
     int64_t n_embd;         /* hidden_size */
     int64_t n_ff;           /* intermediate_size */
     int64_t n_layer;        /* num_hidden_layers */
@@ -213,14 +175,8 @@ static int cfg_arch(const json_t *root, hf_params *p, const char *cfg_path, slmc
     if (!json_is_array(archs) || json_array_size(archs) == 0 || !json_is_string(json_array_get(archs, 0)))
         return slmc_fail(err, cfg_path, "field \"architectures\" is missing or not a list of names");
     const char *a = json_string_value(json_array_get(archs, 0));
-    if (strcmp(a, "LlamaForCausalLM") == 0 || strcmp(a, "MistralForCausalLM") == 0)
-        p->arch = "llama";
-    else if (strcmp(a, "Qwen2ForCausalLM") == 0)
-        p->arch = "qwen2";
-    else
-        return slmc_fail(err, cfg_path,
-                         "architecture %s is not supported (LlamaForCausalLM, MistralForCausalLM, "
-                         "Qwen2ForCausalLM)", a);
+    p->arch = arch_by_hf_class(a);
+    if (!p->arch) return slmc_fail(err, cfg_path, "architecture %s is not supported (%s)", a, arch_hf_class_names());
     return 0;
 }
 
@@ -364,8 +320,7 @@ static int kv_str(meta *kv, const char *arch, const char *suffix, const char *v)
  * vocab size and rope dimension, then rope scaling. general.file_type is a placeholder here,
  * set once the tensors are known. */
 static int build_kv(meta *kv, const hf_params *p, const char *name) {
-    const char *a = p->arch;
-    bool llama = strcmp(a, "llama") == 0;
+    const char *a = p->arch->name;
     if (meta_set_str(kv, "general.architecture", a) || meta_set_str(kv, "general.name", name) ||
         kv_u32(kv, a, "block_count", p->n_layer) || kv_u32(kv, a, "context_length", p->n_ctx) ||
         kv_u32(kv, a, "embedding_length", p->n_embd) || kv_u32(kv, a, "feed_forward_length", p->n_ff) ||
@@ -375,7 +330,8 @@ static int build_kv(meta *kv, const hf_params *p, const char *name) {
         kv_f32(kv, a, "attention.layer_norm_rms_epsilon", p->rms_eps) ||
         meta_set_u32(kv, "general.file_type", 0))
         return -1;
-    if (llama && (kv_u32(kv, a, "vocab_size", p->n_vocab) || kv_u32(kv, a, "rope.dimension_count", p->head_dim)))
+    if (p->arch->kv_vocab_rope_dims &&
+        (kv_u32(kv, a, "vocab_size", p->n_vocab) || kv_u32(kv, a, "rope.dimension_count", p->head_dim)))
         return -1;
     if (p->head_dim != p->n_embd / p->n_head || p->n_embd % p->n_head != 0) {
         if (kv_u32(kv, a, "attention.key_length", p->head_dim) ||
@@ -414,13 +370,13 @@ static int dominant_matrix_type(const model_tensor *t, uint64_t n) {
  * safetensors tensors -> model tensors
  * ---------------------------------------------------------------------------------------- */
 
-static int64_t dim_value(dim_kind d, const hf_params *p) {
+static int64_t dim_value(arch_dim d, const hf_params *p) {
     switch (d) {
-    case D_VOCAB: return p->n_vocab;
-    case D_EMBD: return p->n_embd;
-    case D_Q: return p->n_head * p->head_dim;
-    case D_KV: return p->n_head_kv * p->head_dim;
-    case D_FF: return p->n_ff;
+    case DIM_VOCAB: return p->n_vocab;
+    case DIM_EMBD: return p->n_embd;
+    case DIM_Q: return p->n_head * p->head_dim;
+    case DIM_KV: return p->n_head_kv * p->head_dim;
+    case DIM_FF: return p->n_ff;
     default: return 0;
     }
 }
@@ -429,7 +385,7 @@ static int64_t dim_value(dim_kind d, const hf_params *p) {
 static int check_shape(const st_tensor *t, const name_rule *r, const hf_params *p, const char *path,
                        slmc_err *err) {
     int64_t want[2] = {dim_value(r->d0, p), dim_value(r->d1, p)};
-    int want_dims = r->d1 == D_NONE ? 1 : 2;
+    int want_dims = r->d1 == DIM_NONE ? 1 : 2;
     bool ok = t->n_dims == want_dims;
     for (int i = 0; ok && i < want_dims; i++) ok = t->shape[i] == want[i];
     if (ok) return 0;
@@ -461,7 +417,7 @@ static int add_tensor(model *m, const st_model *st, uint64_t si, char *gguf_name
 /* Map every st tensor to a slot (global or layer x rule), check names and shapes, then list
  * the slots in the model view's order. */
 static int map_tensors(model *m, const st_model *st, const hf_params *p, const char *path, slmc_err *err) {
-    bool llama = strcmp(p->arch, "llama") == 0;
+    const arch_desc *a = p->arch;
     uint64_t n_slots = G_COUNT + (uint64_t)p->n_layer * N_LAYER_RULES;
     int64_t *slot = malloc(n_slots * sizeof *slot); /* st index per slot, -1 when absent */
     if (!slot) return slmc_fail(err, path, "out of memory");
@@ -484,8 +440,8 @@ static int map_tensors(model *m, const st_model *st, const hf_params *p, const c
                       (long long)p->n_layer);
             goto done;
         }
-        if (rule->bias && llama) {
-            slmc_fail(err, path, "tensor %s: q/k/v biases are not supported for llama", t->name);
+        if (!arch_has_tensor(a, rule)) {
+            slmc_fail(err, path, "tensor %s: q/k/v biases are not supported for %s", t->name, a->name);
             goto done;
         }
         if (check_shape(t, rule, p, path, err)) goto done;
@@ -504,7 +460,7 @@ static int map_tensors(model *m, const st_model *st, const hf_params *p, const c
     for (uint64_t s = 0; s < n_slots; s++) {
         if (slot[s] >= 0 || s == G_OUT) continue;
         const name_rule *rule = s < G_COUNT ? &GLOBAL_RULES[s] : &LAYER_RULES[(s - G_COUNT) % N_LAYER_RULES];
-        if (rule->bias && llama) continue;
+        if (!arch_has_tensor(a, rule)) continue;
         if (n_missing++ < 4) {
             char name[160];
             if (s < G_COUNT) snprintf(name, sizeof name, "%s", rule->hf);
@@ -539,7 +495,7 @@ static int map_tensors(model *m, const st_model *st, const hf_params *p, const c
         char *gname = layer < 0 ? strdup(rule->gguf) : str_printf("blk.%ld.%s", layer, rule->gguf);
         if (!gname) { free(order); slmc_fail(err, path, "out of memory"); goto done; }
         /* llama.cpp permutes llama's q_proj with n_head and k_proj with n_head_kv heads. */
-        int64_t qk = !llama ? 0 : rule->qk == QK_Q ? p->n_head : rule->qk == QK_K ? p->n_head_kv : 0;
+        int64_t qk = !a->permute_qk ? 0 : rule->qk == ARCH_QK_Q ? p->n_head : rule->qk == ARCH_QK_K ? p->n_head_kv : 0;
         add_tensor(m, st, (uint64_t)slot[s], gname, qk);
     }
     free(order);
@@ -678,9 +634,8 @@ static int write_json_file(const char *path, json_t *obj, slmc_err *err) {
 
 int hf_write_config_json(const char *path, const model *m, int torch_dtype_type, slmc_err *err) {
     const model_config *c = &m->cfg;
-    bool llama = strcmp(c->arch, "llama") == 0, qwen2 = strcmp(c->arch, "qwen2") == 0;
-    if (!llama && !qwen2)
-        return slmc_fail(err, path, "architecture %s has no Hugging Face config (llama, qwen2)", c->arch);
+    const arch_desc *a = arch_by_name(c->arch);
+    if (!a) return slmc_fail(err, path, "architecture %s has no Hugging Face config (%s)", c->arch, arch_names());
     const char *dtype = torch_dtype_name(torch_dtype_type);
     if (!dtype) return slmc_fail(err, path, "torch_dtype for type %s: F32, F16 or BF16 only", type_name(torch_dtype_type));
     if (c->n_head <= 0 || c->n_head_kv <= 0)
@@ -689,19 +644,19 @@ int hf_write_config_json(const char *path, const model *m, int torch_dtype_type,
     json_t *o = json_object();
     if (!o) return slmc_fail(err, path, "out of memory");
     json_t *archs = json_array();
-    bool ok = archs && json_array_append_new(archs, json_string(llama ? "LlamaForCausalLM" : "Qwen2ForCausalLM")) == 0;
+    bool ok = archs && json_array_append_new(archs, json_string(a->hf_classes[0])) == 0;
     if (!ok) json_decref(archs); /* NULL-safe */
     ok = ok && jset(o, "architectures", archs);
     const char *gname = meta_get_str(&m->kv, "general.name");
     if (ok && gname && *gname) ok = jset(o, "_name_or_path", json_string(gname));
-    ok = ok && jset(o, "model_type", json_string(c->arch)) && jset(o, "hidden_act", json_string("silu")) &&
+    ok = ok && jset(o, "model_type", json_string(a->hf_model_type)) && jset(o, "hidden_act", json_string("silu")) &&
          jset(o, "hidden_size", json_integer(c->n_embd)) && jset(o, "intermediate_size", json_integer(c->n_ff)) &&
          jset(o, "num_hidden_layers", json_integer(c->n_layer)) &&
          jset(o, "num_attention_heads", json_integer(c->n_head)) &&
          jset(o, "num_key_value_heads", json_integer(c->n_head_kv));
     /* transformers' LlamaConfig always serialises head_dim; Qwen2's only needs it when it is
      * not hidden_size / heads. */
-    if (ok && (llama || c->head_dim * c->n_head != c->n_embd))
+    if (ok && (a->hf_head_dim_always || c->head_dim * c->n_head != c->n_embd))
         ok = jset(o, "head_dim", json_integer(c->head_dim));
     ok = ok && jset(o, "vocab_size", json_integer(c->n_vocab)) &&
          jset(o, "max_position_embeddings", json_integer(c->n_ctx_train)) &&
@@ -722,9 +677,10 @@ int hf_write_config_json(const char *path, const model *m, int torch_dtype_type,
     } else if (ok) {
         ok = jset(o, "rope_scaling", json_null());
     }
-    ok = ok && jset(o, "attention_bias", json_boolean(qwen2));
-    if (ok && llama) ok = jset(o, "mlp_bias", json_false());
-    if (ok && qwen2) ok = jset(o, "use_sliding_window", json_false());
+    ok = ok && jset(o, "attention_bias", json_boolean(a->qkv_bias));
+    /* the families' own keys: transformers' LlamaConfig has mlp_bias, Qwen2Config sliding windows */
+    if (ok && a->hf_mlp_bias) ok = jset(o, "mlp_bias", json_false());
+    if (ok && a->hf_sliding_window) ok = jset(o, "use_sliding_window", json_false());
     ok = ok && jset(o, "tie_word_embeddings", json_boolean(c->tied_output)) &&
          jset(o, "torch_dtype", json_string(dtype));
     uint64_t id;
@@ -762,11 +718,12 @@ static int write_generation_config(const char *path, const model *m, slmc_err *e
 
 /* Heads of llama.cpp's permutation to undo for tensor t (0 when none). */
 static int64_t unpermute_heads(const model *m, const model_tensor *t) {
-    if (strcmp(m->cfg.arch, "llama") != 0) return 0;
+    const arch_desc *a = arch_by_name(m->cfg.arch);
+    if (!a || !a->permute_qk) return 0;
     long layer;
     int r = match_gguf(t->name, &layer);
     if (r < 0 || layer < 0) return 0;
-    return LAYER_RULES[r].qk == QK_Q ? m->cfg.n_head : LAYER_RULES[r].qk == QK_K ? m->cfg.n_head_kv : 0;
+    return LAYER_RULES[r].qk == ARCH_QK_Q ? m->cfg.n_head : LAYER_RULES[r].qk == ARCH_QK_K ? m->cfg.n_head_kv : 0;
 }
 
 /* Stream one tensor into the writer in chunks of whole rows (whole heads for q/k): read the
@@ -860,9 +817,9 @@ static int tensor_out_type(const model *m, uint64_t ti, int dominant, int outtyp
 
 int hf_write(const model *m, const char *dir, int outtype, uint64_t shard_size,
              const slmc_progress *progress, slmc_err *err) {
-    if (strcmp(m->cfg.arch, "llama") != 0 && strcmp(m->cfg.arch, "qwen2") != 0)
+    if (!arch_by_name(m->cfg.arch))
         return slmc_fail(err, m->path, "architecture %s cannot be written as a Hugging Face checkpoint "
-                         "(llama, qwen2)", m->cfg.arch);
+                         "(%s)", m->cfg.arch, arch_names());
     if (outtype != -1 && !type_is_float(outtype))
         return slmc_fail(err, dir, "output type %s: Hugging Face output is F32, F16 or BF16", type_name(outtype));
     if (m->cfg.n_rot != m->cfg.head_dim)

@@ -21,7 +21,7 @@
 
 #include "fileio.h"
 #include "hf_tokenizer.h"
-#include "types.h"
+#include "codec/types.h"
 #include "utf8.h"
 
 #define L2C_HEADER_BYTES 28          /* 7 int32 */

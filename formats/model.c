@@ -14,7 +14,7 @@
 #include "gguf.h"
 #include "hf.h"
 #include "llama2c.h"
-#include "types.h"
+#include "codec/types.h"
 
 /* ---------------------------------------------------------------------------------------
  * Opening

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "arch.h"
 #include "error.h"
 #include "meta.h"
 
@@ -44,12 +45,13 @@ typedef struct model_config {
     int64_t rope_scaling_orig_ctx;   /* <arch>.rope.scaling.original_context_length, 0 when none */
     bool tied_output;        /* no output.weight: the classifier is token_embd */
 } model_config;
+/* The family's description is arch_by_name(cfg.arch) (formats/arch.h): NULL for an architecture
+ * slmc reads and copies but does not know (no engine, no Hugging Face form). */
 
 /* A row decoder for block-quantized types, injected by the caller.
  *
- * formats/ knows every type's block size (types.h) but not how to decode the blocks: the
- * kernels live in quant/, a layer above formats/, which formats/ must not include. So the
- * caller passes quant's decoder in (cli_open_model gives quant_dequantize from quant/quants.h;
+ * formats/ knows every type's block size (codec/types.h); the decoder of the blocks comes from
+ * the caller (cli_open_model gives quant_dequantize from codec/quants.h;
  * tests do the same), model_open stores it in the view, and the three places that need values
  * of a quantized tensor call it: model_read_rows_f32, and the GGUF and Hugging Face writers when
  * a quantized tensor must become F32/F16/BF16 (dequantizing convert).

@@ -23,7 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "types.h"
+#include "codec/types.h"
 #include "utf8.h"
 
 /* Index files are small (one line per tensor); refuse anything absurd. */

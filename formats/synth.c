@@ -15,12 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arch.h"
 #include "fileio.h"
 #include "hf.h"
 #include "hf_tokenizer.h"
 #include "meta.h"
 #include "safetensors.h"
-#include "types.h"
+#include "codec/types.h"
 
 #define SYNTH_CHUNK_BYTES (8u << 20) /* rows are generated and written about this much at a time */
 #define SYNTH_MAX_DIM (1 << 24)      /* any one hyperparameter; keeps every product in 64 bits */
@@ -121,14 +122,10 @@ static int shape_from_json(json_t *root, synth_shape *s, const char *path, slmc_
     json_t *archs = json_object_get(root, "architectures");
     const char *arch = json_is_array(archs) ? json_string_value(json_array_get(archs, 0)) : NULL;
     if (!arch) return slmc_fail(err, path, "config.json has no \"architectures\" list");
-    if (strcmp(arch, "LlamaForCausalLM") == 0 || strcmp(arch, "MistralForCausalLM") == 0) {
-        snprintf(s->arch, sizeof s->arch, "llama");
-    } else if (strcmp(arch, "Qwen2ForCausalLM") == 0) {
-        snprintf(s->arch, sizeof s->arch, "qwen2");
-        s->qkv_bias = true;
-    } else {
-        return slmc_fail(err, path, "architecture %s is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)", arch);
-    }
+    const arch_desc *family = arch_by_hf_class(arch);
+    if (!family) return slmc_fail(err, path, "architecture %s is not supported (%s)", arch, arch_hf_class_names());
+    snprintf(s->arch, sizeof s->arch, "%s", family->name);
+    s->qkv_bias = family->qkv_bias;
     bool attention_bias = false, mlp_bias = false;
     if (json_int_field(root, "hidden_size", -1, &s->n_embd, path, err) ||
         json_int_field(root, "intermediate_size", -1, &s->n_ff, path, err) ||
@@ -145,8 +142,8 @@ static int shape_from_json(json_t *root, synth_shape *s, const char *path, slmc_
         return -1;
     if (s->n_head <= 0) return slmc_fail(err, path, "num_attention_heads must be positive");
     if (json_int_field(root, "head_dim", s->n_embd / s->n_head, &s->head_dim, path, err)) return -1;
-    if (strcmp(s->arch, "llama") == 0 && (attention_bias || mlp_bias))
-        return slmc_fail(err, path, "attention_bias / mlp_bias are not supported for llama");
+    if (!family->qkv_bias && (attention_bias || mlp_bias))
+        return slmc_fail(err, path, "attention_bias / mlp_bias are not supported for %s", family->name);
     json_t *scaling = json_object_get(root, "rope_scaling");
     if (scaling && !json_is_null(scaling))
         return slmc_fail(err, path, "rope_scaling is not supported by synth");
@@ -247,24 +244,22 @@ static uint64_t list_tensors(const synth_shape *s, synth_tensor *t) {
         }                                                                               \
         n++;                                                                            \
     } while (0)
-    ADD(KIND_MATRIX, s->n_vocab, s->n_embd, "model.embed_tokens.weight");
+    /* the family's tensors (formats/arch.h), in its order; shapes from the dimension names */
+    const int64_t dims[] = {[DIM_NONE] = 1, [DIM_VOCAB] = s->n_vocab, [DIM_EMBD] = s->n_embd,
+                            [DIM_Q] = q_rows, [DIM_KV] = kv_rows, [DIM_FF] = s->n_ff};
+    const arch_tensor *g = ARCH_GLOBAL_TENSORS;
+    ADD(KIND_MATRIX, dims[g[ARCH_EMBD].d0], dims[g[ARCH_EMBD].d1], "%s", g[ARCH_EMBD].hf);
     for (int64_t l = 0; l < s->n_layer; l++) {
-        long long L = (long long)l;
-        ADD(KIND_NORM, 1, s->n_embd, "model.layers.%lld.input_layernorm.weight", L);
-        ADD(KIND_MATRIX, q_rows, s->n_embd, "model.layers.%lld.self_attn.q_proj.weight", L);
-        if (s->qkv_bias) ADD(KIND_BIAS, 1, q_rows, "model.layers.%lld.self_attn.q_proj.bias", L);
-        ADD(KIND_MATRIX, kv_rows, s->n_embd, "model.layers.%lld.self_attn.k_proj.weight", L);
-        if (s->qkv_bias) ADD(KIND_BIAS, 1, kv_rows, "model.layers.%lld.self_attn.k_proj.bias", L);
-        ADD(KIND_MATRIX, kv_rows, s->n_embd, "model.layers.%lld.self_attn.v_proj.weight", L);
-        if (s->qkv_bias) ADD(KIND_BIAS, 1, kv_rows, "model.layers.%lld.self_attn.v_proj.bias", L);
-        ADD(KIND_MATRIX, s->n_embd, q_rows, "model.layers.%lld.self_attn.o_proj.weight", L);
-        ADD(KIND_NORM, 1, s->n_embd, "model.layers.%lld.post_attention_layernorm.weight", L);
-        ADD(KIND_MATRIX, s->n_ff, s->n_embd, "model.layers.%lld.mlp.gate_proj.weight", L);
-        ADD(KIND_MATRIX, s->n_ff, s->n_embd, "model.layers.%lld.mlp.up_proj.weight", L);
-        ADD(KIND_MATRIX, s->n_embd, s->n_ff, "model.layers.%lld.mlp.down_proj.weight", L);
+        for (int r = 0; r < ARCH_N_LAYER_TENSORS; r++) {
+            const arch_tensor *a = &ARCH_LAYER_TENSORS[r];
+            if (a->qkv_bias && !s->qkv_bias) continue;
+            synth_kind kind = a->d1 != DIM_NONE ? KIND_MATRIX : a->qkv_bias ? KIND_BIAS : KIND_NORM;
+            if (kind == KIND_MATRIX) ADD(kind, dims[a->d0], dims[a->d1], "model.layers.%lld.%s", (long long)l, a->hf);
+            else ADD(kind, 1, dims[a->d0], "model.layers.%lld.%s", (long long)l, a->hf);
+        }
     }
-    ADD(KIND_NORM, 1, s->n_embd, "model.norm.weight");
-    if (!s->tied) ADD(KIND_MATRIX, s->n_vocab, s->n_embd, "lm_head.weight");
+    ADD(KIND_NORM, 1, dims[g[ARCH_NORM].d0], "%s", g[ARCH_NORM].hf);
+    if (!s->tied) ADD(KIND_MATRIX, dims[g[ARCH_OUT].d0], dims[g[ARCH_OUT].d1], "%s", g[ARCH_OUT].hf);
 #undef ADD
     return n;
 }

@@ -14,10 +14,10 @@
 #include "formats/model.h"
 #include "formats/safetensors.h"
 #include "formats/synth.h"
-#include "formats/types.h"
+#include "codec/types.h"
 #include "quant/plan.h"
 #include "quant/quantize.h"
-#include "quant/quants.h"
+#include "codec/quants.h"
 #include "tests/testutil.h"
 
 #define BOOKS "models/books-22m/hf-bf16"

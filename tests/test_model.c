@@ -10,10 +10,10 @@
 #include "formats/gguf.h"
 #include "formats/model.h"
 #include "formats/synth.h"
-#include "formats/types.h"
+#include "codec/types.h"
 #include "quant/plan.h"
 #include "quant/quantize.h"
-#include "quant/quants.h"
+#include "codec/quants.h"
 #include "testutil.h"
 
 START_TEST(qk_permutation_is_a_bijection_and_inverse) {

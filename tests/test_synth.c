@@ -12,7 +12,7 @@
 #include "formats/model.h"
 #include "formats/safetensors.h"
 #include "formats/synth.h"
-#include "formats/types.h"
+#include "codec/types.h"
 #include "testutil.h"
 
 static char *join(const char *dir, const char *name) {
