@@ -1,5 +1,6 @@
 /* cmd_quantize.c - `slmc quantize IN OUT TYPE` and `slmc quantize IN --type A,B -o 'x-{type}.gguf'`:
- * llama.cpp's mixes, streamed and parallel, many variants from one read of the source. */
+ * llama.cpp's mixes, streamed and parallel, many variants from one read of the source. The work
+ * is quantize_run (quant/quantize_run.h); this file parses, calls it and prints. */
 #include <getopt.h>
 #include <limits.h>
 #include <inttypes.h>
@@ -9,15 +10,9 @@
 #include <string.h>
 
 #include "cli.h"
-#include "formats/fileio.h"
-#include "formats/types.h"
-#include "quant/fit.h"
-#include "quant/gptq.h"
-#include "quant/imatrix.h"
-#include "quant/plan.h"
-#include "quant/quantize.h"
+#include "codec/types.h"
+#include "quant/quantize_run.h"
 
-#define MAX_TARGETS 32
 #define MAX_PATTERNS 64
 
 static const char *USAGE =
@@ -74,169 +69,123 @@ static const char *USAGE =
 
 typedef struct quantize_args {
     cli_common c;
-    const char *in, *tokenizer, *out_pattern;
-    const char *imatrix;          /* --imatrix FILE, or NULL */
-    const char *type_names[MAX_TARGETS];
-    int n_types;
+    quantize_run_opts o;                    /* what quantize_run is given; its lists point below */
+    const char *types[QUANTIZE_MAX_OUTPUTS];
     plan_override overrides[MAX_PATTERNS];
-    int n_overrides;
     const char *include[MAX_PATTERNS], *exclude[MAX_PATTERNS];
-    int n_include, n_exclude;
-    int output_type, token_embd_type;
-    bool pure, leave_output, allow_requantize, dry_run;
-    bool gptq;                  /* --method gptq */
-    const char *calib;          /* --calib FILE */
-    int calib_ctx, calib_chunks;/* -c, --chunks (0: defaults) */
-    double damp;                /* --damp */
-    int gptq_mode;              /* GPTQ_PARALLEL / _SEQUENTIAL / _FP_TARGET, -1 unset (the default) */
-    double ridge;               /* --gptq-ridge */
-    double target_bpw;          /* --target-bpw, 0 none */
-    uint64_t target_size;       /* --target-size in bytes, 0 none */
 } quantize_args;
 
-/* How GPTQ collects its Hessians (quant/gptq.h). Without a flag: the fp target, which measured
- * best on books-22m (docs/gptq-and-fit.md). */
-enum { GPTQ_PARALLEL, GPTQ_SEQUENTIAL, GPTQ_FP_TARGET, GPTQ_MODE_DEFAULT = GPTQ_FP_TARGET };
+static int parse_tensor_type(const char *name, int *out) {
+    *out = type_from_name(name);
+    return *out < 0 ? cli_usage_error("quantize", "unknown tensor type '%s'", name) : 0;
+}
 
-#define FIT_NAME "FIT" /* the type name a fitted plan is reported under */
-
-/* Split "Q2_K,Q4_K_M" into args->type_names (pointers into s, which is modified). */
-static int split_types(char *s, quantize_args *a) {
-    for (char *tok = strtok(s, ","); tok; tok = strtok(NULL, ",")) {
-        if (a->n_types == MAX_TARGETS) return cli_usage_error("quantize", "at most %d types", MAX_TARGETS);
-        a->type_names[a->n_types++] = tok;
-    }
+/* Append a repeatable option's value to list[*n] (of max). */
+static int add_name(const char *flag, const char **list, int *n, int max, const char *value) {
+    if (*n == max) return cli_usage_error("quantize", "too many %s (at most %d)", flag, max);
+    list[(*n)++] = value;
     return 0;
 }
 
-static int parse_tensor_type(const char *opt, int *out) {
-    *out = type_from_name(opt);
-    return *out < 0 ? cli_usage_error("quantize", "unknown tensor type '%s'", opt) : 0;
+/* --type "Q2_K,Q4_K_M" into a->types (pointers into s, which is modified). */
+static int split_types(char *s, quantize_args *a) {
+    int rc = 0;
+    for (char *tok = strtok(s, ","); tok && !rc; tok = strtok(NULL, ","))
+        rc = add_name("types", a->types, &a->o.n_types, QUANTIZE_MAX_OUTPUTS, tok);
+    return rc;
 }
 
-/* Replace {type} in pattern with name (malloc'd). */
-static char *expand_output(const char *pattern, const char *name) {
-    const char *at = strstr(pattern, "{type}");
-    size_t n = strlen(pattern) + strlen(name) + 1;
-    char *s = malloc(n);
-    if (!s) return NULL;
-    if (!at) { snprintf(s, n, "%s", pattern); return s; }
-    snprintf(s, n, "%.*s%s%s", (int)(at - pattern), pattern, name, at + 6);
-    return s;
+/* --gptq-parallel / --gptq-sequential / --gptq-fp-target: one of them. */
+static int set_gptq_mode(quantize_run_opts *o, quantize_gptq_mode mode) {
+    if (o->gptq_mode != QUANTIZE_GPTQ_DEFAULT && o->gptq_mode != mode)
+        return cli_usage_error("quantize", "give one of --gptq-parallel, --gptq-sequential, --gptq-fp-target");
+    o->gptq_mode = mode;
+    return 0;
 }
 
 static int parse_args(int argc, char **argv, quantize_args *a) {
     memset(a, 0, sizeof *a);
-    a->output_type = a->token_embd_type = -1;
-    a->gptq_mode = -1;
+    quantize_run_opts *o = &a->o;
+    quantize_run_opts_default(o);
+    o->types = a->types;
+    o->overrides = a->overrides;
+    o->include = a->include;
+    o->exclude = a->exclude;
     static const struct option opts[] = {
-        {"type", required_argument, 0, 'T'}, {"output", required_argument, 0, 'o'},
-        {"tensor-type", required_argument, 0, 'X'}, {"output-tensor-type", required_argument, 0, 'O'},
-        {"token-embedding-type", required_argument, 0, 'E'}, {"pure", no_argument, 0, 'p'},
-        {"leave-output-tensor", no_argument, 0, 'L'}, {"allow-requantize", no_argument, 0, 'R'},
+        {"type", required_argument, 0, 'T'}, {"output", required_argument, 0, 'o'}, {"tensor-type", required_argument, 0, 'X'},
+        {"output-tensor-type", required_argument, 0, 'O'}, {"token-embedding-type", required_argument, 0, 'E'},
+        {"pure", no_argument, 0, 'p'}, {"leave-output-tensor", no_argument, 0, 'L'}, {"allow-requantize", no_argument, 0, 'R'},
         {"imatrix", required_argument, 0, 'W'}, {"include-weights", required_argument, 0, 'I'}, {"exclude-weights", required_argument, 0, 'x'},
-        {"dry-run", no_argument, 0, 'n'}, {"tokenizer", required_argument, 0, 'k'},
-        CLI_COMMON_OPTIONS, {"method", required_argument, 0, 'M'}, {"calib", required_argument, 0, 'C'},
-        {"ctx", required_argument, 0, 'c'}, {"chunks", required_argument, 0, 'N'},
-        {"damp", required_argument, 0, 'D'}, {"target-bpw", required_argument, 0, 'B'},
-        {"target-size", required_argument, 0, 'S'}, {"gptq-sequential", no_argument, 0, 'Q'},
-        {"gptq-parallel", no_argument, 0, 'P'}, {"gptq-fp-target", no_argument, 0, 'F'},
-        {"gptq-ridge", required_argument, 0, 'G'}, {0, 0, 0, 0},
+        {"dry-run", no_argument, 0, 'n'}, {"tokenizer", required_argument, 0, 'k'}, {"method", required_argument, 0, 'M'},
+        {"calib", required_argument, 0, 'C'}, {"ctx", required_argument, 0, 'c'}, {"chunks", required_argument, 0, 'N'},
+        {"damp", required_argument, 0, 'D'}, {"target-bpw", required_argument, 0, 'B'}, {"target-size", required_argument, 0, 'S'},
+        {"gptq-sequential", no_argument, 0, 'Q'}, {"gptq-parallel", no_argument, 0, 'P'}, {"gptq-fp-target", no_argument, 0, 'F'},
+        {"gptq-ridge", required_argument, 0, 'G'}, CLI_COMMON_OPTIONS, {0, 0, 0, 0},
     };
+    slmc_err err = {{0}};
     int ch, rc;
     optind = 1;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "o:c:" CLI_COMMON_SHORT, opts, NULL)) != -1) {
         rc = 0;
         switch (ch) {
-        case 'T': if (split_types(optarg, a)) return EXIT_USAGE; break;
-        case 'o': a->out_pattern = optarg; break;
-        case 'X': {
-            char *eq = strrchr(optarg, '=');
-            if (!eq || eq == optarg) return cli_usage_error("quantize", "--tensor-type takes REGEX=TYPE, not '%s'", optarg);
-            if (a->n_overrides == MAX_PATTERNS) return cli_usage_error("quantize", "too many --tensor-type");
-            *eq = 0;
-            if (parse_tensor_type(eq + 1, &a->overrides[a->n_overrides].type)) return EXIT_USAGE;
-            a->overrides[a->n_overrides++].pattern = optarg;
+        case 'T': rc = split_types(optarg, a); break;
+        case 'o': o->out_pattern = optarg; break;
+        case 'X':
+            if (o->n_overrides == MAX_PATTERNS) return cli_usage_error("quantize", "too many --tensor-type");
+            if (plan_override_parse(optarg, &a->overrides[o->n_overrides++], &err) != 0)
+                return cli_usage_error("quantize", "%s", err.msg);
             break;
-        }
-        case 'O': if (parse_tensor_type(optarg, &a->output_type)) return EXIT_USAGE; break;
-        case 'E': if (parse_tensor_type(optarg, &a->token_embd_type)) return EXIT_USAGE; break;
-        case 'p': a->pure = true; break;
-        case 'L': a->leave_output = true; break;
-        case 'R': a->allow_requantize = true; break;
-        case 'I':
-            if (a->n_include == MAX_PATTERNS) return cli_usage_error("quantize", "too many --include-weights");
-            a->include[a->n_include++] = optarg;
-            break;
-        case 'x':
-            if (a->n_exclude == MAX_PATTERNS) return cli_usage_error("quantize", "too many --exclude-weights");
-            a->exclude[a->n_exclude++] = optarg;
-            break;
-        case 'n': a->dry_run = true; break;
-        case 'k': a->tokenizer = optarg; break;
-        case 'W': a->imatrix = optarg; break;
+        case 'O': rc = parse_tensor_type(optarg, &o->output_type); break;
+        case 'E': rc = parse_tensor_type(optarg, &o->token_embd_type); break;
+        case 'p': o->pure = true; break;
+        case 'L': o->leave_output = true; break;
+        case 'R': o->allow_requantize = true; break;
+        case 'I': rc = add_name("--include-weights", a->include, &o->n_include, MAX_PATTERNS, optarg); break;
+        case 'x': rc = add_name("--exclude-weights", a->exclude, &o->n_exclude, MAX_PATTERNS, optarg); break;
+        case 'n': o->dry_run = true; break;
+        case 'k': o->tokenizer = optarg; break;
+        case 'W': o->imatrix = optarg; break;
         case 'M':
-            if (strcmp(optarg, "gptq") == 0) a->gptq = true;
-            else if (strcmp(optarg, "plain") == 0) a->gptq = false;
-            else return cli_usage_error("quantize", "--method takes plain or gptq, not '%s'", optarg);
+            if (strcmp(optarg, "gptq") != 0 && strcmp(optarg, "plain") != 0)
+                return cli_usage_error("quantize", "--method takes plain or gptq, not '%s'", optarg);
+            o->gptq = strcmp(optarg, "gptq") == 0;
             break;
-        case 'C': a->calib = optarg; break;
-        case 'G': rc = cli_opt_float("quantize", "--gptq-ridge", optarg, 0, 1e12, true, &a->ridge); break;
-        case 'Q':
-        case 'P':
-        case 'F': {
-            int mode = ch == 'P' ? GPTQ_PARALLEL : ch == 'Q' ? GPTQ_SEQUENTIAL : GPTQ_FP_TARGET;
-            if (a->gptq_mode >= 0 && a->gptq_mode != mode)
-                return cli_usage_error("quantize", "give one of --gptq-parallel, --gptq-sequential, --gptq-fp-target");
-            a->gptq_mode = mode;
-            break;
-        }
-        case 'c': rc = cli_opt_int("quantize", "-c/--ctx", optarg, 2, 1 << 20, &a->calib_ctx); break;
-        case 'N': rc = cli_opt_int("quantize", "--chunks", optarg, 1, INT_MAX, &a->calib_chunks); break;
-        case 'D': rc = cli_opt_float("quantize", "--damp", optarg, 0, 1e6, true, &a->damp); break;
-        case 'B': rc = cli_opt_float("quantize", "--target-bpw", optarg, 0, 32, true, &a->target_bpw); break;
-        case 'S': rc = cli_opt_size("quantize", "--target-size", optarg, 1, &a->target_size); break;
+        case 'C': o->calib = optarg; break;
+        case 'G': rc = cli_opt_float("quantize", "--gptq-ridge", optarg, 0, 1e12, true, &o->ridge); break;
+        case 'Q': rc = set_gptq_mode(o, QUANTIZE_GPTQ_SEQUENTIAL); break;
+        case 'P': rc = set_gptq_mode(o, QUANTIZE_GPTQ_PARALLEL); break;
+        case 'F': rc = set_gptq_mode(o, QUANTIZE_GPTQ_FP_TARGET); break;
+        case 'c': rc = cli_opt_int("quantize", "-c/--ctx", optarg, 2, 1 << 20, &o->calib_ctx); break;
+        case 'N': rc = cli_opt_int("quantize", "--chunks", optarg, 1, INT_MAX, &o->calib_chunks); break;
+        case 'D': rc = cli_opt_float("quantize", "--damp", optarg, 0, 1e6, true, &o->damp); break;
+        case 'B': rc = cli_opt_float("quantize", "--target-bpw", optarg, 0, 32, true, &o->target_bpw); break;
+        case 'S': rc = cli_opt_size("quantize", "--target-size", optarg, 1, &o->target_size); break;
         default: rc = cli_common_option("quantize", USAGE, ch, argv, &a->c); break;
         }
         if (rc) return rc;
     }
+    /* the three forms: IN OUT TYPE; IN --type LIST -o PATTERN; IN OUT with a size target */
     int rest = argc - optind;
     if (rest < 1) return cli_usage_error("quantize", "expected IN");
-    a->in = argv[optind];
-    if (a->gptq && !a->calib) return cli_usage_error("quantize", "--method gptq needs --calib FILE");
-    if (!a->gptq && (a->calib || a->calib_ctx || a->calib_chunks || a->damp > 0 || a->gptq_mode >= 0 || a->ridge > 0))
-        return cli_usage_error("quantize", "--calib, -c, --chunks, --damp, --gptq-* go with --method gptq");
-    if (a->gptq_mode < 0) a->gptq_mode = GPTQ_MODE_DEFAULT;
-    if (a->ridge > 0 && a->gptq_mode != GPTQ_FP_TARGET)
-        return cli_usage_error("quantize", "--gptq-ridge goes with the fp target (the default, --gptq-fp-target)");
-    if (a->target_bpw > 0 && a->target_size > 0) return cli_usage_error("quantize", "give --target-bpw or --target-size, not both");
-    if (a->target_bpw > 0 || a->target_size > 0) { /* IN OUT, IN -o OUT, or IN --dry-run */
-        if (a->n_types) return cli_usage_error("quantize", "a size target chooses the types: give no TYPE or --type");
+    o->in = argv[optind];
+    if (o->target_bpw > 0 || o->target_size > 0) { /* IN OUT, IN -o OUT, or IN --dry-run */
+        if (o->n_types) return cli_usage_error("quantize", "a size target chooses the types: give no TYPE or --type");
         if (rest == 3) return cli_usage_error("quantize", "a size target chooses the types: give IN OUT, no TYPE");
-        if (rest == 2 && !a->out_pattern) a->out_pattern = argv[optind + 1];
+        if (rest == 2 && !o->out_pattern) o->out_pattern = argv[optind + 1];
         else if (rest != 1) return cli_usage_error("quantize", "expected IN OUT with a size target");
-        if (!a->out_pattern && !a->dry_run) return cli_usage_error("quantize", "expected IN OUT (or --dry-run) with a size target");
-        a->type_names[a->n_types++] = FIT_NAME;
-    } else if (a->n_types == 0) { /* IN OUT TYPE */
-        if (rest != 3 || a->out_pattern) return cli_usage_error("quantize", "expected IN OUT TYPE, or IN --type LIST -o PATTERN");
-        a->out_pattern = argv[optind + 1];
-        a->type_names[a->n_types++] = argv[optind + 2];
+        if (!o->out_pattern && !o->dry_run) return cli_usage_error("quantize", "expected IN OUT (or --dry-run) with a size target");
+        a->types[o->n_types++] = QUANTIZE_FIT;
+    } else if (o->n_types == 0) {
+        if (rest != 3 || o->out_pattern) return cli_usage_error("quantize", "expected IN OUT TYPE, or IN --type LIST -o PATTERN");
+        o->out_pattern = argv[optind + 1];
+        a->types[o->n_types++] = argv[optind + 2];
     } else {
         if (rest != 1) return cli_usage_error("quantize", "with --type give only IN (and -o PATTERN)");
-        if (!a->out_pattern && !a->dry_run) return cli_usage_error("quantize", "--type needs -o PATTERN");
-        if (a->n_types > 1 && a->out_pattern && !strstr(a->out_pattern, "{type}"))
-            return cli_usage_error("quantize", "-o needs a {type} placeholder for several types");
+        if (!o->out_pattern && !o->dry_run) return cli_usage_error("quantize", "--type needs -o PATTERN");
     }
-    if ((a->n_include || a->n_exclude) && !a->imatrix)
-        return cli_usage_error("quantize", "--include-weights / --exclude-weights choose which tensors use the importance "
-                                           "matrix, as in llama-quantize: give --imatrix");
-    if (a->n_include && a->n_exclude)
-        return cli_usage_error("quantize", "give --include-weights or --exclude-weights, not both (as llama-quantize)");
-    for (int i = 0; i < a->n_types; i++)
-        if (strcmp(a->type_names[i], FIT_NAME) != 0 && quant_mix_from_name(a->type_names[i]) < 0)
-            return cli_usage_error("quantize", "unknown type '%s'", a->type_names[i]);
-    return 0;
+    /* the checks that need no model: {type}, the gptq and imatrix flags, type names, ... */
+    return quantize_run_check(o, &err) != 0 ? cli_usage_error("quantize", "%s", err.msg) : 0;
 }
 
 static void print_plan(const model *m, const char *mix, const int *types) {
@@ -254,267 +203,124 @@ static void print_plan(const model *m, const char *mix, const int *types) {
     free(order);
 }
 
-/* Count tensors and bytes per type for a plan (dry-run summary). */
-static void plan_stats(const model *m, const int *types, quant_stats *s) {
-    memset(s, 0, sizeof *s);
-    for (uint64_t i = 0; i < m->n_tensors; i++) {
-        const model_tensor *t = &m->tensors[i];
-        uint64_t n = (uint64_t)(t->ne[0] * model_tensor_rows(t)), b = type_nbytes(types[i], (int64_t)n);
-        s->n_by_type[types[i]]++;
-        s->bytes_by_type[types[i]] += b;
-        s->bytes += b;
-        s->params += n;
+/* The size target's choice (per tensor: type, bytes, estimated error), then the totals. */
+static void print_fit(const quantize_result *r) {
+    const fit_table *tab = &r->fit;
+    const uint64_t budget = r->fit_budget, got = r->fit_res.bytes;
+    char hb[32], hr[32];
+    printf("fit to %s of tensor data (%.4f bpw over %" PRIu64 " parameters):\n", cli_human_bytes(budget, hb, sizeof hb),
+           8.0 * (double)budget / (double)tab->params, tab->params);
+    printf("  %-36s %-6s %12s %12s\n", "tensor", "type", "bytes", "est. error");
+    for (size_t k = 0; k < tab->n; k++) {
+        const fit_tensor *ft = &tab->t[k];
+        int ch = r->fit_choice[k];
+        printf("  %-36s %-6s %12" PRIu64 " %12.4g\n", r->m.tensors[ft->ti].name, type_name(ft->types[ch]), ft->bytes[ch], ft->err[ch]);
     }
+    printf("  fixed (not chosen) tensors: %" PRIu64 " bytes\n", tab->fixed_bytes);
+    printf("  achieved: %s (%" PRIu64 " bytes, %.2f%% of the budget), %.4f bpw, est. error %.6g\n",
+           cli_human_bytes(got, hr, sizeof hr), got, 100.0 * (double)got / (double)budget, r->fit_res.bpw, r->fit_res.err);
+    if ((double)got < 0.99 * (double)budget)
+        printf("  note: the largest types give only %" PRIu64 " bytes; the budget cannot be filled\n", fit_max_bytes(tab));
 }
 
-static void print_table(const char *mix, const char *path, const quant_stats *s) {
-    char hb[32];
-    printf("%-8s %-40s %10s %6.2f bpw ", mix, path ? path : "(dry run)", cli_human_bytes(s->bytes, hb, sizeof hb),
-           s->params ? 8.0 * (double)s->bytes / (double)s->params : 0.0);
-    bool first = true;
-    for (int t = 0; t < GGML_TYPE_COUNT; t++)
-        if (s->n_by_type[t]) { printf("%s%s:%" PRIu64, first ? "" : " ", type_name(t), s->n_by_type[t]); first = false; }
-    printf("\n");
-}
-
-static json_t *stats_json(const char *mix, const char *path, const quant_stats *s) {
-    json_t *o = json_object();
-    json_object_set_new(o, "type", json_string(mix));
-    json_object_set_new(o, "output", path ? json_string(path) : json_null());
-    json_object_set_new(o, "bytes", json_integer((json_int_t)s->bytes));
-    json_object_set_new(o, "params", json_integer((json_int_t)s->params));
-    json_object_set_new(o, "bpw", json_real(s->params ? 8.0 * (double)s->bytes / (double)s->params : 0.0));
+static json_t *fit_json(const quantize_result *r) {
+    json_t *o = json_pack("{s:I, s:I, s:f, s:f}", "budget_bytes", (json_int_t)r->fit_budget, "bytes",
+                          (json_int_t)r->fit_res.bytes, "bpw", r->fit_res.bpw, "est_error", r->fit_res.err);
     json_t *per = json_object();
-    for (int t = 0; t < GGML_TYPE_COUNT; t++)
-        if (s->n_by_type[t]) json_object_set_new(per, type_name(t), json_integer((json_int_t)s->n_by_type[t]));
-    json_object_set_new(o, "tensors_per_type", per);
-    json_object_set_new(o, "seconds", json_real(s->seconds));
+    for (size_t k = 0; k < r->fit.n; k++) {
+        const fit_tensor *ft = &r->fit.t[k];
+        int ch = r->fit_choice[k];
+        json_object_set_new(per, r->m.tensors[ft->ti].name, json_pack("{s:s, s:I, s:f}", "type", type_name(ft->types[ch]),
+                                                                      "bytes", (json_int_t)ft->bytes[ch], "est_error", ft->err[ch]));
+    }
+    json_object_set_new(o, "tensors", per);
     return o;
 }
 
-/* --target-bpw / --target-size: estimate every candidate's error, choose the types for the budget
- * and fill types (which holds the base plan on entry). Prints the chosen plan unless quiet or
- * --json; *fit_json receives the same as JSON when --json. */
-static int fit_to_target(const model *m, const quantize_args *a, int *types, const float *const *importance,
-                         json_t **fit_json, slmc_err *err) {
-    fit_table tab;
-    if (fit_table_build(&tab, m, types, importance, 0, err) != 0) return -1;
-    uint64_t budget = a->target_size ? a->target_size : (uint64_t)(a->target_bpw * (double)tab.params / 8.0);
-    int *choice = malloc((tab.n ? tab.n : 1) * sizeof *choice);
-    fit_result res;
-    int rc = -1;
-    if (!choice) { slmc_fail(err, a->in, "out of memory"); goto done; }
-    if (fit_allocate(&tab, budget, choice, &res, err) != 0) { slmc_fail_prefix(err, a->in); goto done; }
-    fit_apply(&tab, choice, types);
-    char hb[32], hr[32];
-    if (a->c.json) {
-        json_t *o = json_object(), *per = json_object();
-        json_object_set_new(o, "budget_bytes", json_integer((json_int_t)budget));
-        json_object_set_new(o, "bytes", json_integer((json_int_t)res.bytes));
-        json_object_set_new(o, "bpw", json_real(res.bpw));
-        json_object_set_new(o, "est_error", json_real(res.err));
-        for (size_t k = 0; k < tab.n; k++) {
-            const fit_tensor *ft = &tab.t[k];
-            json_t *t = json_object();
-            json_object_set_new(t, "type", json_string(type_name(ft->types[choice[k]])));
-            json_object_set_new(t, "bytes", json_integer((json_int_t)ft->bytes[choice[k]]));
-            json_object_set_new(t, "est_error", json_real(ft->err[choice[k]]));
-            json_object_set_new(per, m->tensors[ft->ti].name, t);
+/* An array with one object per output: {type, output, bytes, params, bpw, tensors_per_type,
+ * seconds}, then the fit, and the plan (dry run) or GPTQ's mode. */
+static void print_json(const quantize_run_opts *o, const quantize_result *r) {
+    json_t *arr = json_array(), *fit = r->fitted ? fit_json(r) : NULL;
+    for (int g = 0; g < r->n_outputs; g++) {
+        const quantize_output *out = &r->outputs[g];
+        const quant_stats *s = &out->stats;
+        json_t *j = json_pack("{s:s, s:s?, s:I, s:I, s:f}", "type", out->label, "output", out->path, "bytes", (json_int_t)s->bytes,
+                              "params", (json_int_t)s->params, "bpw", s->params ? 8.0 * (double)s->bytes / (double)s->params : 0.0);
+        json_t *per = json_object();
+        for (int t = 0; t < GGML_TYPE_COUNT; t++)
+            if (s->n_by_type[t]) json_object_set_new(per, type_name(t), json_integer((json_int_t)s->n_by_type[t]));
+        json_object_set_new(j, "tensors_per_type", per);
+        json_object_set_new(j, "seconds", json_real(s->seconds));
+        if (fit && strcmp(out->label, QUANTIZE_FIT) == 0) json_object_set(j, "fit", fit);
+        if (o->dry_run) {
+            json_t *plan = json_object();
+            for (uint64_t i = 0; i < r->m.n_tensors; i++) json_object_set_new(plan, r->m.tensors[i].name, json_string(type_name(out->types[i])));
+            json_object_set_new(j, "plan", plan);
+        } else if (r->gptq) {
+            json_object_set_new(j, "method", json_string("gptq"));
+            json_object_set_new(j, "gptq_mode", json_string(quantize_gptq_mode_name(r->gptq_mode)));
         }
-        json_object_set_new(o, "tensors", per);
-        *fit_json = o;
-    } else if (!a->c.quiet) {
-        printf("fit to %s of tensor data (%.4f bpw over %" PRIu64 " parameters):\n", cli_human_bytes(budget, hb, sizeof hb),
-               8.0 * (double)budget / (double)tab.params, tab.params);
-        printf("  %-36s %-6s %12s %12s\n", "tensor", "type", "bytes", "est. error");
-        for (size_t k = 0; k < tab.n; k++) {
-            const fit_tensor *ft = &tab.t[k];
-            printf("  %-36s %-6s %12" PRIu64 " %12.4g\n", m->tensors[ft->ti].name, type_name(ft->types[choice[k]]),
-                   ft->bytes[choice[k]], ft->err[choice[k]]);
-        }
-        printf("  fixed (not chosen) tensors: %" PRIu64 " bytes\n", tab.fixed_bytes);
-        printf("  achieved: %s (%" PRIu64 " bytes, %.2f%% of the budget), %.4f bpw, est. error %.6g\n",
-               cli_human_bytes(res.bytes, hr, sizeof hr), res.bytes, 100.0 * (double)res.bytes / (double)budget, res.bpw, res.err);
-        if ((double)res.bytes < 0.99 * (double)budget)
-            printf("  note: the largest types give only %" PRIu64 " bytes; the budget cannot be filled\n", fit_max_bytes(&tab));
+        json_array_append_new(arr, j);
     }
-    rc = 0;
-done:
-    free(choice);
-    fit_table_free(&tab);
-    return rc;
+    char *str = json_dumps(arr, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (str) puts(str);
+    free(str);
+    json_decref(arr);
+    json_decref(fit);
 }
+
+/* Per output: the plan (dry run), then mix, path, size, bits per weight, tensors per type. */
+static void print_text(const quantize_run_opts *o, const quantize_result *r) {
+    for (int g = 0; g < r->n_outputs; g++) {
+        const quantize_output *out = &r->outputs[g];
+        const quant_stats *s = &out->stats;
+        char hb[32];
+        if (o->dry_run) print_plan(&r->m, out->label, out->types);
+        printf("%-8s %-40s %10s %6.2f bpw ", out->label, o->dry_run ? "(dry run)" : out->path,
+               cli_human_bytes(s->bytes, hb, sizeof hb), s->params ? 8.0 * (double)s->bytes / (double)s->params : 0.0);
+        const char *sep = "";
+        for (int t = 0; t < GGML_TYPE_COUNT; t++)
+            if (s->n_by_type[t]) { printf("%s%s:%" PRIu64, sep, type_name(t), s->n_by_type[t]); sep = " "; }
+        printf("\n");
+    }
+    if (o->dry_run) return;
+    printf("%.2fs\n", r->seconds);
+    const gptq_calib_info *gi = &r->gptq_info;
+    if (r->gptq)
+        printf("gptq: %d chunks of %d tokens, %d forward passes; %.2fs collecting Hessians, %.2fs quantizing\n", gi->chunks,
+               gi->n_ctx, gi->passes, gi->collect_seconds, gi->quant_seconds);
+}
+
+/* What the hooks reach: the options and the progress line of the writing. */
+typedef struct quantize_ui {
+    const cli_common *c;
+    cli_progress prog;
+} quantize_ui;
+
+/* The plans are made: print the size target's choice, and start the progress clock. */
+static void planned(void *ud, const quantize_result *r) {
+    quantize_ui *u = ud;
+    cli_progress_init(&u->prog, u->c, "quantize");
+    if (r->fitted && !u->c->json && !u->c->quiet) print_fit(r);
+}
+
+static void note(void *ud, const char *msg) { cli_note(((quantize_ui *)ud)->c, "%s", msg); }
 
 int cmd_quantize(int argc, char **argv) {
     quantize_args a;
     int rc = parse_args(argc, argv, &a);
     if (rc == CLI_HELP) return EXIT_OK;
     if (rc) return rc;
-    cli_apply_threads(&a.c);
+    a.o.n_threads = a.c.threads;
+    quantize_ui ui = {.c = &a.c}; /* ui.prog starts once the plans are made */
+    quantize_hooks hooks = {.ud = &ui, .note = note, .planned = planned, .progress = cli_progress_hook(&ui.prog)};
+    quantize_result r;
     slmc_err err = {{0}};
-    model m;
-    if (cli_open_model(&m, a.in, a.tokenizer, &err) != 0) return cli_error(&err);
-
-    int n = a.n_types;
-    int *types[MAX_TARGETS] = {0};
-    char *paths[MAX_TARGETS] = {0};
-    quant_target targets[MAX_TARGETS];
-    quant_stats stats[MAX_TARGETS];
-    const char *labels[MAX_TARGETS];   /* the mix name, or FIT for a size target */
-    json_t *fit_json = NULL;           /* --json: the fitted plan */
-    gptq_calib *calib = NULL;
-    imatrix im;
-    bool have_im = false;
-    const float **importance = NULL; /* [n_tensors] from --imatrix, NULL entries for unused tensors */
-    rc = EXIT_ERROR;
-    if (a.imatrix) {
-        uint64_t n_found = 0;
-        if (imatrix_load(&im, a.imatrix, &err) != 0) { cli_error(&err); goto done; }
-        have_im = true;
-        if (imatrix_importance_table(&im, &m, &importance, &n_found, &err) != 0) { cli_error(&err); goto done; }
-        /* --include-weights / --exclude-weights: exact tensor names, as llama-quantize takes them */
-        for (uint64_t i = 0; i < m.n_tensors; i++) {
-            bool listed = false;
-            for (int k = 0; k < a.n_include; k++) listed |= strcmp(m.tensors[i].name, a.include[k]) == 0;
-            for (int k = 0; k < a.n_exclude; k++) listed |= strcmp(m.tensors[i].name, a.exclude[k]) == 0;
-            if ((a.n_include && !listed) || (a.n_exclude && listed)) importance[i] = NULL;
-        }
-        cli_note(&a.c, "importance matrix %s: entries for %llu tensors", a.imatrix, (unsigned long long)n_found);
-    }
-    for (int g = 0; g < n; g++) {
-        bool fit = strcmp(a.type_names[g], FIT_NAME) == 0;
-        plan_opts po;
-        /* a size target starts from the Q8_0 plan: it says which tensors are quantized at all */
-        plan_opts_init(&po, fit ? MIX_Q8_0 : quant_mix_from_name(a.type_names[g]));
-        po.output_type = a.output_type;
-        po.token_embd_type = a.token_embd_type;
-        po.pure = a.pure;
-        po.leave_output = a.leave_output;
-        po.overrides = a.overrides;
-        po.n_overrides = a.n_overrides;
-        po.has_imatrix = importance != NULL;
-        types[g] = malloc((m.n_tensors ? m.n_tensors : 1) * sizeof *types[g]);
-        if (!types[g]) { slmc_fail(&err, a.in, "out of memory"); cli_error(&err); goto done; }
-        if (quant_plan(&m, &po, types[g], &err) != 0) { cli_error(&err); goto done; }
-        if (fit && fit_to_target(&m, &a, types[g], importance, &fit_json, &err) != 0) { cli_error(&err); goto done; }
-        const char *mix = fit ? FIT_NAME : quant_mix_name(po.mix);
-        labels[g] = mix;
-        if (a.out_pattern) {
-            paths[g] = expand_output(a.out_pattern, mix);
-            if (!paths[g]) { slmc_fail(&err, a.in, "out of memory"); cli_error(&err); goto done; }
-            if (same_file(a.in, paths[g])) {
-                slmc_fail(&err, paths[g], "output path is the input; choose another output");
-                cli_error(&err);
-                goto done;
-            }
-            for (int h = 0; h < g; h++)
-                if (strcmp(paths[h], paths[g]) == 0) {
-                    slmc_fail(&err, paths[g], "two types write the same output path");
-                    cli_error(&err);
-                    goto done;
-                }
-        }
-        targets[g].path = paths[g];
-        targets[g].types = types[g];
-        targets[g].file_type = fit ? fit_file_type(&m, types[g]) : po.mix;
-    }
-    for (uint64_t i = 0; i < m.n_tensors && a.allow_requantize; i++)
-        if (!type_is_float(m.tensors[i].type)) {
-            cli_note(&a.c, "warning: %s is already quantized; requantizing compounds the error", a.in);
-            break;
-        }
-
-    if (a.dry_run) {
-        json_t *arr = a.c.json ? json_array() : NULL;
-        for (int g = 0; g < n; g++) {
-            const char *mix = labels[g];
-            plan_stats(&m, types[g], &stats[g]);
-            if (arr) {
-                json_t *o = stats_json(mix, paths[g], &stats[g]);
-                if (fit_json && strcmp(mix, FIT_NAME) == 0) json_object_set(o, "fit", fit_json);
-                json_t *plan = json_object();
-                for (uint64_t i = 0; i < m.n_tensors; i++)
-                    json_object_set_new(plan, m.tensors[i].name, json_string(type_name(types[g][i])));
-                json_object_set_new(o, "plan", plan);
-                json_array_append_new(arr, o);
-            } else {
-                print_plan(&m, mix, types[g]);
-                print_table(mix, NULL, &stats[g]);
-            }
-        }
-        if (arr) {
-            char *s = json_dumps(arr, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-            if (s) puts(s);
-            free(s);
-            json_decref(arr);
-        }
-        rc = EXIT_OK;
-        goto done;
-    }
-
-    quantize_opts qo = {.allow_requantize = a.allow_requantize, .importance = importance};
-    quant_tensor_hook gptq_hook;
-    if (a.gptq) {
-        gptq_calib_opts co = {.text = a.calib, .n_ctx = a.calib_ctx, .chunks = a.calib_chunks ? a.calib_chunks : 50,
-                              .damp = a.damp, .sequential = a.gptq_mode != GPTQ_PARALLEL,
-                              .fp_target = a.gptq_mode == GPTQ_FP_TARGET, .ridge = a.ridge};
-        if (!co.n_ctx) co.n_ctx = m.cfg.n_ctx_train > 0 && m.cfg.n_ctx_train < 512 ? (int)m.cfg.n_ctx_train : 512;
-        if (gptq_calib_open(&calib, &m, &co, &err) != 0) { cli_error(&err); goto done; }
-        gptq_hook = gptq_calib_hook(calib);
-        qo.tensor_hook = &gptq_hook;
-    }
-    cli_progress prog;
-    cli_progress_init(&prog, &a.c, "quantize");
-    slmc_progress hook = cli_progress_hook(&prog);
-    int qrc;
-    if (calib && a.gptq_mode != GPTQ_PARALLEL) { /* the Hessians depend on the output type: one run per type */
-        qrc = 0;
-        for (int g = 0; g < n && qrc == 0; g++) {
-            if (g) gptq_calib_reset(calib);
-            qrc = quantize_model(&m, &targets[g], 1, &qo, &stats[g], &hook, &err);
-        }
-    } else {
-        qrc = quantize_model(&m, targets, n, &qo, stats, &hook, &err);
-    }
-    cli_progress_done(&prog);
-    if (qrc != 0) { cli_error(&err); goto done; }
-    if (a.c.json) {
-        json_t *arr = json_array();
-        for (int g = 0; g < n; g++) {
-            json_t *o = stats_json(labels[g], paths[g], &stats[g]);
-            if (fit_json && strcmp(labels[g], FIT_NAME) == 0) json_object_set(o, "fit", fit_json);
-            if (calib) {
-                json_object_set_new(o, "method", json_string("gptq"));
-                json_object_set_new(o, "gptq_mode", json_string(a.gptq_mode == GPTQ_PARALLEL     ? "parallel"
-                                                                : a.gptq_mode == GPTQ_SEQUENTIAL ? "sequential"
-                                                                                                 : "fp-target"));
-            }
-            json_array_append_new(arr, o);
-        }
-        char *s = json_dumps(arr, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        if (s) puts(s);
-        free(s);
-        json_decref(arr);
-    } else if (!a.c.quiet) {
-        for (int g = 0; g < n; g++) print_table(labels[g], paths[g], &stats[g]);
-        double seconds = n ? stats[0].seconds : 0; /* one run for all targets ... */
-        if (calib && a.gptq_mode != GPTQ_PARALLEL) /* ... or one run per target */
-            for (int g = 1; g < n; g++) seconds += stats[g].seconds;
-        if (n) printf("%.2fs\n", seconds);
-        if (calib) {
-            gptq_calib_info gi;
-            gptq_calib_get_info(calib, &gi);
-            printf("gptq: %d chunks of %d tokens, %d forward passes; %.2fs collecting Hessians, %.2fs quantizing\n",
-                   gi.chunks, gi.n_ctx, gi.passes, gi.collect_seconds, gi.quant_seconds);
-        }
-    }
-    rc = EXIT_OK;
-done:
-    for (int g = 0; g < n; g++) { free(types[g]); free(paths[g]); }
-    gptq_calib_close(calib);
-    json_decref(fit_json);
-    free(importance);
-    if (have_im) imatrix_free(&im);
-    model_close(&m);
-    return rc;
+    rc = quantize_run(&a.o, &hooks, &r, &err);
+    cli_progress_done(&ui.prog);
+    if (rc != 0) return cli_error(&err);
+    if (a.c.json) print_json(&a.o, &r);
+    else if (!a.c.quiet) print_text(&a.o, &r);
+    quantize_result_free(&r);
+    return EXIT_OK;
 }

@@ -11,9 +11,9 @@
 
 #include "eval/llm.h"
 #include "eval/perplexity.h"
-#include "formats/types.h"
+#include "codec/types.h"
 #include "prune/prune.h"
-#include "quant/quants.h"
+#include "codec/quants.h"
 
 #define SCORES_FORMAT "slmc-prune-scores"
 #define SCORES_VERSION 1

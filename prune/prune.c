@@ -9,8 +9,8 @@
 
 #include <sys/mman.h>
 
-#include "formats/types.h"
-#include "quant/quants.h"
+#include "codec/quants.h"
+#include "codec/types.h"
 
 /* ===================================================================== plans */
 

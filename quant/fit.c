@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/types.h"
+#include "codec/types.h"
 #include "quant/plan.h"
-#include "quant/quants.h"
+#include "codec/quants.h"
 
 #define DP_CELLS (1u << 18) /* byte cells of the knapsack at the largest possible total */
 

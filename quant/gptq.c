@@ -11,10 +11,11 @@
 #include <sys/mman.h>
 
 #include "eval/llm.h"
+#include "eval/text.h"
 #include "eval/tokenizer.h"
 #include "formats/fileio.h"
-#include "formats/types.h"
-#include "quant/quants.h"
+#include "codec/quants.h"
+#include "codec/types.h"
 
 #define TILE_ROWS 16 /* rows one thread carries through the column sweep together (reuses U rows) */
 
@@ -413,54 +414,21 @@ static void map_weight(gptq_calib *c, const llm_weight *w, int64_t layer, int sl
     c->tensor_slot[w->tensor] = slot;
 }
 
-/* Tokenize enough of the text for the chunks wanted (all of it when chunks <= 0 or when the
- * estimate of 16 bytes per token falls short). */
+/* Tokenize enough of the text for the chunks wanted (all of it when chunks <= 0). */
 static int load_tokens(gptq_calib *c, const gptq_calib_opts *o, slmc_err *err) {
-    tokenizer *tok = NULL;
-    mapped_file text = {0};
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    int rc = -1;
-    if (!meta_get_str(&c->m->kv, "tokenizer.ggml.model")) {
-        slmc_fail(err, c->m->path, "has no tokenizer; GPTQ calibration needs one to read the text");
-        goto done;
-    }
-    if (tokenizer_create(&tok, &c->m->kv, err) != 0) { slmc_fail_prefix(err, c->m->path); goto done; }
-    if (map_file(&text, o->text, err) != 0) goto done;
-    size_t len = text.size;
-    if (o->chunks > 0) {
-        size_t want = (size_t)o->chunks * (size_t)o->n_ctx * 16 + 4096;
-        if (want < len) {
-            while (want > 0 && text.data[want - 1] != '\n') want--; /* end on a line, not inside a character */
-            if (want > 0) len = want;
-        }
-    }
-    for (;;) {
-        if (tokenizer_encode(tok, (const char *)text.data, len, true, false, &ids, &n_ids, err) != 0) {
-            slmc_fail_prefix(err, o->text);
-            goto done;
-        }
-        bool enough = o->chunks <= 0 || n_ids >= (size_t)o->chunks * (size_t)o->n_ctx;
-        if (enough || len == text.size) break;
-        free(ids);
-        ids = NULL;
-        len = text.size;
-    }
-    int64_t avail = (int64_t)n_ids / o->n_ctx;
+    size_t want = o->chunks > 0 ? (size_t)o->chunks * (size_t)o->n_ctx : 0;
+    text_tokens t;
+    if (text_tokenize(c->m, o->text, want, "GPTQ calibration", &t, err) != 0) return -1;
+    int64_t avail = (int64_t)t.n / o->n_ctx;
     c->n_chunks = (int)(o->chunks > 0 && o->chunks < avail ? o->chunks : avail);
     if (c->n_chunks < 1) {
-        slmc_fail(err, o->text, "has %zu tokens; calibration with -c %d needs at least %d", n_ids, o->n_ctx, o->n_ctx);
-        goto done;
+        slmc_fail(err, o->text, "has %zu tokens; calibration with -c %d needs at least %d", t.n, o->n_ctx, o->n_ctx);
+        text_tokens_free(&t);
+        return -1;
     }
-    c->tokens = ids;
-    ids = NULL;
-    c->bos = tokenizer_add_bos(tok) ? tokenizer_bos(tok) : -1;
-    rc = 0;
-done:
-    free(ids);
-    unmap_file(&text);
-    tokenizer_free(tok);
-    return rc;
+    c->tokens = t.ids;
+    c->bos = t.bos;
+    return 0;
 }
 
 int gptq_calib_open(gptq_calib **out, const model *m, const gptq_calib_opts *o, slmc_err *err) {

@@ -30,7 +30,7 @@
 #include <strings.h>
 
 #include "formats/meta.h"
-#include "formats/types.h"
+#include "codec/types.h"
 
 /* ---------------------------------------------------------------------------------------
  * Mixes
@@ -88,6 +88,16 @@ const char *quant_mix_name(int mix) {
 int quant_mix_base_type(int mix) {
     const mix_info *mi = mix_get(mix);
     return mi ? mi->base : -1;
+}
+
+int plan_override_parse(char *spec, plan_override *ov, slmc_err *err) {
+    char *eq = strrchr(spec, '=');
+    if (!eq || eq == spec) return slmc_fail(err, NULL, "--tensor-type takes REGEX=TYPE, not '%s'", spec);
+    ov->type = type_from_name(eq + 1);
+    if (ov->type < 0) return slmc_fail(err, NULL, "unknown tensor type '%s'", eq + 1);
+    *eq = 0;
+    ov->pattern = spec;
+    return 0;
 }
 
 void plan_opts_init(plan_opts *o, int mix) {

@@ -52,6 +52,10 @@ typedef struct plan_override {
     int type;      /* ggml_type to use */
 } plan_override;
 
+/* Parse "REGEX=TYPE" (llama-quantize's --tensor-type), split at the last '=': spec is modified
+ * and ov->pattern points into it. Fails on a missing pattern or an unknown type name. */
+int plan_override_parse(char *spec, plan_override *ov, slmc_err *err);
+
 typedef struct plan_opts {
     int mix;                        /* quant_mix */
     int output_type;                /* --output-tensor-type: ggml_type for output.weight, -1 none */

@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "formats/gguf.h"
-#include "quants.h"
+#include "codec/quants.h"
 
 #define CHUNK_F32_BYTES (16u << 20) /* rows per chunk: about this many bytes of F32 */
 

@@ -13,7 +13,7 @@
 
 #include "formats/error.h"
 #include "formats/model.h"
-#include "formats/types.h"
+#include "codec/types.h"
 
 typedef struct quant_target {
     const char *path;       /* output GGUF path (written atomically) */

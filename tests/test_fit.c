@@ -8,7 +8,7 @@
 
 #include "formats/gguf.h"
 #include "formats/model.h"
-#include "formats/types.h"
+#include "codec/types.h"
 #include "quant/fit.h"
 #include "quant/plan.h"
 #include "quant/quantize.h"

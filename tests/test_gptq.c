@@ -10,11 +10,11 @@
 
 #include "formats/gguf.h"
 #include "formats/model.h"
-#include "formats/types.h"
+#include "codec/types.h"
 #include "quant/gptq.h"
 #include "quant/plan.h"
 #include "quant/quantize.h"
-#include "quant/quants.h"
+#include "codec/quants.h"
 #include "testutil.h"
 
 /* Deterministic uniform [-1, 1) and roughly normal values (xorshift). */

@@ -9,7 +9,7 @@
 #include "formats/gguf.h"
 #include "formats/meta.h"
 #include "formats/model.h"
-#include "formats/types.h"
+#include "codec/types.h"
 #include "quant/plan.h"
 #include "testutil.h"
 

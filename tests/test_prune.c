@@ -9,7 +9,7 @@
 #include "eval/llm.h"
 #include "formats/hf.h"
 #include "formats/synth.h"
-#include "formats/types.h"
+#include "codec/types.h"
 #include "prune/importance.h"
 #include "prune/prune.h"
 #include "prune/reconstruct.h"
