@@ -1,6 +1,7 @@
 # slmc - model compression for small language models.
 #   make            build build/slmc
-#   make check      install missing packages, run unit + end-to-end tests, then again under ASan+UBSan
+#   make check      install missing packages, check the layering, run unit + end-to-end tests, then
+#                   again under ASan+UBSan
 #   make demo       install missing packages, run the main job on the built-in default model
 #   make bench      benchmarks (bench/*.sh), figures beside a baseline
 #   make fuzz       libFuzzer harnesses (clang), FUZZ_SECONDS each
@@ -35,7 +36,7 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_HELPER_OBJ := $(BUILD)/tests/testutil.o
 
-.PHONY: all check unit e2e check-asan check-clang check-deps demo bench fuzz install clean bootstrap
+.PHONY: all check unit e2e check-asan check-clang check-deps check-layers demo bench fuzz install clean bootstrap
 
 all: $(BUILD)/slmc
 
@@ -72,9 +73,14 @@ unit: $(TEST_BIN) $(BUILD)/slmc
 	@sh tests/run_tests.sh $(BUILD)
 
 check: bootstrap
+	@$(MAKE) --no-print-directory check-layers
 	@$(MAKE) --no-print-directory check-clang
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory check-asan
+
+# No file includes a header from a layer above its own (docs/architecture.md), nor a .c file.
+check-layers:
+	@sh scripts/check_layers.sh
 
 # Warnings are errors with clang too: build everything with it when it is installed.
 check-clang:

@@ -12,7 +12,7 @@
 #include "cli.h"
 #include "formats/fileio.h"
 #include "formats/hf.h"
-#include "formats/types.h"
+#include "codec/types.h"
 
 static const char *USAGE =
     "Usage: slmc convert IN OUT [--outtype f32|f16|bf16] [options]\n"

@@ -9,7 +9,7 @@
 
 #include "cli.h"
 #include "formats/meta.h"
-#include "formats/types.h"
+#include "codec/types.h"
 
 static const char *USAGE =
     "Usage: slmc inspect MODEL [--json] [--tokenizer FILE] [--no-tensors]\n"

@@ -8,7 +8,7 @@
 
 #include "cli.h"
 #include "formats/synth.h"
-#include "formats/types.h"
+#include "codec/types.h"
 
 static void usage(void) {
     printf("Usage: slmc synth (--shape NAME | --config config.json) -o DIR [options]\n"

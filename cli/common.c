@@ -15,8 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "formats/types.h"
-#include "quant/quants.h"
+#include "codec/quants.h"
+#include "codec/types.h"
 
 int cli_error(const slmc_err *err) {
     fprintf(stderr, "slmc: %s\n", err->msg[0] ? err->msg : "unknown error");

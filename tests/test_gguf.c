@@ -24,7 +24,7 @@
 
 #include "formats/fileio.h"
 #include "formats/gguf.h"
-#include "formats/types.h"
+#include "codec/types.h"
 #include "formats/utf8.h"
 #include "testutil.h"
 

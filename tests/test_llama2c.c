@@ -10,7 +10,7 @@
 #include "formats/hf_tokenizer.h"
 #include "formats/llama2c.h"
 #include "formats/model.h"
-#include "formats/types.h"
+#include "codec/types.h"
 #include "testutil.h"
 
 #define STORIES "models/stories260K/stories260K.bin"

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "formats/safetensors.h"
-#include "formats/types.h"
+#include "codec/types.h"
 #include "testutil.h"
 
 #define BOOKS "models/books-22m/hf-bf16"
