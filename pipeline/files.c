@@ -104,3 +104,12 @@ void pl_remove_stale_temps(const char *cache_dir) {
     }
     closedir(d);
 }
+
+char *pl_end_line(char *s) {
+    if (!s) return NULL;
+    size_t n = strlen(s);
+    char *t = realloc(s, n + 2);
+    if (!t) { free(s); return NULL; }
+    strcpy(t + n, "\n");
+    return t;
+}

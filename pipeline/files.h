@@ -39,4 +39,8 @@ uint64_t pl_path_size(const char *path);
  * pipeline killed with kill -9 cannot clean up after itself). Errors are ignored. */
 void pl_remove_stale_temps(const char *cache_dir);
 
+/* s (malloc'd, e.g. a JSON dump, which ends without one) with "\n" appended; frees s.
+ * NULL when s is NULL or out of memory. */
+char *pl_end_line(char *s);
+
 #endif

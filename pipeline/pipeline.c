@@ -136,20 +136,11 @@ static int build_report(pl_plan *pl, pl_report *rep, slmc_err *err) {
 
 /* ---- reports ----------------------------------------------------------------------------- */
 
-/* A string with "\n" appended (the JSON dump has none); frees s. */
-static char *end_line(char *s) {
-    if (!s) return NULL;
-    size_t n = strlen(s);
-    char *t = realloc(s, n + 2);
-    if (!t) { free(s); return NULL; }
-    strcpy(t + n, "\n");
-    return t;
-}
 
 /* OUT/<recipe>.report.{json,md,svg}; the JSON and Markdown texts are handed back. */
 static int write_reports(const pl_plan *pl, const pl_report *rep, char **md_out, char **json_out, slmc_err *err) {
     json_t *j = pl_report_json(rep);
-    char *js = end_line(j ? json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(10)) : NULL);
+    char *js = pl_end_line(j ? json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(10)) : NULL);
     json_decref(j);
     char *md = pl_report_markdown(rep), *svg = pl_report_svg(rep);
     int rc = 0;

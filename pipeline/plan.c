@@ -485,12 +485,7 @@ static char *describe_json(const pl_plan *pl, int hits, int runs, int jobs, int 
     json_object_set_new(o, "to_run", json_integer(runs));
     char *s = json_dumps(o, JSON_INDENT(2));
     json_decref(o);
-    if (!s) return NULL;
-    size_t n = strlen(s);
-    char *t = realloc(s, n + 2);
-    if (!t) { free(s); return NULL; }
-    strcpy(t + n, "\n");
-    return t;
+    return pl_end_line(s);
 }
 
 int pl_plan_describe(const pl_plan *pl, int jobs, int threads_each, char **text, char **json, slmc_err *err) {
