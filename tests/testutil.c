@@ -65,8 +65,9 @@ uint8_t *slurp(const char *path, size_t *len) {
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
+    uint8_t *buf = malloc(n > 0 ? (size_t)n + 1 : 1);
     if (buf && n > 0 && fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); buf = NULL; }
+    if (buf) buf[n > 0 ? n : 0] = 0; /* a NUL after the data: text files can go to strstr */
     fclose(f);
     if (buf && len) *len = (size_t)n;
     return buf;

@@ -36,7 +36,8 @@ void test_skip(const char *where, const char *fmt, ...) __attribute__((format(pr
 char *tmpdir_make(void);
 void tmpdir_remove(char *dir);
 
-/* Whole file into memory (malloc'd); NULL on failure. */
+/* Whole file into memory (malloc'd, with a NUL byte after the *len bytes, so a text file is
+ * a C string); NULL on failure. */
 uint8_t *slurp(const char *path, size_t *len);
 int write_bytes(const char *path, const void *data, size_t len);
 
