@@ -21,7 +21,7 @@
 
 static int max_ff(const tm_config *c) {
     int f = 0;
-    for (int l = 0; l < c->n_layer; l++)
+    for (int l = 0; l < c->hp.n_layer; l++)
         if (c->n_ff[l] > f) f = c->n_ff[l];
     return f;
 }
@@ -43,7 +43,7 @@ static void add_param(train_model *tm, const char *name, int n_dims, int64_t ne0
 static void bind_weights(const train_model *tm, float *base, tm_weights *w) {
     int i = 0;
     w->tok_embd = base + tm->tensors[i++].offset;
-    for (int l = 0; l < tm->cfg.n_layer; l++) {
+    for (int l = 0; l < tm->cfg.hp.n_layer; l++) {
         tm_layer *L = &w->layers[l];
         L->attn_norm = base + tm->tensors[i++].offset;
         L->wq = base + tm->tensors[i++].offset;
@@ -59,25 +59,29 @@ static void bind_weights(const train_model *tm, float *base, tm_weights *w) {
         L->w_down = base + tm->tensors[i++].offset;
     }
     w->output_norm = base + tm->tensors[i++].offset;
-    w->output = tm->cfg.tied ? w->tok_embd : base + tm->tensors[i++].offset;
+    w->output = tm->cfg.hp.tied_output ? w->tok_embd : base + tm->tensors[i++].offset;
 }
 
 /* Build the tensor table for tm->cfg and allocate the four flat vectors (zeroed). */
 static int tm_alloc(train_model *tm, slmc_err *err) {
     const tm_config *c = &tm->cfg;
-    if (c->n_layer < 1 || c->n_embd < 1 || c->n_head < 1 || c->n_head_kv < 1 || c->n_head % c->n_head_kv != 0 ||
-        c->head_dim < 1 || c->n_rot < 0 || c->n_rot > c->head_dim || c->n_rot % 2 != 0 || c->n_vocab < 2)
-        return slmc_fail(err, NULL, "unsupported model shape: %d layers, width %d, %d heads, %d kv heads, head size %d",
-                         c->n_layer, c->n_embd, c->n_head, c->n_head_kv, c->head_dim);
+    const model_config *hp = &c->hp;
+    if (hp->n_layer < 1 || hp->n_embd < 1 || hp->n_head < 1 || hp->n_head_kv < 1 ||
+        hp->n_head % hp->n_head_kv != 0 || hp->head_dim < 1 || hp->n_rot < 0 || hp->n_rot > hp->head_dim ||
+        hp->n_rot % 2 != 0 || hp->n_vocab < 2)
+        return slmc_fail(err, NULL,
+                         "unsupported model shape: %lld layers, width %lld, %lld heads, %lld kv heads, head size %lld",
+                         (long long)hp->n_layer, (long long)hp->n_embd, (long long)hp->n_head,
+                         (long long)hp->n_head_kv, (long long)hp->head_dim);
     int per_layer = 9 + (c->qkv_bias ? 3 : 0);
-    tm->tensors = calloc((size_t)(3 + per_layer * c->n_layer), sizeof *tm->tensors);
-    tm->w.layers = calloc((size_t)c->n_layer, sizeof(tm_layer));
-    tm->g.layers = calloc((size_t)c->n_layer, sizeof(tm_layer));
+    tm->tensors = calloc((size_t)(3 + per_layer * hp->n_layer), sizeof *tm->tensors);
+    tm->w.layers = calloc((size_t)hp->n_layer, sizeof(tm_layer));
+    tm->g.layers = calloc((size_t)hp->n_layer, sizeof(tm_layer));
     if (!tm->tensors || !tm->w.layers || !tm->g.layers) return slmc_fail(err, NULL, "out of memory");
-    const int64_t C = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim;
+    const int64_t C = hp->n_embd, qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim;
     char name[TM_NAME_MAX];
-    add_param(tm, "token_embd.weight", 2, C, c->n_vocab, true);
-    for (int l = 0; l < c->n_layer; l++) {
+    add_param(tm, "token_embd.weight", 2, C, hp->n_vocab, true);
+    for (int l = 0; l < hp->n_layer; l++) {
         const int64_t F = c->n_ff[l];
         if (F < 1) return slmc_fail(err, NULL, "layer %d has an empty feed-forward block", l);
 #define P(suffix, nd, a, b, decay) \
@@ -97,7 +101,7 @@ static int tm_alloc(train_model *tm, slmc_err *err) {
 #undef P
     }
     add_param(tm, "output_norm.weight", 1, C, 1, false);
-    if (!c->tied) add_param(tm, "output.weight", 2, C, c->n_vocab, true);
+    if (!hp->tied_output) add_param(tm, "output.weight", 2, C, hp->n_vocab, true);
     size_t bytes = sizeof(float) * tm->n_params;
     tm->params = calloc(1, bytes);
     tm->grads = calloc(1, bytes);
@@ -113,9 +117,9 @@ static int tm_alloc(train_model *tm, slmc_err *err) {
 /* Deep copy of the config (n_ff is owned). */
 static int copy_config(tm_config *dst, const tm_config *src, slmc_err *err) {
     *dst = *src;
-    dst->n_ff = malloc(sizeof(int) * (size_t)(src->n_layer > 0 ? src->n_layer : 1));
+    dst->n_ff = malloc(sizeof(int) * (size_t)(src->hp.n_layer > 0 ? src->hp.n_layer : 1));
     if (!dst->n_ff) return slmc_fail(err, NULL, "out of memory");
-    if (src->n_layer > 0) memcpy(dst->n_ff, src->n_ff, sizeof(int) * (size_t)src->n_layer);
+    if (src->hp.n_layer > 0) memcpy(dst->n_ff, src->n_ff, sizeof(int) * (size_t)src->hp.n_layer);
     return 0;
 }
 
@@ -160,25 +164,20 @@ int tm_init_from_model(train_model *tm, const model *m, slmc_err *err) {
     if (mc->rope_scaling[0] && strcmp(mc->rope_scaling, "none") != 0 && strcmp(mc->rope_scaling, "linear") != 0)
         return slmc_fail(err, m->path, "rope scaling '%s' is not supported for training (none, linear)",
                          mc->rope_scaling);
-    snprintf(c->arch, sizeof c->arch, "%s", mc->arch);
-    c->n_vocab = (int)mc->n_vocab;
-    c->n_embd = (int)mc->n_embd;
-    c->n_layer = (int)mc->n_layer;
-    c->n_head = (int)mc->n_head;
-    c->n_head_kv = (int)mc->n_head_kv;
-    c->head_dim = (int)mc->head_dim;
-    c->n_rot = (int)mc->n_rot;
-    c->rms_eps = mc->rms_eps > 0 ? mc->rms_eps : 1e-5f;
-    c->freq_base = mc->rope_freq_base > 0 ? mc->rope_freq_base : 10000.f;
+    /* the view's config with the defaults training relies on */
+    model_config *hp = &c->hp;
+    *hp = *mc;
+    hp->rms_eps = mc->rms_eps > 0 ? mc->rms_eps : 1e-5f;
+    hp->rope_freq_base = mc->rope_freq_base > 0 ? mc->rope_freq_base : 10000.f;
+    hp->tied_output = mc->tied_output || model_find(m, "output.weight") < 0;
     c->freq_scale = strcmp(mc->rope_scaling, "linear") == 0 && mc->rope_scaling_factor > 0
                         ? 1.f / mc->rope_scaling_factor : 1.f;
     c->neox = family->rope == ROPE_NEOX;
-    c->tied = mc->tied_output || model_find(m, "output.weight") < 0;
     c->qkv_bias = model_find(m, "blk.0.attn_q.bias") >= 0;
-    c->n_ff = malloc(sizeof(int) * (size_t)(c->n_layer > 0 ? c->n_layer : 1));
+    c->n_ff = malloc(sizeof(int) * (size_t)(hp->n_layer > 0 ? hp->n_layer : 1));
     if (!c->n_ff) return slmc_fail(err, m->path, "out of memory");
     /* the FFN width of each layer comes from its tensors: a pruned model may vary it */
-    for (int l = 0; l < c->n_layer; l++) {
+    for (int l = 0; l < hp->n_layer; l++) {
         char name[TM_NAME_MAX];
         snprintf(name, sizeof name, "blk.%d.ffn_gate.weight", l);
         int64_t ti = model_find(m, name);
@@ -265,13 +264,14 @@ int tm_plan(train_model *tm, int B, int T, slmc_err *err) {
     free(tm->rope_cos);
     free(tm->rope_sin);
     const tm_config *c = &tm->cfg;
-    const size_t N = (size_t)B * T, L = (size_t)c->n_layer, C = (size_t)c->n_embd, F = (size_t)max_ff(c);
-    const size_t qd = (size_t)c->n_head * c->head_dim, kvd = (size_t)c->n_head_kv * c->head_dim;
-    const size_t V = (size_t)c->n_vocab, half = (size_t)(c->n_rot / 2 > 0 ? c->n_rot / 2 : 1);
+    const model_config *hp = &c->hp;
+    const size_t N = (size_t)B * T, L = (size_t)hp->n_layer, C = (size_t)hp->n_embd, F = (size_t)max_ff(c);
+    const size_t qd = (size_t)hp->n_head * hp->head_dim, kvd = (size_t)hp->n_head_kv * hp->head_dim;
+    const size_t V = (size_t)hp->n_vocab, half = (size_t)(hp->n_rot / 2 > 0 ? hp->n_rot / 2 : 1);
     tm_acts *a = &tm->a;
     struct { float **p; size_t n; } plan[] = {
         {&a->res, (L + 1) * N * C}, {&a->ln1, L * N * C}, {&a->rstd1, L * N}, {&a->q, L * N * qd},
-        {&a->k, L * N * kvd}, {&a->v, L * N * kvd}, {&a->att, L * (size_t)B * c->n_head * T * T},
+        {&a->k, L * N * kvd}, {&a->v, L * N * kvd}, {&a->att, L * (size_t)B * hp->n_head * T * T},
         {&a->atty, L * N * qd}, {&a->res_mid, L * N * C}, {&a->ln2, L * N * C}, {&a->rstd2, L * N},
         {&a->gate, L * N * F}, {&a->up, L * N * F}, {&a->h, L * N * F}, {&a->lnf, N * C}, {&a->rstdf, N},
         {&a->logits, N * V}, {&a->dlogits, N * V}, {&a->dres, N * C}, {&a->dln, N * C}, {&a->dq, N * qd},
@@ -291,9 +291,9 @@ int tm_plan(train_model *tm, int B, int T, slmc_err *err) {
     a->row_loss = calloc(N, sizeof(double));
     if (!a->row_loss) return slmc_fail(err, NULL, "out of memory");
     for (int p = 0; p < T; p++)
-        if (c->n_rot > 0)
-            kern_rope_table(tm->rope_cos + (size_t)p * half, tm->rope_sin + (size_t)p * half, p, c->n_rot,
-                            c->freq_base, c->freq_scale);
+        if (hp->n_rot > 0)
+            kern_rope_table(tm->rope_cos + (size_t)p * half, tm->rope_sin + (size_t)p * half, p, hp->n_rot,
+                            hp->rope_freq_base, c->freq_scale);
     tm->B = B;
     tm->T = T;
     return 0;
@@ -319,9 +319,10 @@ static void mm_bwd(train_model *tm, float *dinp, float *dw, float *db, const flo
 void tm_forward(train_model *tm, const int32_t *tokens) {
     const double t_start = omp_get_wtime();
     const tm_config *c = &tm->cfg;
+    const model_config *hp = &c->hp;
     tm_acts *a = &tm->a;
-    const int B = tm->B, T = tm->T, N = B * T, C = c->n_embd, L = c->n_layer, V = c->n_vocab;
-    const int NH = c->n_head, NKV = c->n_head_kv, hd = c->head_dim, qd = NH * hd, kvd = NKV * hd;
+    const int B = tm->B, T = tm->T, N = B * T, C = hp->n_embd, L = hp->n_layer, V = hp->n_vocab;
+    const int NH = hp->n_head, NKV = hp->n_head_kv, hd = hp->head_dim, qd = NH * hd, kvd = NKV * hd;
     const size_t NC = (size_t)N * C, F_max = (size_t)max_ff(c);
     const int nt = tm->exec.n_threads;
     embedding_forward(a->res, tokens, tm->w.tok_embd, N, C, nt);
@@ -335,24 +336,24 @@ void tm_forward(train_model *tm, const int32_t *tokens) {
         float *res_mid = a->res_mid + l * NC, *ln2 = a->ln2 + l * NC, *rstd2 = a->rstd2 + (size_t)l * N;
         float *gate = a->gate + l * N * F_max, *up = a->up + l * N * F_max, *h = a->h + l * N * F_max;
 
-        rmsnorm_forward(ln1, rstd1, res, w->attn_norm, N, C, c->rms_eps, nt);
+        rmsnorm_forward(ln1, rstd1, res, w->attn_norm, N, C, hp->rms_eps, nt);
         mm_fwd(tm, q, ln1, w->wq, w->bq, N, C, qd);
         mm_fwd(tm, k, ln1, w->wk, w->bk, N, C, kvd);
         mm_fwd(tm, v, ln1, w->wv, w->bv, N, C, kvd);
-        rope_forward(q, tm->rope_cos, tm->rope_sin, N, T, NH, hd, c->n_rot, c->neox, nt);
-        rope_forward(k, tm->rope_cos, tm->rope_sin, N, T, NKV, hd, c->n_rot, c->neox, nt);
+        rope_forward(q, tm->rope_cos, tm->rope_sin, N, T, NH, hd, hp->n_rot, c->neox, nt);
+        rope_forward(k, tm->rope_cos, tm->rope_sin, N, T, NKV, hd, hp->n_rot, c->neox, nt);
         attention_forward(atty, att, q, k, v, B, T, NH, NKV, hd, nt);
         mm_fwd(tm, a->tmp, atty, w->wo, NULL, N, qd, C);
         residual_forward(res_mid, res, a->tmp, NC, nt);
 
-        rmsnorm_forward(ln2, rstd2, res_mid, w->ffn_norm, N, C, c->rms_eps, nt);
+        rmsnorm_forward(ln2, rstd2, res_mid, w->ffn_norm, N, C, hp->rms_eps, nt);
         mm_fwd(tm, gate, ln2, w->w_gate, NULL, N, C, F);
         mm_fwd(tm, up, ln2, w->w_up, NULL, N, C, F);
         swiglu_forward(h, gate, up, (int64_t)N * F, nt);
         mm_fwd(tm, a->tmp, h, w->w_down, NULL, N, F, C);
         residual_forward(res_next, res_mid, a->tmp, NC, nt);
     }
-    rmsnorm_forward(a->lnf, a->rstdf, a->res + L * NC, tm->w.output_norm, N, C, c->rms_eps, nt);
+    rmsnorm_forward(a->lnf, a->rstdf, a->res + L * NC, tm->w.output_norm, N, C, hp->rms_eps, nt);
     mm_fwd(tm, a->logits, a->lnf, tm->w.output, NULL, N, C, V);
     tm->sec_graph += omp_get_wtime() - t_start;
 }
@@ -360,9 +361,10 @@ void tm_forward(train_model *tm, const int32_t *tokens) {
 void tm_backward(train_model *tm, const int32_t *tokens) {
     const double t_start = omp_get_wtime();
     const tm_config *c = &tm->cfg;
+    const model_config *hp = &c->hp;
     tm_acts *a = &tm->a;
-    const int B = tm->B, T = tm->T, N = B * T, C = c->n_embd, L = c->n_layer, V = c->n_vocab;
-    const int NH = c->n_head, NKV = c->n_head_kv, hd = c->head_dim, qd = NH * hd, kvd = NKV * hd;
+    const int B = tm->B, T = tm->T, N = B * T, C = hp->n_embd, L = hp->n_layer, V = hp->n_vocab;
+    const int NH = hp->n_head, NKV = hp->n_head_kv, hd = hp->head_dim, qd = NH * hd, kvd = NKV * hd;
     const size_t NC = (size_t)N * C, F_max = (size_t)max_ff(c);
     const int nt = tm->exec.n_threads;
 
@@ -403,8 +405,8 @@ void tm_backward(train_model *tm, const int32_t *tokens) {
         memset(a->dln, 0, sizeof(float) * NC);
         mm_bwd(tm, a->datty, g->wo, NULL, a->dres, atty, w->wo, N, qd, C);
         attention_backward(a->dq, a->dk, a->dv, a->datty, att, q, k, v, B, T, NH, NKV, hd, nt);
-        rope_backward(a->dq, tm->rope_cos, tm->rope_sin, N, T, NH, hd, c->n_rot, c->neox, nt);
-        rope_backward(a->dk, tm->rope_cos, tm->rope_sin, N, T, NKV, hd, c->n_rot, c->neox, nt);
+        rope_backward(a->dq, tm->rope_cos, tm->rope_sin, N, T, NH, hd, hp->n_rot, c->neox, nt);
+        rope_backward(a->dk, tm->rope_cos, tm->rope_sin, N, T, NKV, hd, hp->n_rot, c->neox, nt);
         mm_bwd(tm, a->dln, g->wq, g->bq, a->dq, ln1, w->wq, N, C, qd);
         mm_bwd(tm, a->dln, g->wk, g->bk, a->dk, ln1, w->wk, N, C, kvd);
         mm_bwd(tm, a->dln, g->wv, g->bv, a->dv, ln1, w->wv, N, C, kvd);

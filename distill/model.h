@@ -23,21 +23,14 @@
 #define TM_NAME_MAX 64
 
 typedef struct tm_config {
-    char arch[32];      /* "llama" (adjacent-pair RoPE) or "qwen2" (NEOX RoPE, q/k/v biases) */
-    int n_vocab;        /* rows of tok_embd */
-    int n_embd;         /* C, the residual width */
-    int n_layer;
-    int n_head;         /* query heads */
-    int n_head_kv;      /* key/value heads (GQA: n_head is a multiple) */
-    int head_dim;       /* channels per head */
-    int n_rot;          /* channels RoPE rotates per head (even, <= head_dim) */
-    int *n_ff;          /* [n_layer] FFN width per layer (a pruned model may differ per layer; owned) */
-    float rms_eps;      /* RMSNorm epsilon */
-    float freq_base;    /* RoPE base */
-    float freq_scale;   /* 1 / linear RoPE scaling factor */
-    bool neox;          /* NEOX RoPE pairs (qwen2) */
-    bool tied;          /* output head is tok_embd */
-    bool qkv_bias;      /* attn_q/k/v have biases (qwen2) */
+    model_config hp;    /* the shared hyperparameters (formats/model.h) with rms_eps and rope_freq_base defaulted
+                           and tied_output = no output.weight; hp.n_ff is <arch>.feed_forward_length as read,
+                           the graph uses n_ff[] below */
+    int *n_ff;          /* [n_layer] FFN width of each layer, blk.N.ffn_gate rows (a pruned model may differ
+                           per layer; owned) */
+    float freq_scale;   /* 1 / <arch>.rope.scaling.factor for linear scaling, 1 when unscaled */
+    bool neox;          /* arch_by_name(hp.arch)->rope == ROPE_NEOX: NEOX halves (qwen2), else adjacent pairs */
+    bool qkv_bias;      /* blk.N.attn_q/k/v.bias are present (qwen2) */
 } tm_config;
 
 /* One parameter tensor inside the flat vectors. */
@@ -50,51 +43,53 @@ typedef struct tm_param {
     bool decay;             /* AdamW weight decay applies (matrices; not norms or biases) */
 } tm_param;
 
-/* Pointers into one of the flat vectors (params or grads), per tensor. */
+/* Pointers into one of the flat vectors (params or grads), per tensor. Matrices are [rows][row length],
+ * as GGUF stores them; shapes name the fields of cfg.hp, and F is the layer's n_ff[l]. */
 typedef struct tm_layer {
-    float *attn_norm;        /* [C] */
-    float *wq, *wk, *wv;     /* [NH*hd][C], [NKV*hd][C], [NKV*hd][C] */
-    float *bq, *bk, *bv;     /* [NH*hd], [NKV*hd], [NKV*hd]; NULL without biases */
-    float *wo;               /* [C][NH*hd] */
-    float *ffn_norm;         /* [C] */
-    float *w_gate, *w_up;    /* [F][C] */
-    float *w_down;           /* [C][F] */
+    float *attn_norm;        /* [n_embd] */
+    float *wq, *wk, *wv;     /* [n_head*head_dim][n_embd], [n_head_kv*head_dim][n_embd] (wk, wv) */
+    float *bq, *bk, *bv;     /* [n_head*head_dim], [n_head_kv*head_dim] (bk, bv); NULL without biases */
+    float *wo;               /* [n_embd][n_head*head_dim] */
+    float *ffn_norm;         /* [n_embd] */
+    float *w_gate, *w_up;    /* [F][n_embd] */
+    float *w_down;           /* [n_embd][F] */
 } tm_layer;
 
 typedef struct tm_weights {
-    float *tok_embd;         /* [V][C] */
+    float *tok_embd;         /* [n_vocab][n_embd] */
     tm_layer *layers;        /* [n_layer] (owned) */
-    float *output_norm;      /* [C] */
-    float *output;           /* [V][C]; == tok_embd when tied */
+    float *output_norm;      /* [n_embd] */
+    float *output;           /* [n_vocab][n_embd]; == tok_embd when tied */
 } tm_weights;
 
-/* Activations of one forward pass, kept for the backward pass. N = B*T. */
+/* Activations of one forward pass, kept for the backward pass. B and T are train_model's planned
+ * batch, N = B*T its tokens, Fmax the largest n_ff[l]. */
 typedef struct tm_acts {
-    float *res;       /* [L+1][N][C] residual stream entering each layer (res[L]: final) */
-    float *ln1;       /* [L][N][C] attention RMSNorm output */
-    float *rstd1;     /* [L][N] */
-    float *q;         /* [L][N][NH*hd] after RoPE */
-    float *k, *v;     /* [L][N][NKV*hd] (k after RoPE) */
-    float *att;       /* [L][B][NH][T][T] attention probabilities */
-    float *atty;      /* [L][N][NH*hd] attention output before wo */
-    float *res_mid;   /* [L][N][C] residual after the attention block */
-    float *ln2;       /* [L][N][C] FFN RMSNorm output */
-    float *rstd2;     /* [L][N] */
-    float *gate, *up; /* [L][N][Fmax] (rows of layer l use F_l channels) */
-    float *h;         /* [L][N][Fmax] silu(gate) * up */
-    float *lnf;       /* [N][C] final RMSNorm output */
+    float *res;       /* [n_layer+1][N][n_embd] residual stream entering each layer (the last: final) */
+    float *ln1;       /* [n_layer][N][n_embd] attention RMSNorm output */
+    float *rstd1;     /* [n_layer][N] */
+    float *q;         /* [n_layer][N][n_head*head_dim] after RoPE */
+    float *k, *v;     /* [n_layer][N][n_head_kv*head_dim] (k after RoPE) */
+    float *att;       /* [n_layer][B][n_head][T][T] attention probabilities */
+    float *atty;      /* [n_layer][N][n_head*head_dim] attention output before wo */
+    float *res_mid;   /* [n_layer][N][n_embd] residual after the attention block */
+    float *ln2;       /* [n_layer][N][n_embd] FFN RMSNorm output */
+    float *rstd2;     /* [n_layer][N] */
+    float *gate, *up; /* [n_layer][N][Fmax] (rows of layer l use n_ff[l] channels) */
+    float *h;         /* [n_layer][N][Fmax] silu(gate) * up */
+    float *lnf;       /* [N][n_embd] final RMSNorm output */
     float *rstdf;     /* [N] */
-    float *logits;    /* [N][V] */
-    float *dlogits;   /* [N][V] loss gradient, filled by the caller before tm_backward */
+    float *logits;    /* [N][n_vocab] */
+    float *dlogits;   /* [N][n_vocab] loss gradient, filled by the caller before tm_backward */
     double *row_loss; /* [N] per-row loss scratch for the loss functions */
     /* backward scratch, shared by all layers */
-    float *dres;      /* [N][C] gradient of the residual stream */
-    float *dln;       /* [N][C] */
-    float *dq;        /* [N][NH*hd] */
-    float *dk, *dv;   /* [N][NKV*hd] */
-    float *datty;     /* [N][NH*hd] */
+    float *dres;      /* [N][n_embd] gradient of the residual stream */
+    float *dln;       /* [N][n_embd] */
+    float *dq;        /* [N][n_head*head_dim] */
+    float *dk, *dv;   /* [N][n_head_kv*head_dim] */
+    float *datty;     /* [N][n_head*head_dim] */
     float *dgate, *dup, *dh; /* [N][Fmax] */
-    float *tmp;       /* [N][C] block output before the residual add */
+    float *tmp;       /* [N][n_embd] block output before the residual add */
 } tm_acts;
 
 typedef struct train_model {

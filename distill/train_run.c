@@ -138,9 +138,10 @@ int train_run(const train_run_opts *o, const train_hooks *h, train_result *r, sl
         tmv_open = true;
         if (llm_model_init(&tlm, &tmv, err) != 0) { slmc_fail_prefix(err, o->teacher); goto done; }
         lm_open = true;
-        if (tlm.n_vocab != tm.cfg.n_vocab)
-            note(h, "teacher vocabulary %lld, student %d: comparing the first %lld ids", (long long)tlm.n_vocab,
-                 tm.cfg.n_vocab, (long long)(tlm.n_vocab < tm.cfg.n_vocab ? tlm.n_vocab : tm.cfg.n_vocab));
+        const int64_t Vt = tlm.cfg.n_vocab, Vs = tm.cfg.hp.n_vocab;
+        if (Vt != Vs)
+            note(h, "teacher vocabulary %lld, student %lld: comparing the first %lld ids", (long long)Vt, (long long)Vs,
+                 (long long)(Vt < Vs ? Vt : Vs));
     }
 
     /* the text, with the student's tokenizer */

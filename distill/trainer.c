@@ -47,7 +47,7 @@ int trainer_init(trainer *tr, const trainer_opts *o, train_model *tm, train_data
         tr->tctx_open = true;
         /* the teacher runs on the student's threads */
         if (llm_context_set_threads(&tr->tctx, tm->exec.n_threads, err) != 0) return -1;
-        tr->tlogits = malloc(sizeof(float) * (size_t)B * T * (size_t)teacher->n_vocab);
+        tr->tlogits = malloc(sizeof(float) * (size_t)B * T * (size_t)teacher->cfg.n_vocab);
         if (!tr->tlogits) return slmc_fail(err, NULL, "out of memory for the teacher's logits");
     }
     return 0;
@@ -73,7 +73,7 @@ double trainer_lr(const trainer_opts *o, int64_t s) {
 
 int trainer_step(trainer *tr, train_report *rep, slmc_err *err) {
     train_model *tm = tr->tm;
-    const int B = tr->o.batch, T = tr->o.seq_len, N = B * T, Vs = tm->cfg.n_vocab;
+    const int B = tr->o.batch, T = tr->o.seq_len, N = B * T, Vs = tm->cfg.hp.n_vocab;
     const int K = tr->o.grad_accum;
     const float alpha = tr->teacher ? tr->o.alpha : 1.0f;
     memset(rep, 0, sizeof *rep);
@@ -92,7 +92,7 @@ int trainer_step(trainer *tr, train_report *rep, slmc_err *err) {
                                                   tr->targets, N, Vs, alpha * scale, tm->exec.n_threads);
         rep->ce += ce / ((double)N * K);
         if (tr->teacher) {
-            const int Vt = (int)tr->teacher->n_vocab;
+            const int Vt = (int)tr->teacher->cfg.n_vocab;
             for (int b = 0; b < B; b++)
                 if (llm_eval(&tr->tctx, tr->inputs + (size_t)b * T, T, 0, tr->tlogits + (size_t)b * T * Vt, err) != 0)
                     return -1;
@@ -116,7 +116,7 @@ int trainer_step(trainer *tr, train_report *rep, slmc_err *err) {
 
 int trainer_eval(trainer *tr, int64_t n_seqs, double *mean_ce, slmc_err *err) {
     train_model *tm = tr->tm;
-    const int B = tr->o.batch, T = tr->o.seq_len, Vs = tm->cfg.n_vocab;
+    const int B = tr->o.batch, T = tr->o.seq_len, Vs = tm->cfg.hp.n_vocab;
     int64_t n = tr->data->n_valid;
     if (n_seqs > 0 && n_seqs < n) n = n_seqs;
     if (n < 1) return slmc_fail(err, NULL, "there is no held-out text to evaluate on");
@@ -199,7 +199,7 @@ int trainer_save(const trainer *tr, const char *path, slmc_err *err) {
     st[ST_NTOKENS] = (int64_t)d->n_tokens;
     st[ST_T] = d->T;
     st[ST_NTRAIN] = d->n_train;
-    st[ST_NLAYER] = tm->cfg.n_layer;
+    st[ST_NLAYER] = tm->cfg.hp.n_layer;
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) { free(tmp); return slmc_fail(err, path, "cannot create the checkpoint file %s.tmp", path); }
     int rc = h5_write(f, "params", H5T_NATIVE_FLOAT, tm->n_params, tm->params) == 0 &&
@@ -230,9 +230,9 @@ int trainer_load(trainer *tr, const char *path, slmc_err *err) {
     uint64_t rng = 0, hash = 0;
     int rc = -1;
     if (h5_read(f, "state", H5T_NATIVE_INT64, ST_COUNT, st, path, err) != 0) goto done;
-    if (st[ST_NPARAMS] != (int64_t)tm->n_params || st[ST_NLAYER] != tm->cfg.n_layer) {
-        slmc_fail(err, path, "holds a model of %lld parameters in %lld layers; this one has %zu in %d",
-                  (long long)st[ST_NPARAMS], (long long)st[ST_NLAYER], tm->n_params, tm->cfg.n_layer);
+    if (st[ST_NPARAMS] != (int64_t)tm->n_params || st[ST_NLAYER] != tm->cfg.hp.n_layer) {
+        slmc_fail(err, path, "holds a model of %lld parameters in %lld layers; this one has %zu in %lld",
+                  (long long)st[ST_NPARAMS], (long long)st[ST_NLAYER], tm->n_params, (long long)tm->cfg.hp.n_layer);
         goto done;
     }
     if (h5_read(f, "data_hash", H5T_NATIVE_UINT64, 1, &hash, path, err) != 0) goto done;

@@ -68,7 +68,7 @@ static int eval_open(eval_state *s, slmc_err *err) {
         return slmc_fail(err, o->text, "has %zu tokens; perplexity with -c %d needs at least %d", s->text.n, s->n_ctx,
                          2 * s->n_ctx);
     s->n_chunk = ppl_chunk_count((int64_t)s->text.n, s->n_ctx, o->max_chunks);
-    s->n_vocab = s->run.lm.n_vocab;
+    s->n_vocab = s->run.lm.cfg.n_vocab;
     s->first = ppl_first(s->n_ctx);
     s->n_scored = ppl_scored(s->n_ctx);
 
@@ -76,9 +76,9 @@ static int eval_open(eval_state *s, slmc_err *err) {
         if (llm_session_open(&s->base, o->kl_base, o->tokenizer, err) != 0 ||
             llm_session_context(&s->base, s->n_ctx, s->n_ctx, o->n_threads, err) != 0)
             return -1;
-        if (s->base.lm.n_vocab != s->n_vocab)
+        if (s->base.lm.cfg.n_vocab != s->n_vocab)
             return slmc_fail(err, o->kl_base, "has %lld tokens in its vocabulary, the model %lld",
-                             (long long)s->base.lm.n_vocab, (long long)s->n_vocab);
+                             (long long)s->base.lm.cfg.n_vocab, (long long)s->n_vocab);
     }
     if (o->kl_logits) {
         if (s->saved.n_vocab != s->n_vocab)

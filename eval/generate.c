@@ -66,12 +66,15 @@ int generate_run(const generate_opts *o, const generate_hooks *h, generate_resul
         goto done;
     }
     if (llm_session_context(&s, n_ctx, (int)n_ids, o->n_threads, err) != 0) goto done;
-    if (sampler_init(&smp, s.lm.n_vocab, o->temp, o->top_k, o->top_p, o->seed) != 0) {
+    if (sampler_init(&smp, s.lm.cfg.n_vocab, o->temp, o->top_k, o->top_p, o->seed) != 0) {
         slmc_fail(err, o->model, "out of memory");
         goto done;
     }
     have_sampler = true;
-    if (!(logits = malloc(sizeof(float) * (size_t)s.lm.n_vocab))) { slmc_fail(err, o->model, "out of memory"); goto done; }
+    if (!(logits = malloc(sizeof(float) * (size_t)s.lm.cfg.n_vocab))) {
+        slmc_fail(err, o->model, "out of memory");
+        goto done;
+    }
     r->n_prompt = (int)n_ids;
     if (h && h->start && h->start(h->ud, r->n_prompt) != 0) {
         slmc_fail(err, o->model, "generation stopped before the first token");

@@ -72,7 +72,8 @@ static int load_vector(llm_model *lm, float **out, const char *name, int64_t n, 
 
 static int bind_layer(llm_model *lm, int il, slmc_err *err) {
     llm_layer *L = &lm->layers[il];
-    const int64_t E = lm->n_embd, qd = lm->n_head * lm->head_dim, kvd = lm->n_head_kv * lm->head_dim, F = lm->n_ff;
+    const model_config *c = &lm->cfg;
+    const int64_t E = c->n_embd, qd = c->n_head * c->head_dim, kvd = c->n_head_kv * c->head_dim, F = c->n_ff;
     char name[96];
 #define NAME(s) (snprintf(name, sizeof name, "blk.%d." s, il), name)
     if (load_vector(lm, &L->attn_norm, NAME("attn_norm.weight"), E, false, err) ||
@@ -102,25 +103,23 @@ int llm_model_init(llm_model *lm, const model *m, slmc_err *err) {
                          arch_names());
     /* the pairing of rotated dimensions: llama's Q/K rows are stored permuted for NORM pairs */
     lm->rope_neox = family->rope == ROPE_NEOX;
-    lm->n_embd = c->n_embd;
-    lm->n_layer = c->n_layer;
-    lm->n_head = c->n_head;
-    lm->n_head_kv = c->n_head_kv > 0 ? c->n_head_kv : c->n_head;
-    lm->head_dim = c->head_dim > 0 ? c->head_dim : (c->n_head > 0 ? c->n_embd / c->n_head : 0);
-    lm->n_rot = c->n_rot > 0 ? c->n_rot : lm->head_dim;
-    lm->n_ff = c->n_ff;
-    lm->rms_eps = c->rms_eps;
-    lm->freq_base = c->rope_freq_base > 0 ? c->rope_freq_base : 10000.f;
+    /* the view's config with the defaults the engine relies on filled in */
+    model_config *r = &lm->cfg;
+    *r = *c;
+    r->n_head_kv = c->n_head_kv > 0 ? c->n_head_kv : c->n_head;
+    r->head_dim = c->head_dim > 0 ? c->head_dim : (c->n_head > 0 ? c->n_embd / c->n_head : 0);
+    r->n_rot = c->n_rot > 0 ? c->n_rot : r->head_dim;
+    r->rope_freq_base = c->rope_freq_base > 0 ? c->rope_freq_base : 10000.f;
     lm->freq_scale = 1.f;
-    if (lm->n_embd <= 0 || lm->n_layer <= 0 || lm->n_head <= 0 || lm->n_ff <= 0 || lm->head_dim <= 0)
+    if (r->n_embd <= 0 || r->n_layer <= 0 || r->n_head <= 0 || r->n_ff <= 0 || r->head_dim <= 0)
         return slmc_fail(err, m->path, "bad dimensions: n_embd %lld, n_layer %lld, n_head %lld, n_ff %lld",
-                         (long long)lm->n_embd, (long long)lm->n_layer, (long long)lm->n_head, (long long)lm->n_ff);
-    if (lm->n_head % lm->n_head_kv != 0)
-        return slmc_fail(err, m->path, "head_count %lld is not a multiple of head_count_kv %lld", (long long)lm->n_head,
-                         (long long)lm->n_head_kv);
-    if (lm->n_rot % 2 != 0 || lm->n_rot > lm->head_dim)
+                         (long long)r->n_embd, (long long)r->n_layer, (long long)r->n_head, (long long)r->n_ff);
+    if (r->n_head % r->n_head_kv != 0)
+        return slmc_fail(err, m->path, "head_count %lld is not a multiple of head_count_kv %lld", (long long)r->n_head,
+                         (long long)r->n_head_kv);
+    if (r->n_rot % 2 != 0 || r->n_rot > r->head_dim)
         return slmc_fail(err, m->path, "rope dimension count %lld must be even and at most the head size %lld",
-                         (long long)lm->n_rot, (long long)lm->head_dim);
+                         (long long)r->n_rot, (long long)r->head_dim);
     if (c->rope_scaling[0] && strcmp(c->rope_scaling, "none") != 0) {
         if (strcmp(c->rope_scaling, "linear") != 0)
             return slmc_fail(err, m->path, "rope scaling '%s' is not supported by the evaluator (none, linear)",
@@ -130,16 +129,16 @@ int llm_model_init(llm_model *lm, const model *m, slmc_err *err) {
 
     const int64_t te = model_find(m, "token_embd.weight");
     if (te < 0) return slmc_fail(err, m->path, "tensor token_embd.weight is missing");
-    lm->n_vocab = model_tensor_rows(&m->tensors[te]);
-    lm->layers = calloc((size_t)lm->n_layer, sizeof *lm->layers);
+    r->n_vocab = model_tensor_rows(&m->tensors[te]);
+    r->tied_output = model_find(m, "output.weight") < 0;
+    lm->layers = calloc((size_t)r->n_layer, sizeof *lm->layers);
     if (!lm->layers) return slmc_fail(err, m->path, "out of memory");
-    int rc = bind_weight(lm, &lm->tok_embd, "token_embd.weight", lm->n_embd, lm->n_vocab, err);
-    for (int il = 0; rc == 0 && il < lm->n_layer; ++il) rc = bind_layer(lm, il, err);
-    if (rc == 0) rc = load_vector(lm, &lm->output_norm, "output_norm.weight", lm->n_embd, false, err);
-    if (rc == 0) {
-        const bool tied = model_find(m, "output.weight") < 0;
-        rc = bind_weight(lm, &lm->output, tied ? "token_embd.weight" : "output.weight", lm->n_embd, lm->n_vocab, err);
-    }
+    int rc = bind_weight(lm, &lm->tok_embd, "token_embd.weight", r->n_embd, r->n_vocab, err);
+    for (int il = 0; rc == 0 && il < r->n_layer; ++il) rc = bind_layer(lm, il, err);
+    if (rc == 0) rc = load_vector(lm, &lm->output_norm, "output_norm.weight", r->n_embd, false, err);
+    if (rc == 0)
+        rc = bind_weight(lm, &lm->output, r->tied_output ? "token_embd.weight" : "output.weight", r->n_embd, r->n_vocab,
+                         err);
     if (rc != 0) {
         llm_model_free(lm);
         return -1;
@@ -149,7 +148,7 @@ int llm_model_init(llm_model *lm, const model *m, slmc_err *err) {
 
 void llm_model_free(llm_model *lm) {
     if (lm->layers) {
-        for (int64_t il = 0; il < lm->n_layer; ++il) {
+        for (int64_t il = 0; il < lm->cfg.n_layer; ++il) {
             llm_layer *L = &lm->layers[il];
             free(L->attn_norm); free(L->ffn_norm);
             free(L->bq); free(L->bk); free(L->bv);
@@ -171,11 +170,12 @@ int llm_context_init(llm_context *ctx, const llm_model *lm, int n_ctx, int n_bat
     ctx->lm = lm;
     ctx->n_ctx = n_ctx;
     ctx->n_batch = n_batch;
-    ctx->kv_dim = lm->n_head_kv * lm->head_dim;
+    const model_config *c = &lm->cfg;
+    ctx->kv_dim = c->n_head_kv * c->head_dim;
     ctx->f16_attention = true;
-    const size_t B = (size_t)n_batch, E = (size_t)lm->n_embd, qd = (size_t)(lm->n_head * lm->head_dim);
-    const size_t cache = (size_t)lm->n_layer * (size_t)n_ctx * (size_t)ctx->kv_dim;
-    const size_t half_rot = (size_t)lm->n_rot / 2;
+    const size_t B = (size_t)n_batch, E = (size_t)c->n_embd, qd = (size_t)(c->n_head * c->head_dim);
+    const size_t cache = (size_t)c->n_layer * (size_t)n_ctx * (size_t)ctx->kv_dim;
+    const size_t half_rot = (size_t)c->n_rot / 2;
     ctx->n_threads = omp_get_max_threads(); /* the count -t set; fixed for this context from now on */
     ctx->impl = KERN_AUTO;
     ctx->k_cache = calloc(cache, sizeof(float));
@@ -189,8 +189,8 @@ int llm_context_init(llm_context *ctx, const llm_model *lm, int n_ctx, int n_bat
     ctx->k = malloc(sizeof(float) * B * (size_t)ctx->kv_dim);
     ctx->v = malloc(sizeof(float) * B * (size_t)ctx->kv_dim);
     ctx->att = malloc(sizeof(float) * B * qd);
-    ctx->hb = malloc(sizeof(float) * B * (size_t)lm->n_ff);
-    ctx->hb2 = malloc(sizeof(float) * B * (size_t)lm->n_ff);
+    ctx->hb = malloc(sizeof(float) * B * (size_t)c->n_ff);
+    ctx->hb2 = malloc(sizeof(float) * B * (size_t)c->n_ff);
     ctx->scores = malloc(sizeof(float) * (size_t)ctx->n_threads * (size_t)n_ctx);
     if (!ctx->k_cache || !ctx->v_cache || !ctx->rope_cos || !ctx->rope_sin || !ctx->x || !ctx->xb || !ctx->xb2 ||
         !ctx->q || !ctx->k || !ctx->v || !ctx->att || !ctx->hb || !ctx->hb2 || !ctx->scores) {
@@ -198,8 +198,8 @@ int llm_context_init(llm_context *ctx, const llm_model *lm, int n_ctx, int n_bat
         return slmc_fail(err, NULL, "out of memory for a context of %d positions", n_ctx);
     }
     for (int p = 0; p < n_ctx; ++p)
-        kern_rope_table(ctx->rope_cos + (size_t)p * half_rot, ctx->rope_sin + (size_t)p * half_rot, p, lm->n_rot,
-                        lm->freq_base, lm->freq_scale);
+        kern_rope_table(ctx->rope_cos + (size_t)p * half_rot, ctx->rope_sin + (size_t)p * half_rot, p, c->n_rot,
+                        c->rope_freq_base, lm->freq_scale);
     return 0;
 }
 
@@ -260,8 +260,8 @@ static void add_bias(float *x, const float *bias, int n, int64_t dim) {
  * Every (token, head) is computed whole by one thread, so the result does not depend on
  * the thread count. */
 static void attention(llm_context *ctx, int il, int n, int pos0) {
-    const llm_model *lm = ctx->lm;
-    const int64_t hd = lm->head_dim, n_head = lm->n_head, group = lm->n_head / lm->n_head_kv, kvd = ctx->kv_dim;
+    const model_config *c = &ctx->lm->cfg;
+    const int64_t hd = c->head_dim, n_head = c->n_head, group = c->n_head / c->n_head_kv, kvd = ctx->kv_dim;
     const float *kc = ctx->k_cache + (size_t)il * (size_t)ctx->n_ctx * (size_t)kvd;
     const float *vc = ctx->v_cache + (size_t)il * (size_t)ctx->n_ctx * (size_t)kvd;
     const float scale = 1.0f / sqrtf((float)hd);
@@ -291,12 +291,13 @@ static void attention(llm_context *ctx, int il, int n, int pos0) {
 static int layer_forward(llm_context *ctx, int il, int n, int pos0, slmc_err *err) {
     const llm_model *lm = ctx->lm;
     const llm_layer *L = &lm->layers[il];
-    const int64_t E = lm->n_embd, hd = lm->head_dim, qd = lm->n_head * hd, kvd = ctx->kv_dim, F = lm->n_ff;
-    const size_t half_rot = (size_t)lm->n_rot / 2;
+    const model_config *c = &lm->cfg;
+    const int64_t E = c->n_embd, hd = c->head_dim, qd = c->n_head * hd, kvd = ctx->kv_dim, F = c->n_ff;
+    const size_t half_rot = (size_t)c->n_rot / 2;
     const llm_hooks *h = &ctx->hooks;
 
     /* attention block */
-    rmsnorm_rows(ctx, ctx->xb, ctx->x, L->attn_norm, n, E, lm->rms_eps);
+    rmsnorm_rows(ctx, ctx->xb, ctx->x, L->attn_norm, n, E, c->rms_eps);
     if (matmul(ctx, &L->wq, il, ctx->xb, n, ctx->q, err) || matmul(ctx, &L->wk, il, ctx->xb, n, ctx->k, err) ||
         matmul(ctx, &L->wv, il, ctx->xb, n, ctx->v, err))
         return -1;
@@ -308,9 +309,10 @@ static int layer_forward(llm_context *ctx, int il, int n, int pos0, slmc_err *er
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
     for (int t = 0; t < n; ++t) {
         const float *cs = ctx->rope_cos + (size_t)(pos0 + t) * half_rot, *sn = ctx->rope_sin + (size_t)(pos0 + t) * half_rot;
-        for (int64_t hh = 0; hh < lm->n_head; ++hh) kern_rope(ctx->q + (size_t)t * qd + hh * hd, lm->n_rot, cs, sn, lm->rope_neox);
-        for (int64_t hh = 0; hh < lm->n_head_kv; ++hh)
-            kern_rope(ctx->k + (size_t)t * kvd + hh * hd, lm->n_rot, cs, sn, lm->rope_neox);
+        for (int64_t hh = 0; hh < c->n_head; ++hh)
+            kern_rope(ctx->q + (size_t)t * qd + hh * hd, c->n_rot, cs, sn, lm->rope_neox);
+        for (int64_t hh = 0; hh < c->n_head_kv; ++hh)
+            kern_rope(ctx->k + (size_t)t * kvd + hh * hd, c->n_rot, cs, sn, lm->rope_neox);
         /* into the cache, rounded to F16 as llama.cpp's F16 cache stores them */
         memcpy(kc + (size_t)t * kvd, ctx->k + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
         memcpy(vc + (size_t)t * kvd, ctx->v + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
@@ -320,13 +322,13 @@ static int layer_forward(llm_context *ctx, int il, int n, int pos0, slmc_err *er
         }
     }
     attention(ctx, il, n, pos0);
-    if (h->attn_heads && h->attn_heads(h->ud, il, ctx->att, n, lm->n_head, hd) != 0)
+    if (h->attn_heads && h->attn_heads(h->ud, il, ctx->att, n, c->n_head, hd) != 0)
         return slmc_fail(err, NULL, "layer %d: the attn_heads hook failed", il);
     if (matmul(ctx, &L->wo, il, ctx->att, n, ctx->xb2, err)) return -1;
     for (size_t i = 0; i < (size_t)n * (size_t)E; ++i) ctx->x[i] += ctx->xb2[i];
 
     /* feed-forward block */
-    rmsnorm_rows(ctx, ctx->xb, ctx->x, L->ffn_norm, n, E, lm->rms_eps);
+    rmsnorm_rows(ctx, ctx->xb, ctx->x, L->ffn_norm, n, E, c->rms_eps);
     if (matmul(ctx, &L->w_gate, il, ctx->xb, n, ctx->hb, err) || matmul(ctx, &L->w_up, il, ctx->xb, n, ctx->hb2, err))
         return -1;
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
@@ -344,20 +346,20 @@ static int layer_forward(llm_context *ctx, int il, int n, int pos0, slmc_err *er
 static int eval_step(llm_context *ctx, const int32_t *tokens, int n, int pos0, int out_first, float *logits,
                      slmc_err *err) {
     const llm_model *lm = ctx->lm;
-    const int64_t E = lm->n_embd;
+    const int64_t E = lm->cfg.n_embd;
     const quant_kernels *qk = quant_get(lm->tok_embd.w.type);
     if (!qk) return slmc_fail(err, lm->src->path, "token_embd.weight: type %s cannot be dequantized", type_name(lm->tok_embd.w.type));
     for (int t = 0; t < n; ++t) {
-        if (tokens[t] < 0 || tokens[t] >= lm->n_vocab)
+        if (tokens[t] < 0 || tokens[t] >= lm->cfg.n_vocab)
             return slmc_fail(err, lm->src->path, "token id %d at position %d is outside the vocabulary of %lld", tokens[t],
-                             pos0 + t, (long long)lm->n_vocab);
+                             pos0 + t, (long long)lm->cfg.n_vocab);
         qk->dequantize(lm->tok_embd.w.data + lm->tok_embd.w.row_bytes * (uint64_t)tokens[t], ctx->x + (size_t)t * E, E);
     }
-    for (int il = 0; il < lm->n_layer; ++il)
+    for (int il = 0; il < lm->cfg.n_layer; ++il)
         if (layer_forward(ctx, il, n, pos0, err) != 0) return -1;
     if (out_first >= n) return 0;
     const int n_out = n - out_first;
-    rmsnorm_rows(ctx, ctx->xb, ctx->x + (size_t)out_first * E, lm->output_norm, n_out, E, lm->rms_eps);
+    rmsnorm_rows(ctx, ctx->xb, ctx->x + (size_t)out_first * E, lm->output_norm, n_out, E, lm->cfg.rms_eps);
     return matmul(ctx, &lm->output, -1, ctx->xb, n_out, logits, err);
 }
 
@@ -372,7 +374,8 @@ int llm_eval_out(llm_context *ctx, const int32_t *tokens, int n_tokens, int pos0
     for (int s = 0; s < n_tokens; s += ctx->n_batch) {
         const int n = n_tokens - s < ctx->n_batch ? n_tokens - s : ctx->n_batch;
         const int first = out_first - s < 0 ? 0 : (out_first - s > n ? n : out_first - s);
-        float *out = logits && first < n ? logits + (size_t)(s + first - out_first) * (size_t)ctx->lm->n_vocab : NULL;
+        const size_t row = (size_t)ctx->lm->cfg.n_vocab;
+        float *out = logits && first < n ? logits + (size_t)(s + first - out_first) * row : NULL;
         if (eval_step(ctx, tokens + s, n, pos0 + s, first, out, err) != 0) return -1;
     }
     return 0;

@@ -36,27 +36,28 @@ typedef struct llm_weight {
     int64_t tensor;         /* index in model.tensors */
 } llm_weight;
 
+/* Matrices are [rows][row length] as GGUF stores them (a product maps a row length of inputs to
+ * rows of outputs); shapes name the fields of llm_model.cfg. */
 typedef struct llm_layer {
     float *attn_norm;       /* [n_embd] */
-    llm_weight wq, wk, wv;  /* attn_q / attn_k / attn_v: n_embd -> n_head*head_dim / n_head_kv*head_dim */
-    float *bq, *bk, *bv;    /* biases (qwen2) or NULL */
-    llm_weight wo;          /* attn_output: n_head*head_dim -> n_embd */
+    llm_weight wq, wk, wv;  /* attn_q [n_head*head_dim][n_embd], attn_k / attn_v [n_head_kv*head_dim][n_embd] */
+    float *bq, *bk, *bv;    /* [n_head*head_dim], [n_head_kv*head_dim] (bk, bv): biases (qwen2) or NULL */
+    llm_weight wo;          /* attn_output [n_embd][n_head*head_dim] */
     float *ffn_norm;        /* [n_embd] */
-    llm_weight w_gate, w_up;/* ffn_gate / ffn_up: n_embd -> n_ff */
-    llm_weight w_down;      /* ffn_down: n_ff -> n_embd */
+    llm_weight w_gate, w_up;/* ffn_gate / ffn_up [n_ff][n_embd] */
+    llm_weight w_down;      /* ffn_down [n_embd][n_ff] */
 } llm_layer;
 
 typedef struct llm_model {
     const model *src;       /* the model view the weights live in (must outlive this) */
-    int64_t n_embd, n_layer, n_head, n_head_kv, head_dim, n_rot, n_ff, n_vocab;
-    float rms_eps;          /* RMSNorm epsilon from the metadata */
-    float freq_base;        /* RoPE base */
-    float freq_scale;       /* 1 / linear scaling factor (1 when unscaled) */
-    bool rope_neox;         /* NEOX pairs (qwen2) instead of adjacent pairs (llama) */
-    llm_weight tok_embd;    /* [n_vocab rows of n_embd] */
+    model_config cfg;       /* src->cfg resolved: n_head_kv, head_dim, n_rot, rope_freq_base defaulted as in
+                               model_config; n_vocab = token_embd rows; tied_output = no output.weight */
+    float freq_scale;       /* 1 / <arch>.rope.scaling.factor for linear scaling, 1 when unscaled */
+    bool rope_neox;         /* arch_by_name(cfg.arch)->rope == ROPE_NEOX: NEOX halves (qwen2), else adjacent pairs */
+    llm_weight tok_embd;    /* [n_vocab][n_embd] */
     llm_layer *layers;      /* [n_layer] */
     float *output_norm;     /* [n_embd] */
-    llm_weight output;      /* output.weight, or token_embd when tied */
+    llm_weight output;      /* [n_vocab][n_embd]: output.weight, or token_embd when tied */
     int64_t **row_maps;     /* owned row maps (HF Q/K order), NULL-terminated list */
 } llm_model;
 
@@ -69,7 +70,7 @@ typedef struct llm_hooks {
      * attn_k, attn_v; ffn_gate, ffn_up) are reported once per weight, as in llama.cpp. */
     int (*matmul_input)(void *ud, const char *weight, int64_t tensor, int layer, const float *x, int n_tokens,
                         int64_t n_in);
-    /* Per-head attention output before attn_output: [n_tokens][n_head * head_dim]. */
+    /* Per-head attention output before attn_output: [n_tokens][n_head*head_dim]. */
     int (*attn_heads)(void *ud, int layer, const float *x, int n_tokens, int64_t n_head, int64_t head_dim);
     /* FFN activation silu(gate) * up, before ffn_down: [n_tokens][n_ff]. */
     int (*ffn_act)(void *ud, int layer, const float *x, int n_tokens, int64_t n_ff);
@@ -81,7 +82,7 @@ typedef struct llm_context {
     const llm_model *lm;
     int n_ctx;              /* positions the KV cache holds */
     int n_batch;            /* most tokens one internal step processes (longer inputs are split) */
-    int64_t kv_dim;         /* n_head_kv * head_dim */
+    int64_t kv_dim;         /* n_head_kv*head_dim */
     float *k_cache;         /* [n_layer][n_ctx][kv_dim], values rounded to F16 */
     float *v_cache;         /* [n_layer][n_ctx][kv_dim], values rounded to F16 */
     float *rope_cos;        /* [n_ctx][n_rot/2] */

@@ -217,13 +217,13 @@ static int chunks_ppl(const model *m, const int32_t *tokens, int n_chunk, const 
     llm_context ctx;
     if (llm_model_init(&lm, m, err) != 0) return -1;
     if (llm_context_init(&ctx, &lm, o->n_ctx, o->n_ctx, err) != 0) { llm_model_free(&lm); return -1; }
-    float *logits = malloc(sizeof(float) * (size_t)ppl_scored(o->n_ctx) * (size_t)lm.n_vocab);
+    float *logits = malloc(sizeof(float) * (size_t)ppl_scored(o->n_ctx) * (size_t)lm.cfg.n_vocab);
     int rc = logits ? 0 : slmc_fail(err, m->path, "out of memory for logits");
     ppl_stats st = {0};
     for (int c = 0; c < n_chunk && rc == 0; c++) {
         const int32_t *chunk = tokens + (size_t)c * (size_t)o->n_ctx;
         rc = ppl_eval_chunk(&ctx, chunk, o->n_ctx, o->bos, logits, err);
-        if (rc == 0) ppl_accumulate(&st, logits, lm.n_vocab, chunk, o->n_ctx);
+        if (rc == 0) ppl_accumulate(&st, logits, lm.cfg.n_vocab, chunk, o->n_ctx);
         if (o->progress) o->progress(o->progress_ud, ++*done, total);
     }
     *ppl = ppl_value(&st);
@@ -291,7 +291,7 @@ int prune_score_activation(prune_scores *s, const model *m, const int32_t *token
     /* one batch per chunk, so the layer_out hook sees each chunk whole after embed_chunk */
     if (llm_context_init(&ctx, &lm, o->n_ctx, o->n_ctx, err) != 0) goto done;
     open_ctx = true;
-    if (!(logits = malloc(sizeof(float) * (size_t)ppl_scored(o->n_ctx) * (size_t)lm.n_vocab))) {
+    if (!(logits = malloc(sizeof(float) * (size_t)ppl_scored(o->n_ctx) * (size_t)lm.cfg.n_vocab))) {
         slmc_fail(err, m->path, "out of memory for logits");
         goto done;
     }
@@ -305,7 +305,7 @@ int prune_score_activation(prune_scores *s, const model *m, const int32_t *token
         const int32_t *chunk = tokens + (size_t)ch * (size_t)o->n_ctx;
         if (embed_chunk(m, chunk, o->n_ctx, o->bos, c.prev, err) != 0) goto done;
         if (ppl_eval_chunk(&ctx, chunk, o->n_ctx, o->bos, logits, err) != 0) goto done;
-        ppl_accumulate(&st, logits, lm.n_vocab, chunk, o->n_ctx);
+        ppl_accumulate(&st, logits, lm.cfg.n_vocab, chunk, o->n_ctx);
         if (o->progress) o->progress(o->progress_ud, ++done_passes, total);
     }
     llm_set_hooks(&ctx, NULL);

@@ -388,7 +388,7 @@ int prune_reconstruct(prune_plan *p, const model *m, const int32_t *tokens, size
     llm_context ctx;
     if (llm_model_init(&lm, m, err) != 0) return -1;
     if (llm_context_init(&ctx, &lm, o->n_ctx, o->n_ctx, err) != 0) { llm_model_free(&lm); return -1; }
-    float *logits = malloc(sizeof(float) * (size_t)ppl_scored(o->n_ctx) * (size_t)lm.n_vocab);
+    float *logits = malloc(sizeof(float) * (size_t)ppl_scored(o->n_ctx) * (size_t)lm.cfg.n_vocab);
     grams g = {.n_layer = L};
     g.ffn = calloc((size_t)per_pass, sizeof *g.ffn);
     g.att = calloc((size_t)per_pass, sizeof *g.att);

@@ -452,10 +452,10 @@ int gptq_calib_open(gptq_calib **out, const model *m, const gptq_calib_opts *o, 
     if (llm_context_init(&c->ctx, &c->lm, c->n_ctx, c->n_ctx, err) != 0) goto fail;
     c->ctx_ok = true;
     c->chunk = malloc((size_t)c->n_ctx * sizeof *c->chunk);
-    c->logits = malloc((size_t)c->n_ctx * (size_t)c->lm.n_vocab * sizeof *c->logits);
-    c->last_of_layer = malloc((size_t)(c->lm.n_layer + 1) * sizeof *c->last_of_layer);
+    c->logits = malloc((size_t)c->n_ctx * (size_t)c->lm.cfg.n_vocab * sizeof *c->logits);
+    c->last_of_layer = malloc((size_t)(c->lm.cfg.n_layer + 1) * sizeof *c->last_of_layer);
     if (!c->chunk || !c->logits || !c->last_of_layer) { slmc_fail(err, m->path, "out of memory"); goto fail; }
-    for (int64_t l = 0; l < c->lm.n_layer; l++) {
+    for (int64_t l = 0; l < c->lm.cfg.n_layer; l++) {
         const llm_layer *L = &c->lm.layers[l];
         map_weight(c, &L->wq, l, SLOT_ATTN_IN);
         map_weight(c, &L->wk, l, SLOT_ATTN_IN);
@@ -466,17 +466,17 @@ int gptq_calib_open(gptq_calib **out, const model *m, const gptq_calib_opts *o, 
         map_weight(c, &L->w_down, l, SLOT_FFN_DOWN);
         c->last_of_layer[l] = L->w_down.tensor; /* ffn_down is the layer's last product */
     }
-    c->last_of_layer[c->lm.n_layer] = -1;
+    c->last_of_layer[c->lm.cfg.n_layer] = -1;
     int64_t emb = model_find(m, "token_embd.weight");
     if (c->lm.output.tensor >= 0 && c->lm.output.tensor != emb) { /* a tied head is the embedding: not ours */
-        map_weight(c, &c->lm.output, c->lm.n_layer, SLOT_ATTN_IN);
-        c->last_of_layer[c->lm.n_layer] = c->lm.output.tensor;
+        map_weight(c, &c->lm.output, c->lm.cfg.n_layer, SLOT_ATTN_IN);
+        c->last_of_layer[c->lm.cfg.n_layer] = c->lm.output.tensor;
     }
     /* every matrix binding of the forward pass, for sequential substitution */
     c->sequential = o->sequential || o->fp_target;
     c->fp_target = o->fp_target;
     c->ridge = o->ridge > 0 ? o->ridge : GPTQ_DEFAULT_RIDGE;
-    c->n_weights = (int)(7 * c->lm.n_layer + 2);
+    c->n_weights = (int)(7 * c->lm.cfg.n_layer + 2);
     c->weights = malloc((size_t)c->n_weights * sizeof *c->weights);
     c->orig = malloc((size_t)c->n_weights * sizeof *c->orig);
     c->qdata = calloc(nt, sizeof *c->qdata);
@@ -491,7 +491,7 @@ int gptq_calib_open(gptq_calib **out, const model *m, const gptq_calib_opts *o, 
     int nw = 0;
     c->weights[nw++] = &c->lm.tok_embd;
     c->weights[nw++] = &c->lm.output;
-    for (int64_t l = 0; l < c->lm.n_layer; l++) {
+    for (int64_t l = 0; l < c->lm.cfg.n_layer; l++) {
         llm_layer *L = &c->lm.layers[l];
         llm_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
         for (int k = 0; k < 7; k++) c->weights[nw++] = ws[k];
@@ -535,7 +535,7 @@ static int calib_hook(void *ud, const char *weight, int64_t tensor, int layer, c
                       int64_t n_in) {
     (void)weight;
     gptq_calib *c = ud;
-    int64_t L = layer < 0 ? c->lm.n_layer : layer; /* the output head reports layer -1 */
+    int64_t L = layer < 0 ? c->lm.cfg.n_layer : layer; /* the output head reports layer -1 */
     if (L != c->want_layer || tensor < 0 || (uint64_t)tensor >= c->m->n_tensors || c->tensor_layer[tensor] != L)
         return 0;
     calib_slot *s = &c->slots[c->tensor_slot[tensor]];

@@ -158,7 +158,7 @@ int imatrix_eval_chunk(imatrix *im, llm_context *ctx, const int32_t *chunk, int 
                          n_ctx, n_ctx, ctx->n_ctx, ctx->n_batch);
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)n_ctx);
     float *own = NULL;
-    if (process_output && !logits) logits = own = malloc(sizeof(float) * (size_t)n_ctx * (size_t)ctx->lm->n_vocab);
+    if (process_output && !logits) logits = own = malloc(sizeof(float) * (size_t)n_ctx * (size_t)ctx->lm->cfg.n_vocab);
     if (!tok || (process_output && !logits)) {
         free(tok);
         free(own);

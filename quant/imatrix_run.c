@@ -32,7 +32,7 @@ static int collect(imatrix *im, const imatrix_opts *o, const imatrix_hooks *h, i
         goto done;
     }
     r->n_chunk = ppl_chunk_count((int64_t)text.n, n_ctx, o->max_chunks);
-    const int64_t n_vocab = s.lm.n_vocab;
+    const int64_t n_vocab = s.lm.cfg.n_vocab;
     if (o->process_output && !(logits = malloc(sizeof(float) * (size_t)n_ctx * (size_t)n_vocab))) {
         slmc_fail(err, o->model, "out of memory for %d rows of %lld logits", n_ctx, (long long)n_vocab);
         goto done;

@@ -14,6 +14,9 @@ build=${1:-build}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 # every Check test in a process of its own (test_skip prints once per test)
 export CK_FORK=yes
+# timeouts are guards against hangs, not speed checks: give slow or busy machines (and the
+# sanitizer build) room
+export CK_TIMEOUT_MULTIPLIER=${CK_TIMEOUT_MULTIPLIER:-4}
 passed=0; failed=0; skipped=0
 log=$(mktemp)
 for t in "$build"/tests/test_*; do

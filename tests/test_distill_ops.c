@@ -266,15 +266,15 @@ static double model_loss(void *p) {
     model_ctx *c = p;
     tm_forward(c->tm, c->tok);
     int N = c->tm->B * c->tm->T;
-    return crossentropy_forward_backward(NULL, c->tm->a.row_loss, c->tm->a.logits, c->tg, N, c->tm->cfg.n_vocab, 1,
+    return crossentropy_forward_backward(NULL, c->tm->a.row_loss, c->tm->a.logits, c->tg, N, c->tm->cfg.hp.n_vocab, 1,
                                          NT) / N;
 }
 static void model_case(bool tied, bool qwen2) {
     int n_ff[2] = {12, 8}; /* per-layer widths, as a pruned model has */
-    tm_config cfg = {.n_vocab = 11, .n_embd = 8, .n_layer = 2, .n_head = 4, .n_head_kv = 2, .head_dim = 4, .n_rot = 4,
-                     .n_ff = n_ff, .rms_eps = 1e-5f, .freq_base = 10000.f, .freq_scale = 1.f, .neox = qwen2,
-                     .tied = tied, .qkv_bias = qwen2};
-    snprintf(cfg.arch, sizeof cfg.arch, "%s", qwen2 ? "qwen2" : "llama");
+    tm_config cfg = {.hp = {.n_vocab = 11, .n_embd = 8, .n_layer = 2, .n_head = 4, .n_head_kv = 2, .head_dim = 4,
+                            .n_rot = 4, .rms_eps = 1e-5f, .rope_freq_base = 10000.f, .tied_output = tied},
+                     .n_ff = n_ff, .freq_scale = 1.f, .neox = qwen2, .qkv_bias = qwen2};
+    snprintf(cfg.hp.arch, sizeof cfg.hp.arch, "%s", qwen2 ? "qwen2" : "llama");
     train_model tm;
     slmc_err err = {{0}};
     ck_assert_msg(tm_init_random(&tm, &cfg, 5, &err) == 0, "%s", err.msg);
@@ -284,13 +284,13 @@ static void model_case(bool tied, bool qwen2) {
     ck_assert_msg(tm_plan(&tm, B, T, &err) == 0, "%s", err.msg);
     int32_t tok[10], tg[10];
     for (int i = 0; i < N; i++) {
-        tok[i] = (int32_t)((i * 7 + 3) % cfg.n_vocab);
-        tg[i] = (int32_t)((i * 5 + 1) % cfg.n_vocab);
+        tok[i] = (int32_t)((i * 7 + 3) % cfg.hp.n_vocab);
+        tg[i] = (int32_t)((i * 5 + 1) % cfg.hp.n_vocab);
     }
     model_ctx c = {&tm, tok, tg};
     model_loss(&c);
-    memset(tm.a.dlogits, 0, sizeof(float) * (size_t)N * cfg.n_vocab);
-    crossentropy_forward_backward(tm.a.dlogits, tm.a.row_loss, tm.a.logits, tg, N, cfg.n_vocab, 1.0f / N, NT);
+    memset(tm.a.dlogits, 0, sizeof(float) * (size_t)N * cfg.hp.n_vocab);
+    crossentropy_forward_backward(tm.a.dlogits, tm.a.row_loss, tm.a.logits, tg, N, cfg.hp.n_vocab, 1.0f / N, NT);
     tm_zero_grad(&tm);
     tm_backward(&tm, tok);
     float *grad = malloc(sizeof(float) * tm.n_params);

@@ -241,7 +241,7 @@ static void check_vs_naive(const char *arch, bool tied) {
     ck_assert_int_eq(ctx.impl, KERN_AUTO);
     ctx.f16_attention = false;
     const int T = 12;
-    const int64_t V = lm.n_vocab;
+    const int64_t V = lm.cfg.n_vocab;
     float *logits = malloc(sizeof(float) * (size_t)(T * V));
     double *want = malloc(sizeof(double) * (size_t)(T * V));
     naive_forward(&t.m, TOKENS, T, want);
@@ -283,7 +283,7 @@ static void check_batch_equivalence(int wtype) {
     ck_assert_msg(llm_context_init(&b, &lm, 16, 16, &err) == 0, "%s", err.msg);
     ck_assert_msg(llm_context_init(&c, &lm, 16, 5, &err) == 0, "%s", err.msg);
     const int T = 12;
-    const int64_t V = lm.n_vocab;
+    const int64_t V = lm.cfg.n_vocab;
     float *all = malloc(sizeof(float) * (size_t)(T * V)), *one = malloc(sizeof(float) * (size_t)(T * V));
     float *split = malloc(sizeof(float) * (size_t)(T * V));
     ck_assert(llm_eval(&a, TOKENS, T, 0, all, &err) == 0);
@@ -372,7 +372,7 @@ START_TEST(test_hooks) {
     hook_log log = {.fail_at = -1};
     llm_hooks hooks = {.ud = &log, .matmul_input = on_matmul, .attn_heads = on_attn, .ffn_act = on_ffn, .layer_out = on_out};
     llm_set_hooks(&ctx, &hooks);
-    float *logits = malloc(sizeof(float) * (size_t)(4 * lm.n_vocab));
+    float *logits = malloc(sizeof(float) * (size_t)(4 * lm.cfg.n_vocab));
     ck_assert(llm_eval_out(&ctx, TOKENS, 6, 0, 2, logits, &err) == 0);
     ck_assert_int_eq(log.calls, 2 * 7 + 1); /* 7 matrices per layer + the output head */
     ck_assert_str_eq(log.names[0], "blk.0.attn_q.weight");
@@ -431,9 +431,9 @@ START_TEST(test_rope_linear_scaling) {
     ck_assert(llm_model_init(&lm, &t.m, &err) == 0);
     ck_assert_float_eq(lm.freq_scale, 0.5f);
     ck_assert(llm_context_init(&ctx, &lm, 8, 8, &err) == 0);
-    const int64_t h = lm.n_rot / 2;
+    const int64_t h = lm.cfg.n_rot / 2;
     for (int i = 0; i < h; ++i) {
-        const double th = 3.0 / 2.0 * pow(10000.0, -2.0 * i / (double)lm.n_rot); /* position 3 / 2 */
+        const double th = 3.0 / 2.0 * pow(10000.0, -2.0 * i / (double)lm.cfg.n_rot); /* position 3 / 2 */
         ck_assert_double_le(fabs(ctx.rope_cos[3 * h + i] - cos(th)), 1e-6);
     }
     llm_context_free(&ctx);
@@ -519,17 +519,17 @@ START_TEST(test_books22m_two_chunks) {
     ck_assert(llm_model_init(&lb, &mb, &err) == 0 && llm_model_init(&lq, &mq, &err) == 0);
     ck_assert(llm_context_init(&cb, &lb, 256, 256, &err) == 0 && llm_context_init(&cq, &lq, 256, 256, &err) == 0);
     const int ns = ppl_scored(256);
-    float *l1 = malloc(sizeof(float) * (size_t)ns * (size_t)lb.n_vocab);
-    float *l2 = malloc(sizeof(float) * (size_t)ns * (size_t)lb.n_vocab);
+    float *l1 = malloc(sizeof(float) * (size_t)ns * (size_t)lb.cfg.n_vocab);
+    float *l2 = malloc(sizeof(float) * (size_t)ns * (size_t)lb.cfg.n_vocab);
     ppl_stats sb = {0}, sq = {0};
     kld_stats ks = {0};
     for (int c = 0; c < 2; ++c) {
         const int32_t *chunk = ids + c * 256;
         ck_assert_msg(ppl_eval_chunk(&cb, chunk, 256, bos, l1, &err) == 0, "%s", err.msg);
         ck_assert_msg(ppl_eval_chunk(&cq, chunk, 256, bos, l2, &err) == 0, "%s", err.msg);
-        ppl_accumulate(&sb, l1, lb.n_vocab, chunk, 256);
-        ppl_accumulate(&sq, l2, lb.n_vocab, chunk, 256);
-        ck_assert(kld_compare(&ks, l2, l1, ns, lb.n_vocab, chunk + ppl_first(256) + 1, &err) == 0);
+        ppl_accumulate(&sb, l1, lb.cfg.n_vocab, chunk, 256);
+        ppl_accumulate(&sq, l2, lb.cfg.n_vocab, chunk, 256);
+        ck_assert(kld_compare(&ks, l2, l1, ns, lb.cfg.n_vocab, chunk + ppl_first(256) + 1, &err) == 0);
     }
     kld_summary k;
     ck_assert(kld_summarize(&ks, &k, &err) == 0);
@@ -576,7 +576,7 @@ START_TEST(test_threads_raised_after_init) {
     enum { T = 64 }; /* T * n_head = 256 attention rows per layer: every thread gets some */
     int32_t tok[T];
     for (int i = 0; i < T; ++i) tok[i] = (int32_t)((i * 37 + 11) % 300);
-    const size_t bytes = sizeof(float) * (size_t)T * (size_t)lm.n_vocab;
+    const size_t bytes = sizeof(float) * (size_t)T * (size_t)lm.cfg.n_vocab;
     float *one = malloc(bytes), *many = malloc(bytes);
     ck_assert_msg(llm_eval(&ctx, tok, T, 0, one, &err) == 0, "%s", err.msg);
     omp_set_num_threads(8);
@@ -609,7 +609,7 @@ START_TEST(test_context_set_threads) {
     enum { T = 32 };
     int32_t tok[T];
     for (int i = 0; i < T; ++i) tok[i] = (int32_t)((i * 53 + 5) % 300);
-    const size_t bytes = sizeof(float) * (size_t)T * (size_t)lm.n_vocab;
+    const size_t bytes = sizeof(float) * (size_t)T * (size_t)lm.cfg.n_vocab;
     float *want = malloc(bytes), *got = malloc(bytes);
     ck_assert_msg(llm_eval(&ctx, tok, T, 0, want, &err) == 0, "%s", err.msg);
     const int counts[] = {1, 7, 3};

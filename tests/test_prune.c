@@ -53,7 +53,7 @@ static float *logits_of(const model *m) {
     ck_assert_msg(llm_model_init(&lm, m, &err) == 0, "%s", err.msg);
     ck_assert_msg(llm_context_init(&ctx, &lm, N_TOK, N_TOK, &err) == 0, "%s", err.msg);
     ctx.f16_attention = false;
-    float *out = malloc(sizeof(float) * N_TOK * (size_t)lm.n_vocab);
+    float *out = malloc(sizeof(float) * N_TOK * (size_t)lm.cfg.n_vocab);
     ck_assert_ptr_nonnull(out);
     ck_assert_msg(llm_eval(&ctx, TOKENS, N_TOK, 0, out, &err) == 0, "%s", err.msg);
     llm_context_free(&ctx);

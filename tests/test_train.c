@@ -24,9 +24,10 @@
 /* A tiny Llama: 2 layers, GQA 4/2, vocab 16. */
 static int tiny_ff[2] = {24, 24};
 static tm_config tiny_config(void) {
-    tm_config c = {.n_vocab = 16, .n_embd = 16, .n_layer = 2, .n_head = 4, .n_head_kv = 2, .head_dim = 4, .n_rot = 4,
-                   .n_ff = tiny_ff, .rms_eps = 1e-5f, .freq_base = 10000.f, .freq_scale = 1.f};
-    snprintf(c.arch, sizeof c.arch, "llama");
+    tm_config c = {.hp = {.n_vocab = 16, .n_embd = 16, .n_layer = 2, .n_head = 4, .n_head_kv = 2, .head_dim = 4,
+                          .n_rot = 4, .rms_eps = 1e-5f, .rope_freq_base = 10000.f},
+                   .n_ff = tiny_ff, .freq_scale = 1.f};
+    snprintf(c.hp.arch, sizeof c.hp.arch, "llama");
     return c;
 }
 
