@@ -2,7 +2,8 @@
  *
  * Compiled for every x86-64 build with __attribute__((target("avx2,fma"))) on each function,
  * so the project never needs -march=native; kern_cpu_has_avx2() checks the running CPU
- * before anyone calls them (eval's matmul asks it for each call, through kern_have_avx2).
+ * before anyone calls them (eval's matmul asks it for each call, through kern_have_avx2;
+ * the CPU is examined once).
  * On other architectures the functions fall back to the scalar ones of dots.c and
  * kern_cpu_has_avx2() returns false.
  *
@@ -15,6 +16,7 @@
 #define HAVE_AVX2_BUILD 1
 #include <cpuid.h>
 #include <immintrin.h>
+#include <pthread.h>
 #endif
 
 #ifdef HAVE_AVX2_BUILD
@@ -28,9 +30,18 @@ static bool cpu_has_f16c(void) {
     return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
 }
 
-bool kern_cpu_has_avx2(void) {
+/* The CPU does not change while we run: ask once (CPUID traps to the hypervisor in a VM, and
+ * eval's matmul asks on every call). */
+static bool cpu_avx2;
+static pthread_once_t cpu_avx2_once = PTHREAD_ONCE_INIT;
+static void check_cpu_avx2(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
+    cpu_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
+}
+
+bool kern_cpu_has_avx2(void) {
+    pthread_once(&cpu_avx2_once, check_cpu_avx2);
+    return cpu_avx2;
 }
 
 AVX2 static inline float hsum_ps(__m256 v) {
