@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "formats/error.h"
 #include "formats/model.h"
 
@@ -100,15 +102,36 @@ void cli_progress_init(cli_progress *p, const cli_common *c, const char *label);
 /* An slmc_progress that reports into p. */
 slmc_progress cli_progress_hook(cli_progress *p);
 void cli_progress_done(cli_progress *p);
+/* A pass over chunks: "LABEL [done/total] 1.2s, ETA 3s" (time since cli_progress_init). */
+void cli_progress_chunks(cli_progress *p, uint64_t done, uint64_t total);
+
+/* Progress of a run in stages (a *_run's stage hook): each stage draws its own line, labelled
+ * with the stage's name, in bytes for "write" and in chunks for the others. Give the hooks
+ * cli_stages_stage and cli_stages_progress with a cli_stages {.c = ...} as their ud. */
+typedef struct cli_stages {
+    const cli_common *c;
+    cli_progress prog;  /* the stage under way */
+    bool bytes;         /* it counts bytes ("write"), else chunks */
+} cli_stages;
+void cli_stages_stage(void *stages, const char *name); /* a stage starts (name) or ends (NULL) */
+void cli_stages_progress(void *stages, uint64_t done, uint64_t total, const char *what);
 
 double cli_now(void);
 /* "1.23 GB" style (decimal units) into buf. */
 const char *cli_human_bytes(uint64_t n, char *buf, int size);
 const char *cli_human_count(uint64_t n, char *buf, int size);
+/* A tensor's shape, ne[0] first, the dims joined by sep ("256x32000"), into buf. */
+const char *cli_shape_str(const model_tensor *t, const char *sep, char *buf, size_t size);
 /* Parse "5GB", "500MB", "123", "2GiB" into bytes; false when malformed. */
 bool cli_parse_size(const char *s, uint64_t *out);
 /* Parse a float type name for --outtype: f32, f16, bf16 (case-insensitive); -1 if not. */
 int cli_parse_float_type(const char *s);
+
+/* ---- JSON ---------------------------------------------------------------------------- */
+/* Print j on stdout (jansson's dump flags, then a newline) and release it. */
+void cli_print_json(json_t *j, size_t flags);
+/* A JSON array of the integers v[0..n). */
+json_t *cli_json_int_array(const int64_t *v, int64_t n);
 
 /* Open a model with the common error handling (the message already names the path), with
  * quant's dequantizer as the view's row decoder (quantized tensors readable as F32). */

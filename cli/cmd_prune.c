@@ -3,7 +3,6 @@
  * is prune_run (prune/prune_run.h); this file parses, calls it and prints. */
 #include <getopt.h>
 #include <limits.h>
-#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,42 +143,7 @@ static int parse(int argc, char **argv, prune_args *a) {
     return prune_run_check(o, &err) != 0 ? cli_usage_error("prune", "%s", err.msg) : 0;
 }
 
-/* ---- progress: chunks while calibrating and refitting, bytes while writing --------------- */
-
-typedef struct prune_ui {
-    const cli_common *c;
-    cli_progress prog;  /* the step under way */
-    bool bytes;         /* it counts bytes ("write"), else chunks */
-} prune_ui;
-
-static void on_stage(void *ud, const char *name) {
-    prune_ui *u = ud;
-    cli_progress_done(&u->prog);
-    if (name) cli_progress_init(&u->prog, u->c, name);
-    u->bytes = name && strcmp(name, "write") == 0;
-}
-
-static void on_progress(void *ud, uint64_t done, uint64_t total, const char *what) {
-    prune_ui *u = ud;
-    cli_progress *p = &u->prog;
-    if (u->bytes) {
-        slmc_progress h = cli_progress_hook(p);
-        h.fn(h.ud, done, total, what);
-    } else if (p->enabled) {
-        double el = cli_now() - p->t_start;
-        fprintf(stderr, "\r\033[K%s [%d/%d] %.1fs, ETA %.0fs", p->label, (int)done, (int)total, el,
-                el / (double)done * (double)(total - done));
-        p->drawn = true;
-    }
-}
-
 /* ---- the summary ------------------------------------------------------------------------ */
-
-static json_t *int_list(const int64_t *v, int64_t n) {
-    json_t *a = json_array();
-    for (int64_t i = 0; i < n; i++) json_array_append_new(a, json_integer(v[i]));
-    return a;
-}
 
 static json_t *shape_json(const model_config *c) {
     return json_pack("{s:I, s:I, s:I, s:I, s:I}", "n_layer", (json_int_t)c->n_layer, "n_head", (json_int_t)c->n_head,
@@ -193,16 +157,16 @@ static void print_json(const prune_run_opts *a, const prune_result *r) {
     if (a->from_scores) json_object_set_new(o, "from_scores", json_string(a->from_scores));
     json_object_set_new(o, "shape_in", shape_json(&r->shape_in));
     json_object_set_new(o, "shape_out", shape_json(&r->shape_out));
-    json_object_set_new(o, "dropped_layers", int_list(r->dropped, r->n_dropped));
+    json_object_set_new(o, "dropped_layers", cli_json_int_array(r->dropped, r->n_dropped));
     json_t *heads = json_array();
-    for (int64_t l = 0; l < n_layer; l++) json_array_append_new(heads, int_list(p->heads + l * p->n_head, p->n_head));
+    for (int64_t l = 0; l < n_layer; l++) json_array_append_new(heads, cli_json_int_array(p->heads + l * p->n_head, p->n_head));
     json_object_set_new(o, "kept_heads", heads);
     json_object_set_new(o, "params_in", json_integer((json_int_t)r->params_in));
     json_object_set_new(o, "params_out", json_integer((json_int_t)r->params_out));
     json_object_set_new(o, "block_params_in", json_integer((json_int_t)r->block_params_in));
     json_object_set_new(o, "block_params_out", json_integer((json_int_t)r->block_params_out));
-    json_object_set_new(o, "params_removed_frac", json_real(1.0 - (double)r->params_out / (double)r->params_in));
-    json_object_set_new(o, "block_params_removed_frac", json_real(1.0 - (double)r->block_params_out / (double)r->block_params_in));
+    json_object_set_new(o, "params_removed_frac", json_real(r->params_removed_frac));
+    json_object_set_new(o, "block_params_removed_frac", json_real(r->block_params_removed_frac));
     if (!isnan(r->calib_ppl)) json_object_set_new(o, "calib_ppl", json_real(r->calib_ppl));
     const prune_recon_info *rec = &r->recon;
     if (a->reconstruct || a->refit)
@@ -212,10 +176,7 @@ static void print_json(const prune_run_opts *a, const prune_result *r) {
                                       "ffn_err_after", rec->ffn_err_after, "attn_err_before", rec->att_err_before,
                                       "attn_err_after", rec->att_err_after));
     json_object_set_new(o, "seconds", json_real(r->seconds));
-    char *str = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8));
-    if (str) puts(str);
-    free(str);
-    json_decref(o);
+    cli_print_json(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8));
 }
 
 /* Shape before and after, what went, parameter counts, the refit's output errors. */
@@ -236,10 +197,9 @@ static void print_text(const prune_run_opts *a, const prune_result *r) {
     printf("  ffn     %lld -> %lld channels per layer\n", (long long)c->n_ff, (long long)out->n_ff);
     printf("  hidden  %lld -> %lld\n", (long long)c->n_embd, (long long)out->n_embd);
     printf("  params  %s -> %s (%.1f%% removed)", cli_human_count(r->params_in, b1, sizeof b1),
-           cli_human_count(r->params_out, b2, sizeof b2), 100.0 * (1.0 - (double)r->params_out / (double)r->params_in));
+           cli_human_count(r->params_out, b2, sizeof b2), 100.0 * r->params_removed_frac);
     printf("; in the blocks %s -> %s (%.1f%% removed)\n", cli_human_count(r->block_params_in, b1, sizeof b1),
-           cli_human_count(r->block_params_out, b2, sizeof b2),
-           100.0 * (1.0 - (double)r->block_params_out / (double)r->block_params_in));
+           cli_human_count(r->block_params_out, b2, sizeof b2), 100.0 * r->block_params_removed_frac);
     if (a->reconstruct || a->refit) {
         printf("  %s: layer output error per token, summed over layers (the removed units as they were -> after)\n",
                a->reconstruct ? "reconstruct" : "refit");
@@ -259,8 +219,8 @@ int cmd_prune(int argc, char **argv) {
     if (rc == CLI_HELP) return EXIT_OK;
     if (rc) return rc;
     a.o.n_threads = a.c.threads;
-    prune_ui ui = {.c = &a.c};
-    prune_hooks hooks = {.ud = &ui, .stage = on_stage, .progress = {.fn = on_progress, .ud = &ui}};
+    cli_stages ui = {.c = &a.c}; /* progress: chunks while calibrating and refitting, bytes while writing */
+    prune_hooks hooks = {.ud = &ui, .stage = cli_stages_stage, .progress = {.fn = cli_stages_progress, .ud = &ui}};
     prune_result r;
     slmc_err err = {{0}};
     if (prune_run(&a.o, &hooks, &r, &err) != 0) return cli_error(&err);

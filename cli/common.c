@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <math.h>
 #include <omp.h>
@@ -188,11 +189,33 @@ bool cli_parse_size(const char *s, uint64_t *out) {
     return true;
 }
 
+const char *cli_shape_str(const model_tensor *t, const char *sep, char *buf, size_t size) {
+    int off = 0;
+    buf[0] = '\0';
+    for (int d = 0; d < t->n_dims; d++) off += snprintf(buf + off, size - (size_t)off, "%s%" PRId64, d ? sep : "", t->ne[d]);
+    return buf;
+}
+
 int cli_parse_float_type(const char *s) {
     if (strcasecmp(s, "f32") == 0) return GGML_TYPE_F32;
     if (strcasecmp(s, "f16") == 0) return GGML_TYPE_F16;
     if (strcasecmp(s, "bf16") == 0) return GGML_TYPE_BF16;
     return -1;
+}
+
+/* ---- JSON -------------------------------------------------------------------------- */
+
+void cli_print_json(json_t *j, size_t flags) {
+    char *str = json_dumps(j, flags);
+    if (str) puts(str);
+    free(str);
+    json_decref(j);
+}
+
+json_t *cli_json_int_array(const int64_t *v, int64_t n) {
+    json_t *a = json_array();
+    for (int64_t i = 0; i < n; i++) json_array_append_new(a, json_integer(v[i]));
+    return a;
 }
 
 /* Every command opens its models here, so every view can read quantized tensors as F32:
@@ -235,4 +258,25 @@ slmc_progress cli_progress_hook(cli_progress *p) {
 void cli_progress_done(cli_progress *p) {
     if (p->enabled && p->drawn) fputs("\r\033[K", stderr);
     p->drawn = false;
+}
+
+void cli_progress_chunks(cli_progress *p, uint64_t done, uint64_t total) {
+    if (!p->enabled) return;
+    double el = cli_now() - p->t_start;
+    fprintf(stderr, "\r\033[K%s [%d/%d] %.1fs, ETA %.0fs", p->label, (int)done, (int)total, el,
+            el / (double)done * (double)(total - done));
+    p->drawn = true;
+}
+
+void cli_stages_stage(void *stages, const char *name) {
+    cli_stages *u = stages;
+    cli_progress_done(&u->prog);
+    if (name) cli_progress_init(&u->prog, u->c, name);
+    u->bytes = name && strcmp(name, "write") == 0;
+}
+
+void cli_stages_progress(void *stages, uint64_t done, uint64_t total, const char *what) {
+    cli_stages *u = stages;
+    if (u->bytes) progress_fn(&u->prog, done, total, what);
+    else cli_progress_chunks(&u->prog, done, total);
 }

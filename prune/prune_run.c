@@ -201,6 +201,8 @@ static int summarize(prune_result *r, const model *m, const model *out, slmc_err
     prune_plan_free(&id);
     r->params_out = model_param_count(out);
     r->block_params_out = prune_block_params(&r->plan, m);
+    r->params_removed_frac = 1.0 - (double)r->params_out / (double)r->params_in;
+    r->block_params_removed_frac = 1.0 - (double)r->block_params_out / (double)r->block_params_in;
     r->shape_in = m->cfg;
     r->shape_out = out->cfg;
     const int64_t n_layer = r->plan.n_layer_in;

@@ -88,6 +88,8 @@ typedef struct prune_result {
     int64_t n_dropped;
     uint64_t params_in, params_out;             /* parameters of all tensors */
     uint64_t block_params_in, block_params_out; /* of the blocks (blk.*) */
+    double params_removed_frac;                 /* 1 - params_out / params_in */
+    double block_params_removed_frac;           /* 1 - block_params_out / block_params_in */
     prune_recon_info recon;      /* reconstruct / refit: passes, chunks, output errors before / after */
     double seconds;              /* wall time of the whole run */
 } prune_result;

@@ -92,6 +92,8 @@ static int fit_to_target(const quantize_run_opts *o, quantize_result *r, int *ty
     if (!r->fit_choice) return slmc_fail(err, o->in, "out of memory");
     if (fit_allocate(&r->fit, r->fit_budget, r->fit_choice, &r->fit_res, err) != 0) return slmc_fail_prefix(err, o->in);
     fit_apply(&r->fit, r->fit_choice, types);
+    r->fit_budget_bpw = 8.0 * (double)r->fit_budget / (double)r->fit.params;
+    r->fit_unfilled = (double)r->fit_res.bytes < 0.99 * (double)r->fit_budget;
     return 0;
 }
 
@@ -136,12 +138,21 @@ static int plan_output(const quantize_run_opts *o, quantize_result *r, int g, co
     return 0;
 }
 
+uint64_t quantize_tensor_bytes(const model_tensor *t, int type) {
+    return type_nbytes(type, t->ne[0] * model_tensor_rows(t));
+}
+
+double quantize_output_bpw(const quantize_output *out) {
+    const quant_stats *s = &out->stats;
+    return s->params ? 8.0 * (double)s->bytes / (double)s->params : 0.0;
+}
+
 /* A dry run's figures: tensors and bytes per type of a plan. */
 static void plan_stats(const model *m, const int *types, quant_stats *s) {
     memset(s, 0, sizeof *s);
     for (uint64_t i = 0; i < m->n_tensors; i++) {
         const model_tensor *t = &m->tensors[i];
-        uint64_t n = (uint64_t)(t->ne[0] * model_tensor_rows(t)), b = type_nbytes(types[i], (int64_t)n);
+        uint64_t n = (uint64_t)(t->ne[0] * model_tensor_rows(t)), b = quantize_tensor_bytes(t, types[i]);
         s->n_by_type[types[i]]++;
         s->bytes_by_type[types[i]] += b;
         s->bytes += b;

@@ -93,6 +93,9 @@ typedef struct quantize_result {
     fit_table fit;                  /* every quantized tensor's candidate types, bytes and error estimates */
     int *fit_choice;                /* [fit.n] the candidate chosen for each */
     fit_result fit_res;             /* bytes, bits per weight and estimated error of the choice */
+    double fit_budget_bpw;          /* the budget in bits per weight over fit.params */
+    bool fit_unfilled;              /* the choice is below 99% of the budget: even the largest types
+                                     * (fit_max_bytes) cannot fill it */
     /* written outputs: */
     double seconds;                 /* wall time of the writing (one run for all outputs, or the sum of
                                      * one run per output when sequential GPTQ calibrates per type) */
@@ -100,6 +103,11 @@ typedef struct quantize_result {
     quantize_gptq_mode gptq_mode;   /* ... in this mode (never QUANTIZE_GPTQ_DEFAULT) */
     gptq_calib_info gptq_info;      /* chunks, tokens, passes and seconds of its calibration */
 } quantize_result;
+
+/* Bytes of tensor t's data in type (what a plan writes for it). */
+uint64_t quantize_tensor_bytes(const model_tensor *t, int type);
+/* Bits per weight of an output: 8 * bytes / parameters of its stats (0 without parameters). */
+double quantize_output_bpw(const quantize_output *out);
 
 /* How the run reports while it works; every member may be NULL (a NULL hooks too). */
 typedef struct quantize_hooks {
