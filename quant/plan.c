@@ -16,6 +16,20 @@
  *
  * The position counters follow llama.cpp's tensor order: by layer number ("blk.N."), then
  * by name, with the non-layer tensors first.
+ *
+ * The rules look at names, not at families, so every family gets them the same way; what
+ * differs is which names a family has:
+ *   - fused Q/K/V (phi3, old phi2 checkpoints): blk.N.attn_qkv.weight has its own rule and
+ *     counts as the layer's V projection in n_attention_wv, but it does not advance the attn_v
+ *     position (only attn_v tensors do);
+ *   - fused gate+up (phi3's ffn_up of 2*n_ff rows) is an ffn_up: no rule in the mixes here;
+ *   - no output.weight (gemma, gemma2/3, tied llama 3.2 / qwen3 / qwen2 small): token_embd is
+ *     the classifier and takes the output rules (Q6_K, Q8_0 for a row the base block misfits);
+ *   - norms of any rank (q/k norms of qwen3 and gemma3, stablelm's 2-D per-head q/k norms,
+ *     gemma2's post norms), biases, rope_freqs and rope_factors_long/short stay as they are.
+ * Only three facts are per architecture (the helpers after the roles): falcon's own variants,
+ * llama.cpp's 70B model type (an attn_v bump) and whether the family's tensor table names an
+ * output.weight at all. qwen3 and gemma3 came after b4747; they get the same name rules.
  */
 #include "quant/plan.h"
 
@@ -160,17 +174,41 @@ typedef enum role {
     ROLE_ATTN_QKV,    /* blk.N.attn_qkv.weight (fused Q/K/V) */
 } role;
 
-/* The role of a tensor, tested in llama.cpp's order (the names are matched as substrings,
- * so e.g. "ffn_down_exps" is an ffn_down). */
-static role role_of(const char *name, bool has_output) {
-    if (strcmp(name, "output.weight") == 0) return ROLE_OUTPUT;
-    if (strcmp(name, "token_embd.weight") == 0) return has_output ? ROLE_TOKEN_EMBD : ROLE_OUTPUT;
-    if (strstr(name, "attn_v.weight")) return ROLE_ATTN_V;
-    if (strstr(name, "attn_k.weight")) return ROLE_ATTN_K;
-    if (strstr(name, "ffn_down")) return ROLE_FFN_DOWN;
-    if (strstr(name, "attn_output.weight")) return ROLE_ATTN_OUTPUT;
-    if (strstr(name, "attn_qkv.weight")) return ROLE_ATTN_QKV;
-    return ROLE_OTHER;
+/* ---------------------------------------------------------------------------------------
+ * Per-family facts (keyed on general.architecture until formats/arch.h carries them)
+ * ------------------------------------------------------------------------------------- */
+
+static bool arch_is(const char *arch, const char *const *names) {
+    for (; *names; names++)
+        if (strcmp(arch, *names) == 0) return true;
+    return false;
+}
+
+/* Does llama.cpp's tensor table for the family have LLM_TENSOR_OUTPUT? gemma and gemma2 have
+ * none (b4747; gemma3 has one, later): there "output.weight" compares with "__missing__", so a
+ * stray output.weight is an ordinary matrix and token_embd stays the classifier. */
+static bool arch_names_output(const char *arch) {
+    static const char *const NO_OUTPUT[] = {"gemma", "gemma2", NULL};
+    return !arch_is(arch, NO_OUTPUT);
+}
+
+/* llama.cpp's model type LLM_TYPE_70B (llm_load_hparams): llama with 80 layers and GQA (80
+ * layers without GQA is "65B"; 8 experts is "8x..."), and qwen2 / qwen2vl / deci / olmo with
+ * 80 layers whatever their heads (Qwen2-72B, Qwen2.5-72B). */
+static bool arch_is_70b(const model_config *c, int n_expert) {
+    static const char *const BY_LAYERS[] = {"qwen2", "qwen2vl", "deci", "olmo", NULL};
+    if (c->n_layer != 80) return false;
+    if (strcmp(c->arch, "llama") == 0) return n_expert != 8 && c->n_head != c->n_head_kv;
+    return arch_is(c->arch, BY_LAYERS);
+}
+
+/* Layers with attention, as llama-quantize's sanity check counts them: the layers with KV
+ * heads (all of them, or none when head_count_kv is 0), three times over for an
+ * encoder-decoder (T5: encoder self, decoder self and cross attention). */
+static int attention_layers(const model_config *c) {
+    static const char *const ENC_DEC[] = {"t5", "t5encoder", NULL};
+    int n = c->n_head_kv > 0 ? (int)c->n_layer : 0;
+    return arch_is(c->arch, ENC_DEC) ? 3 * n : n;
 }
 
 /* Facts about the whole model that some rules depend on. */
@@ -180,10 +218,26 @@ typedef struct model_facts {
     int n_gqa;          /* n_head / n_head_kv (0 when n_head_kv is 0) */
     int n_expert;       /* <arch>.expert_count, 0 for dense models */
     bool falcon;        /* arch "falcon" has its own variants of some rules */
-    bool is_70b;        /* llama.cpp's LLM_TYPE_70B (llama, 80 layers, GQA): attn_v gets Q5_K */
-    bool has_output;    /* a separate output.weight exists (untied embeddings) */
+    bool is_70b;        /* llama.cpp's LLM_TYPE_70B (arch_is_70b): attn_v gets Q5_K */
+    bool names_output;  /* the family's tensor table has output.weight (arch_names_output) */
+    bool has_output;    /* ... and the model has it: a separate classifier (untied embeddings) */
     bool has_imatrix;   /* an importance matrix will be used */
 } model_facts;
+
+/* The role of a tensor, tested in llama.cpp's order (the names are matched as substrings,
+ * so e.g. "ffn_down_exps" is an ffn_down). attn_q, ffn_gate and ffn_up (fused or not) have
+ * rules only in the IQ mixes, so they are ROLE_OTHER here. */
+static role role_of(const char *name, const model_facts *f) {
+    if (f->names_output && strcmp(name, "output.weight") == 0) return ROLE_OUTPUT;
+    if (strcmp(name, "token_embd.weight") == 0) return f->has_output ? ROLE_TOKEN_EMBD : ROLE_OUTPUT;
+    if (strstr(name, "attn_v.weight")) return ROLE_ATTN_V;
+    if (strstr(name, "attn_k.weight")) return ROLE_ATTN_K;
+    if (strstr(name, "attn_q.weight")) return ROLE_OTHER;
+    if (strstr(name, "ffn_down")) return ROLE_FFN_DOWN;
+    if (strstr(name, "attn_output.weight")) return ROLE_ATTN_OUTPUT;
+    if (strstr(name, "attn_qkv.weight")) return ROLE_ATTN_QKV;
+    return ROLE_OTHER;
+}
 
 static void facts_of(const model *m, const plan_opts *o, model_facts *f) {
     memset(f, 0, sizeof *f);
@@ -195,13 +249,17 @@ static void facts_of(const model *m, const plan_opts *o, model_facts *f) {
     int64_t ne = 0;
     if (meta_get_i64(&m->kv, key, &ne) && ne > 0 && ne < INT32_MAX) f->n_expert = (int)ne;
     f->falcon = strcmp(c->arch, "falcon") == 0;
-    f->is_70b = strcmp(c->arch, "llama") == 0 && c->n_layer == 80 && c->n_head_kv != c->n_head;
+    f->is_70b = arch_is_70b(c, f->n_expert);
+    f->names_output = arch_names_output(c->arch);
     f->has_imatrix = o->has_imatrix;
+    /* llama-quantize counts over every tensor, quantized or not: one V projection per layer,
+     * separate (attn_v), fused (attn_qkv) or compressed (deepseek2's attn_kv_b) */
     for (uint64_t i = 0; i < m->n_tensors; i++) {
         const char *name = m->tensors[i].name;
         if (strstr(name, "attn_v.weight") || strstr(name, "attn_qkv.weight") || strstr(name, "attn_kv_b.weight"))
             f->n_attention_wv++;
-        if (strcmp(name, "output.weight") == 0) f->has_output = true;
+        else if (f->names_output && strcmp(name, "output.weight") == 0)
+            f->has_output = true;
     }
 }
 
@@ -463,6 +521,22 @@ static int regex_list_first_match(const regex_list *rl, const char *name) {
  * The plan
  * ------------------------------------------------------------------------------------- */
 
+/* llama.cpp's LLAMA_FTYPE_MOSTLY_Q2_K_S: no mix here, but its imatrix rule is llama-quantize's. */
+#define FTYPE_Q2_K_S 21
+
+bool plan_needs_imatrix(int mix, const char *name, int type) {
+    bool embd = strcmp(name, "token_embd.weight") == 0, out = strcmp(name, "output.weight") == 0;
+    switch (type) {
+    case GGML_TYPE_IQ2_XXS:
+    case GGML_TYPE_IQ2_XS:
+    case GGML_TYPE_IQ2_S:
+    case GGML_TYPE_IQ1_S: return true;
+    case GGML_TYPE_IQ1_M: return !embd && !out;
+    case GGML_TYPE_Q2_K: return mix == FTYPE_Q2_K_S && !embd;
+    default: return false;
+    }
+}
+
 static int check_type(int type, const char *what, slmc_err *err) {
     if (type_get(type)) return 0;
     return slmc_fail(err, NULL, "%s: unknown tensor type %d", what, type);
@@ -496,7 +570,7 @@ static int positions(const model *m, const plan_opts *o, const model_facts *f, i
         const model_tensor *t = &m->tensors[i];
         pos[i] = 0;
         if (!llama_quantizes(t, o->leave_output)) continue;
-        role ro = role_of(t->name, f->has_output);
+        role ro = role_of(t->name, f);
         if (ro == ROLE_ATTN_V) pos[i] = n_v++;
         if (ro == ROLE_FFN_DOWN) {
             if (f->n_expert > 1) {
@@ -518,7 +592,7 @@ static int positions(const model *m, const plan_opts *o, const model_facts *f, i
 static int quantized_type(const model_tensor *t, const plan_opts *o, const model_facts *f, int pos,
                           const regex_list *overrides) {
     int base = quant_mix_base_type(o->mix);
-    role ro = role_of(t->name, f->has_output);
+    role ro = role_of(t->name, f);
     bool is_output = strcmp(t->name, "output.weight") == 0;
     bool is_embd = strcmp(t->name, "token_embd.weight") == 0;
 
@@ -538,6 +612,14 @@ int quant_plan(const model *m, const plan_opts *o, int *types, slmc_err *err) {
     if (check_opts(o, err)) return -1;
     model_facts f;
     facts_of(m, o, &f);
+    /* llama-quantize's sanity check (an assertion there): a model with attention has exactly
+     * one V projection per attention layer, whatever the mix */
+    int n_attn = attention_layers(&m->cfg);
+    if (f.n_attention_wv != 0 && f.n_attention_wv != n_attn)
+        return slmc_fail(err, m->path,
+                         "%d attn_v/attn_qkv/attn_kv_b tensors for %d attention layers: llama-quantize expects one "
+                         "per layer and refuses this model",
+                         f.n_attention_wv, n_attn);
 
     regex_list ovr, inc, exc;
     const char **ovr_patterns = calloc((size_t)(o->n_overrides > 0 ? o->n_overrides : 1), sizeof *ovr_patterns);

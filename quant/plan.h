@@ -76,8 +76,16 @@ void plan_opts_init(plan_opts *o, int mix);
 
 /* Fill types[i] (m->n_tensors entries) with the ggml_type tensor i of m is written with.
  * Tensors that are not quantized keep their type, except that float vectors (norms, 1-D)
- * become F32, as llama.cpp stores them. Fails on an unknown mix or type, a bad regex, or a
- * tensor whose row length fits no block size the rules allow. */
+ * become F32, as llama.cpp stores them. Fails on an unknown mix or type, a bad regex, a
+ * tensor whose row length fits no block size the rules allow, or a model llama-quantize
+ * refuses (attention layers without exactly one attn_v / attn_qkv / attn_kv_b each). */
 int quant_plan(const model *m, const plan_opts *o, int *types, slmc_err *err);
+
+/* llama-quantize's refusal to write a very low-bit type blind: true when tensor `name` planned
+ * as `type` under `mix` must have importance data (an imatrix entry of its own), i.e. IQ2_XXS,
+ * IQ2_XS, IQ2_S and IQ1_S always, IQ1_M except for token_embd / output, and Q2_K in the Q2_K_S
+ * mix (llama_ftype 21) except for token_embd. The quantizer should fail on such a tensor when
+ * its importance is missing, naming it, as llama-quantize does. */
+bool plan_needs_imatrix(int mix, const char *name, int type);
 
 #endif

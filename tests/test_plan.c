@@ -688,6 +688,641 @@ START_TEST(bad_options_are_errors) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------------------------------
+ * The families llama.cpp's converter writes, at their real sizes (a view holds no data)
+ *
+ * Expected types are read off llama_tensor_get_type and its fallback switch (b4747). The
+ * position patterns, use_more_bits(i, n) = i < n/8 || i >= 7n/8 || (i - n/8) % 3 == 2:
+ *   n = 16: 0 1 4 7 10 13 14 15                n = 18: 0 1 4 7 10 13 15 16 17
+ *   n = 24: 0 1 2 5 8 11 14 17 20 21 22 23     n = 26: 0 1 2 5 8 11 14 17 20 22 23 24 25
+ *   n = 28: 0 1 2 5 8 11 14 17 20 23 24 25 26 27
+ *   n = 32: 0 1 2 3 6 9 12 15 18 21 24 27 28 29 30 31
+ * ------------------------------------------------------------------------------------- */
+
+/* A tensor of a family: its name (after "blk.N." for a layer tensor) and GGUF shape; ne1 == 0
+ * is a vector. Vectors and norms are F32 (as the converter writes them), matrices F16. */
+typedef struct fam_tensor {
+    const char *name;
+    int64_t ne0, ne1;
+} fam_tensor;
+
+typedef struct family {
+    const char *arch;
+    int n_layer, n_head, n_head_kv;
+    const fam_tensor *globals; /* {NULL} terminated */
+    const fam_tensor *layer;   /* {NULL} terminated */
+} family;
+
+static int fam_count(const fam_tensor *t) {
+    int n = 0;
+    while (t[n].name) n++;
+    return n;
+}
+
+static void fam_add(model *m, const char *name, const fam_tensor *t) {
+    bool vec = t->ne1 == 0, norm = strstr(name, "_norm.") != NULL;
+    add_tensor(m, name, vec || norm ? GGML_TYPE_F32 : GGML_TYPE_F16, vec ? 1 : 2, t->ne0, t->ne1);
+}
+
+static void family_model(model *m, const family *f) {
+    memset(m, 0, sizeof *m);
+    meta_init(&m->kv);
+    m->path = strdup(f->arch);
+    int ng = fam_count(f->globals), nl = fam_count(f->layer);
+    m->tensors = calloc((size_t)(ng + f->n_layer * nl), sizeof *m->tensors);
+    ck_assert_ptr_nonnull(m->tensors);
+    model_config *c = &m->cfg;
+    snprintf(c->arch, sizeof c->arch, "%s", f->arch);
+    c->n_layer = f->n_layer;
+    c->n_head = f->n_head;
+    c->n_head_kv = f->n_head_kv;
+    c->n_embd = f->globals[0].ne0; /* token_embd first */
+    c->n_vocab = f->globals[0].ne1;
+    c->tied_output = true;
+    for (int g = 0; g < ng; g++) {
+        fam_add(m, f->globals[g].name, &f->globals[g]);
+        if (strcmp(f->globals[g].name, "output.weight") == 0) c->tied_output = false;
+    }
+    char name[96];
+    for (int l = 0; l < f->n_layer; l++)
+        for (int k = 0; k < nl; k++) {
+            snprintf(name, sizeof name, "blk.%d.%s", l, f->layer[k].name);
+            fam_add(m, name, &f->layer[k]);
+        }
+}
+
+/* Layer lists, -1 terminated. */
+static const int MB16[] = {0, 1, 4, 7, 10, 13, 14, 15, -1};
+static const int MB18[] = {0, 1, 4, 7, 10, 13, 15, 16, 17, -1};
+static const int MB24[] = {0, 1, 2, 5, 8, 11, 14, 17, 20, 21, 22, 23, -1};
+static const int MB26[] = {0, 1, 2, 5, 8, 11, 14, 17, 20, 22, 23, 24, 25, -1};
+static const int MB28[] = {0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 24, 25, 26, 27, -1};
+static const int MB32[] = {0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31, -1};
+static const int FIRST1[] = {0, -1};
+static const int FIRST2[] = {0, 1, -1};
+static const int FIRST3[] = {0, 1, 2, -1};
+static const int FIRST4[] = {0, 1, 2, 3, -1};
+static const int NONE[] = {-1};
+
+static bool in_list(const int *layers, int l) {
+    for (; *layers >= 0; layers++)
+        if (*layers == l) return true;
+    return false;
+}
+
+/* blk.L.<suffix> is `yes` for the layers listed, `no` for the others. */
+static void expect_layers(const model *m, const int *t, const char *suffix, const int *layers, int yes, int no) {
+    char n[96];
+    for (int l = 0; l < (int)m->cfg.n_layer; l++) {
+        layer_name(n, sizeof n, l, suffix);
+        ASSERT_TYPE(m, t, n, in_list(layers, l) ? yes : no);
+    }
+}
+#define EXPECT_ALL(m, t, suffix, type) expect_layers(m, t, suffix, NONE, type, type)
+
+/* Plan f with mix (an imatrix or not). Every vector and every norm, whatever its rank, keeps
+ * its F32: llama.cpp quantizes neither. */
+static int *plan_family(const model *m, int mix, bool imatrix) {
+    plan_opts o;
+    plan_opts_init(&o, mix);
+    o.has_imatrix = imatrix;
+    int *t = plan_or_fail(m, &o);
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        const model_tensor *mt = &m->tensors[i];
+        if (mt->n_dims == 1 || strstr(mt->name, "_norm."))
+            ck_assert_msg(t[i] == GGML_TYPE_F32, "%s %s: %s", quant_mix_name(mix), mt->name, type_name(t[i]));
+    }
+    return t;
+}
+
+#define Q2K GGML_TYPE_Q2_K
+#define Q3K GGML_TYPE_Q3_K
+#define Q4K GGML_TYPE_Q4_K
+#define Q5K GGML_TYPE_Q5_K
+#define Q6K GGML_TYPE_Q6_K
+#define Q40 GGML_TYPE_Q4_0
+#define Q41 GGML_TYPE_Q4_1
+#define Q50 GGML_TYPE_Q5_0
+#define Q51 GGML_TYPE_Q5_1
+#define Q80 GGML_TYPE_Q8_0
+#define IQ4NL GGML_TYPE_IQ4_NL
+
+/* Llama 3.2 1B: GQA 4 (32 / 8 heads), tied embeddings, rope_freqs. */
+static const fam_tensor LLAMA32_G[] = {{"token_embd.weight", 2048, 128256}, {"rope_freqs.weight", 32, 0},
+                                       {"output_norm.weight", 2048, 0}, {NULL, 0, 0}};
+static const fam_tensor LLAMA32_L[] = {
+    {"attn_norm.weight", 2048, 0},       {"attn_q.weight", 2048, 2048},   {"attn_k.weight", 2048, 512},
+    {"attn_v.weight", 2048, 512},        {"attn_output.weight", 2048, 2048}, {"ffn_norm.weight", 2048, 0},
+    {"ffn_gate.weight", 2048, 8192},     {"ffn_up.weight", 2048, 8192},   {"ffn_down.weight", 8192, 2048},
+    {NULL, 0, 0}};
+
+START_TEST(family_llama32_1b) {
+    const family f = {"llama", 16, 32, 8, LLAMA32_G, LLAMA32_L};
+    model m;
+    family_model(&m, &f);
+    /* Q4_K_M: attn_v / ffn_down Q6_K on the use_more_bits layers; the tied token_embd is the
+     * classifier: Q6_K */
+    int *t = plan_family(&m, MIX_Q4_K_M, false);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q6K);
+    ASSERT_TYPE(&m, t, "rope_freqs.weight", GGML_TYPE_F32);
+    expect_layers(&m, t, "attn_v.weight", MB16, Q6K, Q4K);
+    expect_layers(&m, t, "ffn_down.weight", MB16, Q6K, Q4K);
+    EXPECT_ALL(&m, t, "attn_q.weight", Q4K);
+    EXPECT_ALL(&m, t, "attn_k.weight", Q4K);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q4K);
+    EXPECT_ALL(&m, t, "ffn_gate.weight", Q4K);
+    EXPECT_ALL(&m, t, "ffn_up.weight", Q4K);
+    free(t);
+    /* Q2_K: GQA >= 4 gives attn_v Q4_K; ffn_down and attn_output Q3_K */
+    t = plan_family(&m, MIX_Q2_K, false);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q6K);
+    EXPECT_ALL(&m, t, "attn_v.weight", Q4K);
+    EXPECT_ALL(&m, t, "ffn_down.weight", Q3K);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q3K);
+    EXPECT_ALL(&m, t, "attn_q.weight", Q2K);
+    EXPECT_ALL(&m, t, "ffn_up.weight", Q2K);
+    free(t);
+    /* Q3_K_M: attn_v Q5_K for i_attention_wv < 2; ffn_down Q5_K for i < 16/16 */
+    t = plan_family(&m, MIX_Q3_K_M, false);
+    expect_layers(&m, t, "attn_v.weight", FIRST2, Q5K, Q4K);
+    expect_layers(&m, t, "ffn_down.weight", FIRST1, Q5K, Q4K);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q4K);
+    EXPECT_ALL(&m, t, "attn_q.weight", Q3K);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q6K);
+    free(t);
+    /* Q8_0: the classifier stays Q8_0 */
+    t = plan_family(&m, MIX_Q8_0, false);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q80);
+    EXPECT_ALL(&m, t, "attn_v.weight", Q80);
+    EXPECT_ALL(&m, t, "ffn_down.weight", Q80);
+    free(t);
+    fake_free(&m);
+}
+END_TEST
+
+/* Qwen3-0.6B: head_dim 128 with 16 heads (attn_q 1024 -> 2048, attn_output rows of 2048),
+ * GQA 2, per-head q/k norms, tied embeddings. (qwen3 came after b4747: the same name rules.) */
+static const fam_tensor QWEN3_G[] = {{"token_embd.weight", 1024, 151936}, {"output_norm.weight", 1024, 0},
+                                     {NULL, 0, 0}};
+static const fam_tensor QWEN3_L[] = {
+    {"attn_norm.weight", 1024, 0},    {"attn_q.weight", 1024, 2048},       {"attn_q_norm.weight", 128, 0},
+    {"attn_k.weight", 1024, 1024},    {"attn_k_norm.weight", 128, 0},      {"attn_v.weight", 1024, 1024},
+    {"attn_output.weight", 2048, 1024}, {"ffn_norm.weight", 1024, 0},      {"ffn_gate.weight", 1024, 3072},
+    {"ffn_up.weight", 1024, 3072},    {"ffn_down.weight", 3072, 1024},     {NULL, 0, 0}};
+
+START_TEST(family_qwen3_0_6b) {
+    const family f = {"qwen3", 28, 16, 8, QWEN3_G, QWEN3_L};
+    model m;
+    family_model(&m, &f);
+    int *t = plan_family(&m, MIX_Q4_K_M, false);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q6K);
+    expect_layers(&m, t, "attn_v.weight", MB28, Q6K, Q4K);
+    expect_layers(&m, t, "ffn_down.weight", MB28, Q6K, Q4K);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q4K);
+    EXPECT_ALL(&m, t, "attn_q.weight", Q4K);
+    free(t);
+    /* Q5_K_M: the same positions, Q6_K over Q5_K */
+    t = plan_family(&m, MIX_Q5_K_M, false);
+    expect_layers(&m, t, "attn_v.weight", MB28, Q6K, Q5K);
+    expect_layers(&m, t, "ffn_down.weight", MB28, Q6K, Q5K);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q6K);
+    free(t);
+    /* Q4_K_S: attn_v Q5_K for the first 4, ffn_down Q5_K for the first 28/8 = 3 */
+    t = plan_family(&m, MIX_Q4_K_S, false);
+    expect_layers(&m, t, "attn_v.weight", FIRST4, Q5K, Q4K);
+    expect_layers(&m, t, "ffn_down.weight", FIRST3, Q5K, Q4K);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q6K);
+    free(t);
+    /* Q4_0 with an imatrix: ffn_down Q4_1 for the first 3; the classifier Q6_K */
+    t = plan_family(&m, MIX_Q4_0, true);
+    expect_layers(&m, t, "ffn_down.weight", FIRST3, Q41, Q40);
+    EXPECT_ALL(&m, t, "attn_v.weight", Q40);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q6K);
+    free(t);
+    fake_free(&m);
+}
+END_TEST
+
+/* Gemma 2B: one KV head (GQA 8), head_dim 256, n_ff 16384, no output.weight in the family. */
+static const fam_tensor GEMMA_G[] = {{"token_embd.weight", 2048, 256000}, {"output_norm.weight", 2048, 0},
+                                     {NULL, 0, 0}};
+static const fam_tensor GEMMA_L[] = {
+    {"attn_norm.weight", 2048, 0},    {"attn_q.weight", 2048, 2048},   {"attn_k.weight", 2048, 256},
+    {"attn_v.weight", 2048, 256},     {"attn_output.weight", 2048, 2048}, {"ffn_norm.weight", 2048, 0},
+    {"ffn_gate.weight", 2048, 16384}, {"ffn_up.weight", 2048, 16384}, {"ffn_down.weight", 16384, 2048},
+    {NULL, 0, 0}};
+
+START_TEST(family_gemma_2b) {
+    const family f = {"gemma", 18, 8, 1, GEMMA_G, GEMMA_L};
+    model m;
+    family_model(&m, &f);
+    int *t = plan_family(&m, MIX_Q2_K, false);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q6K);
+    EXPECT_ALL(&m, t, "attn_v.weight", Q4K); /* GQA 8 */
+    EXPECT_ALL(&m, t, "ffn_down.weight", Q3K);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q3K);
+    EXPECT_ALL(&m, t, "ffn_gate.weight", Q2K);
+    free(t);
+    t = plan_family(&m, MIX_Q4_K_M, false);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q6K);
+    expect_layers(&m, t, "attn_v.weight", MB18, Q6K, Q4K);
+    expect_layers(&m, t, "ffn_down.weight", MB18, Q6K, Q4K);
+    free(t);
+    t = plan_family(&m, MIX_Q3_K_L, false);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q6K);
+    EXPECT_ALL(&m, t, "attn_v.weight", Q5K);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q5K);
+    EXPECT_ALL(&m, t, "ffn_down.weight", Q5K);
+    EXPECT_ALL(&m, t, "attn_q.weight", Q3K);
+    free(t);
+    fake_free(&m);
+}
+END_TEST
+
+/* Gemma 2 2B: GQA 2, n_embd 2304 (9 x 256), post-attention and post-FFN norms, tied. */
+static const fam_tensor GEMMA2_G[] = {{"token_embd.weight", 2304, 256000}, {"output_norm.weight", 2304, 0},
+                                      {NULL, 0, 0}};
+static const fam_tensor GEMMA2_L[] = {
+    {"attn_norm.weight", 2304, 0},        {"attn_q.weight", 2304, 2048},  {"attn_k.weight", 2304, 1024},
+    {"attn_v.weight", 2304, 1024},        {"attn_output.weight", 2048, 2304}, {"post_attention_norm.weight", 2304, 0},
+    {"ffn_norm.weight", 2304, 0},         {"ffn_gate.weight", 2304, 9216}, {"ffn_up.weight", 2304, 9216},
+    {"ffn_down.weight", 9216, 2304},      {"post_ffw_norm.weight", 2304, 0}, {NULL, 0, 0}};
+
+START_TEST(family_gemma2_2b) {
+    const family f = {"gemma2", 26, 8, 4, GEMMA2_G, GEMMA2_L};
+    model m;
+    family_model(&m, &f);
+    int *t = plan_family(&m, MIX_Q4_K_M, false);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q6K);
+    expect_layers(&m, t, "attn_v.weight", MB26, Q6K, Q4K);
+    expect_layers(&m, t, "ffn_down.weight", MB26, Q6K, Q4K);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q4K);
+    free(t);
+    t = plan_family(&m, MIX_Q2_K, false);
+    EXPECT_ALL(&m, t, "attn_v.weight", Q3K); /* GQA 2 */
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q6K);
+    free(t);
+    t = plan_family(&m, MIX_Q5_K_S, false);
+    EXPECT_ALL(&m, t, "attn_v.weight", Q5K);
+    EXPECT_ALL(&m, t, "ffn_down.weight", Q5K);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q6K);
+    free(t);
+    fake_free(&m);
+}
+END_TEST
+
+/* Gemma 3 1B: n_embd 1152 = 4.5 x 256, so every matrix reading the hidden state (attn_q/k/v,
+ * ffn_gate/up, token_embd) falls back to a 32-block type; attn_output (rows of 4 x 256 = 1024)
+ * and ffn_down (6912 = 27 x 256) keep the k-quants. 4 heads / 1 KV head: GQA 4. */
+static const fam_tensor GEMMA3_G[] = {{"token_embd.weight", 1152, 262144}, {"output_norm.weight", 1152, 0},
+                                      {NULL, 0, 0}};
+static const fam_tensor GEMMA3_L[] = {
+    {"attn_norm.weight", 1152, 0},   {"attn_q.weight", 1152, 1024},          {"attn_q_norm.weight", 256, 0},
+    {"attn_k.weight", 1152, 256},    {"attn_k_norm.weight", 256, 0},         {"attn_v.weight", 1152, 256},
+    {"attn_output.weight", 1024, 1152}, {"post_attention_norm.weight", 1152, 0}, {"ffn_norm.weight", 1152, 0},
+    {"ffn_gate.weight", 1152, 6912}, {"ffn_up.weight", 1152, 6912},          {"ffn_down.weight", 6912, 1152},
+    {"post_ffw_norm.weight", 1152, 0}, {NULL, 0, 0}};
+
+START_TEST(family_gemma3_1b_fallbacks) {
+    const family f = {"gemma3", 26, 4, 1, GEMMA3_G, GEMMA3_L};
+    model m;
+    family_model(&m, &f);
+    /* Q4_K_M: the classifier's rows misfit Q4_K's block, so Q8_0 (not Q6_K); Q4_K -> Q5_0,
+     * Q6_K -> Q8_0 */
+    int *t = plan_family(&m, MIX_Q4_K_M, false);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q80);
+    EXPECT_ALL(&m, t, "attn_q.weight", Q50);
+    EXPECT_ALL(&m, t, "attn_k.weight", Q50);
+    expect_layers(&m, t, "attn_v.weight", MB26, Q80, Q50);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q4K);
+    EXPECT_ALL(&m, t, "ffn_gate.weight", Q50);
+    EXPECT_ALL(&m, t, "ffn_up.weight", Q50);
+    expect_layers(&m, t, "ffn_down.weight", MB26, Q6K, Q4K);
+    free(t);
+    /* Q2_K: Q2_K -> IQ4_NL; attn_v Q4_K (GQA 4) -> Q5_0 */
+    t = plan_family(&m, MIX_Q2_K, false);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q80);
+    EXPECT_ALL(&m, t, "attn_q.weight", IQ4NL);
+    EXPECT_ALL(&m, t, "ffn_up.weight", IQ4NL);
+    EXPECT_ALL(&m, t, "attn_v.weight", Q50);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q3K);
+    EXPECT_ALL(&m, t, "ffn_down.weight", Q3K);
+    free(t);
+    /* Q3_K_M: attn_v Q5_K -> Q5_1 for the first 2, Q4_K -> Q5_0 after; ffn_down Q5_K for
+     * i < 26/16 = 1 */
+    t = plan_family(&m, MIX_Q3_K_M, false);
+    expect_layers(&m, t, "attn_v.weight", FIRST2, Q51, Q50);
+    EXPECT_ALL(&m, t, "attn_q.weight", IQ4NL);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q4K);
+    expect_layers(&m, t, "ffn_down.weight", FIRST1, Q5K, Q4K);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q80);
+    free(t);
+    /* Q4_0: Q4_0's block fits, so the classifier wants Q6_K, which misfits: Q8_0 */
+    t = plan_family(&m, MIX_Q4_0, false);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q80);
+    EXPECT_ALL(&m, t, "attn_q.weight", Q40);
+    EXPECT_ALL(&m, t, "ffn_down.weight", Q40);
+    free(t);
+    t = plan_family(&m, MIX_Q6_K, false);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q80);
+    EXPECT_ALL(&m, t, "attn_q.weight", Q80);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q6K);
+    EXPECT_ALL(&m, t, "ffn_down.weight", Q6K);
+    free(t);
+    t = plan_family(&m, MIX_Q8_0, false);
+    for (uint64_t i = 0; i < m.n_tensors; i++)
+        if (m.tensors[i].n_dims == 2) ck_assert_int_eq(t[i], Q80);
+    free(t);
+    fake_free(&m);
+}
+END_TEST
+
+/* Phi-2 as the converter writes today's PhiForCausalLM: separate attn_q/k/v with biases,
+ * biased attn_output, ffn_up/ffn_down (no gate), LayerNorm weights and biases, an output
+ * head with a bias. 2560 = 10 x 256, n_ff 10240. */
+static const fam_tensor PHI2_G[] = {{"token_embd.weight", 2560, 51200}, {"output_norm.weight", 2560, 0},
+                                    {"output_norm.bias", 2560, 0},      {"output.weight", 2560, 51200},
+                                    {"output.bias", 51200, 0},          {NULL, 0, 0}};
+static const fam_tensor PHI2_L[] = {
+    {"attn_norm.weight", 2560, 0},   {"attn_norm.bias", 2560, 0},       {"attn_q.weight", 2560, 2560},
+    {"attn_q.bias", 2560, 0},        {"attn_k.weight", 2560, 2560},     {"attn_k.bias", 2560, 0},
+    {"attn_v.weight", 2560, 2560},   {"attn_v.bias", 2560, 0},          {"attn_output.weight", 2560, 2560},
+    {"attn_output.bias", 2560, 0},   {"ffn_up.weight", 2560, 10240},    {"ffn_up.bias", 10240, 0},
+    {"ffn_down.weight", 10240, 2560}, {"ffn_down.bias", 2560, 0},       {NULL, 0, 0}};
+/* Old microsoft/phi-2 checkpoints (mixer.Wqkv): one fused attn_qkv instead. */
+static const fam_tensor PHI2_QKV_L[] = {
+    {"attn_norm.weight", 2560, 0},    {"attn_norm.bias", 2560, 0},      {"attn_qkv.weight", 2560, 7680},
+    {"attn_qkv.bias", 7680, 0},       {"attn_output.weight", 2560, 2560}, {"attn_output.bias", 2560, 0},
+    {"ffn_up.weight", 2560, 10240},   {"ffn_up.bias", 10240, 0},        {"ffn_down.weight", 10240, 2560},
+    {"ffn_down.bias", 2560, 0},       {NULL, 0, 0}};
+
+START_TEST(family_phi2) {
+    const family f = {"phi2", 32, 32, 32, PHI2_G, PHI2_L};
+    model m;
+    family_model(&m, &f);
+    int *t = plan_family(&m, MIX_Q4_K_M, false);
+    ASSERT_TYPE(&m, t, "output.weight", Q6K);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q4K);
+    expect_layers(&m, t, "attn_v.weight", MB32, Q6K, Q4K);
+    expect_layers(&m, t, "ffn_down.weight", MB32, Q6K, Q4K);
+    EXPECT_ALL(&m, t, "attn_q.weight", Q4K);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q4K);
+    EXPECT_ALL(&m, t, "ffn_up.weight", Q4K);
+    free(t);
+    t = plan_family(&m, MIX_Q3_K_S, false); /* no Q3_K_S rule for these: all Q3_K but the head */
+    ASSERT_TYPE(&m, t, "output.weight", Q6K);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q3K);
+    EXPECT_ALL(&m, t, "attn_v.weight", Q3K);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q3K);
+    EXPECT_ALL(&m, t, "ffn_down.weight", Q3K);
+    free(t);
+    t = plan_family(&m, MIX_Q2_K, false);
+    EXPECT_ALL(&m, t, "attn_v.weight", Q3K); /* no GQA */
+    EXPECT_ALL(&m, t, "attn_output.weight", Q3K);
+    EXPECT_ALL(&m, t, "ffn_down.weight", Q3K);
+    EXPECT_ALL(&m, t, "ffn_up.weight", Q2K);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q2K);
+    ASSERT_TYPE(&m, t, "output.weight", Q6K);
+    free(t);
+    fake_free(&m);
+
+    /* fused Q/K/V: the attn_qkv rule, one step up in the M/L mixes */
+    const family fq = {"phi2", 32, 32, 32, PHI2_G, PHI2_QKV_L};
+    family_model(&m, &fq);
+    const struct {
+        int mix, qkv;
+    } cases[] = {{MIX_Q2_K, Q2K},   {MIX_Q3_K_S, Q3K}, {MIX_Q3_K_M, Q4K}, {MIX_Q3_K_L, Q4K}, {MIX_Q4_K_S, Q4K},
+                 {MIX_Q4_K_M, Q5K}, {MIX_Q5_K_S, Q5K}, {MIX_Q5_K_M, Q6K}, {MIX_Q6_K, Q6K},   {MIX_Q4_0, Q40},
+                 {MIX_Q8_0, Q80}};
+    for (int k = 0; k < COUNT(cases); k++) {
+        t = plan_family(&m, cases[k].mix, false);
+        EXPECT_ALL(&m, t, "attn_qkv.weight", cases[k].qkv);
+        free(t);
+    }
+    fake_free(&m);
+}
+END_TEST
+
+/* Phi-3 mini 128k: fused attn_qkv (3072 -> 9216), fused gate+up in ffn_up (3072 -> 2 x 8192),
+ * rope_factors_long/short vectors, untied head. */
+static const fam_tensor PHI3_G[] = {{"token_embd.weight", 3072, 32064}, {"rope_factors_long.weight", 48, 0},
+                                    {"rope_factors_short.weight", 48, 0}, {"output_norm.weight", 3072, 0},
+                                    {"output.weight", 3072, 32064},       {NULL, 0, 0}};
+static const fam_tensor PHI3_L[] = {
+    {"attn_norm.weight", 3072, 0}, {"attn_qkv.weight", 3072, 9216}, {"attn_output.weight", 3072, 3072},
+    {"ffn_norm.weight", 3072, 0},  {"ffn_up.weight", 3072, 16384},  {"ffn_down.weight", 8192, 3072},
+    {NULL, 0, 0}};
+
+START_TEST(family_phi3_mini) {
+    const family f = {"phi3", 32, 32, 32, PHI3_G, PHI3_L};
+    model m;
+    family_model(&m, &f);
+    int *t = plan_family(&m, MIX_Q4_K_M, false);
+    ASSERT_TYPE(&m, t, "output.weight", Q6K);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q4K);
+    ASSERT_TYPE(&m, t, "rope_factors_long.weight", GGML_TYPE_F32);
+    ASSERT_TYPE(&m, t, "rope_factors_short.weight", GGML_TYPE_F32);
+    EXPECT_ALL(&m, t, "attn_qkv.weight", Q5K);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q4K);
+    EXPECT_ALL(&m, t, "ffn_up.weight", Q4K);
+    expect_layers(&m, t, "ffn_down.weight", MB32, Q6K, Q4K);
+    free(t);
+    t = plan_family(&m, MIX_Q3_K_M, false);
+    EXPECT_ALL(&m, t, "attn_qkv.weight", Q4K);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q4K);
+    EXPECT_ALL(&m, t, "ffn_up.weight", Q3K);
+    expect_layers(&m, t, "ffn_down.weight", FIRST2, Q5K, Q4K);
+    free(t);
+    t = plan_family(&m, MIX_Q3_K_L, false);
+    EXPECT_ALL(&m, t, "attn_qkv.weight", Q4K);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q5K);
+    EXPECT_ALL(&m, t, "ffn_down.weight", Q5K);
+    free(t);
+    t = plan_family(&m, MIX_Q5_K_M, false);
+    EXPECT_ALL(&m, t, "attn_qkv.weight", Q6K);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q5K);
+    expect_layers(&m, t, "ffn_down.weight", MB32, Q6K, Q5K);
+    free(t);
+    t = plan_family(&m, MIX_Q2_K, false);
+    EXPECT_ALL(&m, t, "attn_qkv.weight", Q2K);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q3K);
+    EXPECT_ALL(&m, t, "ffn_down.weight", Q3K);
+    ASSERT_TYPE(&m, t, "output.weight", Q6K);
+    free(t);
+    t = plan_family(&m, MIX_Q4_K_S, false);
+    EXPECT_ALL(&m, t, "attn_qkv.weight", Q4K);
+    expect_layers(&m, t, "ffn_down.weight", FIRST4, Q5K, Q4K);
+    free(t);
+    fake_free(&m);
+}
+END_TEST
+
+/* StableLM 2 1.6B: LayerNorm weights and biases, q/k/v biases, n_ff 5632 = 22 x 256; plus
+ * the per-head q/k LayerNorms of StableLM 2 12B, which are 2-D ([head_dim, n_head]) and still
+ * never quantized. */
+static const fam_tensor STABLELM_G[] = {{"token_embd.weight", 2048, 100352}, {"output_norm.weight", 2048, 0},
+                                        {"output_norm.bias", 2048, 0},       {"output.weight", 2048, 100352},
+                                        {NULL, 0, 0}};
+static const fam_tensor STABLELM_L[] = {
+    {"attn_norm.weight", 2048, 0},  {"attn_norm.bias", 2048, 0},      {"attn_q.weight", 2048, 2048},
+    {"attn_q.bias", 2048, 0},       {"attn_q_norm.weight", 64, 32},   {"attn_k.weight", 2048, 2048},
+    {"attn_k.bias", 2048, 0},       {"attn_k_norm.weight", 64, 32},   {"attn_v.weight", 2048, 2048},
+    {"attn_v.bias", 2048, 0},       {"attn_output.weight", 2048, 2048}, {"ffn_norm.weight", 2048, 0},
+    {"ffn_norm.bias", 2048, 0},     {"ffn_gate.weight", 2048, 5632},  {"ffn_up.weight", 2048, 5632},
+    {"ffn_down.weight", 5632, 2048}, {NULL, 0, 0}};
+
+START_TEST(family_stablelm2) {
+    const family f = {"stablelm", 24, 32, 32, STABLELM_G, STABLELM_L};
+    model m;
+    family_model(&m, &f);
+    int *t = plan_family(&m, MIX_Q4_K_M, false);
+    ASSERT_TYPE(&m, t, "output.weight", Q6K);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q4K);
+    ASSERT_TYPE(&m, t, "blk.3.attn_q_norm.weight", GGML_TYPE_F32);
+    expect_layers(&m, t, "attn_v.weight", MB24, Q6K, Q4K);
+    expect_layers(&m, t, "ffn_down.weight", MB24, Q6K, Q4K);
+    EXPECT_ALL(&m, t, "attn_q.weight", Q4K);
+    free(t);
+    t = plan_family(&m, MIX_Q4_K_S, false);
+    expect_layers(&m, t, "attn_v.weight", FIRST4, Q5K, Q4K);
+    expect_layers(&m, t, "ffn_down.weight", FIRST3, Q5K, Q4K);
+    free(t);
+    t = plan_family(&m, MIX_Q3_K_M, false);
+    expect_layers(&m, t, "attn_v.weight", FIRST2, Q5K, Q4K);
+    expect_layers(&m, t, "ffn_down.weight", FIRST1, Q5K, Q4K);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q4K);
+    free(t);
+    t = plan_family(&m, MIX_Q5_0, true);
+    expect_layers(&m, t, "ffn_down.weight", FIRST3, Q51, Q50);
+    ASSERT_TYPE(&m, t, "output.weight", Q6K);
+    free(t);
+    fake_free(&m);
+}
+END_TEST
+
+START_TEST(family_facts_70b_and_output_names) {
+    /* llama.cpp's model type 70B: qwen2 with 80 layers whatever its heads; llama with 80
+     * layers only with GQA (without, it is "65B") */
+    fake_spec s = {.n_layer = 80, .n_embd = 256, .n_ff = 256, .n_vocab = 256, .n_head = 8, .n_head_kv = 8,
+                   .type = GGML_TYPE_F16, .arch = "qwen2"};
+    model m;
+    fake_model(&m, &s);
+    plan_opts o;
+    plan_opts_init(&o, MIX_Q3_K_S);
+    int *t = plan_or_fail(&m, &o);
+    ASSERT_TYPE(&m, t, "blk.7.attn_v.weight", Q5K);
+    ASSERT_TYPE(&m, t, "blk.7.attn_q.weight", Q3K);
+    free(t);
+    fake_free(&m);
+    s.arch = "llama";
+    fake_model(&m, &s);
+    t = plan_or_fail(&m, &o);
+    ASSERT_TYPE(&m, t, "blk.7.attn_v.weight", Q3K);
+    free(t);
+    fake_free(&m);
+    s.arch = "qwen2";
+    s.n_layer = 64; /* Qwen2.5-32B: no bump */
+    fake_model(&m, &s);
+    t = plan_or_fail(&m, &o);
+    ASSERT_TYPE(&m, t, "blk.7.attn_v.weight", Q3K);
+    free(t);
+    fake_free(&m);
+
+    /* gemma's and gemma2's tensor tables have no output: a stray output.weight is an ordinary
+     * matrix to llama-quantize and token_embd stays the classifier; for llama it is the head */
+    s = small_spec(256, 8, 8);
+    s.arch = "gemma";
+    fake_model(&m, &s);
+    plan_opts_init(&o, MIX_Q4_K_M);
+    t = plan_or_fail(&m, &o);
+    ASSERT_TYPE(&m, t, "output.weight", Q4K);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q6K);
+    free(t);
+    o.output_type = GGML_TYPE_Q8_0; /* --output-tensor-type: both (token_embd as the head) */
+    t = plan_or_fail(&m, &o);
+    ASSERT_TYPE(&m, t, "output.weight", Q80);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q80);
+    free(t);
+    fake_free(&m);
+    s.arch = "gemma3";
+    fake_model(&m, &s);
+    plan_opts_init(&o, MIX_Q4_K_M);
+    t = plan_or_fail(&m, &o);
+    ASSERT_TYPE(&m, t, "output.weight", Q6K);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q4K);
+    free(t);
+    fake_free(&m);
+}
+END_TEST
+
+START_TEST(attention_layer_count_is_checked) {
+    int types[512];
+    slmc_err err = {{0}};
+    plan_opts o;
+    plan_opts_init(&o, MIX_Q4_K_M);
+    /* a layer without attn_v: llama-quantize's "n_attention_wv is unexpected" */
+    fake_spec s = small_spec(256, 8, 8);
+    model m;
+    fake_model(&m, &s);
+    int64_t v = model_find(&m, "blk.3.attn_v.weight");
+    ck_assert_int_ge(v, 0);
+    free(m.tensors[v].name);
+    m.tensors[v].name = strdup("blk.3.attn_x.weight");
+    ck_assert_int_ne(quant_plan(&m, &o, types, &err), 0);
+    ck_assert_msg(strstr(err.msg, "5 attn_v") && strstr(err.msg, "6 attention layers"), "%s", err.msg);
+    /* whatever the mix: the check comes before any rule */
+    plan_opts_init(&o, MIX_F16);
+    ck_assert_int_ne(quant_plan(&m, &o, types, &err), 0);
+    fake_free(&m);
+
+    /* both a fused attn_qkv and an attn_v in each layer: 2 per layer */
+    const family f = {"phi2", 4, 32, 32, PHI2_G, PHI2_L};
+    family_model(&m, &f);
+    ck_assert_msg(quant_plan(&m, &o, types, &err) == 0, "%s", err.msg); /* F16 mix: q/k/v fine */
+    for (uint64_t i = 0; i < m.n_tensors; i++) {
+        char *p = strstr(m.tensors[i].name, ".attn_q.weight");
+        if (!p) continue;
+        char name[64];
+        snprintf(name, sizeof name, "%.*s.attn_qkv.weight", (int)(p - m.tensors[i].name), m.tensors[i].name);
+        free(m.tensors[i].name);
+        m.tensors[i].name = strdup(name);
+    }
+    plan_opts_init(&o, MIX_Q4_K_M);
+    ck_assert_int_ne(quant_plan(&m, &o, types, &err), 0);
+    ck_assert_msg(strstr(err.msg, "8 attn_v") && strstr(err.msg, "4 attention layers"), "%s", err.msg);
+    fake_free(&m);
+
+    /* no attention tensors at all: nothing to check */
+    const fam_tensor ffn_only[] = {{"ffn_up.weight", 256, 512}, {"ffn_down.weight", 512, 256}, {NULL, 0, 0}};
+    const fam_tensor glob[] = {{"token_embd.weight", 256, 512}, {NULL, 0, 0}};
+    const family g = {"llama", 4, 8, 8, glob, ffn_only};
+    family_model(&m, &g);
+    ck_assert_msg(quant_plan(&m, &o, types, &err) == 0, "%s", err.msg);
+    fake_free(&m);
+}
+END_TEST
+
+START_TEST(imatrix_requirement) {
+    /* llama-quantize's "Missing importance matrix for tensor ... in a very low-bit quantization" */
+    ck_assert(plan_needs_imatrix(MIX_Q2_K, "blk.0.attn_q.weight", GGML_TYPE_IQ2_XXS));
+    ck_assert(plan_needs_imatrix(MIX_Q4_K_M, "token_embd.weight", GGML_TYPE_IQ2_XS));
+    ck_assert(plan_needs_imatrix(MIX_Q4_K_M, "output.weight", GGML_TYPE_IQ2_S));
+    ck_assert(plan_needs_imatrix(MIX_Q4_K_M, "blk.0.ffn_up.weight", GGML_TYPE_IQ1_S));
+    ck_assert(plan_needs_imatrix(MIX_Q4_K_M, "blk.0.ffn_up.weight", GGML_TYPE_IQ1_M));
+    ck_assert(!plan_needs_imatrix(MIX_Q4_K_M, "token_embd.weight", GGML_TYPE_IQ1_M));
+    ck_assert(!plan_needs_imatrix(MIX_Q4_K_M, "output.weight", GGML_TYPE_IQ1_M));
+    /* Q2_K only in the Q2_K_S mix (llama_ftype 21), and not for token_embd */
+    ck_assert(!plan_needs_imatrix(MIX_Q2_K, "blk.0.ffn_up.weight", GGML_TYPE_Q2_K));
+    ck_assert(plan_needs_imatrix(21, "blk.0.ffn_up.weight", GGML_TYPE_Q2_K));
+    ck_assert(plan_needs_imatrix(21, "output.weight", GGML_TYPE_Q2_K));
+    ck_assert(!plan_needs_imatrix(21, "token_embd.weight", GGML_TYPE_Q2_K));
+    /* nothing else */
+    const int others[] = {GGML_TYPE_Q3_K, GGML_TYPE_IQ3_XXS, GGML_TYPE_IQ3_S, GGML_TYPE_IQ4_NL, GGML_TYPE_IQ4_XS,
+                          GGML_TYPE_Q4_0, GGML_TYPE_F16};
+    for (int k = 0; k < COUNT(others); k++) ck_assert(!plan_needs_imatrix(21, "blk.0.ffn_up.weight", others[k]));
+}
+END_TEST
+
 static Suite *plan_suite(void) {
     Suite *s = suite_create("plan");
     TCase *tc = tcase_create("plan");
@@ -703,6 +1338,17 @@ static Suite *plan_suite(void) {
     tcase_add_test(tc, overrides_pure_leave_output_include_exclude);
     tcase_add_test(tc, moe_70b_and_falcon_rules);
     tcase_add_test(tc, bad_options_are_errors);
+    tcase_add_test(tc, family_llama32_1b);
+    tcase_add_test(tc, family_qwen3_0_6b);
+    tcase_add_test(tc, family_gemma_2b);
+    tcase_add_test(tc, family_gemma2_2b);
+    tcase_add_test(tc, family_gemma3_1b_fallbacks);
+    tcase_add_test(tc, family_phi2);
+    tcase_add_test(tc, family_phi3_mini);
+    tcase_add_test(tc, family_stablelm2);
+    tcase_add_test(tc, family_facts_70b_and_output_names);
+    tcase_add_test(tc, attention_layer_count_is_checked);
+    tcase_add_test(tc, imatrix_requirement);
     suite_add_tcase(s, tc);
     return s;
 }
