@@ -24,11 +24,10 @@ static int generate_tokens(const generate_opts *o, const generate_hooks *h, llm_
     const size_t cap = tokenizer_max_piece(tok) + 1;
     char *piece = malloc(cap);
     if (!piece) return slmc_fail(err, o->model, "out of memory");
-    const int32_t eos = tokenizer_eos(tok);
     int rc = 0;
     while (rc == 0 && r->n_generated < o->n_predict && pos < n_ctx) {
         int32_t t = sampler_next(smp, logits);
-        if (t == eos) break;
+        if (tokenizer_is_eog(tok, t)) break; /* eos, or an end-of-turn token (llama.cpp's EOG set) */
         const int len = tokenizer_piece(tok, t, piece, cap);
         if (len > 0 && h && h->piece && h->piece(h->ud, piece, (size_t)len) != 0)
             rc = slmc_fail(err, o->model, "generation stopped after %d tokens", r->n_generated);

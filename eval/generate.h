@@ -3,7 +3,8 @@
  * The prompt (with BOS as the vocabulary asks) is evaluated in one batch; then one token at
  * a time with the KV cache: sample the next token from the last logits (sample.h: top-k, then
  * top-p, then temperature, from a generator seeded with `seed`), hand its text to the piece
- * callback, evaluate it. Generation stops after n_predict tokens, at the end-of-text token, or
+ * callback, evaluate it. Generation stops after n_predict tokens, at an end-of-generation token (eos or an
+ * end-of-turn token such as <|eot_id|>, <|im_end|>, <end_of_turn>: tokenizer_is_eog), or
  * when the context is full. The same options give the same text. See docs/generate.md.
  */
 #ifndef SLMC_GENERATE_H

@@ -256,6 +256,14 @@ static int32_t str_map_add(str_map *m, uint32_t id) {
     "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|" \
     "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 #define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"
+/* o200k (GPT-4o, Phi-4-mini) in llama.cpp's rewritten form: its "[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]"
+ * and "[\p{Ll}\p{Lm}\p{Lo}\p{M}]" become "a letter that is not a-z" and "a letter that is not A-Z",
+ * so a non-ASCII letter counts as both cases, as it does in llama.cpp. */
+#define RE_CONTRACTIONS_OPT "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?"
+#define RE_GPT4O                                                                                       \
+    "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+" RE_CONTRACTIONS_OPT "|"       \
+    "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))+((?=[\\p{L}])([^A-Z]))*" RE_CONTRACTIONS_OPT "|"       \
+    "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 
 typedef struct pre_def {
     const char *names;          /* "|name|name|" values of tokenizer.ggml.pre */
@@ -274,6 +282,7 @@ static const pre_def PRE_DEFS[] = {
      false,
      false},
     {"|starcoder|refact|command-r|smollm|codeshell|exaone|minerva-7b|", {"\\p{N}", RE_GPT2}, false, false},
+    {"|gpt-4o|llama4|", {RE_GPT4O}, false, false},
     {"|falcon|", {"[\\p{P}\\$\\+<=>\\^~\\|`]+", RE_GPT2, "[0-9][0-9][0-9]"}, false, false},
     /* no or "default" pre-tokenizer */
     {"|default|", {"[\\p{P}\\$\\+<=>\\^~\\|]+", RE_GPT2, "\\p{N}+", "[0-9][0-9][0-9]"}, false, false},
@@ -315,6 +324,8 @@ struct tokenizer {
     size_t max_piece;
 
     int32_t bos, eos, unk;      /* special ids, -1 when unset */
+    int32_t *eog;               /* ids that end generation (llama.cpp's special_eog_ids), ascending */
+    uint32_t n_eog;
     bool add_bos, add_eos;      /* add_special adds BOS / EOS */
     bool add_space_prefix;      /* SPM: prefix text (after a special token too) with a space */
     bool ignore_merges;         /* BPE: whole-word tokens skip merging */
@@ -337,6 +348,7 @@ void tokenizer_free(tokenizer *t) {
     free(t->merge_split);
     str_map_free(&t->ranks);
     free(t->special);
+    free(t->eog);
     free(t->piece_text);
     free(t->piece);
     for (int i = 0; i < t->n_re; i++) pcre2_code_free(t->re[i]);
@@ -498,6 +510,64 @@ static void fix_attrs(tokenizer *t) {
     /* o200k_harmony: with <|return|> and <|call|>, "<|end|>" does not end generation */
     int32_t end = token_id(t, "<|end|>", 7);
     if (end >= 0 && token_id(t, "<|return|>", 10) >= 0 && token_id(t, "<|call|>", 8) >= 0) t->attr[end] = ATTR_USER_DEFINED;
+}
+
+/* Token texts that end generation (llama_vocab::impl::load's EOG list). */
+static const char *const EOG_TEXTS[] = {
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
+    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
+    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
+};
+
+/* FIM pad / repo / file-separator tokens also end generation: the id of the key when it is set,
+ * else a token found by one of these texts (llama.cpp takes the first its hash map yields; we take
+ * the lowest id). */
+static const struct {
+    const char *key;
+    const char *texts[6];
+} FIM_EOG[] = {
+    {KEY_PREFIX "fim_pad_token_id", {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"}},
+    {KEY_PREFIX "fim_rep_token_id", {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"}},
+    {KEY_PREFIX "fim_sep_token_id", {"<|file_sep|>"}},
+};
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* llama.cpp's end-of-generation set: the FIM pad/repo/separator tokens, the EOG texts, and the
+ * eos, eot and eom ids. With o200k_harmony's "<|return|>" and "<|call|>", "<|end|>" is left out
+ * (fix_attrs made it user-defined). */
+static int build_eog(tokenizer *t, const meta *kv, slmc_err *err) {
+    size_t cap = sizeof EOG_TEXTS / sizeof EOG_TEXTS[0] + sizeof FIM_EOG / sizeof FIM_EOG[0] + 3;
+    t->eog = malloc(cap * sizeof *t->eog);
+    if (!t->eog) return slmc_fail(err, NULL, "out of memory for the end-of-generation tokens");
+    uint32_t n = 0;
+    for (size_t k = 0; k < sizeof FIM_EOG / sizeof FIM_EOG[0]; k++) {
+        int32_t id = special_id(t, kv, FIM_EOG[k].key, -1);
+        for (size_t j = 0; id < 0 && j < 6 && FIM_EOG[k].texts[j]; j++) {
+            int32_t c = token_id(t, FIM_EOG[k].texts[j], strlen(FIM_EOG[k].texts[j]));
+            if (c >= 0 && (id < 0 || c < id)) id = c;
+        }
+        if (id >= 0) t->eog[n++] = id;
+    }
+    bool harmony = token_id(t, "<|return|>", 10) >= 0 && token_id(t, "<|call|>", 8) >= 0;
+    for (size_t i = 0; i < sizeof EOG_TEXTS / sizeof EOG_TEXTS[0]; i++) {
+        if (harmony && strcmp(EOG_TEXTS[i], "<|end|>") == 0) continue;
+        int32_t id = token_id(t, EOG_TEXTS[i], strlen(EOG_TEXTS[i]));
+        if (id >= 0) t->eog[n++] = id; /* fix_attrs made it CONTROL */
+    }
+    int32_t more[3] = {t->eos, special_id(t, kv, KEY_PREFIX "eot_token_id", -1),
+                       special_id(t, kv, KEY_PREFIX "eom_token_id", -1)};
+    for (int i = 0; i < 3; i++)
+        if (more[i] >= 0) t->eog[n++] = more[i];
+    qsort(t->eog, n, sizeof *t->eog, cmp_i32);
+    uint32_t u = 0; /* drop duplicates */
+    for (uint32_t i = 0; i < n; i++)
+        if (u == 0 || t->eog[u - 1] != t->eog[i]) t->eog[u++] = t->eog[i];
+    t->n_eog = u;
+    return 0;
 }
 
 /* The special tokens cut out before tokenizing: control, user-defined and unknown tokens,
@@ -705,7 +775,7 @@ int tokenizer_create(tokenizer **out, const meta *kv, slmc_err *err) {
     if (load_tokens(t, k->v.arr, n, err) != 0 || load_scores_types(t, kv, err) != 0 || load_config(t, kv, model, err) != 0)
         goto fail;
     fix_attrs(t);
-    if (build_specials(t, kv, err) != 0 || build_pieces(t, err) != 0) goto fail;
+    if (build_eog(t, kv, err) != 0 || build_specials(t, kv, err) != 0 || build_pieces(t, err) != 0) goto fail;
     *out = t;
     return 0;
 fail:
@@ -1139,3 +1209,6 @@ int32_t tokenizer_bos(const tokenizer *t) { return t->bos; }
 int32_t tokenizer_eos(const tokenizer *t) { return t->eos; }
 int64_t tokenizer_n_vocab(const tokenizer *t) { return t->n_vocab; }
 bool tokenizer_add_bos(const tokenizer *t) { return t->add_bos; }
+bool tokenizer_is_eog(const tokenizer *t, int32_t id) {
+    return id >= 0 && bsearch(&id, t->eog, t->n_eog, sizeof *t->eog, cmp_i32) != NULL;
+}

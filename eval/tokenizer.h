@@ -53,5 +53,9 @@ int32_t tokenizer_eos(const tokenizer *t);
 int64_t tokenizer_n_vocab(const tokenizer *t);
 /* true when encoding with add_special prepends BOS. */
 bool tokenizer_add_bos(const tokenizer *t);
+/* true when id ends generation, as llama_vocab_is_eog decides: eos, tokenizer.ggml.eot_token_id and
+ * eom_token_id, the FIM pad/repo/file-separator tokens, and the end-of-turn texts llama.cpp
+ * knows ("<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", ...). */
+bool tokenizer_is_eog(const tokenizer *t, int32_t id);
 
 #endif

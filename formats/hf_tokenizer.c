@@ -441,50 +441,78 @@ fail:
 
 /* Byte-level BPE pre-tokenizers we recognize by their Split regex. llama.cpp instead encodes a
  * fixed text with the HF tokenizer and matches a hash of the ids; the regex is what makes those
- * tokenizations differ, so recognizing it gives the same answer without running a tokenizer. */
+ * tokenizations differ, so recognizing it gives the same answer without running a tokenizer.
+ * Entries with detect false are names other families give the same regex (llama.cpp's hash tells
+ * them apart by vocabulary; hf_tokenizer_load picks them by the model family). */
+#define RE_HF_LLAMA3 \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+#define RE_HF_QWEN2 \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+/* o200k (GPT-4o; Phi-4-mini), as tokenizer.json holds it (llama.cpp's "gpt-4o") */
+#define RE_HF_O200K_WORD(a, b) "[^\\r\\n\\p{L}\\p{N}]?" a b "(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+#define RE_HF_UPPER "[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]"
+#define RE_HF_LOWER "[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]"
+#define RE_HF_O200K                                                                            \
+    RE_HF_O200K_WORD(RE_HF_UPPER "*", RE_HF_LOWER "+") "|" RE_HF_O200K_WORD(RE_HF_UPPER "+", RE_HF_LOWER "*") \
+    "|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+
 static const struct {
     const char *pre;   /* tokenizer.ggml.pre */
     const char *regex; /* the Split pattern's "Regex" string as tokenizer.json holds it */
+    bool detect;       /* the name this regex is recognized as */
 } PRE_REGEXES[] = {
-    {"llama-bpe",
-     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
-    {"qwen2",
-     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+    {"llama-bpe", RE_HF_LLAMA3, true},
+    {"qwen2", RE_HF_QWEN2, true},
+    {"stablelm2", RE_HF_QWEN2, false}, /* StableLM 2's Arcade100k: Qwen2's pattern */
+    {"gpt-4o", RE_HF_O200K, true},
 };
 #define N_PRE_REGEXES (sizeof PRE_REGEXES / sizeof PRE_REGEXES[0])
 
-/* GPT-2's own pre-tokenizer: a bare ByteLevel with its built-in regex. */
+/* GPT-2's own pre-tokenizer: a bare ByteLevel with its built-in regex. Phi-2 (the CodeGen
+ * tokenizer) has the same one; llama.cpp calls it "phi-2". */
 #define PRE_GPT2 "gpt-2"
+#define PRE_PHI2 "phi-2"
+/* Digits(individual_digits) then ByteLevel with its GPT-2 regex: SmolLM 1/2 (and StarCoder;
+ * llama.cpp gives both the same two regexes). */
+#define PRE_SMOLLM "smollm"
 
-static bool is_byte_level(const json_t *p) {
+static bool is_type(const json_t *p, const char *type) {
     const char *t = json_str(p, "type");
-    return t && strcmp(t, "ByteLevel") == 0;
+    return t && strcmp(t, type) == 0;
+}
+
+static bool is_byte_level(const json_t *p) { return is_type(p, "ByteLevel"); }
+
+/* A ByteLevel pre-tokenizer that splits with its own (GPT-2) regex: use_regex true or absent. */
+static bool byte_level_splits(const json_t *p) {
+    const json_t *use_regex = json_object_get(p, "use_regex");
+    return is_byte_level(p) && (!use_regex || json_is_true(use_regex));
 }
 
 /* tokenizer.ggml.pre for a pre_tokenizer object, or NULL when not recognized. */
 static const char *detect_pre(const json_t *pt) {
     if (!json_is_object(pt)) return NULL;
     /* A bare ByteLevel splitting with its own (GPT-2) regex. */
-    if (is_byte_level(pt)) {
-        const json_t *use_regex = json_object_get(pt, "use_regex");
-        return (!use_regex || json_is_true(use_regex)) ? PRE_GPT2 : NULL;
-    }
-    const char *type = json_str(pt, "type");
-    if (!type || strcmp(type, "Sequence") != 0) return NULL;
-    /* Sequence [Split(regex), ByteLevel(use_regex false)] as Llama 3 and Qwen2 have. */
+    if (is_byte_level(pt)) return byte_level_splits(pt) ? PRE_GPT2 : NULL;
+    if (!is_type(pt, "Sequence")) return NULL;
     const json_t *list = json_object_get(pt, "pretokenizers");
+    /* Sequence [Digits(individual_digits), ByteLevel(use_regex)] as SmolLM has. */
+    if (json_array_size(list) == 2 && is_type(json_array_get(list, 0), "Digits") &&
+        json_is_true(json_object_get(json_array_get(list, 0), "individual_digits")) &&
+        byte_level_splits(json_array_get(list, 1)))
+        return PRE_SMOLLM;
+    /* Sequence [Split(regex), ByteLevel(use_regex false)] as Llama 3 and Qwen2 have. */
     const char *regex = NULL;
     bool byte_level = false;
     size_t i;
     const json_t *p;
     json_array_foreach(list, i, p) {
-        const char *t = json_str(p, "type");
-        if (t && strcmp(t, "Split") == 0 && !regex) regex = json_str(json_object_get(p, "pattern"), "Regex");
+        if (is_type(p, "Split") && !regex) regex = json_str(json_object_get(p, "pattern"), "Regex");
         if (is_byte_level(p)) byte_level = true;
     }
     if (!regex || !byte_level) return NULL;
     for (size_t k = 0; k < N_PRE_REGEXES; k++)
-        if (strcmp(regex, PRE_REGEXES[k].regex) == 0) return PRE_REGEXES[k].pre;
+        if (PRE_REGEXES[k].detect && strcmp(regex, PRE_REGEXES[k].regex) == 0) return PRE_REGEXES[k].pre;
     return NULL;
 }
 
@@ -688,7 +716,7 @@ int hf_tokenizer_parse_json(meta *kv, const char *json, size_t len, const char *
     /* Byte-level BPE ("gpt2"): the pre-tokenizer decides tokenizer.ggml.pre. */
     const char *pre = detect_pre(json_object_get(root, "pre_tokenizer"));
     if (!pre) {
-        slmc_fail(err, name, "BPE pre-tokenizer not recognized (known: llama-bpe, qwen2, gpt-2 regexes)");
+        slmc_fail(err, name, "BPE pre-tokenizer not recognized (known: the llama-bpe, qwen2, gpt-4o, gpt-2 and smollm pre-tokenizers)");
         goto done;
     }
     const json_t *merges = json_object_get(model, "merges");
@@ -740,11 +768,43 @@ static int set_special_from_text(meta *kv, const char *key, const json_t *entry)
     return meta_set_u32(kv, key, (uint32_t)id);
 }
 
-/* added_tokens_decoder {"id": {"content", "special"}} of a SentencePiece vocabulary: as
- * llama.cpp's _create_vocab_sentencepiece, each listed id takes that text, score -1000, type
- * CONTROL when special (or looking special) else USER_DEFINED (with "▁" made a space). */
-static int apply_added_tokens_decoder(meta *kv, const json_t *dec, const char *name, slmc_err *err) {
-    if (!json_is_object(dec) || json_object_size(dec) == 0) return 0;
+/* How the added tokens of a SentencePiece vocabulary are typed:
+ *   ADDED_SPM  (_create_vocab_sentencepiece): CONTROL when special or looking special, else
+ *              USER_DEFINED with "▁" made a space;
+ *   ADDED_PHI3 (Phi3MiniModel.set_vocab): CONTROL when special, else USER_DEFINED, text as is;
+ *   ADDED_NONE: added_tokens_decoder is not applied (a byte-fallback tokenizer.json, as
+ *              llama.cpp's LlamaHfVocab, or a gpt2 vocabulary). */
+typedef enum added_rule { ADDED_NONE, ADDED_SPM, ADDED_PHI3 } added_rule;
+
+/* Give token id the text c (cl bytes), score -1000 and the type rule and special choose. */
+static int set_added_token(vocab *v, uint64_t id, const char *c, size_t cl, bool special, added_rule rule) {
+    uint64_t nl = cl;
+    char *s;
+    if (special || (rule == ADDED_SPM && looks_special(c, cl))) {
+        v->type[id] = TOKTYPE_CONTROL;
+    } else {
+        v->type[id] = TOKTYPE_USER_DEFINED;
+        if (rule == ADDED_SPM) {
+            s = replace_spm_space(c, cl, &nl);
+            if (!s) return -1;
+            vocab_set_owned(v, id, s, nl);
+            v->score[id] = HF_FAST_SCORE;
+            return 0;
+        }
+    }
+    s = malloc(cl + 1);
+    if (!s) return -1;
+    memcpy(s, c, cl);
+    s[cl] = '\0';
+    vocab_set_owned(v, id, s, nl);
+    v->score[id] = HF_FAST_SCORE;
+    return 0;
+}
+
+/* added_tokens_decoder {"id": {"content", "special"}} of a SentencePiece vocabulary: each listed
+ * id takes that text and score -1000, typed by rule. Ids beyond the vocabulary are skipped. */
+static int apply_added_tokens_decoder(meta *kv, const json_t *dec, added_rule rule, const char *name, slmc_err *err) {
+    if (rule == ADDED_NONE || !json_is_object(dec) || json_object_size(dec) == 0) return 0;
     vocab v;
     bool has_scores;
     if (vocab_from_meta(&v, kv, &has_scores, name, err) != 0) return -1;
@@ -760,24 +820,10 @@ static int apply_added_tokens_decoder(meta *kv, const json_t *dec, const char *n
             goto done;
         }
         if (id >= v.n) continue; /* beyond the model's vocabulary: llama.cpp skips it too */
-        const char *c = json_string_value(jc);
-        size_t cl = json_string_length(jc);
-        uint64_t nl = cl;
-        char *s;
-        if (json_flag(val, "special") || looks_special(c, cl)) {
-            v.type[id] = TOKTYPE_CONTROL;
-            s = malloc(cl + 1);
-            if (s) memcpy(s, c, cl + 1);
-        } else {
-            v.type[id] = TOKTYPE_USER_DEFINED;
-            s = replace_spm_space(c, cl, &nl);
-        }
-        if (!s) {
+        if (set_added_token(&v, id, json_string_value(jc), json_string_length(jc), json_flag(val, "special"), rule) != 0) {
             slmc_fail(err, name, "out of memory");
             goto done;
         }
-        vocab_set_owned(&v, id, s, nl);
-        v.score[id] = HF_FAST_SCORE;
     }
     rc = vocab_store(kv, &v, has_scores, name, err);
 done:
@@ -808,14 +854,12 @@ static int set_chat_template(meta *kv, const json_t *ct, const char *name, slmc_
     return 0;
 }
 
-int hf_tokenizer_parse_config_json(meta *kv, const char *json, size_t len, const char *name, slmc_err *err) {
+static int parse_config_json(meta *kv, const char *json, size_t len, const char *name, added_rule rule, slmc_err *err) {
     json_t *root;
     if (json_parse_object(json, len, name, &root, err) != 0) return -1;
     int rc = -1;
     /* Added tokens first, so the special names below resolve against their final texts. */
-    const char *model = meta_get_str(kv, KEY_MODEL);
-    if (model && strcmp(model, "llama") == 0 &&
-        apply_added_tokens_decoder(kv, json_object_get(root, "added_tokens_decoder"), name, err) != 0)
+    if (apply_added_tokens_decoder(kv, json_object_get(root, "added_tokens_decoder"), rule, name, err) != 0)
         goto done;
     for (size_t i = 0; i < N_SPECIALS; i++) {
         char field[32];
@@ -840,6 +884,12 @@ int hf_tokenizer_parse_config_json(meta *kv, const char *json, size_t len, const
 done:
     json_decref(root);
     return rc;
+}
+
+int hf_tokenizer_parse_config_json(meta *kv, const char *json, size_t len, const char *name, slmc_err *err) {
+    const char *model = meta_get_str(kv, KEY_MODEL);
+    added_rule rule = model && strcmp(model, "llama") == 0 ? ADDED_SPM : ADDED_NONE;
+    return parse_config_json(kv, json, len, name, rule, err);
 }
 
 int hf_tokenizer_parse_model_config(meta *kv, const char *json, size_t len, const char *name, slmc_err *err) {
@@ -890,6 +940,23 @@ static int load_one(meta *kv, const char *dir, const char *file, text_parser par
     return rc;
 }
 
+/* dir/file parsed as a JSON object into *root (NULL when the file does not exist). */
+static int load_json(const char *dir, const char *file, json_t **root, slmc_err *err) {
+    *root = NULL;
+    char *path = path_join(dir, file);
+    if (!path) return slmc_fail(err, dir, "out of memory");
+    int rc = 0;
+    if (file_exists(path)) {
+        char *text = NULL;
+        size_t len = 0;
+        rc = read_small_file(path, HF_TOKENIZER_MAX_FILE, &text, &len, err);
+        if (rc == 0) rc = json_parse_object(text, len, path, root, err);
+        free(text);
+    }
+    free(path);
+    return rc;
+}
+
 static int parse_spm_text(meta *kv, const char *text, size_t len, const char *name, slmc_err *err) {
     return hf_tokenizer_parse_spm(kv, (const uint8_t *)text, len, name, err);
 }
@@ -900,34 +967,243 @@ static int parse_jinja(meta *kv, const char *text, size_t len, const char *name,
     return 0;
 }
 
+/* The model families whose tokenizer llama.cpp's converter treats in its own way (the class that
+ * converts them: LlamaModel, Qwen2Model, GemmaModel, Gemma2Model, Gemma3Model, Phi2Model,
+ * Phi3MiniModel, StableLMModel). FAM_OTHER: any other or unknown family, read generically. */
+typedef enum tok_family {
+    FAM_OTHER,
+    FAM_LLAMA,
+    FAM_QWEN,
+    FAM_GEMMA,
+    FAM_GEMMA2,
+    FAM_GEMMA3,
+    FAM_PHI2,
+    FAM_PHI3,
+    FAM_STABLELM,
+} tok_family;
+
+static const struct {
+    const char *name; /* a config.json "architectures" class, or a GGUF general.architecture */
+    tok_family fam;
+} FAMILIES[] = {
+    {"LlamaForCausalLM", FAM_LLAMA},     {"LLaMAForCausalLM", FAM_LLAMA},     {"MistralForCausalLM", FAM_LLAMA},
+    {"MixtralForCausalLM", FAM_LLAMA},   {"Qwen2ForCausalLM", FAM_QWEN},      {"Qwen3ForCausalLM", FAM_QWEN},
+    {"Qwen2MoeForCausalLM", FAM_QWEN},   {"Qwen3MoeForCausalLM", FAM_QWEN},   {"GemmaForCausalLM", FAM_GEMMA},
+    {"Gemma2ForCausalLM", FAM_GEMMA2},   {"Gemma3ForCausalLM", FAM_GEMMA3},   {"Gemma3ForConditionalGeneration", FAM_GEMMA3},
+    {"PhiForCausalLM", FAM_PHI2},        {"Phi3ForCausalLM", FAM_PHI3},       {"StableLmForCausalLM", FAM_STABLELM},
+    {"StableLMEpochForCausalLM", FAM_STABLELM},
+    {"llama", FAM_LLAMA},                {"qwen2", FAM_QWEN},                 {"qwen3", FAM_QWEN},
+    {"qwen2moe", FAM_QWEN},              {"qwen3moe", FAM_QWEN},              {"gemma", FAM_GEMMA},
+    {"gemma2", FAM_GEMMA2},              {"gemma3", FAM_GEMMA3},              {"phi2", FAM_PHI2},
+    {"phi3", FAM_PHI3},                  {"stablelm", FAM_STABLELM},
+};
+
+static tok_family family_by_name(const char *name) {
+    for (size_t i = 0; name && i < sizeof FAMILIES / sizeof FAMILIES[0]; i++)
+        if (strcmp(name, FAMILIES[i].name) == 0) return FAMILIES[i].fam;
+    return FAM_OTHER;
+}
+
+/* What the folder's configs say about the tokenizer's family. */
+typedef struct family_info {
+    tok_family fam;
+    int64_t config_vocab; /* config.json "vocab_size" (llama.cpp's hparams), -1 when absent */
+    bool gpt2_class;      /* tokenizer_config.json "tokenizer_class" is GPT2Tokenizer (Phi-4) */
+} family_info;
+
+/* The family from config.json's first "architectures" class (what llama.cpp's converter goes
+ * by), else from general.architecture when the caller already set it. */
+static int read_family(const meta *kv, const char *dir, family_info *f, slmc_err *err) {
+    f->fam = FAM_OTHER;
+    f->config_vocab = -1;
+    f->gpt2_class = false;
+    json_t *cfg, *tcfg;
+    if (load_json(dir, "config.json", &cfg, err) != 0) return -1;
+    if (cfg) {
+        f->fam = family_by_name(json_string_value(json_array_get(json_object_get(cfg, "architectures"), 0)));
+        int64_t n;
+        if (json_int(json_object_get(cfg, "vocab_size"), &n)) f->config_vocab = n;
+        json_decref(cfg);
+    }
+    if (f->fam == FAM_OTHER) f->fam = family_by_name(meta_get_str(kv, "general.architecture"));
+    if (f->fam != FAM_PHI3) return 0;
+    if (load_json(dir, "tokenizer_config.json", &tcfg, err) != 0) return -1;
+    const char *cls = json_str(tcfg, "tokenizer_class");
+    f->gpt2_class = cls && strcmp(cls, "GPT2Tokenizer") == 0;
+    json_decref(tcfg);
+    return 0;
+}
+
+/* added_tokens.json {"text": id} of a SentencePiece vocabulary (_create_vocab_sentencepiece,
+ * Phi3MiniModel): each id below the vocabulary size takes that text, score -1000, USER_DEFINED. */
+static int apply_added_tokens_json(meta *kv, const char *dir, slmc_err *err) {
+    json_t *root;
+    if (load_json(dir, "added_tokens.json", &root, err) != 0) return -1;
+    if (!root) return 0;
+    vocab v;
+    bool has_scores;
+    int rc = -1;
+    if (vocab_from_meta(&v, kv, &has_scores, dir, err) != 0) {
+        json_decref(root);
+        return -1;
+    }
+    const char *key;
+    size_t key_len;
+    json_t *val;
+    json_object_keylen_foreach(root, key, key_len, val) {
+        int64_t id;
+        if (!json_int(val, &id) || id < 0) {
+            slmc_fail(err, dir, "added_tokens.json: \"%.60s\" needs a non-negative integer id", key);
+            goto done;
+        }
+        if ((uint64_t)id >= v.n) continue; /* out of range: llama.cpp ignores it */
+        if (set_added_token(&v, (uint64_t)id, key, key_len, false, ADDED_PHI3) != 0) {
+            slmc_fail(err, dir, "out of memory");
+            goto done;
+        }
+    }
+    rc = vocab_store(kv, &v, has_scores, dir, err);
+done:
+    vocab_free(&v);
+    json_decref(root);
+    return rc;
+}
+
+/* Phi3MiniModel also types the added_tokens of tokenizer.json: CONTROL when special, else
+ * USER_DEFINED, score -1000, text as is. */
+static int apply_json_added_tokens(meta *kv, const char *dir, slmc_err *err) {
+    json_t *root;
+    if (load_json(dir, "tokenizer.json", &root, err) != 0) return -1;
+    if (!root) return 0;
+    const json_t *added = json_object_get(root, "added_tokens");
+    if (json_array_size(added) == 0) {
+        json_decref(root);
+        return 0;
+    }
+    vocab v;
+    bool has_scores;
+    int rc = -1;
+    if (vocab_from_meta(&v, kv, &has_scores, dir, err) != 0) {
+        json_decref(root);
+        return -1;
+    }
+    size_t i;
+    const json_t *a;
+    json_array_foreach(added, i, a) {
+        const json_t *jc = json_object_get(a, "content");
+        int64_t id;
+        if (!json_is_string(jc) || !json_int(json_object_get(a, "id"), &id) || id < 0) {
+            slmc_fail(err, dir, "tokenizer.json: added_tokens[%zu] needs an integer id and a string content", i);
+            goto done;
+        }
+        if ((uint64_t)id >= v.n) continue;
+        if (set_added_token(&v, (uint64_t)id, json_string_value(jc), json_string_length(jc), json_flag(a, "special"),
+                            ADDED_PHI3) != 0) {
+            slmc_fail(err, dir, "out of memory");
+            goto done;
+        }
+    }
+    rc = vocab_store(kv, &v, has_scores, dir, err);
+done:
+    vocab_free(&v);
+    json_decref(root);
+    return rc;
+}
+
+/* Set a u32 special id when it names a token. */
+static int set_id_in_range(meta *kv, const char *key, uint32_t id) {
+    uint64_t n = 0;
+    meta_get_arr(kv, KEY_TOKENS, GGUF_STR, &n);
+    return id < n ? meta_set_u32(kv, key, id) : 0;
+}
+
+/* What llama.cpp's converter class of the family writes on top of the generic reading. */
+static int apply_family(meta *kv, const family_info *f, slmc_err *err) {
+    const char *model = meta_get_str(kv, KEY_MODEL), *pre = meta_get_str(kv, KEY_PRE);
+    bool gpt2 = model && strcmp(model, "gpt2") == 0;
+    int rc = 0;
+    /* Same regexes, the name llama.cpp's hash gives that family's vocabulary. */
+    if (gpt2 && pre && f->fam == FAM_PHI2 && strcmp(pre, PRE_GPT2) == 0) rc |= meta_set_str(kv, KEY_PRE, PRE_PHI2);
+    if (gpt2 && pre && f->fam == FAM_STABLELM && strcmp(pre, "qwen2") == 0) rc |= meta_set_str(kv, KEY_PRE, "stablelm2");
+    switch (f->fam) {
+    case FAM_LLAMA: /* LlamaModel.set_vocab */
+        if (f->config_vocab == 49152) rc |= meta_set_bool(kv, KEY_ADD_BOS, false); /* SmolLM, small Granite */
+        if (f->config_vocab == 32016) rc |= set_id_in_range(kv, "tokenizer.ggml.eot_token_id", 32010); /* CodeLlama */
+        break;
+    case FAM_GEMMA: /* GemmaModel.set_vocab: <end_of_turn>; its FIM ids have no GGUF key */
+        rc |= set_id_in_range(kv, "tokenizer.ggml.eot_token_id", 107);
+        /* fall through */
+    case FAM_GEMMA2:
+    case FAM_GEMMA3:
+        if (!gpt2) rc |= meta_set_bool(kv, KEY_ADD_PREFIX, false);
+        break;
+    case FAM_PHI2: /* Phi2Model.set_gguf_parameters */
+        rc |= meta_set_bool(kv, KEY_ADD_BOS, false);
+        /* fall through */
+    case FAM_QWEN:
+    case FAM_PHI3:
+    case FAM_STABLELM:
+        meta_remove(kv, KEY_ADD_PREFIX); /* only LlamaModel copies add_prefix_space */
+        break;
+    case FAM_OTHER:
+        break;
+    }
+    if (rc != 0) return slmc_fail(err, NULL, "out of memory");
+    return 0;
+}
+
 int hf_tokenizer_load(meta *kv, const char *dir, int64_t n_vocab, slmc_err *err) {
+    family_info fam;
+    if (read_family(kv, dir, &fam, err) != 0) return -1;
+
     /* tokenizer.model first, as llama.cpp's LlamaModel.set_vocab does: with a SentencePiece
      * model present its real piece scores are used (a tokenizer.json only gives -1000). Some
      * repositories keep a non-SentencePiece "tokenizer.model" (tiktoken text) beside their
-     * tokenizer.json: when it does not parse and tokenizer.json exists, tokenizer.json is used. */
-    bool have_spm, have_json;
+     * tokenizer.json: when it does not parse and tokenizer.json exists, tokenizer.json is used.
+     * Phi-4 (Phi3ForCausalLM with a GPT2Tokenizer) goes straight to tokenizer.json. */
+    bool have_spm = false, have_json;
     char *json_path = path_join(dir, "tokenizer.json");
     if (!json_path) return slmc_fail(err, dir, "out of memory");
     bool json_exists = file_exists(json_path);
     free(json_path);
 
     slmc_err spm_err = {{0}};
-    int rc = load_one(kv, dir, "tokenizer.model", parse_spm_text, &have_spm, &spm_err);
+    int rc = 0;
+    if (!(fam.gpt2_class && json_exists)) rc = load_one(kv, dir, "tokenizer.model", parse_spm_text, &have_spm, &spm_err);
     if (have_spm && rc != 0 && !json_exists) {
         if (err) *err = spm_err;
         return -1;
     }
-    if (!have_spm || rc != 0) {
+    bool from_spm = have_spm && rc == 0;
+    if (!from_spm) {
         if (load_one(kv, dir, "tokenizer.json", hf_tokenizer_parse_json, &have_json, err) != 0) return -1;
         if (!have_json) return 0; /* no tokenizer files: nothing to set */
     }
     if (hf_tokenizer_pad_vocab(kv, n_vocab, err) != 0) return slmc_fail_prefix(err, dir);
+    if (from_spm && apply_added_tokens_json(kv, dir, err) != 0) return -1;
+
+    /* tokenizer_config.json's added_tokens_decoder applies to a tokenizer.model vocabulary
+     * (a byte-fallback tokenizer.json is read as llama.cpp's LlamaHfVocab, which ignores it). */
+    added_rule rule = !from_spm ? ADDED_NONE : fam.fam == FAM_PHI3 ? ADDED_PHI3 : ADDED_SPM;
+    char *cfg_path = path_join(dir, "tokenizer_config.json");
+    if (!cfg_path) return slmc_fail(err, dir, "out of memory");
+    rc = 0;
+    if (file_exists(cfg_path)) {
+        char *text = NULL;
+        size_t len = 0;
+        rc = read_small_file(cfg_path, HF_TOKENIZER_MAX_FILE, &text, &len, err);
+        if (rc == 0) rc = parse_config_json(kv, text, len, cfg_path, rule, err);
+        free(text);
+    }
+    free(cfg_path);
+    if (rc != 0) return -1;
+    if (from_spm && fam.fam == FAM_PHI3 && apply_json_added_tokens(kv, dir, err) != 0) return -1;
 
     bool found;
-    if (load_one(kv, dir, "tokenizer_config.json", hf_tokenizer_parse_config_json, &found, err) != 0 ||
-        load_one(kv, dir, "chat_template.jinja", parse_jinja, &found, err) != 0 ||
+    if (load_one(kv, dir, "chat_template.jinja", parse_jinja, &found, err) != 0 ||
         load_one(kv, dir, "config.json", hf_tokenizer_parse_model_config, &found, err) != 0)
         return -1;
+    if (apply_family(kv, &fam, err) != 0) return slmc_fail_prefix(err, dir);
     return 0;
 }
 
@@ -1115,7 +1391,8 @@ static json_t *jtok(const vocab *v, uint64_t i) { return json_stringn(v->text[i]
  * "[PAD{i}]" fill left out (the reader recreates it). */
 static json_t *build_bpe_json(const meta *kv, const vocab *v, const char *pre, slmc_err *err) {
     const char *regex = pre_regex(pre);
-    if (!regex && strcmp(pre, PRE_GPT2) != 0) {
+    bool bare = strcmp(pre, PRE_GPT2) == 0 || strcmp(pre, PRE_PHI2) == 0, digits = strcmp(pre, PRE_SMOLLM) == 0;
+    if (!regex && !bare && !digits) {
         slmc_fail(err, NULL, "tokenizer.ggml.pre \"%s\" cannot be written as a tokenizer.json pre-tokenizer", pre);
         return NULL;
     }
@@ -1174,9 +1451,14 @@ static json_t *build_bpe_json(const meta *kv, const vocab *v, const char *pre, s
         json_decref(jmerges);
         return NULL;
     }
-    /* The pre-tokenizer as HF writes it for this regex; GPT-2's is a bare ByteLevel. */
+    /* The pre-tokenizer as HF writes it for this regex; GPT-2's is a bare ByteLevel, SmolLM's
+     * splits digits before it. */
     json_t *pt;
-    if (regex)
+    if (digits)
+        pt = json_pack("{s:s, s:[{s:s, s:b}, {s:s, s:b, s:b, s:b}]}", "type", "Sequence", "pretokenizers", "type",
+                       "Digits", "individual_digits", 1, "type", "ByteLevel", "add_prefix_space", 0,
+                       "trim_offsets", 1, "use_regex", 1);
+    else if (regex)
         pt = json_pack("{s:s, s:[{s:s, s:{s:s}, s:s, s:b}, {s:s, s:b, s:b, s:b}]}", "type", "Sequence",
                        "pretokenizers", "type", "Split", "pattern", "Regex", regex, "behavior", "Isolated",
                        "invert", 0, "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1,

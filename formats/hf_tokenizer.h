@@ -1,14 +1,21 @@
 /* hf_tokenizer.h - Hugging Face tokenizer files <-> the tokenizer.ggml.* keys of a meta.
  *
  * Reading (HF -> GGUF), as llama.cpp's convert_hf_to_gguf.py does:
- *   tokenizer.json, model BPE + ByteLevel pre-tokenizer (Llama 3, Qwen2, GPT-2)
- *       -> tokenizer.ggml.model "gpt2", pre from the pre-tokenizer regex, tokens, token_type, merges
+ *   tokenizer.json, model BPE + ByteLevel pre-tokenizer (Llama 3, Qwen2/3, GPT-2, Phi-2, SmolLM,
+ *   StableLM 2, Phi-4-mini)
+ *       -> tokenizer.ggml.model "gpt2", pre from the pre-tokenizer (and the model family), tokens,
+ *          token_type, merges
  *   tokenizer.json, model BPE + byte_fallback (Llama-2 "fast" tokenizer)
  *       -> tokenizer.ggml.model "llama", pre "default", tokens, scores, token_type
- *   tokenizer.model (SentencePiece protobuf, read by our own small decoder)
+ *   tokenizer.model (SentencePiece protobuf, read by our own small decoder; Llama 2, Phi-3,
+ *   Gemma 1/2/3) + added_tokens.json
  *       -> tokenizer.ggml.model "llama", pre "default", tokens, scores, token_type
- *   tokenizer_config.json -> add_bos_token / add_eos_token, special token ids, chat_template
- *   config.json           -> bos/eos/... ids when tokenizer_config.json did not name them
+ *   tokenizer_config.json -> add_bos_token / add_eos_token, special token ids, chat_template,
+ *                            added_tokens_decoder (tokenizer.model vocabularies)
+ *   config.json           -> bos/eos/... ids when tokenizer_config.json did not name them, and
+ *                            the family ("architectures"), whose converter class adds its own
+ *                            keys (Gemma: add_space_prefix false; Phi-2 and 49152-token Llama
+ *                            models such as SmolLM: add_bos_token false; ...)
  *
  * Writing (GGUF -> HF): "llama" -> tokenizer.model, "gpt2" -> tokenizer.json; both plus
  * tokenizer_config.json and special_tokens_map.json. See docs/formats-tokenizer.md.
@@ -39,9 +46,11 @@ enum {
 /* Read the tokenizer files of a HF folder into tokenizer.ggml.* keys of kv:
  * tokenizer.model (SentencePiece protobuf) when present and valid, else tokenizer.json — the
  * order of llama.cpp's LlamaModel.set_vocab, which keeps the real SentencePiece scores;
- * plus tokenizer_config.json (add_bos_token, add_eos_token, bos/eos/unk/... tokens,
- * chat_template), chat_template.jinja when tokenizer_config.json has no template, and
- * dir/config.json's bos/eos/unk/sep/pad/mask ids as fallback (read from the folder).
+ * plus added_tokens.json, tokenizer_config.json (add_bos_token, add_eos_token, bos/eos/unk/...
+ * tokens, chat_template), chat_template.jinja when tokenizer_config.json has no template, and
+ * dir/config.json's bos/eos/unk/sep/pad/mask ids as fallback (read from the folder). The model
+ * family is config.json's first "architectures" class, else kv's general.architecture when the
+ * caller set it; the family's converter-class rules of llama.cpp are applied on top.
  * A folder with no tokenizer files is not an error (returns 0, sets nothing). n_vocab: the
  * model's vocab_size (token arrays are padded with "[PAD{i}]" UNUSED tokens up to it, as
  * llama.cpp's converter does; <= 0 means no padding). Errors name the offending file. */

@@ -5,12 +5,18 @@
  * test-tokenizer-0.cpp we tokenize each text with add_special = false, parse_special = false
  * and require the exact ids. llama-spm, phi-3 and gpt-2 use llama.cpp's vocabulary GGUF;
  * llama-bpe and qwen2 (whose GGUF is not shipped) are built from the Llama 3 and Qwen3
- * tokenizer.json through formats/hf_tokenizer. Also: round trips through the pieces, the
- * stories260K llama2.c vocabulary, special tokens, bad metadata and the speed on WikiText-2. */
+ * tokenizer.json through formats/hf_tokenizer. Every pair in the folder must be one of these.
+ * The same vectors run again through Hugging Face folders of the families that use each
+ * vocabulary (Llama, Phi-3, Phi-2, Llama 3, Qwen3, StableLM 2), read by hf_tokenizer_load.
+ * Also: each pre-tokenizer's splits on a small made-up vocabulary, end-of-generation tokens,
+ * round trips through the pieces, the stories260K llama2.c vocabulary, special tokens, bad
+ * metadata and the speed on WikiText-2. */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "eval/tokenizer.h"
 #include "formats/gguf.h"
@@ -167,6 +173,149 @@ static void check_vocab_hf(const char *name, const char *hf_dir) {
     free(out);
 }
 
+/* The vocabularies whose vectors this file checks. */
+static const char *const CHECKED[] = {"llama-spm", "phi-3", "gpt-2", "llama-bpe", "qwen2"};
+
+static void put_file(const char *dir, const char *name, const char *text) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    ck_assert_int_eq(write_bytes(p, text, strlen(text)), 0);
+}
+
+/* dir/name as a symbolic link to a ../shared file (not copied). */
+static void put_link(const char *dir, const char *name, const char *target) {
+    char p[4096], abs[4096];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    ck_assert_ptr_nonnull(realpath(target, abs));
+    ck_assert_int_eq(symlink(abs, p), 0);
+}
+
+/* NAME's vectors through a Hugging Face folder of the family `cls` (its config.json class):
+ * the GGUF vocabulary written out as HF files by hf_tokenizer_write, or links to the shared
+ * tokenizer.json + tokenizer_config.json; read back by hf_tokenizer_load as `slmc convert`
+ * reads a folder, which must name pre-tokenizer want_pre. */
+static void check_vocab_family(const char *name, const char *hf_dir, const char *cls, int64_t n_vocab, const char *want_pre) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "vocab/ggml-vocab-%s.gguf.inp", name);
+    char *inp = SHARED_OR_SKIP(rel);
+    snprintf(rel, sizeof rel, "vocab/ggml-vocab-%s.gguf.out", name);
+    char *out = SHARED_OR_SKIP(rel);
+    char *dir = tmpdir_make();
+    ck_assert_ptr_nonnull(dir);
+    slmc_err err = {{0}};
+    meta kv;
+    meta_init(&kv);
+    if (!hf_dir) {
+        snprintf(rel, sizeof rel, "vocab/ggml-vocab-%s.gguf", name);
+        char *gguf = SHARED_OR_SKIP(rel);
+        gguf_file g;
+        ck_assert_msg(gguf_open(&g, gguf, &err) == 0, "%s", err.msg);
+        ck_assert_msg(hf_tokenizer_write(&g.kv, dir, &err) == 0, "%s", err.msg);
+        /* general.name as the GGUF has it (llama.cpp keys Phi-3's RSTRIP on it) */
+        const char *gname = meta_get_str(&g.kv, "general.name");
+        if (gname) ck_assert_int_eq(meta_set_str(&kv, "general.name", gname), 0);
+        gguf_close(&g);
+        free(gguf);
+    } else {
+        snprintf(rel, sizeof rel, "tokenizers/%s/tokenizer.json", hf_dir);
+        char *json = SHARED_OR_SKIP(rel);
+        snprintf(rel, sizeof rel, "tokenizers/%s/tokenizer_config.json", hf_dir);
+        char *cfg = SHARED_OR_SKIP(rel);
+        put_link(dir, "tokenizer.json", json);
+        put_link(dir, "tokenizer_config.json", cfg);
+        free(json);
+        free(cfg);
+    }
+    char config[256];
+    snprintf(config, sizeof config, "{\"architectures\": [\"%s\"], \"vocab_size\": %lld}", cls, (long long)n_vocab);
+    put_file(dir, "config.json", config);
+    ck_assert_msg(hf_tokenizer_load(&kv, dir, n_vocab, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(meta_get_str(&kv, "tokenizer.ggml.pre"), want_pre);
+    tokenizer *t = NULL;
+    ck_assert_msg(tokenizer_create(&t, &kv, &err) == 0, "%s", err.msg);
+    char label[128];
+    snprintf(label, sizeof label, "%s via a %s folder (pre %s)", name, cls, want_pre);
+    int total = 0, pass = run_vectors(t, label, inp, out, &total);
+    ck_assert_int_eq(total, 46);
+    ck_assert_int_eq(pass, total);
+    tokenizer_free(t);
+    meta_free(&kv);
+    tmpdir_remove(dir);
+    free(inp);
+    free(out);
+}
+
+/* The pieces (joined by '|') a "gpt2" vocabulary with pre-tokenizer `pre` makes of the ASCII
+ * text. The vocabulary holds the printable ASCII characters, "Ġ" (space), "Ċ" (newline) and
+ * the given words with every prefix, each word reached by merging left to right (earlier words
+ * rank first): a pre-tokenizer piece that is one of the words comes out as one token, anything
+ * else falls apart. So the result shows how `pre` splits the text. */
+static void split_with(const char *pre, const char *const *words, size_t n_words, const char *text, char *res, size_t cap) {
+    char *tok[1024], *mrg[1024];
+    size_t nt = 0, nm = 0;
+    char buf[256];
+    for (int c = 0x21; c < 0x7f; c++) {
+        buf[0] = (char)c;
+        buf[1] = 0;
+        tok[nt++] = strdup(buf);
+    }
+    tok[nt++] = strdup("\xc4\xa0");
+    tok[nt++] = strdup("\xc4\x8a");
+    for (size_t w = 0; w < n_words; w++) {
+        char bl[128]; /* the word in byte-level characters */
+        size_t k = 0;
+        for (const char *p = words[w]; *p; p++) {
+            if (*p == ' ') k += (size_t)snprintf(bl + k, sizeof bl - k, "\xc4\xa0");
+            else if (*p == '\n') k += (size_t)snprintf(bl + k, sizeof bl - k, "\xc4\x8a");
+            else bl[k++] = *p;
+        }
+        bl[k] = 0;
+        size_t first = (unsigned char)bl[0] >= 0x80 ? 2 : 1;
+        for (size_t end = first; end < k;) {
+            size_t cl = (unsigned char)bl[end] >= 0x80 ? 2 : 1;
+            snprintf(buf, sizeof buf, "%.*s %.*s", (int)end, bl, (int)cl, bl + end);
+            ck_assert_uint_lt(nm, 1024);
+            mrg[nm++] = strdup(buf);
+            end += cl;
+            snprintf(buf, sizeof buf, "%.*s", (int)end, bl);
+            bool dup = false;
+            for (size_t i = 0; i < nt && !dup; i++) dup = strcmp(tok[i], buf) == 0;
+            ck_assert_uint_lt(nt, 1024);
+            if (!dup) tok[nt++] = strdup(buf);
+        }
+    }
+    const char *ts[1024], *ms[1024];
+    uint64_t tl[1024], ml[1024];
+    int32_t types[1024];
+    for (size_t i = 0; i < nt; i++) ts[i] = tok[i], tl[i] = strlen(tok[i]), types[i] = 1;
+    for (size_t i = 0; i < nm; i++) ms[i] = mrg[i], ml[i] = strlen(mrg[i]);
+    meta kv;
+    meta_init(&kv);
+    ck_assert_int_eq(meta_set_str(&kv, "tokenizer.ggml.model", "gpt2"), 0);
+    ck_assert_int_eq(meta_set_str(&kv, "tokenizer.ggml.pre", pre), 0);
+    ck_assert_int_eq(meta_set_arr_str(&kv, "tokenizer.ggml.tokens", nt, ts, tl), 0);
+    ck_assert_int_eq(meta_set_arr(&kv, "tokenizer.ggml.token_type", GGUF_I32, nt, types), 0);
+    ck_assert_int_eq(meta_set_arr_str(&kv, "tokenizer.ggml.merges", nm, ms, ml), 0);
+    tokenizer *t = NULL;
+    slmc_err err = {{0}};
+    ck_assert_msg(tokenizer_create(&t, &kv, &err) == 0, "%s: %s", pre, err.msg);
+    int32_t *ids = NULL;
+    size_t n = 0, o = 0;
+    ck_assert_msg(tokenizer_encode(t, text, strlen(text), false, false, &ids, &n, &err) == 0, "%s", err.msg);
+    for (size_t i = 0; i < n; i++) {
+        if (i) res[o++] = '|';
+        int l = tokenizer_piece(t, ids[i], res + o, cap - o - 2);
+        ck_assert_int_ge(l, 0);
+        o += (size_t)l;
+    }
+    res[o] = 0;
+    free(ids);
+    tokenizer_free(t);
+    meta_free(&kv);
+    for (size_t i = 0; i < nt; i++) free(tok[i]);
+    for (size_t i = 0; i < nm; i++) free(mrg[i]);
+}
+
 /* Concatenated pieces of ids (malloc'd, NUL-terminated); *len receives the length. */
 static char *detokenize(const tokenizer *t, const int32_t *ids, size_t n, size_t *len) {
     size_t cap = n * tokenizer_max_piece(t) + 1, o = 0;
@@ -203,6 +352,118 @@ START_TEST(test_vectors_llama_bpe) { check_vocab_hf("llama-bpe", "llama3-hf"); }
 END_TEST
 
 START_TEST(test_vectors_qwen2) { check_vocab_hf("qwen2", "qwen3-hf"); }
+END_TEST
+
+/* Every .inp/.out pair in ../shared/vocab is one of the vocabularies checked above. */
+START_TEST(test_vectors_all_checked) {
+    char *dir = SHARED_OR_SKIP("vocab");
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    int found = 0;
+    while ((e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+        static const char pre[] = "ggml-vocab-", suf[] = ".gguf.inp";
+        if (l <= strlen(pre) + strlen(suf) || strncmp(e->d_name, pre, strlen(pre)) != 0 ||
+            strcmp(e->d_name + l - strlen(suf), suf) != 0)
+            continue;
+        char name[256];
+        snprintf(name, sizeof name, "%.*s", (int)(l - strlen(pre) - strlen(suf)), e->d_name + strlen(pre));
+        bool checked = false;
+        for (size_t i = 0; i < sizeof CHECKED / sizeof CHECKED[0]; i++) checked |= strcmp(name, CHECKED[i]) == 0;
+        ck_assert_msg(checked, "../shared/vocab/%s has no check in test_tokenizer.c", e->d_name);
+        char rel[512];
+        snprintf(rel, sizeof rel, "vocab/ggml-vocab-%s.gguf.out", name);
+        char *out = shared_path(rel);
+        ck_assert_msg(out != NULL, "../shared/%s is missing", rel);
+        free(out);
+        found++;
+    }
+    closedir(d);
+    ck_assert_int_eq(found, (int)(sizeof CHECKED / sizeof CHECKED[0]));
+    free(dir);
+}
+END_TEST
+
+/* The same vectors through Hugging Face folders of the families that use each vocabulary. */
+START_TEST(test_vectors_llama_spm_llama_folder) { check_vocab_family("llama-spm", NULL, "LlamaForCausalLM", 32000, "default"); }
+END_TEST
+
+START_TEST(test_vectors_phi3_phi3_folder) { check_vocab_family("phi-3", NULL, "Phi3ForCausalLM", 32064, "default"); }
+END_TEST
+
+/* Phi-2's tokenizer is GPT-2's vocabulary (plus whitespace-run tokens); llama.cpp names its
+ * pre-tokenizer "phi-2", with GPT-2's regex. */
+START_TEST(test_vectors_gpt2_phi2_folder) { check_vocab_family("gpt-2", NULL, "PhiForCausalLM", 50257, "phi-2"); }
+END_TEST
+
+START_TEST(test_vectors_llama_bpe_llama3_folder) {
+    check_vocab_family("llama-bpe", "llama3-hf", "LlamaForCausalLM", 128256, "llama-bpe");
+}
+END_TEST
+
+START_TEST(test_vectors_qwen2_qwen3_folder) { check_vocab_family("qwen2", "qwen3-hf", "Qwen3ForCausalLM", 151936, "qwen2"); }
+END_TEST
+
+/* StableLM 2's Arcade100k splits with Qwen2's regex; llama.cpp names it "stablelm2". The Qwen
+ * vocabulary under that name must give the qwen2 vectors. */
+START_TEST(test_vectors_qwen2_stablelm2_folder) {
+    check_vocab_family("qwen2", "qwen3-hf", "StableLmForCausalLM", 151936, "stablelm2");
+}
+END_TEST
+
+/* How each pre-tokenizer splits: digits one by one (smollm, qwen2, stablelm2), in runs of up
+ * to three (llama-bpe, gpt-4o), or with the word (gpt-2, phi-2); o200k (gpt-4o) also splits
+ * "HelloWorld" at the case change and keeps "'t" with its word. */
+START_TEST(test_pre_splits) {
+    static const char *const digit_words[] = {" 123", "123", "abc"};
+    static const struct {
+        const char *pre, *want;
+    } digits[] = {
+        {"gpt-2", "abc| 123|4|5"},     {"phi-2", "abc| 123|4|5"},     {"smollm", "abc| |1|2|3|4|5"},
+        {"qwen2", "abc| |1|2|3|4|5"},  {"stablelm2", "abc| |1|2|3|4|5"}, {"llama-bpe", "abc| |123|4|5"},
+        {"gpt-4o", "abc| |123|4|5"},
+    };
+    char res[512];
+    for (size_t i = 0; i < sizeof digits / sizeof digits[0]; i++) {
+        split_with(digits[i].pre, digit_words, 3, "abc 12345", res, sizeof res);
+        ck_assert_msg(strcmp(res, digits[i].want) == 0, "%s: \"%s\", want \"%s\"", digits[i].pre, res, digits[i].want);
+    }
+    static const char *const case_words[] = {"HelloWorld", "Hello", "World", " don't", " don", "'t"};
+    split_with("gpt-4o", case_words, 6, "HelloWorld don't", res, sizeof res);
+    ck_assert_str_eq(res, "Hello|World| don't");
+    split_with("llama-bpe", case_words, 6, "HelloWorld don't", res, sizeof res);
+    ck_assert_str_eq(res, "HelloWorld| don|'t");
+}
+END_TEST
+
+/* End of generation, as llama_vocab_is_eog: eos, the end-of-turn texts, FIM pad/repo/sep. */
+START_TEST(test_eog) {
+    char *spm = SHARED_OR_SKIP("vocab/ggml-vocab-llama-spm.gguf");
+    char *phi3 = SHARED_OR_SKIP("vocab/ggml-vocab-phi-3.gguf");
+    char *gpt2 = SHARED_OR_SKIP("vocab/ggml-vocab-gpt-2.gguf");
+    tokenizer *t = tok_from_gguf(spm);
+    ck_assert(tokenizer_is_eog(t, 2)); /* </s> */
+    ck_assert(!tokenizer_is_eog(t, 1));
+    ck_assert(!tokenizer_is_eog(t, 0));
+    ck_assert(!tokenizer_is_eog(t, -1));
+    ck_assert(!tokenizer_is_eog(t, 31999));
+    tokenizer_free(t);
+    t = tok_from_gguf(phi3);
+    ck_assert(tokenizer_is_eog(t, 32000)); /* <|endoftext|>, the eos */
+    ck_assert(tokenizer_is_eog(t, 32007)); /* <|end|> */
+    ck_assert(tokenizer_is_eog(t, 2));     /* </s> */
+    ck_assert(!tokenizer_is_eog(t, 32001)); /* <|assistant|> */
+    ck_assert(!tokenizer_is_eog(t, 32010)); /* <|user|> */
+    tokenizer_free(t);
+    t = tok_from_gguf(gpt2);
+    ck_assert(tokenizer_is_eog(t, 50256));
+    ck_assert(!tokenizer_is_eog(t, 50255));
+    tokenizer_free(t);
+    free(gpt2);
+    free(phi3);
+    free(spm);
+}
 END_TEST
 
 /* ---- behaviour ------------------------------------------------------------------------ */
@@ -611,6 +872,13 @@ Suite *tokenizer_suite(void) {
     tcase_add_test(tc, test_vectors_gpt2);
     tcase_add_test(tc, test_vectors_llama_bpe);
     tcase_add_test(tc, test_vectors_qwen2);
+    tcase_add_test(tc, test_vectors_all_checked);
+    tcase_add_test(tc, test_vectors_llama_spm_llama_folder);
+    tcase_add_test(tc, test_vectors_phi3_phi3_folder);
+    tcase_add_test(tc, test_vectors_gpt2_phi2_folder);
+    tcase_add_test(tc, test_vectors_llama_bpe_llama3_folder);
+    tcase_add_test(tc, test_vectors_qwen2_qwen3_folder);
+    tcase_add_test(tc, test_vectors_qwen2_stablelm2_folder);
     suite_add_tcase(s, tc);
     tc = tcase_create("behaviour");
     tcase_set_timeout(tc, 300);
@@ -620,6 +888,8 @@ Suite *tokenizer_suite(void) {
     tcase_add_test(tc, test_bpe_special);
     tcase_add_test(tc, test_random_text);
     tcase_add_test(tc, test_bad_metadata);
+    tcase_add_test(tc, test_pre_splits);
+    tcase_add_test(tc, test_eog);
     tcase_add_test(tc, test_wiki_speed);
     suite_add_tcase(s, tc);
     return s;
