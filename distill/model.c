@@ -160,14 +160,19 @@ int tm_init_from_model(train_model *tm, const model *m, slmc_err *err) {
     const model_config *mc = &m->cfg;
     tm_config *c = &tm->cfg;
     const arch_desc *family = arch_by_name(mc->arch);
-    if (!family) return slmc_fail(err, m->path, "architecture '%s' cannot be trained (%s)", mc->arch, arch_names());
+    /* the training ops cover the Llama-shaped families (RMSNorm, SwiGLU, separate Q/K/V, no
+     * extra norms or caps); the others load and evaluate but do not train yet */
+    if (!arch_llama_shaped(family))
+        return slmc_fail(err, m->path, "architecture '%s' cannot be trained yet (llama, qwen2)", mc->arch);
+    if (model_find(m, "rope_freqs.weight") >= 0)
+        return slmc_fail(err, m->path, "rope_freqs (Llama 3 rope scaling) is not supported for training yet");
     if (mc->rope_scaling[0] && strcmp(mc->rope_scaling, "none") != 0 && strcmp(mc->rope_scaling, "linear") != 0)
         return slmc_fail(err, m->path, "rope scaling '%s' is not supported for training (none, linear)",
                          mc->rope_scaling);
     /* the view's config with the defaults training relies on */
     model_config *hp = &c->hp;
     *hp = *mc;
-    hp->rms_eps = mc->rms_eps > 0 ? mc->rms_eps : 1e-5f;
+    hp->norm_eps = mc->norm_eps > 0 ? mc->norm_eps : 1e-5f;
     hp->rope_freq_base = mc->rope_freq_base > 0 ? mc->rope_freq_base : 10000.f;
     hp->tied_output = mc->tied_output || model_find(m, "output.weight") < 0;
     c->freq_scale = strcmp(mc->rope_scaling, "linear") == 0 && mc->rope_scaling_factor > 0
@@ -336,7 +341,7 @@ void tm_forward(train_model *tm, const int32_t *tokens) {
         float *res_mid = a->res_mid + l * NC, *ln2 = a->ln2 + l * NC, *rstd2 = a->rstd2 + (size_t)l * N;
         float *gate = a->gate + l * N * F_max, *up = a->up + l * N * F_max, *h = a->h + l * N * F_max;
 
-        rmsnorm_forward(ln1, rstd1, res, w->attn_norm, N, C, hp->rms_eps, nt);
+        rmsnorm_forward(ln1, rstd1, res, w->attn_norm, N, C, hp->norm_eps, nt);
         mm_fwd(tm, q, ln1, w->wq, w->bq, N, C, qd);
         mm_fwd(tm, k, ln1, w->wk, w->bk, N, C, kvd);
         mm_fwd(tm, v, ln1, w->wv, w->bv, N, C, kvd);
@@ -346,14 +351,14 @@ void tm_forward(train_model *tm, const int32_t *tokens) {
         mm_fwd(tm, a->tmp, atty, w->wo, NULL, N, qd, C);
         residual_forward(res_mid, res, a->tmp, NC, nt);
 
-        rmsnorm_forward(ln2, rstd2, res_mid, w->ffn_norm, N, C, hp->rms_eps, nt);
+        rmsnorm_forward(ln2, rstd2, res_mid, w->ffn_norm, N, C, hp->norm_eps, nt);
         mm_fwd(tm, gate, ln2, w->w_gate, NULL, N, C, F);
         mm_fwd(tm, up, ln2, w->w_up, NULL, N, C, F);
         swiglu_forward(h, gate, up, (int64_t)N * F, nt);
         mm_fwd(tm, a->tmp, h, w->w_down, NULL, N, F, C);
         residual_forward(res_next, res_mid, a->tmp, NC, nt);
     }
-    rmsnorm_forward(a->lnf, a->rstdf, a->res + L * NC, tm->w.output_norm, N, C, hp->rms_eps, nt);
+    rmsnorm_forward(a->lnf, a->rstdf, a->res + L * NC, tm->w.output_norm, N, C, hp->norm_eps, nt);
     mm_fwd(tm, a->logits, a->lnf, tm->w.output, NULL, N, C, V);
     tm->sec_graph += omp_get_wtime() - t_start;
 }

@@ -23,7 +23,7 @@
 #define TM_NAME_MAX 64
 
 typedef struct tm_config {
-    model_config hp;    /* the shared hyperparameters (formats/model.h) with rms_eps and rope_freq_base defaulted
+    model_config hp;    /* the shared hyperparameters (formats/model.h) with norm_eps and rope_freq_base defaulted
                            and tied_output = no output.weight; hp.n_ff is <arch>.feed_forward_length as read,
                            the graph uses n_ff[] below */
     int *n_ff;          /* [n_layer] FFN width of each layer, blk.N.ffn_gate rows (a pruned model may differ

@@ -140,18 +140,69 @@ void kern_rope(float *x, int64_t n_rot, const float *cos_t, const float *sin_t, 
 }
 
 void kern_rope_table(float *cos_t, float *sin_t, int64_t pos, int64_t n_rot, float freq_base, float freq_scale) {
+    kern_rope_table_ext(cos_t, sin_t, pos, n_rot, freq_base, freq_scale, NULL, 1.0f);
+}
+
+void kern_rope_table_ext(float *cos_t, float *sin_t, int64_t pos, int64_t n_rot, float freq_base,
+                         float freq_scale, const float *freq_factors, float mscale) {
     const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
     float theta_extrap = (float)pos;
     for (int64_t i = 0; i < n_rot / 2; ++i) {
-        const float theta = freq_scale * theta_extrap;
-        cos_t[i] = cosf(theta);
-        sin_t[i] = sinf(theta);
+        const float ff = freq_factors ? freq_factors[i] : 1.0f;
+        const float theta = freq_scale * (theta_extrap / ff);
+        cos_t[i] = cosf(theta) * mscale;
+        sin_t[i] = sinf(theta) * mscale;
         theta_extrap *= theta_scale;
+    }
+}
+
+void kern_layernorm(float *out, const float *x, const float *weight, const float *bias, int64_t n, float eps) {
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += (double)x[i];
+    const float mean = (float)(sum / (double)n);
+    double sum2 = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        const float v = x[i] - mean;
+        out[i] = v;
+        sum2 += (double)(v * v);
+    }
+    const float variance = (float)(sum2 / (double)n);
+    const float scale = 1.0f / sqrtf(variance + eps);
+    for (int64_t i = 0; i < n; ++i) {
+        float v = out[i] * scale;
+        if (weight) v *= weight[i];
+        if (bias) v += bias[i];
+        out[i] = v;
     }
 }
 
 void kern_swiglu(float *x, const float *up, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + expf(-x[i])) * up[i];
+}
+
+/* gelu with the tanh approximation, in float as ggml_gelu_f32 writes it */
+static float gelu_tanh(float x) {
+    const float sqrt_2_over_pi = 0.79788456080286535587989211986876f, coef_a = 0.044715f;
+    return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + coef_a * x * x)));
+}
+
+static float gelu_ggml(float x) {
+    if (x <= -10.0f) return 0.0f;
+    if (x >= 10.0f) return x;
+    return fp16_to_f32(f32_to_fp16(gelu_tanh(fp16_to_f32(f32_to_fp16(x))))); /* ggml's fp16 table */
+}
+
+void kern_gelu(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) x[i] = gelu_ggml(x[i]);
+}
+
+void kern_geglu(float *x, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) x[i] = gelu_ggml(x[i]) * up[i];
+}
+
+void kern_softcap(float *x, int64_t n, float c) {
+    const float inv = 1.0f / c;
+    for (int64_t i = 0; i < n; ++i) x[i] = tanhf(x[i] * inv) * c;
 }
 
 void kern_round_f16(float *x, int64_t n) {

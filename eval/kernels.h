@@ -82,8 +82,28 @@ void kern_rope(float *x, int64_t n_rot, const float *cos_t, const float *sin_t, 
 void kern_rope_table(float *cos_t, float *sin_t, int64_t pos, int64_t n_rot, float freq_base,
                      float freq_scale);
 
+/* The same with llama.cpp's rope extensions (ggml_rope_ext without YaRN): each dimension pair's
+ * angle divided by freq_factors[i] (Llama 3's rope_freqs, Phi-3's longrope factors; NULL for
+ * none), and cos/sin multiplied by mscale (Phi-3's rope.scaling.attn_factor; 1 for none). */
+void kern_rope_table_ext(float *cos_t, float *sin_t, int64_t pos, int64_t n_rot, float freq_base,
+                         float freq_scale, const float *freq_factors, float mscale);
+
+/* out = (x - mean) / sqrt(var + eps) * weight + bias, as ggml_norm then ggml_mul and ggml_add:
+ * the mean and the variance summed in double, the scale in float. out may alias x. */
+void kern_layernorm(float *out, const float *x, const float *weight, const float *bias, int64_t n, float eps);
+
 /* x = silu(x) * up, the SwiGLU activation of the Llama FFN (silu(x) = x / (1 + e^-x)). */
 void kern_swiglu(float *x, const float *up, int64_t n);
+
+/* x = gelu(x), tanh approximation, as ggml's CPU backend computes it: for -10 < x < 10 the
+ * input is rounded to fp16 and the result is looked up in an fp16 table (so rounded to fp16
+ * too); 0 at or below -10 and x at or above 10. */
+void kern_gelu(float *x, int64_t n);
+/* x = gelu(x) * up: GeGLU (Gemma's FFN), the gelu as kern_gelu. */
+void kern_geglu(float *x, const float *up, int64_t n);
+/* x = c * tanh(x * (1/c)): Gemma 2's soft-capping of attention scores and logits, with the
+ * three ops in ggml's order (scale by the reciprocal, tanh, scale). */
+void kern_softcap(float *x, int64_t n, float c);
 
 /* Round every value to the precision of fp16 / bf16 (kept as float). */
 void kern_round_f16(float *x, int64_t n);

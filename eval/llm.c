@@ -70,27 +70,63 @@ static int load_vector(llm_model *lm, float **out, const char *name, int64_t n, 
     return model_read_rows_f32(m, (uint64_t)ti, 0, 1, *out, err);
 }
 
+/* The family's tensor `t` (from its table) as a vector: NULL when the family has no such
+ * tensor, required unless the table marks it conditional. */
+static int load_family_vector(llm_model *lm, float **out, const arch_tensor *t, const char *name, int64_t n,
+                              slmc_err *err) {
+    *out = NULL;
+    if (!t) return 0;
+    return load_vector(lm, out, name, n, t->when != WHEN_ALWAYS, err);
+}
+
+/* Bind the family's matrix `t` if the family has it (a weight left unbound has n_out 0). */
+static int bind_family_weight(llm_model *lm, llm_weight *w, const arch_tensor *t, const char *name, int64_t n_in,
+                              int64_t n_out, slmc_err *err) {
+    if (!t) return 0;
+    return bind_weight(lm, w, name, n_in, n_out, err);
+}
+
 static int bind_layer(llm_model *lm, int il, slmc_err *err) {
     llm_layer *L = &lm->layers[il];
+    const arch_desc *a = lm->arch;
     const model_config *c = &lm->cfg;
-    const int64_t E = c->n_embd, qd = c->n_head * c->head_dim, kvd = c->n_head_kv * c->head_dim, F = c->n_ff;
+    const int64_t E = c->n_embd, hd = c->head_dim, qd = c->n_head * hd, kvd = c->n_head_kv * hd, F = c->n_ff;
+    L->wq.tensor = L->wk.tensor = L->wv.tensor = L->wqkv.tensor = L->w_gate.tensor = -1;
     char name[96];
-#define NAME(s) (snprintf(name, sizeof name, "blk.%d." s, il), name)
-    if (load_vector(lm, &L->attn_norm, NAME("attn_norm.weight"), E, false, err) ||
-        bind_weight(lm, &L->wq, NAME("attn_q.weight"), E, qd, err) ||
-        bind_weight(lm, &L->wk, NAME("attn_k.weight"), E, kvd, err) ||
-        bind_weight(lm, &L->wv, NAME("attn_v.weight"), E, kvd, err) ||
-        bind_weight(lm, &L->wo, NAME("attn_output.weight"), qd, E, err) ||
-        load_vector(lm, &L->bq, NAME("attn_q.bias"), qd, true, err) ||
-        load_vector(lm, &L->bk, NAME("attn_k.bias"), kvd, true, err) ||
-        load_vector(lm, &L->bv, NAME("attn_v.bias"), kvd, true, err) ||
-        load_vector(lm, &L->ffn_norm, NAME("ffn_norm.weight"), E, false, err) ||
-        bind_weight(lm, &L->w_gate, NAME("ffn_gate.weight"), E, F, err) ||
-        bind_weight(lm, &L->w_up, NAME("ffn_up.weight"), E, F, err) ||
-        bind_weight(lm, &L->w_down, NAME("ffn_down.weight"), F, E, err))
+    /* the name of layer tensor s and its table entry */
+#define T(s) (snprintf(name, sizeof name, "blk.%d." s, il), arch_layer_tensor(a, s)), name
+    if (load_family_vector(lm, &L->attn_norm, T("attn_norm.weight"), E, err) ||
+        load_family_vector(lm, &L->attn_norm_b, T("attn_norm.bias"), E, err) ||
+        bind_family_weight(lm, &L->wq, T("attn_q.weight"), E, qd, err) ||
+        bind_family_weight(lm, &L->wk, T("attn_k.weight"), E, kvd, err) ||
+        bind_family_weight(lm, &L->wv, T("attn_v.weight"), E, kvd, err) ||
+        bind_family_weight(lm, &L->wqkv, T("attn_qkv.weight"), E, qd + 2 * kvd, err) ||
+        load_family_vector(lm, &L->bq, T("attn_q.bias"), qd, err) ||
+        load_family_vector(lm, &L->bk, T("attn_k.bias"), kvd, err) ||
+        load_family_vector(lm, &L->bv, T("attn_v.bias"), kvd, err) ||
+        load_family_vector(lm, &L->q_norm, T("attn_q_norm.weight"), hd, err) ||
+        load_family_vector(lm, &L->k_norm, T("attn_k_norm.weight"), hd, err) ||
+        bind_family_weight(lm, &L->wo, T("attn_output.weight"), qd, E, err) ||
+        load_family_vector(lm, &L->bo, T("attn_output.bias"), E, err) ||
+        load_family_vector(lm, &L->attn_post_norm, T("post_attention_norm.weight"), E, err) ||
+        load_family_vector(lm, &L->ffn_norm, T("ffn_norm.weight"), E, err) ||
+        load_family_vector(lm, &L->ffn_norm_b, T("ffn_norm.bias"), E, err) ||
+        bind_family_weight(lm, &L->w_gate, T("ffn_gate.weight"), E, F, err) ||
+        bind_family_weight(lm, &L->w_up, T("ffn_up.weight"), E, L->w_gate.tensor < 0 && a->ffn == FFN_SWIGLU ? 2 * F : F,
+                           err) ||
+        load_family_vector(lm, &L->b_up, T("ffn_up.bias"), F, err) ||
+        bind_family_weight(lm, &L->w_down, T("ffn_down.weight"), F, E, err) ||
+        load_family_vector(lm, &L->b_down, T("ffn_down.bias"), E, err) ||
+        load_family_vector(lm, &L->ffn_post_norm, T("post_ffw_norm.weight"), E, err))
         return -1;
-#undef NAME
+#undef T
+    L->slides = c->n_swa > 0 && arch_layer_slides(a, il);
     return 0;
+}
+
+/* A whole-model vector of the family (norm bias, output bias, rope factors). */
+static int load_global_vector(llm_model *lm, float **out, const char *name, int64_t n, slmc_err *err) {
+    return load_family_vector(lm, out, arch_global(lm->arch, name), name, n, err);
 }
 
 int llm_model_init(llm_model *lm, const model *m, slmc_err *err) {
@@ -101,6 +137,7 @@ int llm_model_init(llm_model *lm, const model *m, slmc_err *err) {
     if (!family)
         return slmc_fail(err, m->path, "architecture '%s' is not supported by the evaluator (%s)", c->arch,
                          arch_names());
+    lm->arch = family;
     /* the pairing of rotated dimensions: llama's Q/K rows are stored permuted for NORM pairs */
     lm->rope_neox = family->rope == ROPE_NEOX;
     /* the view's config with the defaults the engine relies on filled in */
@@ -110,6 +147,7 @@ int llm_model_init(llm_model *lm, const model *m, slmc_err *err) {
     r->head_dim = c->head_dim > 0 ? c->head_dim : (c->n_head > 0 ? c->n_embd / c->n_head : 0);
     r->n_rot = c->n_rot > 0 ? c->n_rot : r->head_dim;
     r->rope_freq_base = c->rope_freq_base > 0 ? c->rope_freq_base : 10000.f;
+    if (!(r->rope_attn_factor > 0)) r->rope_attn_factor = 1.f;
     lm->freq_scale = 1.f;
     if (r->n_embd <= 0 || r->n_layer <= 0 || r->n_head <= 0 || r->n_ff <= 0 || r->head_dim <= 0)
         return slmc_fail(err, m->path, "bad dimensions: n_embd %lld, n_layer %lld, n_head %lld, n_ff %lld",
@@ -126,6 +164,11 @@ int llm_model_init(llm_model *lm, const model *m, slmc_err *err) {
                              c->rope_scaling);
         if (c->rope_scaling_factor > 0) lm->freq_scale = 1.f / c->rope_scaling_factor; /* positions / factor */
     }
+    /* llama.cpp scales Q.K by 1/sqrt(head_dim), except for the 27B Gemma 2 and 3 shapes, whose
+     * query_pre_attn_scalar is n_embd / n_head (it recognises them by their layer count) */
+    const bool gemma_27b = (strcmp(family->name, "gemma2") == 0 && r->n_layer == 46) ||
+                           (strcmp(family->name, "gemma3") == 0 && r->n_layer == 62);
+    lm->attn_scale = 1.0f / sqrtf((float)(gemma_27b ? r->n_embd / r->n_head : r->head_dim));
 
     const int64_t te = model_find(m, "token_embd.weight");
     if (te < 0) return slmc_fail(err, m->path, "tensor token_embd.weight is missing");
@@ -136,9 +179,16 @@ int llm_model_init(llm_model *lm, const model *m, slmc_err *err) {
     int rc = bind_weight(lm, &lm->tok_embd, "token_embd.weight", r->n_embd, r->n_vocab, err);
     for (int il = 0; rc == 0 && il < r->n_layer; ++il) rc = bind_layer(lm, il, err);
     if (rc == 0) rc = load_vector(lm, &lm->output_norm, "output_norm.weight", r->n_embd, false, err);
+    if (rc == 0) rc = load_global_vector(lm, &lm->output_norm_b, "output_norm.bias", r->n_embd, err);
     if (rc == 0)
         rc = bind_weight(lm, &lm->output, r->tied_output ? "token_embd.weight" : "output.weight", r->n_embd, r->n_vocab,
                          err);
+    if (rc == 0) rc = load_global_vector(lm, &lm->output_b, "output.bias", r->n_vocab, err);
+    if (rc == 0) rc = load_global_vector(lm, &lm->rope_freqs, "rope_freqs.weight", r->n_rot / 2, err);
+    if (rc == 0) rc = load_global_vector(lm, &lm->rope_long, "rope_factors_long.weight", r->n_rot / 2, err);
+    if (rc == 0) rc = load_global_vector(lm, &lm->rope_short, "rope_factors_short.weight", r->n_rot / 2, err);
+    if (rc == 0 && (!lm->rope_long) != (!lm->rope_short))
+        rc = slmc_fail(err, m->path, "rope_factors_long.weight and rope_factors_short.weight come as a pair");
     if (rc != 0) {
         llm_model_free(lm);
         return -1;
@@ -150,12 +200,14 @@ void llm_model_free(llm_model *lm) {
     if (lm->layers) {
         for (int64_t il = 0; il < lm->cfg.n_layer; ++il) {
             llm_layer *L = &lm->layers[il];
-            free(L->attn_norm); free(L->ffn_norm);
-            free(L->bq); free(L->bk); free(L->bv);
+            float *vectors[] = {L->attn_norm, L->attn_norm_b, L->bq, L->bk, L->bv, L->q_norm, L->k_norm, L->bo,
+                                L->attn_post_norm, L->ffn_norm, L->ffn_norm_b, L->b_up, L->b_down, L->ffn_post_norm};
+            for (size_t k = 0; k < sizeof vectors / sizeof vectors[0]; ++k) free(vectors[k]);
         }
     }
     free(lm->layers);
-    free(lm->output_norm);
+    free(lm->output_norm); free(lm->output_norm_b); free(lm->output_b);
+    free(lm->rope_freqs); free(lm->rope_long); free(lm->rope_short);
     for (size_t i = 0; lm->row_maps && lm->row_maps[i]; ++i) free(lm->row_maps[i]);
     free(lm->row_maps);
     memset(lm, 0, sizeof *lm);
@@ -178,6 +230,7 @@ int llm_context_init(llm_context *ctx, const llm_model *lm, int n_ctx, int n_bat
     const size_t half_rot = (size_t)c->n_rot / 2;
     ctx->n_threads = omp_get_max_threads(); /* the count -t set; fixed for this context from now on */
     ctx->impl = KERN_AUTO;
+    const bool fused_qkv = lm->layers[0].wqkv.tensor >= 0, fused_up = lm->layers[0].w_gate.tensor < 0;
     ctx->k_cache = calloc(cache, sizeof(float));
     ctx->v_cache = calloc(cache, sizeof(float));
     ctx->rope_cos = malloc(sizeof(float) * (size_t)n_ctx * (half_rot ? half_rot : 1));
@@ -189,24 +242,44 @@ int llm_context_init(llm_context *ctx, const llm_model *lm, int n_ctx, int n_bat
     ctx->k = malloc(sizeof(float) * B * (size_t)ctx->kv_dim);
     ctx->v = malloc(sizeof(float) * B * (size_t)ctx->kv_dim);
     ctx->att = malloc(sizeof(float) * B * qd);
-    ctx->hb = malloc(sizeof(float) * B * (size_t)c->n_ff);
+    ctx->hb = malloc(sizeof(float) * B * (size_t)c->n_ff * (fused_up ? 2 : 1));
     ctx->hb2 = malloc(sizeof(float) * B * (size_t)c->n_ff);
     ctx->scores = malloc(sizeof(float) * (size_t)ctx->n_threads * (size_t)n_ctx);
-    if (!ctx->k_cache || !ctx->v_cache || !ctx->rope_cos || !ctx->rope_sin || !ctx->x || !ctx->xb || !ctx->xb2 ||
-        !ctx->q || !ctx->k || !ctx->v || !ctx->att || !ctx->hb || !ctx->hb2 || !ctx->scores) {
+    bool oom = !ctx->k_cache || !ctx->v_cache || !ctx->rope_cos || !ctx->rope_sin || !ctx->x || !ctx->xb ||
+               !ctx->xb2 || !ctx->q || !ctx->k || !ctx->v || !ctx->att || !ctx->hb || !ctx->hb2 || !ctx->scores;
+    if (!oom && fused_qkv) oom = !(ctx->qkv = malloc(sizeof(float) * B * (qd + 2 * (size_t)ctx->kv_dim)));
+    if (!oom && lm->arch->parallel_block) oom = !(ctx->xb3 = malloc(sizeof(float) * B * E));
+    const bool own_swa_rope = c->rope_freq_base_swa > 0;
+    if (!oom && own_swa_rope) {
+        ctx->rope_cos_swa = malloc(sizeof(float) * (size_t)n_ctx * (half_rot ? half_rot : 1));
+        ctx->rope_sin_swa = malloc(sizeof(float) * (size_t)n_ctx * (half_rot ? half_rot : 1));
+        oom = !ctx->rope_cos_swa || !ctx->rope_sin_swa;
+    }
+    if (oom) {
         llm_context_free(ctx);
         return slmc_fail(err, NULL, "out of memory for a context of %d positions", n_ctx);
     }
-    for (int p = 0; p < n_ctx; ++p)
-        kern_rope_table(ctx->rope_cos + (size_t)p * half_rot, ctx->rope_sin + (size_t)p * half_rot, p, c->n_rot,
-                        c->rope_freq_base, lm->freq_scale);
+    /* rope factors: Llama 3's one set, or Phi-3's long set when the context exceeds the
+     * original one (llama.cpp's choice by context size) */
+    const float *factors = lm->rope_freqs;
+    if (lm->rope_long) {
+        const int64_t orig = c->rope_scaling_orig_ctx > 0 ? c->rope_scaling_orig_ctx : c->n_ctx_train;
+        factors = n_ctx > orig ? lm->rope_long : lm->rope_short;
+    }
+    for (int p = 0; p < n_ctx; ++p) {
+        const size_t at = (size_t)p * half_rot;
+        kern_rope_table_ext(ctx->rope_cos + at, ctx->rope_sin + at, p, c->n_rot, c->rope_freq_base, lm->freq_scale,
+                            factors, c->rope_attn_factor);
+        if (own_swa_rope) /* gemma3's local layers: their own base, no scaling */
+            kern_rope_table(ctx->rope_cos_swa + at, ctx->rope_sin_swa + at, p, c->n_rot, c->rope_freq_base_swa, 1.f);
+    }
     return 0;
 }
 
 void llm_context_free(llm_context *ctx) {
     free(ctx->k_cache); free(ctx->v_cache);
-    free(ctx->rope_cos); free(ctx->rope_sin);
-    free(ctx->x); free(ctx->xb); free(ctx->xb2);
+    free(ctx->rope_cos); free(ctx->rope_sin); free(ctx->rope_cos_swa); free(ctx->rope_sin_swa);
+    free(ctx->x); free(ctx->xb); free(ctx->xb2); free(ctx->xb3); free(ctx->qkv);
     free(ctx->q); free(ctx->k); free(ctx->v); free(ctx->att);
     free(ctx->hb); free(ctx->hb2); free(ctx->scores);
     memset(ctx, 0, sizeof *ctx);
@@ -240,10 +313,23 @@ static int matmul(llm_context *ctx, const llm_weight *w, int layer, const float 
     return 0;
 }
 
-static void rmsnorm_rows(const llm_context *ctx, float *out, const float *x, const float *weight, int n, int64_t dim,
-                         float eps) {
+/* The family's norm of n rows of dim values: RMSNorm, or LayerNorm with its bias. */
+static void norm_rows(const llm_context *ctx, float *out, const float *x, const float *weight, const float *bias, int n,
+                      int64_t dim) {
+    const bool layer_norm = ctx->lm->arch->norm == NORM_LAYER;
+    const float eps = ctx->lm->cfg.norm_eps;
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
-    for (int t = 0; t < n; ++t) kern_rmsnorm(out + (size_t)t * dim, x + (size_t)t * dim, weight, dim, eps);
+    for (int t = 0; t < n; ++t) {
+        if (layer_norm) kern_layernorm(out + (size_t)t * dim, x + (size_t)t * dim, weight, bias, dim, eps);
+        else kern_rmsnorm(out + (size_t)t * dim, x + (size_t)t * dim, weight, dim, eps);
+    }
+}
+
+/* RMSNorm of each of n_heads head vectors of hd values (q/k norms; always RMS). */
+static void head_norm(const llm_context *ctx, float *x, int64_t n_heads, int64_t hd, const float *weight) {
+    const float eps = ctx->lm->cfg.norm_eps;
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
+    for (int64_t h = 0; h < n_heads; ++h) kern_rmsnorm(x + h * hd, x + h * hd, weight, hd, eps);
 }
 
 static void add_bias(float *x, const float *bias, int n, int64_t dim) {
@@ -253,64 +339,95 @@ static void add_bias(float *x, const float *bias, int n, int64_t dim) {
 }
 
 /* Causal attention of n new tokens at positions pos0.. for layer il, their K and V already
- * in the cache. Numerics as llama.cpp's non-flash CPU path: q rounded to F16, scores scaled
- * by 1/sqrt(head_dim), softmax, probabilities rounded to F16, weighted sum of V.
+ * in the cache. Numerics as llama.cpp's non-flash CPU path: q rounded to F16, scores
+ * q.k (soft-capped: gemma2) times the scale (1 when Q was scaled before, as llama.cpp does for
+ * q_prescale families), softmax, probabilities rounded to F16, weighted sum of V. A sliding
+ * layer sees the keys at positions p with pos - p < n_swa (llama.cpp's SWA mask).
  * Each thread keeps its scores in its own row of ctx->scores, which has ctx->n_threads rows:
  * the loop must run on at most that many threads, whatever omp_set_num_threads() said since.
  * Every (token, head) is computed whole by one thread, so the result does not depend on
  * the thread count. */
 static void attention(llm_context *ctx, int il, int n, int pos0) {
-    const model_config *c = &ctx->lm->cfg;
+    const llm_model *lm = ctx->lm;
+    const model_config *c = &lm->cfg;
     const int64_t hd = c->head_dim, n_head = c->n_head, group = c->n_head / c->n_head_kv, kvd = ctx->kv_dim;
     const float *kc = ctx->k_cache + (size_t)il * (size_t)ctx->n_ctx * (size_t)kvd;
     const float *vc = ctx->v_cache + (size_t)il * (size_t)ctx->n_ctx * (size_t)kvd;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const float scale = lm->arch->q_prescale ? 1.0f : lm->attn_scale;
+    const float cap = lm->arch->attn_softcap ? c->attn_softcap : 0.f;
+    const bool slides = lm->layers[il].slides;
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(dynamic, 1)
     for (int64_t th = 0; th < (int64_t)n * n_head; ++th) {
         const int t = (int)(th / n_head);
         const int64_t h = th % n_head, kvh = h / group;
         const int pos = pos0 + t;
+        const int first = slides && pos - c->n_swa + 1 > 0 ? (int)(pos - c->n_swa + 1) : 0;
+        const int n_keys = pos - first + 1;
         float *s = ctx->scores + (size_t)omp_get_thread_num() * (size_t)ctx->n_ctx;
         float qh[hd];
         memcpy(qh, ctx->q + (size_t)t * (size_t)(n_head * hd) + h * hd, sizeof qh);
         if (ctx->f16_attention) kern_round_f16(qh, hd);
-        for (int j = 0; j <= pos; ++j) s[j] = kern_dot_f32_scalar(hd, qh, kc + (size_t)j * kvd + kvh * hd) * scale;
-        kern_softmax(s, pos + 1);
-        if (ctx->f16_attention) kern_round_f16(s, pos + 1);
+        for (int j = 0; j < n_keys; ++j) {
+            float v = kern_dot_f32_scalar(hd, qh, kc + (size_t)(first + j) * kvd + kvh * hd);
+            if (cap > 0) kern_softcap(&v, 1, cap);
+            s[j] = v * scale;
+        }
+        kern_softmax(s, n_keys);
+        if (ctx->f16_attention) kern_round_f16(s, n_keys);
         float *out = ctx->att + (size_t)t * (size_t)(n_head * hd) + h * hd;
         for (int64_t d = 0; d < hd; ++d) out[d] = 0;
-        for (int j = 0; j <= pos; ++j) {
+        for (int j = 0; j < n_keys; ++j) {
             const float p = s[j];
-            const float *vr = vc + (size_t)j * kvd + kvh * hd;
+            const float *vr = vc + (size_t)(first + j) * kvd + kvh * hd;
             for (int64_t d = 0; d < hd; ++d) out[d] += p * vr[d];
         }
     }
 }
 
-/* One transformer block over n tokens (residual stream in ctx->x). */
-static int layer_forward(llm_context *ctx, int il, int n, int pos0, slmc_err *err) {
-    const llm_model *lm = ctx->lm;
-    const llm_layer *L = &lm->layers[il];
-    const model_config *c = &lm->cfg;
-    const int64_t E = c->n_embd, hd = c->head_dim, qd = c->n_head * hd, kvd = ctx->kv_dim, F = c->n_ff;
-    const size_t half_rot = (size_t)c->n_rot / 2;
-    const llm_hooks *h = &ctx->hooks;
-
-    /* attention block */
-    rmsnorm_rows(ctx, ctx->xb, ctx->x, L->attn_norm, n, E, c->rms_eps);
-    if (matmul(ctx, &L->wq, il, ctx->xb, n, ctx->q, err) || matmul(ctx, &L->wk, il, ctx->xb, n, ctx->k, err) ||
-        matmul(ctx, &L->wv, il, ctx->xb, n, ctx->v, err))
+/* Q, K and V of n tokens from the normed input ctx->xb (one fused product for phi3). */
+static int qkv_forward(llm_context *ctx, const llm_layer *L, int il, int n, slmc_err *err) {
+    const int64_t qd = ctx->lm->cfg.n_head * ctx->lm->cfg.head_dim, kvd = ctx->kv_dim;
+    if (L->wqkv.tensor >= 0) { /* rows Q | K | V */
+        if (matmul(ctx, &L->wqkv, il, ctx->xb, n, ctx->qkv, err)) return -1;
+        const float *r = ctx->qkv;
+        for (int t = 0; t < n; ++t, r += qd + 2 * kvd) {
+            memcpy(ctx->q + (size_t)t * qd, r, sizeof(float) * (size_t)qd);
+            memcpy(ctx->k + (size_t)t * kvd, r + qd, sizeof(float) * (size_t)kvd);
+            memcpy(ctx->v + (size_t)t * kvd, r + qd + kvd, sizeof(float) * (size_t)kvd);
+        }
+    } else if (matmul(ctx, &L->wq, il, ctx->xb, n, ctx->q, err) || matmul(ctx, &L->wk, il, ctx->xb, n, ctx->k, err) ||
+               matmul(ctx, &L->wv, il, ctx->xb, n, ctx->v, err)) {
         return -1;
+    }
     add_bias(ctx->q, L->bq, n, qd);
     add_bias(ctx->k, L->bk, n, kvd);
     add_bias(ctx->v, L->bv, n, kvd);
+    return 0;
+}
+
+/* The attention block of n tokens from the normed input ctx->xb: output in ctx->xb2. */
+static int attention_block(llm_context *ctx, int il, int n, int pos0, slmc_err *err) {
+    const llm_model *lm = ctx->lm;
+    const llm_layer *L = &lm->layers[il];
+    const model_config *c = &lm->cfg;
+    const int64_t hd = c->head_dim, qd = c->n_head * hd, kvd = ctx->kv_dim;
+    const size_t half_rot = (size_t)c->n_rot / 2;
+    const llm_hooks *h = &ctx->hooks;
+    if (qkv_forward(ctx, L, il, n, err)) return -1;
+    if (L->q_norm) head_norm(ctx, ctx->q, (int64_t)n * c->n_head, hd, L->q_norm);
+    if (L->k_norm) head_norm(ctx, ctx->k, (int64_t)n * c->n_head_kv, hd, L->k_norm);
+    const bool own_rope = L->slides && ctx->rope_cos_swa;
+    const float *cos_t = own_rope ? ctx->rope_cos_swa : ctx->rope_cos, *sin_t = own_rope ? ctx->rope_sin_swa : ctx->rope_sin;
+    const bool prescale = lm->arch->q_prescale;
     float *kc = ctx->k_cache + ((size_t)il * (size_t)ctx->n_ctx + (size_t)pos0) * (size_t)kvd;
     float *vc = ctx->v_cache + ((size_t)il * (size_t)ctx->n_ctx + (size_t)pos0) * (size_t)kvd;
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
     for (int t = 0; t < n; ++t) {
-        const float *cs = ctx->rope_cos + (size_t)(pos0 + t) * half_rot, *sn = ctx->rope_sin + (size_t)(pos0 + t) * half_rot;
-        for (int64_t hh = 0; hh < c->n_head; ++hh)
-            kern_rope(ctx->q + (size_t)t * qd + hh * hd, c->n_rot, cs, sn, lm->rope_neox);
+        const float *cs = cos_t + (size_t)(pos0 + t) * half_rot, *sn = sin_t + (size_t)(pos0 + t) * half_rot;
+        float *q = ctx->q + (size_t)t * qd;
+        for (int64_t hh = 0; hh < c->n_head; ++hh) kern_rope(q + hh * hd, c->n_rot, cs, sn, lm->rope_neox);
+        if (prescale)
+            for (int64_t i = 0; i < qd; ++i) q[i] *= lm->attn_scale;
         for (int64_t hh = 0; hh < c->n_head_kv; ++hh)
             kern_rope(ctx->k + (size_t)t * kvd + hh * hd, c->n_rot, cs, sn, lm->rope_neox);
         /* into the cache, rounded to F16 as llama.cpp's F16 cache stores them */
@@ -325,18 +442,70 @@ static int layer_forward(llm_context *ctx, int il, int n, int pos0, slmc_err *er
     if (h->attn_heads && h->attn_heads(h->ud, il, ctx->att, n, c->n_head, hd) != 0)
         return slmc_fail(err, NULL, "layer %d: the attn_heads hook failed", il);
     if (matmul(ctx, &L->wo, il, ctx->att, n, ctx->xb2, err)) return -1;
-    for (size_t i = 0; i < (size_t)n * (size_t)E; ++i) ctx->x[i] += ctx->xb2[i];
+    add_bias(ctx->xb2, L->bo, n, c->n_embd);
+    if (L->attn_post_norm) norm_rows(ctx, ctx->xb2, ctx->xb2, L->attn_post_norm, NULL, n, c->n_embd);
+    return 0;
+}
 
-    /* feed-forward block */
-    rmsnorm_rows(ctx, ctx->xb, ctx->x, L->ffn_norm, n, E, c->rms_eps);
-    if (matmul(ctx, &L->w_gate, il, ctx->xb, n, ctx->hb, err) || matmul(ctx, &L->w_up, il, ctx->xb, n, ctx->hb2, err))
-        return -1;
+/* The feed-forward block of n tokens from the normed input `in`: output in `out`. */
+static int ffn_block(llm_context *ctx, int il, int n, const float *in, float *out, slmc_err *err) {
+    const llm_model *lm = ctx->lm;
+    const llm_layer *L = &lm->layers[il];
+    const int64_t F = lm->cfg.n_ff;
+    const llm_hooks *h = &ctx->hooks;
+    float *act = ctx->hb; /* the input of ffn_down, [n][F] */
+    if (lm->arch->ffn == FFN_GELU) { /* down(gelu(up x + b)) + b */
+        if (matmul(ctx, &L->w_up, il, in, n, ctx->hb, err)) return -1;
+        add_bias(ctx->hb, L->b_up, n, F);
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
-    for (int t = 0; t < n; ++t) kern_swiglu(ctx->hb + (size_t)t * F, ctx->hb2 + (size_t)t * F, F);
-    if (h->ffn_act && h->ffn_act(h->ud, il, ctx->hb, n, F) != 0)
+        for (int t = 0; t < n; ++t) kern_gelu(ctx->hb + (size_t)t * F, F);
+    } else if (L->w_gate.tensor < 0) { /* fused gate_up: rows of 2F, gate half first */
+        if (matmul(ctx, &L->w_up, il, in, n, ctx->hb, err)) return -1;
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
+        for (int t = 0; t < n; ++t) {
+            float *g = ctx->hb + (size_t)t * 2 * F;
+            kern_swiglu(g, g + F, F);
+            memcpy(ctx->hb2 + (size_t)t * F, g, sizeof(float) * (size_t)F);
+        }
+        act = ctx->hb2;
+    } else {
+        if (matmul(ctx, &L->w_gate, il, in, n, ctx->hb, err) || matmul(ctx, &L->w_up, il, in, n, ctx->hb2, err))
+            return -1;
+        const bool geglu = lm->arch->ffn == FFN_GEGLU;
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
+        for (int t = 0; t < n; ++t) {
+            if (geglu) kern_geglu(ctx->hb + (size_t)t * F, ctx->hb2 + (size_t)t * F, F);
+            else kern_swiglu(ctx->hb + (size_t)t * F, ctx->hb2 + (size_t)t * F, F);
+        }
+    }
+    if (h->ffn_act && h->ffn_act(h->ud, il, act, n, F) != 0)
         return slmc_fail(err, NULL, "layer %d: the ffn_act hook failed", il);
-    if (matmul(ctx, &L->w_down, il, ctx->hb, n, ctx->xb2, err)) return -1;
-    for (size_t i = 0; i < (size_t)n * (size_t)E; ++i) ctx->x[i] += ctx->xb2[i];
+    if (matmul(ctx, &L->w_down, il, act, n, out, err)) return -1;
+    add_bias(out, L->b_down, n, lm->cfg.n_embd);
+    if (L->ffn_post_norm) norm_rows(ctx, out, out, L->ffn_post_norm, NULL, n, lm->cfg.n_embd);
+    return 0;
+}
+
+/* One transformer block over n tokens (residual stream in ctx->x). */
+static int layer_forward(llm_context *ctx, int il, int n, int pos0, slmc_err *err) {
+    const llm_model *lm = ctx->lm;
+    const llm_layer *L = &lm->layers[il];
+    const int64_t E = lm->cfg.n_embd;
+    const size_t nE = (size_t)n * (size_t)E;
+    const llm_hooks *h = &ctx->hooks;
+
+    norm_rows(ctx, ctx->xb, ctx->x, L->attn_norm, L->attn_norm_b, n, E);
+    if (attention_block(ctx, il, n, pos0, err)) return -1;
+    if (lm->arch->parallel_block) {
+        /* phi2: x + (attn(n) + ffn(n)), both from the attention norm's output */
+        if (ffn_block(ctx, il, n, ctx->xb, ctx->xb3, err)) return -1;
+        for (size_t i = 0; i < nE; ++i) ctx->x[i] = (ctx->xb2[i] + ctx->xb3[i]) + ctx->x[i];
+    } else {
+        for (size_t i = 0; i < nE; ++i) ctx->x[i] += ctx->xb2[i];
+        norm_rows(ctx, ctx->xb, ctx->x, L->ffn_norm, L->ffn_norm_b, n, E);
+        if (ffn_block(ctx, il, n, ctx->xb, ctx->xb2, err)) return -1;
+        for (size_t i = 0; i < nE; ++i) ctx->x[i] += ctx->xb2[i];
+    }
     if (h->layer_out && h->layer_out(h->ud, il, ctx->x, n, E) != 0)
         return slmc_fail(err, NULL, "layer %d: the layer_out hook failed", il);
     return 0;
@@ -355,12 +524,20 @@ static int eval_step(llm_context *ctx, const int32_t *tokens, int n, int pos0, i
                              pos0 + t, (long long)lm->cfg.n_vocab);
         qk->dequantize(lm->tok_embd.w.data + lm->tok_embd.w.row_bytes * (uint64_t)tokens[t], ctx->x + (size_t)t * E, E);
     }
+    if (lm->arch->embd_scale) { /* gemma: ggml_scale by sqrtf(n_embd) */
+        const float sc = sqrtf((float)E);
+        for (size_t i = 0; i < (size_t)n * (size_t)E; ++i) ctx->x[i] *= sc;
+    }
     for (int il = 0; il < lm->cfg.n_layer; ++il)
         if (layer_forward(ctx, il, n, pos0, err) != 0) return -1;
     if (out_first >= n) return 0;
     const int n_out = n - out_first;
-    rmsnorm_rows(ctx, ctx->xb, ctx->x + (size_t)out_first * E, lm->output_norm, n_out, E, lm->cfg.rms_eps);
-    return matmul(ctx, &lm->output, -1, ctx->xb, n_out, logits, err);
+    norm_rows(ctx, ctx->xb, ctx->x + (size_t)out_first * E, lm->output_norm, lm->output_norm_b, n_out, E);
+    if (matmul(ctx, &lm->output, -1, ctx->xb, n_out, logits, err)) return -1;
+    add_bias(logits, lm->output_b, n_out, lm->cfg.n_vocab);
+    if (lm->arch->final_softcap && lm->cfg.final_softcap > 0)
+        kern_softcap(logits, (int64_t)n_out * lm->cfg.n_vocab, lm->cfg.final_softcap);
+    return 0;
 }
 
 int llm_eval_out(llm_context *ctx, const int32_t *tokens, int n_tokens, int pos0, int out_first, float *logits,

@@ -1,8 +1,14 @@
-/* llm.h - the Llama-family forward pass (llama, mistral, qwen2), in the style of llama2.c.
+/* llm.h - the forward pass of every family in formats/arch.h, in the style of llama2.c.
  *
- *   tokens ─> token_embd rows ─> n_layer × [ RMSNorm ─> Q,K,V (+bias) ─> RoPE ─> KV cache ─>
- *             causal attention (GQA) ─> attn_output ─> +residual ─> RMSNorm ─> SwiGLU FFN ─>
- *             +residual ] ─> RMSNorm ─> output (or token_embd when tied) ─> logits
+ *   tokens ─> token_embd rows (× sqrt(n_embd): gemma) ─> n_layer × block ─> norm ─> output
+ *             (or token_embd when tied) (+ bias: phi2) (soft-capped: gemma2) ─> logits
+ *
+ *   block:  x ─> norm ─> Q,K,V (+bias; one fused matrix: phi3) ─> q/k head norms (qwen3, gemma3)
+ *             ─> RoPE (rope factors: Llama 3, phi3; partial: phi2, phi3, stablelm) ─> KV cache
+ *             ─> causal attention (GQA; sliding window on some layers; soft-capped scores)
+ *             ─> attn_output (+bias) (─> post-norm: gemma2/3) ─> + x
+ *             ─> norm ─> FFN (SwiGLU, GeGLU or GELU) (─> post-norm) ─> + residual
+ *           phi2 runs attention and FFN side by side from one norm: x + attn(n) + ffn(n).
  *
  * llm_model references the weights where the model view maps them (quantized or not; only
  * the 1-D norms and biases are copied, as F32). llm_context owns a KV cache for n_ctx
@@ -14,7 +20,9 @@
  * Numerics follow llama.cpp's CPU backend so perplexities match: activations are converted
  * to each weight type's vec_dot type before the matmul; K and V are stored rounded to F16
  * (llama.cpp's default cache type) and Q and the attention probabilities are rounded to F16
- * before their products with them, as ggml's F16 matmul does.
+ * before their products with them, as ggml's F16 matmul does. Every op is applied in the
+ * order llama.cpp's graph for the family applies it (the Q scale before or after the K
+ * product, the order of residual adds), since float rounding depends on it.
  *
  * Hooks (llm_hooks) let imatrix, pruning and distillation observe activations without
  * copying the forward pass.
@@ -39,25 +47,41 @@ typedef struct llm_weight {
 /* Matrices are [rows][row length] as GGUF stores them (a product maps a row length of inputs to
  * rows of outputs); shapes name the fields of llm_model.cfg. */
 typedef struct llm_layer {
-    float *attn_norm;       /* [n_embd] */
-    llm_weight wq, wk, wv;  /* attn_q [n_head*head_dim][n_embd], attn_k / attn_v [n_head_kv*head_dim][n_embd] */
-    float *bq, *bk, *bv;    /* [n_head*head_dim], [n_head_kv*head_dim] (bk, bv): biases (qwen2) or NULL */
+    float *attn_norm, *attn_norm_b; /* [n_embd]; the bias only with LayerNorm (phi2, stablelm) */
+    llm_weight wq, wk, wv;  /* attn_q [n_head*head_dim][n_embd], attn_k / attn_v [n_head_kv*head_dim][n_embd];
+                               unbound (n_out 0) when the family fuses them into wqkv */
+    llm_weight wqkv;        /* attn_qkv [(n_head + 2 n_head_kv)*head_dim][n_embd]: Q, K, V rows (phi3) */
+    float *bq, *bk, *bv;    /* [n_head*head_dim], [n_head_kv*head_dim] (bk, bv): biases or NULL */
+    float *q_norm, *k_norm; /* [head_dim]: RMSNorm of each head (qwen3, gemma3) or NULL */
     llm_weight wo;          /* attn_output [n_embd][n_head*head_dim] */
-    float *ffn_norm;        /* [n_embd] */
-    llm_weight w_gate, w_up;/* ffn_gate / ffn_up [n_ff][n_embd] */
+    float *bo;              /* [n_embd] attn_output bias (phi2) or NULL */
+    float *attn_post_norm;  /* [n_embd] norm of the attention output (gemma2/3) or NULL */
+    float *ffn_norm, *ffn_norm_b; /* [n_embd], NULL in a parallel block (phi2) */
+    llm_weight w_gate;      /* ffn_gate [n_ff][n_embd]; unbound for GELU (phi2) and fused gate_up (phi3) */
+    llm_weight w_up;        /* ffn_up [n_ff][n_embd], or [2 n_ff][n_embd] gate rows then up rows (phi3) */
+    float *b_up;            /* [n_ff] ffn_up bias (phi2) or NULL */
     llm_weight w_down;      /* ffn_down [n_embd][n_ff] */
+    float *b_down;          /* [n_embd] ffn_down bias (phi2) or NULL */
+    float *ffn_post_norm;   /* [n_embd] norm of the FFN output (gemma2/3) or NULL */
+    bool slides;            /* attends within cfg.n_swa positions (arch_layer_slides) */
 } llm_layer;
 
 typedef struct llm_model {
     const model *src;       /* the model view the weights live in (must outlive this) */
+    const arch_desc *arch;  /* the family: which ops the forward pass runs (formats/arch.h) */
     model_config cfg;       /* src->cfg resolved: n_head_kv, head_dim, n_rot, rope_freq_base defaulted as in
                                model_config; n_vocab = token_embd rows; tied_output = no output.weight */
     float freq_scale;       /* 1 / <arch>.rope.scaling.factor for linear scaling, 1 when unscaled */
-    bool rope_neox;         /* arch_by_name(cfg.arch)->rope == ROPE_NEOX: NEOX halves (qwen2), else adjacent pairs */
+    float attn_scale;       /* the factor of Q.K: 1/sqrt(head_dim), or 1/sqrt(n_embd/n_head) for the
+                               gemma2/gemma3 27B shapes as llama.cpp chooses */
+    bool rope_neox;         /* arch->rope == ROPE_NEOX: NEOX halves, else adjacent pairs (llama) */
+    float *rope_freqs;      /* [n_rot/2] rope_freqs (Llama 3) or NULL */
+    float *rope_long, *rope_short; /* [n_rot/2] rope_factors_long / _short (phi3 longrope) or NULL */
     llm_weight tok_embd;    /* [n_vocab][n_embd] */
     llm_layer *layers;      /* [n_layer] */
-    float *output_norm;     /* [n_embd] */
+    float *output_norm, *output_norm_b; /* [n_embd]; the bias only with LayerNorm */
     llm_weight output;      /* [n_vocab][n_embd]: output.weight, or token_embd when tied */
+    float *output_b;        /* [n_vocab] output bias (phi2) or NULL */
     int64_t **row_maps;     /* owned row maps (HF Q/K order), NULL-terminated list */
 } llm_model;
 
@@ -85,8 +109,10 @@ typedef struct llm_context {
     int64_t kv_dim;         /* n_head_kv*head_dim */
     float *k_cache;         /* [n_layer][n_ctx][kv_dim], values rounded to F16 */
     float *v_cache;         /* [n_layer][n_ctx][kv_dim], values rounded to F16 */
-    float *rope_cos;        /* [n_ctx][n_rot/2] */
+    float *rope_cos;        /* [n_ctx][n_rot/2] (global layers) */
     float *rope_sin;        /* [n_ctx][n_rot/2] */
+    float *rope_cos_swa;    /* [n_ctx][n_rot/2] sliding layers with their own base (gemma3), else NULL */
+    float *rope_sin_swa;    /* [n_ctx][n_rot/2] */
     /* scratch for n_batch tokens */
     float *x;               /* [n_batch][n_embd] residual stream */
     float *xb;              /* [n_batch][n_embd] normed input of a block */
@@ -94,7 +120,9 @@ typedef struct llm_context {
     float *q;               /* [n_batch][n_head*head_dim] */
     float *k, *v;           /* [n_batch][kv_dim] */
     float *att;             /* [n_batch][n_head*head_dim] attention output */
-    float *hb, *hb2;        /* [n_batch][n_ff] */
+    float *qkv;             /* [n_batch][(n_head + 2 n_head_kv)*head_dim] fused products (phi3), else NULL */
+    float *hb, *hb2;        /* [n_batch][n_ff]; hb is [n_batch][2 n_ff] for a fused gate_up (phi3) */
+    float *xb3;             /* [n_batch][n_embd] the FFN output of a parallel block (phi2), else NULL */
     int n_threads;          /* OpenMP threads every parallel loop of this context runs on */
     kern_impl impl;         /* the matmul's inner loops: KERN_AUTO (set by llm_context_init: AVX2
                                when the CPU has it), or KERN_SCALAR / KERN_AVX2 (tests) */

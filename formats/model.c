@@ -97,7 +97,10 @@ int model_open(model *m, const char *path, const model_open_opts *opts, slmc_err
 
 void model_close(model *m) {
     if (!m) return;
-    for (uint64_t i = 0; i < m->n_tensors; i++) free(m->tensors[i].name);
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        free(m->tensors[i].name);
+        free(m->tensors[i].owned);
+    }
     free(m->tensors);
     if (m->src && m->free_src) m->free_src(m->src);
     meta_free(&m->kv);
@@ -146,15 +149,25 @@ int model_config_from_meta(model *m, slmc_err *err) {
     c->head_dim = arch_int(m, "attention.key_length", c->n_head > 0 ? c->n_embd / c->n_head : 0);
     c->n_rot = arch_int(m, "rope.dimension_count", c->head_dim);
     c->rope_freq_base = (float)arch_float(m, "rope.freq_base", 10000.0);
-    c->rms_eps = (float)arch_float(m, "attention.layer_norm_rms_epsilon", 1e-5);
+    const arch_desc *family = arch_by_name(c->arch);
+    c->norm_eps = (float)arch_float(m, family && family->norm == NORM_LAYER ? "attention.layer_norm_epsilon"
+                                                                          : "attention.layer_norm_rms_epsilon", 1e-5);
+    c->rope_attn_factor = (float)arch_float(m, "rope.scaling.attn_factor", 1.0);
+    c->n_swa = arch_int(m, "attention.sliding_window", 0);
+    if (family && family->swa == SWA_EVEN && c->n_swa == 0) c->n_swa = 4096; /* llama.cpp's gemma2 default */
+    /* gemma3's local layers: llama.cpp uses base 10000 without scaling (a key when one is written) */
+    c->rope_freq_base_swa = (float)arch_float(m, "rope.freq_base_swa", family && family->swa == SWA_5_TO_1 ? 10000.0 : 0.0);
+    if (family && family->attn_softcap) c->attn_softcap = (float)arch_float(m, "attn_logit_softcapping", 50.0);
+    if (family && family->final_softcap) c->final_softcap = (float)arch_float(m, "final_logit_softcapping", 30.0);
     char key[128];
     snprintf(key, sizeof key, "%s.rope.scaling.type", c->arch);
     const char *scaling = meta_get_str(&m->kv, key);
     if (scaling && strcmp(scaling, "none") != 0) {
         snprintf(c->rope_scaling, sizeof c->rope_scaling, "%s", scaling);
         c->rope_scaling_factor = (float)arch_float(m, "rope.scaling.factor", 1.0);
-        c->rope_scaling_orig_ctx = arch_int(m, "rope.scaling.original_context_length", 0);
     }
+    /* also without a scaling type: Phi-3's longrope files carry it to choose their factors */
+    c->rope_scaling_orig_ctx = arch_int(m, "rope.scaling.original_context_length", 0);
     int64_t emb = model_find(m, "token_embd.weight");
     uint64_t n_tokens = 0;
     if (emb >= 0) c->n_vocab = m->tensors[emb].ne[1];
@@ -327,9 +340,22 @@ int model_dominant_type(const model *m) {
     return best;
 }
 
-/* Architecture keys in the order they are written; values come from cfg. */
+/* The input's <arch>.<suffix> key, or NULL. */
+static const meta_kv *arch_key(const model *m, const char *suffix) {
+    char k[160];
+    snprintf(k, sizeof k, "%s.%s", m->cfg.arch, suffix);
+    return meta_find(&m->kv, k);
+}
+
+/* Architecture keys in the order they are written; values come from cfg (the few keys cfg does
+ * not hold are copied from the input). Which keys a family gets follows its llama.cpp converter
+ * (formats/arch.h's kv_* flags, hf_writes_freq_base, hf_writes_head_dim); an optional key the
+ * input has is kept. slmc has always written vocab_size and rope.dimension_count for llama and
+ * qwen2 (and an architecture it does not know), and still does, so those files do not change. */
 static int put_arch_keys(meta *out, const model *m) {
     const model_config *c = &m->cfg;
+    const arch_desc *a = arch_by_name(c->arch);
+    const bool legacy = !a || strcmp(a->name, "llama") == 0 || strcmp(a->name, "qwen2") == 0;
     char k[128];
     int rc = 0;
 #define KEY(suffix) (snprintf(k, sizeof k, "%s.%s", c->arch, suffix), k)
@@ -337,22 +363,46 @@ static int put_arch_keys(meta *out, const model *m) {
     rc |= meta_set_u32(out, KEY("embedding_length"), (uint32_t)c->n_embd);
     rc |= meta_set_u32(out, KEY("block_count"), (uint32_t)c->n_layer);
     rc |= meta_set_u32(out, KEY("feed_forward_length"), (uint32_t)c->n_ff);
-    rc |= meta_set_u32(out, KEY("rope.dimension_count"), (uint32_t)c->n_rot);
+    if (legacy || a->kv_rope_dims || c->n_rot != c->head_dim || arch_key(m, "rope.dimension_count"))
+        rc |= meta_set_u32(out, KEY("rope.dimension_count"), (uint32_t)c->n_rot);
     rc |= meta_set_u32(out, KEY("attention.head_count"), (uint32_t)c->n_head);
     rc |= meta_set_u32(out, KEY("attention.head_count_kv"), (uint32_t)c->n_head_kv);
-    if (c->n_head > 0 && c->head_dim != c->n_embd / c->n_head) {
+    if (c->n_head > 0 && hf_writes_head_dim(a, c->head_dim, c->n_embd, c->n_head)) {
         rc |= meta_set_u32(out, KEY("attention.key_length"), (uint32_t)c->head_dim);
         rc |= meta_set_u32(out, KEY("attention.value_length"), (uint32_t)c->head_dim);
     }
-    rc |= meta_set_f32(out, KEY("attention.layer_norm_rms_epsilon"), c->rms_eps);
-    rc |= meta_set_f32(out, KEY("rope.freq_base"), c->rope_freq_base);
+    rc |= meta_set_f32(out, KEY(a && a->norm == NORM_LAYER ? "attention.layer_norm_epsilon"
+                                                           : "attention.layer_norm_rms_epsilon"), c->norm_eps);
+    if (!a || hf_writes_freq_base(a, c->rope_freq_base) || arch_key(m, "rope.freq_base"))
+        rc |= meta_set_f32(out, KEY("rope.freq_base"), c->rope_freq_base);
+    const meta_kv *orig = arch_key(m, "rope.scaling.original_context_length");
     if (c->rope_scaling[0]) {
         rc |= meta_set_str(out, KEY("rope.scaling.type"), c->rope_scaling);
         rc |= meta_set_f32(out, KEY("rope.scaling.factor"), c->rope_scaling_factor);
         if (c->rope_scaling_orig_ctx > 0)
             rc |= meta_set_u32(out, KEY("rope.scaling.original_context_length"), (uint32_t)c->rope_scaling_orig_ctx);
+    } else if (orig) {
+        /* Phi-3 has it without a scaling type */
+        rc |= meta_set_u32(out, KEY("rope.scaling.original_context_length"),
+                           (uint32_t)(c->rope_scaling_orig_ctx > 0 ? c->rope_scaling_orig_ctx : meta_kv_i64(orig)));
     }
-    if (c->n_vocab > 0) rc |= meta_set_u32(out, KEY("vocab_size"), (uint32_t)c->n_vocab);
+    if (c->n_vocab > 0 && (legacy || a->kv_vocab_size || arch_key(m, "vocab_size")))
+        rc |= meta_set_u32(out, KEY("vocab_size"), (uint32_t)c->n_vocab);
+    /* the families' own keys */
+    if (arch_key(m, "rope.scaling.attn_factor") || c->rope_attn_factor != 1.0f)
+        rc |= meta_set_f32(out, KEY("rope.scaling.attn_factor"), c->rope_attn_factor);
+    float swa_base_default = a && a->swa == SWA_5_TO_1 ? 10000.0f : 0.0f;
+    if (arch_key(m, "rope.freq_base_swa") || c->rope_freq_base_swa != swa_base_default)
+        rc |= meta_set_f32(out, KEY("rope.freq_base_swa"), c->rope_freq_base_swa);
+    int64_t swa_default = a && a->swa == SWA_EVEN ? 4096 : 0;
+    if (arch_key(m, "attention.sliding_window") || c->n_swa != swa_default)
+        rc |= meta_set_u32(out, KEY("attention.sliding_window"), (uint32_t)c->n_swa);
+    if (a && a->attn_softcap && (arch_key(m, "attn_logit_softcapping") || c->attn_softcap != 50.0f))
+        rc |= meta_set_f32(out, KEY("attn_logit_softcapping"), c->attn_softcap);
+    if (a && a->final_softcap && (arch_key(m, "final_logit_softcapping") || c->final_softcap != 30.0f))
+        rc |= meta_set_f32(out, KEY("final_logit_softcapping"), c->final_softcap);
+    const meta_kv *par = arch_key(m, "use_parallel_residual");
+    if (par) rc |= meta_set_kv(out, par);
 #undef KEY
     return rc;
 }
@@ -368,6 +418,9 @@ static const char *const TOKENIZER_KEYS[] = {
     "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.seperator_token_id",
     "tokenizer.ggml.padding_token_id", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token",
     "tokenizer.chat_template",
+    /* keys the later families' tokenizers add (mask id, Gemma's <end_of_turn>, SentencePiece's
+     * prefix flag): a fixed place too, whatever order a reader set them in */
+    "tokenizer.ggml.mask_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.add_space_prefix",
 };
 
 /* general.* first, the architecture keys from cfg, general.file_type, the tokenizer keys,
@@ -412,7 +465,10 @@ int model_gguf_meta(meta *out, const model *m, int64_t file_type) {
                 "feed_forward_length", "rope.dimension_count", "attention.head_count",
                 "attention.head_count_kv", "attention.key_length", "attention.value_length",
                 "attention.layer_norm_rms_epsilon", "rope.freq_base", "rope.scaling.type",
-                "rope.scaling.factor", "rope.scaling.original_context_length", "vocab_size"};
+                "rope.scaling.factor", "rope.scaling.original_context_length", "vocab_size",
+                "attention.layer_norm_epsilon", "rope.scaling.attn_factor", "rope.freq_base_swa",
+                "attention.sliding_window", "attn_logit_softcapping", "final_logit_softcapping",
+                "use_parallel_residual"};
             bool is_known = false;
             for (size_t k = 0; k < sizeof known / sizeof *known; k++)
                 if (strcmp(probe, known[k]) == 0) is_known = true;
@@ -423,24 +479,37 @@ int model_gguf_meta(meta *out, const model *m, int64_t file_type) {
     return rc ? -1 : 0;
 }
 
-/* Sort key of a tensor name: token_embd, blocks in order (each block's tensors in a fixed
- * order), output_norm, output; unknown names after, in input order. */
+/* Sort key of a tensor name, by the family's tables (formats/arch.h): token_embd (globals[0]),
+ * the blocks in order (each block's tensors in table order, names the table lacks at the end of
+ * their block), the other globals in table order; unknown names after, in input order. An
+ * architecture slmc does not know gets llama's order. */
 static const char *const BLOCK_ORDER[] = {
     "attn_norm.weight", "attn_q.weight", "attn_q.bias", "attn_k.weight", "attn_k.bias",
     "attn_v.weight", "attn_v.bias", "attn_output.weight", "attn_output.bias", "ffn_norm.weight",
     "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight",
 };
 
-static int64_t tensor_rank(const char *name, uint64_t index) {
-    const int64_t unknown = (int64_t)1 << 40;
-    if (strcmp(name, "token_embd.weight") == 0) return 0;
-    if (strcmp(name, "output_norm.weight") == 0) return unknown - 2;
-    if (strcmp(name, "output.weight") == 0) return unknown - 1;
+static int64_t tensor_rank(const arch_desc *a, const char *name, uint64_t index) {
+    const int64_t unknown = (int64_t)1 << 40, after_blocks = unknown - 1024;
+    if (a) {
+        const arch_tensor *g = arch_global(a, name);
+        if (g) return g == a->globals ? 0 : after_blocks + (g - a->globals);
+    } else {
+        if (strcmp(name, "token_embd.weight") == 0) return 0;
+        if (strcmp(name, "output_norm.weight") == 0) return after_blocks + 1;
+        if (strcmp(name, "output.weight") == 0) return after_blocks + 2;
+    }
     int blk, off = 0;
     if (sscanf(name, "blk.%d.%n", &blk, &off) == 1 && off > 0 && blk >= 0 && blk < 1000000) {
-        for (size_t k = 0; k < sizeof BLOCK_ORDER / sizeof *BLOCK_ORDER; k++)
-            if (strcmp(name + off, BLOCK_ORDER[k]) == 0) return 1 + (int64_t)blk * 64 + (int64_t)k;
-        return 1 + (int64_t)blk * 64 + 63;
+        int64_t base = 1 + (int64_t)blk * 64;
+        if (a) {
+            const arch_tensor *t = arch_layer_tensor(a, name + off);
+            if (t) return base + (t - a->layer);
+        } else {
+            for (size_t k = 0; k < sizeof BLOCK_ORDER / sizeof *BLOCK_ORDER; k++)
+                if (strcmp(name + off, BLOCK_ORDER[k]) == 0) return base + (int64_t)k;
+        }
+        return base + 63;
     }
     return unknown + (int64_t)index;
 }
@@ -451,7 +520,8 @@ uint64_t *model_gguf_order(const model *m) {
     uint64_t *order = malloc((n ? n : 1) * sizeof *order);
     int64_t *rank = malloc((n ? n : 1) * sizeof *rank);
     if (!order || !rank) { free(order); free(rank); return NULL; }
-    for (uint64_t i = 0; i < n; i++) { order[i] = i; rank[i] = tensor_rank(m->tensors[i].name, i); }
+    const arch_desc *a = arch_by_name(m->cfg.arch);
+    for (uint64_t i = 0; i < n; i++) { order[i] = i; rank[i] = tensor_rank(a, m->tensors[i].name, i); }
     for (uint64_t i = 1; i < n; i++) { /* insertion sort: a model has a few hundred tensors */
         uint64_t v = order[i];
         uint64_t j = i;
@@ -474,11 +544,11 @@ static void release_range(const uint8_t *begin_p, uint64_t n) {
 /* Only a view opened from files (m->src set by its reader) points into read-only file
  * mappings; a view built in memory may point at heap buffers, which MADV_DONTNEED would zero. */
 void model_release_source(const model *m, const model_tensor *t) {
-    if (m->src) release_range(t->data, t->nbytes);
+    if (m->src && !t->owned) release_range(t->data, t->nbytes);
 }
 
 void model_release_rows(const model *m, const model_tensor *t, int64_t row0, int64_t nrows) {
-    if (!m->src) return;
+    if (!m->src || t->owned) return;
     uint64_t rb = model_tensor_row_bytes(t);
     release_range(t->data + (uint64_t)row0 * rb, (uint64_t)nrows * rb);
 }

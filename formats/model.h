@@ -39,10 +39,19 @@ typedef struct model_config {
     int64_t head_dim;        /* <arch>.attention.key_length, default n_embd / n_head */
     int64_t n_rot;           /* <arch>.rope.dimension_count, default head_dim */
     float rope_freq_base;    /* <arch>.rope.freq_base, default 10000 */
-    float rms_eps;           /* <arch>.attention.layer_norm_rms_epsilon */
+    float norm_eps;          /* <arch>.attention.layer_norm_rms_epsilon (RMSNorm families) or
+                                <arch>.attention.layer_norm_epsilon (LayerNorm families), default 1e-5 */
     char rope_scaling[16];   /* <arch>.rope.scaling.type: "" (none), "linear", "yarn", ... */
     float rope_scaling_factor;       /* <arch>.rope.scaling.factor, 0 when none */
     int64_t rope_scaling_orig_ctx;   /* <arch>.rope.scaling.original_context_length, 0 when none */
+    float rope_attn_factor;  /* <arch>.rope.scaling.attn_factor: cos and sin of rope scaled by it
+                                (Phi-3 longrope), default 1 */
+    float rope_freq_base_swa;/* <arch>.rope.freq_base_swa: the rope base of sliding-window layers
+                                (gemma3: 10000, unscaled), 0 for the others */
+    int64_t n_swa;           /* <arch>.attention.sliding_window: positions a sliding layer sees
+                                (0: none; gemma2 defaults to 4096 as llama.cpp does) */
+    float attn_softcap;      /* <arch>.attn_logit_softcapping: scores -> c * tanh(scores / c), 0 none */
+    float final_softcap;     /* <arch>.final_logit_softcapping: logits -> c * tanh(logits / c), 0 none */
     bool tied_output;        /* no output.weight: the classifier is token_embd */
 } model_config;
 /* The family's description is arch_by_name(cfg.arch) (formats/arch.h): NULL for an architecture
@@ -74,6 +83,9 @@ typedef struct model_tensor {
     const uint8_t *data;     /* source bytes (inside a mapping), rows in source order */
     int64_t qk_heads;        /* 0: rows as stored; >0: stored in HF order, permuted with this many
                                 heads into llama.cpp's order on read */
+    void *owned;             /* heap data of a transformed or generated tensor (Gemma's 1 + w norms,
+                                permuted q/k biases, rope factors), which `data` points at; freed by
+                                model_close */
 } model_tensor;
 
 typedef struct model {

@@ -31,14 +31,47 @@
  * Shapes
  * ------------------------------------------------------------------------------------- */
 
-/* The real hyperparameters of each model family member (from their config.json). */
-static const synth_shape SHAPES[] = {
-    /* name              arch     embd  ff     layers heads kv  head_dim vocab   ctx    theta    eps   tied   bias */
-    {"tiny",             "llama", 128,  384,   2,     4,    2,  32,      512,    256,   10000.f, 1e-5f, false, false},
-    {"small",            "llama", 256,  768,   4,     8,    4,  32,      1024,   512,   10000.f, 1e-5f, false, false},
-    {"tinyllama-1.1b",   "llama", 2048, 5632,  22,    32,   4,  64,      32000,  2048,  10000.f, 1e-5f, false, false},
-    {"llama-2-7b",       "llama", 4096, 11008, 32,    32,   32, 128,     32000,  4096,  10000.f, 1e-5f, false, false},
-    {"qwen2-0.5b",       "qwen2", 896,  4864,  24,    14,   2,  64,      151936, 32768, 1e6f,    1e-6f, true,  true},
+/* The built-in shapes: the config.json of each model (the real hyperparameters), read by the
+ * same parser as any config.json. */
+static const struct { const char *name, *config; } SHAPES[] = {
+    {"tiny", "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 128, \"intermediate_size\": 384, "
+             "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"vocab_size\": 512, "
+             "\"max_position_embeddings\": 256, \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-05}"},
+    {"small", "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 256, \"intermediate_size\": 768, "
+              "\"num_hidden_layers\": 4, \"num_attention_heads\": 8, \"num_key_value_heads\": 4, \"vocab_size\": 1024, "
+              "\"max_position_embeddings\": 512, \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-05}"},
+    {"tinyllama-1.1b", "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 2048, \"intermediate_size\": 5632, "
+                       "\"num_hidden_layers\": 22, \"num_attention_heads\": 32, \"num_key_value_heads\": 4, "
+                       "\"vocab_size\": 32000, \"max_position_embeddings\": 2048, \"rope_theta\": 10000.0, "
+                       "\"rms_norm_eps\": 1e-05}"},
+    {"llama-2-7b", "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 4096, \"intermediate_size\": 11008, "
+                   "\"num_hidden_layers\": 32, \"num_attention_heads\": 32, \"num_key_value_heads\": 32, "
+                   "\"vocab_size\": 32000, \"max_position_embeddings\": 4096, \"rope_theta\": 10000.0, "
+                   "\"rms_norm_eps\": 1e-05}"},
+    {"qwen2-0.5b", "{\"architectures\": [\"Qwen2ForCausalLM\"], \"hidden_size\": 896, \"intermediate_size\": 4864, "
+                   "\"num_hidden_layers\": 24, \"num_attention_heads\": 14, \"num_key_value_heads\": 2, "
+                   "\"vocab_size\": 151936, \"max_position_embeddings\": 32768, \"rope_theta\": 1000000.0, "
+                   "\"rms_norm_eps\": 1e-06, \"tie_word_embeddings\": true}"},
+    {"llama-3.2-1b", "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": 2048, "
+                     "\"intermediate_size\": 8192, \"num_hidden_layers\": 16, \"num_attention_heads\": 32, "
+                     "\"num_key_value_heads\": 8, \"head_dim\": 64, \"vocab_size\": 128256, "
+                     "\"max_position_embeddings\": 131072, \"rms_norm_eps\": 1e-05, \"rope_theta\": 500000.0, "
+                     "\"rope_scaling\": {\"factor\": 32.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, "
+                     "\"original_max_position_embeddings\": 8192, \"rope_type\": \"llama3\"}, "
+                     "\"tie_word_embeddings\": true}"},
+    {"qwen3-0.6b", "{\"architectures\": [\"Qwen3ForCausalLM\"], \"model_type\": \"qwen3\", \"hidden_size\": 1024, "
+                   "\"intermediate_size\": 3072, \"num_hidden_layers\": 28, \"num_attention_heads\": 16, "
+                   "\"num_key_value_heads\": 8, \"head_dim\": 128, \"vocab_size\": 151936, "
+                   "\"max_position_embeddings\": 40960, \"rms_norm_eps\": 1e-06, \"rope_theta\": 1000000, "
+                   "\"attention_bias\": false, \"tie_word_embeddings\": true}"},
+    {"gemma-3-1b", "{\"architectures\": [\"Gemma3ForCausalLM\"], \"model_type\": \"gemma3_text\", "
+                   "\"hidden_activation\": \"gelu_pytorch_tanh\", \"hidden_size\": 1152, \"intermediate_size\": 6912, "
+                   "\"num_hidden_layers\": 26, \"num_attention_heads\": 4, \"num_key_value_heads\": 1, "
+                   "\"head_dim\": 256, \"vocab_size\": 262144, \"max_position_embeddings\": 32768, "
+                   "\"query_pre_attn_scalar\": 256, \"rms_norm_eps\": 1e-06, \"rope_theta\": 1000000, "
+                   "\"rope_local_base_freq\": 10000, \"rope_scaling\": null, \"sliding_window\": 512, "
+                   "\"sliding_window_pattern\": 6, \"attn_logit_softcapping\": null, "
+                   "\"final_logit_softcapping\": null}"},
 };
 #define N_SHAPES (int)(sizeof SHAPES / sizeof *SHAPES)
 
@@ -51,10 +84,20 @@ void synth_opts_init(synth_opts *o) {
 
 const char *synth_shape_name(int i) { return i >= 0 && i < N_SHAPES ? SHAPES[i].name : NULL; }
 
+void synth_shape_free(synth_shape *s) {
+    if (s) hf_config_free(&s->cfg);
+}
+
 int synth_shape_get(const char *name, synth_shape *out, slmc_err *err) {
+    memset(out, 0, sizeof *out);
     for (int i = 0; i < N_SHAPES; i++)
-        if (strcmp(SHAPES[i].name, name) == 0) { *out = SHAPES[i]; return 0; }
-    char list[256] = "";
+        if (strcmp(SHAPES[i].name, name) == 0) {
+            snprintf(out->name, sizeof out->name, "%s", name);
+            char where[96];
+            snprintf(where, sizeof where, "shape %s", name);
+            return hf_config_parse(SHAPES[i].config, strlen(SHAPES[i].config), where, &out->cfg, err);
+        }
+    char list[512] = "";
     for (int i = 0; i < N_SHAPES; i++) {
         strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
         strncat(list, SHAPES[i].name, sizeof list - strlen(list) - 1);
@@ -62,95 +105,25 @@ int synth_shape_get(const char *name, synth_shape *out, slmc_err *err) {
     return slmc_fail(err, NULL, "unknown shape \"%s\" (shapes: %s)", name, list);
 }
 
-/* Checks every shape passes before anything is written. */
-static int check_shape(const synth_shape *s, const char *path, slmc_err *err) {
+/* Checks every shape passes before anything is written (hf_config_parse checked the rest). */
+static int check_shape(const hf_config *c, const char *path, slmc_err *err) {
     const struct { const char *name; int64_t v; } dims[] = {
-        {"hidden_size", s->n_embd}, {"intermediate_size", s->n_ff}, {"num_hidden_layers", s->n_layer},
-        {"num_attention_heads", s->n_head}, {"num_key_value_heads", s->n_head_kv}, {"head_dim", s->head_dim},
-        {"vocab_size", s->n_vocab}, {"max_position_embeddings", s->n_ctx},
+        {"hidden_size", c->n_embd}, {"intermediate_size", c->n_ff}, {"num_hidden_layers", c->n_layer},
+        {"num_attention_heads", c->n_head}, {"num_key_value_heads", c->n_head_kv}, {"head_dim", c->head_dim},
+        {"vocab_size", c->n_vocab}, {"max_position_embeddings", c->n_ctx},
     };
     for (size_t i = 0; i < sizeof dims / sizeof *dims; i++)
         if (dims[i].v <= 0 || dims[i].v > SYNTH_MAX_DIM)
             return slmc_fail(err, path, "%s must be in 1..%d, got %lld", dims[i].name, SYNTH_MAX_DIM, (long long)dims[i].v);
-    if (s->n_head % s->n_head_kv != 0)
-        return slmc_fail(err, path, "num_key_value_heads %lld does not divide num_attention_heads %lld",
-                         (long long)s->n_head_kv, (long long)s->n_head);
-    if (s->head_dim % 2 != 0)
-        return slmc_fail(err, path, "head_dim %lld is odd; RoPE needs pairs", (long long)s->head_dim);
-    if (s->n_vocab < SYNTH_MIN_VOCAB)
+    if (c->n_vocab < SYNTH_MIN_VOCAB)
         return slmc_fail(err, path, "vocab_size %lld is below %d (3 special and 256 byte tokens)",
-                         (long long)s->n_vocab, SYNTH_MIN_VOCAB);
-    if (!(s->rope_theta > 0) || !(s->rms_eps > 0))
-        return slmc_fail(err, path, "rope_theta and rms_norm_eps must be positive");
+                         (long long)c->n_vocab, SYNTH_MIN_VOCAB);
     return 0;
-}
-
-/* An integer field of a config.json object; `dflt` < 0 means required. */
-static int json_int_field(json_t *root, const char *key, int64_t dflt, int64_t *out, const char *path, slmc_err *err) {
-    json_t *v = json_object_get(root, key);
-    if (!v || json_is_null(v)) {
-        if (dflt < 0) return slmc_fail(err, path, "config.json has no \"%s\"", key);
-        *out = dflt;
-        return 0;
-    }
-    if (!json_is_integer(v)) return slmc_fail(err, path, "\"%s\" must be an integer", key);
-    *out = json_integer_value(v);
-    return 0;
-}
-
-static int json_num_field(json_t *root, const char *key, double dflt, float *out, const char *path, slmc_err *err) {
-    json_t *v = json_object_get(root, key);
-    if (!v || json_is_null(v)) { *out = (float)dflt; return 0; }
-    if (!json_is_number(v)) return slmc_fail(err, path, "\"%s\" must be a number", key);
-    *out = (float)json_number_value(v);
-    return 0;
-}
-
-static int json_bool_field(json_t *root, const char *key, bool dflt, bool *out, const char *path, slmc_err *err) {
-    json_t *v = json_object_get(root, key);
-    if (!v || json_is_null(v)) { *out = dflt; return 0; }
-    if (!json_is_boolean(v)) return slmc_fail(err, path, "\"%s\" must be true or false", key);
-    *out = json_is_true(v);
-    return 0;
-}
-
-/* Fill s from the parsed config.json (defaults as transformers' config classes have them). */
-static int shape_from_json(json_t *root, synth_shape *s, const char *path, slmc_err *err) {
-    memset(s, 0, sizeof *s);
-    snprintf(s->name, sizeof s->name, "synthetic");
-    if (!json_is_object(root)) return slmc_fail(err, path, "config.json is not a JSON object");
-    json_t *archs = json_object_get(root, "architectures");
-    const char *arch = json_is_array(archs) ? json_string_value(json_array_get(archs, 0)) : NULL;
-    if (!arch) return slmc_fail(err, path, "config.json has no \"architectures\" list");
-    const arch_desc *family = arch_by_hf_class(arch);
-    if (!family) return slmc_fail(err, path, "architecture %s is not supported (%s)", arch, arch_hf_class_names());
-    snprintf(s->arch, sizeof s->arch, "%s", family->name);
-    s->qkv_bias = family->qkv_bias;
-    bool attention_bias = false, mlp_bias = false;
-    if (json_int_field(root, "hidden_size", -1, &s->n_embd, path, err) ||
-        json_int_field(root, "intermediate_size", -1, &s->n_ff, path, err) ||
-        json_int_field(root, "num_hidden_layers", -1, &s->n_layer, path, err) ||
-        json_int_field(root, "num_attention_heads", -1, &s->n_head, path, err) ||
-        json_int_field(root, "vocab_size", -1, &s->n_vocab, path, err) ||
-        json_int_field(root, "num_key_value_heads", s->n_head, &s->n_head_kv, path, err) ||
-        json_int_field(root, "max_position_embeddings", 2048, &s->n_ctx, path, err) ||
-        json_num_field(root, "rope_theta", 10000.0, &s->rope_theta, path, err) ||
-        json_num_field(root, "rms_norm_eps", 1e-6, &s->rms_eps, path, err) ||
-        json_bool_field(root, "tie_word_embeddings", false, &s->tied, path, err) ||
-        json_bool_field(root, "attention_bias", false, &attention_bias, path, err) ||
-        json_bool_field(root, "mlp_bias", false, &mlp_bias, path, err))
-        return -1;
-    if (s->n_head <= 0) return slmc_fail(err, path, "num_attention_heads must be positive");
-    if (json_int_field(root, "head_dim", s->n_embd / s->n_head, &s->head_dim, path, err)) return -1;
-    if (!family->qkv_bias && (attention_bias || mlp_bias))
-        return slmc_fail(err, path, "attention_bias / mlp_bias are not supported for %s", family->name);
-    json_t *scaling = json_object_get(root, "rope_scaling");
-    if (scaling && !json_is_null(scaling))
-        return slmc_fail(err, path, "rope_scaling is not supported by synth");
-    return check_shape(s, path, err);
 }
 
 int synth_shape_from_config(const char *path, synth_shape *out, slmc_err *err) {
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "synthetic");
     char *text;
     size_t len;
     if (read_small_file(path, 1u << 20, &text, &len, err) != 0) return -1;
@@ -158,8 +131,14 @@ int synth_shape_from_config(const char *path, synth_shape *out, slmc_err *err) {
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     free(text);
     if (!root) return slmc_fail(err, path, "bad JSON at byte %d: %s", jerr.position, jerr.text);
-    int rc = shape_from_json(root, out, path, err);
+    /* synth's one default beyond transformers' own: a context of 2048 */
+    if (json_is_object(root) && !json_object_get(root, "max_position_embeddings") && !json_object_get(root, "n_positions"))
+        json_object_set_new(root, "max_position_embeddings", json_integer(2048));
+    char *norm = json_dumps(root, JSON_PRESERVE_ORDER | JSON_COMPACT);
     json_decref(root);
+    if (!norm) return slmc_fail(err, path, "out of memory");
+    int rc = hf_config_parse(norm, strlen(norm), path, &out->cfg, err);
+    free(norm);
     return rc;
 }
 
@@ -216,8 +195,10 @@ float synth_normal(uint64_t seed, uint64_t tensor_key, uint64_t index) {
 
 typedef enum synth_kind {
     KIND_MATRIX, /* weight matrix: normal * scale / sqrt(fan_in), a few outlier input columns */
-    KIND_NORM,   /* RMSNorm weight: 1 + 0.02 * normal */
-    KIND_BIAS,   /* projection bias: 0.02 * normal */
+    KIND_NORM,   /* norm weight: 1 + 0.02 * normal */
+    KIND_BIAS,   /* bias (projections, LayerNorms): 0.02 * normal */
+    KIND_NORM_W, /* Gemma's norm weight w (the model computes x * (1 + w)): 0.02 * normal rounded to
+                  * a multiple of 1/128, so 1 + w is exact in BF16 and F16 (GGUF stores 1 + w) */
 } synth_kind;
 
 typedef struct synth_tensor {
@@ -228,38 +209,38 @@ typedef struct synth_tensor {
     int n_dims;       /* 1 or 2 */
 } synth_tensor;
 
-/* The tensors of a shape, in the order they are written. Returns the count (fills t when
- * not NULL): call once to count, once to fill. */
-static uint64_t list_tensors(const synth_shape *s, synth_tensor *t) {
+/* How a tensor of the family's tables is filled. */
+static synth_kind kind_of(const arch_tensor *r) {
+    if (r->d1 != DIM_NONE) return KIND_MATRIX;
+    size_t n = strlen(r->gguf);
+    if (n >= 5 && strcmp(r->gguf + n - 5, ".bias") == 0) return KIND_BIAS;
+    return r->plus_one ? KIND_NORM_W : KIND_NORM;
+}
+
+/* The tensors of a shape, in the order they are written: the family's tables (formats/arch.h)
+ * in their order, the tensors a Hugging Face checkpoint of this config has. Returns the count
+ * (fills t when not NULL): call once to count, once to fill. */
+static uint64_t list_tensors(const hf_config *c, synth_tensor *t) {
     uint64_t n = 0;
-    const int64_t q_rows = s->n_head * s->head_dim, kv_rows = s->n_head_kv * s->head_dim;
-#define ADD(kind_, rows_, cols_, ...)                                                   \
+    const arch_desc *a = c->arch;
+#define ADD(r_, ...)                                                                    \
     do {                                                                                \
         if (t) {                                                                        \
             snprintf(t[n].name, sizeof t[n].name, __VA_ARGS__);                          \
-            t[n].kind = kind_;                                                          \
-            t[n].rows = rows_;                                                          \
-            t[n].cols = cols_;                                                          \
-            t[n].n_dims = kind_ == KIND_MATRIX ? 2 : 1;                                 \
+            t[n].kind = kind_of(r_);                                                    \
+            t[n].n_dims = (r_)->d1 == DIM_NONE ? 1 : 2;                                 \
+            t[n].rows = (r_)->d1 == DIM_NONE ? 1 : hf_config_dim(c, (r_)->d0);           \
+            t[n].cols = hf_config_dim(c, (r_)->d1 == DIM_NONE ? (r_)->d0 : (r_)->d1);    \
         }                                                                               \
         n++;                                                                            \
     } while (0)
-    /* the family's tensors (formats/arch.h), in its order; shapes from the dimension names */
-    const int64_t dims[] = {[DIM_NONE] = 1, [DIM_VOCAB] = s->n_vocab, [DIM_EMBD] = s->n_embd,
-                            [DIM_Q] = q_rows, [DIM_KV] = kv_rows, [DIM_FF] = s->n_ff};
-    const arch_tensor *g = ARCH_GLOBAL_TENSORS;
-    ADD(KIND_MATRIX, dims[g[ARCH_EMBD].d0], dims[g[ARCH_EMBD].d1], "%s", g[ARCH_EMBD].hf);
-    for (int64_t l = 0; l < s->n_layer; l++) {
-        for (int r = 0; r < ARCH_N_LAYER_TENSORS; r++) {
-            const arch_tensor *a = &ARCH_LAYER_TENSORS[r];
-            if (a->qkv_bias && !s->qkv_bias) continue;
-            synth_kind kind = a->d1 != DIM_NONE ? KIND_MATRIX : a->qkv_bias ? KIND_BIAS : KIND_NORM;
-            if (kind == KIND_MATRIX) ADD(kind, dims[a->d0], dims[a->d1], "model.layers.%lld.%s", (long long)l, a->hf);
-            else ADD(kind, 1, dims[a->d0], "model.layers.%lld.%s", (long long)l, a->hf);
-        }
-    }
-    ADD(KIND_NORM, 1, dims[g[ARCH_NORM].d0], "%s", g[ARCH_NORM].hf);
-    if (!s->tied) ADD(KIND_MATRIX, dims[g[ARCH_OUT].d0], dims[g[ARCH_OUT].d1], "%s", g[ARCH_OUT].hf);
+    if (hf_config_has_tensor(c, &a->globals[0])) ADD(&a->globals[0], "%s", a->globals[0].hf);
+    for (int64_t l = 0; l < c->n_layer; l++)
+        for (int r = 0; r < a->n_layer_tensors; r++)
+            if (hf_config_has_tensor(c, &a->layer[r]))
+                ADD(&a->layer[r], "model.layers.%lld.%s", (long long)l, a->layer[r].hf);
+    for (int g = 1; g < a->n_globals; g++)
+        if (hf_config_has_tensor(c, &a->globals[g])) ADD(&a->globals[g], "%s", a->globals[g].hf);
 #undef ADD
     return n;
 }
@@ -323,6 +304,7 @@ static void fill_row(const synth_fill *f, int64_t r, uint8_t *dst) {
         switch (t->kind) {
         case KIND_MATRIX: v = g * f->scale * f->col_mul[c]; break;
         case KIND_NORM: v = 1.0f + 0.02f * g; break;
+        case KIND_NORM_W: v = rintf(2.56f * g) * (1.0f / 128.0f) + 0.0f; break; /* no -0: 1 + w - 1 is +0 */
         default: v = 0.02f * g; break;
         }
         store_value(f->type, v, dst + (size_t)c * esize);
@@ -471,27 +453,11 @@ done:
  * Writing
  * ------------------------------------------------------------------------------------- */
 
-/* The model view hf_write_config_json and hf_tokenizer_write take: cfg and metadata only. */
-static int build_model(model *m, const synth_shape *s, slmc_err *err) {
-    memset(m, 0, sizeof *m);
-    meta_init(&m->kv);
-    model_config *c = &m->cfg;
-    snprintf(c->arch, sizeof c->arch, "%s", s->arch);
-    c->n_vocab = s->n_vocab;
-    c->n_ctx_train = s->n_ctx;
-    c->n_embd = s->n_embd;
-    c->n_ff = s->n_ff;
-    c->n_layer = s->n_layer;
-    c->n_head = s->n_head;
-    c->n_head_kv = s->n_head_kv;
-    c->head_dim = s->head_dim;
-    c->n_rot = s->head_dim;
-    c->rope_freq_base = s->rope_theta;
-    c->rms_eps = s->rms_eps;
-    c->tied_output = s->tied;
-    if (meta_set_str(&m->kv, "general.architecture", s->arch) || meta_set_str(&m->kv, "general.name", s->name))
+/* The metadata hf_write_config_json and hf_tokenizer_write take: the name and the vocabulary. */
+static int build_kv(meta *kv, const synth_shape *s, slmc_err *err) {
+    if (meta_set_str(kv, "general.architecture", s->cfg.arch->name) || meta_set_str(kv, "general.name", s->name))
         return slmc_fail(err, NULL, "out of memory");
-    return build_vocab(&m->kv, s->n_vocab, err);
+    return build_vocab(kv, s->cfg.n_vocab, err);
 }
 
 /* Generate and write every tensor, in row chunks. */
@@ -538,11 +504,11 @@ done:
 /* The safetensors shards: plan, then stream every tensor. */
 static int write_weights(const char *folder, const synth_shape *s, const synth_opts *o,
                          const slmc_progress *progress, slmc_err *err) {
-    uint64_t n = list_tensors(s, NULL);
+    uint64_t n = list_tensors(&s->cfg, NULL);
     synth_tensor *ts = calloc(n, sizeof *ts);
     st_out_tensor *outs = calloc(n, sizeof *outs);
     if (!ts || !outs) { free(ts); free(outs); return slmc_fail(err, NULL, "out of memory"); }
-    list_tensors(s, ts);
+    list_tensors(&s->cfg, ts);
     for (uint64_t i = 0; i < n; i++) {
         outs[i].name = ts[i].name;
         outs[i].type = o->dtype;
@@ -574,18 +540,20 @@ int synth_write(const synth_opts *o, const char *dir, const slmc_progress *progr
         return slmc_fail(err, dir, "synth writes F16, BF16 or F32, not %s", type_name(o->dtype));
     synth_shape s;
     if (o->shape ? synth_shape_get(o->shape, &s, err) : synth_shape_from_config(o->config, &s, err)) return -1;
-    if (check_shape(&s, o->config, err) != 0) return -1;
+    if (check_shape(&s.cfg, o->config, err) != 0) { synth_shape_free(&s); return -1; }
 
-    model m;
-    if (build_model(&m, &s, err) != 0) { meta_free(&m.kv); return -1; }
+    meta kv;
+    meta_init(&kv);
     atomic_dir ad;
-    if (ad_open(&ad, dir, err) != 0) { meta_free(&m.kv); return -1; }
-    char *config = ad_file(&ad, "config.json");
+    char *config = NULL;
     int rc = -1;
+    if (build_kv(&kv, &s, err) != 0) goto done;
+    if (ad_open(&ad, dir, err) != 0) goto done;
+    config = ad_file(&ad, "config.json");
     if (!config) { slmc_fail(err, dir, "out of memory"); goto fail; }
-    if (hf_write_config_json(config, &m, o->dtype, err) != 0) goto fail;
+    if (hf_write_config_json(config, &s.cfg, &kv, o->dtype, err) != 0) goto fail;
     if (write_weights(ad.tmp_path, &s, o, progress, err) != 0) goto fail;
-    if (hf_tokenizer_write(&m.kv, ad.tmp_path, err) != 0) goto fail;
+    if (hf_tokenizer_write(&kv, ad.tmp_path, err) != 0) goto fail;
     if (ad_commit(&ad, err) != 0) goto done; /* ad_commit cleans up after itself */
     rc = 0;
     goto done;
@@ -593,6 +561,7 @@ fail:
     ad_abort(&ad);
 done:
     free(config);
-    meta_free(&m.kv);
+    meta_free(&kv);
+    synth_shape_free(&s);
     return rc;
 }

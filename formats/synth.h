@@ -15,26 +15,17 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "hf.h"
 #include "model.h"
 
 #define SYNTH_DEFAULT_SEED 42
 
-/* The hyperparameters of a synthetic model (a built-in shape or a config.json). */
+/* The hyperparameters of a synthetic model (a built-in shape or a config.json): any family of
+ * formats/arch.h, as config.json says it (formats/hf.h). */
 typedef struct synth_shape {
     char name[64];        /* general.name: the shape name, or "synthetic" for a config.json */
-    char arch[16];        /* GGUF architecture: "llama" or "qwen2" */
-    int64_t n_embd;       /* hidden_size */
-    int64_t n_ff;         /* intermediate_size */
-    int64_t n_layer;      /* num_hidden_layers */
-    int64_t n_head;       /* num_attention_heads */
-    int64_t n_head_kv;    /* num_key_value_heads */
-    int64_t head_dim;     /* n_embd / n_head unless config.json says otherwise */
-    int64_t n_vocab;      /* vocab_size (at least 259: 3 specials + 256 byte tokens) */
-    int64_t n_ctx;        /* max_position_embeddings */
-    float rope_theta;     /* rope_theta */
-    float rms_eps;        /* rms_norm_eps */
-    bool tied;            /* tie_word_embeddings: no lm_head.weight */
-    bool qkv_bias;        /* q/k/v projections carry biases (Qwen2) */
+    hf_config cfg;        /* the hyperparameters (its longrope factor arrays are owned: free them
+                           * with synth_shape_free) */
 } synth_shape;
 
 typedef struct synth_opts {
@@ -52,9 +43,10 @@ void synth_opts_init(synth_opts *o);
 const char *synth_shape_name(int i);
 /* A built-in shape by name; -1 with a message listing the shapes when unknown. */
 int synth_shape_get(const char *name, synth_shape *out, slmc_err *err);
-/* Hyperparameters from a Hugging Face config.json (LlamaForCausalLM, MistralForCausalLM,
- * Qwen2ForCausalLM). */
+/* Hyperparameters from a Hugging Face config.json of any supported family (validated as
+ * hf_open validates it; max_position_embeddings defaults to 2048). */
 int synth_shape_from_config(const char *path, synth_shape *out, slmc_err *err);
+void synth_shape_free(synth_shape *s);
 
 /* Write the synthetic checkpoint folder `dir` (atomically: a partial run leaves nothing). */
 int synth_write(const synth_opts *o, const char *dir, const slmc_progress *progress, slmc_err *err);

@@ -32,6 +32,10 @@ void prune_plan_free(prune_plan *p) {
 /* Checks shared by every entry point: a llama-like model with a uniform shape. */
 static int check_model(const model *m, slmc_err *err) {
     const model_config *c = &m->cfg;
+    if (arch_by_name(c->arch) && !arch_llama_shaped(arch_by_name(c->arch)))
+        return slmc_fail(err, m->path, "architecture '%s' cannot be pruned yet (llama, qwen2)", c->arch);
+    if (model_find(m, "rope_freqs.weight") >= 0)
+        return slmc_fail(err, m->path, "rope_freqs (Llama 3 rope scaling) is not supported by the pruner yet");
     if (c->n_layer <= 0 || c->n_embd <= 0 || c->n_ff <= 0 || c->n_head <= 0 || c->n_head_kv <= 0 || c->head_dim <= 0)
         return slmc_fail(err, m->path, "not a Llama-family model with layers, heads and an FFN (architecture '%s')",
                          c->arch);

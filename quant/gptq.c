@@ -460,6 +460,7 @@ int gptq_calib_open(gptq_calib **out, const model *m, const gptq_calib_opts *o, 
         map_weight(c, &L->wq, l, SLOT_ATTN_IN);
         map_weight(c, &L->wk, l, SLOT_ATTN_IN);
         map_weight(c, &L->wv, l, SLOT_ATTN_IN);
+        map_weight(c, &L->wqkv, l, SLOT_ATTN_IN);
         map_weight(c, &L->wo, l, SLOT_ATTN_OUT);
         map_weight(c, &L->w_gate, l, SLOT_FFN_IN);
         map_weight(c, &L->w_up, l, SLOT_FFN_IN);
@@ -476,7 +477,7 @@ int gptq_calib_open(gptq_calib **out, const model *m, const gptq_calib_opts *o, 
     c->sequential = o->sequential || o->fp_target;
     c->fp_target = o->fp_target;
     c->ridge = o->ridge > 0 ? o->ridge : GPTQ_DEFAULT_RIDGE;
-    c->n_weights = (int)(7 * c->lm.cfg.n_layer + 2);
+    c->n_weights = (int)(8 * c->lm.cfg.n_layer + 2);
     c->weights = malloc((size_t)c->n_weights * sizeof *c->weights);
     c->orig = malloc((size_t)c->n_weights * sizeof *c->orig);
     c->qdata = calloc(nt, sizeof *c->qdata);
@@ -493,8 +494,8 @@ int gptq_calib_open(gptq_calib **out, const model *m, const gptq_calib_opts *o, 
     c->weights[nw++] = &c->lm.output;
     for (int64_t l = 0; l < c->lm.cfg.n_layer; l++) {
         llm_layer *L = &c->lm.layers[l];
-        llm_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (int k = 0; k < 7; k++) c->weights[nw++] = ws[k];
+        llm_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wqkv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int k = 0; k < 8; k++) c->weights[nw++] = ws[k];
     }
     for (int i = 0; i < nw; i++) c->orig[i] = *c->weights[i];
     c->info.chunks = c->n_chunks;

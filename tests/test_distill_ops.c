@@ -272,7 +272,7 @@ static double model_loss(void *p) {
 static void model_case(bool tied, bool qwen2) {
     int n_ff[2] = {12, 8}; /* per-layer widths, as a pruned model has */
     tm_config cfg = {.hp = {.n_vocab = 11, .n_embd = 8, .n_layer = 2, .n_head = 4, .n_head_kv = 2, .head_dim = 4,
-                            .n_rot = 4, .rms_eps = 1e-5f, .rope_freq_base = 10000.f, .tied_output = tied},
+                            .n_rot = 4, .norm_eps = 1e-5f, .rope_freq_base = 10000.f, .tied_output = tied},
                      .n_ff = n_ff, .freq_scale = 1.f, .neox = qwen2, .qkv_bias = qwen2};
     snprintf(cfg.hp.arch, sizeof cfg.hp.arch, "%s", qwen2 ? "qwen2" : "llama");
     train_model tm;

@@ -226,9 +226,10 @@ START_TEST(test_names) {
         {"model.layers.5.mlp.up_proj.weight", "blk.5.ffn_up.weight"},
         {"model.layers.5.mlp.down_proj.weight", "blk.5.ffn_down.weight"},
     };
+    const arch_desc *llama = arch_by_name("llama");
     for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
-        char *g = hf_to_gguf_name(pairs[i][0]);
-        char *h = gguf_to_hf_name(pairs[i][1]);
+        char *g = hf_to_gguf_name(llama, pairs[i][0]);
+        char *h = gguf_to_hf_name(llama, pairs[i][1]);
         ck_assert_ptr_nonnull(g);
         ck_assert_ptr_nonnull(h);
         ck_assert_str_eq(g, pairs[i][1]);
@@ -243,11 +244,48 @@ START_TEST(test_names) {
         "model.embed_tokens.weight.x", "",
     };
     for (size_t i = 0; i < sizeof unknown_hf / sizeof unknown_hf[0]; i++)
-        ck_assert_msg(hf_to_gguf_name(unknown_hf[i]) == NULL, "%s mapped", unknown_hf[i]);
+        ck_assert_msg(hf_to_gguf_name(llama, unknown_hf[i]) == NULL, "%s mapped", unknown_hf[i]);
     static const char *unknown_gguf[] = {"rope_freqs.weight", "blk.0.attn_qkv.weight", "blk.x.attn_q.weight",
                                          "model.norm.weight", "blk.0.attn_q"};
     for (size_t i = 0; i < sizeof unknown_gguf / sizeof unknown_gguf[0]; i++)
-        ck_assert_msg(gguf_to_hf_name(unknown_gguf[i]) == NULL, "%s mapped", unknown_gguf[i]);
+        ck_assert_msg(gguf_to_hf_name(llama, unknown_gguf[i]) == NULL, "%s mapped", unknown_gguf[i]);
+    ck_assert_ptr_null(hf_to_gguf_name(NULL, "model.norm.weight"));
+
+    /* the other families' own names, both ways */
+    static const char *family_pairs[][3] = {
+        {"qwen3", "model.layers.2.self_attn.q_norm.weight", "blk.2.attn_q_norm.weight"},
+        {"qwen3", "model.layers.2.self_attn.k_norm.weight", "blk.2.attn_k_norm.weight"},
+        {"gemma", "model.layers.0.post_attention_layernorm.weight", "blk.0.ffn_norm.weight"},
+        {"gemma2", "model.layers.4.post_attention_layernorm.weight", "blk.4.post_attention_norm.weight"},
+        {"gemma2", "model.layers.4.pre_feedforward_layernorm.weight", "blk.4.ffn_norm.weight"},
+        {"gemma2", "model.layers.4.post_feedforward_layernorm.weight", "blk.4.post_ffw_norm.weight"},
+        {"gemma3", "model.layers.5.self_attn.k_norm.weight", "blk.5.attn_k_norm.weight"},
+        {"phi2", "model.layers.1.self_attn.dense.weight", "blk.1.attn_output.weight"},
+        {"phi2", "model.layers.1.self_attn.dense.bias", "blk.1.attn_output.bias"},
+        {"phi2", "model.layers.1.mlp.fc1.weight", "blk.1.ffn_up.weight"},
+        {"phi2", "model.layers.1.mlp.fc2.bias", "blk.1.ffn_down.bias"},
+        {"phi2", "model.final_layernorm.bias", "output_norm.bias"},
+        {"phi2", "lm_head.bias", "output.bias"},
+        {"phi3", "model.layers.0.self_attn.qkv_proj.weight", "blk.0.attn_qkv.weight"},
+        {"phi3", "model.layers.0.mlp.gate_up_proj.weight", "blk.0.ffn_up.weight"},
+        {"stablelm", "model.layers.3.post_attention_layernorm.bias", "blk.3.ffn_norm.bias"},
+        {"stablelm", "model.norm.bias", "output_norm.bias"},
+    };
+    for (size_t i = 0; i < sizeof family_pairs / sizeof family_pairs[0]; i++) {
+        const arch_desc *a = arch_by_name(family_pairs[i][0]);
+        char *g = hf_to_gguf_name(a, family_pairs[i][1]), *h = gguf_to_hf_name(a, family_pairs[i][2]);
+        ck_assert_msg(g && strcmp(g, family_pairs[i][2]) == 0, "%s: %s -> %s", a->name, family_pairs[i][1], g ? g : "NULL");
+        ck_assert_msg(h && strcmp(h, family_pairs[i][1]) == 0, "%s: %s -> %s", a->name, family_pairs[i][2], h ? h : "NULL");
+        free(g);
+        free(h);
+    }
+    /* tensors the converter generates have no HF name; names of another family do not map */
+    ck_assert_ptr_null(gguf_to_hf_name(arch_by_name("phi3"), "rope_factors_long.weight"));
+    ck_assert_ptr_null(gguf_to_hf_name(arch_by_name("gemma"), "output.weight"));
+    ck_assert_ptr_null(hf_to_gguf_name(arch_by_name("phi2"), "model.norm.weight"));
+    ck_assert_ptr_null(hf_to_gguf_name(arch_by_name("gemma2"), "model.layers.0.self_attn.q_norm.weight"));
+    ck_assert_ptr_null(hf_to_gguf_name(llama, "model.layers.0.self_attn.qkv_proj.weight"));
+    ck_assert_ptr_null(hf_to_gguf_name(llama, "model.layers.0.self_attn.q_norm.weight"));
 }
 END_TEST
 
@@ -271,7 +309,7 @@ START_TEST(test_open_books) {
     ck_assert_int_eq(m.cfg.head_dim, 32);
     ck_assert_int_eq(m.cfg.n_rot, 32);
     ck_assert(!m.cfg.tied_output);
-    ck_assert(m.cfg.rms_eps == 1e-5f);
+    ck_assert(m.cfg.norm_eps == 1e-5f);
     ck_assert(m.cfg.rope_freq_base == 10000.0f);
     ck_assert_uint_eq(m.n_tensors, 57); /* 6 * 9 + embedding, final norm, classifier */
 
@@ -723,7 +761,7 @@ START_TEST(test_tiny_llama) {
     ck_assert_str_eq(m.cfg.rope_scaling, "linear");
     ck_assert(m.cfg.rope_scaling_factor == 2.0f);
     ck_assert(m.cfg.rope_freq_base == 500000.0f);
-    ck_assert(m.cfg.rms_eps == 1e-6f);
+    ck_assert(m.cfg.norm_eps == 1e-6f);
     uint64_t v;
     ck_assert(meta_get_u64(&m.kv, "general.file_type", &v) && v == 1); /* MOSTLY_F16 */
 
@@ -859,8 +897,9 @@ START_TEST(test_unsupported_arch) {
     char *tmp = tmpdir_make();
     write_tiny_st(tmp, TINY_LLAMA, N_TINY_LLAMA, GGML_TYPE_F32);
     put_file(tmp, "config.json", "{\"architectures\": [\"GPT2LMHeadModel\"], \"n_embd\": 8}");
-    expect_open_error(tmp, (const char *[]){"config.json: architecture GPT2LMHeadModel is not supported "
-                                            "(LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)", NULL});
+    char want[1024];
+    snprintf(want, sizeof want, "config.json: architecture GPT2LMHeadModel is not supported (%s)", arch_hf_class_names());
+    expect_open_error(tmp, (const char *[]){want, "Gemma3ForCausalLM", NULL});
     tmpdir_remove(tmp);
 }
 END_TEST
@@ -888,7 +927,9 @@ START_TEST(test_bad_numbers) {
         {"\"max_position_embeddings\": 32, ", "", "max_position_embeddings"},
         {"\"rms_norm_eps\": 1e-06", "\"rms_norm_eps\": -1.0", "rms_norm_eps"},
         {"\"factor\": 2.0", "\"factor\": 0", "rope_scaling.factor"},
-        {"\"type\": \"linear\"", "\"type\": \"llama3\"", "llama3"},
+        {"\"type\": \"linear\"", "\"type\": \"dynamic\"", "rope_scaling.type"},
+        {"\"model_type\": \"llama\"", "\"model_type\": \"qwen2\"", "model_type"},
+        {"\"hidden_size\": 8", "\"hidden_size\": 8, \"mlp_bias\": true", "mlp_bias"},
     };
     char *tmp = tmpdir_make();
     write_tiny_st(tmp, TINY_LLAMA, N_TINY_LLAMA, GGML_TYPE_F32);
@@ -951,6 +992,429 @@ START_TEST(test_unknown_tensor) {
 }
 END_TEST
 
+/* ---- the model families --------------------------------------------------------------------- */
+
+static const char *const FAMILY_DIRS[] = {"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi2", "phi3", "stablelm"};
+#define N_FAMILY_DIRS ((int)(sizeof FAMILY_DIRS / sizeof FAMILY_DIRS[0]))
+
+/* tests/data/configs/<family>/config.json as text (malloc'd), or NULL when the test does not run
+ * from the project root. */
+static char *family_config(const char *family) {
+    char path[128];
+    snprintf(path, sizeof path, "tests/data/configs/%s/config.json", family);
+    size_t len;
+    return (char *)slurp(path, &len);
+}
+
+/* One edit of a family's test config and the message it must give (naming config.json). */
+static const struct { const char *family, *from, *to, *needle; } CONFIG_ERRORS[] = {
+    /* a field the converter needs */
+    {"llama", "\"hidden_size\": 256,\n", "", "missing field \"hidden_size\""},
+    {"qwen2", "\"vocab_size\": 320,\n", "", "missing field \"vocab_size\""},
+    {"qwen3", "\"num_hidden_layers\": 2,\n", "", "missing field \"num_hidden_layers\""},
+    {"gemma", "\"head_dim\": 64,\n", "", "missing field \"head_dim\""},
+    {"gemma", "\"rms_norm_eps\": 1e-06,\n", "", "missing field \"rms_norm_eps\""},
+    {"gemma2", "\"attn_logit_softcapping\": 50.0,\n", "", "missing field \"attn_logit_softcapping\""},
+    {"gemma2", "\"sliding_window\": 32,\n", "", "missing field \"sliding_window\""},
+    {"gemma2", "\"query_pre_attn_scalar\": 32,\n", "", "missing field \"query_pre_attn_scalar\""},
+    {"gemma3", "\"sliding_window\": 32,\n", "", "missing field \"sliding_window\""},
+    {"phi2", "\"partial_rotary_factor\": 0.5,\n", "", "missing field \"partial_rotary_factor\""},
+    {"phi2", "\"layer_norm_eps\": 1e-05,\n", "", "missing field \"layer_norm_eps\""},
+    {"phi3", "\"original_max_position_embeddings\": 64,\n", "", "missing field \"original_max_position_embeddings\""},
+    {"phi3", "\"rms_norm_eps\": 1e-05,\n", "", "missing field \"rms_norm_eps\""},
+    {"stablelm", "\"partial_rotary_factor\": 0.25,\n", "", "missing field \"partial_rotary_factor\""},
+    {"stablelm", "\"layer_norm_eps\": 1e-05,\n", "", "missing field \"layer_norm_eps\""},
+    /* a rope_scaling type the family's converter does not know */
+    {"llama", "\"rope_type\": \"llama3\"", "\"rope_type\": \"dynamic\"", "\"rope_scaling.rope_type\" is \"dynamic\""},
+    {"qwen2", "\"rope_theta\": 1000000.0,", "\"rope_theta\": 1000000.0, \"rope_scaling\": {\"rope_type\": \"llama3\"},",
+     "\"rope_scaling.rope_type\" is \"llama3\": not supported for qwen2"},
+    {"qwen3", "\"rope_scaling\": null", "\"rope_scaling\": {\"type\": \"longrope\"}", "not supported for qwen3"},
+    {"gemma", "\"rope_theta\": 10000.0,", "\"rope_theta\": 10000.0, \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2},",
+     "not supported for gemma"},
+    {"gemma3", "\"rope_type\": \"linear\"", "\"rope_type\": \"yarn\"", "\"rope_scaling.rope_type\" is \"yarn\""},
+    {"phi2", "\"rope_scaling\": null", "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 2}", "not supported for phi2"},
+    {"phi3", "\"type\": \"longrope\"", "\"type\": \"dynamic\"", "\"rope_scaling.type\" is \"dynamic\""},
+    {"stablelm", "\"rope_theta\": 10000,", "\"rope_theta\": 10000, \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2},",
+     "not supported for stablelm"},
+    /* another family's model_type */
+    {"llama", "\"model_type\": \"llama\"", "\"model_type\": \"gpt2\"", "\"model_type\" is \"gpt2\""},
+    {"qwen2", "\"model_type\": \"qwen2\"", "\"model_type\": \"qwen3\"", "\"model_type\" is \"qwen3\""},
+    {"qwen3", "\"model_type\": \"qwen3\"", "\"model_type\": \"qwen2\"", "\"model_type\" is \"qwen2\""},
+    {"gemma", "\"model_type\": \"gemma\"", "\"model_type\": \"gemma2\"", "\"model_type\" is \"gemma2\""},
+    {"gemma2", "\"model_type\": \"gemma2\"", "\"model_type\": \"gemma\"", "\"model_type\" is \"gemma\""},
+    {"gemma3", "\"model_type\": \"gemma3_text\"", "\"model_type\": \"gemma3\"", "\"model_type\" is \"gemma3\""},
+    {"phi2", "\"model_type\": \"phi\"", "\"model_type\": \"phi3\"", "\"model_type\" is \"phi3\""},
+    {"phi3", "\"model_type\": \"phi3\"", "\"model_type\": \"phi\"", "\"model_type\" is \"phi\""},
+    {"stablelm", "\"model_type\": \"stablelm\"", "\"model_type\": \"stablelm_epoch\"", "\"model_type\" is \"stablelm_epoch\""},
+    /* another activation */
+    {"llama", "\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\"", "\"hidden_act\" is \"gelu\""},
+    {"qwen3", "\"hidden_act\": \"silu\"", "\"hidden_act\": \"relu\"", "\"hidden_act\" is \"relu\""},
+    {"gemma", "\"hidden_activation\": \"gelu_pytorch_tanh\"", "\"hidden_activation\": \"silu\"", "\"hidden_activation\" is \"silu\""},
+    {"gemma3", "\"hidden_activation\": \"gelu_pytorch_tanh\"", "\"hidden_activation\": \"relu\"", "\"hidden_activation\" is \"relu\""},
+    {"phi2", "\"hidden_act\": \"gelu_new\"", "\"hidden_act\": \"silu\"", "\"hidden_act\" is \"silu\""},
+    {"phi3", "\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\"", "\"hidden_act\" is \"gelu\""},
+    {"stablelm", "\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\"", "\"hidden_act\" is \"gelu\""},
+    /* values llama.cpp's graph for the family cannot follow */
+    {"llama", "\"original_max_position_embeddings\": 8192", "\"original_max_position_embeddings\": 4096",
+     "\"rope_scaling.original_max_position_embeddings\" is 4096"},
+    {"gemma", "\"rms_norm_eps\": 1e-06", "\"rms_norm_eps\": 1e-06, \"tie_word_embeddings\": false", "tie_word_embeddings"},
+    {"gemma2", "\"query_pre_attn_scalar\": 32", "\"query_pre_attn_scalar\": 256", "\"query_pre_attn_scalar\" is 256"},
+    {"gemma3", "\"sliding_window_pattern\": 6", "\"sliding_window_pattern\": 4", "\"sliding_window_pattern\" is 4"},
+    {"gemma3", "\"final_logit_softcapping\": null", "\"final_logit_softcapping\": 30.0", "final_logit_softcapping"},
+    {"phi2", "\"qk_layernorm\": false", "\"qk_layernorm\": true", "\"qk_layernorm\" is true"},
+    {"phi2", "\"tie_word_embeddings\": false", "\"tie_word_embeddings\": true", "tie_word_embeddings"},
+    {"stablelm", "\"use_parallel_residual\": false", "\"use_parallel_residual\": true", "\"use_parallel_residual\" is true"},
+    {"stablelm", "\"qk_layernorm\": false", "\"qk_layernorm\": true", "\"qk_layernorm\" is true"},
+};
+
+/* Each edit of a family config is refused by hf_open and by synth (nothing written), with one
+ * message naming config.json and the field. */
+START_TEST(test_family_config_errors) {
+    char *text = family_config(CONFIG_ERRORS[_i].family);
+    if (!text) SKIP_TEST("tests/data/configs not found (run from the project root)");
+    const char *at = strstr(text, CONFIG_ERRORS[_i].from);
+    ck_assert_msg(at != NULL, "%s config lacks %s", CONFIG_ERRORS[_i].family, CONFIG_ERRORS[_i].from);
+    size_t len = strlen(text) + strlen(CONFIG_ERRORS[_i].to) + 1;
+    char *cfg = malloc(len);
+    snprintf(cfg, len, "%.*s%s%s", (int)(at - text), text, CONFIG_ERRORS[_i].to, at + strlen(CONFIG_ERRORS[_i].from));
+    char *tmp = tmpdir_make();
+    put_file(tmp, "config.json", cfg);
+    expect_open_error(tmp, (const char *[]){"config.json: ", CONFIG_ERRORS[_i].needle, NULL});
+    model m;
+    slmc_err err = {0};
+    ck_assert_int_eq(hf_open(&m, tmp, &err), -1);
+    ck_assert_msg(strchr(err.msg, '\n') == NULL, "%s", err.msg);
+    /* synth reads config.json the same way and writes nothing */
+    char *cfg_path = join(tmp, "config.json"), *out = join(tmp, "out");
+    synth_opts so;
+    synth_opts_init(&so);
+    so.config = cfg_path;
+    ck_assert_int_eq(synth_write(&so, out, NULL, &err), -1);
+    ck_assert_msg(strstr(err.msg, CONFIG_ERRORS[_i].needle), "synth: %s", err.msg);
+    struct stat st;
+    ck_assert_int_ne(stat(out, &st), 0);
+    free(cfg_path);
+    free(out);
+    tmpdir_remove(tmp);
+    free(cfg);
+    free(text);
+}
+END_TEST
+
+static double kv_num(const meta *kv, const char *key) {
+    const meta_kv *e = meta_find(kv, key);
+    ck_assert_msg(e != NULL, "%s missing", key);
+    return e->type == GGUF_F32 ? (double)*(const float *)e->v.raw : (double)meta_kv_i64(e);
+}
+
+/* The keys and tensors llama.cpp's converter makes for each test config. */
+static void expect_family_gguf(const char *family, const model *g) {
+    const meta *kv = &g->kv;
+    char key[128];
+    const arch_desc *a = arch_by_name(family);
+    snprintf(key, sizeof key, "%s.attention.layer_norm_%sepsilon", family, a->norm == NORM_LAYER ? "" : "rms_");
+    ck_assert_msg(meta_find(kv, key), "%s missing", key);
+    snprintf(key, sizeof key, "%s.attention.layer_norm_%sepsilon", family, a->norm == NORM_LAYER ? "rms_" : "");
+    ck_assert_msg(!meta_find(kv, key), "%s present", key);
+    for (uint64_t i = 0; i < g->n_tensors; i++) /* 1-D tensors are F32 in GGUF */
+        if (g->tensors[i].n_dims == 1) ck_assert_int_eq(g->tensors[i].type, GGML_TYPE_F32);
+    if (strcmp(family, "llama") == 0) {
+        ck_assert(!meta_find(kv, "llama.rope.scaling.type")); /* llama3: the factors only */
+        int64_t f = model_find(g, "rope_freqs.weight");
+        ck_assert(f >= 0 && g->tensors[f].ne[0] == 32 && g->tensors[f].type == GGML_TYPE_F32);
+        const float *v = (const float *)g->tensors[f].data;
+        ck_assert(v[0] == 1.0f && v[31] == 8.0f);
+        ck_assert(g->cfg.tied_output);
+    } else if (strcmp(family, "qwen3") == 0) {
+        ck_assert_int_eq((int64_t)kv_num(kv, "qwen3.attention.key_length"), 128);
+        ck_assert(!meta_find(kv, "qwen3.rope.dimension_count"));
+        ck_assert(model_find(g, "blk.1.attn_k_norm.weight") >= 0 && model_find(g, "blk.0.attn_q.bias") < 0);
+    } else if (strcmp(family, "gemma") == 0) {
+        ck_assert(!meta_find(kv, "gemma.rope.freq_base")); /* GemmaModel writes none: 10000 */
+        ck_assert_int_eq((int64_t)kv_num(kv, "gemma.attention.key_length"), 64);
+        ck_assert(model_find(g, "output.weight") < 0);
+    } else if (strcmp(family, "gemma2") == 0) {
+        ck_assert(kv_num(kv, "gemma2.attn_logit_softcapping") == 50.0);
+        ck_assert(kv_num(kv, "gemma2.final_logit_softcapping") == 30.0);
+        ck_assert(kv_num(kv, "gemma2.attention.sliding_window") == 32.0);
+        ck_assert(model_find(g, "blk.25.post_ffw_norm.weight") >= 0);
+        ck_assert(g->cfg.n_swa == 32 && g->cfg.attn_softcap == 50.0f && g->cfg.final_softcap == 30.0f);
+    } else if (strcmp(family, "gemma3") == 0) {
+        ck_assert(kv_num(kv, "gemma3.attention.sliding_window") == 32.0);
+        ck_assert_str_eq(meta_get_str(kv, "gemma3.rope.scaling.type"), "linear");
+        ck_assert(kv_num(kv, "gemma3.rope.scaling.factor") == 8.0);
+        ck_assert(kv_num(kv, "gemma3.rope.freq_base") == 1e6);
+        ck_assert(!meta_find(kv, "gemma3.rope.freq_base_swa")); /* 10000, llama.cpp's own value */
+        ck_assert(g->cfg.rope_freq_base_swa == 10000.0f);
+    } else if (strcmp(family, "phi2") == 0) {
+        ck_assert_int_eq((int64_t)kv_num(kv, "phi2.rope.dimension_count"), 32); /* 0.5 of 64 */
+        ck_assert(model_find(g, "output.bias") >= 0 && model_find(g, "blk.0.ffn_up.bias") >= 0);
+        ck_assert(g->cfg.n_rot == 32);
+    } else if (strcmp(family, "phi3") == 0) {
+        ck_assert_int_eq((int64_t)kv_num(kv, "phi3.rope.scaling.original_context_length"), 64);
+        ck_assert(kv_num(kv, "phi3.rope.scaling.attn_factor") == (double)(float)sqrt(1.0 + log(4.0) / log(64.0)));
+        ck_assert(kv_num(kv, "phi3.attention.sliding_window") == 32.0);
+        ck_assert(!meta_find(kv, "phi3.rope.scaling.type"));
+        int64_t fl = model_find(g, "rope_factors_long.weight"), fs = model_find(g, "rope_factors_short.weight");
+        ck_assert(fl >= 0 && fs >= 0 && g->tensors[fl].ne[0] == 32);
+        for (int i = 0; i < 32; i++) {
+            ck_assert(((const float *)g->tensors[fl].data)[i] == (float)(1.0 + 0.05 * i) ||
+                      fabs(((const float *)g->tensors[fl].data)[i] - (1.0 + 0.05 * i)) < 1e-6);
+            ck_assert(fabs(((const float *)g->tensors[fs].data)[i] - (1.0 + 0.01 * i)) < 1e-6);
+        }
+        ck_assert(g->cfg.rope_attn_factor == (float)sqrt(1.0 + log(4.0) / log(64.0)));
+    } else if (strcmp(family, "stablelm") == 0) {
+        ck_assert_int_eq((int64_t)kv_num(kv, "stablelm.rope.dimension_count"), 16); /* int(0.25 * 64) */
+        bool par = true;
+        ck_assert(meta_get_bool(kv, "stablelm.use_parallel_residual", &par) && !par);
+        ck_assert(model_find(g, "blk.1.attn_v.bias") >= 0 && model_find(g, "blk.1.ffn_norm.bias") >= 0);
+    }
+}
+
+/* Byte equality of two files. */
+static bool same_bytes(const char *a, const char *b) {
+    size_t la, lb;
+    uint8_t *x = slurp(a, &la), *y = slurp(b, &lb);
+    bool same = x && y && la == lb && memcmp(x, y, la) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+/* Every family: synth -> HF view -> GGUF -> HF (the same safetensors bytes) -> GGUF (the same
+ * file), with the family's keys and tensors in the GGUF. */
+START_TEST(test_family_roundtrip) {
+    const char *family = FAMILY_DIRS[_i];
+    char cfg_path[128];
+    snprintf(cfg_path, sizeof cfg_path, "tests/data/configs/%s/config.json", family);
+    struct stat st;
+    if (stat(cfg_path, &st) != 0) SKIP_TEST("%s not found (run from the project root)", cfg_path);
+    char *tmp = tmpdir_make();
+    char *da = join(tmp, "a"), *db = join(tmp, "b");
+    ck_assert_int_eq(mkdir(da, 0755), 0);
+    ck_assert_int_eq(mkdir(db, 0755), 0);
+    /* same folder names, so general.name agrees */
+    char *src = join(da, "model"), *back = join(db, "model"), *g1 = join(tmp, "1.gguf"), *g2 = join(tmp, "2.gguf");
+    slmc_err err = {0};
+    synth_opts so;
+    synth_opts_init(&so);
+    so.config = cfg_path;
+    so.dtype = _i % 2 ? GGML_TYPE_F16 : GGML_TYPE_BF16;
+    ck_assert_msg(synth_write(&so, src, NULL, &err) == 0, "%s", err.msg);
+    model m, g, b;
+    ck_assert_msg(hf_open(&m, src, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(m.cfg.arch, family);
+    ck_assert_msg(model_write_gguf(&m, g1, -1, NULL, &err) == 0, "%s", err.msg);
+    ck_assert_msg(model_open(&g, g1, NULL, &err) == 0, "%s", err.msg);
+    expect_family_gguf(family, &g);
+    /* the view from HF and from its GGUF agree on every tensor value */
+    ck_assert_uint_eq(g.n_tensors, m.n_tensors);
+    for (uint64_t i = 0; i < m.n_tensors; i++) {
+        int64_t j = model_find(&g, m.tensors[i].name);
+        ck_assert_msg(j >= 0, "%s", m.tensors[i].name);
+        float *x = model_f32(&m, i), *y = model_f32(&g, (uint64_t)j);
+        ck_assert_msg(memcmp(x, y, (size_t)(m.tensors[i].ne[0] * model_tensor_rows(&m.tensors[i])) * 4) == 0, "%s",
+                      m.tensors[i].name);
+        free(x);
+        free(y);
+    }
+    ck_assert_msg(hf_write(&g, back, -1, 0, NULL, &err) == 0, "%s", err.msg);
+    expect_same_safetensors(src, back);
+    ck_assert_msg(hf_open(&b, back, &err) == 0, "%s", err.msg);
+    /* the same metadata (the tokenizer reader may set its keys in another order from the files
+     * hf_write made; the GGUF writer puts them in one order) */
+    ck_assert_uint_eq(m.kv.n, b.kv.n);
+    for (size_t i = 0; i < m.kv.n; i++) {
+        const meta_kv *o = meta_find(&b.kv, m.kv.kv[i].key);
+        ck_assert_msg(o && kv_equal(&m.kv.kv[i], o), "%s differs", m.kv.kv[i].key);
+    }
+    ck_assert_msg(model_write_gguf(&b, g2, -1, NULL, &err) == 0, "%s", err.msg);
+    ck_assert_msg(same_bytes(g1, g2), "%s: GGUF -> HF -> GGUF changed the file", family);
+    /* the written config.json reads back to the same model config */
+    ck_assert(memcmp(&b.cfg, &m.cfg, sizeof b.cfg) == 0);
+    model_close(&b);
+    model_close(&g);
+    model_close(&m);
+    free(src); free(back); free(g1); free(g2); free(da); free(db);
+    tmpdir_remove(tmp);
+}
+END_TEST
+
+/* Llama 3's rope factors exactly as llama.cpp's converter computes them in f32 (Llama 3.2 1B:
+ * head_dim 64, theta 500000, factor 32, 1, 4, 8192), emulated op by op in Python with each
+ * result rounded to f32. */
+START_TEST(test_llama3_factors) {
+    static const uint32_t want[32] = {
+        0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000,
+        0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3fd35ec2,
+        0x4052b46f, 0x411aaaee, 0x42000000, 0x42000000, 0x42000000, 0x42000000, 0x42000000, 0x42000000,
+        0x42000000, 0x42000000, 0x42000000, 0x42000000, 0x42000000, 0x42000000, 0x42000000, 0x42000000,
+    };
+    float got[32];
+    hf_llama3_rope_factors(got, 64, 500000.0f, 32.0, 1.0, 4.0, 8192.0);
+    for (int i = 0; i < 32; i++) {
+        uint32_t bits;
+        memcpy(&bits, &got[i], 4);
+        ck_assert_msg(bits == want[i], "factor %d: %08x, llama.cpp %08x", i, bits, want[i]);
+        /* and the smooth band is HF's formula: 1 / ((1 - s) / factor + s) */
+        double freq = pow(500000.0, -(2.0 * i) / 64.0), wl = 2 * M_PI / freq;
+        if (wl >= 2048 && wl <= 8192) {
+            double sm = (8192 / wl - 1.0) / 3.0;
+            ck_assert(fabs(got[i] - 1.0 / ((1 - sm) / 32 + sm)) < 1e-4 * got[i]);
+        }
+    }
+}
+END_TEST
+
+/* Gemma's norms: HF stores w, GGUF 1 + w computed in the checkpoint's dtype (BF16 rounding, as
+ * torch's data + 1 does), then F32; lm_head copies are skipped. */
+static const char *TINY_GEMMA_CONFIG =
+    "{\"architectures\": [\"GemmaForCausalLM\"], \"model_type\": \"gemma\", \"hidden_size\": 8,"
+    " \"intermediate_size\": 12, \"num_hidden_layers\": 1, \"num_attention_heads\": 2,"
+    " \"num_key_value_heads\": 1, \"head_dim\": 4, \"vocab_size\": 16, \"max_position_embeddings\": 32,"
+    " \"rms_norm_eps\": 1e-06}";
+
+static const tiny_tensor TINY_GEMMA[] = {
+    {"lm_head.weight", 2, {16, 8}}, /* skipped: Gemma ties its output */
+    {"model.embed_tokens.weight", 2, {16, 8}},
+    {"model.layers.0.input_layernorm.weight", 1, {8, 0}},
+    {"model.layers.0.mlp.down_proj.weight", 2, {8, 12}},
+    {"model.layers.0.mlp.gate_proj.weight", 2, {12, 8}},
+    {"model.layers.0.mlp.up_proj.weight", 2, {12, 8}},
+    {"model.layers.0.post_attention_layernorm.weight", 1, {8, 0}},
+    {"model.layers.0.self_attn.k_proj.weight", 2, {4, 8}},
+    {"model.layers.0.self_attn.o_proj.weight", 2, {8, 8}},
+    {"model.layers.0.self_attn.q_proj.weight", 2, {8, 8}},
+    {"model.layers.0.self_attn.v_proj.weight", 2, {4, 8}},
+    {"model.norm.weight", 1, {8, 0}},
+};
+
+START_TEST(test_gemma_plus_one) {
+    char *tmp = tmpdir_make();
+    char *src = join(tmp, "g"), *gg = join(tmp, "g.gguf");
+    ck_assert_int_eq(mkdir(src, 0755), 0);
+    put_file(src, "config.json", TINY_GEMMA_CONFIG);
+    write_tiny_st(src, TINY_GEMMA, (int)(sizeof TINY_GEMMA / sizeof TINY_GEMMA[0]), GGML_TYPE_BF16);
+    model m, g;
+    slmc_err err = {0};
+    ck_assert_msg(hf_open(&m, src, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(m.n_tensors, 11); /* 9 per layer, token_embd, output_norm: no output.weight */
+    ck_assert(m.cfg.tied_output && model_find(&m, "output.weight") < 0);
+    ck_assert_msg(model_write_gguf(&m, gg, -1, NULL, &err) == 0, "%s", err.msg);
+    ck_assert_msg(model_open(&g, gg, NULL, &err) == 0, "%s", err.msg);
+    static const struct { const char *gguf; int ti; } norms[] = {
+        {"blk.0.attn_norm.weight", 2}, {"blk.0.ffn_norm.weight", 6}, {"output_norm.weight", 11}};
+    for (int k = 0; k < 3; k++) {
+        int64_t i = model_find(&m, norms[k].gguf), j = model_find(&g, norms[k].gguf);
+        ck_assert(i >= 0 && j >= 0);
+        ck_assert_int_eq(m.tensors[i].type, GGML_TYPE_BF16); /* the view keeps the dtype */
+        ck_assert_int_eq(g.tensors[j].type, GGML_TYPE_F32);
+        float *v = model_f32(&m, (uint64_t)i), *f = model_f32(&g, (uint64_t)j);
+        for (int c = 0; c < 8; c++) {
+            float w = as_type(GGML_TYPE_BF16, tensor_value(norms[k].ti, 0, c)); /* values 200..1100: 1 + w rounds */
+            float want = as_type(GGML_TYPE_BF16, w + 1.0f);
+            ck_assert_msg(v[c] == want && f[c] == want, "%s[%d]: %g, %g, want bf16(1 + %g) = %g", norms[k].gguf, c, v[c],
+                          f[c], w, want);
+        }
+        free(v);
+        free(f);
+    }
+    /* other tensors are untouched */
+    float *emb = model_f32(&m, (uint64_t)model_find(&m, "token_embd.weight"));
+    ck_assert(emb[9] == as_type(GGML_TYPE_BF16, tensor_value(1, 1, 1)));
+    free(emb);
+    model_close(&g);
+    model_close(&m);
+    free(src);
+    free(gg);
+    tmpdir_remove(tmp);
+}
+END_TEST
+
+/* A llama with q/k/v biases (attention_bias): llama.cpp's converter permutes q_proj.bias and
+ * k_proj.bias like the rows of their weights; writing HF puts them back. */
+START_TEST(test_llama_biases) {
+    char *tmp = tmpdir_make();
+    char *src = join(tmp, "b"), *out = join(tmp, "out");
+    ck_assert_int_eq(mkdir(src, 0755), 0);
+    char cfg[1024];
+    const char *at = strstr(TINY_LLAMA_CONFIG, "\"tie_word_embeddings\"");
+    snprintf(cfg, sizeof cfg, "%.*s\"attention_bias\": true, %s", (int)(at - TINY_LLAMA_CONFIG), TINY_LLAMA_CONFIG, at);
+    put_file(src, "config.json", cfg);
+    tiny_tensor t[N_TINY_LLAMA + 3];
+    memcpy(t, TINY_LLAMA, sizeof TINY_LLAMA);
+    t[N_TINY_LLAMA] = (tiny_tensor){"model.layers.0.self_attn.q_proj.bias", 1, {8, 0}};
+    t[N_TINY_LLAMA + 1] = (tiny_tensor){"model.layers.0.self_attn.k_proj.bias", 1, {4, 0}};
+    t[N_TINY_LLAMA + 2] = (tiny_tensor){"model.layers.0.self_attn.v_proj.bias", 1, {4, 0}};
+    write_tiny_st(src, t, N_TINY_LLAMA + 3, GGML_TYPE_F16);
+    model m;
+    slmc_err err = {0};
+    ck_assert_msg(hf_open(&m, src, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(m.n_tensors, 15);
+    static const int64_t q_rows[8] = {0, 2, 1, 3, 4, 6, 5, 7}, k_rows[4] = {0, 2, 1, 3};
+    float *qb = model_f32(&m, (uint64_t)model_find(&m, "blk.0.attn_q.bias"));
+    float *kb = model_f32(&m, (uint64_t)model_find(&m, "blk.0.attn_k.bias"));
+    float *vb = model_f32(&m, (uint64_t)model_find(&m, "blk.0.attn_v.bias"));
+    for (int e = 0; e < 8; e++) ck_assert(qb[e] == as_type(GGML_TYPE_F16, tensor_value(N_TINY_LLAMA, 0, q_rows[e])));
+    for (int e = 0; e < 4; e++) {
+        ck_assert(kb[e] == as_type(GGML_TYPE_F16, tensor_value(N_TINY_LLAMA + 1, 0, k_rows[e])));
+        ck_assert(vb[e] == as_type(GGML_TYPE_F16, tensor_value(N_TINY_LLAMA + 2, 0, e))); /* v: as stored */
+    }
+    free(qb); free(kb); free(vb);
+    ck_assert_msg(hf_write(&m, out, -1, 0, NULL, &err) == 0, "%s", err.msg);
+    char *single = join(out, "model.safetensors");
+    st_model a, b;
+    ck_assert_msg(st_open(&a, single, &err) == 0, "%s", err.msg);
+    ck_assert_msg(st_open(&b, src, &err) == 0, "%s", err.msg);
+    for (uint64_t i = 0; i < a.n_tensors; i++) {
+        int64_t j = st_find(&b, a.tensors[i].name);
+        ck_assert(j >= 0 && a.tensors[i].nbytes == b.tensors[j].nbytes);
+        ck_assert_msg(memcmp(a.tensors[i].data, b.tensors[j].data, a.tensors[i].nbytes) == 0, "%s", a.tensors[i].name);
+    }
+    st_close(&a);
+    st_close(&b);
+    char *cfg_out = join(out, "config.json");
+    json_error_t jerr;
+    json_t *j = json_load_file(cfg_out, 0, &jerr);
+    ck_assert(json_is_true(json_object_get(j, "attention_bias")));
+    json_decref(j);
+    free(cfg_out);
+    free(single);
+    model_close(&m);
+    free(src);
+    free(out);
+    tmpdir_remove(tmp);
+}
+END_TEST
+
+/* The real upstream configs in ../shared parse as llama.cpp's converter reads them. */
+START_TEST(test_shared_configs) {
+    char *llama = SHARED_OR_SKIP("configs/Llama-3.2-1B/config.json");
+    char *phi2 = SHARED_OR_SKIP("configs/phi-2/config.json");
+    size_t len;
+    char *text = (char *)slurp(llama, &len);
+    hf_config c;
+    slmc_err err = {0};
+    ck_assert_msg(hf_config_parse(text, len, llama, &c, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(c.arch->name, "llama");
+    ck_assert_str_eq(c.rope_type, "llama3");
+    ck_assert(c.rope_factor == 32.0 && c.rope_low == 1.0 && c.rope_high == 4.0 && c.rope_orig_ctx == 8192);
+    ck_assert(c.tied && !c.qkv_bias && c.n_rot == 64 && c.head_dim == 64 && c.n_ctx == 131072);
+    hf_config_free(&c);
+    free(text);
+    text = (char *)slurp(phi2, &len);
+    ck_assert_msg(hf_config_parse(text, len, phi2, &c, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(c.arch->name, "phi2");
+    ck_assert_int_eq(c.n_rot, 32); /* int(0.4 * 2560) // 32 of head_dim 80 */
+    ck_assert_int_eq(c.head_dim, 80);
+    ck_assert(!c.tied && c.norm_eps == 1e-5 && c.n_ctx == 2048 && c.n_ff == 10240);
+    hf_config_free(&c);
+    free(text);
+    free(llama);
+    free(phi2);
+}
+END_TEST
+
 static Suite *hf_suite(void) {
     Suite *s = suite_create("hf");
     TCase *tc = tcase_create("hf");
@@ -972,6 +1436,12 @@ static Suite *hf_suite(void) {
     tcase_add_test(tc, test_missing_tensor);
     tcase_add_test(tc, test_shape_mismatch);
     tcase_add_test(tc, test_unknown_tensor);
+    tcase_add_loop_test(tc, test_family_config_errors, 0, (int)(sizeof CONFIG_ERRORS / sizeof CONFIG_ERRORS[0]));
+    tcase_add_loop_test(tc, test_family_roundtrip, 0, N_FAMILY_DIRS);
+    tcase_add_test(tc, test_llama3_factors);
+    tcase_add_test(tc, test_gemma_plus_one);
+    tcase_add_test(tc, test_llama_biases);
+    tcase_add_test(tc, test_shared_configs);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -430,7 +430,7 @@ static void layer0_expect(const model *m, const int32_t *ids, int32_t bos, int n
             ck_assert_int_eq(model_read_rows_f32(m, te, id, 1, row, &err), 0);
             double ss = 0;
             for (int64_t j = 0; j < E; j++) ss += (double)row[j] * row[j];
-            const float scale = 1.0f / sqrtf((float)(ss / (double)E) + m->cfg.rms_eps);
+            const float scale = 1.0f / sqrtf((float)(ss / (double)E) + m->cfg.norm_eps);
             for (int64_t j = 0; j < E; j++) {
                 const double y = (double)(row[j] * scale) * g[j];
                 out[j] += y * y;

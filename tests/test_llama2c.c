@@ -66,7 +66,7 @@ START_TEST(test_stories_matches_reference) {
     ck_assert_int_eq(m.cfg.head_dim, 8);
     ck_assert_int_eq(m.cfg.n_rot, 8);
     ck_assert(m.cfg.tied_output);
-    ck_assert_float_eq_tol(m.cfg.rms_eps, 1e-5f, 1e-12f);
+    ck_assert_float_eq_tol(m.cfg.norm_eps, 1e-5f, 1e-12f);
 
     /* Tensors: the reference's, in its order, minus output.weight. The converter writes a
      * copy of token_embd.weight as output.weight for a shared classifier (a quirk of

@@ -68,7 +68,7 @@ static void tiny_make(tiny *t, const char *arch, bool tied, int wtype) {
     model_config *c = &t->m.cfg;
     snprintf(c->arch, sizeof c->arch, "%s", arch);
     c->n_vocab = V; c->n_embd = E; c->n_ff = F; c->n_layer = NL; c->n_head = H; c->n_head_kv = HKV;
-    c->head_dim = hd; c->n_rot = hd; c->rope_freq_base = 10000.f; c->rms_eps = 1e-5f; c->n_ctx_train = 64;
+    c->head_dim = hd; c->n_rot = hd; c->rope_freq_base = 10000.f; c->norm_eps = 1e-5f; c->n_ctx_train = 64;
     c->tied_output = tied;
     t->m.path = strdup("tiny-in-memory");
     t->m.tensors = calloc(64, sizeof(model_tensor));
@@ -176,7 +176,7 @@ static void naive_forward(const model *m, const int32_t *tok, int T, double *log
 #define WL(s) WL(m, l, s)
 #define WLO(s) WLO(m, l, s)
         for (int t = 0; t < T; ++t) {
-            d_rmsnorm(xn, x + t * E, WL("attn_norm.weight"), E, c->rms_eps);
+            d_rmsnorm(xn, x + t * E, WL("attn_norm.weight"), E, c->norm_eps);
             d_matvec(q + t * H * hd, WL("attn_q.weight"), WLO("attn_q.bias"), xn, E, H * hd);
             d_matvec(k + t * HKV * hd, WL("attn_k.weight"), WLO("attn_k.bias"), xn, E, HKV * hd);
             d_matvec(v + t * HKV * hd, WL("attn_v.weight"), WLO("attn_v.bias"), xn, E, HKV * hd);
@@ -203,7 +203,7 @@ static void naive_forward(const model *m, const int32_t *tok, int T, double *log
         for (int t = 0; t < T; ++t) {
             d_matvec(o, WL("attn_output.weight"), NULL, att + t * H * hd, H * hd, E);
             for (int64_t i = 0; i < E; ++i) x[t * E + i] += o[i];
-            d_rmsnorm(xn, x + t * E, WL("ffn_norm.weight"), E, c->rms_eps);
+            d_rmsnorm(xn, x + t * E, WL("ffn_norm.weight"), E, c->norm_eps);
             d_matvec(g, WL("ffn_gate.weight"), NULL, xn, E, F);
             d_matvec(u, WL("ffn_up.weight"), NULL, xn, E, F);
             for (int64_t i = 0; i < F; ++i) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
@@ -218,7 +218,7 @@ static void naive_forward(const model *m, const int32_t *tok, int T, double *log
     double *outw = malloc(sizeof(double) * (size_t)(E * V));
     memcpy(outw, out, sizeof(double) * (size_t)(E * V)); /* W() reuses its buffers */
     for (int t = 0; t < T; ++t) {
-        d_rmsnorm(xn, x + t * E, onorm, E, c->rms_eps);
+        d_rmsnorm(xn, x + t * E, onorm, E, c->norm_eps);
         d_matvec(logits + t * V, outw, NULL, xn, E, V);
     }
     free(outw);

@@ -75,7 +75,7 @@ START_TEST(test_tiny_opens) {
     ck_assert_int_eq(m.cfg.n_vocab, 512);
     ck_assert_int_eq(m.cfg.n_ctx_train, 256);
     ck_assert_float_eq(m.cfg.rope_freq_base, 10000.0f);
-    ck_assert_float_eq(m.cfg.rms_eps, 1e-5f);
+    ck_assert_float_eq(m.cfg.norm_eps, 1e-5f);
     ck_assert(!m.cfg.tied_output);
     /* token_embd, output_norm, output + 9 per layer */
     ck_assert_uint_eq(m.n_tensors, 3 + 2 * 9);
@@ -250,7 +250,7 @@ START_TEST(test_config_path) {
     ck_assert_int_eq(m.cfg.n_vocab, 300);
     ck_assert_int_eq(m.cfg.n_ctx_train, 1024);
     ck_assert_float_eq(m.cfg.rope_freq_base, 1e6f);
-    ck_assert_float_eq(m.cfg.rms_eps, 1e-6f);
+    ck_assert_float_eq(m.cfg.norm_eps, 1e-6f);
     ck_assert(m.cfg.tied_output);
     /* token_embd, output_norm + 12 per layer (9 + q/k/v biases), no output.weight */
     ck_assert_uint_eq(m.n_tensors, 2 + 2 * 12);
@@ -330,14 +330,22 @@ START_TEST(test_bad_options) {
     ck_assert_msg(strstr(err.msg, "Q4_0"), "%s", err.msg);
 
     static const struct { const char *json; const char *needle; } bad[] = {
-        {"{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64}", "no \"intermediate_size\""},
+        {"{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64}", "missing field \"intermediate_size\""},
         {"{\"architectures\": [\"GPT2LMHeadModel\"]}", "GPT2LMHeadModel is not supported"},
         {"{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, \"intermediate_size\": 128, "
          "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 100}", "vocab_size 100 is below 259"},
         {"{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, \"intermediate_size\": 128, "
          "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"num_key_value_heads\": 3, \"vocab_size\": 300}",
-         "num_key_value_heads 3 does not divide"},
-        {"{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": \"64\"}", "\"hidden_size\" must be an integer"},
+         "\"num_key_value_heads\" (3) does not divide"},
+        {"{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": \"64\"}", "\"hidden_size\" is not an integer"},
+        /* the family's own checks, as hf_open makes them */
+        {"{\"architectures\": [\"Gemma2ForCausalLM\"], \"hidden_size\": 64, \"intermediate_size\": 128, "
+         "\"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"head_dim\": 32, \"vocab_size\": 300, "
+         "\"rms_norm_eps\": 1e-6, \"sliding_window\": 32, \"query_pre_attn_scalar\": 32}",
+         "missing field \"attn_logit_softcapping\""},
+        {"{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, \"intermediate_size\": 128, "
+         "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 300, "
+         "\"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 2.0}}", "\"rope_scaling.rope_type\" is \"dynamic\""},
         {"{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 1, \"hidden_size\": 2}", "bad JSON"},
     };
     char *cfg = join(tmp, "config.json");
@@ -362,19 +370,116 @@ START_TEST(test_shape_names) {
     slmc_err err = {{0}};
     ck_assert_str_eq(synth_shape_name(0), "tiny");
     int n = 0;
-    while (synth_shape_name(n)) n++;
-    ck_assert_int_eq(n, 5);
+    while (synth_shape_name(n)) {
+        /* every built-in shape parses */
+        ck_assert_msg(synth_shape_get(synth_shape_name(n), &s, &err) == 0, "%s", err.msg);
+        ck_assert_str_eq(s.name, synth_shape_name(n));
+        synth_shape_free(&s);
+        n++;
+    }
+    ck_assert_int_eq(n, 8);
     ck_assert_int_eq(synth_shape_get("qwen2-0.5b", &s, &err), 0);
-    ck_assert_str_eq(s.arch, "qwen2");
-    ck_assert_int_eq(s.n_embd, 896);
-    ck_assert_int_eq(s.n_vocab, 151936);
-    ck_assert(s.tied && s.qkv_bias);
+    ck_assert_str_eq(s.cfg.arch->name, "qwen2");
+    ck_assert_int_eq(s.cfg.n_embd, 896);
+    ck_assert_int_eq(s.cfg.n_vocab, 151936);
+    ck_assert(s.cfg.tied && s.cfg.qkv_bias);
+    synth_shape_free(&s);
     ck_assert_int_eq(synth_shape_get("llama-2-7b", &s, &err), 0);
-    ck_assert_int_eq(s.n_ff, 11008);
-    ck_assert_int_eq(s.n_head_kv, 32);
+    ck_assert_int_eq(s.cfg.n_ff, 11008);
+    ck_assert_int_eq(s.cfg.n_head_kv, 32);
+    synth_shape_free(&s);
     ck_assert_int_eq(synth_shape_get("tinyllama-1.1b", &s, &err), 0);
-    ck_assert_int_eq(s.n_layer, 22);
-    ck_assert_int_eq(s.n_head_kv, 4);
+    ck_assert_int_eq(s.cfg.n_layer, 22);
+    ck_assert_int_eq(s.cfg.n_head_kv, 4);
+    synth_shape_free(&s);
+    /* the full-size benchmark shapes of the newer families */
+    ck_assert_int_eq(synth_shape_get("llama-3.2-1b", &s, &err), 0);
+    ck_assert_str_eq(s.cfg.rope_type, "llama3");
+    ck_assert(s.cfg.rope_factor == 32.0 && s.cfg.rope_orig_ctx == 8192 && s.cfg.tied);
+    ck_assert_int_eq(s.cfg.n_vocab, 128256);
+    synth_shape_free(&s);
+    ck_assert_int_eq(synth_shape_get("qwen3-0.6b", &s, &err), 0);
+    ck_assert_str_eq(s.cfg.arch->name, "qwen3");
+    ck_assert_int_eq(s.cfg.head_dim, 128); /* 16 heads of 128 in a 1024-wide model */
+    ck_assert(s.cfg.tied && !s.cfg.qkv_bias);
+    synth_shape_free(&s);
+    ck_assert_int_eq(synth_shape_get("gemma-3-1b", &s, &err), 0);
+    ck_assert_str_eq(s.cfg.arch->name, "gemma3");
+    ck_assert_int_eq(s.cfg.n_swa, 512);
+    ck_assert_int_eq(s.cfg.head_dim, 256);
+    ck_assert_int_eq(s.cfg.n_vocab, 262144);
+    synth_shape_free(&s);
+}
+END_TEST
+
+/* The test configs of every family (tests/data/configs/<family>/config.json): the folder opens
+ * with the family's tensors, norms near their neutral value, biases small, and Gemma's norm
+ * values exact under + 1 in BF16 and F16. */
+static const char *const FAMILY_DIRS[] = {"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi2", "phi3", "stablelm"};
+
+static bool name_ends(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+START_TEST(test_families) {
+    char cfg[128];
+    snprintf(cfg, sizeof cfg, "tests/data/configs/%s/config.json", FAMILY_DIRS[_i]);
+    struct stat sb;
+    if (stat(cfg, &sb) != 0) SKIP_TEST("%s not found (run from the project root)", cfg);
+    char *tmp = tmpdir_make();
+    synth_opts o;
+    synth_opts_init(&o);
+    o.config = cfg;
+    for (int pass = 0; pass < 2; pass++) {
+        o.dtype = pass == 0 ? GGML_TYPE_BF16 : GGML_TYPE_F16;
+        char *out = write_synth(tmp, pass == 0 ? "bf16" : "f16", &o);
+        model m;
+        slmc_err err = {{0}};
+        ck_assert_msg(hf_open(&m, out, &err) == 0, "%s", err.msg);
+        ck_assert_str_eq(m.cfg.arch, FAMILY_DIRS[_i]);
+        const arch_desc *a = arch_by_name(m.cfg.arch);
+        st_model st;
+        ck_assert_msg(st_open(&st, out, &err) == 0, "%s", err.msg);
+        for (uint64_t i = 0; i < st.n_tensors; i++) {
+            const st_tensor *t = &st.tensors[i];
+            ck_assert_int_eq(t->type, o.dtype);
+            if (t->n_dims != 1) continue;
+            char *g = hf_to_gguf_name(a, t->name);
+            ck_assert_msg(g != NULL, "%s", t->name);
+            int64_t vi = model_find(&m, g);
+            ck_assert_msg(vi >= 0, "%s", g);
+            const char *rest = strncmp(g, "blk.", 4) == 0 ? strchr(g + 4, '.') + 1 : g;
+            const arch_tensor *rule = rest == g ? arch_global(a, g) : arch_layer_tensor(a, rest);
+            ck_assert_ptr_nonnull(rule);
+            int64_t n = t->shape[0];
+            float *hf = malloc((size_t)n * sizeof *hf), *view = malloc((size_t)n * sizeof *view);
+            row_to_f32(t->type, t->data, hf, n);
+            ck_assert_msg(model_read_rows_f32(&m, (uint64_t)vi, 0, 1, view, &err) == 0, "%s", err.msg);
+            for (int64_t k = 0; k < n; k++) {
+                if (rule->plus_one) {
+                    /* w is a small multiple of 1/128; the view holds 1 + w, exact */
+                    ck_assert_msg(fabsf(hf[k]) < 0.25f && hf[k] * 128.0f == rintf(hf[k] * 128.0f), "%s %g", t->name, hf[k]);
+                    ck_assert_msg(view[k] == 1.0f + hf[k], "%s: %g vs 1 + %g", g, view[k], hf[k]);
+                    ck_assert(hf[k] != 0.0f || !signbit(hf[k])); /* no -0: 1 + w - 1 gives +0 */
+                } else if (name_ends(t->name, ".bias")) {
+                    ck_assert_msg(fabsf(hf[k]) < 0.2f, "%s %g", t->name, hf[k]);
+                    if (!(a->permute_qk && (strstr(g, "attn_q.") || strstr(g, "attn_k."))))
+                        ck_assert(view[k] == hf[k]);
+                } else {
+                    ck_assert_msg(hf[k] > 0.8f && hf[k] < 1.2f, "%s %g", t->name, hf[k]);
+                    ck_assert(view[k] == hf[k]);
+                }
+            }
+            free(hf);
+            free(view);
+            free(g);
+        }
+        st_close(&st);
+        model_close(&m);
+        free(out);
+    }
+    tmpdir_remove(tmp);
 }
 END_TEST
 
@@ -389,6 +494,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_large_vocab_unique);
     tcase_add_test(tc, test_bad_options);
     tcase_add_test(tc, test_shape_names);
+    tcase_add_loop_test(tc, test_families, 0, (int)(sizeof FAMILY_DIRS / sizeof FAMILY_DIRS[0]));
     suite_add_tcase(s, tc);
     return s;
 }

@@ -25,7 +25,7 @@
 static int tiny_ff[2] = {24, 24};
 static tm_config tiny_config(void) {
     tm_config c = {.hp = {.n_vocab = 16, .n_embd = 16, .n_layer = 2, .n_head = 4, .n_head_kv = 2, .head_dim = 4,
-                          .n_rot = 4, .rms_eps = 1e-5f, .rope_freq_base = 10000.f},
+                          .n_rot = 4, .norm_eps = 1e-5f, .rope_freq_base = 10000.f},
                    .n_ff = tiny_ff, .freq_scale = 1.f};
     snprintf(c.hp.arch, sizeof c.hp.arch, "llama");
     return c;
