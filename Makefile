@@ -35,6 +35,9 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_HELPER_OBJ := $(BUILD)/tests/testutil.o
+# the Hugging Face reference forward pass (tests/ref_hf.h), for the suites that check against it
+TEST_HELPER_OBJ += $(BUILD)/tests/ref_hf.o
+.SECONDARY: $(BUILD)/tests/ref_hf.o
 
 .PHONY: all check unit e2e check-asan check-clang check-deps check-layers demo bench fuzz install clean bootstrap
 
