@@ -9,10 +9,11 @@
 
 #include "cli.h"
 #include "formats/meta.h"
+#include "pipeline/sha256.h"
 #include "codec/types.h"
 
 static const char *USAGE =
-    "Usage: slmc inspect MODEL [--json] [--tokenizer FILE] [--no-tensors]\n"
+    "Usage: slmc inspect MODEL [--json] [--tokenizer FILE] [--no-tensors] [--hash]\n"
     "\n"
     "Show a model's architecture and hyperparameters, tokenizer summary, tensor table (name,\n"
     "type, shape, bytes), parameter count and bits per weight. MODEL is a GGUF file, a Hugging\n"
@@ -22,6 +23,8 @@ static const char *USAGE =
     "  --json            print one JSON object on stdout\n"
     "  --tokenizer FILE  llama2.c tokenizer.bin or tokenizer.model (llama2.c input)\n"
     "  --no-tensors      leave out the tensor table\n"
+    "  --hash            add the SHA-256 of each tensor's bytes as stored (reads the data), to\n"
+    "                    compare two files tensor for tensor whatever their metadata\n"
     "  -t, --threads N   accepted as by every command (inspect reads headers only)\n"
     "  -q, --quiet       no notes on stderr\n"
     "  -h, --help        this help\n";
@@ -80,7 +83,13 @@ static void kv_print(const meta_kv *kv) {
     }
 }
 
-static json_t *inspect_json(const model *m, bool tensors) {
+/* The SHA-256 of tensor t's bytes as stored, as hex; the pages are released afterwards. */
+static void tensor_hash(const model *m, const model_tensor *t, char hex[65]) {
+    sha256_buf_hex(t->data, (size_t)t->nbytes, hex);
+    model_release_source(m, t);
+}
+
+static json_t *inspect_json(const model *m, bool tensors, bool hash) {
     const model_config *c = &m->cfg;
     json_t *o = json_object();
     json_object_set_new(o, "path", json_string(m->path));
@@ -97,7 +106,7 @@ static json_t *inspect_json(const model *m, bool tensors) {
     json_object_set_new(a, "head_dim", json_integer(c->head_dim));
     json_object_set_new(a, "n_rot", json_integer(c->n_rot));
     json_object_set_new(a, "rope_freq_base", json_real(c->rope_freq_base));
-    json_object_set_new(a, "rms_eps", json_real(c->rms_eps));
+    json_object_set_new(a, "norm_eps", json_real(c->norm_eps));
     json_object_set_new(a, "rope_scaling", c->rope_scaling[0] ? json_string(c->rope_scaling) : json_null());
     json_object_set_new(a, "rope_scaling_factor", json_real(c->rope_scaling_factor));
     json_object_set_new(a, "tied_output", json_boolean(c->tied_output));
@@ -123,6 +132,11 @@ static json_t *inspect_json(const model *m, bool tensors) {
             for (int d = 0; d < t->n_dims; d++) json_array_append_new(shape, json_integer(t->ne[d]));
             json_object_set_new(jt, "shape", shape);
             json_object_set_new(jt, "bytes", json_integer((json_int_t)t->nbytes));
+            if (hash) {
+                char hex[65];
+                tensor_hash(m, t, hex);
+                json_object_set_new(jt, "sha256", json_string(hex));
+            }
             json_array_append_new(arr, jt);
         }
         json_object_set_new(o, "tensors", arr);
@@ -152,7 +166,7 @@ static void tokenizer_summary(const model *m) {
     printf("\n");
 }
 
-static void inspect_text(const model *m, bool tensors) {
+static void inspect_text(const model *m, bool tensors, bool hash) {
     const model_config *c = &m->cfg;
     char b1[32], b2[32];
     printf("file:         %s\n", m->path);
@@ -163,7 +177,7 @@ static void inspect_text(const model *m, bool tensors) {
                ", heads %" PRId64 " (kv %" PRId64 "), head_dim %" PRId64 "\n",
                c->n_vocab, c->n_ctx_train, c->n_embd, c->n_ff, c->n_layer, c->n_head, c->n_head_kv, c->head_dim);
         printf("  rope base %g, rope dims %" PRId64 "%s%s, rms eps %g, %s output\n", c->rope_freq_base, c->n_rot,
-               c->rope_scaling[0] ? ", scaling " : "", c->rope_scaling, c->rms_eps,
+               c->rope_scaling[0] ? ", scaling " : "", c->rope_scaling, c->norm_eps,
                c->tied_output ? "tied" : "separate");
     }
     tokenizer_summary(m);
@@ -172,12 +186,15 @@ static void inspect_text(const model *m, bool tensors) {
     uint64_t params = model_param_count(m), bytes = model_bytes(m);
     if (tensors && m->n_tensors) {
         printf("tensors:      %" PRIu64 "\n", m->n_tensors);
-        printf("  %-36s %-8s %-20s %14s\n", "name", "type", "shape", "bytes");
+        printf("  %-36s %-8s %-20s %14s%s\n", "name", "type", "shape", "bytes", hash ? "  sha256" : "");
         for (uint64_t i = 0; i < m->n_tensors; i++) {
             const model_tensor *t = &m->tensors[i];
             char shape[96];
             shape_str(t, shape, sizeof shape);
-            printf("  %-36s %-8s %-20s %14" PRIu64 "\n", t->name, type_name(t->type), shape, t->nbytes);
+            char hex[65] = "";
+            if (hash) tensor_hash(m, t, hex);
+            printf("  %-36s %-8s %-20s %14" PRIu64 "%s%s\n", t->name, type_name(t->type), shape, t->nbytes,
+                   hash ? "  " : "", hex);
         }
     }
     printf("parameters:   %s (%" PRIu64 ")\n", cli_human_count(params, b1, sizeof b1), params);
@@ -188,9 +205,9 @@ static void inspect_text(const model *m, bool tensors) {
 int cmd_inspect(int argc, char **argv) {
     cli_common c = {0};
     const char *tokenizer = NULL;
-    bool tensors = true;
+    bool tensors = true, hash = false;
     static const struct option opts[] = {
-        {"tokenizer", required_argument, 0, 'k'}, {"no-tensors", no_argument, 0, 'n'},
+        {"tokenizer", required_argument, 0, 'k'}, {"no-tensors", no_argument, 0, 'n'}, {"hash", no_argument, 0, 'H'},
         CLI_COMMON_OPTIONS, {0, 0, 0, 0},
     };
     int ch, rc;
@@ -200,6 +217,7 @@ int cmd_inspect(int argc, char **argv) {
         switch (ch) {
         case 'k': tokenizer = optarg; break;
         case 'n': tensors = false; break;
+        case 'H': hash = true; break;
         default:
             if ((rc = cli_common_option("inspect", USAGE, ch, argv, &c))) return rc == CLI_HELP ? EXIT_OK : rc;
         }
@@ -209,13 +227,13 @@ int cmd_inspect(int argc, char **argv) {
     slmc_err err = {{0}};
     if (cli_open_model(&m, argv[optind], tokenizer, &err) != 0) return cli_error(&err);
     if (c.json) {
-        json_t *o = inspect_json(&m, tensors);
+        json_t *o = inspect_json(&m, tensors, hash);
         char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         if (s) puts(s);
         free(s);
         json_decref(o);
     } else {
-        inspect_text(&m, tensors);
+        inspect_text(&m, tensors, hash);
     }
     model_close(&m);
     return EXIT_OK;
