@@ -95,4 +95,44 @@ else
     done
 fi
 
+
+# Bad input per family: a config.json without a field the family needs, or with an unknown
+# model_type, activation or rope_type, is refused in one line naming config.json and the field,
+# and nothing is written.
+needed() { # the field each family's converter cannot do without
+    case "$1" in
+    gemma2) echo attn_logit_softcapping ;; gemma3) echo sliding_window ;; gemma) echo head_dim ;;
+    phi3) echo original_max_position_embeddings ;; phi2 | stablelm) echo partial_rotary_factor ;;
+    *) echo intermediate_size ;;
+    esac
+}
+for cfg in tests/data/configs/*/config.json; do
+    f=$(basename "$(dirname "$cfg")")
+    d="$T/bad-$f"
+    "$SLMC" synth --config "$cfg" --dtype f16 -o "$d" -q 2>/dev/null || { fail "$f: synth for the bad-config cases"; continue; }
+    cp "$d/config.json" "$T/good.json"
+    field=$(needed "$f")
+    bad_case() { # DESCRIPTION FIELD-IN-MESSAGE
+        rm -f "$T/out.gguf"
+        expect_error "$f: $1" "$d/config.json" -- "$SLMC" convert "$d" "$T/out.gguf" -q
+        grep -q "$2" "$T/err" || fail "$f: $1: the message does not name $2: $(cat "$T/err")"
+        [ -e "$T/out.gguf" ] && fail "$f: $1: an output was written"
+        cp "$T/good.json" "$d/config.json"
+    }
+    grep -v "\"$field\":" "$T/good.json" >"$d/config.json"
+    bad_case "config.json without $field" "$field"
+    sed 's/"model_type": "[^"]*"/"model_type": "bogus"/' "$T/good.json" >"$d/config.json"
+    bad_case "unknown model_type" model_type
+    sed 's/"\(hidden_act\|hidden_activation\)": "[^"]*"/"\1": "relu6"/' "$T/good.json" >"$d/config.json"
+    bad_case "unknown activation" relu6
+    if grep -q '"rope_type"\|"type": "' "$T/good.json"; then # a rope_scaling object already: change its type
+        sed 's/"\(rope_type\|type\)": "[^"]*"/"\1": "bogus"/' "$T/good.json" >"$d/config.json"
+    else
+        sed 's/"rope_theta": \([0-9.e+]*\),/"rope_theta": \1, "rope_scaling": {"rope_type": "bogus", "factor": 2.0},/' \
+            "$T/good.json" | grep -v '"rope_scaling": null' >"$d/config.json"
+    fi
+    grep -q '"bogus"' "$d/config.json" && bad_case "unknown rope_type" 'rope_scaling.*bogus'
+    rm -rf "$d"
+done
+
 finish
