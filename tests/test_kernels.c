@@ -291,6 +291,85 @@ START_TEST(test_rope) {
 }
 END_TEST
 
+/* LayerNorm against double: (x - mean) / sqrt(var + eps) * w + b, biased variance. */
+START_TEST(test_layernorm) {
+    float x[96], w[96], b[96], out[96];
+    fill(x, 96, 3.f);
+    for (int i = 0; i < 96; ++i) x[i] += 5.f; /* an offset the mean must remove */
+    fill(w, 96, 1.f);
+    fill(b, 96, 0.5f);
+    const float eps = 1e-5f;
+    kern_layernorm(out, x, w, b, 96, eps);
+    double mean = 0, var = 0;
+    for (int i = 0; i < 96; ++i) mean += x[i];
+    mean /= 96;
+    for (int i = 0; i < 96; ++i) var += (x[i] - mean) * (x[i] - mean);
+    var /= 96;
+    for (int i = 0; i < 96; ++i) {
+        const double want = (x[i] - mean) / sqrt(var + eps) * w[i] + b[i];
+        ck_assert_double_le(fabs(out[i] - want), 1e-5 * (fabs(want) + 1));
+    }
+    kern_layernorm(x, x, NULL, NULL, 96, eps); /* in place, no weight or bias: mean 0, variance 1 */
+    double m2 = 0, v2 = 0;
+    for (int i = 0; i < 96; ++i) m2 += x[i];
+    for (int i = 0; i < 96; ++i) v2 += x[i] * x[i];
+    ck_assert_double_le(fabs(m2 / 96), 1e-5);
+    ck_assert_double_le(fabs(v2 / 96 - 1), 1e-3);
+}
+END_TEST
+
+/* GELU as ggml: the tanh formula evaluated on the fp16-rounded input, the result rounded to
+ * fp16; exactly 0 at or below -10 and the identity at or above 10. GeGLU multiplies by up. */
+START_TEST(test_gelu_geglu_softcap) {
+    float x[7] = {-12.f, -10.f, -1.3f, 0.f, 0.7f, 3.14159f, 10.f};
+    float y[7];
+    memcpy(y, x, sizeof x);
+    kern_gelu(y, 7);
+    ck_assert_float_eq(y[0], 0.f);
+    ck_assert_float_eq(y[1], 0.f);
+    ck_assert_float_eq(y[3], 0.f);
+    ck_assert_float_eq(y[6], 10.f);
+    for (int i = 2; i < 6; ++i) {
+        const double v = (double)fp16_to_f32(f32_to_fp16(x[i]));
+        const double g = 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * v * (1 + 0.044715 * v * v)));
+        ck_assert_double_le(fabs(y[i] - g), 1e-3 * fabs(g) + 1e-6);             /* within fp16 rounding */
+        ck_assert_float_eq(y[i], fp16_to_f32(f32_to_fp16(y[i])));           /* an fp16 value */
+    }
+    float g2[2] = {0.7f, -1.3f}, up[2] = {2.f, -3.f};
+    kern_geglu(g2, up, 2);
+    ck_assert_float_eq(g2[0], y[4] * 2.f);
+    ck_assert_float_eq(g2[1], y[2] * -3.f);
+    /* soft-cap: c * tanh(x / c), bounded by c, odd, ~identity for small x */
+    float sc[4] = {1000.f, -1000.f, 0.01f, 30.f};
+    kern_softcap(sc, 4, 30.f);
+    ck_assert(sc[0] <= 30.f && sc[0] > 29.99f);
+    ck_assert_float_eq(sc[1], -sc[0]);
+    ck_assert_double_le(fabs(sc[2] - 0.01), 1e-8);
+    ck_assert_double_le(fabs(sc[3] - 30 * tanh(1.0)), 1e-5);
+}
+END_TEST
+
+/* rope factors divide each pair's angle; mscale multiplies cos and sin; NULL factors and
+ * mscale 1 are kern_rope_table bit for bit. */
+START_TEST(test_rope_ext) {
+    const int64_t n_rot = 16;
+    float ff[8], c0[8], s0[8], c1[8], s1[8];
+    for (int i = 0; i < 8; ++i) ff[i] = 1.f + 0.5f * (float)i;
+    for (int64_t pos = 1; pos < 200; pos += 37) {
+        kern_rope_table(c0, s0, pos, n_rot, 500000.f, 1.f);
+        kern_rope_table_ext(c1, s1, pos, n_rot, 500000.f, 1.f, NULL, 1.f);
+        ck_assert_mem_eq(c0, c1, sizeof c0);
+        ck_assert_mem_eq(s0, s1, sizeof s0);
+        kern_rope_table_ext(c1, s1, pos, n_rot, 500000.f, 0.25f, ff, 1.19f);
+        for (int64_t i = 0; i < n_rot / 2; ++i) {
+            const double theta = 0.25 * (double)pos * pow(500000.0, -2.0 * (double)i / (double)n_rot) / ff[i];
+            ck_assert_double_le(fabs(c1[i] - 1.19 * cos(theta)), 2e-4);
+            ck_assert_double_le(fabs(s1[i] - 1.19 * sin(theta)), 2e-4);
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_swiglu_and_rounding) {
     float g[4] = {-2.f, 0.f, 1.f, 30.f}, u[4] = {1.f, 5.f, 2.f, 0.5f};
     kern_swiglu(g, u, 4);
@@ -324,6 +403,9 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_softmax);
     tcase_add_test(tc, test_rope);
     tcase_add_test(tc, test_swiglu_and_rounding);
+    tcase_add_test(tc, test_layernorm);
+    tcase_add_test(tc, test_gelu_geglu_softcap);
+    tcase_add_test(tc, test_rope_ext);
     suite_add_tcase(s, tc);
     return s;
 }
