@@ -133,8 +133,8 @@ void cli_print_json(json_t *j, size_t flags);
 /* A JSON array of the integers v[0..n). */
 json_t *cli_json_int_array(const int64_t *v, int64_t n);
 
-/* Open a model with the common error handling (the message already names the path), with
- * quant's dequantizer as the view's row decoder (quantized tensors readable as F32). */
+/* Open a model with the common error handling (the message already names the path); the view
+ * reads quantized tensors as F32 through the codec (formats/model.h). */
 int cli_open_model(model *m, const char *path, const char *tokenizer, slmc_err *err);
 
 #endif

@@ -1,7 +1,7 @@
 /* cmd_convert.c - `slmc convert IN OUT [--outtype f32|f16|bf16]`: between Hugging Face
  * safetensors folders, GGUF and llama2.c (input only), streaming tensor by tensor. A quantized
- * GGUF is dequantized when written as a Hugging Face folder or with --outtype (the decoder is
- * quant's, handed to the model view by cli_open_model). */
+ * GGUF is dequantized when written as a Hugging Face folder or with --outtype (the model view
+ * decodes it with the codec). */
 #include <getopt.h>
 #include <jansson.h>
 #include <limits.h>

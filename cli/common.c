@@ -16,7 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "codec/quants.h"
 #include "codec/types.h"
 
 int cli_error(const slmc_err *err) {
@@ -218,10 +217,10 @@ json_t *cli_json_int_array(const int64_t *v, int64_t n) {
     return a;
 }
 
-/* Every command opens its models here, so every view can read quantized tensors as F32:
- * formats/ may not call quant/ itself, so quant's decoder is handed to the view (model.h). */
+/* Every command opens its models here (the view decodes quantized tensors with the codec
+ * itself, model.h). */
 int cli_open_model(model *m, const char *path, const char *tokenizer, slmc_err *err) {
-    model_open_opts opts = {.tokenizer = tokenizer, .dequantize = quant_dequantize};
+    model_open_opts opts = {.tokenizer = tokenizer};
     return model_open(m, path, &opts, err);
 }
 

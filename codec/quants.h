@@ -51,8 +51,8 @@ const quant_kernels *quant_get(int type);
 /* Any type's blocks back to floats: n values (whole blocks) of `type` at src into dst, through
  * quant_get(type)->dequantize. Returns 0, or -1 (dst untouched) when the type has no kernels
  * here or n is not a whole number of blocks; with n == 0 it only answers whether the type can
- * be dequantized. Its signature is the model view's row decoder (formats/model.h), so callers
- * pass it to model_open_opts.dequantize as is. Thread-safe. */
+ * be dequantized. The model view (formats/model.c) decodes quantized tensors with it.
+ * Thread-safe. */
 int quant_dequantize(int type, const void *src, float *dst, int64_t n);
 
 /* llama.cpp's quantize_row_iq4_nl_ref bit for bit (ggml's from_float_ref for IQ4_NL: the

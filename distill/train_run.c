@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codec/quants.h"
 #include "codec/types.h"
 #include "distill/data.h"
 #include "distill/model.h"
@@ -99,9 +98,9 @@ static bool stop_requested(const train_run_opts *o) { return o->stop && *o->stop
  * the run
  * ------------------------------------------------------------------------------------- */
 
-/* Open a model with quant's decoder, so quantized weights read as F32. */
+/* Open a model (quantized weights read as F32 through the codec, formats/model.h). */
 static int open_model(model *m, const char *path, const char *tokenizer, slmc_err *err) {
-    model_open_opts mo = {.tokenizer = tokenizer, .dequantize = quant_dequantize};
+    model_open_opts mo = {.tokenizer = tokenizer};
     return model_open(m, path, &mo, err);
 }
 

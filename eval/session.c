@@ -3,12 +3,9 @@
 
 #include <string.h>
 
-#include "codec/quants.h"
-
 int llm_session_open(llm_session *s, const char *path, const char *tokenizer, slmc_err *err) {
     memset(s, 0, sizeof *s);
-    /* formats/ cannot decode quantized blocks itself: the codec's decoder is handed to the view */
-    const model_open_opts opts = {.tokenizer = tokenizer, .dequantize = quant_dequantize};
+    const model_open_opts opts = {.tokenizer = tokenizer};
     if (model_open(&s->m, path, &opts, err) != 0) return -1;
     s->open_m = true;
     if (llm_model_init(&s->lm, &s->m, err) != 0) { /* its messages name the path already */

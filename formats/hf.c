@@ -1404,8 +1404,8 @@ static float hf_value(const hf_out *o, float v) { return o->minus_one ? v - 1.0f
 /* Stream one tensor into the writer in chunks of whole rows (whole heads for q/k): read the
  * rows in llama.cpp's order as stored, put them back in HF order, undo 1 + w, convert to
  * out_type. A quantized row is a whole number of blocks, so the rows are reordered before
- * decoding exactly as float rows are, and then dequantized (model_rows_to_f32, through
- * m->dequantize). A q/k bias (one row) has its elements put back in HF order. */
+ * decoding exactly as float rows are, and then dequantized (model_rows_to_f32, which calls
+ * the codec's quant_dequantize). A q/k bias (one row) has its elements put back in HF order. */
 static int write_tensor(const model *m, uint64_t ti, int out_type, st_writer *w, uint64_t *done,
                         uint64_t total, const slmc_progress *progress, slmc_err *err) {
     const model_tensor *t = &m->tensors[ti];

@@ -30,8 +30,8 @@ int hf_open(model *m, const char *path, slmc_err *err);
  * model.safetensors (sharded past shard_size, with index), tokenizer files.
  * outtype: -1 = the model's dominant float type for all tensors (F32 when m has quantized
  * tensors); else F32/F16/BF16. Quantized tensors are written as their dequantized values,
- * decoded by m->dequantize (model.h); a tensor it cannot decode is an error naming the file,
- * tensor and type, before anything is written. */
+ * decoded by the codec (quant_dequantize, through model_rows_to_f32 in model.h); a tensor it
+ * cannot decode is an error naming the file, tensor and type, before anything is written. */
 int hf_write(const model *m, const char *dir, int outtype, uint64_t shard_size,
              const slmc_progress *progress, slmc_err *err);
 

@@ -14,6 +14,7 @@
 #include "gguf.h"
 #include "hf.h"
 #include "llama2c.h"
+#include "codec/quants.h"
 #include "codec/types.h"
 
 /* ---------------------------------------------------------------------------------------
@@ -91,7 +92,6 @@ int model_open(model *m, const char *path, const model_open_opts *opts, slmc_err
         }
     }
     if (rc != 0) model_close(m);
-    else if (opts) m->dequantize = opts->dequantize; /* after the readers, which reset m */
     return rc;
 }
 
@@ -246,15 +246,16 @@ int model_read_rows(const model *m, uint64_t ti, int64_t row0, int64_t nrows, vo
 }
 
 /* n values of `type` at src to F32: float types widen here, quantized types go through the
- * injected decoder. 0, or -1 when the type cannot be converted (model_check_f32 says why). */
-static int values_to_f32(const model *m, int type, const void *src, float *dst, int64_t n) {
+ * codec's decoder (quant_dequantize). 0, or -1 when the type cannot be converted
+ * (model_check_f32 says why). */
+static int values_to_f32(int type, const void *src, float *dst, int64_t n) {
     if (type_is_float(type)) {
         row_to_f32(type, src, dst, n);
         return 0;
     }
     const type_info *info = type_get(type);
-    if (!info || !info->quantized || !m->dequantize) return -1;
-    return m->dequantize(type, src, dst, n);
+    if (!info || !info->quantized) return -1;
+    return quant_dequantize(type, src, dst, n);
 }
 
 int model_check_f32(const model *m, const model_tensor *t, slmc_err *err) {
@@ -263,10 +264,7 @@ int model_check_f32(const model *m, const model_tensor *t, slmc_err *err) {
     if (!info || !info->quantized)
         return slmc_fail(err, m->path, "tensor %s is %s: only float and quantized tensors convert to F32/F16/BF16",
                          t->name, type_name(t->type));
-    if (!m->dequantize)
-        return slmc_fail(err, m->path, "tensor %s is %s: quantized tensors can only be copied here, not converted",
-                         t->name, type_name(t->type));
-    if (m->dequantize(t->type, NULL, NULL, 0) != 0)
+    if (quant_dequantize(t->type, NULL, NULL, 0) != 0)
         return slmc_fail(err, m->path, "tensor %s is %s, a type slmc cannot dequantize yet", t->name,
                          type_name(t->type));
     return 0;
@@ -275,7 +273,7 @@ int model_check_f32(const model *m, const model_tensor *t, slmc_err *err) {
 int model_rows_to_f32(const model *m, const model_tensor *t, const void *src, float *dst, int64_t nrows,
                       slmc_err *err) {
     if (model_check_f32(m, t, err) != 0) return -1;
-    if (values_to_f32(m, t->type, src, dst, t->ne[0] * nrows) != 0)
+    if (values_to_f32(t->type, src, dst, t->ne[0] * nrows) != 0)
         return slmc_fail(err, m->path, "tensor %s: cannot convert %s rows to F32", t->name, type_name(t->type));
     return 0;
 }
@@ -297,7 +295,7 @@ int model_read_rows_f32(const model *m, uint64_t ti, int64_t row0, int64_t nrows
     if (!type_is_float(t->type)) {
         /* quantized: decode each row straight from the input, no copy */
         for (int64_t r = 0; r < nrows; r++)
-            if (values_to_f32(m, t->type, stored_row(t, row0 + r), dst + r * ne0, ne0) != 0)
+            if (values_to_f32(t->type, stored_row(t, row0 + r), dst + r * ne0, ne0) != 0)
                 return slmc_fail(err, m->path, "tensor %s: cannot dequantize %s rows", t->name, type_name(t->type));
         return 0;
     }
@@ -556,7 +554,7 @@ void model_release_rows(const model *m, const model_tensor *t, int64_t row0, int
 #define WRITE_CHUNK_BYTES (16u << 20) /* rows are read and converted in chunks of about this size */
 
 /* Stream one tensor through the writer in row chunks, converting as needed (float types
- * widened or narrowed, quantized types decoded by m->dequantize; model_write_gguf checked
+ * widened or narrowed, quantized types decoded by the codec; model_write_gguf checked
  * beforehand that every tensor to convert can be). */
 static int write_tensor_rows(const model *m, uint64_t ti, int out_type, gguf_writer *w,
                              uint8_t *buf, float *fbuf, int64_t chunk_rows, slmc_err *err) {
@@ -582,7 +580,7 @@ static int write_tensor_rows(const model *m, uint64_t ti, int out_type, gguf_wri
 #pragma omp for schedule(static)
                 for (int64_t k = 0; k < nr; k++) {
                     if (!tmp) continue;
-                    if (values_to_f32(m, t->type, raw + (uint64_t)k * in_row, tmp, ne0) != 0) {
+                    if (values_to_f32(t->type, raw + (uint64_t)k * in_row, tmp, ne0) != 0) {
 #pragma omp atomic write
                         bad = true;
                         continue;

@@ -9,8 +9,11 @@
  * llama.cpp's converter applies to Hugging Face llama weights is applied on read, so callers
  * never see the difference. Data stays in the mapped input; rows are read on demand.
  *
- * Quantized tensors (Q4_K, ...) are read as they are stored; to turn them into F32 the view
- * needs a row decoder, which the caller injects (model_dequantize_fn below).
+ * Quantized tensors (Q4_K, ...) are read as they are stored; where F32 values are needed
+ * (model_read_rows_f32, and the GGUF and Hugging Face writers when a quantized tensor must
+ * become F32/F16/BF16) the view decodes them with the codec's decoder, quant_dequantize
+ * (codec/quants.h). A quantized type the codec has no decoder for can be copied but not
+ * converted: model_check_f32 names it.
  */
 #ifndef SLMC_MODEL_H
 #define SLMC_MODEL_H
@@ -57,23 +60,6 @@ typedef struct model_config {
 /* The family's description is arch_by_name(cfg.arch) (formats/arch.h): NULL for an architecture
  * slmc reads and copies but does not know (no engine, no Hugging Face form). */
 
-/* A row decoder for block-quantized types, injected by the caller.
- *
- * formats/ knows every type's block size (codec/types.h); the decoder of the blocks comes from
- * the caller (cli_open_model gives quant_dequantize from codec/quants.h;
- * tests do the same), model_open stores it in the view, and the three places that need values
- * of a quantized tensor call it: model_read_rows_f32, and the GGUF and Hugging Face writers when
- * a quantized tensor must become F32/F16/BF16 (dequantizing convert).
- *
- * Contract: decode n values (a whole number of blocks) of `type` at src into dst and return 0,
- * or return -1 when there is no decoder for that type. With n == 0 it only answers whether the
- * type can be decoded. It must be safe to call from several threads at once.
- * NULL (the default) means quantized tensors can be copied as they are but not converted.
- *
- * The seam is this one pointer: when the block codec moves below formats/, model.c calls it
- * directly and the field and option go away. */
-typedef int (*model_dequantize_fn)(int type, const void *src, float *dst, int64_t n);
-
 typedef struct model_tensor {
     char *name;              /* GGUF name (owned) */
     int type;                /* ggml_type of the bytes model_read_rows yields */
@@ -98,13 +84,10 @@ typedef struct model {
     void *src;               /* the format reader that owns the mappings; NULL for a view built in
                                 memory, whose tensor data may live on the heap */
     void (*free_src)(void *src);
-    model_dequantize_fn dequantize; /* decoder for quantized tensors, or NULL (see above); a view
-                                       built in memory sets it itself */
 } model;
 
 typedef struct model_open_opts {
     const char *tokenizer;   /* llama2.c: path of tokenizer.bin (required for llama2.c input) */
-    model_dequantize_fn dequantize; /* stored in the view: lets quantized tensors be read as F32 */
 } model_open_opts;
 
 /* Progress reporting for long work (bytes done of total; `what` names the current tensor). */
@@ -128,11 +111,12 @@ uint64_t model_param_count(const model *m);
 
 /* Copy rows [row0, row0+nrows) of tensor ti, in its type and llama.cpp's row order, to dst. */
 int model_read_rows(const model *m, uint64_t ti, int64_t row0, int64_t nrows, void *dst, slmc_err *err);
-/* Same, converted to F32: float types widen, quantized types go through m->dequantize (an
+/* Same, converted to F32: float types widen, quantized types are decoded by the codec (an
  * error naming the file, tensor and type when it cannot decode them; see model_check_f32). */
 int model_read_rows_f32(const model *m, uint64_t ti, int64_t row0, int64_t nrows, float *dst, slmc_err *err);
-/* 0 when tensor t can be read as F32 (a float type, or a quantized type that m->dequantize
- * decodes); otherwise -1 with "PATH: tensor NAME is TYPE, ..." saying why. */
+/* 0 when tensor t can be read as F32 (a float type, or a quantized type the codec decodes);
+ * otherwise -1 with "PATH: tensor NAME is TYPE, ..." saying why (an integer type, or a
+ * quantized type without a decoder, e.g. IQ2_XXS). */
 int model_check_f32(const model *m, const model_tensor *t, slmc_err *err);
 /* Convert nrows rows of tensor t, in its stored type as model_read_rows yields them (src), to
  * F32 (dst, nrows * ne[0] values); the same conversion as model_read_rows_f32. */
@@ -172,7 +156,7 @@ void model_release_source(const model *m, const model_tensor *t);
 void model_release_rows(const model *m, const model_tensor *t, int64_t row0, int64_t nrows);
 
 /* Write the model as GGUF v3 (atomic), converting tensors per model_out_type: a quantized
- * tensor that must change type is dequantized through m->dequantize (checked for every tensor
+ * tensor that must change type is dequantized by the codec (checked for every tensor
  * before anything is written). outtype -1 copies quantized tensors byte for byte. */
 int model_write_gguf(const model *m, const char *path, int outtype, const slmc_progress *progress,
                      slmc_err *err);

@@ -22,7 +22,7 @@
 
 static int param_count(const char *path, const char *tokenizer, uint64_t *n, slmc_err *err) {
     model m;
-    model_open_opts opts = {.tokenizer = tokenizer}; /* only shapes are read: no decoder needed */
+    model_open_opts opts = {.tokenizer = tokenizer}; /* only shapes are read */
     if (model_open(&m, path, &opts, err)) return -1;
     *n = model_param_count(&m);
     model_close(&m);

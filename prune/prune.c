@@ -625,7 +625,6 @@ static int pruned_meta(model *out, const model *m, const prune_plan *p, slmc_err
 int prune_apply(model *out, const model *m, const prune_plan *p, slmc_err *err) {
     memset(out, 0, sizeof *out);
     meta_init(&out->kv);
-    out->dequantize = m->dequantize; /* quantized tensors copied through stay convertible */
     if (check_model(m, err) != 0) return -1;
     if (p->n_layer_in != m->cfg.n_layer || p->n_embd_in != m->cfg.n_embd || p->n_ff_in != m->cfg.n_ff ||
         p->n_head_in != m->cfg.n_head || p->n_head_kv_in != m->cfg.n_head_kv)

@@ -9,7 +9,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "codec/quants.h"
 #include "eval/text.h"
 #include "formats/hf.h"
 
@@ -241,7 +240,7 @@ done:
 static int run(const prune_run_opts *o, const prune_hooks *h, prune_result *r, slmc_err *err) {
     const double t0 = now_seconds();
     model m;
-    model_open_opts mo = {.tokenizer = o->tokenizer, .dequantize = quant_dequantize};
+    model_open_opts mo = {.tokenizer = o->tokenizer};
     if (model_open(&m, o->in, &mo, err) != 0) return -1;
     prune_scores s;
     memset(&s, 0, sizeof s);

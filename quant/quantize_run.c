@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codec/quants.h"
 #include "codec/types.h"
 #include "formats/fileio.h"
 #include "quant/imatrix.h"
@@ -207,7 +206,7 @@ static int write_outputs(const quantize_run_opts *o, const quantize_hooks *h, qu
 
 /* The run on the threads quantize_run chose. */
 static int run(const quantize_run_opts *o, const quantize_hooks *h, quantize_result *r, slmc_err *err) {
-    model_open_opts mo = {.tokenizer = o->tokenizer, .dequantize = quant_dequantize};
+    model_open_opts mo = {.tokenizer = o->tokenizer};
     if (model_open(&r->m, o->in, &mo, err) != 0) return -1;
     imatrix im;
     bool have_im = false;
