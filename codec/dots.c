@@ -303,6 +303,7 @@ void kern_unpack_arow(int act_type, const void *row, int64_t n, kern_arow *a) {
             memcpy(a->q + 256 * i, b[i].qs, 256);
             a->d[i] = b[i].d;
             for (int g = 0; g < 16; ++g) a->bsum[16 * i + g] = b[i].bsums[g];
+            if (a->bsum16) memcpy(a->bsum16 + 16 * i, b[i].bsums, sizeof b[i].bsums);
         }
         return;
     }
@@ -336,7 +337,7 @@ void kern_unpacked_carve(void *mem, int64_t n, kern_wrow *w, kern_arow *a) {
     float *m = (float *)p; p += n32;
     float *f = (float *)p;
     if (w) *w = (kern_wrow){.q = q, .sc = g1, .mn = g2, .d = d, .m = m, .f = f};
-    if (a) *a = (kern_arow){.q = q, .bsum = g1, .d = d, .s = m, .f = f};
+    if (a) *a = (kern_arow){.q = q, .bsum = g1, .bsum16 = g2, .d = d, .s = m, .f = f};
 }
 
 /* ===================================================================== 5. scalar dots on unpacked rows */
@@ -402,6 +403,16 @@ float kern_dot_unpacked(const kern_wdesc *wd, bool avx2, int64_t n, const kern_w
         return avx2 ? kern_dot_k_avx2(n, w, a, wd->group, wd->has_min)
                     : kern_dot_k_scalar(n, w, a, wd->group, wd->has_min);
     }
+}
+
+/* Every (row, token) dot of a block of unpacked rows: the tiled AVX2 kernels where they fit,
+ * the 1x1 inner loop for the rest (see dots.h). */
+void kern_dot_block(const kern_wdesc *wd, bool avx2, int64_t n, const kern_wrow *w, int nr, const kern_arow *a,
+                    int nt, float *y, int64_t ldy) {
+    const int r0 = avx2 ? kern_dot_tile_avx2(wd, n, w, nr, a, nt, y, ldy) : 0;
+    if (r0 == nr) return;
+    for (int t = 0; t < nt; ++t)
+        for (int r = r0; r < nr; ++r) y[t * ldy + r] = kern_dot_unpacked(wd, avx2, n, &w[r], &a[t]);
 }
 
 /* ===================================================================== 6. reference vec_dot per type

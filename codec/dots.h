@@ -13,7 +13,10 @@
  *     sub-block scales and mins, float block scales: kern_wrow), an activation row likewise
  *     (kern_arow), and one inner loop per family (float, legacy blocks of 32, K-quants) dots
  *     them, scalar (kern_dot_*_scalar, dots.c) or AVX2 (kern_dot_*_avx2, dots_avx2.c). The
- *     matmul of eval/kernels.c unpacks each weight row once and reuses it for every token.
+ *     matmul of eval/kernels.c unpacks each weight row once and reuses it for every token,
+ *     through kern_dot_block: with AVX2, register tiles of 2 rows x up to 4 tokens whose every
+ *     output is bit for bit the 1x1 AVX2 dot (the same float operations in the same order; only
+ *     independent outputs interleave), so the AVX2 logits do not depend on the tiling.
  * Nothing here allocates, fails or uses threads; callers own every buffer.
  */
 #ifndef SLMC_DOTS_H
@@ -88,6 +91,7 @@ typedef struct kern_arow {
     float *d;        /* [n/32] scale per block (Q8_0/Q8_1 per 32, Q8_K per 256) */
     float *s;        /* [n/32] Q8_1: fp16 value of d * sum(q) per block */
     int32_t *bsum;   /* [n/16] Q8_K: sum of each 16 quants */
+    int16_t *bsum16; /* [n/16] Q8_K: the same sums as int16, for the tiled kernels (NULL: not kept) */
     float *f;        /* [n] float activations (rounded to the weight's float type) */
 } kern_arow;
 
@@ -116,6 +120,31 @@ float kern_dot_k_scalar(int64_t n, const kern_wrow *w, const kern_arow *a, int g
 float kern_dot_f32_avx2(int64_t n, const float *a, const float *b);
 float kern_dot_legacy_avx2(int64_t n, const kern_wrow *w, const kern_arow *a, bool has_min);
 float kern_dot_k_avx2(int64_t n, const kern_wrow *w, const kern_arow *a, int group, bool has_min);
+
+/* ------------------------------------------------------------ tiled dots */
+
+/* The dots of nr unpacked weight rows w[0..nr) with nt unpacked activation rows a[0..nt):
+ * y[t * ldy + r] = kern_dot_unpacked(wd, avx2, n, &w[r], &a[t]), bit for bit. With avx2 the
+ * rows go in pairs through kern_dot_tile_avx2 (the rest one dot at a time), so eval's matmul
+ * calls this once per tile of unpacked weight rows with the whole batch. */
+void kern_dot_block(const kern_wdesc *wd, bool avx2, int64_t n, const kern_wrow *w, int nr, const kern_arow *a,
+                    int nt, float *y, int64_t ldy);
+
+/* The register-tiled AVX2 kernels behind kern_dot_block: 2 weight rows x up to 4 tokens per
+ * step, each output with the float operations of its 1x1 kernel (kern_dot_*_avx2: the same
+ * partial sums, reduction tree and per-block scaling), only independent outputs interleaved.
+ * Computes rows [0, k) x tokens [0, nt) for the largest even k <= nr and returns k; returns 0
+ * (nothing written) when no tiled kernel covers the type (or, for float rows, n % 8 != 0).
+ * Only when kern_cpu_has_avx2(). */
+int kern_dot_tile_avx2(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int nr, const kern_arow *a, int nt,
+                       float *y, int64_t ldy);
+
+/* AVX2 twins of the unpacking (only when kern_cpu_has_avx2()), bit for bit the same arrays:
+ * kern_unpack_wrow_avx2 as kern_unpack_wrow; kern_act_unpack_avx2 as kern_act_convert(wd->type)
+ * followed by kern_unpack_arow(wd->act_type). Each returns false (nothing done) where it has
+ * no vector path: F32 rows, and activation rows holding an infinity or NaN. */
+bool kern_unpack_wrow_avx2(const kern_wdesc *wd, const void *row, int64_t n, kern_wrow *w);
+bool kern_act_unpack_avx2(const kern_wdesc *wd, const float *x, int64_t n, kern_arow *a);
 
 /* true when this build has the AVX2 loops and the CPU runs them (AVX2 + FMA + F16C). */
 bool kern_cpu_has_avx2(void);

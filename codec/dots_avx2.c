@@ -12,6 +12,10 @@
  */
 #include "dots.h"
 
+#include <math.h>
+
+#include "codec/types.h"
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define HAVE_AVX2_BUILD 1
 #include <cpuid.h>
@@ -22,6 +26,7 @@
 #ifdef HAVE_AVX2_BUILD
 
 #define AVX2 __attribute__((target("avx2,fma")))
+#define AVX2_F16C __attribute__((target("avx2,fma,f16c"))) /* kern_cpu_has_avx2() checks F16C too */
 
 /* F16C straight from CPUID leaf 1 (ECX bit 29): clang 14 does not know
  * __builtin_cpu_supports("f16c"). The OS's saving of the YMM registers is part of "avx2". */
@@ -75,7 +80,10 @@ AVX2 float kern_dot_f32_avx2(int64_t n, const float *a, const float *b) {
     }
     for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
     float s = hsum_ps(_mm256_add_ps(acc0, acc1));
-    for (; i < n; ++i) s += a[i] * b[i];
+    for (; i < n; ++i) {
+        const float p = a[i] * b[i];
+        s += p;
+    }
     return s;
 }
 
@@ -86,7 +94,10 @@ AVX2 float kern_dot_legacy_avx2(int64_t n, const kern_wrow *w, const kern_arow *
     for (int64_t b = 0; b < n / 32; ++b) {
         const __m256i p = _mm256_madd_epi16(dot32_pairs(w->q + 32 * b, a->q + 32 * b), ones);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(w->d[b] * a->d[b]), _mm256_cvtepi32_ps(p), acc);
-        if (has_min) mins += w->m[b] * a->s[b];
+        if (has_min) {
+            const float m = w->m[b] * a->s[b]; /* own statement: no compiler may fuse it into an FMA */
+            mins += m;
+        }
     }
     return hsum_ps(acc) + mins;
 }
@@ -106,16 +117,665 @@ AVX2 float kern_dot_k_avx2(int64_t n, const kern_wrow *w, const kern_arow *a, in
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, scale));
         }
         const int32_t isum = hsum_epi32(acc);
-        sum += (a->d[s] * w->d[s]) * (float)isum;
+        /* each product its own statement: no compiler may fuse it with the sum into an FMA (the
+         * tiled kernels below round exactly these operations) */
+        const float dsum = (a->d[s] * w->d[s]) * (float)isum;
+        sum += dsum;
         if (has_min) {
             int32_t msum = 0;
             const int32_t *bs = a->bsum + 16 * s;
             const int16_t *mn = w->mn + ng * s;
             for (int g = 0; g < ng; ++g) msum += mn[g] * (group == 16 ? bs[g] : bs[2 * g] + bs[2 * g + 1]);
-            sum -= (a->d[s] * w->m[s]) * (float)msum;
+            const float dmin = (a->d[s] * w->m[s]) * (float)msum;
+            sum -= dmin;
         }
     }
     return sum;
+}
+
+/* ===================================================================== register-tiled dots
+ *
+ * KT_R weight rows x T tokens (T = 1..KT_T) at once: every output is computed with exactly the
+ * float operations of its 1x1 kernel above (the same partial-sum vectors, the same reduction
+ * tree, the same per-block scaling), only the independent outputs are interleaved, so each
+ * weight vector is loaded once for T tokens and each activation vector once for KT_R rows.
+ * The integer parts are exact (no int16 saturation for |q_a| <= 127, and int32 sums are
+ * associative), so they may be formed differently: K-quant weights are made unsigned with an
+ * offset that the activations' block sums take back out (as ggml's Q3_K/Q6_K), and the
+ * sub-block sums of all outputs reduce together. Output (r, t) lands in lane t * KT_R + r of
+ * one vector, so the KT_R outputs of a token are stored together. */
+
+#define KT_R 2 /* rows per tile: the lane layout, store_tile and the Q4_K/Q5_K mins assume 2 */
+#define KT_T 4 /* tokens per tile at most: KT_R * KT_T outputs fill one vector of 8 lanes */
+#define AI __attribute__((always_inline)) inline
+#define UNROLL _Pragma("GCC unroll 8")
+
+/* 8 int32 vectors -> one vector of their lane sums (integer: any order is exact). */
+AVX2 static AI __m256i hsum8_epi32(const __m256i v[8]) {
+    const __m256i h01 = _mm256_hadd_epi32(v[0], v[1]), h23 = _mm256_hadd_epi32(v[2], v[3]);
+    const __m256i h45 = _mm256_hadd_epi32(v[4], v[5]), h67 = _mm256_hadd_epi32(v[6], v[7]);
+    const __m256i a = _mm256_hadd_epi32(h01, h23), b = _mm256_hadd_epi32(h45, h67);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+/* 8 float vectors -> one vector whose lane i is hsum_ps(v[i]), with hsum_ps's own tree:
+ * ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)). */
+AVX2 static AI __m256 hsum8_ps(const __m256 v[8]) {
+    __m256 p[4], q[2];
+    UNROLL
+    for (int k = 0; k < 4; ++k) /* lanes i + (i + 4) of v[2k] (low half) and v[2k+1] (high half) */
+        p[k] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x20),
+                             _mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x31));
+    UNROLL
+    for (int k = 0; k < 2; ++k) /* (s0 + s2), (s1 + s3) of p[2k] and p[2k+1] */
+        q[k] = _mm256_add_ps(_mm256_shuffle_ps(p[2 * k], p[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm256_shuffle_ps(p[2 * k], p[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m256 r = _mm256_add_ps(_mm256_shuffle_ps(q[0], q[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm256_shuffle_ps(q[0], q[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    /* r holds v0, v2, v4, v6 | v1, v3, v5, v7 */
+    return _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+#define LANE(r, t) ((t) * KT_R + (r))
+
+/* Lanes 2t, 2t + 1 of v to y[t * ldy], y[t * ldy + 1] (KT_R == 2). */
+AVX2 static AI void store_tile(__m256 v, int T, float *y, int64_t ldy) {
+    const __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    _mm_storel_pi((__m64 *)y, lo);
+    if (T > 1) _mm_storeh_pi((__m64 *)(y + ldy), lo);
+    if (T > 2) _mm_storel_pi((__m64 *)(y + 2 * ldy), hi);
+    if (T > 3) _mm_storeh_pi((__m64 *)(y + 3 * ldy), hi);
+}
+
+/* [v0, v1] in every pair of lanes: the per-row factor of each output. */
+AVX2 static AI __m256 lanes_of_rows(const float *v0, const float *v1) {
+    const __m128 p = _mm_unpacklo_ps(_mm_load_ss(v0), _mm_load_ss(v1));
+    return _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(p)));
+}
+
+/* a[t].d[s] (or a[t].s[s] when s_field) in lanes 2t and 2t + 1 (0 for t >= T): the per-token
+ * factor of each output. */
+#define TOKF(t) (s_field ? a[t].s[s] : a[t].d[s])
+AVX2 static AI __m256 lanes_of_tokens(const kern_arow *a, int64_t s, int T, bool s_field) {
+    /* straight into a register: four scalar stores and a vector load would stall the load */
+    const __m128 x = _mm_setr_ps(TOKF(0), T > 1 ? TOKF(1) : 0.f, T > 2 ? TOKF(2) : 0.f, T > 3 ? TOKF(3) : 0.f);
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(x), _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+}
+
+/* ------------------------------------------------------------ K-quants (kern_dot_k_avx2) */
+
+AVX2 static AI void dot_k_tile(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy, const int T,
+                               const int group, const bool has_min, const int off) {
+    const int ng = 256 / group;
+    const __m256i voff = _mm256_set1_epi8((char)off);
+    /* group 16: sc[2c] in the low 128 bits, sc[2c+1] in the high (from one 32-bit broadcast) */
+    const __m256i sc_shuf = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3,
+                                             2, 3, 2, 3, 2, 3, 2, 3);
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t s = 0; s < n / 256; ++s) {
+        __m256i acc[8];
+        UNROLL
+        for (int k = 0; k < 8; ++k) acc[k] = _mm256_setzero_si256();
+        for (int c = 0; c < 8; ++c) {
+            UNROLL
+            for (int r = 0; r < KT_R; ++r) {
+                __m256i wv = _mm256_loadu_si256((const __m256i *)(w[r].q + 256 * s + 32 * c));
+                if (off) wv = _mm256_add_epi8(wv, voff);
+                const int16_t *sc = w[r].sc + ng * s;
+                __m256i scv;
+                if (group == 16) {
+                    int32_t two;
+                    __builtin_memcpy(&two, sc + 2 * c, 4);
+                    scv = _mm256_shuffle_epi8(_mm256_set1_epi32(two), sc_shuf);
+                } else {
+                    scv = _mm256_set1_epi16(sc[c]);
+                }
+                UNROLL
+                for (int t = 0; t < T; ++t) {
+                    const __m256i av = _mm256_loadu_si256((const __m256i *)(a[t].q + 256 * s + 32 * c));
+                    acc[LANE(r, t)] = _mm256_add_epi32(acc[LANE(r, t)], _mm256_madd_epi16(_mm256_maddubs_epi16(wv, av), scv));
+                }
+            }
+        }
+        __m256i msum = _mm256_setzero_si256(); /* lane LANE(r, t): sum_g mn_g * bsum_g */
+        if (off || has_min) {
+            __m256i bs[KT_T];
+            UNROLL
+            for (int t = 0; t < T; ++t) bs[t] = _mm256_loadu_si256((const __m256i *)(a[t].bsum16 + 16 * s));
+            if (off) /* take off * sum_g sc_g * bsum_g back out (group 16) */
+                UNROLL
+                for (int r = 0; r < KT_R; ++r) {
+                    const __m256i sc16 = _mm256_loadu_si256((const __m256i *)(w[r].sc + 16 * s));
+                    const __m256i coef = _mm256_mullo_epi16(sc16, _mm256_set1_epi16((short)off));
+                    UNROLL
+                    for (int t = 0; t < T; ++t)
+                        acc[LANE(r, t)] = _mm256_sub_epi32(acc[LANE(r, t)], _mm256_madd_epi16(coef, bs[t]));
+                }
+            if (has_min && group == 16) {
+                __m256i macc[8];
+                UNROLL
+                for (int k = 0; k < 8; ++k) macc[k] = _mm256_setzero_si256();
+                UNROLL
+                for (int r = 0; r < KT_R; ++r) {
+                    const __m256i mc = _mm256_loadu_si256((const __m256i *)(w[r].mn + 16 * s));
+                    UNROLL
+                    for (int t = 0; t < T; ++t) macc[LANE(r, t)] = _mm256_madd_epi16(mc, bs[t]);
+                }
+                msum = hsum8_epi32(macc);
+            } else if (has_min) {
+                /* group 32: both rows' 8 mins in one vector against the token's 8 pair sums twice */
+                const __m256i mc = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(w[0].mn + 8 * s))),
+                    _mm_loadu_si128((const __m128i *)(w[1].mn + 8 * s)), 1);
+                __m256i m[KT_T];
+                UNROLL
+                for (int t = 0; t < KT_T; ++t) {
+                    if (t >= T) {
+                        m[t] = _mm256_setzero_si256();
+                        continue;
+                    }
+                    const __m256i b32 = _mm256_madd_epi16(bs[t], _mm256_set1_epi16(1)); /* bs[2g] + bs[2g+1] */
+                    const __m256i b16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(b32, b32), _MM_SHUFFLE(2, 0, 2, 0));
+                    m[t] = _mm256_madd_epi16(mc, b16); /* 4 partial sums of row 0 | of row 1 */
+                }
+                const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
+                /* h: row 0 for tokens 0..3 | row 1 for tokens 0..3 */
+                msum = _mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            }
+        }
+        const __m256 vad = lanes_of_tokens(a, s, T, false);
+        /* sum += (d_a * d_w) * isum; sum -= (d_a * dmin_w) * msum */
+        sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_mul_ps(vad, lanes_of_rows(w[0].d + s, w[1].d + s)),
+                                               _mm256_cvtepi32_ps(hsum8_epi32(acc))));
+        if (has_min)
+            sum = _mm256_sub_ps(sum, _mm256_mul_ps(_mm256_mul_ps(vad, lanes_of_rows(w[0].m + s, w[1].m + s)),
+                                                   _mm256_cvtepi32_ps(msum)));
+    }
+    store_tile(sum, T, y, ldy);
+}
+
+/* ------------------------------------------------------------ legacy blocks (kern_dot_legacy_avx2) */
+
+AVX2 static AI void dot_legacy_tile(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy,
+                                    const int T, const bool has_min) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[8], mins = _mm256_setzero_ps(); /* mins: lane LANE(r, t) */
+    UNROLL
+    for (int k = 0; k < 8; ++k) acc[k] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / 32; ++b) {
+        UNROLL
+        for (int r = 0; r < KT_R; ++r) {
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)(w[r].q + 32 * b));
+            const __m256i wabs = _mm256_sign_epi8(wv, wv);
+            const __m256 wd = _mm256_broadcast_ss(w[r].d + b);
+            UNROLL
+            for (int t = 0; t < T; ++t) {
+                const __m256i av = _mm256_loadu_si256((const __m256i *)(a[t].q + 32 * b));
+                /* Q4_1 / Q5_1 quants are >= 0: w * a straight (the sign moves change no product) */
+                const __m256i p16 = has_min ? _mm256_maddubs_epi16(wv, av) : _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(av, wv));
+                const __m256i p = _mm256_madd_epi16(p16, ones);
+                const __m256 d = _mm256_mul_ps(wd, _mm256_broadcast_ss(a[t].d + b));
+                acc[LANE(r, t)] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[LANE(r, t)]);
+            }
+        }
+        /* mins += m_w * s_a, every output in its lane */
+        if (has_min)
+            mins = _mm256_add_ps(mins, _mm256_mul_ps(lanes_of_rows(w[0].m + b, w[1].m + b), lanes_of_tokens(a, b, T, true)));
+    }
+    __m256 v = hsum8_ps(acc);
+    if (has_min) v = _mm256_add_ps(v, mins);
+    store_tile(v, T, y, ldy);
+}
+
+/* ------------------------------------------------------------ floats (kern_dot_f32_avx2), n % 8 == 0
+ * The 1x1 kernel keeps two chains, acc0 over the even 8-value chunks of each 16 (then the last
+ * chunk when n % 16 == 8) and acc1 over the odd ones: here one chain after the other. */
+
+AVX2 static AI void dot_f32_tile(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy,
+                                 const int T) {
+    const int64_t n16 = n / 16 * 16;
+    __m256 acc0[8], acc1[8];
+    for (int h = 0; h < 2; ++h) {
+        __m256 acc[8];
+        UNROLL
+        for (int k = 0; k < 8; ++k) acc[k] = _mm256_setzero_ps();
+        for (int64_t i = 8 * h; i < n16; i += 16) {
+            __m256 av[KT_T]; /* each activation vector loaded once for both rows */
+            UNROLL
+            for (int t = 0; t < T; ++t) {
+                av[t] = _mm256_loadu_ps(a[t].f + i);
+                __asm__("" : "+x"(av[t])); /* keep it in a register: no second load folded into an FMA */
+            }
+            UNROLL
+            for (int r = 0; r < KT_R; ++r) {
+                const __m256 wv = _mm256_loadu_ps(w[r].f + i);
+                UNROLL
+                for (int t = 0; t < T; ++t) acc[LANE(r, t)] = _mm256_fmadd_ps(wv, av[t], acc[LANE(r, t)]);
+            }
+        }
+        if (h == 0 && n16 < n)
+            UNROLL
+            for (int r = 0; r < KT_R; ++r)
+                UNROLL
+                for (int t = 0; t < T; ++t)
+                    acc[LANE(r, t)] = _mm256_fmadd_ps(_mm256_loadu_ps(w[r].f + n16), _mm256_loadu_ps(a[t].f + n16), acc[LANE(r, t)]);
+        UNROLL
+        for (int k = 0; k < 8; ++k) (h ? acc1 : acc0)[k] = acc[k];
+    }
+    __m256 v[8];
+    UNROLL
+    for (int k = 0; k < 8; ++k) v[k] = _mm256_add_ps(acc0[k], acc1[k]);
+    store_tile(hsum8_ps(v), T, y, ldy);
+}
+
+/* One instance per family variant and token count; T is the last argument. */
+#define TILE_FNS(NAME, CALL)                                                                       \
+    AVX2 static void NAME##_1(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy) { CALL(1); } \
+    AVX2 static void NAME##_2(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy) { CALL(2); } \
+    AVX2 static void NAME##_3(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy) { CALL(3); } \
+    AVX2 static void NAME##_4(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy) { CALL(4); } \
+    static void (*const NAME[KT_T + 1])(int64_t, const kern_wrow *, const kern_arow *, float *, int64_t) = {     \
+        NULL, NAME##_1, NAME##_2, NAME##_3, NAME##_4};
+
+#define CALL_Q2K(T) dot_k_tile(n, w, a, y, ldy, T, 16, true, 0)
+#define CALL_Q3K(T) dot_k_tile(n, w, a, y, ldy, T, 16, false, 4)
+#define CALL_Q6K(T) dot_k_tile(n, w, a, y, ldy, T, 16, false, 32)
+#define CALL_Q45K(T) dot_k_tile(n, w, a, y, ldy, T, 32, true, 0)
+#define CALL_LEG(T) dot_legacy_tile(n, w, a, y, ldy, T, false)
+#define CALL_LEGM(T) dot_legacy_tile(n, w, a, y, ldy, T, true)
+#define CALL_F32(T) dot_f32_tile(n, w, a, y, ldy, T)
+TILE_FNS(tile_q2k, CALL_Q2K)
+TILE_FNS(tile_q3k, CALL_Q3K)
+TILE_FNS(tile_q6k, CALL_Q6K)
+TILE_FNS(tile_q45k, CALL_Q45K)
+TILE_FNS(tile_leg, CALL_LEG)
+TILE_FNS(tile_legm, CALL_LEGM)
+TILE_FNS(tile_f32, CALL_F32)
+
+int kern_dot_tile_avx2(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int nr, const kern_arow *a, int nt,
+                       float *y, int64_t ldy) {
+    void (*const *fns)(int64_t, const kern_wrow *, const kern_arow *, float *, int64_t) = NULL;
+    switch (wd->type) {
+    case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16:
+        if (n % 8 == 0) fns = tile_f32;
+        break;
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q5_0: case GGML_TYPE_Q8_0: fns = tile_leg; break;
+    case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_1: fns = tile_legm; break;
+    case GGML_TYPE_Q2_K: fns = tile_q2k; break;
+    case GGML_TYPE_Q3_K: fns = tile_q3k; break;
+    case GGML_TYPE_Q6_K: fns = tile_q6k; break;
+    case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: fns = tile_q45k; break;
+    default: break;
+    }
+    const int nr_tiled = nr / KT_R * KT_R;
+    if (!fns || nr_tiled == 0 || nt <= 0) return 0;
+    /* tokens outer: the KT_T activation rows stay in L1 while every row pair passes */
+    for (int t0 = 0; t0 < nt; t0 += KT_T) {
+        const int tt = nt - t0 < KT_T ? nt - t0 : KT_T;
+        for (int r0 = 0; r0 < nr_tiled; r0 += KT_R) fns[tt](n, w + r0, a + t0, y + t0 * ldy + r0, ldy);
+    }
+    return nr_tiled;
+}
+
+/* ===================================================================== unpacking with AVX2
+ * The same arrays as kern_unpack_wrow and kern_act_convert + kern_unpack_arow (dots.c), bit for
+ * bit: integer bit-fiddling on 32 quants at a time; the per-block scales as the scalar code. */
+
+AVX2 static AI __m256i nibbles_lo(__m256i v) { return _mm256_and_si256(v, _mm256_set1_epi8(0x0F)); }
+AVX2 static AI __m256i nibbles_hi(__m256i v) { return _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F)); }
+
+/* 16 packed bytes -> 32 quants: low nibbles then high nibbles (Q4_0 / Q4_1 / Q5 layout). */
+AVX2 static AI __m256i legacy_nibbles(const uint8_t *qs) {
+    const __m128i b = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(b), _mm_srli_epi16(b, 4), 1);
+    return nibbles_lo(v);
+}
+
+/* bit j of the 32-bit little-endian word at qh, as 0x10 / 0 in byte j. */
+AVX2 static AI __m256i bits_to_0x10(const uint8_t *qh) {
+    uint32_t bits;
+    __builtin_memcpy(&bits, qh, 4);
+    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3,
+                                          3, 3, 3, 3, 3);
+    const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), shuf);
+    const __m256i mask = _mm256_set1_epi64x(0x8040201008040201ll);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(bytes, mask), mask), _mm256_set1_epi8(0x10));
+}
+
+AVX2 static AI void store32(int8_t *q, __m256i v) { _mm256_storeu_si256((__m256i *)q, v); }
+
+/* Q4_K / Q5_K scales and mins (k4_scale_min), widened */
+static inline void k4_scales(const uint8_t *scales, int16_t *sc, int16_t *mn) {
+    for (int j = 0; j < 8; ++j) {
+        uint8_t a, b;
+        k4_scale_min(j, scales, &a, &b);
+        sc[j] = a;
+        mn[j] = b;
+    }
+}
+
+/* F16 -> F32 with F16C: exact for every half but the NaNs (VCVTPH2PS makes a signalling NaN
+ * quiet, fp16_to_f32 keeps the payload), so 8 halves holding a NaN convert the scalar way. */
+AVX2_F16C static void half_to_f32_row(const uint16_t *h, float *out, int64_t n) {
+    const __m128i expm = _mm_set1_epi16(0x7c00), manm = _mm_set1_epi16(0x03ff);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m128i v = _mm_loadu_si128((const __m128i *)(h + i));
+        const __m128i nan = _mm_andnot_si128(_mm_cmpeq_epi16(_mm_and_si128(v, manm), _mm_setzero_si128()),
+                                             _mm_cmpeq_epi16(_mm_and_si128(v, expm), expm));
+        if (_mm_testz_si128(nan, nan))
+            _mm256_storeu_ps(out + i, _mm256_cvtph_ps(v));
+        else
+            for (int k = 0; k < 8; ++k) out[i + k] = fp16_to_f32(h[i + k]);
+    }
+    for (; i < n; ++i) out[i] = fp16_to_f32(h[i]);
+}
+
+/* Finite floats rounded to F16 (VCVTPS2PH, half to even: f32_to_fp16's rounding, overflow to
+ * infinity and subnormal halves included) and widened back. */
+AVX2_F16C static void act_f16(const float *x, int64_t n, float *out) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT)));
+    for (; i < n; ++i) out[i] = fp16_to_f32(f32_to_fp16(x[i]));
+}
+
+AVX2 bool kern_unpack_wrow_avx2(const kern_wdesc *wd, const void *row, int64_t n, kern_wrow *w) {
+    const int64_t nb = n / wd->block;
+    switch (wd->type) {
+    case GGML_TYPE_F16: half_to_f32_row(row, w->f, n); return true;
+    case GGML_TYPE_BF16: {
+        const uint16_t *h = row;
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_si256((__m256i *)(w->f + i),
+                                _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(h + i))), 16));
+        for (; i < n; ++i) w->f[i] = bf16_to_f32(h[i]);
+        return true;
+    }
+    case GGML_TYPE_Q4_0: {
+        const block_q4_0 *b = row;
+        for (int64_t i = 0; i < nb; ++i) {
+            store32(w->q + 32 * i, _mm256_sub_epi8(legacy_nibbles(b[i].qs), _mm256_set1_epi8(8)));
+            w->d[i] = fp16_to_f32(b[i].d);
+        }
+        return true;
+    }
+    case GGML_TYPE_Q4_1: {
+        const block_q4_1 *b = row;
+        for (int64_t i = 0; i < nb; ++i) {
+            store32(w->q + 32 * i, legacy_nibbles(b[i].qs));
+            w->d[i] = fp16_to_f32(b[i].d);
+            w->m[i] = fp16_to_f32(b[i].m);
+        }
+        return true;
+    }
+    case GGML_TYPE_Q5_0: {
+        const block_q5_0 *b = row;
+        for (int64_t i = 0; i < nb; ++i) {
+            const __m256i q = _mm256_or_si256(legacy_nibbles(b[i].qs), bits_to_0x10(b[i].qh));
+            store32(w->q + 32 * i, _mm256_sub_epi8(q, _mm256_set1_epi8(16)));
+            w->d[i] = fp16_to_f32(b[i].d);
+        }
+        return true;
+    }
+    case GGML_TYPE_Q5_1: {
+        const block_q5_1 *b = row;
+        for (int64_t i = 0; i < nb; ++i) {
+            store32(w->q + 32 * i, _mm256_or_si256(legacy_nibbles(b[i].qs), bits_to_0x10(b[i].qh)));
+            w->d[i] = fp16_to_f32(b[i].d);
+            w->m[i] = fp16_to_f32(b[i].m);
+        }
+        return true;
+    }
+    case GGML_TYPE_Q8_0: {
+        const block_q8_0 *b = row;
+        for (int64_t i = 0; i < nb; ++i) {
+            store32(w->q + 32 * i, _mm256_loadu_si256((const __m256i *)b[i].qs));
+            w->d[i] = fp16_to_f32(b[i].d);
+        }
+        return true;
+    }
+    case GGML_TYPE_Q2_K: {
+        const block_q2_K *b = row;
+        const __m256i m3 = _mm256_set1_epi8(3);
+        for (int64_t i = 0; i < nb; ++i) {
+            int8_t *q = w->q + 256 * i;
+            for (int h = 0; h < 2; ++h) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * h));
+                store32(q + 128 * h, _mm256_and_si256(v, m3));
+                store32(q + 128 * h + 32, _mm256_and_si256(_mm256_srli_epi16(v, 2), m3));
+                store32(q + 128 * h + 64, _mm256_and_si256(_mm256_srli_epi16(v, 4), m3));
+                store32(q + 128 * h + 96, _mm256_and_si256(_mm256_srli_epi16(v, 6), m3));
+            }
+            const __m256i sc = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)b[i].scales));
+            _mm256_storeu_si256((__m256i *)(w->sc + 16 * i), _mm256_and_si256(sc, _mm256_set1_epi16(0xF)));
+            _mm256_storeu_si256((__m256i *)(w->mn + 16 * i), _mm256_srli_epi16(sc, 4));
+            w->d[i] = fp16_to_f32(b[i].d);
+            w->m[i] = fp16_to_f32(b[i].dmin);
+        }
+        return true;
+    }
+    case GGML_TYPE_Q3_K: {
+        const block_q3_K *b = row;
+        const __m256i m3 = _mm256_set1_epi8(3);
+        for (int64_t i = 0; i < nb; ++i) {
+            int8_t *q = w->q + 256 * i;
+            const __m256i hm = _mm256_loadu_si256((const __m256i *)b[i].hmask);
+            for (int h = 0; h < 2; ++h) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * h));
+                for (int k = 0; k < 4; ++k) {
+                    const int j = 4 * h + k; /* elements 32j..32j+31: bit j of hmask */
+                    const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(v, 2 * k), m3);
+                    const __m256i bit = _mm256_set1_epi8((char)(1 << j));
+                    const __m256i high = _mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit); /* -1 when set */
+                    /* q = lo - (high ? 0 : 4) = lo - 4 + 4 * high_bit */
+                    store32(q + 32 * j, _mm256_sub_epi8(lo, _mm256_andnot_si256(high, _mm256_set1_epi8(4))));
+                }
+            }
+            for (int g = 0; g < 16; ++g) w->sc[16 * i + g] = (int16_t)q3_scale(b[i].scales, g);
+            w->d[i] = fp16_to_f32(b[i].d);
+        }
+        return true;
+    }
+    case GGML_TYPE_Q4_K: {
+        const block_q4_K *b = row;
+        for (int64_t i = 0; i < nb; ++i) {
+            int8_t *q = w->q + 256 * i;
+            for (int k = 0; k < 4; ++k) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * k));
+                store32(q + 64 * k, nibbles_lo(v));
+                store32(q + 64 * k + 32, nibbles_hi(v));
+            }
+            k4_scales(b[i].scales, w->sc + 8 * i, w->mn + 8 * i);
+            w->d[i] = fp16_to_f32(b[i].d);
+            w->m[i] = fp16_to_f32(b[i].dmin);
+        }
+        return true;
+    }
+    case GGML_TYPE_Q5_K: {
+        const block_q5_K *b = row;
+        const __m256i x10 = _mm256_set1_epi8(0x10);
+        for (int64_t i = 0; i < nb; ++i) {
+            int8_t *q = w->q + 256 * i;
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)b[i].qh);
+            for (int k = 0; k < 4; ++k) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * k));
+                const __m256i b0 = _mm256_set1_epi8((char)(1 << (2 * k))), b1 = _mm256_set1_epi8((char)(1 << (2 * k + 1)));
+                const __m256i h0 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), x10);
+                const __m256i h1 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), x10);
+                store32(q + 64 * k, _mm256_or_si256(nibbles_lo(v), h0));
+                store32(q + 64 * k + 32, _mm256_or_si256(nibbles_hi(v), h1));
+            }
+            k4_scales(b[i].scales, w->sc + 8 * i, w->mn + 8 * i);
+            w->d[i] = fp16_to_f32(b[i].d);
+            w->m[i] = fp16_to_f32(b[i].dmin);
+        }
+        return true;
+    }
+    case GGML_TYPE_Q6_K: {
+        const block_q6_K *b = row;
+        const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30), k32 = _mm256_set1_epi8(32);
+        for (int64_t i = 0; i < nb; ++i) {
+            for (int c = 0; c < 2; ++c) {
+                const uint8_t *ql = b[i].ql + 64 * c, *qh = b[i].qh + 32 * c;
+                int8_t *y = w->q + 256 * i + 128 * c;
+                const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+                const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+                const __m256i h = _mm256_loadu_si256((const __m256i *)qh);
+                const __m256i q0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
+                const __m256i q1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
+                const __m256i q2 = _mm256_or_si256(nibbles_hi(l0), _mm256_and_si256(h, m30));
+                const __m256i q3 = _mm256_or_si256(nibbles_hi(l1), _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
+                store32(y, _mm256_sub_epi8(q0, k32));
+                store32(y + 32, _mm256_sub_epi8(q1, k32));
+                store32(y + 64, _mm256_sub_epi8(q2, k32));
+                store32(y + 96, _mm256_sub_epi8(q3, k32));
+            }
+            _mm256_storeu_si256((__m256i *)(w->sc + 16 * i),
+                                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b[i].scales)));
+            w->d[i] = fp16_to_f32(b[i].d);
+        }
+        return true;
+    }
+    default:
+        return false; /* F32: a copy; the scalar path does it */
+    }
+}
+
+/* -------- activations */
+
+/* true when all n floats are finite (the vector paths below assume it; NaN and infinity rows go
+ * the scalar way, which defines what they give). */
+AVX2 static bool row_finite(const float *x, int64_t n) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), big = _mm256_set1_ps(3.4028235e38f);
+    __m256 bad = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), absmask), big, _CMP_NLE_UQ));
+    if (!_mm256_testz_ps(bad, bad)) return false;
+    for (; i < n; ++i)
+        if (!(fabsf(x[i]) <= 3.4028235e38f)) return false;
+    return true;
+}
+
+AVX2 static AI float hmax_ps(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+/* 32 floats times s, rounded half to even, saturated to int8 (4 x 8 lanes in order). */
+AVX2 static AI __m256i quant32(const float *x, __m256 s) {
+    const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x), s));
+    const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8), s));
+    const __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16), s));
+    const __m256i d = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 24), s));
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* sum of the 32 int8 of v, exact */
+AVX2 static AI int32_t sum_i8(__m256i v) {
+    return hsum_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), v), _mm256_set1_epi16(1)));
+}
+
+/* Q8_K as quantize_q8_K_ref (codec/quants.c), then unpacked as kern_unpack_arow. */
+AVX2 static void act_q8_K(const float *x, int64_t n, kern_arow *a) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t i = 0; i < n / 256; ++i) {
+        const float *xb = x + 256 * i;
+        int8_t *q = a->q + 256 * i;
+        int32_t *bs = a->bsum + 16 * i;
+        __m256 vm = _mm256_setzero_ps();
+        for (int j = 0; j < 256; j += 8) vm = _mm256_max_ps(vm, _mm256_and_ps(_mm256_loadu_ps(xb + j), absmask));
+        const float amax = hmax_ps(vm);
+        if (amax == 0.f) { /* the reference leaves the block zeroed */
+            __builtin_memset(q, 0, 256);
+            for (int g = 0; g < 16; ++g) bs[g] = 0;
+            if (a->bsum16) __builtin_memset(a->bsum16 + 16 * i, 0, 32);
+            a->d[i] = 0.f;
+            continue;
+        }
+        int j0 = 0; /* the first value of largest magnitude, as the reference's strict > finds it */
+        while (fabsf(xb[j0]) != amax) ++j0;
+        const float iscale = -127.f / xb[j0];
+        const __m256 vs = _mm256_set1_ps(iscale);
+        const __m256i one8 = _mm256_set1_epi8(1), one16 = _mm256_set1_epi16(1);
+        __m256i s4[8];
+        for (int c = 0; c < 8; ++c) {
+            const __m256i v = quant32(xb + 32 * c, vs);
+            store32(q + 32 * c, v);
+            s4[c] = _mm256_madd_epi16(_mm256_maddubs_epi16(one8, v), one16); /* 4-sums: 0-3 group 2c, 4-7 group 2c+1 */
+        }
+        /* per group of 16: lanes [g0 g2 g4 g6 | g1 g3 g5 g7] of the first four chunks, then the rest */
+        for (int h = 0; h < 2; ++h) {
+            const __m256i x01 = _mm256_hadd_epi32(s4[4 * h], s4[4 * h + 1]), x23 = _mm256_hadd_epi32(s4[4 * h + 2], s4[4 * h + 3]);
+            const __m256i g = _mm256_hadd_epi32(x01, x23); /* [c0lo c1lo c2lo c3lo | c0hi c1hi c2hi c3hi] */
+            int32_t o[8];
+            _mm256_storeu_si256((__m256i *)o, g);
+            for (int k = 0; k < 4; ++k) {
+                bs[8 * h + 2 * k] = o[k];
+                bs[8 * h + 2 * k + 1] = o[4 + k];
+            }
+            if (a->bsum16)
+                for (int k = 0; k < 8; ++k) a->bsum16[16 * i + 8 * h + k] = (int16_t)bs[8 * h + k];
+        }
+        a->d[i] = 1 / iscale;
+    }
+}
+
+/* Q8_0 / Q8_1 as kern_quantize_q8_0 / _q8_1 (dots.c), then unpacked. */
+AVX2 static void act_q8_legacy(const float *x, int64_t n, kern_arow *a, bool q8_1) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t i = 0; i < n / 32; ++i) {
+        const float *xb = x + 32 * i;
+        __m256 vm = _mm256_and_ps(_mm256_loadu_ps(xb), absmask);
+        for (int j = 8; j < 32; j += 8) vm = _mm256_max_ps(vm, _mm256_and_ps(_mm256_loadu_ps(xb + j), absmask));
+        const float amax = hmax_ps(vm);
+        const float d = amax / 127.f;
+        const float id = amax != 0.f ? 127.f / amax : 0.f;
+        const __m256i v = quant32(xb, _mm256_set1_ps(id));
+        store32(a->q + 32 * i, v);
+        const ggml_half dh = f32_to_fp16(d);
+        a->d[i] = fp16_to_f32(dh);
+        if (q8_1) a->s[i] = fp16_to_f32(f32_to_fp16(d * (float)sum_i8(v)));
+    }
+}
+
+/* BF16: each value rounded as f32_to_bf16 (half to even; NaN made quiet) and widened back. */
+AVX2 static void act_bf16(const float *x, int64_t n, float *out) {
+    const __m256i abs = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+    const __m256i r = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1), top = _mm256_set1_epi32((int)0xffff0000u);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i u = _mm256_loadu_si256((const __m256i *)(x + i));
+        const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs), inf);
+        const __m256i rounded = _mm256_add_epi32(u, _mm256_add_epi32(r, _mm256_and_si256(_mm256_srli_epi32(u, 16), one)));
+        const __m256i quiet = _mm256_or_si256(u, _mm256_set1_epi32(64 << 16));
+        _mm256_storeu_si256((__m256i *)(out + i), _mm256_and_si256(_mm256_blendv_epi8(rounded, quiet, nan), top));
+    }
+    for (; i < n; ++i) out[i] = bf16_to_f32(f32_to_bf16(x[i]));
+}
+
+AVX2 bool kern_act_unpack_avx2(const kern_wdesc *wd, const float *x, int64_t n, kern_arow *a) {
+    switch (wd->act_type) {
+    case GGML_TYPE_BF16: act_bf16(x, n, a->f); return true;
+    case GGML_TYPE_F16:
+        if (!row_finite(x, n)) return false;
+        act_f16(x, n, a->f);
+        return true;
+    case GGML_TYPE_Q8_K:
+        if (!row_finite(x, n)) return false;
+        act_q8_K(x, n, a);
+        return true;
+    case GGML_TYPE_Q8_0: case GGML_TYPE_Q8_1:
+        if (!row_finite(x, n)) return false;
+        act_q8_legacy(x, n, a, wd->act_type == GGML_TYPE_Q8_1);
+        return true;
+    default: return false;
+    }
 }
 
 #else /* not x86-64: no AVX2 kernels */
@@ -127,6 +787,19 @@ float kern_dot_legacy_avx2(int64_t n, const kern_wrow *w, const kern_arow *a, bo
 }
 float kern_dot_k_avx2(int64_t n, const kern_wrow *w, const kern_arow *a, int group, bool has_min) {
     return kern_dot_k_scalar(n, w, a, group, has_min);
+}
+int kern_dot_tile_avx2(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int nr, const kern_arow *a, int nt,
+                       float *y, int64_t ldy) {
+    (void)wd, (void)n, (void)w, (void)nr, (void)a, (void)nt, (void)y, (void)ldy;
+    return 0;
+}
+bool kern_unpack_wrow_avx2(const kern_wdesc *wd, const void *row, int64_t n, kern_wrow *w) {
+    (void)wd, (void)row, (void)n, (void)w;
+    return false;
+}
+bool kern_act_unpack_avx2(const kern_wdesc *wd, const float *x, int64_t n, kern_arow *a) {
+    (void)wd, (void)x, (void)n, (void)a;
+    return false;
 }
 
 #endif

@@ -25,7 +25,7 @@ kern_impl kern_impl_resolve(kern_impl impl) {
     return KERN_AVX2;
 }
 
-#define ROW_TILE 8 /* weight rows unpacked together; their dots with one token run back to back */
+#define ROW_TILE 16 /* weight rows unpacked together (a few KB: they stay in L1 while every token passes) */
 
 int kern_matmul(const kern_ctx *ctx, const kern_weight *W, const float *x, int64_t n_tok, float *y, slmc_err *err) {
     const int n_threads = ctx->n_threads > 0 ? ctx->n_threads : omp_get_max_threads();
@@ -40,7 +40,9 @@ int kern_matmul(const kern_ctx *ctx, const kern_weight *W, const float *x, int64
     const size_t ub = kern_unpacked_bytes(n);
     const size_t act_bytes = kern_act_row_bytes(W->type, n);
 
-    /* 1. activations: convert each token to the vec_dot type (as ggml does), then unpack. */
+    /* One parallel region, two loops: (1) each token converted to the vec_dot type (as ggml
+     * does) and unpacked; (2) after the barrier, tiles of ROW_TILE weight rows, each unpacked
+     * once and dotted with every token (kern_dot_block: register tiles of rows x tokens). */
     uint8_t *act_mem = malloc(ub * (size_t)n_tok);
     kern_arow *acts = malloc(sizeof(kern_arow) * (size_t)n_tok);
     if (!act_mem || !acts) {
@@ -48,54 +50,43 @@ int kern_matmul(const kern_ctx *ctx, const kern_weight *W, const float *x, int64
         return slmc_fail(err, NULL, "matmul: out of memory for %lld activation rows of %lld", (long long)n_tok,
                          (long long)n);
     }
+    const int64_t n_tiles = (W->n_out + ROW_TILE - 1) / ROW_TILE;
     int oom = 0;
 #pragma omp parallel num_threads(n_threads)
     {
-        uint8_t *raw = malloc(act_bytes);
-        if (!raw) {
-#pragma omp atomic write
-            oom = 1;
-        }
-#pragma omp for schedule(static)
-        for (int64_t t = 0; t < n_tok; ++t) {
-            if (!raw) continue;
-            kern_unpacked_carve(act_mem + ub * (size_t)t, n, NULL, &acts[t]);
-            kern_act_convert(W->type, x + t * n, raw, n);
-            kern_unpack_arow(wd->act_type, raw, n, &acts[t]);
-        }
-        free(raw);
-    }
-    if (oom) {
-        free(act_mem); free(acts);
-        return slmc_fail(err, NULL, "matmul: out of memory");
-    }
-
-    /* 2. weights: each thread takes tiles of ROW_TILE rows, unpacks them once and dots them
-     * with every token. */
-    const int64_t n_tiles = (W->n_out + ROW_TILE - 1) / ROW_TILE;
-#pragma omp parallel num_threads(n_threads)
-    {
-        uint8_t *wmem = malloc(ub * ROW_TILE);
+        uint8_t *raw = malloc(act_bytes), *wmem = malloc(ub * ROW_TILE);
         kern_wrow rows[ROW_TILE];
-        if (!wmem) {
+        if (!raw || !wmem) {
 #pragma omp atomic write
             oom = 1;
         } else {
             for (int r = 0; r < ROW_TILE; ++r) kern_unpacked_carve(wmem + ub * (size_t)r, n, &rows[r], NULL);
         }
-#pragma omp for schedule(dynamic, 4)
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < n_tok; ++t) {
+            if (!raw || !wmem) continue;
+            kern_unpacked_carve(act_mem + ub * (size_t)t, n, NULL, &acts[t]);
+            if (avx2 && kern_act_unpack_avx2(wd, x + t * n, n, &acts[t])) continue;
+            kern_act_convert(W->type, x + t * n, raw, n);
+            kern_unpack_arow(wd->act_type, raw, n, &acts[t]);
+        }
+        /* the barrier of the loop above: every token is ready (or some thread ran out of memory) */
+        int failed;
+#pragma omp atomic read
+        failed = oom;
+#pragma omp for schedule(dynamic, 2)
         for (int64_t tile = 0; tile < n_tiles; ++tile) {
-            if (!wmem) continue;
+            if (failed) continue;
             const int64_t r0 = tile * ROW_TILE;
             const int nr = (int)(W->n_out - r0 < ROW_TILE ? W->n_out - r0 : ROW_TILE);
             for (int r = 0; r < nr; ++r) {
                 const int64_t src = W->row_map ? W->row_map[r0 + r] : r0 + r;
-                kern_unpack_wrow(wd, W->data + W->row_bytes * (uint64_t)src, n, &rows[r]);
+                const uint8_t *row = W->data + W->row_bytes * (uint64_t)src;
+                if (!avx2 || !kern_unpack_wrow_avx2(wd, row, n, &rows[r])) kern_unpack_wrow(wd, row, n, &rows[r]);
             }
-            for (int64_t t = 0; t < n_tok; ++t)
-                for (int r = 0; r < nr; ++r)
-                    y[t * W->n_out + r0 + r] = kern_dot_unpacked(wd, avx2, n, &rows[r], &acts[t]);
+            kern_dot_block(wd, avx2, n, rows, nr, acts, (int)n_tok, y + r0, W->n_out);
         }
+        free(raw);
         free(wmem);
     }
     free(act_mem);

@@ -210,6 +210,219 @@ START_TEST(test_q8_0_activation_rounding) {
 }
 END_TEST
 
+/* Activation rows for the tiled tests: ordinary values, an all-zero row, one outlier, tiny
+ * values, negative zeros. */
+static void fill_tokens(float *x, int nt, int64_t n) {
+    for (int t = 0; t < nt; ++t) {
+        float *xt = x + t * n;
+        fill(xt, n, t % 3 == 0 ? 1.0f : 7.0f);
+        if (t == 2) memset(xt, 0, sizeof(float) * (size_t)n);
+        if (t == 4) xt[n / 2] = 3000.0f;
+        if (t == 5)
+            for (int64_t i = 0; i < n; ++i) xt[i] *= 1e-30f;
+        if (t == 6)
+            for (int64_t i = 0; i < n; i += 3) xt[i] = -0.0f;
+    }
+}
+
+/* Unpack `count` weight rows (stored rows of row_bytes) and activation tokens for the dots. */
+static void *unpack_all(const kern_wdesc *wd, int64_t n, const uint8_t *wq, size_t row_bytes, int nrows,
+                        kern_wrow *rows, const float *x, int ntok, kern_arow *acts) {
+    const size_t ub = kern_unpacked_bytes(n);
+    uint8_t *mem = malloc(ub * (size_t)(nrows + ntok));
+    uint8_t *raw = malloc(kern_act_row_bytes(wd->type, n) + 1);
+    ck_assert_ptr_nonnull(mem);
+    for (int r = 0; r < nrows; ++r) {
+        kern_unpacked_carve(mem + ub * (size_t)r, n, &rows[r], NULL);
+        kern_unpack_wrow(wd, wq + row_bytes * (size_t)r, n, &rows[r]);
+    }
+    for (int t = 0; t < ntok; ++t) {
+        kern_unpacked_carve(mem + ub * (size_t)(nrows + t), n, NULL, &acts[t]);
+        kern_act_convert(wd->type, x + t * n, raw, n);
+        kern_unpack_arow(wd->act_type, raw, n, &acts[t]);
+    }
+    free(raw);
+    return mem;
+}
+
+/* The register-tiled AVX2 dots (kern_dot_block / kern_dot_tile_avx2) give, bit for bit, what
+ * the 1x1 AVX2 kernel gives for each (row, token): every type, row lengths of 1 to 3 blocks
+ * (floats: also lengths that are not a multiple of 8, which stay 1x1), 1..9 and 19 rows, 1..9
+ * tokens, an output stride wider than the rows (the gaps untouched). */
+START_TEST(test_tiled_dots_bit_identical) {
+    if (!kern_have_avx2()) SKIP_TEST("the CPU has no AVX2/FMA");
+    enum { MAXR = 19, MAXT = 9 };
+    for (int ti = 0; ti < N_WTYPES; ++ti) {
+        const int type = WTYPES[ti];
+        const kern_wdesc *wd = kern_wdesc_get(type);
+        int64_t lens[6];
+        int nlen = 0;
+        if (wd->kind == KERN_WK_K) { lens[nlen++] = 256; lens[nlen++] = 768; }
+        else if (wd->kind == KERN_WK_LEGACY) { lens[nlen++] = 32; lens[nlen++] = 96; lens[nlen++] = 512; }
+        else { lens[nlen++] = 8; lens[nlen++] = 24; lens[nlen++] = 256; lens[nlen++] = 264; lens[nlen++] = 13; }
+        for (int li = 0; li < nlen; ++li) {
+            const int64_t n = lens[li];
+            wmat W = make_weights(type, MAXR, n);
+            float *x = malloc(sizeof(float) * (size_t)(MAXT * n));
+            fill_tokens(x, MAXT, n);
+            kern_wrow rows[MAXR];
+            kern_arow acts[MAXT];
+            void *mem = unpack_all(wd, n, W.q, W.row_bytes, MAXR, rows, x, MAXT, acts);
+            float want[MAXT][MAXR];
+            for (int t = 0; t < MAXT; ++t)
+                for (int r = 0; r < MAXR; ++r) want[t][r] = kern_dot_unpacked(wd, true, n, &rows[r], &acts[t]);
+            for (int nr = 1; nr <= MAXR; nr += nr < 9 ? 1 : 10)
+                for (int nt = 1; nt <= MAXT; ++nt) {
+                    const int ldy = nr + 3;
+                    float y[MAXT * (MAXR + 3)];
+                    for (int i = 0; i < MAXT * (MAXR + 3); ++i) y[i] = -12345.0f;
+                    kern_dot_block(wd, true, n, rows, nr, acts, nt, y, ldy);
+                    for (int t = 0; t < MAXT; ++t)
+                        for (int r = 0; r < ldy; ++r) {
+                            const float got = y[t * ldy + r];
+                            if (t < nt && r < nr)
+                                ck_assert_msg(memcmp(&got, &want[t][r], sizeof got) == 0,
+                                              "%s n %lld rows %d tokens %d: (%d, %d) %.9g vs 1x1 %.9g", type_name(type),
+                                              (long long)n, nr, nt, r, t, got, want[t][r]);
+                            else
+                                ck_assert_msg(got == -12345.0f, "%s: wrote outside the block at (%d, %d)",
+                                              type_name(type), r, t);
+                        }
+                    /* the tiled kernel alone: even row counts, or nothing when it does not apply */
+                    const int k = kern_dot_tile_avx2(wd, n, rows, nr, acts, nt, y, ldy);
+                    ck_assert_int_eq(k, wd->kind == KERN_WK_FLOAT && n % 8 != 0 ? 0 : nr / 2 * 2);
+                }
+            free(mem);
+            free(x);
+            free_wmat(&W);
+        }
+    }
+}
+END_TEST
+
+/* kern_matmul with the AVX2 loops is, bit for bit, the 1x1 AVX2 dot of each row and token, for
+ * every type, batches of 1..9 tokens, row counts around the tiles, a row map, 1 or 2 threads. */
+START_TEST(test_matmul_avx2_exact) {
+    if (!kern_have_avx2()) SKIP_TEST("the CPU has no AVX2/FMA");
+    enum { MAXR = 21, MAXT = 9 };
+    const int64_t n = 512;
+    for (int ti = 0; ti < N_WTYPES; ++ti) {
+        const int type = WTYPES[ti];
+        const kern_wdesc *wd = kern_wdesc_get(type);
+        wmat W = make_weights(type, MAXR, n);
+        float *x = malloc(sizeof(float) * (size_t)(MAXT * n));
+        fill_tokens(x, MAXT, n);
+        kern_wrow rows[MAXR];
+        kern_arow acts[MAXT];
+        void *mem = unpack_all(wd, n, W.q, W.row_bytes, MAXR, rows, x, MAXT, acts);
+        int64_t map[MAXR];
+        for (int r = 0; r < MAXR; ++r) map[r] = (r * 5) % MAXR; /* 5 is coprime with 21 */
+        const int row_counts[] = {1, 2, 7, 8, 9, 16, 21};
+        for (int ri = 0; ri < (int)(sizeof row_counts / sizeof row_counts[0]); ++ri)
+            for (int nt = 1; nt <= MAXT; ++nt) {
+                const int nr = row_counts[ri];
+                const int use_map = (nr + nt) % 2;
+                kern_weight w = {.data = W.q, .type = type, .n_in = n, .n_out = nr, .row_bytes = W.row_bytes,
+                                 .row_map = use_map ? map : NULL};
+                float y[MAXT * MAXR];
+                slmc_err err = {0};
+                ck_assert_msg(kern_matmul(&(kern_ctx){.impl = KERN_AVX2, .n_threads = 1 + nt % 2}, &w, x, nt, y, &err) == 0,
+                              "%s", err.msg);
+                for (int t = 0; t < nt; ++t)
+                    for (int r = 0; r < nr; ++r) {
+                        const float want = kern_dot_unpacked(wd, true, n, &rows[use_map ? map[r] : r], &acts[t]);
+                        ck_assert_msg(memcmp(&y[t * nr + r], &want, sizeof want) == 0, "%s rows %d tokens %d (%d, %d)",
+                                      type_name(type), nr, nt, r, t);
+                    }
+            }
+        free(mem);
+        free(x);
+        free_wmat(&W);
+    }
+}
+END_TEST
+
+/* The AVX2 unpacking gives the very bytes of the scalar one: weight rows of every type, and
+ * activation rows (converted to the vec_dot type and unpacked) with zeros, exact ties of the
+ * rounding, outliers, tiny values; rows with an infinity or NaN are left to the scalar path. */
+START_TEST(test_unpack_avx2_bit_identical) {
+    if (!kern_have_avx2()) SKIP_TEST("the CPU has no AVX2/FMA");
+    enum { NT = 9 };
+    const int64_t n = 768;
+    const size_t ub = (kern_unpacked_bytes(n) + 31) / 32 * 32; /* both buffers aligned alike: compare bytes */
+    uint8_t *m1 = aligned_alloc(32, ub), *m2 = aligned_alloc(32, ub), *raw = malloc(kern_act_row_bytes(GGML_TYPE_F32, n));
+    float *x = malloc(sizeof(float) * (size_t)(NT * n));
+    fill_tokens(x, NT, n);
+    float *tie = x + 8 * n; /* amax 127 in every block of 32 (d = 1): halves round to even */
+    for (int64_t i = 0; i < n; ++i) tie[i] = i % 32 == 0 ? 127.0f : (float)(i % 7) - 3.5f;
+    for (int ti = 0; ti < N_WTYPES; ++ti) {
+        const int type = WTYPES[ti];
+        const kern_wdesc *wd = kern_wdesc_get(type);
+        wmat W = make_weights(type, 3, n);
+        for (int r = 0; r < 3; ++r) {
+            kern_wrow w1, w2;
+            memset(m1, 0x5A, ub);
+            memset(m2, 0x5A, ub);
+            kern_unpacked_carve(m1, n, &w1, NULL);
+            kern_unpacked_carve(m2, n, &w2, NULL);
+            const uint8_t *row = W.q + W.row_bytes * (size_t)r;
+            kern_unpack_wrow(wd, row, n, &w1);
+            if (!kern_unpack_wrow_avx2(wd, row, n, &w2)) {
+                ck_assert_int_eq(type, GGML_TYPE_F32); /* the one type without a vector unpack */
+                continue;
+            }
+            ck_assert_msg(memcmp(m1, m2, ub) == 0, "%s weight row %d", type_name(type), r);
+        }
+        for (int t = 0; t < NT; ++t) {
+            kern_arow a1, a2;
+            memset(m1, 0x5A, ub);
+            memset(m2, 0x5A, ub);
+            kern_unpacked_carve(m1, n, NULL, &a1);
+            kern_unpacked_carve(m2, n, NULL, &a2);
+            kern_act_convert(type, x + t * n, raw, n);
+            kern_unpack_arow(wd->act_type, raw, n, &a1);
+            if (!kern_act_unpack_avx2(wd, x + t * n, n, &a2)) {
+                ck_assert_int_eq(type, GGML_TYPE_F32);
+                continue;
+            }
+            ck_assert_msg(memcmp(m1, m2, ub) == 0, "%s activation row %d", type_name(type), t);
+        }
+        if (type == GGML_TYPE_F16 || type == GGML_TYPE_BF16) { /* every special half: NaNs (signalling too), infinities, subnormals */
+            uint16_t h[768];
+            for (int i = 0; i < 768; ++i) h[i] = (uint16_t)(i % 5 == 0 ? 0x7c00 + (i * 37) % 0x400 : i % 5 == 1 ? 0xfc00 + (i * 11) % 0x400
+                                                        : i % 5 == 2 ? (i * 13) % 0x400 : i % 5 == 3 ? 0x8000 | (i * 7) % 0x400 : i * 85);
+            kern_wrow w1, w2;
+            memset(m1, 0x5A, ub);
+            memset(m2, 0x5A, ub);
+            kern_unpacked_carve(m1, n, &w1, NULL);
+            kern_unpacked_carve(m2, n, &w2, NULL);
+            kern_unpack_wrow(wd, h, n, &w1);
+            ck_assert(kern_unpack_wrow_avx2(wd, h, n, &w2));
+            ck_assert_msg(memcmp(m1, m2, ub) == 0, "%s special values", type_name(type));
+        }
+        /* non-finite activations: the quantized types decline, the float ones round as the scalar code */
+        float bad[768];
+        memcpy(bad, x, sizeof bad);
+        bad[300] = type % 2 ? INFINITY : NAN;
+        kern_arow a1, a2;
+        memset(m1, 0x5A, ub);
+        memset(m2, 0x5A, ub);
+        kern_unpacked_carve(m1, n, NULL, &a1);
+        kern_unpacked_carve(m2, n, NULL, &a2);
+        const bool done = kern_act_unpack_avx2(wd, bad, n, &a2);
+        if (wd->kind == KERN_WK_FLOAT) {
+            kern_act_convert(type, bad, raw, n);
+            kern_unpack_arow(wd->act_type, raw, n, &a1);
+            if (done) ck_assert_msg(memcmp(m1, m2, ub) == 0, "%s non-finite activation row", type_name(type));
+        } else {
+            ck_assert_msg(!done, "%s: a non-finite row took the vector path", type_name(type));
+        }
+        free_wmat(&W);
+    }
+    free(m1); free(m2); free(raw); free(x);
+}
+END_TEST
+
 START_TEST(test_unsupported) {
     ck_assert_int_eq(kern_vec_dot_type(GGML_TYPE_IQ2_XS), -1);
     ck_assert_ptr_null(kern_vec_dot_ref(GGML_TYPE_IQ2_XS));
@@ -397,6 +610,9 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_impl_resolve);
     tcase_add_test(tc, test_matmul_avx2);
     tcase_add_test(tc, test_avx2_vs_scalar_dots);
+    tcase_add_test(tc, test_tiled_dots_bit_identical);
+    tcase_add_test(tc, test_matmul_avx2_exact);
+    tcase_add_test(tc, test_unpack_avx2_bit_identical);
     tcase_add_test(tc, test_q8_0_activation_rounding);
     tcase_add_test(tc, test_unsupported);
     tcase_add_test(tc, test_rmsnorm);
