@@ -6,12 +6,13 @@
  *      of codec/dots.h: the activations are converted to the weight type's "vec_dot type" as
  *      ggml's CPU backend does, each weight row is unpacked once per call into int8 quants +
  *      integer sub-block scales and reused for every token of the batch, with the codec's AVX2
- *      inner loops when the CPU has them. This file adds the row tiles and the threads.
+ *      loops when the CPU has them (register tiles of 2 rows x 4 tokens, each output bit for bit
+ *      the 1x1 AVX2 dot: kern_dot_block). This file adds the row tiles and the threads.
  *   2. the small per-row ops of a Llama forward pass: RMSNorm, softmax, RoPE (both pairings),
  *      SiLU.
  *
  * tests/test_kernels.c checks matmul against the codec's reference dots (kern_vec_dot_ref) and
- * both against doubles.
+ * both against doubles, and the tiled AVX2 dots and unpacking bit for bit against the 1x1 ones.
  */
 #ifndef SLMC_KERNELS_H
 #define SLMC_KERNELS_H
