@@ -112,6 +112,85 @@ uint16_t f32_to_bf16(float f) {
     return (uint16_t)((u + (0x7fff + ((u >> 16) & 1))) >> 16);
 }
 
+void fp16_round_row(float *dst, const float *src, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = fp16_to_f32(f32_to_fp16(src[i]));
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+
+#define F16C __attribute__((target("avx,f16c")))
+
+/* AVX (with the OS saving YMM registers: libgcc checks XGETBV) and CPUID leaf 1's F16C bit
+ * (clang 14 does not know __builtin_cpu_supports("f16c")); asked once. */
+static bool cpu_f16c;
+static pthread_once_t cpu_f16c_once = PTHREAD_ONCE_INIT;
+static void check_cpu_f16c(void) {
+    unsigned eax, ebx, ecx, edx;
+    __builtin_cpu_init();
+    cpu_f16c = __builtin_cpu_supports("avx") && __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
+}
+
+bool fp16_have_f16c(void) {
+    pthread_once(&cpu_f16c_once, check_cpu_f16c);
+    return cpu_f16c;
+}
+
+/* 8 halves to floats. VCVTPH2PS sets the quiet bit of a signalling NaN (exponent 31, top
+ * mantissa bit clear, mantissa not 0); fp16_to_f32 keeps the payload as it is: clear bit 22
+ * again in those lanes. Everything else (subnormal halves included) converts exactly. */
+F16C static inline __m256 half8_to_f32(__m128i h) {
+    const __m256 f = _mm256_cvtph_ps(h);
+    const __m128i e = _mm_and_si128(h, _mm_set1_epi16(0x7e00));
+    const __m128i snan = _mm_andnot_si128(_mm_cmpeq_epi16(_mm_and_si128(h, _mm_set1_epi16(0x01ff)), _mm_setzero_si128()),
+                                          _mm_cmpeq_epi16(e, _mm_set1_epi16(0x7c00)));
+    if (_mm_testz_si128(snan, snan)) return f;
+    /* widen the 16-bit lane masks to 32 bits (sign extension of all-ones / zero) */
+    const __m128 lo = _mm_castsi128_ps(_mm_unpacklo_epi16(snan, snan));
+    const __m128 hi = _mm_castsi128_ps(_mm_unpackhi_epi16(snan, snan));
+    const __m256 mask = _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1);
+    const __m256 quiet = _mm256_and_ps(mask, _mm256_castsi256_ps(_mm256_set1_epi32(0x00400000)));
+    return _mm256_andnot_ps(quiet, f);
+}
+
+/* VCVTPS2PH with explicit round-to-nearest-even: the scalar rounding, overflow to infinity,
+ * subnormal results and NaNs (quiet, payload's top 9 bits kept) as f32_to_fp16. */
+#define TO_HALF(v) _mm256_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
+F16C void fp16_to_f32_row_f16c(const uint16_t *h, float *out, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, half8_to_f32(_mm_loadu_si128((const __m128i *)(h + i))));
+    for (; i < n; i++) out[i] = fp16_to_f32(h[i]);
+}
+
+F16C void f32_to_fp16_row_f16c(const float *x, uint16_t *h, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm_storeu_si128((__m128i *)(h + i), TO_HALF(_mm256_loadu_ps(x + i)));
+    for (; i < n; i++) h[i] = f32_to_fp16(x[i]);
+}
+
+/* The round trip never meets a signalling NaN half (f32_to_fp16 makes every NaN quiet), so
+ * no fix-up is needed on the way back. */
+F16C void fp16_round_row_f16c(float *dst, const float *src, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(TO_HALF(_mm256_loadu_ps(src + i))));
+    for (; i < n; i++) dst[i] = fp16_to_f32(f32_to_fp16(src[i]));
+}
+
+#else /* no F16C in this build */
+
+bool fp16_have_f16c(void) { return false; }
+void fp16_to_f32_row_f16c(const uint16_t *h, float *out, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = fp16_to_f32(h[i]);
+}
+void f32_to_fp16_row_f16c(const float *x, uint16_t *h, int64_t n) {
+    for (int64_t i = 0; i < n; i++) h[i] = f32_to_fp16(x[i]);
+}
+void fp16_round_row_f16c(float *dst, const float *src, int64_t n) { fp16_round_row(dst, src, n); }
+
+#endif
+
 bool type_is_float(int type) {
     return type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16;
 }

@@ -75,6 +75,19 @@ uint16_t f32_to_fp16(float f);
 float bf16_to_f32(uint16_t h);
 uint16_t f32_to_bf16(float f);
 
+/* The same conversions over rows with x86's F16C instructions (8 values at a time, round to
+ * nearest even), bit for bit the scalar functions above for every input: subnormals, infinities
+ * and NaNs included (F16C quiets a signalling NaN half, fp16_to_f32 keeps it: the F16C row
+ * puts the scalar bits back). Call them only when fp16_have_f16c(); in a build without them
+ * (not x86-64 GCC/clang) they are the scalar loops and fp16_have_f16c() is false. */
+bool fp16_have_f16c(void);
+void fp16_to_f32_row_f16c(const uint16_t *h, float *out, int64_t n);
+void f32_to_fp16_row_f16c(const float *x, uint16_t *h, int64_t n);
+/* dst[i] = fp16_to_f32(f32_to_fp16(src[i])): x rounded to fp16 precision, kept as float; dst
+ * may be src. The _f16c one as the rows above (only when fp16_have_f16c()). */
+void fp16_round_row(float *dst, const float *src, int64_t n);
+void fp16_round_row_f16c(float *dst, const float *src, int64_t n);
+
 /* true for F32, F16, BF16: the types this layer can convert rows between. */
 bool type_is_float(int type);
 /* Convert n elements of float type `type` at src (little-endian) to F32. */

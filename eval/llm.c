@@ -10,6 +10,7 @@
 #include "codec/dots.h"
 #include "codec/quants.h"
 #include "codec/types.h"
+#include "eval/attn_avx2.h"
 
 /* ===================================================================== binding the weights */
 
@@ -230,6 +231,7 @@ int llm_context_init(llm_context *ctx, const llm_model *lm, int n_ctx, int n_bat
     const size_t half_rot = (size_t)c->n_rot / 2;
     ctx->n_threads = omp_get_max_threads(); /* the count -t set; fixed for this context from now on */
     ctx->impl = KERN_AUTO;
+    ctx->attn_impl = KERN_AUTO;
     const bool fused_qkv = lm->layers[0].wqkv.tensor >= 0, fused_up = lm->layers[0].w_gate.tensor < 0;
     ctx->k_cache = calloc(cache, sizeof(float));
     ctx->v_cache = calloc(cache, sizeof(float));
@@ -338,50 +340,110 @@ static void add_bias(float *x, const float *bias, int n, int64_t dim) {
         for (int64_t i = 0; i < dim; ++i) x[(size_t)t * dim + i] += bias[i];
 }
 
+/* true when the attention runs eval/attn_avx2.c (ctx->attn_impl, or ctx->impl when that is
+ * KERN_AUTO, resolved on this CPU) */
+static bool attn_fast(const llm_context *ctx) {
+    return kern_impl_resolve(ctx->attn_impl != KERN_AUTO ? ctx->attn_impl : ctx->impl) == KERN_AVX2;
+}
+
+/* The reference attention of token t (position pos0 + t) and query head h over the cached
+ * keys first..first+n_keys-1, its scores in s (n_keys floats). */
+static void attend_head(llm_context *ctx, const float *kc, const float *vc, int t, int64_t h, int first, int n_keys,
+                        float *s) {
+    const llm_model *lm = ctx->lm;
+    const model_config *c = &lm->cfg;
+    const int64_t hd = c->head_dim, n_head = c->n_head, kvh = h / (c->n_head / c->n_head_kv), kvd = ctx->kv_dim;
+    const float scale = lm->arch->q_prescale ? 1.0f : lm->attn_scale;
+    const float cap = lm->arch->attn_softcap ? c->attn_softcap : 0.f;
+    float qh[hd];
+    memcpy(qh, ctx->q + (size_t)t * (size_t)(n_head * hd) + h * hd, sizeof qh);
+    if (ctx->f16_attention) kern_round_f16(qh, hd);
+    for (int j = 0; j < n_keys; ++j) {
+        float v = kern_dot_f32_scalar(hd, qh, kc + (size_t)(first + j) * kvd + kvh * hd);
+        if (cap > 0) kern_softcap(&v, 1, cap);
+        s[j] = v * scale;
+    }
+    kern_softmax(s, n_keys);
+    if (ctx->f16_attention) kern_round_f16(s, n_keys);
+    float *out = ctx->att + (size_t)t * (size_t)(n_head * hd) + h * hd;
+    for (int64_t d = 0; d < hd; ++d) out[d] = 0;
+    for (int j = 0; j < n_keys; ++j) {
+        const float p = s[j];
+        const float *vr = vc + (size_t)(first + j) * kvd + kvh * hd;
+        for (int64_t d = 0; d < hd; ++d) out[d] += p * vr[d];
+    }
+}
+
 /* Causal attention of n new tokens at positions pos0.. for layer il, their K and V already
  * in the cache. Numerics as llama.cpp's non-flash CPU path: q rounded to F16, scores
  * q.k (soft-capped: gemma2) times the scale (1 when Q was scaled before, as llama.cpp does for
  * q_prescale families), softmax, probabilities rounded to F16, weighted sum of V. A sliding
  * layer sees the keys at positions p with pos - p < n_swa (llama.cpp's SWA mask).
- * Each thread keeps its scores in its own row of ctx->scores, which has ctx->n_threads rows:
- * the loop must run on at most that many threads, whatever omp_set_num_threads() said since.
+ * The reference (attend_head for each token and head) runs when ctx->attn_impl (or ctx->impl,
+ * when attn_impl is KERN_AUTO) is KERN_SCALAR; otherwise, when the CPU has AVX2,
+ * attn_group_avx2 computes the same numbers bit for bit, a token and the query heads of one
+ * KV head at a time, with lanes over keys and dimensions.
+ * The reference keeps its scores in the thread's row of ctx->scores, which has ctx->n_threads
+ * rows: the loop must run on at most that many threads, whatever omp_set_num_threads() said
+ * since (the fast path allocates its rows per call, and falls back to those when it cannot).
  * Every (token, head) is computed whole by one thread, so the result does not depend on
  * the thread count. */
 static void attention(llm_context *ctx, int il, int n, int pos0) {
     const llm_model *lm = ctx->lm;
     const model_config *c = &lm->cfg;
-    const int64_t hd = c->head_dim, n_head = c->n_head, group = c->n_head / c->n_head_kv, kvd = ctx->kv_dim;
+    const int64_t hd = c->head_dim, n_head = c->n_head, n_kv = c->n_head_kv, group = n_head / n_kv, kvd = ctx->kv_dim;
     const float *kc = ctx->k_cache + (size_t)il * (size_t)ctx->n_ctx * (size_t)kvd;
     const float *vc = ctx->v_cache + (size_t)il * (size_t)ctx->n_ctx * (size_t)kvd;
+    const bool slides = lm->layers[il].slides;
+#define FIRST_KEY(pos) (slides && (pos) - c->n_swa + 1 > 0 ? (int)((pos) - c->n_swa + 1) : 0)
+    if (!attn_fast(ctx)) {
+#pragma omp parallel for num_threads(ctx->n_threads) schedule(dynamic, 1)
+        for (int64_t th = 0; th < (int64_t)n * n_head; ++th) {
+            const int t = (int)(th / n_head), pos = pos0 + t, first = FIRST_KEY(pos);
+            attend_head(ctx, kc, vc, t, th % n_head, first, pos - first + 1,
+                        ctx->scores + (size_t)omp_get_thread_num() * (size_t)ctx->n_ctx);
+        }
+        return;
+    }
     const float scale = lm->arch->q_prescale ? 1.0f : lm->attn_scale;
     const float cap = lm->arch->attn_softcap ? c->attn_softcap : 0.f;
-    const bool slides = lm->layers[il].slides;
-#pragma omp parallel for num_threads(ctx->n_threads) schedule(dynamic, 1)
-    for (int64_t th = 0; th < (int64_t)n * n_head; ++th) {
-        const int t = (int)(th / n_head);
-        const int64_t h = th % n_head, kvh = h / group;
-        const int pos = pos0 + t;
-        const int first = slides && pos - c->n_swa + 1 > 0 ? (int)(pos - c->n_swa + 1) : 0;
-        const int n_keys = pos - first + 1;
-        float *s = ctx->scores + (size_t)omp_get_thread_num() * (size_t)ctx->n_ctx;
-        float qh[hd];
-        memcpy(qh, ctx->q + (size_t)t * (size_t)(n_head * hd) + h * hd, sizeof qh);
-        if (ctx->f16_attention) kern_round_f16(qh, hd);
-        for (int j = 0; j < n_keys; ++j) {
-            float v = kern_dot_f32_scalar(hd, qh, kc + (size_t)(first + j) * kvd + kvh * hd);
-            if (cap > 0) kern_softcap(&v, 1, cap);
-            s[j] = v * scale;
+    /* a unit of work: one token and hpu query heads of one KV head (all of them, sharing the
+     * V loads, unless that leaves too few units for the threads: one token, few KV heads) */
+    int64_t hpu = group;
+    while (hpu % 2 == 0 && (int64_t)n * (n_head / hpu) < 4 * (int64_t)ctx->n_threads) hpu /= 2;
+    const int64_t units_per_token = n_head / hpu;
+#pragma omp parallel num_threads(ctx->n_threads)
+    {
+        float *scratch = malloc(sizeof(float) * (size_t)hpu * (size_t)ctx->n_ctx);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t u = 0; u < (int64_t)n * units_per_token; ++u) {
+            const int t = (int)(u / units_per_token), pos = pos0 + t, first = FIRST_KEY(pos);
+            const int64_t h0 = (u % units_per_token) * hpu, kvh = h0 / group;
+            if (!scratch) { /* out of memory: the reference, in this thread's row of ctx->scores */
+                for (int64_t h = h0; h < h0 + hpu; ++h)
+                    attend_head(ctx, kc, vc, t, h, first, pos - first + 1,
+                                ctx->scores + (size_t)omp_get_thread_num() * (size_t)ctx->n_ctx);
+                continue;
+            }
+            const attn_job job = {
+                .q = ctx->q + (size_t)t * (size_t)(n_head * hd) + h0 * hd,
+                .k = kc + (size_t)first * kvd + kvh * hd,
+                .v = vc + (size_t)first * kvd + kvh * hd,
+                .stride = kvd,
+                .n_keys = pos - first + 1,
+                .hd = hd,
+                .group = (int)hpu,
+                .scale = scale,
+                .cap = cap,
+                .f16 = ctx->f16_attention,
+                .scratch = scratch,
+                .out = ctx->att + (size_t)t * (size_t)(n_head * hd) + h0 * hd,
+            };
+            attn_group_avx2(&job);
         }
-        kern_softmax(s, n_keys);
-        if (ctx->f16_attention) kern_round_f16(s, n_keys);
-        float *out = ctx->att + (size_t)t * (size_t)(n_head * hd) + h * hd;
-        for (int64_t d = 0; d < hd; ++d) out[d] = 0;
-        for (int j = 0; j < n_keys; ++j) {
-            const float p = s[j];
-            const float *vr = vc + (size_t)(first + j) * kvd + kvh * hd;
-            for (int64_t d = 0; d < hd; ++d) out[d] += p * vr[d];
-        }
+        free(scratch);
     }
+#undef FIRST_KEY
 }
 
 /* Q, K and V of n tokens from the normed input ctx->xb (one fused product for phi3). */
@@ -421,6 +483,7 @@ static int attention_block(llm_context *ctx, int il, int n, int pos0, slmc_err *
     const bool prescale = lm->arch->q_prescale;
     float *kc = ctx->k_cache + ((size_t)il * (size_t)ctx->n_ctx + (size_t)pos0) * (size_t)kvd;
     float *vc = ctx->v_cache + ((size_t)il * (size_t)ctx->n_ctx + (size_t)pos0) * (size_t)kvd;
+    const bool f16c = attn_fast(ctx); /* kern_have_avx2(): F16C too */
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
     for (int t = 0; t < n; ++t) {
         const float *cs = cos_t + (size_t)(pos0 + t) * half_rot, *sn = sin_t + (size_t)(pos0 + t) * half_rot;
@@ -430,7 +493,13 @@ static int attention_block(llm_context *ctx, int il, int n, int pos0, slmc_err *
             for (int64_t i = 0; i < qd; ++i) q[i] *= lm->attn_scale;
         for (int64_t hh = 0; hh < c->n_head_kv; ++hh)
             kern_rope(ctx->k + (size_t)t * kvd + hh * hd, c->n_rot, cs, sn, lm->rope_neox);
-        /* into the cache, rounded to F16 as llama.cpp's F16 cache stores them */
+        /* into the cache, rounded to F16 as llama.cpp's F16 cache stores them (with F16C along
+         * the AVX2 path: the same values) */
+        if (ctx->f16_attention && f16c) {
+            fp16_round_row_f16c(kc + (size_t)t * kvd, ctx->k + (size_t)t * kvd, kvd);
+            fp16_round_row_f16c(vc + (size_t)t * kvd, ctx->v + (size_t)t * kvd, kvd);
+            continue;
+        }
         memcpy(kc + (size_t)t * kvd, ctx->k + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
         memcpy(vc + (size_t)t * kvd, ctx->v + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
         if (ctx->f16_attention) {

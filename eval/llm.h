@@ -126,6 +126,9 @@ typedef struct llm_context {
     int n_threads;          /* OpenMP threads every parallel loop of this context runs on */
     kern_impl impl;         /* the matmul's inner loops: KERN_AUTO (set by llm_context_init: AVX2
                                when the CPU has it), or KERN_SCALAR / KERN_AVX2 (tests) */
+    kern_impl attn_impl;    /* the attention's loops: KERN_AUTO (set by llm_context_init) as impl;
+                               KERN_SCALAR the reference loops, KERN_AVX2 eval/attn_avx2.c (when the
+                               CPU has AVX2): the same numbers bit for bit (tests compare them) */
     float *scores;          /* [n_threads][n_ctx] attention scores, one row per thread */
     bool f16_attention;     /* true (set by llm_context_init): K, V, Q and the attention
                                probabilities rounded to F16 as llama.cpp's F16 cache path does;

@@ -635,6 +635,67 @@ START_TEST(test_context_set_threads) {
 }
 END_TEST
 
+/* The AVX2 attention (eval/attn_avx2.c) gives the reference loops' logits bit for bit. Only
+ * ctx.attn_impl changes between the two runs; the matmul's loops (ctx.impl) stay the same. */
+static void check_attn_impls(const llm_model *lm, const int32_t *tok, int T, bool f16, int n_batch) {
+    llm_context ctx;
+    slmc_err err = {0};
+    ck_assert_msg(llm_context_init(&ctx, lm, T, n_batch, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(ctx.attn_impl, KERN_AUTO);
+    ctx.f16_attention = f16;
+    const size_t bytes = sizeof(float) * (size_t)T * (size_t)lm->cfg.n_vocab;
+    float *want = malloc(bytes), *got = malloc(bytes);
+    ctx.attn_impl = KERN_SCALAR;
+    ck_assert_msg(llm_eval(&ctx, tok, T, 0, want, &err) == 0, "%s", err.msg);
+    ctx.attn_impl = KERN_AVX2;
+    ck_assert_msg(llm_eval(&ctx, tok, T, 0, got, &err) == 0, "%s", err.msg);
+    ck_assert_mem_eq(want, got, bytes);
+    /* token by token too (one query against a growing cache) */
+    for (int i = 0; i < T && T <= 64; ++i)
+        ck_assert_msg(llm_eval(&ctx, tok + i, 1, i, got + (size_t)i * (size_t)lm->cfg.n_vocab, &err) == 0, "%s", err.msg);
+    if (T <= 64) ck_assert_mem_eq(want, got, bytes);
+    free(want); free(got);
+    llm_context_free(&ctx);
+}
+
+START_TEST(test_attention_avx2_bitwise) {
+    if (!kern_have_avx2()) SKIP_TEST("this CPU has no AVX2");
+    const char *archs[] = {"llama", "qwen2"};
+    const int wtypes[] = {GGML_TYPE_F32, GGML_TYPE_Q8_0};
+    enum { T = 40 };
+    int32_t tok[T];
+    for (int i = 0; i < T; ++i) tok[i] = (int32_t)((i * 97 + 11) % 300);
+    for (size_t a = 0; a < 2; ++a)
+        for (size_t w = 0; w < 2; ++w) {
+            tiny t;
+            tiny_make(&t, archs[a], a == 1, wtypes[w]);
+            llm_model lm;
+            slmc_err err = {0};
+            ck_assert_msg(llm_model_init(&lm, &t.m, &err) == 0, "%s", err.msg);
+            check_attn_impls(&lm, tok, T, true, T);
+            check_attn_impls(&lm, tok, T, false, 7);
+            llm_model_free(&lm);
+            tiny_free(&t);
+        }
+    /* books-22m Q4_K_M: 8 heads on 4 KV heads of 32, one whole chunk of 256 */
+    char *qp = SHARED_OR_SKIP("reference/books-22m-Q4_K_M.gguf");
+    char *tp = SHARED_OR_SKIP("text/books-valid.txt");
+    model m;
+    slmc_err err = {0};
+    ck_assert_msg(model_open(&m, qp, NULL, &err) == 0, "%s", err.msg);
+    size_t n;
+    int32_t bos;
+    int32_t *ids = tokenize_file(&m, tp, &n, &bos);
+    ck_assert_uint_ge(n, 256);
+    llm_model lm;
+    ck_assert_msg(llm_model_init(&lm, &m, &err) == 0, "%s", err.msg);
+    check_attn_impls(&lm, ids, 256, true, 256);
+    llm_model_free(&lm);
+    model_close(&m);
+    free(ids); free(qp); free(tp);
+}
+END_TEST
+
 /* Perplexity bookkeeping on hand-made logits: llama-perplexity's indices and formulas. */
 START_TEST(test_ppl_indices) {
     ck_assert_int_eq(ppl_chunk_count(1000, 128, -1), 7);
@@ -728,6 +789,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_rope_linear_scaling);
     tcase_add_test(tc, test_threads_raised_after_init);
     tcase_add_test(tc, test_context_set_threads);
+    tcase_add_test(tc, test_attention_avx2_bitwise);
     tcase_add_test(tc, test_ppl_indices);
     tcase_add_test(tc, test_ppl_stories260K);
     tcase_add_test(tc, test_generate_stories260K);

@@ -1,0 +1,347 @@
+/* attn_avx2.c - AVX2 attention for one token and one KV head (see attn_avx2.h).
+ *
+ * Compiled for every x86-64 build with target attributes on each function (no -march=native),
+ * called only when kern_have_avx2(). The functions that multiply and add floats are built for
+ * "avx2,f16c" without FMA, so no compiler may fuse a product into a sum (the scalar reference
+ * rounds both); only the exp, which reproduces glibc's FMA code, is built with "fma" and
+ * written in intrinsics alone.
+ */
+#include "attn_avx2.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "codec/types.h"
+#include "eval/kernels.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define AVX2 __attribute__((target("avx2,f16c")))
+#define AVX2_FMA __attribute__((target("avx2,fma")))
+
+/* ===================================================================== exp as glibc's expf
+ * glibc 2.28+ sysdeps/ieee754/flt-32/e_expf.c, compiled with FMA contraction (__expf_fma, the
+ * variant its ifunc picks when the CPU has FMA and AVX2): with N = 32,
+ *   z = InvLn2N * x; kd = round(z) by adding SHIFT (fused: fma(InvLn2N, x, SHIFT)); r = z - kd
+ *   (fused: fma(InvLn2N, x, -kd)); s = 2^(k/N) from the table with k's bits shifted into the
+ *   exponent; y = fma(fma(C0, r, C1), r*r, fma(r, C2, 1)) * s; (float)y.
+ * Inputs with |x| >= 88 and NaNs take other branches there: those lanes call expf. */
+static const uint64_t EXP2F_TAB[32] = {
+    0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51,
+    0x3fef72b83c7d517b, 0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1,
+    0x3fef06fe0a31b715, 0x3feef1a7373aa9cb, 0x3feedea64c123422, 0x3feece086061892d,
+    0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429, 0x3feea47eb03a5585,
+    0x3feea09e667f3bcd, 0x3fee9f75e8ec5f74, 0x3feea11473eb0187, 0x3feea589994cce13,
+    0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d,
+    0x3feee89f995ad3ad, 0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069,
+    0x3fef5818dcfba487, 0x3fef7c97337b9b5f, 0x3fefa4afa2a490da, 0x3fefd0765b6e4540,
+};
+#define EXP_INVLN2N 0x1.71547652b82fep+5 /* N / ln 2 */
+#define EXP_SHIFT 0x1.8p+52
+#define EXP_C0 0x1.c6af84b912394p-20 /* 0x1.c6af84b912394p-5 / N^3 */
+#define EXP_C1 0x1.ebfce50fac4f3p-13 /* 0x1.ebfce50fac4f3p-3 / N^2 */
+#define EXP_C2 0x1.62e42ff0c52d6p-6  /* 0x1.62e42ff0c52d6p-1 / N */
+
+AVX2_FMA static inline __m256d exp_core4(__m256d xd) {
+    const __m256d invln2n = _mm256_set1_pd(EXP_INVLN2N), shift = _mm256_set1_pd(EXP_SHIFT);
+    __m256d kd = _mm256_fmadd_pd(invln2n, xd, shift);
+    const __m256i ki = _mm256_castpd_si256(kd);
+    kd = _mm256_sub_pd(kd, shift);
+    const __m256d r = _mm256_fmsub_pd(invln2n, xd, kd);
+    const __m256i idx = _mm256_and_si256(ki, _mm256_set1_epi64x(31));
+    __m256i t = _mm256_i64gather_epi64((const long long *)EXP2F_TAB, idx, 8);
+    t = _mm256_add_epi64(t, _mm256_slli_epi64(ki, 47));
+    const __m256d s = _mm256_castsi256_pd(t);
+    const __m256d z = _mm256_fmadd_pd(_mm256_set1_pd(EXP_C0), r, _mm256_set1_pd(EXP_C1));
+    const __m256d r2 = _mm256_mul_pd(r, r);
+    __m256d y = _mm256_fmadd_pd(r, _mm256_set1_pd(EXP_C2), _mm256_set1_pd(1.0));
+    y = _mm256_fmadd_pd(z, r2, y);
+    return _mm256_mul_pd(y, s);
+}
+
+/* expf of 8 floats; lanes outside the fast range (abstop >= top12(88.0f): |x| >= 88, inf, NaN)
+ * from expf itself. */
+AVX2_FMA static __m256 exp8(__m256 x) {
+    const __m256d lo = exp_core4(_mm256_cvtps_pd(_mm256_castps256_ps128(x)));
+    const __m256d hi = exp_core4(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)));
+    __m256 y = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(lo)), _mm256_cvtpd_ps(hi), 1);
+    const __m256i abstop = _mm256_and_si256(_mm256_srli_epi32(_mm256_castps_si256(x), 20), _mm256_set1_epi32(0x7ff));
+    const int special = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(abstop, _mm256_set1_epi32(0x42a))));
+    if (special) {
+        float xs[8], ys[8];
+        _mm256_storeu_ps(xs, x);
+        _mm256_storeu_ps(ys, y);
+        for (int k = 0; k < 8; ++k)
+            if (special >> k & 1) ys[k] = expf(xs[k]);
+        y = _mm256_loadu_ps(ys);
+    }
+    return y;
+}
+
+AVX2_FMA void attn_exp_avx2(const float *x, float *out, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, exp8(_mm256_loadu_ps(x + i)));
+    if (i < n) {
+        float xs[8] = {0}, ys[8];
+        memcpy(xs, x + i, sizeof(float) * (size_t)(n - i));
+        _mm256_storeu_ps(ys, exp8(_mm256_loadu_ps(xs)));
+        memcpy(out + i, ys, sizeof(float) * (size_t)(n - i));
+    }
+}
+
+/* The check at first use: every 65521st float bit pattern (both signs, all exponents: zeros,
+ * subnormals, the fast range, the fall-backs) and the range softmax uses most, [-30, 0], densely. */
+static bool exp_ok;
+static pthread_once_t exp_once = PTHREAD_ONCE_INIT;
+static void exp_check(void) {
+    enum { B = 1024 };
+    float x[B], y[B];
+    uint64_t u = 0;
+    bool ok = true;
+    while (ok && u <= 0xffffffffu) {
+        int n = 0;
+        for (; n < B && u <= 0xffffffffu; ++n, u += 65521) {
+            const uint32_t b = (uint32_t)u;
+            memcpy(&x[n], &b, 4);
+        }
+        attn_exp_avx2(x, y, n);
+        for (int k = 0; k < n && ok; ++k) {
+            const float e = expf(x[k]);
+            ok = memcmp(&e, &y[k], 4) == 0;
+        }
+    }
+    for (int r = 0; ok && r < 64; ++r) {
+        for (int k = 0; k < B; ++k) x[k] = -30.0f * (float)(r * B + k) / (float)(64 * B);
+        attn_exp_avx2(x, y, B);
+        for (int k = 0; k < B && ok; ++k) {
+            const float e = expf(x[k]);
+            ok = memcmp(&e, &y[k], 4) == 0;
+        }
+    }
+    exp_ok = ok;
+}
+
+bool attn_fast_exp_ok(void) {
+    pthread_once(&exp_once, exp_check);
+    return exp_ok;
+}
+
+/* ===================================================================== scores */
+
+/* r[c] lane j = r_in[j] lane c */
+AVX2 static inline void transpose8(__m256 r[8]) {
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* s[j] = kern_dot_f32_scalar(hd, q, k + j * stride) for j < n, bit for bit: per key the 8
+ * partial sums acc[c] += q[i+c] * k[i+c] (c = lane), then s = 0 + acc[0] + ... + acc[7], then
+ * the tail; 8 keys side by side. */
+AVX2 static void scores(const float *q, const float *k, int64_t stride, int n, int64_t hd, float *s) {
+    const int64_t hd8 = hd & ~(int64_t)7;
+    for (int j0 = 0; j0 < n; j0 += 8) {
+        const int nk = n - j0 < 8 ? n - j0 : 8;
+        const float *row[8];
+        for (int c = 0; c < 8; ++c) row[c] = k + (int64_t)(j0 + (c < nk ? c : nk - 1)) * stride; /* no reads past the last key */
+        __m256 acc[8];
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; ++c) acc[c] = _mm256_setzero_ps();
+        for (int64_t i = 0; i < hd8; i += 8) {
+            const __m256 qv = _mm256_loadu_ps(q + i);
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; ++c) acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(qv, _mm256_loadu_ps(row[c] + i)));
+        }
+        transpose8(acc);
+        __m256 sum = _mm256_setzero_ps();
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; ++c) sum = _mm256_add_ps(sum, acc[c]);
+        if (nk == 8 && hd8 == hd) {
+            _mm256_storeu_ps(s + j0, sum);
+        } else {
+            float v8[8];
+            _mm256_storeu_ps(v8, sum);
+            for (int c = 0; c < nk; ++c) {
+                float v = v8[c];
+                for (int64_t i = hd8; i < hd; ++i) v += q[i] * row[c][i];
+                s[j0 + c] = v;
+            }
+        }
+    }
+}
+
+/* ===================================================================== softmax */
+
+/* kern_softmax, then (f16) kern_round_f16, bit for bit. */
+AVX2 static void softmax(float *x, int n, bool f16, bool fast_exp) {
+    __m256 mx = _mm256_set1_ps(-INFINITY);
+    int i = 0;
+    /* max_ps(v, mx) keeps mx when v is NaN, as fmaxf(max, v) does */
+    for (; i + 8 <= n; i += 8) mx = _mm256_max_ps(_mm256_loadu_ps(x + i), mx);
+    float m8[8];
+    _mm256_storeu_ps(m8, mx);
+    float max = -INFINITY;
+    for (int c = 0; c < 8; ++c) max = fmaxf(max, m8[c]);
+    for (; i < n; ++i) max = fmaxf(max, x[i]);
+    /* (a maximum of 0 may come out as +0 or -0 where the scalar loop had the other: x - max
+     * and its exp are the same either way) */
+    double sum = 0;
+    i = 0;
+    if (fast_exp) {
+        const __m256 m = _mm256_set1_ps(max);
+        for (; i + 8 <= n; i += 8) {
+            _mm256_storeu_ps(x + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m)));
+            for (int c = 0; c < 8; ++c) sum += x[i + c];
+        }
+    }
+    for (; i < n; ++i) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    const __m256 vinv = _mm256_set1_ps(inv);
+    i = 0;
+    if (f16) {
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv),
+                                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+        for (; i < n; ++i) x[i] = fp16_to_f32(f32_to_fp16(x[i] * inv));
+    } else {
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));
+        for (; i < n; ++i) x[i] *= inv;
+    }
+}
+
+/* ===================================================================== p . V */
+
+/* Up to 8 output registers ("slots"), each 8 dimensions of one head: out[d] = sum over j in
+ * order of p[j] * v[j][d] (multiply, then add), all slots in one pass over the keys. */
+typedef struct wsum_slot {
+    const float *p;  /* the head's probabilities */
+    int64_t off;     /* first dimension */
+    float *out;
+} wsum_slot;
+
+AVX2 static inline __attribute__((always_inline)) void wsum_pass(const int ns, const wsum_slot *sl, const float *v,
+                                                                 int64_t stride, int n) {
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < ns; ++k) acc[k] = _mm256_setzero_ps();
+    for (int j = 0; j < n; ++j) {
+        const float *vr = v + (int64_t)j * stride;
+#pragma GCC unroll 8
+        for (int k = 0; k < ns; ++k)
+            acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_broadcast_ss(sl[k].p + j), _mm256_loadu_ps(vr + sl[k].off)));
+    }
+#pragma GCC unroll 8
+    for (int k = 0; k < ns; ++k) _mm256_storeu_ps(sl[k].out, acc[k]);
+}
+
+AVX2 static void wsum(const wsum_slot *sl, int ns, const float *v, int64_t stride, int n) {
+    switch (ns) {
+    case 1: wsum_pass(1, sl, v, stride, n); break;
+    case 2: wsum_pass(2, sl, v, stride, n); break;
+    case 3: wsum_pass(3, sl, v, stride, n); break;
+    case 4: wsum_pass(4, sl, v, stride, n); break;
+    case 5: wsum_pass(5, sl, v, stride, n); break;
+    case 6: wsum_pass(6, sl, v, stride, n); break;
+    case 7: wsum_pass(7, sl, v, stride, n); break;
+    default: wsum_pass(8, sl, v, stride, n); break;
+    }
+}
+
+/* ===================================================================== one token, one KV head */
+
+AVX2 void attn_group_avx2(const attn_job *a) {
+    const int64_t hd = a->hd, hd8 = hd & ~(int64_t)7;
+    const int n = a->n_keys;
+    const bool fast_exp = attn_fast_exp_ok();
+    float qh[hd > 0 ? hd : 1];
+    for (int g = 0; g < a->group; ++g) {
+        const float *q = a->q + g * hd;
+        if (a->f16) fp16_round_row_f16c(qh, q, hd);
+        else memcpy(qh, q, sizeof(float) * (size_t)hd);
+        float *s = a->scratch + (size_t)g * (size_t)n;
+        scores(qh, a->k, a->stride, n, hd, s);
+        if (a->cap > 0) kern_softcap(s, n, a->cap);
+        const __m256 sc = _mm256_set1_ps(a->scale);
+        int j = 0;
+        for (; j + 8 <= n; j += 8) _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), sc));
+        for (; j < n; ++j) s[j] *= a->scale;
+        softmax(s, n, a->f16, fast_exp);
+    }
+    /* slots: (head, 8 dimensions), heads in order, 8 per pass over the keys */
+    wsum_slot sl[8];
+    int ns = 0;
+    for (int g = 0; g < a->group; ++g)
+        for (int64_t d = 0; d < hd8; d += 8) {
+            sl[ns++] = (wsum_slot){.p = a->scratch + (size_t)g * (size_t)n, .off = d, .out = a->out + g * hd + d};
+            if (ns == 8) {
+                wsum(sl, ns, a->v, a->stride, n);
+                ns = 0;
+            }
+        }
+    if (ns) wsum(sl, ns, a->v, a->stride, n);
+    for (int g = 0; g < a->group && hd8 < hd; ++g) {
+        const float *p = a->scratch + (size_t)g * (size_t)n;
+        float *out = a->out + g * hd;
+        for (int64_t d = hd8; d < hd; ++d) out[d] = 0;
+        for (int jj = 0; jj < n; ++jj) {
+            const float *vr = a->v + (int64_t)jj * a->stride;
+            for (int64_t d = hd8; d < hd; ++d) out[d] += p[jj] * vr[d];
+        }
+    }
+}
+
+#else /* no AVX2 in this build: never called (kern_have_avx2() is false); the scalar loops */
+
+bool attn_fast_exp_ok(void) { return false; }
+AVX2_FMA void attn_exp_avx2(const float *x, float *out, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) out[i] = expf(x[i]);
+}
+
+void attn_group_avx2(const attn_job *a) {
+    const int64_t hd = a->hd;
+    const int n = a->n_keys;
+    float qh[hd > 0 ? hd : 1];
+    for (int g = 0; g < a->group; ++g) {
+        if (a->f16) fp16_round_row(qh, a->q + g * hd, hd);
+        else memcpy(qh, a->q + g * hd, sizeof(float) * (size_t)hd);
+        float *s = a->scratch + (size_t)g * (size_t)n;
+        for (int j = 0; j < n; ++j) {
+            const float *kr = a->k + (int64_t)j * a->stride;
+            float acc[8] = {0};
+            int64_t i = 0;
+            for (; i + 8 <= hd; i += 8)
+                for (int c = 0; c < 8; ++c) acc[c] += qh[i + c] * kr[i + c];
+            float v = 0;
+            for (int c = 0; c < 8; ++c) v += acc[c];
+            for (; i < hd; ++i) v += qh[i] * kr[i];
+            if (a->cap > 0) kern_softcap(&v, 1, a->cap);
+            s[j] = v * a->scale;
+        }
+        kern_softmax(s, n);
+        if (a->f16) fp16_round_row(s, s, n);
+        float *out = a->out + g * hd;
+        for (int64_t d = 0; d < hd; ++d) out[d] = 0;
+        for (int j = 0; j < n; ++j)
+            for (int64_t d = 0; d < hd; ++d) out[d] += s[j] * a->v[(int64_t)j * a->stride + d];
+    }
+}
+
+#endif
