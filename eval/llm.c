@@ -165,11 +165,8 @@ int llm_model_init(llm_model *lm, const model *m, slmc_err *err) {
                              c->rope_scaling);
         if (c->rope_scaling_factor > 0) lm->freq_scale = 1.f / c->rope_scaling_factor; /* positions / factor */
     }
-    /* llama.cpp scales Q.K by 1/sqrt(head_dim), except for the 27B Gemma 2 and 3 shapes, whose
-     * query_pre_attn_scalar is n_embd / n_head (it recognises them by their layer count) */
-    const bool gemma_27b = (strcmp(family->name, "gemma2") == 0 && r->n_layer == 46) ||
-                           (strcmp(family->name, "gemma3") == 0 && r->n_layer == 62);
-    lm->attn_scale = 1.0f / sqrtf((float)(gemma_27b ? r->n_embd / r->n_head : r->head_dim));
+    /* 1/sqrt(head_dim), or 1/sqrt(n_embd / n_head) for the shapes llama.cpp treats so (arch.h) */
+    lm->attn_scale = 1.0f / sqrtf((float)arch_query_scalar(family, r->n_layer, r->n_embd, r->n_head, r->head_dim));
 
     const int64_t te = model_find(m, "token_embd.weight");
     if (te < 0) return slmc_fail(err, m->path, "tensor token_embd.weight is missing");

@@ -221,7 +221,7 @@ static const arch_desc FAMILIES[] = {
         TABLES(GEMMA_GLOBALS, GEMMA2_LAYER),
         .norm = NORM_RMS, .ffn = FFN_GEGLU, .rope = ROPE_NEOX,
         .post_norms = true, .embd_scale = true, .q_prescale = true,
-        .swa = SWA_EVEN, .attn_softcap = true, .final_softcap = true,
+        .swa = SWA_EVEN, .wide_q_layers = 46, .attn_softcap = true, .final_softcap = true,
         .tied_default = true,
         .hf_head_dim_always = true,
     },
@@ -232,7 +232,7 @@ static const arch_desc FAMILIES[] = {
         TABLES(GEMMA_GLOBALS, GEMMA3_LAYER),
         .norm = NORM_RMS, .ffn = FFN_GEGLU, .rope = ROPE_NEOX,
         .qk_norm = true, .post_norms = true, .embd_scale = true, .q_prescale = true,
-        .swa = SWA_5_TO_1,
+        .swa = SWA_5_TO_1, .wide_q_layers = 62,
         .tied_default = true,
         .hf_head_dim_always = true,
     },
@@ -314,6 +314,10 @@ bool arch_llama_shaped(const arch_desc *a) {
     return a && a->norm == NORM_RMS && a->ffn == FFN_SWIGLU && !a->qk_norm && !a->post_norms && !a->parallel_block &&
            !a->embd_scale && a->swa == SWA_NONE && !a->attn_softcap && !a->final_softcap &&
            arch_layer_tensor(a, "attn_qkv.weight") == NULL && arch_global(a, "rope_factors_long.weight") == NULL;
+}
+
+int64_t arch_query_scalar(const arch_desc *a, int64_t n_layer, int64_t n_embd, int64_t n_head, int64_t head_dim) {
+    return a->wide_q_layers > 0 && n_layer == a->wide_q_layers && n_head > 0 ? n_embd / n_head : head_dim;
 }
 
 bool arch_layer_slides(const arch_desc *a, int64_t il) {

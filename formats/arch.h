@@ -106,6 +106,9 @@ typedef struct arch_desc {
     bool q_prescale;           /* Q multiplied by the attention scale before the K product (llama.cpp
                                 * does so for phi2, phi3 and gemma*; it changes the F16 rounding) */
     arch_swa swa;              /* the sliding-window layer pattern (when n_swa > 0) */
+    int64_t wide_q_layers;     /* llama.cpp scales Q.K by 1/sqrt(n_embd / n_head) instead of
+                                * 1/sqrt(head_dim) for a model of this many layers (the 27B shapes
+                                * it recognises by layer count: gemma2 46, gemma3 62); 0 never */
     bool attn_softcap;         /* <arch>.attn_logit_softcapping applies (gemma2) */
     bool final_softcap;        /* <arch>.final_logit_softcapping applies (gemma2) */
 
@@ -143,6 +146,9 @@ const arch_tensor *arch_layer_tensor(const arch_desc *a, const char *gguf);
  * Q/K/V, no q/k or post norms, no parallel block, embedding scale, soft-caps, sliding windows or
  * rope factor tensors (llama, qwen2). Training and pruning cover these families for now. */
 bool arch_llama_shaped(const arch_desc *a);
+
+/* The head size Q.K is scaled by (1/sqrt of it), as llama.cpp's graph chooses it. */
+int64_t arch_query_scalar(const arch_desc *a, int64_t n_layer, int64_t n_embd, int64_t n_head, int64_t head_dim);
 
 /* Whether layer il of a model with n_layer layers attends within a sliding window. */
 bool arch_layer_slides(const arch_desc *a, int64_t il);

@@ -188,14 +188,6 @@ bool hf_writes_head_dim(const arch_desc *a, int64_t head_dim, int64_t n_embd, in
     return n_head > 0 && (head_dim != n_embd / n_head || n_embd % n_head != 0);
 }
 
-/* The attention scale llama.cpp's gemma2/gemma3 graphs use: 1/sqrt(head_dim), except for the
- * 27B shapes (46 and 62 layers), which use 1/sqrt(hidden_size / heads). query_pre_attn_scalar
- * must be that value. */
-static int64_t gemma_query_scalar(const arch_desc *a, int64_t n_layer, int64_t n_embd, int64_t n_head,
-                                  int64_t head_dim) {
-    bool big = (strcmp(a->name, "gemma2") == 0 && n_layer == 46) || (strcmp(a->name, "gemma3") == 0 && n_layer == 62);
-    return big ? n_embd / n_head : head_dim;
-}
 
 /* n_rot from a partial rotary factor, exactly as the family's converter computes it. */
 static int64_t partial_rot(partial_rule r, double f, int64_t n_embd, int64_t n_head) {
@@ -438,7 +430,7 @@ static int cfg_family(const json_t *root, hf_config *c, const char *cfg_path, sl
     double qs;
     bool g2 = strcmp(n, "gemma2") == 0;
     if (cfg_num_req(root, "query_pre_attn_scalar", g2, 256.0, &qs, cfg_path, err)) return -1;
-    int64_t want = gemma_query_scalar(c->arch, c->n_layer, c->n_embd, c->n_head, c->head_dim);
+    int64_t want = arch_query_scalar(c->arch, c->n_layer, c->n_embd, c->n_head, c->head_dim);
     if (qs != (double)want)
         return slmc_fail(err, cfg_path, "field \"query_pre_attn_scalar\" is %g: llama.cpp scales queries by "
                          "1/sqrt(%lld) for this shape", qs, (long long)want);
@@ -1288,7 +1280,7 @@ static bool family_json(json_t *o, const hf_config *c) {
         ok = jset(o, "use_qkv_bias", json_boolean(c->qkv_bias)) && jset(o, "use_parallel_residual", json_false()) &&
              jset(o, "qk_layernorm", json_false());
     if (strcmp(n, "gemma2") == 0 || strcmp(n, "gemma3") == 0) {
-        int64_t qs = gemma_query_scalar(c->arch, c->n_layer, c->n_embd, c->n_head, c->head_dim);
+        int64_t qs = arch_query_scalar(c->arch, c->n_layer, c->n_embd, c->n_head, c->head_dim);
         ok = jset(o, "query_pre_attn_scalar", json_integer(qs)) && jset(o, "sliding_window", json_integer(c->n_swa));
         if (ok && strcmp(n, "gemma2") == 0)
             ok = jset(o, "attn_logit_softcapping", json_real(f32_shortest((float)c->attn_softcap))) &&

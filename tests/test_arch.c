@@ -165,6 +165,18 @@ START_TEST(test_tensor_tables) {
 END_TEST
 
 /* The families as llama.cpp's graphs have them. */
+/* llama.cpp's Q.K scale: head_dim, except n_embd / n_head for the layer counts it takes for the
+ * 27B Gemma 2 / 3 shapes */
+START_TEST(test_query_scalar) {
+    const arch_desc *g2 = arch_by_name("gemma2"), *g3 = arch_by_name("gemma3"), *ll = arch_by_name("llama");
+    ck_assert_int_eq(arch_query_scalar(g2, 46, 4608, 32, 128), 144);
+    ck_assert_int_eq(arch_query_scalar(g2, 26, 2304, 8, 256), 256);
+    ck_assert_int_eq(arch_query_scalar(g3, 62, 5376, 32, 128), 168);
+    ck_assert_int_eq(arch_query_scalar(g3, 46, 5376, 32, 128), 128);
+    ck_assert_int_eq(arch_query_scalar(ll, 46, 4608, 32, 128), 128);
+}
+END_TEST
+
 START_TEST(test_family_flags) {
     const arch_desc *g1 = arch_by_name("gemma"), *g2 = arch_by_name("gemma2"), *g3 = arch_by_name("gemma3");
     const arch_desc *p2 = arch_by_name("phi2"), *p3 = arch_by_name("phi3"), *st = arch_by_name("stablelm");
@@ -197,6 +209,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_names_listed);
     tcase_add_test(tc, test_tensor_tables);
     tcase_add_test(tc, test_family_flags);
+    tcase_add_test(tc, test_query_scalar);
     suite_add_tcase(s, tc);
     return s;
 }
