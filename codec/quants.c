@@ -395,7 +395,10 @@ static float sum_sq(const float *x, int64_t n) {
  * quantize_X_weighted). */
 static float iq4_fit_group(const float *xb, const float *weight, int ntry, uint8_t *Lb);
 static void iq4_levels(const float *x, float id, int n, uint8_t *L);
-static const quant_searches REF_SEARCHES = {make_qkx_quants, make_qx_quants, iq4_fit_group, iq4_levels};
+static void quantize_q8_0_ref(const float *x, void *vy, int64_t n);
+static void quantize_q4_0_ref(const float *x, void *vy, int64_t n);
+static const quant_searches REF_SEARCHES = {make_qkx_quants, make_qx_quants, iq4_fit_group, iq4_levels,
+                                             quantize_q8_0_ref, quantize_q4_0_ref};
 
 /* The searches for quantize / quantize_weighted: the bit-identical fast ones from quants_fast.c
  * when this CPU runs them, else the reference ones. */
@@ -439,6 +442,8 @@ static void quantize_q4_0_ref(const float *x, void *vy, int64_t n) {
         }
     }
 }
+
+static void quantize_q4_0_fast(const float *x, void *vy, int64_t n) { fast_searches()->q4_0_rows(x, vy, n); }
 
 static void dequantize_q4_0(const void *vx, float *y, int64_t n) {
     const block_q4_0 *x = vx;
@@ -647,11 +652,13 @@ static void quantize_q8_0_ref(const float *x, void *vy, int64_t n) {
         const float id = safe_inverse(d);
         y[i].d = to_half(d);
         for (int j = 0; j < QK_LEGACY; ++j) {
-            float r = roundf(x[j] * id);
-            y[i].qs[j] = (int8_t)(r > 127 ? 127 : r < -128 ? -128 : r);
+            float r = roundf(x[j] * id); /* NaN only for NaN or Inf inputs: stored as 0 */
+            y[i].qs[j] = (int8_t)(r != r ? 0 : r > 127 ? 127 : r < -128 ? -128 : r);
         }
     }
 }
+
+static void quantize_q8_0_fast(const float *x, void *vy, int64_t n) { fast_searches()->q8_0_rows(x, vy, n); }
 
 static void dequantize_q8_0(const void *vx, float *y, int64_t n) {
     const block_q8_0 *x = vx;
@@ -1838,7 +1845,7 @@ static const quant_kernels KERNELS[] = {
     {GGML_TYPE_F32, quantize_f32, quantize_f32, quantize_f32_w, quantize_f32_w, dequantize_f32},
     {GGML_TYPE_F16, quantize_f16, quantize_f16, quantize_f16_w, quantize_f16_w, dequantize_f16},
     {GGML_TYPE_BF16, quantize_bf16, quantize_bf16, quantize_bf16_w, quantize_bf16_w, dequantize_bf16},
-    {GGML_TYPE_Q4_0, quantize_q4_0_ref, quantize_q4_0_ref, quantize_q4_0_weighted, quantize_q4_0_weighted_ref,
+    {GGML_TYPE_Q4_0, quantize_q4_0_ref, quantize_q4_0_fast, quantize_q4_0_weighted, quantize_q4_0_weighted_ref,
      dequantize_q4_0},
     {GGML_TYPE_Q4_1, quantize_q4_1_ref, quantize_q4_1_ref, quantize_q4_1_weighted, quantize_q4_1_weighted_ref,
      dequantize_q4_1},
@@ -1846,7 +1853,7 @@ static const quant_kernels KERNELS[] = {
      dequantize_q5_0},
     {GGML_TYPE_Q5_1, quantize_q5_1_ref, quantize_q5_1_ref, quantize_q5_1_weighted, quantize_q5_1_weighted_ref,
      dequantize_q5_1},
-    {GGML_TYPE_Q8_0, quantize_q8_0_ref, quantize_q8_0_ref, quantize_q8_0_weighted, quantize_q8_0_weighted_ref,
+    {GGML_TYPE_Q8_0, quantize_q8_0_ref, quantize_q8_0_fast, quantize_q8_0_weighted, quantize_q8_0_weighted_ref,
      dequantize_q8_0},
     {GGML_TYPE_Q2_K, quantize_q2_K_ref, quantize_q2_K_fast, quantize_q2_K_weighted, quantize_q2_K_weighted_ref,
      dequantize_q2_K},
@@ -1870,6 +1877,53 @@ const quant_kernels *quant_get(int type) {
     for (size_t i = 0; i < sizeof KERNELS / sizeof KERNELS[0]; ++i)
         if (KERNELS[i].type == type) return &KERNELS[i];
     return NULL;
+}
+
+/* Byte offsets of the fp16 scale fields in one block (-1 terminated), or NULL for the types
+ * checked by decoding. */
+static const int *half_scale_offsets(int type) {
+    static const int q4_0[] = {offsetof(block_q4_0, d), -1}, q5_0[] = {offsetof(block_q5_0, d), -1},
+                     q8_0[] = {offsetof(block_q8_0, d), -1}, iq4_nl[] = {offsetof(block_iq4_nl, d), -1},
+                     iq4_xs[] = {offsetof(block_iq4_xs, d), -1},
+                     q4_1[] = {offsetof(block_q4_1, d), offsetof(block_q4_1, m), -1},
+                     q5_1[] = {offsetof(block_q5_1, d), offsetof(block_q5_1, m), -1},
+                     q2_k[] = {offsetof(block_q2_K, d), offsetof(block_q2_K, dmin), -1},
+                     q3_k[] = {offsetof(block_q3_K, d), -1},
+                     q4_k[] = {offsetof(block_q4_K, d), offsetof(block_q4_K, dmin), -1},
+                     q5_k[] = {offsetof(block_q5_K, d), offsetof(block_q5_K, dmin), -1},
+                     q6_k[] = {offsetof(block_q6_K, d), -1};
+    switch (type) {
+    case GGML_TYPE_Q4_0: return q4_0;
+    case GGML_TYPE_Q5_0: return q5_0;
+    case GGML_TYPE_Q8_0: return q8_0;
+    case GGML_TYPE_IQ4_NL: return iq4_nl;
+    case GGML_TYPE_IQ4_XS: return iq4_xs;
+    case GGML_TYPE_Q4_1: return q4_1;
+    case GGML_TYPE_Q5_1: return q5_1;
+    case GGML_TYPE_Q2_K: return q2_k;
+    case GGML_TYPE_Q3_K: return q3_k;
+    case GGML_TYPE_Q4_K: return q4_k;
+    case GGML_TYPE_Q5_K: return q5_k;
+    case GGML_TYPE_Q6_K: return q6_k;
+    default: return NULL;
+    }
+}
+
+int quant_row_finite(int type, const void *src, int64_t n, float *scratch) {
+    const type_info *info = type_get(type);
+    if (!info || !quant_get(type) || n < 0 || n % info->blck_size != 0) return -1;
+    const int *offsets = half_scale_offsets(type);
+    if (offsets) { /* finite fp16 scales times bounded integers: finite values */
+        const uint8_t *b = src;
+        for (int64_t i = 0; i < n / info->blck_size; i++, b += info->type_size)
+            for (const int *o = offsets; *o >= 0; o++)
+                if ((((b[*o] | b[*o + 1] << 8)) & 0x7c00) == 0x7c00) return 0;
+        return 1;
+    }
+    quant_get(type)->dequantize(src, scratch, n);
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(scratch[i])) return 0;
+    return 1;
 }
 
 int quant_dequantize(int type, const void *src, float *dst, int64_t n) {

@@ -55,6 +55,13 @@ const quant_kernels *quant_get(int type);
  * Thread-safe. */
 int quant_dequantize(int type, const void *src, float *dst, int64_t n);
 
+/* Whether n values (whole blocks) of `type` at src all dequantize to finite numbers: 1 yes, 0 no,
+ * -1 when the type has no kernels or n is not whole blocks. For the block types with fp16
+ * scales it reads only the scales (finite scales times the blocks' small integers are always
+ * finite, and a NaN or Inf scale makes the block's values NaN or Inf); F32/F16/BF16 and Q8_K
+ * are decoded into scratch (n floats) and checked. Thread-safe. */
+int quant_row_finite(int type, const void *src, int64_t n, float *scratch);
+
 /* llama.cpp's quantize_row_iq4_nl_ref bit for bit (ggml's from_float_ref for IQ4_NL: the
  * first-guess scale only, no search). n is a multiple of 32. Only for comparison with ggml;
  * slmc writes files with quant_get(GGML_TYPE_IQ4_NL)->quantize_ref. */
@@ -94,6 +101,9 @@ typedef struct quant_searches {
     float (*qx)(int n, int nmax, const float *x, int8_t *L, const float *qw);
     float (*iq4_group)(const float *xb, const float *weight, int ntry, uint8_t *Lb);
     void (*iq4_levels)(const float *x, float id, int n, uint8_t *L);
+    /* Not searches, but the same pair: whole Q8_0 / Q4_0 rows, as quants.c's quantize_X_ref. */
+    void (*q8_0_rows)(const float *x, void *y, int64_t n);
+    void (*q4_0_rows)(const float *x, void *y, int64_t n);
 } quant_searches;
 
 /* The fast searches when this CPU can run them, else NULL. */

@@ -22,6 +22,9 @@
  */
 #include "quants.h"
 
+#include "codec/blocks.h"
+#include "codec/types.h"
+
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -339,7 +342,97 @@ AVX2 static void fast_iq4_levels(const float *x, float id, int n, uint8_t *L) {
     }
 }
 
-static const quant_searches FAST = {fast_qkx, fast_qx, fast_iq4_group, fast_iq4_levels};
+/* Q8_0 rows (n a multiple of 32), as quants.c's quantize_q8_0_ref: per block d = amax / 127 and
+ * q = roundf(x / d). The block's amax is a max over |x| (exact in any order; a NaN is skipped
+ * as fmaxf skips it: VMAXPS returns its second operand, the running max, when one is NaN).
+ * roundf (ties away from zero) is truncation plus one step away from zero when the dropped
+ * fraction, computed exactly as v - trunc(v), is at least 0.5; values are clamped to [-128, 127]
+ * first, as the reference clamps, and NaN products (NaN or Inf inputs) become 0 as there.
+ * Same bytes as the reference, garbage inputs included (tests/test_quants.c). */
+AVX2 static void fast_q8_0_rows(const float *x, void *vy, int64_t n) {
+    block_q8_0 *y = vy;
+    const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < n / 32; ++i, x += 32) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int k = 0; k < 4; ++k) {
+            v[k] = _mm256_loadu_ps(x + 8 * k);
+            m = _mm256_max_ps(_mm256_andnot_ps(sign_bit, v[k]), m);
+        }
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+        const float d = _mm_cvtss_f32(h) / 127;
+        float id = d ? 1.0f / d : 0.0f; /* quants.c's safe_inverse */
+        if (!isfinite(id)) id = 0.0f;
+        y[i].d = f32_to_fp16(fminf(d, 65504.f)); /* quants.c's to_half: saturate (d >= 0, not NaN) */
+        __m256i q[4];
+        for (int k = 0; k < 4; ++k) {
+            __m256 s = _mm256_mul_ps(v[k], _mm256_set1_ps(id));
+            s = _mm256_and_ps(s, _mm256_cmp_ps(s, s, _CMP_ORD_Q)); /* NaN (from NaN/Inf inputs) -> 0 */
+            s = _mm256_min_ps(_mm256_max_ps(s, _mm256_set1_ps(-128.f)), _mm256_set1_ps(127.f));
+            const __m256 t = _mm256_round_ps(s, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            const __m256 frac = _mm256_andnot_ps(sign_bit, _mm256_sub_ps(s, t));
+            const __m256 up = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+            const __m256 step = _mm256_or_ps(_mm256_and_ps(s, sign_bit), _mm256_set1_ps(1.0f)); /* +-1 */
+            q[k] = _mm256_cvtps_epi32(_mm256_add_ps(t, _mm256_and_ps(up, step)));
+        }
+        /* packs work within 128-bit halves: bytes come out in dword order 0 4 1 5 2 6 3 7 */
+        const __m256i p16a = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
+        const __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+        _mm256_storeu_si256((__m256i *)y[i].qs,
+                            _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    }
+}
+
+/* Q4_0 rows (n a multiple of 32), as quants.c's quantize_q4_0_ref: d = -(the value of largest
+ * magnitude, the first one on ties) / 8, q = trunc_clamp(x / d + 8.5, 0, 15). The largest
+ * magnitude is found as a max (NaN skipped, as the reference's comparison skips it), then the
+ * first value with that magnitude gives the sign; all-zero blocks take +0 as the reference's
+ * starting value. The clamp maps NaN to 0 (VMAXPS returns its second operand, 0) as
+ * trunc_clamp does, and x * id + 8.5 is a multiply then an add, each rounded, as in C. */
+AVX2 static void fast_q4_0_rows(const float *x, void *vy, int64_t n) {
+    block_q4_0 *y = vy;
+    const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < n / 32; ++i, x += 32) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int k = 0; k < 4; ++k) {
+            v[k] = _mm256_loadu_ps(x + 8 * k);
+            m = _mm256_max_ps(_mm256_andnot_ps(sign_bit, v[k]), m);
+        }
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+        const float amax = _mm_cvtss_f32(h);
+        float max = 0.f;
+        if (amax > 0) {
+            uint32_t hits = 0;
+            for (int k = 0; k < 4; ++k) {
+                const __m256 eq = _mm256_cmp_ps(_mm256_andnot_ps(sign_bit, v[k]), _mm256_set1_ps(amax), _CMP_EQ_OQ);
+                hits |= (uint32_t)_mm256_movemask_ps(eq) << (8 * k);
+            }
+            max = x[__builtin_ctz(hits)];
+        }
+        const float d = max / -8;
+        float id = d ? 1.0f / d : 0.0f; /* quants.c's safe_inverse */
+        if (!isfinite(id)) id = 0.0f;
+        y[i].d = f32_to_fp16(fminf(fmaxf(d, -65504.f), 65504.f)); /* quants.c's to_half (d is not NaN) */
+        __m256i q[4];
+        for (int k = 0; k < 4; ++k) {
+            __m256 t = _mm256_add_ps(_mm256_mul_ps(v[k], _mm256_set1_ps(id)), _mm256_set1_ps(8.5f));
+            t = _mm256_min_ps(_mm256_max_ps(t, _mm256_setzero_ps()), _mm256_set1_ps(15.f));
+            q[k] = _mm256_cvttps_epi32(t);
+        }
+        /* byte j = quant j | quant j+16 << 4 */
+        const __m256i c0 = _mm256_or_si256(q[0], _mm256_slli_epi32(q[2], 4));
+        const __m256i c1 = _mm256_or_si256(q[1], _mm256_slli_epi32(q[3], 4));
+        const __m256i p16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(c0, c1), 0xD8);
+        _mm_storeu_si128((__m128i *)y[i].qs,
+                         _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1)));
+    }
+}
+
+static const quant_searches FAST = {fast_qkx, fast_qx, fast_iq4_group, fast_iq4_levels, fast_q8_0_rows,
+                                    fast_q4_0_rows};
 
 /* No __builtin_cpu_init() needed: the runtime (libgcc, compiler-rt) fills the CPU model in a
  * constructor before main, and GCC documents the call as needed only in code that runs before

@@ -301,6 +301,102 @@ START_TEST(test_fast_and_null_weights_match_ref) {
 }
 END_TEST
 
+/* Q8_0's (and Q4_0's) fast rows round as the reference does: ties (x / d exactly k + 0.5) away from zero, values
+ * just below a tie down, the block maximum to +-127, tiny blocks (1/d overflows) to 0; and the
+ * same bytes as the reference, block by block. */
+START_TEST(test_q8_0_fast_ties) {
+    enum { NB = 6 };
+    float x[32 * NB];
+    for (int j = 0; j < 32; ++j) x[j] = j == 0 ? 127.f : (j % 2 ? 1 : -1) * (j + 0.5f); /* d = 1: ties */
+    for (int j = 0; j < 32; ++j) x[32 + j] = j == 0 ? -127.f : (j % 2 ? 1 : -1) * nextafterf(j + 0.5f, 0.f);
+    for (int j = 0; j < 32; ++j) x[64 + j] = j == 31 ? 1e-39f : 0.f;                 /* subnormal amax */
+    for (int j = 0; j < 32; ++j) x[96 + j] = 0.f;                                    /* all zero */
+    for (int j = 0; j < 32; ++j) x[128 + j] = (float)(j - 16) / 3.f * 1e4f;          /* large values */
+    for (int j = 0; j < 32; ++j) x[160 + j] = j == 5 ? -0.f : (float)j * 0.25f - 4.f; /* exact quarters */
+    const quant_kernels *k = quant_get(GGML_TYPE_Q8_0);
+    uint8_t a[34 * NB], b[34 * NB];
+    memset(a, 0xAA, sizeof a);
+    memset(b, 0x55, sizeof b);
+    k->quantize_ref(x, a, 32 * NB);
+    k->quantize(x, b, 32 * NB);
+    for (int i = 0; i < NB; ++i) ck_assert_msg(memcmp(a + 34 * i, b + 34 * i, 34) == 0, "Q8_0 block %d: fast differs from ref", i);
+    const int8_t *q = (const int8_t *)(a + 2);
+    ck_assert_int_eq(q[0], 127);
+    ck_assert_int_eq(q[1], 2);  /* 1.5 -> 2 */
+    ck_assert_int_eq(q[2], -3); /* -2.5 -> -3 */
+    ck_assert_int_eq(q[31], 32); /* 31.5 -> 32 */
+    q = (const int8_t *)(a + 34 + 2);
+    ck_assert_int_eq(q[1], 1);   /* just below 1.5 */
+    ck_assert_int_eq(q[2], -2);  /* just above -2.5 */
+    for (int j = 0; j < 32; ++j) ck_assert_int_eq(((const int8_t *)(a + 68 + 2))[j], 0);
+
+    /* Q4_0 on the same blocks, and on magnitude ties: the first value of largest magnitude
+     * gives the sign of d (block 1: -3 first; block 2: +3 first) */
+    float t[32 * 3];
+    for (int j = 0; j < 32; ++j) t[j] = (float)(j % 7) - 3.f;
+    for (int j = 0; j < 32; ++j) t[32 + j] = j == 4 ? -3.f : j == 9 ? 3.f : 0.25f * (float)(j % 5);
+    for (int j = 0; j < 32; ++j) t[64 + j] = j == 4 ? 3.f : j == 9 ? -3.f : -0.f;
+    const quant_kernels *k4 = quant_get(GGML_TYPE_Q4_0);
+    uint8_t c[18 * NB], e[18 * NB];
+    k4->quantize_ref(x, c, 32 * NB);
+    k4->quantize(x, e, 32 * NB);
+    ck_assert_msg(memcmp(c, e, 18 * NB) == 0, "Q4_0: fast differs from ref");
+    k4->quantize_ref(t, c, 96);
+    k4->quantize(t, e, 96);
+    ck_assert_msg(memcmp(c, e, 18 * 3) == 0, "Q4_0 ties: fast differs from ref");
+    ck_assert(fp16_to_f32((uint16_t)(c[18] | c[19] << 8)) > 0);  /* d = -(-3) / 8 */
+    ck_assert(fp16_to_f32((uint16_t)(c[36] | c[37] << 8)) < 0);  /* d = -(+3) / 8 */
+}
+END_TEST
+
+/* quant_row_finite (scales only, for block types) says the same as decoding every value and
+ * checking it: on quantized rows, on rows with one scale set to Inf or NaN (offsets from this
+ * file's own table), and on blocks of random bytes, where about one fp16 field in 32 is not
+ * finite. */
+START_TEST(test_row_finite_matches_decoding) {
+    enum { NBLK = 512 };
+    for (int t = 0; t < COUNT(ALL_TYPES); ++t) {
+        const int ty = ALL_TYPES[t];
+        const type_info *ti = type_get(ty);
+        const int64_t n = (int64_t)ti->blck_size * NBLK;
+        const size_t bytes = type_nbytes(ty, n);
+        uint8_t *q = malloc(bytes);
+        float *x = malloc((size_t)n * sizeof *x), *y = malloc((size_t)n * sizeof *y);
+        ck_assert(q && x && y);
+        for (int64_t i = 0; i < n; ++i) x[i] = gaussian();
+        quant_get(ty)->quantize(x, q, n);
+        ck_assert_int_eq(quant_row_finite(ty, q, n, y), 1);
+        for (const int *off = scale_offsets(ty); ti->quantized && *off >= 0; ++off) {
+            for (int v = 0; v < 2; ++v) {
+                uint8_t *blk = q + ti->type_size * 7;
+                uint8_t save0 = blk[*off], save1 = blk[*off + 1];
+                blk[*off] = v ? 0x00 : 0x01; /* +Inf, then a NaN */
+                blk[*off + 1] = v ? 0x7c : 0xfe;
+                ck_assert_msg(quant_row_finite(ty, q, n, y) == 0, "%s: scale at %d not seen", ti->name, *off);
+                blk[*off] = save0;
+                blk[*off + 1] = save1;
+            }
+        }
+        int agree = 0, bad = 0;
+        for (int b = 0; b < 2000; ++b) {
+            for (size_t i = 0; i < ti->type_size; ++i) q[i] = (uint8_t)(uniform() * 256);
+            quant_get(ty)->dequantize(q, y, ti->blck_size);
+            int decoded = 1;
+            for (int64_t i = 0; i < ti->blck_size; ++i) decoded &= isfinite(y[i]) != 0;
+            int got = quant_row_finite(ty, q, ti->blck_size, y);
+            ck_assert_msg(got == decoded, "%s random block %d: row_finite %d, decoding says %d", ti->name, b, got, decoded);
+            agree++;
+            bad += !decoded;
+        }
+        ck_assert_msg(ty == GGML_TYPE_F32 || bad > 0, "%s: no non-finite random block met", ti->name);
+        ck_assert_int_eq(quant_row_finite(ty, q, ti->blck_size + (ti->blck_size > 1), y), ti->blck_size > 1 ? -1 : 1);
+        free(q);
+        free(x);
+        free(y);
+    }
+}
+END_TEST
+
 /* Round trip on gaussian data: relative RMSE within what each bit width allows. The bounds
  * are about 1.3x what these kernels measure (printed), so a regression shows. */
 START_TEST(test_roundtrip_bounds) {
@@ -995,6 +1091,8 @@ int main(void) {
     tcase_add_test(tc, test_dequant_bit_identical);
     tcase_add_test(tc, test_kquant_rmse);
     tcase_add_test(tc, test_fast_and_null_weights_match_ref);
+    tcase_add_test(tc, test_q8_0_fast_ties);
+    tcase_add_test(tc, test_row_finite_matches_decoding);
     tcase_add_test(tc, test_roundtrip_bounds);
     tcase_add_test(tc, test_importance_reduces_weighted_error);
     tcase_add_test(tc, test_weighted_refine_no_worse);
