@@ -207,7 +207,12 @@ void row_to_f32(int type, const void *src, float *dst, int64_t n) {
     switch (type) {
     case GGML_TYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
     case GGML_TYPE_F16: {
-        /* all 65536 halves precomputed once: a lookup is several times faster than decoding */
+        /* F16C when the CPU has it (the same values, NaN payloads included), else all 65536
+         * halves precomputed once: a lookup is several times faster than decoding */
+        if (((uintptr_t)src & 1) == 0 && fp16_have_f16c()) {
+            fp16_to_f32_row_f16c(src, dst, n);
+            break;
+        }
         pthread_once(&fp16_table_once, fp16_table_init);
         for (int64_t i = 0; i < n; i++) dst[i] = fp16_table[s[2 * i] | s[2 * i + 1] << 8];
         break;

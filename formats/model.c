@@ -299,9 +299,13 @@ int model_read_rows_f32(const model *m, uint64_t ti, int64_t row0, int64_t nrows
                 return slmc_fail(err, m->path, "tensor %s: cannot dequantize %s rows", t->name, type_name(t->type));
         return 0;
     }
-    /* Read the 16-bit rows into the tail of dst, then widen front to back: the write
-     * position never overtakes the unread input. */
     int64_t n = ne0 * nrows;
+    if (t->qk_heads <= 0) { /* rows in stored order: widen straight from the input */
+        row_to_f32(t->type, t->data + (uint64_t)row0 * model_tensor_row_bytes(t), dst, n);
+        return 0;
+    }
+    /* Permuted rows: read the 16-bit rows into the tail of dst, then widen front to back: the
+     * write position never overtakes the unread input. */
     uint16_t *half = (uint16_t *)(dst + n) - n;
     if (model_read_rows(m, ti, row0, nrows, half, err) != 0) return -1;
     row_to_f32(t->type, half, dst, n);
