@@ -91,6 +91,28 @@ AVX2_FMA void attn_exp_avx2(const float *x, float *out, int64_t n) {
     }
 }
 
+/* out[i] = expf(x[i] - sub): the subtraction rounded as in C, then the vector exp. */
+AVX2_FMA void attn_sub_exp_avx2(const float *x, float sub, float *out, int64_t n) {
+    const __m256 m = _mm256_set1_ps(sub);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m)));
+    for (; i < n; ++i) out[i] = expf(x[i] - sub);
+}
+
+/* The largest of x[0..n), n >= 1 (a max is exact in any order; with a NaN among x the caller's
+ * sum of exps is NaN either way). */
+AVX2_FMA float attn_max_avx2(const float *x, int64_t n) {
+    __m256 m = _mm256_set1_ps(x[0]);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+    float lanes[8], r;
+    _mm256_storeu_ps(lanes, m);
+    r = lanes[0];
+    for (int k = 1; k < 8; ++k) r = fmaxf(r, lanes[k]);
+    for (; i < n; ++i) r = fmaxf(r, x[i]);
+    return r;
+}
+
 /* The check at first use: every 65521st float bit pattern (both signs, all exponents: zeros,
  * subnormals, the fast range, the fall-backs) and the range softmax uses most, [-30, 0], densely. */
 static bool exp_ok;

@@ -45,5 +45,9 @@ void attn_group_avx2(const attn_job *job);
 bool attn_fast_exp_ok(void);
 /* out[i] = expf(x[i]) through the vector exp (whether or not attn_fast_exp_ok()): tests. */
 void attn_exp_avx2(const float *x, float *out, int64_t n);
+/* For log-softmax (perplexity.c): out[i] = expf(x[i] - sub), and the max of x[0..n) (n >= 1).
+ * The caller checks kern_cpu_has_avx2() and attn_fast_exp_ok() first. */
+void attn_sub_exp_avx2(const float *x, float sub, float *out, int64_t n);
+float attn_max_avx2(const float *x, int64_t n);
 
 #endif

@@ -1,6 +1,9 @@
 /* perplexity.c - llama-perplexity's method (see perplexity.h). */
 #include "perplexity.h"
 
+#include "codec/dots.h"
+#include "eval/attn_avx2.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -38,12 +41,33 @@ int ppl_eval_chunk(llm_context *ctx, const int32_t *chunk, int n_ctx, int32_t bo
     return rc;
 }
 
-double ppl_nll(const float *logits, int64_t n_vocab, int32_t tok) {
+/* The reference: max, then the exps summed in double in index order. */
+double ppl_nll_ref(const float *logits, int64_t n_vocab, int32_t tok) {
     float max = logits[0];
     for (int64_t i = 1; i < n_vocab; ++i) max = fmaxf(max, logits[i]);
     double sum_exp = 0;
     for (int64_t i = 0; i < n_vocab; ++i) sum_exp += expf(logits[i] - max);
     return -((double)(logits[tok] - max) - log(sum_exp));
+}
+
+/* The same numbers: the max and the exps 8 at a time (the vector exp equals expf here, checked
+ * once), the double sum still in index order, a block of exps at a time. */
+static double ppl_nll_avx2(const float *logits, int64_t n_vocab, int32_t tok) {
+    enum { BLOCK = 1024 };
+    float e[BLOCK];
+    const float max = attn_max_avx2(logits, n_vocab);
+    double sum_exp = 0;
+    for (int64_t i0 = 0; i0 < n_vocab; i0 += BLOCK) {
+        const int64_t nb = n_vocab - i0 < BLOCK ? n_vocab - i0 : BLOCK;
+        attn_sub_exp_avx2(logits + i0, max, e, nb);
+        for (int64_t i = 0; i < nb; ++i) sum_exp += e[i];
+    }
+    return -((double)(logits[tok] - max) - log(sum_exp));
+}
+
+double ppl_nll(const float *logits, int64_t n_vocab, int32_t tok) {
+    if (n_vocab >= 1 && kern_cpu_has_avx2() && attn_fast_exp_ok()) return ppl_nll_avx2(logits, n_vocab, tok);
+    return ppl_nll_ref(logits, n_vocab, tok);
 }
 
 void ppl_accumulate(ppl_stats *s, const float *logits, int64_t n_vocab, const int32_t *chunk, int n_ctx) {

@@ -48,6 +48,9 @@ int ppl_eval_chunk(llm_context *ctx, const int32_t *chunk, int n_ctx, int32_t bo
 /* -log softmax(logits)[tok], computed as llama.cpp's log_softmax (max-subtracted, expf terms
  * summed in double). */
 double ppl_nll(const float *logits, int64_t n_vocab, int32_t tok);
+/* The same, always with the plain scalar loops (the reference the vector path is tested
+ * against; both give the same bits). */
+double ppl_nll_ref(const float *logits, int64_t n_vocab, int32_t tok);
 /* Add the scored rows of one chunk (logits from ppl_eval_chunk) to s. */
 void ppl_accumulate(ppl_stats *s, const float *logits, int64_t n_vocab, const int32_t *chunk, int n_ctx);
 double ppl_value(const ppl_stats *s);

@@ -775,6 +775,35 @@ START_TEST(test_generate_stories260K) {
 }
 END_TEST
 
+/* ppl_nll (the vector max and exp where the CPU has them) gives the same bits as the scalar
+ * loops, on logits of several spreads and vocabulary sizes (tails of 1..7 values), the target
+ * anywhere, and rows with -inf entries (masked tokens). */
+START_TEST(test_ppl_nll_vector_exact) {
+    static const int64_t sizes[] = {1, 7, 8, 33, 1000, 32000, 32003};
+    uint64_t st = 12345;
+    for (int si = 0; si < 7; ++si) {
+        const int64_t n = sizes[si];
+        float *l = malloc(sizeof(float) * (size_t)n);
+        ck_assert_ptr_nonnull(l);
+        for (int spread = 0; spread < 4; ++spread) {
+            for (int64_t i = 0; i < n; ++i) {
+                st = st * 6364136223846793005ull + 1442695040888963407ull;
+                const float u = (float)(st >> 40) / 16777216.0f;
+                l[i] = (u - 0.5f) * (spread == 0 ? 1.f : spread == 1 ? 20.f : spread == 2 ? 200.f : 5.f);
+                if (spread == 3 && i % 5 == 1) l[i] = -INFINITY;
+            }
+            for (int k = 0; k < 3; ++k) {
+                const int32_t tok = (int32_t)(k == 0 ? 0 : k == 1 ? n - 1 : n / 2);
+                const double a = ppl_nll(l, n, tok), b = ppl_nll_ref(l, n, tok);
+                ck_assert_msg(memcmp(&a, &b, sizeof a) == 0, "n %lld spread %d tok %d: %.17g vs %.17g", (long long)n,
+                              spread, tok, a, b);
+            }
+        }
+        free(l);
+    }
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("llm");
     TCase *tc = tcase_create("core");
@@ -791,6 +820,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_context_set_threads);
     tcase_add_test(tc, test_attention_avx2_bitwise);
     tcase_add_test(tc, test_ppl_indices);
+    tcase_add_test(tc, test_ppl_nll_vector_exact);
     tcase_add_test(tc, test_ppl_stories260K);
     tcase_add_test(tc, test_generate_stories260K);
     tcase_add_test(tc, test_books22m_two_chunks);
