@@ -409,7 +409,8 @@ float kern_dot_unpacked(const kern_wdesc *wd, bool avx2, int64_t n, const kern_w
  * the 1x1 inner loop for the rest (see dots.h). */
 void kern_dot_block(const kern_wdesc *wd, bool avx2, int64_t n, const kern_wrow *w, int nr, const kern_arow *a,
                     int nt, float *y, int64_t ldy) {
-    const int r0 = avx2 ? kern_dot_tile_avx2(wd, n, w, nr, a, nt, y, ldy) : 0;
+    int r0 = avx2 ? kern_dot_tile_avx512(wd, n, w, nr, a, nt, y, ldy) : 0;
+    if (avx2 && r0 == 0) r0 = kern_dot_tile_avx2(wd, n, w, nr, a, nt, y, ldy);
     if (r0 == nr) return;
     for (int t = 0; t < nt; ++t)
         for (int r = r0; r < nr; ++r) y[t * ldy + r] = kern_dot_unpacked(wd, avx2, n, &w[r], &a[t]);

@@ -139,6 +139,13 @@ void kern_dot_block(const kern_wdesc *wd, bool avx2, int64_t n, const kern_wrow 
 int kern_dot_tile_avx2(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int nr, const kern_arow *a, int nt,
                        float *y, int64_t ldy);
 
+/* The same contract with AVX-512 registers (F32/F16/BF16 rows with n % 8 == 0, and the legacy
+ * blocks Q4_0..Q8_0), the same bits: 0 (nothing written) for other types or when the CPU lacks
+ * AVX-512 F/DQ/BW/VL/VNNI. kern_dot_block tries it first when avx2 is set. */
+int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int nr, const kern_arow *a, int nt,
+                         float *y, int64_t ldy);
+bool kern_cpu_has_avx512(void);
+
 /* AVX2 twins of the unpacking (only when kern_cpu_has_avx2()), bit for bit the same arrays:
  * kern_unpack_wrow_avx2 as kern_unpack_wrow; kern_act_unpack_avx2 as kern_act_convert(wd->type)
  * followed by kern_unpack_arow(wd->act_type). Each returns false (nothing done) where it has

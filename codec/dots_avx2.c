@@ -417,6 +417,142 @@ int kern_dot_tile_avx2(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int 
     return nr_tiled;
 }
 
+/* ===================================================================== AVX-512 tiles
+ * The same tiles with 512-bit registers where that keeps every output's operations: for float
+ * rows the 1x1 kernel's two 8-lane chains (even / odd 8-value chunks of each 16) are the two
+ * halves of one 16-lane register, so one pass does both; for legacy blocks two tokens share a
+ * register, each half running its own token's chain, and VPDPBUSD forms the same int32 sums of
+ * four products as VPMADDUBSW + VPMADDWD (no saturation here). The reduction is the AVX2 one. */
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma")))
+
+static bool cpu_avx512;
+static pthread_once_t cpu_avx512_once = PTHREAD_ONCE_INIT;
+static void check_cpu_avx512(void) {
+    unsigned eax, ebx, ecx, edx;
+    __builtin_cpu_init();
+    /* avx512f: libgcc / compiler-rt also check that the OS saves the ZMM state; the rest from
+     * CPUID leaf 7 (DQ ebx 17, BW ebx 30, VL ebx 31, VNNI ecx 11) */
+    cpu_avx512 = kern_cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
+                 __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (ebx >> 17 & 1) && (ebx >> 30 & 1) &&
+                 (ebx >> 31 & 1) && (ecx >> 11 & 1);
+}
+
+bool kern_cpu_has_avx512(void) {
+    pthread_once(&cpu_avx512_once, check_cpu_avx512);
+    return cpu_avx512;
+}
+
+AVX512 static AI void dot_f32_tile512(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy,
+                                      const int T) {
+    const int64_t n16 = n / 16 * 16;
+    __m512 acc[8];
+    UNROLL
+    for (int k = 0; k < 8; ++k) acc[k] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n16; i += 16) {
+        __m512 av[KT_T];
+        UNROLL
+        for (int t = 0; t < T; ++t) av[t] = _mm512_loadu_ps(a[t].f + i);
+        UNROLL
+        for (int r = 0; r < KT_R; ++r) {
+            const __m512 wv = _mm512_loadu_ps(w[r].f + i);
+            UNROLL
+            for (int t = 0; t < T; ++t) acc[LANE(r, t)] = _mm512_fmadd_ps(wv, av[t], acc[LANE(r, t)]);
+        }
+    }
+    __m256 v[8];
+    UNROLL
+    for (int k = 0; k < 8; ++k) {
+        __m256 acc0 = _mm512_castps512_ps256(acc[k]);
+        const __m256 acc1 = _mm512_extractf32x8_ps(acc[k], 1);
+        const int r = k % KT_R, t = k / KT_R;
+        if (n16 < n && t < T) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w[r].f + n16), _mm256_loadu_ps(a[t].f + n16), acc0);
+        v[k] = _mm256_add_ps(acc0, acc1);
+    }
+    store_tile(hsum8_ps(v), T, y, ldy);
+}
+
+AVX512 static AI void dot_legacy_tile512(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy,
+                                         const int T, const bool has_min) {
+    enum { NP = (KT_T + 1) / 2 }; /* token pairs */
+    __m512 acc[KT_R][NP];
+    __m256 mins = _mm256_setzero_ps(); /* lane LANE(r, t) */
+    UNROLL
+    for (int r = 0; r < KT_R; ++r)
+        UNROLL
+        for (int p = 0; p < NP; ++p) acc[r][p] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n / 32; ++b) {
+        UNROLL
+        for (int r = 0; r < KT_R; ++r) {
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)(w[r].q + 32 * b));
+            const __m256i wabs = _mm256_sign_epi8(wv, wv);
+            const __m512i wu = _mm512_broadcast_i64x4(has_min ? wv : wabs);
+            UNROLL
+            for (int p = 0; p < NP; ++p) {
+                const int t0 = 2 * p, t1 = 2 * p + 1;
+                if (t0 >= T) break;
+                __m256i a0 = _mm256_loadu_si256((const __m256i *)(a[t0].q + 32 * b));
+                __m256i a1 = t1 < T ? _mm256_loadu_si256((const __m256i *)(a[t1].q + 32 * b)) : _mm256_setzero_si256();
+                if (!has_min) { /* the weight's sign moved onto the activations */
+                    a0 = _mm256_sign_epi8(a0, wv);
+                    a1 = _mm256_sign_epi8(a1, wv);
+                }
+                const __m512i pr = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wu,
+                                                       _mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1));
+                const __m512 ad = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_broadcast_ss(a[t0].d + b)),
+                                                     t1 < T ? _mm256_broadcast_ss(a[t1].d + b) : _mm256_setzero_ps(), 1);
+                const __m512 d = _mm512_mul_ps(_mm512_set1_ps(w[r].d[b]), ad);
+                acc[r][p] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(pr), acc[r][p]);
+            }
+        }
+        if (has_min)
+            mins = _mm256_add_ps(mins, _mm256_mul_ps(lanes_of_rows(w[0].m + b, w[1].m + b), lanes_of_tokens(a, b, T, true)));
+    }
+    __m256 v[8];
+    UNROLL
+    for (int k = 0; k < 8; ++k) {
+        const int r = k % KT_R, t = k / KT_R;
+        v[k] = t % 2 ? _mm512_extractf32x8_ps(acc[r][t / 2], 1) : _mm512_castps512_ps256(acc[r][t / 2]);
+    }
+    __m256 out = hsum8_ps(v);
+    if (has_min) out = _mm256_add_ps(out, mins);
+    store_tile(out, T, y, ldy);
+}
+
+#define CALL_F32_512(T) dot_f32_tile512(n, w, a, y, ldy, T)
+#define CALL_LEG_512(T) dot_legacy_tile512(n, w, a, y, ldy, T, false)
+#define CALL_LEGM_512(T) dot_legacy_tile512(n, w, a, y, ldy, T, true)
+#define TILE_FNS512(NAME, CALL)                                                                    \
+    AVX512 static void NAME##_1(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy) { CALL(1); } \
+    AVX512 static void NAME##_2(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy) { CALL(2); } \
+    AVX512 static void NAME##_3(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy) { CALL(3); } \
+    AVX512 static void NAME##_4(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy) { CALL(4); } \
+    static void (*const NAME[KT_T + 1])(int64_t, const kern_wrow *, const kern_arow *, float *, int64_t) = {      \
+        NULL, NAME##_1, NAME##_2, NAME##_3, NAME##_4};
+TILE_FNS512(tile512_f32, CALL_F32_512)
+TILE_FNS512(tile512_leg, CALL_LEG_512)
+TILE_FNS512(tile512_legm, CALL_LEGM_512)
+
+int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int nr, const kern_arow *a, int nt,
+                         float *y, int64_t ldy) {
+    void (*const *fns)(int64_t, const kern_wrow *, const kern_arow *, float *, int64_t) = NULL;
+    switch (wd->type) {
+    case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16:
+        if (n % 8 == 0) fns = tile512_f32;
+        break;
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q5_0: case GGML_TYPE_Q8_0: fns = tile512_leg; break;
+    case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_1: fns = tile512_legm; break;
+    default: break;
+    }
+    const int nr_tiled = nr / KT_R * KT_R;
+    if (!fns || nr_tiled == 0 || nt <= 0 || !kern_cpu_has_avx512()) return 0;
+    for (int t0 = 0; t0 < nt; t0 += KT_T) {
+        const int tt = nt - t0 < KT_T ? nt - t0 : KT_T;
+        for (int r0 = 0; r0 < nr_tiled; r0 += KT_R) fns[tt](n, w + r0, a + t0, y + t0 * ldy + r0, ldy);
+    }
+    return nr_tiled;
+}
+
 /* ===================================================================== unpacking with AVX2
  * The same arrays as kern_unpack_wrow and kern_act_convert + kern_unpack_arow (dots.c), bit for
  * bit: integer bit-fiddling on 32 quants at a time; the per-block scales as the scalar code. */
@@ -793,6 +929,12 @@ int kern_dot_tile_avx2(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int 
     (void)wd, (void)n, (void)w, (void)nr, (void)a, (void)nt, (void)y, (void)ldy;
     return 0;
 }
+int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int nr, const kern_arow *a, int nt,
+                         float *y, int64_t ldy) {
+    (void)wd, (void)n, (void)w, (void)nr, (void)a, (void)nt, (void)y, (void)ldy;
+    return 0;
+}
+bool kern_cpu_has_avx512(void) { return false; }
 bool kern_unpack_wrow_avx2(const kern_wdesc *wd, const void *row, int64_t n, kern_wrow *w) {
     (void)wd, (void)row, (void)n, (void)w;
     return false;

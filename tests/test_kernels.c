@@ -245,12 +245,14 @@ static void *unpack_all(const kern_wdesc *wd, int64_t n, const uint8_t *wq, size
     return mem;
 }
 
-/* The register-tiled AVX2 dots (kern_dot_block / kern_dot_tile_avx2) give, bit for bit, what
+/* The register-tiled AVX2 dots (kern_dot_block / kern_dot_tile_avx2, and kern_dot_tile_avx512
+ * where the CPU has it; reported below when it does not) give, bit for bit, what
  * the 1x1 AVX2 kernel gives for each (row, token): every type, row lengths of 1 to 3 blocks
  * (floats: also lengths that are not a multiple of 8, which stay 1x1), 1..9 and 19 rows, 1..9
  * tokens, an output stride wider than the rows (the gaps untouched). */
 START_TEST(test_tiled_dots_bit_identical) {
     if (!kern_have_avx2()) SKIP_TEST("the CPU has no AVX2/FMA");
+    if (!kern_cpu_has_avx512()) fprintf(stderr, "note: the CPU has no AVX-512 F/DQ/BW/VL/VNNI: its tiles are not tested here\n");
     enum { MAXR = 19, MAXT = 9 };
     for (int ti = 0; ti < N_WTYPES; ++ti) {
         const int type = WTYPES[ti];
@@ -291,6 +293,23 @@ START_TEST(test_tiled_dots_bit_identical) {
                     /* the tiled kernel alone: even row counts, or nothing when it does not apply */
                     const int k = kern_dot_tile_avx2(wd, n, rows, nr, acts, nt, y, ldy);
                     ck_assert_int_eq(k, wd->kind == KERN_WK_FLOAT && n % 8 != 0 ? 0 : nr / 2 * 2);
+                    /* the AVX-512 tiles (floats and legacy blocks), bit for bit the same */
+                    if (kern_cpu_has_avx512()) {
+                        for (int i = 0; i < MAXT * (MAXR + 3); ++i) y[i] = -12345.0f;
+                        const int k5 = kern_dot_tile_avx512(wd, n, rows, nr, acts, nt, y, ldy);
+                        const bool covered = wd->kind == KERN_WK_LEGACY || (wd->kind == KERN_WK_FLOAT && n % 8 == 0);
+                        ck_assert_int_eq(k5, covered ? nr / 2 * 2 : 0);
+                        for (int t = 0; t < MAXT; ++t)
+                            for (int r = 0; r < ldy; ++r) {
+                                const float got = y[t * ldy + r];
+                                if (t < nt && r < k5)
+                                    ck_assert_msg(memcmp(&got, &want[t][r], sizeof got) == 0,
+                                                  "AVX-512 %s n %lld rows %d tokens %d: (%d, %d) %.9g vs 1x1 %.9g",
+                                                  type_name(type), (long long)n, nr, nt, r, t, got, want[t][r]);
+                                else
+                                    ck_assert_msg(got == -12345.0f, "AVX-512 %s: wrote outside (%d, %d)", type_name(type), r, t);
+                            }
+                    }
                 }
             free(mem);
             free(x);
