@@ -330,6 +330,8 @@ struct tokenizer {
     bool add_space_prefix;      /* SPM: prefix text (after a special token too) with a space */
     bool ignore_merges;         /* BPE: whole-word tokens skip merging */
     int32_t byte_tok[256];      /* SPM byte fallback: id of "<0xXX>" (or the byte itself), -1 */
+    bool spm_word_split;        /* SPM: no token has "▁" after another character (see spm_tokenize) */
+    bool spm_one_queue;         /* SPM: merge in one queue anyway (tokenizer_set_word_split) */
 
     pcre2_code *re[RE_MAX];     /* BPE pre-tokenizer regexes, NULL-terminated */
     int n_re;
@@ -756,8 +758,24 @@ static int load_config(tokenizer *t, const meta *kv, const char *model, slmc_err
             }
             t->byte_tok[b] = id;
         }
+        /* Whether a "▁" that follows another character can start an independent word: only when
+         * no token holds a "▁" right after a character other than "▁" (Llama's vocabularies) */
+        t->spm_word_split = true;
+        for (uint32_t i = 0; i < t->n_vocab && t->spm_word_split; i++) {
+            const char *x = t->text + t->tok[i].off;
+            for (uint32_t j = 1; j + 3 <= t->tok[i].len; j++)
+                if (memcmp(x + j, SPACE_ESC, 3) == 0 && (j < 3 || memcmp(x + j - 3, SPACE_ESC, 3) != 0)) {
+                    t->spm_word_split = false;
+                    break;
+                }
+        }
     }
     return 0;
+}
+
+bool tokenizer_set_word_split(tokenizer *t, bool on) {
+    t->spm_one_queue = !on;
+    return t->kind == TOK_SPM && t->spm_word_split && on;
 }
 
 int tokenizer_create(tokenizer **out, const meta *kv, slmc_err *err) {
@@ -912,7 +930,7 @@ static int spm_try_pair(const tokenizer *t, work *w, const char *s, int32_t left
 /* llm_tokenizer_spm_session::tokenize over s[0, n) (already escaped). A symbol left that is no
  * token becomes its bytes' <0xXX> tokens. (llama.cpp's rev_merge re-split never fires: every
  * merged symbol is a token by construction.) */
-static int spm_tokenize(const tokenizer *t, work *w, const char *s, size_t n, slmc_err *err) {
+static int spm_tokenize_piece(const tokenizer *t, work *w, const char *s, size_t n, slmc_err *err) {
     int64_t ns = make_symbols(w, s, n);
     if (ns < 0) return slmc_fail(err, NULL, "out of memory");
     w->n_heap = 0;
@@ -938,6 +956,30 @@ static int spm_tokenize(const tokenizer *t, work *w, const char *s, size_t n, sl
         }
     }
     return 0;
+}
+
+/* The same over s[0, n), word by word when the vocabulary allows: llama.cpp merges over the
+ * whole text in one queue, but a merge joins two neighbours into a token, and when no token
+ * holds "▁" right after another character, no merge ever joins the character before such a "▁"
+ * to it. So the text falls apart into independent words there, each merged in the same order
+ * as in the one queue (highest score first, leftmost on ties), with the same tokens; a small
+ * queue per word stays in cache where one queue over the whole text does not. */
+static int spm_tokenize(const tokenizer *t, work *w, const char *s, size_t n, slmc_err *err) {
+    if (!t->spm_word_split || t->spm_one_queue) return spm_tokenize_piece(t, w, s, n, err);
+    /* walk the symbols as make_symbols cuts them (by lead byte, also in invalid UTF-8) */
+    size_t start = 0, prev = 0;
+    for (size_t off = 0; off < n;) {
+        if (off > 0 && n - off >= 3 && memcmp(s + off, SPACE_ESC, 3) == 0 &&
+            !(off - prev == 3 && memcmp(s + prev, SPACE_ESC, 3) == 0)) {
+            if (spm_tokenize_piece(t, w, s + start, off - start, err) != 0) return -1;
+            start = off;
+        }
+        size_t l = utf8_len((unsigned char)s[off]);
+        if (l > n - off) l = n - off;
+        prev = off;
+        off += l;
+    }
+    return spm_tokenize_piece(t, w, s + start, n - start, err);
 }
 
 /* One SPM text fragment: optional " " prefix, then every " " becomes "▁". */

@@ -38,6 +38,12 @@ void tokenizer_free(tokenizer *t);
 int tokenizer_encode(const tokenizer *t, const char *text, size_t len, bool add_special, bool parse_special,
                      int32_t **ids, size_t *n_ids, slmc_err *err);
 
+/* SPM only: whether to merge word by word (true, the default when the vocabulary allows it:
+ * the same tokens, faster; see tokenizer.c) or in one queue over the whole text as llama.cpp
+ * does (false). For tests and benchmarks; returns the setting in force (false when the
+ * vocabulary does not allow word by word). */
+bool tokenizer_set_word_split(tokenizer *t, bool on);
+
 /* The bytes of token id as llama.cpp's llama_token_to_piece(special = true) renders them:
  * SPM "▁" -> space and "<0xXX>" -> that byte; BPE byte-level characters -> their bytes;
  * control/user-defined/unknown tokens -> their text; unused tokens -> nothing.

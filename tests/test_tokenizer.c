@@ -711,6 +711,23 @@ START_TEST(test_random_text) {
         ck_assert_msg(tokenizer_encode(t, bytes, N, true, true, &ids, &n, &err) == 0, "%s", err.msg);
         ck_assert_uint_gt(n, N / 8);
         free(ids);
+        if (k == 0) { /* SPM word by word == one queue over the whole text, on both inputs */
+            ck_assert(tokenizer_set_word_split(t, true));
+            for (int in = 0; in < 2; in++) {
+                int32_t *a = NULL, *b = NULL;
+                size_t na = 0, nb = 0;
+                const char *txt = in ? bytes : utf8;
+                const size_t tl = in ? N : nu;
+                tokenizer_set_word_split(t, true);
+                ck_assert(tokenizer_encode(t, txt, tl, true, false, &a, &na, &err) == 0);
+                tokenizer_set_word_split(t, false);
+                ck_assert(tokenizer_encode(t, txt, tl, true, false, &b, &nb, &err) == 0);
+                ck_assert_uint_eq(na, nb);
+                ck_assert(memcmp(a, b, na * sizeof *a) == 0);
+                free(a);
+                free(b);
+            }
+        }
         tokenizer_free(t);
     }
     free(utf8);
@@ -851,6 +868,17 @@ START_TEST(test_wiki_speed) {
             ck_assert(memcmp(back, text, len) == 0);
         }
         ck_assert_msg(t2 - t1 < 30, "tokenizing took %.1f s", t2 - t1);
+        if (k == 0) { /* SPM word by word (the default) == llama.cpp's one queue over the text */
+            int32_t *one = NULL;
+            size_t n1 = 0;
+            ck_assert(!tokenizer_set_word_split(t, false));
+            double t3 = now();
+            ck_assert_msg(tokenizer_encode(t, text, len, false, false, &one, &n1, &err) == 0, "%s", err.msg);
+            fprintf(stderr, "  one queue over the whole text: %.2f s; word by word: %.2f s\n", now() - t3, t2 - t1);
+            ck_assert_uint_eq(n1, n);
+            ck_assert(memcmp(one, ids, n * sizeof *ids) == 0);
+            free(one);
+        }
         free(back);
         free(ids);
         tokenizer_free(t);
