@@ -392,9 +392,25 @@ TILE_FNS(tile_leg, CALL_LEG)
 TILE_FNS(tile_legm, CALL_LEGM)
 TILE_FNS(tile_f32, CALL_F32)
 
+typedef void (*tile_fn)(int64_t, const kern_wrow *, const kern_arow *, float *, int64_t);
+
+/* Rows [0, k) x tokens [0, nt) through the tile functions fns[1..KT_T] (k the largest multiple
+ * of KT_R <= nr); returns k, or 0 when fns is NULL. */
+static int run_tiles(const tile_fn *fns, int64_t n, const kern_wrow *w, int nr, const kern_arow *a, int nt, float *y,
+                     int64_t ldy) {
+    const int nr_tiled = nr / KT_R * KT_R;
+    if (!fns || nr_tiled == 0 || nt <= 0) return 0;
+    /* tokens outer: the KT_T activation rows stay in L1 while every row pair passes */
+    for (int t0 = 0; t0 < nt; t0 += KT_T) {
+        const int tt = nt - t0 < KT_T ? nt - t0 : KT_T;
+        for (int r0 = 0; r0 < nr_tiled; r0 += KT_R) fns[tt](n, w + r0, a + t0, y + t0 * ldy + r0, ldy);
+    }
+    return nr_tiled;
+}
+
 int kern_dot_tile_avx2(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int nr, const kern_arow *a, int nt,
                        float *y, int64_t ldy) {
-    void (*const *fns)(int64_t, const kern_wrow *, const kern_arow *, float *, int64_t) = NULL;
+    const tile_fn *fns = NULL;
     switch (wd->type) {
     case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16:
         if (n % 8 == 0) fns = tile_f32;
@@ -407,14 +423,7 @@ int kern_dot_tile_avx2(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int 
     case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: fns = tile_q45k; break;
     default: break;
     }
-    const int nr_tiled = nr / KT_R * KT_R;
-    if (!fns || nr_tiled == 0 || nt <= 0) return 0;
-    /* tokens outer: the KT_T activation rows stay in L1 while every row pair passes */
-    for (int t0 = 0; t0 < nt; t0 += KT_T) {
-        const int tt = nt - t0 < KT_T ? nt - t0 : KT_T;
-        for (int r0 = 0; r0 < nr_tiled; r0 += KT_R) fns[tt](n, w + r0, a + t0, y + t0 * ldy + r0, ldy);
-    }
-    return nr_tiled;
+    return run_tiles(fns, n, w, nr, a, nt, y, ldy);
 }
 
 /* ===================================================================== AVX-512 tiles
@@ -535,7 +544,7 @@ TILE_FNS512(tile512_legm, CALL_LEGM_512)
 
 int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int nr, const kern_arow *a, int nt,
                          float *y, int64_t ldy) {
-    void (*const *fns)(int64_t, const kern_wrow *, const kern_arow *, float *, int64_t) = NULL;
+    const tile_fn *fns = NULL;
     switch (wd->type) {
     case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16:
         if (n % 8 == 0) fns = tile512_f32;
@@ -544,13 +553,7 @@ int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, in
     case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_1: fns = tile512_legm; break;
     default: break;
     }
-    const int nr_tiled = nr / KT_R * KT_R;
-    if (!fns || nr_tiled == 0 || nt <= 0 || !kern_cpu_has_avx512()) return 0;
-    for (int t0 = 0; t0 < nt; t0 += KT_T) {
-        const int tt = nt - t0 < KT_T ? nt - t0 : KT_T;
-        for (int r0 = 0; r0 < nr_tiled; r0 += KT_R) fns[tt](n, w + r0, a + t0, y + t0 * ldy + r0, ldy);
-    }
-    return nr_tiled;
+    return kern_cpu_has_avx512() ? run_tiles(fns, n, w, nr, a, nt, y, ldy) : 0;
 }
 
 /* ===================================================================== unpacking with AVX2

@@ -342,9 +342,23 @@ AVX2 static void fast_iq4_levels(const float *x, float id, int n, uint8_t *L) {
     }
 }
 
+/* The 32 values at x into v[0..4), and their largest magnitude (a NaN is skipped as fmaxf
+ * skips it: VMAXPS returns its second operand, the running max, when one is NaN). */
+AVX2 static inline float load_block_absmax(const float *x, __m256 v[4]) {
+    const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) {
+        v[k] = _mm256_loadu_ps(x + 8 * k);
+        m = _mm256_max_ps(_mm256_andnot_ps(sign_bit, v[k]), m);
+    }
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+
 /* Q8_0 rows (n a multiple of 32), as quants.c's quantize_q8_0_ref: per block d = amax / 127 and
- * q = roundf(x / d). The block's amax is a max over |x| (exact in any order; a NaN is skipped
- * as fmaxf skips it: VMAXPS returns its second operand, the running max, when one is NaN).
+ * q = roundf(x / d). The block's amax is a max over |x| (exact in any order).
  * roundf (ties away from zero) is truncation plus one step away from zero when the dropped
  * fraction, computed exactly as v - trunc(v), is at least 0.5; values are clamped to [-128, 127]
  * first, as the reference clamps, and NaN products (NaN or Inf inputs) become 0 as there.
@@ -353,15 +367,8 @@ AVX2 static void fast_q8_0_rows(const float *x, void *vy, int64_t n) {
     block_q8_0 *y = vy;
     const __m256 sign_bit = _mm256_set1_ps(-0.0f);
     for (int64_t i = 0; i < n / 32; ++i, x += 32) {
-        __m256 v[4], m = _mm256_setzero_ps();
-        for (int k = 0; k < 4; ++k) {
-            v[k] = _mm256_loadu_ps(x + 8 * k);
-            m = _mm256_max_ps(_mm256_andnot_ps(sign_bit, v[k]), m);
-        }
-        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
-        const float d = _mm_cvtss_f32(h) / 127;
+        __m256 v[4];
+        const float d = load_block_absmax(x, v) / 127;
         float id = d ? 1.0f / d : 0.0f; /* quants.c's safe_inverse */
         if (!isfinite(id)) id = 0.0f;
         y[i].d = f32_to_fp16(fminf(d, 65504.f)); /* quants.c's to_half: saturate (d >= 0, not NaN) */
@@ -394,15 +401,8 @@ AVX2 static void fast_q4_0_rows(const float *x, void *vy, int64_t n) {
     block_q4_0 *y = vy;
     const __m256 sign_bit = _mm256_set1_ps(-0.0f);
     for (int64_t i = 0; i < n / 32; ++i, x += 32) {
-        __m256 v[4], m = _mm256_setzero_ps();
-        for (int k = 0; k < 4; ++k) {
-            v[k] = _mm256_loadu_ps(x + 8 * k);
-            m = _mm256_max_ps(_mm256_andnot_ps(sign_bit, v[k]), m);
-        }
-        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
-        const float amax = _mm_cvtss_f32(h);
+        __m256 v[4];
+        const float amax = load_block_absmax(x, v);
         float max = 0.f;
         if (amax > 0) {
             uint32_t hits = 0;
