@@ -397,8 +397,9 @@ static float iq4_fit_group(const float *xb, const float *weight, int ntry, uint8
 static void iq4_levels(const float *x, float id, int n, uint8_t *L);
 static void quantize_q8_0_ref(const float *x, void *vy, int64_t n);
 static void quantize_q4_0_ref(const float *x, void *vy, int64_t n);
+static void legacy_levels(const float *x, float sub, float id, float bias, int maxq, uint8_t *L);
 static const quant_searches REF_SEARCHES = {make_qkx_quants, make_qx_quants, iq4_fit_group, iq4_levels,
-                                             quantize_q8_0_ref, quantize_q4_0_ref};
+                                             quantize_q8_0_ref, quantize_q4_0_ref, legacy_levels};
 
 /* The searches for quantize / quantize_weighted: the bit-identical fast ones from quants_fast.c
  * when this CPU runs them, else the reference ones. */
@@ -479,8 +480,15 @@ static void quantize_q4_0_weighted(const float *x, void *y, int64_t n, const flo
 }
 
 /* Q4_1: d spans min..max in 15 steps, m = min. */
-static void quantize_q4_1_ref(const float *x, void *vy, int64_t n) {
+/* One block of 32 rounded for the legacy types (quant_searches.legacy_levels). */
+static void legacy_levels(const float *x, float sub, float id, float bias, int maxq, uint8_t *L) {
+    for (int j = 0; j < QK_LEGACY; ++j) L[j] = (uint8_t)trunc_clamp((x[j] - sub) * id + bias, 0, maxq);
+}
+
+/* Q4_1: d = (max - min) / 15, m = min, q = trunc_clamp((x - min) / d + 0.5, 0, 15). */
+static void q4_1_rows(const float *x, void *vy, int64_t n, const quant_searches *s) {
     block_q4_1 *y = vy;
+    uint8_t L[QK_LEGACY];
     for (int64_t i = 0; i < n / QK_LEGACY; ++i, x += QK_LEGACY) {
         float min = FLT_MAX, max = -FLT_MAX;
         for (int j = 0; j < QK_LEGACY; ++j) {
@@ -491,13 +499,12 @@ static void quantize_q4_1_ref(const float *x, void *vy, int64_t n) {
         const float id = safe_inverse(d);
         y[i].d = to_half(d);
         y[i].m = to_half(min);
-        for (int j = 0; j < QK_LEGACY / 2; ++j) {
-            int q0 = trunc_clamp((x[j] - min) * id + 0.5f, 0, 15);
-            int q1 = trunc_clamp((x[j + QK_LEGACY / 2] - min) * id + 0.5f, 0, 15);
-            y[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
-        }
+        s->legacy_levels(x, min, id, 0.5f, 15, L);
+        for (int j = 0; j < QK_LEGACY / 2; ++j) y[i].qs[j] = (uint8_t)(L[j] | (L[j + QK_LEGACY / 2] << 4));
     }
 }
+static void quantize_q4_1_ref(const float *x, void *vy, int64_t n) { q4_1_rows(x, vy, n, &REF_SEARCHES); }
+static void quantize_q4_1_fast(const float *x, void *vy, int64_t n) { q4_1_rows(x, vy, n, fast_searches()); }
 
 static void dequantize_q4_1(const void *vx, float *y, int64_t n) {
     const block_q4_1 *x = vx;
@@ -552,17 +559,19 @@ static inline int unpack_5bit(const uint8_t *qs, const uint8_t *qh_bytes, int j)
     return low | (int)(((qh >> j) & 1) << 4);
 }
 
-static void quantize_q5_0_ref(const float *x, void *vy, int64_t n) {
+static void q5_0_rows(const float *x, void *vy, int64_t n, const quant_searches *s) {
     block_q5_0 *y = vy;
     uint8_t L[QK_LEGACY];
     for (int64_t i = 0; i < n / QK_LEGACY; ++i, x += QK_LEGACY) {
         const float d = signed_absmax(x, QK_LEGACY) / -16;
         const float id = safe_inverse(d);
         y[i].d = to_half(d);
-        for (int j = 0; j < QK_LEGACY; ++j) L[j] = (uint8_t)trunc_clamp(x[j] * id + 16.5f, 0, 31);
+        s->legacy_levels(x, 0.0f, id, 16.5f, 31, L); /* x - 0 is x exactly */
         pack_5bit(L, y[i].qs, y[i].qh);
     }
 }
+static void quantize_q5_0_ref(const float *x, void *vy, int64_t n) { q5_0_rows(x, vy, n, &REF_SEARCHES); }
+static void quantize_q5_0_fast(const float *x, void *vy, int64_t n) { q5_0_rows(x, vy, n, fast_searches()); }
 
 static void dequantize_q5_0(const void *vx, float *y, int64_t n) {
     const block_q5_0 *x = vx;
@@ -594,7 +603,7 @@ static void quantize_q5_0_weighted(const float *x, void *y, int64_t n, const flo
     q5_0_weighted(x, y, n, importance, fast_searches());
 }
 
-static void quantize_q5_1_ref(const float *x, void *vy, int64_t n) {
+static void q5_1_rows(const float *x, void *vy, int64_t n, const quant_searches *s) {
     block_q5_1 *y = vy;
     uint8_t L[QK_LEGACY];
     for (int64_t i = 0; i < n / QK_LEGACY; ++i, x += QK_LEGACY) {
@@ -607,10 +616,12 @@ static void quantize_q5_1_ref(const float *x, void *vy, int64_t n) {
         const float id = safe_inverse(d);
         y[i].d = to_half(d);
         y[i].m = to_half(min);
-        for (int j = 0; j < QK_LEGACY; ++j) L[j] = (uint8_t)trunc_clamp((x[j] - min) * id + 0.5f, 0, 31);
+        s->legacy_levels(x, min, id, 0.5f, 31, L);
         pack_5bit(L, y[i].qs, y[i].qh);
     }
 }
+static void quantize_q5_1_ref(const float *x, void *vy, int64_t n) { q5_1_rows(x, vy, n, &REF_SEARCHES); }
+static void quantize_q5_1_fast(const float *x, void *vy, int64_t n) { q5_1_rows(x, vy, n, fast_searches()); }
 
 static void dequantize_q5_1(const void *vx, float *y, int64_t n) {
     const block_q5_1 *x = vx;
@@ -1847,11 +1858,11 @@ static const quant_kernels KERNELS[] = {
     {GGML_TYPE_BF16, quantize_bf16, quantize_bf16, quantize_bf16_w, quantize_bf16_w, dequantize_bf16},
     {GGML_TYPE_Q4_0, quantize_q4_0_ref, quantize_q4_0_fast, quantize_q4_0_weighted, quantize_q4_0_weighted_ref,
      dequantize_q4_0},
-    {GGML_TYPE_Q4_1, quantize_q4_1_ref, quantize_q4_1_ref, quantize_q4_1_weighted, quantize_q4_1_weighted_ref,
+    {GGML_TYPE_Q4_1, quantize_q4_1_ref, quantize_q4_1_fast, quantize_q4_1_weighted, quantize_q4_1_weighted_ref,
      dequantize_q4_1},
-    {GGML_TYPE_Q5_0, quantize_q5_0_ref, quantize_q5_0_ref, quantize_q5_0_weighted, quantize_q5_0_weighted_ref,
+    {GGML_TYPE_Q5_0, quantize_q5_0_ref, quantize_q5_0_fast, quantize_q5_0_weighted, quantize_q5_0_weighted_ref,
      dequantize_q5_0},
-    {GGML_TYPE_Q5_1, quantize_q5_1_ref, quantize_q5_1_ref, quantize_q5_1_weighted, quantize_q5_1_weighted_ref,
+    {GGML_TYPE_Q5_1, quantize_q5_1_ref, quantize_q5_1_fast, quantize_q5_1_weighted, quantize_q5_1_weighted_ref,
      dequantize_q5_1},
     {GGML_TYPE_Q8_0, quantize_q8_0_ref, quantize_q8_0_fast, quantize_q8_0_weighted, quantize_q8_0_weighted_ref,
      dequantize_q8_0},

@@ -104,6 +104,9 @@ typedef struct quant_searches {
     /* Not searches, but the same pair: whole Q8_0 / Q4_0 rows, as quants.c's quantize_X_ref. */
     void (*q8_0_rows)(const float *x, void *y, int64_t n);
     void (*q4_0_rows)(const float *x, void *y, int64_t n);
+    /* The legacy types' rounding of one block of 32: L[j] = trunc_clamp((x[j] - sub) * id +
+     * bias, 0, maxq) (Q4_1/Q5_1: sub = min, bias 0.5; Q5_0: sub = 0, bias 16.5). */
+    void (*legacy_levels)(const float *x, float sub, float id, float bias, int maxq, uint8_t *L);
 } quant_searches;
 
 /* The fast searches when this CPU can run them, else NULL. */

@@ -431,8 +431,24 @@ AVX2 static void fast_q4_0_rows(const float *x, void *vy, int64_t n) {
     }
 }
 
+/* quants.c's legacy_levels on 32 values: (x - sub) * id + bias, each step rounded as in C (no
+ * FMA here), then trunc_clamp: NaN and negatives to 0 (VMAXPS returns its second operand, 0,
+ * for a NaN), at most maxq, truncated. */
+AVX2 static void fast_legacy_levels(const float *x, float sub, float id, float bias, int maxq, uint8_t *L) {
+    __m256i q[4];
+    for (int k = 0; k < 4; ++k) {
+        __m256 t = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + 8 * k), _mm256_set1_ps(sub)), _mm256_set1_ps(id));
+        t = _mm256_add_ps(t, _mm256_set1_ps(bias));
+        t = _mm256_min_ps(_mm256_max_ps(t, _mm256_setzero_ps()), _mm256_set1_ps((float)maxq));
+        q[k] = _mm256_cvttps_epi32(t);
+    }
+    /* packs work within 128-bit halves: dwords come out in the order 0 4 1 5 2 6 3 7 */
+    const __m256i p8 = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    _mm256_storeu_si256((__m256i *)L, _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
+
 static const quant_searches FAST = {fast_qkx, fast_qx, fast_iq4_group, fast_iq4_levels, fast_q8_0_rows,
-                                    fast_q4_0_rows};
+                                    fast_q4_0_rows, fast_legacy_levels};
 
 /* No __builtin_cpu_init() needed: the runtime (libgcc, compiler-rt) fills the CPU model in a
  * constructor before main, and GCC documents the call as needed only in code that runs before
