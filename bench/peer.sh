@@ -7,7 +7,11 @@
 #             default 60), slmc eval vs llama-perplexity, THREADS threads (default 2)
 #   quantize: a synthetic tinyllama-1.1b F16 GGUF to Q8_0, Q4_0, Q4_K_M, Q3_K_M, Q2_K, Q6_K
 #             (QUANT_TYPES), slmc quantize vs llama-quantize
-# WORK=eval or WORK=quantize runs one half. Without a peer build it says so and exits 0.
+#   eval1b:   a full-size synthetic Llama-3.2-1B (slmc synth; BF16 GGUF, and F16/Q8_0/Q4_K_M/
+#             Q3_K_M/Q2_K made from it by llama-quantize), books-valid.txt, -c 256, CHUNKS_1B
+#             chunks (default 2), slmc eval vs llama-perplexity. Not in the default WORK (about
+#             15 minutes on 2 cores, 6 GB of files in BENCH_DIR): WORK=eval1b.
+# WORK=eval or WORK=quantize runs one part. Without a peer build it says so and exits 0.
 set -e
 build=${1:-build}
 S="$build/slmc"
@@ -41,7 +45,7 @@ run() {
 }
 
 TEXT="$SH/text/books-valid.txt"
-if echo "$WORK" | grep -q eval; then
+if echo "$WORK" | grep -qw eval; then
     # the books-22m files: llama.cpp's own BF16/Q4_K_M/Q2_K, and F16/Q8_0/Q3_K_M made by llama-quantize
     [ -f "$DIR/books-F16.gguf" ] || "$PEER/llama-quantize" "$SH/reference/books-22m-BF16.gguf" "$DIR/books-F16.gguf" F16 >/dev/null 2>&1
     [ -f "$DIR/books-Q8_0.gguf" ] || "$PEER/llama-quantize" "$SH/reference/books-22m-BF16.gguf" "$DIR/books-Q8_0.gguf" Q8_0 >/dev/null 2>&1
@@ -53,6 +57,25 @@ if echo "$WORK" | grep -q eval; then
         while [ $i -lt "$PAIRS" ]; do
             run "eval-books22m-$t" slmc -- "$S" eval "$f" --text "$TEXT" -c 256 --chunks "$CHUNKS" -t "$THREADS" -q
             run "eval-books22m-$t" llama -- "$PEER/llama-perplexity" -m "$f" -f "$TEXT" -c 256 -b 256 --chunks "$CHUNKS" -t "$THREADS"
+            i=$((i + 1))
+        done
+    done
+fi
+if echo "$WORK" | grep -q eval1b; then
+    CHUNKS_1B=${CHUNKS_1B:-2}
+    B1="$DIR/llama-3.2-1b"
+    if [ ! -f "$B1-BF16.gguf" ]; then
+        [ -f "$B1-hf/config.json" ] || "$S" synth --shape llama-3.2-1b --dtype bf16 --seed 1 -o "$B1-hf" -q
+        "$S" convert "$B1-hf" "$B1-BF16.gguf" -q
+    fi
+    for t in F16 Q8_0 Q4_K_M Q3_K_M Q2_K; do
+        [ -f "$B1-$t.gguf" ] || "$PEER/llama-quantize" "$B1-BF16.gguf" "$B1-$t.gguf" "$t" "$THREADS" >/dev/null 2>&1
+    done
+    for t in BF16 F16 Q8_0 Q4_K_M Q3_K_M Q2_K; do
+        i=0
+        while [ $i -lt "$PAIRS" ]; do
+            run "eval-llama3.2-1b-$t" slmc -- "$S" eval "$B1-$t.gguf" --text "$TEXT" -c 256 --chunks "$CHUNKS_1B" -t "$THREADS" -q
+            run "eval-llama3.2-1b-$t" llama -- "$PEER/llama-perplexity" -m "$B1-$t.gguf" -f "$TEXT" -c 256 -b 256 --chunks "$CHUNKS_1B" -t "$THREADS"
             i=$((i + 1))
         done
     done
