@@ -452,33 +452,46 @@ bool kern_cpu_has_avx512(void) {
     return cpu_avx512;
 }
 
+/* P pairs of rows (P = 1 or 2: 2 or 4 rows) x T tokens; each pair's 8 outputs reduce and store
+ * as in the AVX2 tile. 4 rows x 4 tokens keep 16 accumulators in registers: 8 vector loads
+ * per 16 FMAs. */
 AVX512 static AI void dot_f32_tile512(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy,
-                                      const int T) {
+                                      const int T, const int P) {
     const int64_t n16 = n / 16 * 16;
-    __m512 acc[8];
+    __m512 acc[2][8];
     UNROLL
-    for (int k = 0; k < 8; ++k) acc[k] = _mm512_setzero_ps();
+    for (int p = 0; p < P; ++p)
+        UNROLL
+        for (int k = 0; k < 8; ++k) acc[p][k] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n16; i += 16) {
         __m512 av[KT_T];
         UNROLL
-        for (int t = 0; t < T; ++t) av[t] = _mm512_loadu_ps(a[t].f + i);
+        for (int t = 0; t < T; ++t) {
+            av[t] = _mm512_loadu_ps(a[t].f + i);
+            __asm__("" : "+v"(av[t])); /* keep it in a register: no reload folded into each FMA */
+        }
         UNROLL
-        for (int r = 0; r < KT_R; ++r) {
+        for (int r = 0; r < KT_R * P; ++r) {
             const __m512 wv = _mm512_loadu_ps(w[r].f + i);
             UNROLL
-            for (int t = 0; t < T; ++t) acc[LANE(r, t)] = _mm512_fmadd_ps(wv, av[t], acc[LANE(r, t)]);
+            for (int t = 0; t < T; ++t)
+                acc[r / KT_R][LANE(r % KT_R, t)] = _mm512_fmadd_ps(wv, av[t], acc[r / KT_R][LANE(r % KT_R, t)]);
         }
     }
-    __m256 v[8];
     UNROLL
-    for (int k = 0; k < 8; ++k) {
-        __m256 acc0 = _mm512_castps512_ps256(acc[k]);
-        const __m256 acc1 = _mm512_extractf32x8_ps(acc[k], 1);
-        const int r = k % KT_R, t = k / KT_R;
-        if (n16 < n && t < T) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w[r].f + n16), _mm256_loadu_ps(a[t].f + n16), acc0);
-        v[k] = _mm256_add_ps(acc0, acc1);
+    for (int p = 0; p < P; ++p) {
+        __m256 v[8];
+        UNROLL
+        for (int k = 0; k < 8; ++k) {
+            __m256 acc0 = _mm512_castps512_ps256(acc[p][k]);
+            const __m256 acc1 = _mm512_extractf32x8_ps(acc[p][k], 1);
+            const int r = KT_R * p + k % KT_R, t = k / KT_R;
+            if (n16 < n && t < T)
+                acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w[r].f + n16), _mm256_loadu_ps(a[t].f + n16), acc0);
+            v[k] = _mm256_add_ps(acc0, acc1);
+        }
+        store_tile(hsum8_ps(v), T, y + KT_R * p, ldy);
     }
-    store_tile(hsum8_ps(v), T, y, ldy);
 }
 
 AVX512 static AI void dot_legacy_tile512(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy,
@@ -528,7 +541,8 @@ AVX512 static AI void dot_legacy_tile512(int64_t n, const kern_wrow *w, const ke
     store_tile(out, T, y, ldy);
 }
 
-#define CALL_F32_512(T) dot_f32_tile512(n, w, a, y, ldy, T)
+#define CALL_F32_512(T) dot_f32_tile512(n, w, a, y, ldy, T, 1)
+#define CALL_F32_512R4(T) dot_f32_tile512(n, w, a, y, ldy, T, 2)
 #define CALL_LEG_512(T) dot_legacy_tile512(n, w, a, y, ldy, T, false)
 #define CALL_LEGM_512(T) dot_legacy_tile512(n, w, a, y, ldy, T, true)
 #define TILE_FNS512(NAME, CALL)                                                                    \
@@ -539,6 +553,7 @@ AVX512 static AI void dot_legacy_tile512(int64_t n, const kern_wrow *w, const ke
     static void (*const NAME[KT_T + 1])(int64_t, const kern_wrow *, const kern_arow *, float *, int64_t) = {      \
         NULL, NAME##_1, NAME##_2, NAME##_3, NAME##_4};
 TILE_FNS512(tile512_f32, CALL_F32_512)
+TILE_FNS512(tile512_f32r4, CALL_F32_512R4)
 TILE_FNS512(tile512_leg, CALL_LEG_512)
 TILE_FNS512(tile512_legm, CALL_LEGM_512)
 
@@ -553,7 +568,16 @@ int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, in
     case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_1: fns = tile512_legm; break;
     default: break;
     }
-    return kern_cpu_has_avx512() ? run_tiles(fns, n, w, nr, a, nt, y, ldy) : 0;
+    if (!kern_cpu_has_avx512()) return 0;
+    if (fns == tile512_f32 && nr >= 4 && nt > 0) { /* rows in fours, then a last pair */
+        const int nr4 = nr / 4 * 4;
+        for (int t0 = 0; t0 < nt; t0 += KT_T) {
+            const int tt = nt - t0 < KT_T ? nt - t0 : KT_T;
+            for (int r0 = 0; r0 < nr4; r0 += 4) tile512_f32r4[tt](n, w + r0, a + t0, y + t0 * ldy + r0, ldy);
+        }
+        return nr4 + run_tiles(fns, n, w + nr4, nr - nr4, a, nt, y + nr4, ldy);
+    }
+    return run_tiles(fns, n, w, nr, a, nt, y, ldy);
 }
 
 /* ===================================================================== unpacking with AVX2
