@@ -431,7 +431,8 @@ int kern_dot_tile_avx2(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int 
  * rows the 1x1 kernel's two 8-lane chains (even / odd 8-value chunks of each 16) are the two
  * halves of one 16-lane register, so one pass does both; for legacy blocks two tokens share a
  * register, each half running its own token's chain, and VPDPBUSD forms the same int32 sums of
- * four products as VPMADDUBSW + VPMADDWD (no saturation here). The reduction is the AVX2 one. */
+ * four products as VPMADDUBSW + VPMADDWD (exact integers). The reduction is the AVX2 one. Rows
+ * go in fours where there are four (32 registers hold the accumulators), then a last pair. */
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma")))
 
@@ -494,57 +495,76 @@ AVX512 static AI void dot_f32_tile512(int64_t n, const kern_wrow *w, const kern_
     }
 }
 
+/* Each block's activations are prepared once for all rows: two tokens' 32 quants in one register
+ * and, for the signed types, their group-of-4 sums times 128: VPDPBUSD wants an unsigned
+ * operand, so the weights go in as w + 128 (w ^ 0x80) and the accumulator starts at
+ * -128 * sum(a), which leaves exactly sum(w * a) (integers: no rounding, no saturation). P pairs
+ * of rows (P = 1 or 2). */
 AVX512 static AI void dot_legacy_tile512(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy,
-                                         const int T, const bool has_min) {
+                                         const int T, const bool has_min, const int P) {
     enum { NP = (KT_T + 1) / 2 }; /* token pairs */
-    __m512 acc[KT_R][NP];
-    __m256 mins = _mm256_setzero_ps(); /* lane LANE(r, t) */
+    __m512 acc[2 * KT_R][NP];
+    __m256 mins[2]; /* per row pair: lane LANE(r, t) */
     UNROLL
-    for (int r = 0; r < KT_R; ++r)
+    for (int r = 0; r < KT_R * P; ++r)
         UNROLL
         for (int p = 0; p < NP; ++p) acc[r][p] = _mm512_setzero_ps();
+    mins[0] = mins[1] = _mm256_setzero_ps();
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
     for (int64_t b = 0; b < n / 32; ++b) {
+        __m512i av[NP], start[NP];
+        __m512 ad[NP];
         UNROLL
-        for (int r = 0; r < KT_R; ++r) {
+        for (int p = 0; p < NP; ++p) {
+            const int t0 = 2 * p, t1 = 2 * p + 1;
+            if (t0 >= T) break;
+            const __m256i a0 = _mm256_loadu_si256((const __m256i *)(a[t0].q + 32 * b));
+            const __m256i a1 = t1 < T ? _mm256_loadu_si256((const __m256i *)(a[t1].q + 32 * b)) : _mm256_setzero_si256();
+            av[p] = _mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1);
+            start[p] = has_min ? _mm512_setzero_si512()
+                               : _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, av[p]));
+            ad[p] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_broadcast_ss(a[t0].d + b)),
+                                       t1 < T ? _mm256_broadcast_ss(a[t1].d + b) : _mm256_setzero_ps(), 1);
+        }
+        UNROLL
+        for (int r = 0; r < KT_R * P; ++r) {
             const __m256i wv = _mm256_loadu_si256((const __m256i *)(w[r].q + 32 * b));
-            const __m256i wabs = _mm256_sign_epi8(wv, wv);
-            const __m512i wu = _mm512_broadcast_i64x4(has_min ? wv : wabs);
+            /* Q4_1 / Q5_1 quants are >= 0 already; the others as w + 128 */
+            const __m512i wu = _mm512_broadcast_i64x4(has_min ? wv : _mm256_xor_si256(wv, _mm512_castsi512_si256(bias)));
+            const __m512 wd = _mm512_set1_ps(w[r].d[b]);
             UNROLL
             for (int p = 0; p < NP; ++p) {
-                const int t0 = 2 * p, t1 = 2 * p + 1;
-                if (t0 >= T) break;
-                __m256i a0 = _mm256_loadu_si256((const __m256i *)(a[t0].q + 32 * b));
-                __m256i a1 = t1 < T ? _mm256_loadu_si256((const __m256i *)(a[t1].q + 32 * b)) : _mm256_setzero_si256();
-                if (!has_min) { /* the weight's sign moved onto the activations */
-                    a0 = _mm256_sign_epi8(a0, wv);
-                    a1 = _mm256_sign_epi8(a1, wv);
-                }
-                const __m512i pr = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wu,
-                                                       _mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1));
-                const __m512 ad = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_broadcast_ss(a[t0].d + b)),
-                                                     t1 < T ? _mm256_broadcast_ss(a[t1].d + b) : _mm256_setzero_ps(), 1);
-                const __m512 d = _mm512_mul_ps(_mm512_set1_ps(w[r].d[b]), ad);
-                acc[r][p] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(pr), acc[r][p]);
+                if (2 * p >= T) break;
+                const __m512i pr = _mm512_dpbusd_epi32(start[p], wu, av[p]);
+                acc[r][p] = _mm512_fmadd_ps(_mm512_mul_ps(wd, ad[p]), _mm512_cvtepi32_ps(pr), acc[r][p]);
             }
         }
         if (has_min)
-            mins = _mm256_add_ps(mins, _mm256_mul_ps(lanes_of_rows(w[0].m + b, w[1].m + b), lanes_of_tokens(a, b, T, true)));
+            UNROLL
+            for (int q = 0; q < P; ++q)
+                mins[q] = _mm256_add_ps(mins[q], _mm256_mul_ps(lanes_of_rows(w[KT_R * q].m + b, w[KT_R * q + 1].m + b),
+                                                               lanes_of_tokens(a, b, T, true)));
     }
-    __m256 v[8];
     UNROLL
-    for (int k = 0; k < 8; ++k) {
-        const int r = k % KT_R, t = k / KT_R;
-        v[k] = t % 2 ? _mm512_extractf32x8_ps(acc[r][t / 2], 1) : _mm512_castps512_ps256(acc[r][t / 2]);
+    for (int q = 0; q < P; ++q) {
+        __m256 v[8];
+        UNROLL
+        for (int k = 0; k < 8; ++k) {
+            const int r = KT_R * q + k % KT_R, t = k / KT_R;
+            v[k] = t % 2 ? _mm512_extractf32x8_ps(acc[r][t / 2], 1) : _mm512_castps512_ps256(acc[r][t / 2]);
+        }
+        __m256 out = hsum8_ps(v);
+        if (has_min) out = _mm256_add_ps(out, mins[q]);
+        store_tile(out, T, y + KT_R * q, ldy);
     }
-    __m256 out = hsum8_ps(v);
-    if (has_min) out = _mm256_add_ps(out, mins);
-    store_tile(out, T, y, ldy);
 }
 
 #define CALL_F32_512(T) dot_f32_tile512(n, w, a, y, ldy, T, 1)
 #define CALL_F32_512R4(T) dot_f32_tile512(n, w, a, y, ldy, T, 2)
-#define CALL_LEG_512(T) dot_legacy_tile512(n, w, a, y, ldy, T, false)
-#define CALL_LEGM_512(T) dot_legacy_tile512(n, w, a, y, ldy, T, true)
+#define CALL_LEG_512(T) dot_legacy_tile512(n, w, a, y, ldy, T, false, 1)
+#define CALL_LEGM_512(T) dot_legacy_tile512(n, w, a, y, ldy, T, true, 1)
+#define CALL_LEG_512R4(T) dot_legacy_tile512(n, w, a, y, ldy, T, false, 2)
+#define CALL_LEGM_512R4(T) dot_legacy_tile512(n, w, a, y, ldy, T, true, 2)
 #define TILE_FNS512(NAME, CALL)                                                                    \
     AVX512 static void NAME##_1(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy) { CALL(1); } \
     AVX512 static void NAME##_2(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy) { CALL(2); } \
@@ -556,6 +576,8 @@ TILE_FNS512(tile512_f32, CALL_F32_512)
 TILE_FNS512(tile512_f32r4, CALL_F32_512R4)
 TILE_FNS512(tile512_leg, CALL_LEG_512)
 TILE_FNS512(tile512_legm, CALL_LEGM_512)
+TILE_FNS512(tile512_legr4, CALL_LEG_512R4)
+TILE_FNS512(tile512_legmr4, CALL_LEGM_512R4)
 
 int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int nr, const kern_arow *a, int nt,
                          float *y, int64_t ldy) {
@@ -569,11 +591,13 @@ int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, in
     default: break;
     }
     if (!kern_cpu_has_avx512()) return 0;
-    if (fns == tile512_f32 && nr >= 4 && nt > 0) { /* rows in fours, then a last pair */
+    const tile_fn *fours = fns == tile512_f32 ? tile512_f32r4 : fns == tile512_leg ? tile512_legr4
+                         : fns == tile512_legm ? tile512_legmr4 : NULL;
+    if (fours && nr >= 4 && nt > 0) { /* rows in fours, then a last pair */
         const int nr4 = nr / 4 * 4;
         for (int t0 = 0; t0 < nt; t0 += KT_T) {
             const int tt = nt - t0 < KT_T ? nt - t0 : KT_T;
-            for (int r0 = 0; r0 < nr4; r0 += 4) tile512_f32r4[tt](n, w + r0, a + t0, y + t0 * ldy + r0, ldy);
+            for (int r0 = 0; r0 < nr4; r0 += 4) fours[tt](n, w + r0, a + t0, y + t0 * ldy + r0, ldy);
         }
         return nr4 + run_tiles(fns, n, w + nr4, nr - nr4, a, nt, y + nr4, ldy);
     }
