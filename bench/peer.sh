@@ -45,6 +45,15 @@ run() {
 }
 
 TEXT="$SH/text/books-valid.txt"
+# eval_pairs NAME FILE CHUNKS: PAIRS pairs of slmc eval and llama-perplexity on FILE, -c 256
+eval_pairs() {
+    i=0
+    while [ $i -lt "$PAIRS" ]; do
+        run "$1" slmc -- "$S" eval "$2" --text "$TEXT" -c 256 --chunks "$3" -t "$THREADS" -q
+        run "$1" llama -- "$PEER/llama-perplexity" -m "$2" -f "$TEXT" -c 256 -b 256 --chunks "$3" -t "$THREADS"
+        i=$((i + 1))
+    done
+}
 if echo "$WORK" | grep -qw eval; then
     # the books-22m files: llama.cpp's own BF16/Q4_K_M/Q2_K, and F16/Q8_0/Q3_K_M made by llama-quantize
     [ -f "$DIR/books-F16.gguf" ] || "$PEER/llama-quantize" "$SH/reference/books-22m-BF16.gguf" "$DIR/books-F16.gguf" F16 >/dev/null 2>&1
@@ -52,13 +61,7 @@ if echo "$WORK" | grep -qw eval; then
     [ -f "$DIR/books-Q3_K_M.gguf" ] || "$PEER/llama-quantize" "$SH/reference/books-22m-BF16.gguf" "$DIR/books-Q3_K_M.gguf" Q3_K_M >/dev/null 2>&1
     for pair in "BF16:$SH/reference/books-22m-BF16.gguf" "F16:$DIR/books-F16.gguf" "Q8_0:$DIR/books-Q8_0.gguf" \
         "Q4_K_M:$SH/reference/books-22m-Q4_K_M.gguf" "Q3_K_M:$DIR/books-Q3_K_M.gguf" "Q2_K:$SH/reference/books-22m-Q2_K.gguf"; do
-        t=${pair%%:*}; f=${pair#*:}
-        i=0
-        while [ $i -lt "$PAIRS" ]; do
-            run "eval-books22m-$t" slmc -- "$S" eval "$f" --text "$TEXT" -c 256 --chunks "$CHUNKS" -t "$THREADS" -q
-            run "eval-books22m-$t" llama -- "$PEER/llama-perplexity" -m "$f" -f "$TEXT" -c 256 -b 256 --chunks "$CHUNKS" -t "$THREADS"
-            i=$((i + 1))
-        done
+        eval_pairs "eval-books22m-${pair%%:*}" "${pair#*:}" "$CHUNKS"
     done
 fi
 if echo "$WORK" | grep -q eval1b; then
@@ -71,14 +74,7 @@ if echo "$WORK" | grep -q eval1b; then
     for t in F16 Q8_0 Q4_K_M Q3_K_M Q2_K; do
         [ -f "$B1-$t.gguf" ] || "$PEER/llama-quantize" "$B1-BF16.gguf" "$B1-$t.gguf" "$t" "$THREADS" >/dev/null 2>&1
     done
-    for t in BF16 F16 Q8_0 Q4_K_M Q3_K_M Q2_K; do
-        i=0
-        while [ $i -lt "$PAIRS" ]; do
-            run "eval-llama3.2-1b-$t" slmc -- "$S" eval "$B1-$t.gguf" --text "$TEXT" -c 256 --chunks "$CHUNKS_1B" -t "$THREADS" -q
-            run "eval-llama3.2-1b-$t" llama -- "$PEER/llama-perplexity" -m "$B1-$t.gguf" -f "$TEXT" -c 256 -b 256 --chunks "$CHUNKS_1B" -t "$THREADS"
-            i=$((i + 1))
-        done
-    done
+    for t in BF16 F16 Q8_0 Q4_K_M Q3_K_M Q2_K; do eval_pairs "eval-llama3.2-1b-$t" "$B1-$t.gguf" "$CHUNKS_1B"; done
 fi
 if echo "$WORK" | grep -q quantize; then
     if [ ! -f "$DIR/tinyllama-f16.gguf" ]; then

@@ -394,16 +394,16 @@ TILE_FNS(tile_f32, CALL_F32)
 
 typedef void (*tile_fn)(int64_t, const kern_wrow *, const kern_arow *, float *, int64_t);
 
-/* Rows [0, k) x tokens [0, nt) through the tile functions fns[1..KT_T] (k the largest multiple
- * of KT_R <= nr); returns k, or 0 when fns is NULL. */
-static int run_tiles(const tile_fn *fns, int64_t n, const kern_wrow *w, int nr, const kern_arow *a, int nt, float *y,
-                     int64_t ldy) {
-    const int nr_tiled = nr / KT_R * KT_R;
+/* Rows [0, k) x tokens [0, nt) through the tile functions fns[1..KT_T], each taking `step` rows
+ * (k the largest multiple of step <= nr); returns k, or 0 when fns is NULL. */
+static int run_tiles(const tile_fn *fns, int step, int64_t n, const kern_wrow *w, int nr, const kern_arow *a, int nt,
+                     float *y, int64_t ldy) {
+    const int nr_tiled = nr / step * step;
     if (!fns || nr_tiled == 0 || nt <= 0) return 0;
-    /* tokens outer: the KT_T activation rows stay in L1 while every row pair passes */
+    /* tokens outer: the KT_T activation rows stay in L1 while every row group passes */
     for (int t0 = 0; t0 < nt; t0 += KT_T) {
         const int tt = nt - t0 < KT_T ? nt - t0 : KT_T;
-        for (int r0 = 0; r0 < nr_tiled; r0 += KT_R) fns[tt](n, w + r0, a + t0, y + t0 * ldy + r0, ldy);
+        for (int r0 = 0; r0 < nr_tiled; r0 += step) fns[tt](n, w + r0, a + t0, y + t0 * ldy + r0, ldy);
     }
     return nr_tiled;
 }
@@ -423,7 +423,7 @@ int kern_dot_tile_avx2(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int 
     case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: fns = tile_q45k; break;
     default: break;
     }
-    return run_tiles(fns, n, w, nr, a, nt, y, ldy);
+    return run_tiles(fns, KT_R, n, w, nr, a, nt, y, ldy);
 }
 
 /* ===================================================================== AVX-512 tiles
@@ -581,27 +581,19 @@ TILE_FNS512(tile512_legmr4, CALL_LEGM_512R4)
 
 int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int nr, const kern_arow *a, int nt,
                          float *y, int64_t ldy) {
-    const tile_fn *fns = NULL;
+    const tile_fn *pairs = NULL, *fours = NULL;
     switch (wd->type) {
     case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16:
-        if (n % 8 == 0) fns = tile512_f32;
+        if (n % 8 == 0) pairs = tile512_f32, fours = tile512_f32r4;
         break;
-    case GGML_TYPE_Q4_0: case GGML_TYPE_Q5_0: case GGML_TYPE_Q8_0: fns = tile512_leg; break;
-    case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_1: fns = tile512_legm; break;
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q5_0: case GGML_TYPE_Q8_0: pairs = tile512_leg, fours = tile512_legr4; break;
+    case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_1: pairs = tile512_legm, fours = tile512_legmr4; break;
     default: break;
     }
-    if (!kern_cpu_has_avx512()) return 0;
-    const tile_fn *fours = fns == tile512_f32 ? tile512_f32r4 : fns == tile512_leg ? tile512_legr4
-                         : fns == tile512_legm ? tile512_legmr4 : NULL;
-    if (fours && nr >= 4 && nt > 0) { /* rows in fours, then a last pair */
-        const int nr4 = nr / 4 * 4;
-        for (int t0 = 0; t0 < nt; t0 += KT_T) {
-            const int tt = nt - t0 < KT_T ? nt - t0 : KT_T;
-            for (int r0 = 0; r0 < nr4; r0 += 4) fours[tt](n, w + r0, a + t0, y + t0 * ldy + r0, ldy);
-        }
-        return nr4 + run_tiles(fns, n, w + nr4, nr - nr4, a, nt, y + nr4, ldy);
-    }
-    return run_tiles(fns, n, w, nr, a, nt, y, ldy);
+    if (!pairs || !kern_cpu_has_avx512()) return 0;
+    /* rows in fours, then a last pair */
+    const int k = run_tiles(fours, 2 * KT_R, n, w, nr, a, nt, y, ldy);
+    return k + run_tiles(pairs, KT_R, n, w + k, nr - k, a, nt, y + k, ldy);
 }
 
 /* ===================================================================== unpacking with AVX2
