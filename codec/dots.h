@@ -146,6 +146,17 @@ int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, in
                          float *y, int64_t ldy);
 bool kern_cpu_has_avx512(void);
 
+/* F32 / F16 / BF16 weight rows as stored (rows[r]: n values each, never unpacked) with unpacked
+ * activation rows: the same outputs, bit for bit, as kern_dot_tile_avx512 on the unpacked rows,
+ * computed in slices of n with the rows widened in registers (see dots_avx2.c). Does rows
+ * [0, k) for the largest multiple of 4 k <= nr and returns k; 0 (nothing written) when
+ * kern_float_rows_avx512_ok(wtype, n) is false (other types, n % 16 != 0, a CPU without
+ * AVX-512). scratch holds KERN_FLOAT_SCRATCH floats. */
+#define KERN_FLOAT_SCRATCH (64 * 64 * 16)
+bool kern_float_rows_avx512_ok(int wtype, int64_t n);
+int kern_dot_float_rows_avx512(int wtype, int64_t n, const void *const *rows, int nr, const kern_arow *a, int nt,
+                               float *y, int64_t ldy, float *scratch);
+
 /* AVX2 twins of the unpacking (only when kern_cpu_has_avx2()), bit for bit the same arrays:
  * kern_unpack_wrow_avx2 as kern_unpack_wrow; kern_act_unpack_avx2 as kern_act_convert(wd->type)
  * followed by kern_unpack_arow(wd->act_type). Each returns false (nothing done) where it has

@@ -25,7 +25,8 @@ kern_impl kern_impl_resolve(kern_impl impl) {
     return KERN_AVX2;
 }
 
-#define ROW_TILE 16 /* weight rows unpacked together (a few KB: they stay in L1 while every token passes) */
+#define ROW_TILE 16       /* weight rows unpacked together (a few KB: they stay in L1 while every token passes) */
+#define FLOAT_ROW_TILE 64 /* float rows read in place (kern_dot_float_rows_avx512) */
 
 int kern_matmul(const kern_ctx *ctx, const kern_weight *W, const float *x, int64_t n_tok, float *y, slmc_err *err) {
     const int n_threads = ctx->n_threads > 0 ? ctx->n_threads : omp_get_max_threads();
@@ -50,13 +51,18 @@ int kern_matmul(const kern_ctx *ctx, const kern_weight *W, const float *x, int64
         return slmc_fail(err, NULL, "matmul: out of memory for %lld activation rows of %lld", (long long)n_tok,
                          (long long)n);
     }
-    const int64_t n_tiles = (W->n_out + ROW_TILE - 1) / ROW_TILE;
+    /* F32/F16/BF16 rows are read in place where the AVX-512 kernel takes them: no unpacked copy,
+     * tiles of 64 rows (the rest of a tile, < 4 rows, unpacked as usual) */
+    const bool in_place = avx2 && kern_float_rows_avx512_ok(W->type, n);
+    const int row_tile = in_place ? FLOAT_ROW_TILE : ROW_TILE;
+    const int64_t n_tiles = (W->n_out + row_tile - 1) / row_tile;
     int oom = 0;
 #pragma omp parallel num_threads(n_threads)
     {
         uint8_t *raw = malloc(act_bytes), *wmem = malloc(ub * ROW_TILE);
+        float *chains = in_place ? malloc(sizeof(float) * KERN_FLOAT_SCRATCH) : NULL; /* its unreduced sums */
         kern_wrow rows[ROW_TILE];
-        if (!raw || !wmem) {
+        if (!raw || !wmem || (in_place && !chains)) {
 #pragma omp atomic write
             oom = 1;
         } else {
@@ -77,17 +83,21 @@ int kern_matmul(const kern_ctx *ctx, const kern_weight *W, const float *x, int64
 #pragma omp for schedule(dynamic, 2)
         for (int64_t tile = 0; tile < n_tiles; ++tile) {
             if (failed) continue;
-            const int64_t r0 = tile * ROW_TILE;
-            const int nr = (int)(W->n_out - r0 < ROW_TILE ? W->n_out - r0 : ROW_TILE);
-            for (int r = 0; r < nr; ++r) {
-                const int64_t src = W->row_map ? W->row_map[r0 + r] : r0 + r;
-                const uint8_t *row = W->data + W->row_bytes * (uint64_t)src;
-                if (!avx2 || !kern_unpack_wrow_avx2(wd, row, n, &rows[r])) kern_unpack_wrow(wd, row, n, &rows[r]);
-            }
-            kern_dot_block(wd, avx2, n, rows, nr, acts, (int)n_tok, y + r0, W->n_out);
+            const int64_t r0 = tile * row_tile;
+            const int nr = (int)(W->n_out - r0 < row_tile ? W->n_out - r0 : row_tile);
+            const void *src[FLOAT_ROW_TILE];
+            for (int r = 0; r < nr; ++r)
+                src[r] = W->data + W->row_bytes * (uint64_t)(W->row_map ? W->row_map[r0 + r] : r0 + r);
+            const int done =
+                in_place ? kern_dot_float_rows_avx512(W->type, n, src, nr, acts, (int)n_tok, y + r0, W->n_out, chains) : 0;
+            for (int r = done; r < nr; ++r) /* in place: at most 3 left */
+                if (!avx2 || !kern_unpack_wrow_avx2(wd, src[r], n, &rows[r - done]))
+                    kern_unpack_wrow(wd, src[r], n, &rows[r - done]);
+            if (done < nr) kern_dot_block(wd, avx2, n, rows, nr - done, acts, (int)n_tok, y + r0 + done, W->n_out);
         }
         free(raw);
         free(wmem);
+        free(chains);
     }
     free(act_mem);
     free(acts);
