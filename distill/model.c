@@ -48,8 +48,10 @@ static void bind_weights(const train_model *tm, float *base, tm_weights *w) {
         L->attn_norm = base + tm->tensors[i++].offset;
         L->wq = base + tm->tensors[i++].offset;
         L->bq = tm->cfg.qkv_bias ? base + tm->tensors[i++].offset : NULL;
+        L->q_norm = tm->cfg.qk_norm ? base + tm->tensors[i++].offset : NULL;
         L->wk = base + tm->tensors[i++].offset;
         L->bk = tm->cfg.qkv_bias ? base + tm->tensors[i++].offset : NULL;
+        L->k_norm = tm->cfg.qk_norm ? base + tm->tensors[i++].offset : NULL;
         L->wv = base + tm->tensors[i++].offset;
         L->bv = tm->cfg.qkv_bias ? base + tm->tensors[i++].offset : NULL;
         L->wo = base + tm->tensors[i++].offset;
@@ -73,7 +75,7 @@ static int tm_alloc(train_model *tm, slmc_err *err) {
                          "unsupported model shape: %lld layers, width %lld, %lld heads, %lld kv heads, head size %lld",
                          (long long)hp->n_layer, (long long)hp->n_embd, (long long)hp->n_head,
                          (long long)hp->n_head_kv, (long long)hp->head_dim);
-    int per_layer = 9 + (c->qkv_bias ? 3 : 0);
+    int per_layer = 9 + (c->qkv_bias ? 3 : 0) + (c->qk_norm ? 2 : 0);
     tm->tensors = calloc((size_t)(3 + per_layer * hp->n_layer), sizeof *tm->tensors);
     tm->w.layers = calloc((size_t)hp->n_layer, sizeof(tm_layer));
     tm->g.layers = calloc((size_t)hp->n_layer, sizeof(tm_layer));
@@ -89,8 +91,10 @@ static int tm_alloc(train_model *tm, slmc_err *err) {
         P("attn_norm.weight", 1, C, 1, false);
         P("attn_q.weight", 2, C, qd, true);
         if (c->qkv_bias) P("attn_q.bias", 1, qd, 1, false);
+        if (c->qk_norm) P("attn_q_norm.weight", 1, hp->head_dim, 1, false);
         P("attn_k.weight", 2, C, kvd, true);
         if (c->qkv_bias) P("attn_k.bias", 1, kvd, 1, false);
+        if (c->qk_norm) P("attn_k_norm.weight", 1, hp->head_dim, 1, false);
         P("attn_v.weight", 2, C, kvd, true);
         if (c->qkv_bias) P("attn_v.bias", 1, kvd, 1, false);
         P("attn_output.weight", 2, qd, C, true);
@@ -114,12 +118,19 @@ static int tm_alloc(train_model *tm, slmc_err *err) {
     return 0;
 }
 
-/* Deep copy of the config (n_ff is owned). */
+/* Deep copy of the config (n_ff and rope_freqs are owned). */
 static int copy_config(tm_config *dst, const tm_config *src, slmc_err *err) {
     *dst = *src;
+    dst->rope_freqs = NULL;
     dst->n_ff = malloc(sizeof(int) * (size_t)(src->hp.n_layer > 0 ? src->hp.n_layer : 1));
     if (!dst->n_ff) return slmc_fail(err, NULL, "out of memory");
     if (src->hp.n_layer > 0) memcpy(dst->n_ff, src->n_ff, sizeof(int) * (size_t)src->hp.n_layer);
+    if (src->rope_freqs) {
+        const size_t half = (size_t)(src->hp.n_rot / 2);
+        dst->rope_freqs = malloc(sizeof(float) * (half ? half : 1));
+        if (!dst->rope_freqs) return slmc_fail(err, NULL, "out of memory");
+        memcpy(dst->rope_freqs, src->rope_freqs, sizeof(float) * half);
+    }
     return 0;
 }
 
@@ -160,12 +171,10 @@ int tm_init_from_model(train_model *tm, const model *m, slmc_err *err) {
     const model_config *mc = &m->cfg;
     tm_config *c = &tm->cfg;
     const arch_desc *family = arch_by_name(mc->arch);
-    /* the training ops cover the Llama-shaped families (RMSNorm, SwiGLU, separate Q/K/V, no
-     * extra norms or caps); the others load and evaluate but do not train yet */
+    /* the training ops cover the Llama-shaped families (RMSNorm, SwiGLU, separate Q/K/V, q/k
+     * head norms, no post-norms or caps); the others load and evaluate but do not train yet */
     if (!arch_llama_shaped(family))
-        return slmc_fail(err, m->path, "architecture '%s' cannot be trained yet (llama, qwen2)", mc->arch);
-    if (model_find(m, "rope_freqs.weight") >= 0)
-        return slmc_fail(err, m->path, "rope_freqs (Llama 3 rope scaling) is not supported for training yet");
+        return slmc_fail(err, m->path, "architecture '%s' cannot be trained yet (llama, qwen2, qwen3)", mc->arch);
     if (mc->rope_scaling[0] && strcmp(mc->rope_scaling, "none") != 0 && strcmp(mc->rope_scaling, "linear") != 0)
         return slmc_fail(err, m->path, "rope scaling '%s' is not supported for training (none, linear)",
                          mc->rope_scaling);
@@ -179,8 +188,16 @@ int tm_init_from_model(train_model *tm, const model *m, slmc_err *err) {
                         ? 1.f / mc->rope_scaling_factor : 1.f;
     c->neox = family->rope == ROPE_NEOX;
     c->qkv_bias = model_find(m, "blk.0.attn_q.bias") >= 0;
+    c->qk_norm = family->qk_norm;
     c->n_ff = malloc(sizeof(int) * (size_t)(hp->n_layer > 0 ? hp->n_layer : 1));
     if (!c->n_ff) return slmc_fail(err, m->path, "out of memory");
+    const int64_t freqs = model_find(m, "rope_freqs.weight"); /* Llama 3: one divisor per rotated pair */
+    if (freqs >= 0) {
+        const size_t half = (size_t)(hp->n_rot / 2);
+        c->rope_freqs = malloc(sizeof(float) * (half ? half : 1));
+        if (!c->rope_freqs) return slmc_fail(err, m->path, "out of memory");
+        if (read_tensor_f32(m, freqs, c->rope_freqs, half, err) != 0) return -1;
+    }
     /* the FFN width of each layer comes from its tensors: a pruned model may vary it */
     for (int l = 0; l < hp->n_layer; l++) {
         char name[TM_NAME_MAX];
@@ -233,9 +250,10 @@ int tm_init_random(train_model *tm, const tm_config *cfg, uint64_t seed, slmc_er
 }
 
 static void acts_free(tm_acts *a) {
-    float **f[] = {&a->res, &a->ln1, &a->rstd1, &a->q, &a->k, &a->v, &a->att, &a->atty, &a->res_mid, &a->ln2,
-                   &a->rstd2, &a->gate, &a->up, &a->h, &a->lnf, &a->rstdf, &a->logits, &a->dlogits, &a->dres,
-                   &a->dln, &a->dq, &a->dk, &a->dv, &a->datty, &a->dgate, &a->dup, &a->dh, &a->tmp};
+    float **f[] = {&a->res, &a->ln1, &a->rstd1, &a->q, &a->k, &a->v, &a->q_raw, &a->k_raw, &a->rstd_q, &a->rstd_k,
+                   &a->att, &a->atty, &a->res_mid, &a->ln2, &a->rstd2, &a->gate, &a->up, &a->h, &a->lnf, &a->rstdf,
+                   &a->logits, &a->dlogits, &a->dres, &a->dln, &a->dq, &a->dk, &a->dv, &a->dq_raw, &a->dk_raw,
+                   &a->datty, &a->dgate, &a->dup, &a->dh, &a->tmp};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         free(*f[i]);
         *f[i] = NULL;
@@ -256,6 +274,7 @@ void tm_free(train_model *tm) {
     free(tm->w.layers);
     free(tm->g.layers);
     free(tm->cfg.n_ff);
+    free(tm->cfg.rope_freqs);
     memset(tm, 0, sizeof *tm);
 }
 
@@ -273,10 +292,13 @@ int tm_plan(train_model *tm, int B, int T, slmc_err *err) {
     const size_t N = (size_t)B * T, L = (size_t)hp->n_layer, C = (size_t)hp->n_embd, F = (size_t)max_ff(c);
     const size_t qd = (size_t)hp->n_head * hp->head_dim, kvd = (size_t)hp->n_head_kv * hp->head_dim;
     const size_t V = (size_t)hp->n_vocab, half = (size_t)(hp->n_rot / 2 > 0 ? hp->n_rot / 2 : 1);
+    const size_t qkn = c->qk_norm ? 1 : 0; /* the head-norm buffers exist only with qk_norm */
     tm_acts *a = &tm->a;
     struct { float **p; size_t n; } plan[] = {
         {&a->res, (L + 1) * N * C}, {&a->ln1, L * N * C}, {&a->rstd1, L * N}, {&a->q, L * N * qd},
-        {&a->k, L * N * kvd}, {&a->v, L * N * kvd}, {&a->att, L * (size_t)B * hp->n_head * T * T},
+        {&a->k, L * N * kvd}, {&a->v, L * N * kvd}, {&a->q_raw, qkn * L * N * qd}, {&a->k_raw, qkn * L * N * kvd},
+        {&a->rstd_q, qkn * L * N * hp->n_head}, {&a->rstd_k, qkn * L * N * hp->n_head_kv},
+        {&a->dq_raw, qkn * N * qd}, {&a->dk_raw, qkn * N * kvd}, {&a->att, L * (size_t)B * hp->n_head * T * T},
         {&a->atty, L * N * qd}, {&a->res_mid, L * N * C}, {&a->ln2, L * N * C}, {&a->rstd2, L * N},
         {&a->gate, L * N * F}, {&a->up, L * N * F}, {&a->h, L * N * F}, {&a->lnf, N * C}, {&a->rstdf, N},
         {&a->logits, N * V}, {&a->dlogits, N * V}, {&a->dres, N * C}, {&a->dln, N * C}, {&a->dq, N * qd},
@@ -297,8 +319,8 @@ int tm_plan(train_model *tm, int B, int T, slmc_err *err) {
     if (!a->row_loss) return slmc_fail(err, NULL, "out of memory");
     for (int p = 0; p < T; p++)
         if (hp->n_rot > 0)
-            kern_rope_table(tm->rope_cos + (size_t)p * half, tm->rope_sin + (size_t)p * half, p, hp->n_rot,
-                            hp->rope_freq_base, c->freq_scale);
+            kern_rope_table_ext(tm->rope_cos + (size_t)p * half, tm->rope_sin + (size_t)p * half, p, hp->n_rot,
+                                hp->rope_freq_base, c->freq_scale, c->rope_freqs, 1.0f);
     tm->B = B;
     tm->T = T;
     return 0;
@@ -342,8 +364,16 @@ void tm_forward(train_model *tm, const int32_t *tokens) {
         float *gate = a->gate + l * N * F_max, *up = a->up + l * N * F_max, *h = a->h + l * N * F_max;
 
         rmsnorm_forward(ln1, rstd1, res, w->attn_norm, N, C, hp->norm_eps, nt);
-        mm_fwd(tm, q, ln1, w->wq, w->bq, N, C, qd);
-        mm_fwd(tm, k, ln1, w->wk, w->bk, N, C, kvd);
+        if (c->qk_norm) { /* each head's q and k normalized over its head_dim values (qwen3) */
+            float *q_raw = a->q_raw + (size_t)l * N * qd, *k_raw = a->k_raw + (size_t)l * N * kvd;
+            mm_fwd(tm, q_raw, ln1, w->wq, w->bq, N, C, qd);
+            mm_fwd(tm, k_raw, ln1, w->wk, w->bk, N, C, kvd);
+            rmsnorm_forward(q, a->rstd_q + (size_t)l * N * NH, q_raw, w->q_norm, N * NH, hd, hp->norm_eps, nt);
+            rmsnorm_forward(k, a->rstd_k + (size_t)l * N * NKV, k_raw, w->k_norm, N * NKV, hd, hp->norm_eps, nt);
+        } else {
+            mm_fwd(tm, q, ln1, w->wq, w->bq, N, C, qd);
+            mm_fwd(tm, k, ln1, w->wk, w->bk, N, C, kvd);
+        }
         mm_fwd(tm, v, ln1, w->wv, w->bv, N, C, kvd);
         rope_forward(q, tm->rope_cos, tm->rope_sin, N, T, NH, hd, hp->n_rot, c->neox, nt);
         rope_forward(k, tm->rope_cos, tm->rope_sin, N, T, NKV, hd, hp->n_rot, c->neox, nt);
@@ -412,8 +442,18 @@ void tm_backward(train_model *tm, const int32_t *tokens) {
         attention_backward(a->dq, a->dk, a->dv, a->datty, att, q, k, v, B, T, NH, NKV, hd, nt);
         rope_backward(a->dq, tm->rope_cos, tm->rope_sin, N, T, NH, hd, hp->n_rot, c->neox, nt);
         rope_backward(a->dk, tm->rope_cos, tm->rope_sin, N, T, NKV, hd, hp->n_rot, c->neox, nt);
-        mm_bwd(tm, a->dln, g->wq, g->bq, a->dq, ln1, w->wq, N, C, qd);
-        mm_bwd(tm, a->dln, g->wk, g->bk, a->dk, ln1, w->wk, N, C, kvd);
+        float *dq = a->dq, *dk = a->dk; /* the gradients of the projections */
+        if (c->qk_norm) {
+            memset(a->dq_raw, 0, sizeof(float) * (size_t)N * qd);
+            memset(a->dk_raw, 0, sizeof(float) * (size_t)N * kvd);
+            rmsnorm_backward(a->dq_raw, g->q_norm, a->dq, a->q_raw + (size_t)l * N * qd, w->q_norm,
+                             a->rstd_q + (size_t)l * N * NH, N * NH, hd, nt);
+            rmsnorm_backward(a->dk_raw, g->k_norm, a->dk, a->k_raw + (size_t)l * N * kvd, w->k_norm,
+                             a->rstd_k + (size_t)l * N * NKV, N * NKV, hd, nt);
+            dq = a->dq_raw, dk = a->dk_raw;
+        }
+        mm_bwd(tm, a->dln, g->wq, g->bq, dq, ln1, w->wq, N, C, qd);
+        mm_bwd(tm, a->dln, g->wk, g->bk, dk, ln1, w->wk, N, C, kvd);
         mm_bwd(tm, a->dln, g->wv, g->bv, a->dv, ln1, w->wv, N, C, kvd);
         rmsnorm_backward(a->dres, g->attn_norm, a->dln, res, w->attn_norm, rstd1, N, C, nt);
     }
@@ -484,7 +524,9 @@ static int write_gguf(const train_model *tm, const model *src, const char *path,
     meta kv;
     if (model_gguf_meta(&kv, src, file_type) != 0) { meta_free(&kv); return slmc_fail(err, path, "out of memory"); }
     /* the trained model's shape: the source may have been pruned per layer, keep its keys */
-    gguf_tensor_info *infos = calloc((size_t)tm->n_tensors, sizeof *infos);
+    /* the parameters, then Llama 3's rope_freqs as read (not trained) */
+    const int n_out = tm->n_tensors + (tm->cfg.rope_freqs ? 1 : 0);
+    gguf_tensor_info *infos = calloc((size_t)n_out, sizeof *infos);
     void *row = NULL;
     int rc = -1;
     gguf_writer w;
@@ -502,9 +544,17 @@ static int write_gguf(const train_model *tm, const model *src, const char *path,
         infos[i].type = p->n_dims == 2 ? outtype : GGML_TYPE_F32;
         if (p->ne[0] > max_row) max_row = p->ne[0];
     }
+    if (tm->cfg.rope_freqs) {
+        gguf_tensor_info *f = &infos[tm->n_tensors];
+        f->name = (char *)"rope_freqs.weight";
+        f->n_dims = 1;
+        f->ne[0] = tm->cfg.hp.n_rot / 2;
+        f->ne[1] = f->ne[2] = f->ne[3] = 1;
+        f->type = GGML_TYPE_F32;
+    }
     row = malloc((size_t)max_row * sizeof(float));
     if (!row) { slmc_fail(err, path, "out of memory"); goto done; }
-    if (gguf_writer_open(&w, path, &kv, infos, (uint64_t)tm->n_tensors, err) != 0) goto done;
+    if (gguf_writer_open(&w, path, &kv, infos, (uint64_t)n_out, err) != 0) goto done;
     opened = true;
     for (int i = 0; i < tm->n_tensors; i++) {
         const tm_param *p = &tm->tensors[i];
@@ -514,6 +564,9 @@ static int write_gguf(const train_model *tm, const model *src, const char *path,
             if (gguf_writer_write(&w, row, (size_t)type_nbytes(infos[i].type, p->ne[0]), err) != 0) goto done;
         }
     }
+    if (tm->cfg.rope_freqs &&
+        gguf_writer_write(&w, tm->cfg.rope_freqs, sizeof(float) * (size_t)(tm->cfg.hp.n_rot / 2), err) != 0)
+        goto done;
     if (gguf_writer_finish(&w, err) != 0) goto done;
     rc = 0;
 done:

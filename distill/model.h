@@ -1,10 +1,12 @@
 /* model.h - a trainable Llama graph: F32 parameters, gradients, AdamW moments, activations.
  *
- *   tokens ─> tok_embd ─> n_layer × [ RMSNorm ─> Q,K,V (+bias) ─> RoPE ─> causal GQA ─> wo ─> +res ─>
- *             RMSNorm ─> gate, up ─> SwiGLU ─> down ─> +res ] ─> RMSNorm ─> output ─> logits
+ *   tokens ─> tok_embd ─> n_layer × [ RMSNorm ─> Q,K,V (+bias) (─> q/k head RMSNorm) ─> RoPE ─> causal GQA
+ *             ─> wo ─> +res ─> RMSNorm ─> gate, up ─> SwiGLU ─> down ─> +res ] ─> RMSNorm ─> output ─> logits
  *
- * Weights use the model view's layout (GGUF names and row order, so llama's Q/K rows are in
- * llama.cpp's order and RoPE rotates adjacent pairs; qwen2 rotates NEOX halves). Every
+ * The families of arch_llama_shaped: llama (Llama 3's rope_freqs included), qwen2 (Q/K/V
+ * biases), qwen3 (q/k head norms). Weights use the model view's layout (GGUF names and row
+ * order, so llama's Q/K rows are in llama.cpp's order and RoPE rotates adjacent pairs; qwen2
+ * and qwen3 rotate NEOX halves). Every
  * parameter lives in one F32 block `params` (and grads, adam_m, adam_v alongside, same
  * layout), so the optimizer, clipping and checkpoints see one flat vector. Activations for a
  * batch of B sequences of T tokens are allocated once (tm_plan) and reused every step.
@@ -31,6 +33,9 @@ typedef struct tm_config {
     float freq_scale;   /* 1 / <arch>.rope.scaling.factor for linear scaling, 1 when unscaled */
     bool neox;          /* arch_by_name(hp.arch)->rope == ROPE_NEOX: NEOX halves (qwen2), else adjacent pairs */
     bool qkv_bias;      /* blk.N.attn_q/k/v.bias are present (qwen2) */
+    bool qk_norm;       /* blk.N.attn_q_norm / attn_k_norm: RMSNorm of each q and k head before RoPE (qwen3) */
+    float *rope_freqs;  /* [n_rot/2] Llama 3's per-frequency divisors (rope_freqs.weight: a constant, written
+                           back unchanged on export), or NULL; owned */
 } tm_config;
 
 /* One parameter tensor inside the flat vectors. */
@@ -49,6 +54,7 @@ typedef struct tm_layer {
     float *attn_norm;        /* [n_embd] */
     float *wq, *wk, *wv;     /* [n_head*head_dim][n_embd], [n_head_kv*head_dim][n_embd] (wk, wv) */
     float *bq, *bk, *bv;     /* [n_head*head_dim], [n_head_kv*head_dim] (bk, bv); NULL without biases */
+    float *q_norm, *k_norm;  /* [head_dim] each, shared by every head; NULL without qk_norm */
     float *wo;               /* [n_embd][n_head*head_dim] */
     float *ffn_norm;         /* [n_embd] */
     float *w_gate, *w_up;    /* [F][n_embd] */
@@ -70,6 +76,9 @@ typedef struct tm_acts {
     float *rstd1;     /* [n_layer][N] */
     float *q;         /* [n_layer][N][n_head*head_dim] after RoPE */
     float *k, *v;     /* [n_layer][N][n_head_kv*head_dim] (k after RoPE) */
+    float *q_raw, *k_raw; /* qk_norm: [n_layer][N][n_head*head_dim], [n_layer][N][n_head_kv*head_dim] the
+                             projections before the head norms (else empty) */
+    float *rstd_q, *rstd_k; /* qk_norm: [n_layer][N*n_head], [n_layer][N*n_head_kv] */
     float *att;       /* [n_layer][B][n_head][T][T] attention probabilities */
     float *atty;      /* [n_layer][N][n_head*head_dim] attention output before wo */
     float *res_mid;   /* [n_layer][N][n_embd] residual after the attention block */
@@ -87,6 +96,7 @@ typedef struct tm_acts {
     float *dln;       /* [N][n_embd] */
     float *dq;        /* [N][n_head*head_dim] */
     float *dk, *dv;   /* [N][n_head_kv*head_dim] */
+    float *dq_raw, *dk_raw; /* qk_norm: [N][n_head*head_dim], [N][n_head_kv*head_dim] before the head norms */
     float *datty;     /* [N][n_head*head_dim] */
     float *dgate, *dup, *dh; /* [N][Fmax] */
     float *tmp;       /* [N][n_embd] block output before the residual add */
@@ -111,7 +121,7 @@ typedef struct train_model {
     double sec_matmul;      /* of which in matrix products */
 } train_model;
 
-/* The shape of a model view (architecture llama/mistral or qwen2), parameters allocated and
+/* The shape of a model view (a family of arch_llama_shaped), parameters allocated and
  * filled with its weights, dequantized from any type quant/ can read. */
 int tm_init_from_model(train_model *tm, const model *m, slmc_err *err);
 /* A model of the given shape with random weights (N(0, 0.02), norms 1) from seed: tests and

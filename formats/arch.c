@@ -191,7 +191,7 @@ static const arch_desc FAMILIES[] = {
         .hf_model_type = "qwen2",
         TABLES(LLAMA_GLOBALS, LLAMA_LAYER),
         .norm = NORM_RMS, .ffn = FFN_SWIGLU, .rope = ROPE_NEOX,
-        .qkv_bias = true,
+        .qkv_bias = true, .q_width_embd = true,
         .hf_sliding_window = true,
     },
     {
@@ -241,7 +241,7 @@ static const arch_desc FAMILIES[] = {
         .hf_classes = {"PhiForCausalLM"},
         .hf_model_type = "phi",
         TABLES(PHI2_GLOBALS, PHI2_LAYER),
-        .norm = NORM_LAYER, .ffn = FFN_GELU, .rope = ROPE_NEOX,
+        .norm = NORM_LAYER, .ffn = FFN_GELU, .rope = ROPE_NEOX, .q_width_embd = true,
         .parallel_block = true, .q_prescale = true,
         .kv_rope_dims = true,
     },
@@ -260,7 +260,7 @@ static const arch_desc FAMILIES[] = {
         .hf_classes = {"StableLmForCausalLM"},
         .hf_model_type = "stablelm",
         TABLES(STABLELM_GLOBALS, STABLELM_LAYER),
-        .norm = NORM_LAYER, .ffn = FFN_SWIGLU, .rope = ROPE_NEOX,
+        .norm = NORM_LAYER, .ffn = FFN_SWIGLU, .rope = ROPE_NEOX, .q_width_embd = true,
         .qkv_bias_config = true,
         .kv_rope_dims = true,
     },
@@ -311,7 +311,7 @@ const arch_tensor *arch_layer_tensor(const arch_desc *a, const char *gguf) {
 }
 
 bool arch_llama_shaped(const arch_desc *a) {
-    return a && a->norm == NORM_RMS && a->ffn == FFN_SWIGLU && !a->qk_norm && !a->post_norms && !a->parallel_block &&
+    return a && a->norm == NORM_RMS && a->ffn == FFN_SWIGLU && !a->post_norms && !a->parallel_block &&
            !a->embd_scale && a->swa == SWA_NONE && !a->attn_softcap && !a->final_softcap &&
            arch_layer_tensor(a, "attn_qkv.weight") == NULL && arch_global(a, "rope_factors_long.weight") == NULL;
 }

@@ -33,9 +33,7 @@ void prune_plan_free(prune_plan *p) {
 static int check_model(const model *m, slmc_err *err) {
     const model_config *c = &m->cfg;
     if (arch_by_name(c->arch) && !arch_llama_shaped(arch_by_name(c->arch)))
-        return slmc_fail(err, m->path, "architecture '%s' cannot be pruned yet (llama, qwen2)", c->arch);
-    if (model_find(m, "rope_freqs.weight") >= 0)
-        return slmc_fail(err, m->path, "rope_freqs (Llama 3 rope scaling) is not supported by the pruner yet");
+        return slmc_fail(err, m->path, "architecture '%s' cannot be pruned yet (llama, qwen2, qwen3)", c->arch);
     if (c->n_layer <= 0 || c->n_embd <= 0 || c->n_ff <= 0 || c->n_head <= 0 || c->n_head_kv <= 0 || c->head_dim <= 0)
         return slmc_fail(err, m->path, "not a Llama-family model with layers, heads and an FFN (architecture '%s')",
                          c->arch);
@@ -182,6 +180,17 @@ int prune_select(prune_plan *p, const model *m, const prune_scores *s, const pru
         return slmc_fail(err, m->path, "cannot keep %lld of %lld heads with %lld KV heads: the count must be %s (%lld or %lld)",
                          (long long)r->keep_heads, (long long)H, (long long)HKV, how, (long long)HKV, (long long)(H / HKV));
     }
+    /* llama.cpp sizes these families' attn_q as n_embd x n_embd: keep head_count x head size at
+     * the embedding width, or the file would not load there */
+    const arch_desc *family = arch_by_name(m->cfg.arch);
+    const int64_t kept_heads = r->keep_heads ? r->keep_heads : H, kept_width = r->keep_hidden ? r->keep_hidden : E;
+    if (family && family->q_width_embd && kept_heads * m->cfg.head_dim != kept_width) {
+        prune_plan_free(p);
+        return slmc_fail(err, m->path,
+                         "%s: llama.cpp needs head_count x head size = embedding_length, and %lld x %lld != %lld: "
+                         "prune heads and the hidden width together, or only FFN channels and layers",
+                         m->cfg.arch, (long long)kept_heads, (long long)m->cfg.head_dim, (long long)kept_width);
+    }
     int rc = 0;
     if (r->keep_ffn) {
         p->n_ff = r->keep_ffn;
@@ -227,6 +236,8 @@ int prune_select(prune_plan *p, const model *m, const prune_scores *s, const pru
 /* The role of a tensor, from its GGUF name. */
 typedef enum role {
     R_OTHER, R_TOKEN_EMBD, R_OUTPUT, R_NORM, R_Q, R_Q_BIAS, R_KV, R_KV_BIAS, R_ATTN_OUT, R_FFN_IN, R_FFN_DOWN,
+    R_PER_HEAD, /* [head_dim] shared by every head: qwen3's attn_q_norm / attn_k_norm; Llama 3's rope_freqs
+                 * ([head_dim / 2]) likewise: no axis of the plan cuts them */
 } role;
 
 static role tensor_role(const char *name, int *layer) {
@@ -234,6 +245,7 @@ static role tensor_role(const char *name, int *layer) {
     if (strcmp(name, "token_embd.weight") == 0) return R_TOKEN_EMBD;
     if (strcmp(name, "output.weight") == 0) return R_OUTPUT;
     if (strcmp(name, "output_norm.weight") == 0) return R_NORM;
+    if (strcmp(name, "rope_freqs.weight") == 0) return R_PER_HEAD;
     int blk, off = 0;
     if (sscanf(name, "blk.%d.%n", &blk, &off) != 1 || off == 0) return R_OTHER;
     *layer = blk;
@@ -246,6 +258,7 @@ static role tensor_role(const char *name, int *layer) {
     if (!strcmp(s, "attn_output.weight")) return R_ATTN_OUT;
     if (!strcmp(s, "ffn_gate.weight") || !strcmp(s, "ffn_up.weight")) return R_FFN_IN;
     if (!strcmp(s, "ffn_down.weight")) return R_FFN_DOWN;
+    if (!strcmp(s, "attn_q_norm.weight") || !strcmp(s, "attn_k_norm.weight")) return R_PER_HEAD;
     return R_OTHER;
 }
 
@@ -339,6 +352,8 @@ static int tensor_selection(const prune_plan *p, const model *m, const model_ten
         if (!two_d || t->ne[0] != p->n_ff_in || s->n_rows != p->n_embd_in) goto bad;
         if (ffn_cut) COLS(ffn, p->n_ff);
         if (hidden_cut) ROWS(hidden, p->n_embd);
+        break;
+    case R_PER_HEAD:
         break;
     case R_OTHER:
         /* unknown tensors pass unchanged, unless they might span the hidden width */
@@ -450,11 +465,14 @@ int prune_search_target(prune_request *r, const model *m, const prune_scores *s,
     double best_cost = INFINITY;
     uint64_t best_params = 0;
     bool found = false;
+    const arch_desc *family = arch_by_name(m->cfg.arch);
+    const bool q_width_embd = family && family->q_width_embd;
     for (int64_t kl = L; kl >= (L + 1) / 2; kl--) {
         double lcost = removed_share(s->layer, L, kl);
         for (int a = 0; a < n_head; a++)
             for (int b = 0; b < n_ffn; b++)
                 for (int c = 0; c < n_hid; c++) {
+                    if (q_width_embd && head_opts[a] * m->cfg.head_dim != hid_opts[c]) continue; /* prune_select */
                     /* parameters of this shape: a plan with the counts set (lists are not read) */
                     p.n_head = head_opts[a];
                     p.n_head_kv = head_kv[a];

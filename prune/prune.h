@@ -1,5 +1,6 @@
-/* prune.h - structured pruning of Llama-family models: which heads, FFN channels, layers and
- * hidden channels to keep (a plan), and the smaller model that results.
+/* prune.h - structured pruning of Llama-family models (arch_llama_shaped: llama with or without
+ * Llama 3's rope_freqs, qwen2, qwen3): which heads, FFN channels, layers and hidden channels to
+ * keep (a plan), and the smaller model that results.
  *
  *   scores (importance.h) ─> prune_select ─> prune_plan ─> prune_apply ─> model (in memory)
  *                                                                       ─> model_write_gguf / hf_write
@@ -11,6 +12,8 @@
  *                attn_output; a KV head also its rows of attn_k / attn_v (and biases).
  *                llama.cpp's RoPE row interleaving stays inside a head, so whole heads are
  *                whole row blocks.
+ *                Qwen3's q/k head norms ([head_dim], shared by the heads) and Llama 3's
+ *                rope_freqs stay as they are under every axis.
  *   FFN channel  row c of ffn_gate and ffn_up, column c of ffn_down.
  *   layer        every blk.N.* tensor; later blocks are renumbered.
  *   hidden       column c of every matrix reading the residual stream (token_embd, attn_q/k/v,

@@ -19,15 +19,22 @@
 #include "eval/llm.h"
 #include "eval/tokenizer.h"
 #include "formats/model.h"
+#include "formats/synth.h"
+#include "codec/types.h"
 #include "testutil.h"
 
-/* A tiny Llama: 2 layers, GQA 4/2, vocab 16. */
+/* A tiny Llama: 2 layers, GQA 4/2, vocab 16; tiny_family picks the variant of the trainable
+ * families: 0 llama, 1 llama with Llama 3's rope factors, 2 qwen2 (biases, NEOX rope), 3 qwen3
+ * (q/k head norms, NEOX rope). */
 static int tiny_ff[2] = {24, 24};
+static float tiny_rope_freqs[2] = {1.0f, 4.0f};
+static int tiny_family;
 static tm_config tiny_config(void) {
     tm_config c = {.hp = {.n_vocab = 16, .n_embd = 16, .n_layer = 2, .n_head = 4, .n_head_kv = 2, .head_dim = 4,
                           .n_rot = 4, .norm_eps = 1e-5f, .rope_freq_base = 10000.f},
-                   .n_ff = tiny_ff, .freq_scale = 1.f};
-    snprintf(c.hp.arch, sizeof c.hp.arch, "llama");
+                   .n_ff = tiny_ff, .freq_scale = 1.f, .rope_freqs = tiny_family == 1 ? tiny_rope_freqs : NULL,
+                   .neox = tiny_family >= 2, .qkv_bias = tiny_family == 2, .qk_norm = tiny_family == 3};
+    snprintf(c.hp.arch, sizeof c.hp.arch, "%s", tiny_family == 2 ? "qwen2" : tiny_family == 3 ? "qwen3" : "llama");
     return c;
 }
 
@@ -125,8 +132,8 @@ static void run(int steps, const char *resume, const char *save_path, double *lo
     run_with(NULL, steps, resume, save_path, losses, params_out, n_params);
 }
 
-START_TEST(test_resume_bitwise) {
-    /* 4 + 8 steps across a checkpoint == 12 steps in one go; the data wraps into a new epoch */
+/* 4 + 8 steps across a checkpoint == 12 steps in one go; the data wraps into a new epoch. */
+static void resume_case(void) {
     char *dir = tmpdir_make();
     char ckpt[512];
     snprintf(ckpt, sizeof ckpt, "%s/ckpt.h5", dir);
@@ -137,12 +144,18 @@ START_TEST(test_resume_bitwise) {
     run(4, NULL, ckpt, split, NULL, NULL);
     run(8, ckpt, NULL, split, &p_split, &n2);
     ck_assert_uint_eq(n1, n2);
-    for (int i = 0; i < 12; i++) ck_assert_msg(memcmp(&full[i], &split[i], sizeof(double)) == 0, "loss of step %d differs", i);
+    for (int i = 0; i < 12; i++)
+        ck_assert_msg(memcmp(&full[i], &split[i], sizeof(double)) == 0, "family %d: loss of step %d differs", tiny_family, i);
     ck_assert(memcmp(p_full, p_split, sizeof(float) * n1) == 0);
     ck_assert(full[11] != full[0]);
     free(p_full);
     free(p_split);
     tmpdir_remove(dir);
+}
+
+START_TEST(test_resume_bitwise) {
+    for (tiny_family = 0; tiny_family < 4; tiny_family++) resume_case(); /* every trainable family */
+    tiny_family = 0;
 }
 END_TEST
 
@@ -268,6 +281,77 @@ START_TEST(test_forward_matches_engine) {
     model_close(&m);
     free(bin);
     free(tokp);
+}
+END_TEST
+
+/* Every trainable family (tests/data/configs: llama with Llama 3's rope_freqs, qwen2 with
+ * biases, qwen3 with q/k head norms) written by synth: the training graph's logits are the
+ * engine's (which the families test checks against Hugging Face's reference), and a trained
+ * step exported to GGUF carries every tensor the engine needs (rope_freqs included). */
+START_TEST(test_forward_matches_engine_families) {
+    static const char *const fams[] = {"llama", "qwen2", "qwen3"};
+    for (int fi = 0; fi < 3; fi++) {
+        char cfg_path[256];
+        snprintf(cfg_path, sizeof cfg_path, "tests/data/configs/%s/config.json", fams[fi]);
+        FILE *probe = fopen(cfg_path, "r");
+        if (!probe) SKIP_TEST("tests/data/configs not found (run from the project root)");
+        fclose(probe);
+        char *dir = tmpdir_make();
+        char hf[512], out[512];
+        snprintf(hf, sizeof hf, "%s/hf", dir);
+        snprintf(out, sizeof out, "%s/out.gguf", dir);
+        slmc_err err = {{0}};
+        synth_opts so;
+        synth_opts_init(&so);
+        so.config = cfg_path;
+        so.dtype = GGML_TYPE_F32;
+        ck_assert_msg(synth_write(&so, hf, NULL, &err) == 0, "%s", err.msg);
+        model m;
+        ck_assert_msg(model_open(&m, hf, NULL, &err) == 0, "%s", err.msg);
+        train_model tm;
+        ck_assert_msg(tm_init_from_model(&tm, &m, &err) == 0, "%s: %s", fams[fi], err.msg);
+        ck_assert(tm.cfg.qk_norm == (fi == 2) && tm.cfg.qkv_bias == (fi == 1) && (tm.cfg.rope_freqs != NULL) == (fi == 0));
+        const int T = 20, V = (int)m.cfg.n_vocab;
+        ck_assert(tm_plan(&tm, 1, T, &err) == 0);
+        int32_t toks[20];
+        for (int i = 0; i < T; i++) toks[i] = (int32_t)(3 + (i * 37) % (V - 3));
+        tm_forward(&tm, toks);
+        float *ref = malloc(sizeof(float) * (size_t)T * V), *ref2 = malloc(sizeof(float) * (size_t)T * V);
+        llm_model lm;
+        llm_context ctx;
+        ck_assert_msg(llm_model_init(&lm, &m, &err) == 0, "%s", err.msg);
+        ck_assert(llm_context_init(&ctx, &lm, T, T, &err) == 0);
+        ctx.f16_attention = false;
+        ck_assert(llm_eval(&ctx, toks, T, 0, ref, &err) == 0);
+        double worst = 0, scale = 0;
+        for (int i = 0; i < T * V; i++) {
+            worst = fmax(worst, fabs(ref[i] - tm.a.logits[i]));
+            scale = fmax(scale, fabs(ref[i]));
+        }
+        ck_assert_msg(worst <= 1e-4 * scale, "%s: largest logit difference %g of %g", fams[fi], worst, scale);
+        /* exported and read back by the engine: the same logits as the graph's source */
+        ck_assert_msg(tm_export(&tm, &m, out, GGML_TYPE_F32, &err) == 0, "%s", err.msg);
+        model m2;
+        ck_assert_msg(model_open(&m2, out, NULL, &err) == 0, "%s", err.msg);
+        ck_assert((model_find(&m2, "rope_freqs.weight") >= 0) == (fi == 0));
+        llm_model lm2;
+        llm_context ctx2;
+        ck_assert_msg(llm_model_init(&lm2, &m2, &err) == 0, "%s", err.msg);
+        ck_assert(llm_context_init(&ctx2, &lm2, T, T, &err) == 0);
+        ctx2.f16_attention = false;
+        ck_assert(llm_eval(&ctx2, toks, T, 0, ref2, &err) == 0);
+        ck_assert_msg(memcmp(ref, ref2, sizeof(float) * (size_t)T * V) == 0, "%s: exported logits differ", fams[fi]);
+        llm_context_free(&ctx2);
+        llm_model_free(&lm2);
+        model_close(&m2);
+        llm_context_free(&ctx);
+        llm_model_free(&lm);
+        free(ref);
+        free(ref2);
+        tm_free(&tm);
+        model_close(&m);
+        tmpdir_remove(dir);
+    }
 }
 END_TEST
 
@@ -453,6 +537,7 @@ int main(void) {
     tcase_add_test(tc, test_kernels_bitwise);
     tcase_add_test(tc, test_checkpoint_refuses_other_text);
     tcase_add_test(tc, test_forward_matches_engine);
+    tcase_add_test(tc, test_forward_matches_engine_families);
     tcase_add_test(tc, test_data_formats);
     tcase_add_test(tc, test_train_run_stop_resume);
     suite_add_tcase(s, tc);
