@@ -1,4 +1,4 @@
-/* ops.c - forward and backward of the Llama ops for training; see ops.h. */
+/* ops.c - forward and backward of the training ops (Llama's and the other families'); see ops.h. */
 #include "distill/ops.h"
 
 #include <math.h>
@@ -59,6 +59,59 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
         float acc = 0;
         for (int n = 0; n < N; n++) acc += dout[(size_t)n * C + c] * inp[(size_t)n * C + c] * rstd[n];
         dweight[c] += acc;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * LayerNorm
+ * ------------------------------------------------------------------------------------- */
+
+/* inp[N][C] -> out[N][C]; mean[N], rstd[N] saved for backward. weight[C], bias[C] (or NULL). */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                       const float *bias, int N, int C, float eps, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *y = out + (size_t)n * C;
+        double sum = 0, ss = 0; /* in double, as RMSNorm */
+        for (int c = 0; c < C; c++) sum += x[c];
+        const double mu = sum / C;
+        for (int c = 0; c < C; c++) ss += (x[c] - mu) * (x[c] - mu);
+        const float m = (float)mu, s = (float)(1.0 / sqrt(ss / C + eps));
+        for (int c = 0; c < C; c++) y[c] = (x[c] - m) * s * weight[c] + (bias ? bias[c] : 0.0f);
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int N, int C, int n_threads) {
+    /* with x̂ = (x − mean)·s and g = dy·w:  dx_j = s · (g_j − mean(g) − x̂_j · mean(g·x̂)) */
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+        float *dx = dinp + (size_t)n * C;
+        const float m = mean[n], s = rstd[n];
+        double gsum = 0, gxsum = 0;
+        for (int c = 0; c < C; c++) {
+            double g = (double)dy[c] * weight[c];
+            gsum += g;
+            gxsum += g * ((x[c] - m) * s);
+        }
+        const float gmean = (float)(gsum / C), gxmean = (float)(gxsum / C);
+        for (int c = 0; c < C; c++) dx[c] += s * (dy[c] * weight[c] - gmean - (x[c] - m) * s * gxmean);
+    }
+    /* the weight and bias gradients sum over rows: split channels across threads */
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int c = 0; c < C; c++) {
+        float dw = 0, db = 0;
+        for (int n = 0; n < N; n++) {
+            float dy = dout[(size_t)n * C + c];
+            dw += dy * (inp[(size_t)n * C + c] - mean[n]) * rstd[n];
+            db += dy;
+        }
+        dweight[c] += dw;
+        if (dbias) dbias[c] += db;
     }
 }
 
@@ -148,40 +201,53 @@ void rope_backward(float *dx, const float *cos_t, const float *sin_t, int N, int
  * causal grouped-query attention
  * ------------------------------------------------------------------------------------- */
 
-void attention_forward(float *out, float *att, const float *q, const float *k, const float *v, int B, int T,
-                       int NH, int NKV, int hd, int n_threads) {
+/* First key row t sees: t - window + 1 with a window, else 0. The last is always t. */
+static inline int attn_first(int t, int window) { return window > 0 && t >= window ? t - window + 1 : 0; }
+
+/* q[B*T][NH*hd], k, v [B*T][NKV*hd] -> out[B*T][NH*hd], att[B][NH][T][T] (probabilities,
+ * 0 outside t0..t). Score s = (q·k)·scale, then softcap·tanh(s/softcap) with a soft-cap. */
+void attention_forward_ex(float *out, float *att, const float *q, const float *k, const float *v, int B, int T,
+                          int NH, int NKV, int hd, const attn_opts *o, int n_threads) {
     const int qdim = NH * hd, kvdim = NKV * hd, group = NH / NKV;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const float scale = o->scale, cap = o->softcap;
+    const int window = o->window;
 #pragma omp parallel for num_threads(n_threads) schedule(static) collapse(3)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int t = 0; t < T; t++) {
-                const int kh = h / group;
+                const int kh = h / group, t0 = attn_first(t, window);
                 const float *qt = q + ((size_t)b * T + t) * qdim + (size_t)h * hd;
                 float *a = att + (((size_t)b * NH + h) * T + t) * T;
                 float mx = -INFINITY;
-                for (int t2 = 0; t2 <= t; t2++) {
+                for (int t2 = t0; t2 <= t; t2++) {
                     a[t2] = dot_f32(qt, k + ((size_t)b * T + t2) * kvdim + (size_t)kh * hd, hd) * scale;
+                    if (cap > 0) a[t2] = cap * tanhf(a[t2] / cap);
                     if (a[t2] > mx) mx = a[t2];
                 }
                 float sum = 0;
-                for (int t2 = 0; t2 <= t; t2++) {
+                for (int t2 = t0; t2 <= t; t2++) {
                     a[t2] = expf(a[t2] - mx);
                     sum += a[t2];
                 }
                 float inv = 1.0f / sum;
-                for (int t2 = 0; t2 <= t; t2++) a[t2] *= inv;
+                for (int t2 = t0; t2 <= t; t2++) a[t2] *= inv;
+                for (int t2 = 0; t2 < t0; t2++) a[t2] = 0;
                 for (int t2 = t + 1; t2 < T; t2++) a[t2] = 0;
-                float *o = out + ((size_t)b * T + t) * qdim + (size_t)h * hd;
-                memset(o, 0, sizeof(float) * (size_t)hd);
-                for (int t2 = 0; t2 <= t; t2++) axpy_f32(o, a[t2], v + ((size_t)b * T + t2) * kvdim + (size_t)kh * hd, hd);
+                float *ot = out + ((size_t)b * T + t) * qdim + (size_t)h * hd;
+                memset(ot, 0, sizeof(float) * (size_t)hd);
+                for (int t2 = t0; t2 <= t; t2++)
+                    axpy_f32(ot, a[t2], v + ((size_t)b * T + t2) * kvdim + (size_t)kh * hd, hd);
             }
 }
 
-void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
-                        const float *k, const float *v, int B, int T, int NH, int NKV, int hd, int n_threads) {
+/* Gradients into dq[B*T][NH*hd], dk, dv [B*T][NKV*hd] from dout[B*T][NH*hd] and the forward's
+ * att. The soft-cap's derivative 1 − tanh²(s/softcap) needs the score, recomputed from q·k. */
+void attention_backward_ex(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
+                           const float *k, const float *v, int B, int T, int NH, int NKV, int hd,
+                           const attn_opts *o, int n_threads) {
     const int qdim = NH * hd, kvdim = NKV * hd, group = NH / NKV;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const float scale = o->scale, cap = o->softcap;
+    const int window = o->window;
     /* dk and dv of a kv head collect from every query head of its group: one thread per
      * (batch, kv head) so those sums never race. */
 #pragma omp parallel for num_threads(n_threads) schedule(static) collapse(2)
@@ -189,19 +255,25 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
         for (int kh = 0; kh < NKV; kh++)
             for (int h = kh * group; h < (kh + 1) * group; h++)
                 for (int t = 0; t < T; t++) {
+                    const int t0 = attn_first(t, window);
                     const float *a = att + (((size_t)b * NH + h) * T + t) * T;
                     const float *go = dout + ((size_t)b * T + t) * qdim + (size_t)h * hd;
                     const float *qt = q + ((size_t)b * T + t) * qdim + (size_t)h * hd;
                     float *gq = dq + ((size_t)b * T + t) * qdim + (size_t)h * hd;
                     /* softmax backward: dscore = a · (da − Σ a·da), with da[t2] = dout · v[t2] */
                     float adot = 0;
-                    for (int t2 = 0; t2 <= t; t2++)
+                    for (int t2 = t0; t2 <= t; t2++)
                         adot += a[t2] * dot_f32(go, v + ((size_t)b * T + t2) * kvdim + (size_t)kh * hd, hd);
-                    for (int t2 = 0; t2 <= t; t2++) {
+                    for (int t2 = t0; t2 <= t; t2++) {
                         const float *vt = v + ((size_t)b * T + t2) * kvdim + (size_t)kh * hd;
                         const float *kt = k + ((size_t)b * T + t2) * kvdim + (size_t)kh * hd;
                         float da = dot_f32(go, vt, hd);
-                        float ds = a[t2] * (da - adot) * scale;
+                        float ds = a[t2] * (da - adot);
+                        if (cap > 0) {
+                            float th = tanhf(dot_f32(qt, kt, hd) * scale / cap);
+                            ds *= 1.0f - th * th;
+                        }
+                        ds *= scale;
                         axpy_f32(dv + ((size_t)b * T + t2) * kvdim + (size_t)kh * hd, a[t2], go, hd);
                         axpy_f32(gq, ds, kt, hd);
                         axpy_f32(dk + ((size_t)b * T + t2) * kvdim + (size_t)kh * hd, ds, qt, hd);
@@ -209,8 +281,21 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
                 }
 }
 
+/* Llama's attention: scale 1/sqrt(hd), no window, no soft-cap. */
+void attention_forward(float *out, float *att, const float *q, const float *k, const float *v, int B, int T,
+                       int NH, int NKV, int hd, int n_threads) {
+    const attn_opts o = {.scale = 1.0f / sqrtf((float)hd), .window = 0, .softcap = 0};
+    attention_forward_ex(out, att, q, k, v, B, T, NH, NKV, hd, &o, n_threads);
+}
+
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
+                        const float *k, const float *v, int B, int T, int NH, int NKV, int hd, int n_threads) {
+    const attn_opts o = {.scale = 1.0f / sqrtf((float)hd), .window = 0, .softcap = 0};
+    attention_backward_ex(dq, dk, dv, dout, att, q, k, v, B, T, NH, NKV, hd, &o, n_threads);
+}
+
 /* ---------------------------------------------------------------------------------------
- * SwiGLU and residual
+ * SwiGLU
  * ------------------------------------------------------------------------------------- */
 
 void swiglu_forward(float *out, const float *gate, const float *up, int64_t n, int n_threads) {
@@ -229,6 +314,52 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
     }
 }
 
+/* ---------------------------------------------------------------------------------------
+ * GELU and GeGLU
+ * ------------------------------------------------------------------------------------- */
+
+#define GELU_K 0.7978845608f /* √(2/π) */
+#define GELU_A 0.044715f
+
+/* gelu(x) = 0.5·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³) */
+static inline float gelu_f(float x) { return 0.5f * x * (1.0f + tanhf(GELU_K * (x + GELU_A * x * x * x))); }
+
+/* gelu'(x) = 0.5·(1 + tanh u) + 0.5·x·(1 − tanh² u)·√(2/π)·(1 + 3·0.044715·x²) */
+static inline float gelu_grad_f(float x) {
+    float th = tanhf(GELU_K * (x + GELU_A * x * x * x));
+    return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * GELU_A * x * x);
+}
+
+/* out[n] = gelu(inp[n]) */
+void gelu_forward(float *out, const float *inp, int64_t n, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t i = 0; i < n; i++) out[i] = gelu_f(inp[i]);
+}
+
+void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t i = 0; i < n; i++) dinp[i] += dout[i] * gelu_grad_f(inp[i]);
+}
+
+/* out[n] = gelu(gate[n]) · up[n] */
+void geglu_forward(float *out, const float *gate, const float *up, int64_t n, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t i = 0; i < n; i++) out[i] = gelu_f(gate[i]) * up[i];
+}
+
+void geglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int64_t n,
+                    int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        dgate[i] += dout[i] * up[i] * gelu_grad_f(gate[i]);
+        dup[i] += dout[i] * gelu_f(gate[i]);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * residual
+ * ------------------------------------------------------------------------------------- */
+
 void residual_forward(float *out, const float *a, const float *b, int64_t n, int n_threads) {
 #pragma omp parallel for num_threads(n_threads) schedule(static)
     for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
@@ -239,6 +370,25 @@ void residual_backward(float *da, float *db, const float *dout, int64_t n, int n
     for (int64_t i = 0; i < n; i++) {
         da[i] += dout[i];
         db[i] += dout[i];
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * soft-cap
+ * ------------------------------------------------------------------------------------- */
+
+/* out[n] = cap · tanh(inp[n] / cap); out may be inp */
+void softcap_forward(float *out, const float *inp, int64_t n, float cap, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t i = 0; i < n; i++) out[i] = cap * tanhf(inp[i] / cap);
+}
+
+/* from the forward's output: tanh = out/cap, so the derivative is 1 − (out/cap)² */
+void softcap_backward(float *dinp, const float *dout, const float *out, int64_t n, float cap, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float th = out[i] / cap;
+        dinp[i] += dout[i] * (1.0f - th * th);
     }
 }
 

@@ -1,4 +1,6 @@
-/* ops.h - forward and backward passes of every op of the Llama graph, for training (F32).
+/* ops.h - forward and backward passes of every op of the Llama graph, and of the other
+ * families' (LayerNorm, GELU/GeGLU, soft-cap, windowed and soft-capped attention), for
+ * training (F32).
  *
  * In the style of llm.c's train_gpt2.c: one function per op, op_forward and op_backward side
  * by side. Shapes are written [N][C] for row-major arrays; N = B*T token rows (batch B,
@@ -33,6 +35,13 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *wei
 void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
                       const float *rstd, int N, int C, int n_threads);
 
+/* ---- LayerNorm: out = (inp − mean) · rstd · weight + bias over C channels; mean[N], rstd[N] saved;
+ *      bias may be NULL (then dbias is ignored; dbias may also be NULL) ------------------------------ */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                       const float *bias, int N, int C, float eps, int n_threads);
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int N, int C, int n_threads);
+
 /* ---- matmul: out[N][OC] = inp[N][C] · weight[OC][C]ᵀ (+ bias[OC], may be NULL) ------------ */
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC,
                     const gemm_ctx *ctx);
@@ -58,14 +67,44 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
                         const float *k, const float *v, int B, int T, int NH, int NKV, int hd, int n_threads);
 
+/* ---- attention with options (the families beyond Llama) -----------------------------------
+ * attention_forward/backward above are these with {1/sqrt(hd), 0, 0}. att keeps the
+ * probabilities; masked entries are 0. */
+typedef struct attn_opts {
+    float scale;    /* multiplies q·k before anything else (1/sqrt(hd) for Llama) */
+    int window;     /* > 0: query t sees key t2 only when t - t2 < window (llama.cpp's sliding-window
+                       mask, gemma2/gemma3/phi3 local layers); 0: every t2 <= t */
+    float softcap;  /* > 0: each scaled score s becomes softcap * tanh(s / softcap) before the mask and
+                       softmax (gemma2); 0: none */
+} attn_opts;
+void attention_forward_ex(float *out, float *att, const float *q, const float *k, const float *v, int B, int T,
+                          int NH, int NKV, int hd, const attn_opts *o, int n_threads);
+void attention_backward_ex(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
+                           const float *k, const float *v, int B, int T, int NH, int NKV, int hd,
+                           const attn_opts *o, int n_threads);
+
 /* ---- SwiGLU: out = silu(gate) * up, all [N][F] (as N*F values) ------------------------------ */
 void swiglu_forward(float *out, const float *gate, const float *up, int64_t n, int n_threads);
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int64_t n,
                      int n_threads);
 
+/* ---- GeGLU: out = gelu(gate) * up (Gemma's FFN); gelu(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) -- */
+void geglu_forward(float *out, const float *gate, const float *up, int64_t n, int n_threads);
+void geglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int64_t n,
+                    int n_threads);
+
+/* ---- GELU (tanh approximation as above), elementwise (Phi-2's FFN) ---------------------------------- */
+void gelu_forward(float *out, const float *inp, int64_t n, int n_threads);
+void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n, int n_threads);
+
 /* ---- residual: out = a + b; backward adds dout to both -------------------------------------- */
 void residual_forward(float *out, const float *a, const float *b, int64_t n, int n_threads);
 void residual_backward(float *da, float *db, const float *dout, int64_t n, int n_threads);
+
+/* ---- soft-cap: out = cap · tanh(inp / cap), elementwise (Gemma 2's final logits); in place allowed
+ *      (out == inp); the backward reads the forward's OUTPUT: dinp += dout · (1 − (out/cap)²) -------- */
+void softcap_forward(float *out, const float *inp, int64_t n, float cap, int n_threads);
+void softcap_backward(float *dinp, const float *dout, const float *out, int64_t n, float cap, int n_threads);
 
 /* ---- losses over logits[N][V] ---------------------------------------------------------------
  * Each stores every row's loss in row_loss[N] (scratch the caller provides), returns their

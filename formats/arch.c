@@ -250,7 +250,7 @@ static const arch_desc FAMILIES[] = {
         .hf_classes = {"Phi3ForCausalLM"},
         .hf_model_type = "phi3",
         TABLES(PHI3_GLOBALS, PHI3_LAYER),
-        .norm = NORM_RMS, .ffn = FFN_SWIGLU, .rope = ROPE_NEOX,
+        .norm = NORM_RMS, .ffn = FFN_SWIGLU, .rope = ROPE_NEOX, .q_width_embd = true,
         .q_prescale = true,
         .swa = SWA_ALL,
         .kv_rope_dims = true,

@@ -109,9 +109,10 @@ typedef struct arch_desc {
     int64_t wide_q_layers;     /* llama.cpp scales Q.K by 1/sqrt(n_embd / n_head) instead of
                                 * 1/sqrt(head_dim) for a model of this many layers (the 27B shapes
                                 * it recognises by layer count: gemma2 46, gemma3 62); 0 never */
-    bool q_width_embd;         /* llama.cpp (b4747) builds attn_q and attn_output as n_embd x n_embd:
-                                * head_count x head size must equal embedding_length (qwen2, phi2,
-                                * stablelm), which constrains pruning */
+    bool q_width_embd;         /* llama.cpp (b4747) builds attn_q (phi3: attn_qkv's Q rows) and
+                                * attn_output with n_embd: head_count x head size must equal
+                                * embedding_length (qwen2, phi2, phi3, stablelm), which constrains
+                                * pruning */
     bool attn_softcap;         /* <arch>.attn_logit_softcapping applies (gemma2) */
     bool final_softcap;        /* <arch>.final_logit_softcapping applies (gemma2) */
 
@@ -148,7 +149,7 @@ const arch_tensor *arch_layer_tensor(const arch_desc *a, const char *gguf);
 /* Whether a family's blocks are Llama's: RMSNorm, SwiGLU with separate gate/up, separate
  * Q/K/V (biases allowed), at most RMSNorms of each q and k head, no post norms, parallel block,
  * embedding scale, soft-caps, sliding windows or long/short rope factors (llama with or
- * without Llama 3's rope_freqs, qwen2, qwen3). Training and pruning cover these families. */
+ * without Llama 3's rope_freqs, qwen2, qwen3). */
 bool arch_llama_shaped(const arch_desc *a);
 
 /* The head size Q.K is scaled by (1/sqrt of it), as llama.cpp's graph chooses it. */

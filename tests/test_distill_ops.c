@@ -191,6 +191,277 @@ START_TEST(test_attention) {
 }
 END_TEST
 
+/* Bits of a and b (n floats) are the same: what an op computed on 1 and on 3 threads. */
+static void same_bits(const char *what, const float *a, const float *b, size_t n) {
+    ck_assert_msg(memcmp(a, b, n * sizeof(float)) == 0, "%s differs between 1 and 3 threads", what);
+}
+
+/* ---- attention with options: sliding window, soft-capped scores, any scale ---- */
+typedef struct { float *out, *att, *q, *k, *v, *r; int B, T, NH, NKV, hd; attn_opts o; } attx_ctx;
+static double attx_loss(void *p) {
+    attx_ctx *c = p;
+    attention_forward_ex(c->out, c->att, c->q, c->k, c->v, c->B, c->T, c->NH, c->NKV, c->hd, &c->o, NT);
+    return project(c->out, c->r, (size_t)c->B * c->T * c->NH * c->hd);
+}
+/* Forward and backward (dout = r) on nt threads into out, att and zeroed dq, dk, dv. */
+static void attx_run(const attx_ctx *c, int nt, float *out, float *att, float *dq, float *dk, float *dv) {
+    size_t nq = (size_t)c->B * c->T * c->NH * c->hd, nk = (size_t)c->B * c->T * c->NKV * c->hd;
+    memset(dq, 0, nq * 4);
+    memset(dk, 0, nk * 4);
+    memset(dv, 0, nk * 4);
+    attention_forward_ex(out, att, c->q, c->k, c->v, c->B, c->T, c->NH, c->NKV, c->hd, &c->o, nt);
+    attention_backward_ex(dq, dk, dv, c->r, att, c->q, c->k, c->v, c->B, c->T, c->NH, c->NKV, c->hd, &c->o, nt);
+}
+/* q and k are drawn in [-qk, qk) (large qk: scores reach the soft-cap's bend). Checks the
+ * probabilities and the mask, the gradients against finite differences, and that 1 and 3
+ * threads give the same bits. */
+static void attx_case(int B, int T, int NH, int NKV, int hd, attn_opts o, float qk) {
+    size_t nq = (size_t)B * T * NH * hd, nk = (size_t)B * T * NKV * hd, na = (size_t)B * NH * T * T;
+    attx_ctx c = {malloc(nq * 4), malloc(na * 4), rand_buf(nq, qk), rand_buf(nk, qk), rand_buf(nk, 1),
+                  rand_buf(nq, 1), B, T, NH, NKV, hd, o};
+    float *dq = calloc(nq, 4), *dk = calloc(nk, 4), *dv = calloc(nk, 4);
+    attx_loss(&c);
+    /* rows sum to 1 over the keys t0..t they see; everything else is exactly 0 */
+    double max_score = 0;
+    for (int r = 0; r < B * NH * T; r++) {
+        const int b = r / (NH * T), h = r / T % NH, t = r % T, kh = h / (NH / NKV);
+        double s = 0;
+        for (int t2 = 0; t2 < T; t2++) {
+            const float a = c.att[(size_t)r * T + t2];
+            const bool seen = t2 <= t && (o.window == 0 || t - t2 < o.window);
+            ck_assert_msg(seen ? a > 0.0f : a == 0.0f, "att row %d key %d: %g", r, t2, a);
+            s += a;
+            if (!seen) continue;
+            double d = 0;
+            for (int i = 0; i < hd; i++)
+                d += (double)c.q[((size_t)b * T + t) * NH * hd + (size_t)h * hd + i] *
+                     c.k[((size_t)b * T + t2) * NKV * hd + (size_t)kh * hd + i];
+            if (fabs(d * o.scale) > max_score) max_score = fabs(d * o.scale);
+        }
+        ck_assert(fabs(s - 1) < 1e-6);
+    }
+    /* with a soft-cap, some scores lie past the cap, where tanh is far from linear */
+    if (o.softcap > 0) ck_assert_msg(max_score > 1.5 * o.softcap, "largest score %g", max_score);
+    attention_backward_ex(dq, dk, dv, c.r, c.att, c.q, c.k, c.v, B, T, NH, NKV, hd, &o, NT);
+    check_grad("dq", c.q, nq, dq, attx_loss, &c, 1e-2f, 2e-3);
+    check_grad("dk", c.k, nk, dk, attx_loss, &c, 1e-2f, 2e-3);
+    check_grad("dv", c.v, nk, dv, attx_loss, &c, 1e-2f, 2e-3);
+    /* 1 vs 3 threads */
+    float *o1 = malloc(nq * 4), *a1 = malloc(na * 4), *q1 = malloc(nq * 4), *k1 = malloc(nk * 4), *v1 = malloc(nk * 4);
+    float *o3 = malloc(nq * 4), *a3 = malloc(na * 4), *q3 = malloc(nq * 4), *k3 = malloc(nk * 4), *v3 = malloc(nk * 4);
+    attx_run(&c, 1, o1, a1, q1, k1, v1);
+    attx_run(&c, 3, o3, a3, q3, k3, v3);
+    same_bits("out", o1, o3, nq);
+    same_bits("att", a1, a3, na);
+    same_bits("dq", q1, q3, nq);
+    same_bits("dk", k1, k3, nk);
+    same_bits("dv", v1, v3, nk);
+    free(o1); free(a1); free(q1); free(k1); free(v1); free(o3); free(a3); free(q3); free(k3); free(v3);
+    free(c.out); free(c.att); free(c.q); free(c.k); free(c.v); free(c.r); free(dq); free(dk); free(dv);
+}
+
+/* attention_forward/backward are attention_*_ex with Llama's options, to the bit */
+START_TEST(test_attention_ex_default) {
+    int B = 2, T = 6, NH = 4, NKV = 2, hd = 8;
+    size_t nq = (size_t)B * T * NH * hd, nk = (size_t)B * T * NKV * hd, na = (size_t)B * NH * T * T;
+    attx_ctx c = {NULL, NULL, rand_buf(nq, 2), rand_buf(nk, 2), rand_buf(nk, 1), rand_buf(nq, 1), B, T, NH, NKV, hd,
+                  {.scale = 1.0f / sqrtf((float)hd), .window = 0, .softcap = 0}};
+    float *o1 = malloc(nq * 4), *a1 = malloc(na * 4), *q1 = calloc(nq, 4), *k1 = calloc(nk, 4), *v1 = calloc(nk, 4);
+    float *o2 = malloc(nq * 4), *a2 = malloc(na * 4), *q2 = malloc(nq * 4), *k2 = malloc(nk * 4), *v2 = malloc(nk * 4);
+    attention_forward(o1, a1, c.q, c.k, c.v, B, T, NH, NKV, hd, NT);
+    attention_backward(q1, k1, v1, c.r, a1, c.q, c.k, c.v, B, T, NH, NKV, hd, NT);
+    attx_run(&c, NT, o2, a2, q2, k2, v2);
+    ck_assert(memcmp(o1, o2, nq * 4) == 0 && memcmp(a1, a2, na * 4) == 0);
+    ck_assert(memcmp(q1, q2, nq * 4) == 0 && memcmp(k1, k2, nk * 4) == 0 && memcmp(v1, v2, nk * 4) == 0);
+    /* a window as long as the sequence masks nothing: the same bits again */
+    c.o.window = T;
+    attx_run(&c, NT, o2, a2, q2, k2, v2);
+    ck_assert(memcmp(o1, o2, nq * 4) == 0 && memcmp(a1, a2, na * 4) == 0);
+    ck_assert(memcmp(q1, q2, nq * 4) == 0 && memcmp(k1, k2, nk * 4) == 0 && memcmp(v1, v2, nk * 4) == 0);
+    free(o1); free(a1); free(q1); free(k1); free(v1); free(o2); free(a2); free(q2); free(k2); free(v2);
+    free(c.q); free(c.k); free(c.v); free(c.r);
+}
+END_TEST
+
+START_TEST(test_attention_window) {
+    /* (a) window 3 on T = 7: rows 3.. lose their first keys */
+    attx_case(2, 7, 4, 2, 4, (attn_opts){.scale = 0.5f, .window = 3, .softcap = 0}, 1);
+    /* window 1: every row sees only its own key, so out = v and att is the identity */
+    attx_case(1, 5, 2, 1, 4, (attn_opts){.scale = 0.5f, .window = 1, .softcap = 0}, 1);
+    int T = 5, NH = 2, hd = 4;
+    float *q = rand_buf((size_t)T * NH * hd, 1), *k = rand_buf((size_t)T * hd, 1), *v = rand_buf((size_t)T * hd, 1);
+    float *out = malloc(sizeof(float) * T * NH * hd), *att = malloc(sizeof(float) * NH * T * T);
+    attention_forward_ex(out, att, q, k, v, 1, T, NH, 1, hd, &(attn_opts){.scale = 0.5f, .window = 1}, NT);
+    for (int h = 0; h < NH; h++)
+        for (int t = 0; t < T; t++) {
+            for (int t2 = 0; t2 < T; t2++) ck_assert(att[((size_t)h * T + t) * T + t2] == (t2 == t ? 1.0f : 0.0f));
+            ck_assert(memcmp(out + ((size_t)t * NH + h) * hd, v + (size_t)t * hd, (size_t)hd * 4) == 0);
+        }
+    free(q); free(k); free(v); free(out); free(att);
+}
+END_TEST
+
+/* (b) soft-capped scores, q and k scaled up so that scores pass the cap */
+START_TEST(test_attention_softcap) {
+    attx_case(2, 5, 2, 2, 4, (attn_opts){.scale = 0.5f, .window = 0, .softcap = 5}, 3.5f);
+}
+END_TEST
+
+/* (c) both, scale 0.3, grouped-query heads */
+START_TEST(test_attention_window_softcap) {
+    attx_case(2, 7, 4, 2, 8, (attn_opts){.scale = 0.3f, .window = 3, .softcap = 4}, 3);
+}
+END_TEST
+
+/* ---- LayerNorm ---- */
+typedef struct { float *out, *mean, *rstd, *x, *w, *b, *r; int N, C; } ln_ctx;
+static double ln_loss(void *p) {
+    ln_ctx *c = p;
+    layernorm_forward(c->out, c->mean, c->rstd, c->x, c->w, c->b, c->N, c->C, 1e-5f, NT);
+    return project(c->out, c->r, (size_t)c->N * c->C);
+}
+START_TEST(test_layernorm) {
+    int N = 5, C = 16;
+    size_t n = (size_t)N * C;
+    ln_ctx c = {malloc(n * 4), malloc(sizeof(float) * N), malloc(sizeof(float) * N), rand_buf(n, 1),
+                rand_buf((size_t)C, 1), rand_buf((size_t)C, 1), rand_buf(n, 1), N, C};
+    for (size_t i = 0; i < n; i++) c.x[i] += 0.7f; /* rows with a mean to remove */
+    float *dx = calloc(n, 4), *dw = calloc((size_t)C, 4), *db = calloc((size_t)C, 4);
+    ln_loss(&c);
+    /* mean and rstd of row 3 by hand */
+    double m = 0, var = 0;
+    for (int i = 0; i < C; i++) m += c.x[3 * C + i];
+    m /= C;
+    for (int i = 0; i < C; i++) var += (c.x[3 * C + i] - m) * (c.x[3 * C + i] - m);
+    ck_assert(fabs(c.mean[3] - m) < 1e-6 && fabs(c.rstd[3] - 1 / sqrt(var / C + 1e-5)) < 1e-5);
+    layernorm_backward(dx, dw, db, c.r, c.x, c.w, c.mean, c.rstd, N, C, NT);
+    check_grad("dx", c.x, n, dx, ln_loss, &c, 1e-3f, 2e-3);
+    check_grad("dw", c.w, (size_t)C, dw, ln_loss, &c, 1e-3f, 2e-3);
+    check_grad("db", c.b, (size_t)C, db, ln_loss, &c, 1e-3f, 2e-3);
+    /* no bias: the same as a zero bias, and dbias NULL leaves dinp and dweight as they were */
+    float *zero = calloc((size_t)C, 4), *out0 = malloc(n * 4), *dx0 = calloc(n, 4), *dw0 = calloc((size_t)C, 4);
+    layernorm_forward(out0, c.mean, c.rstd, c.x, c.w, zero, N, C, 1e-5f, NT);
+    layernorm_forward(c.out, c.mean, c.rstd, c.x, c.w, NULL, N, C, 1e-5f, NT);
+    ck_assert(memcmp(out0, c.out, n * 4) == 0);
+    memset(dx, 0, n * 4);
+    memset(dw, 0, (size_t)C * 4);
+    layernorm_backward(dx, dw, db, c.r, c.x, c.w, c.mean, c.rstd, N, C, NT);
+    layernorm_backward(dx0, dw0, NULL, c.r, c.x, c.w, c.mean, c.rstd, N, C, NT);
+    ck_assert(memcmp(dx, dx0, n * 4) == 0 && memcmp(dw, dw0, (size_t)C * 4) == 0);
+    free(zero); free(out0); free(dx0); free(dw0);
+    free(c.out); free(c.mean); free(c.rstd); free(c.x); free(c.w); free(c.b); free(c.r); free(dx); free(dw); free(db);
+    /* 1 vs 3 threads, on more rows and channels than threads */
+    N = 9, C = 40, n = (size_t)N * C;
+    float *x = rand_buf(n, 2), *w = rand_buf((size_t)C, 1), *b = rand_buf((size_t)C, 1), *r = rand_buf(n, 1);
+    float *res[2][6];
+    for (int k = 0; k < 2; k++) {
+        const int nt = k ? 3 : 1;
+        float **o = res[k];
+        o[0] = malloc(n * 4), o[1] = malloc(sizeof(float) * N), o[2] = malloc(sizeof(float) * N);
+        o[3] = calloc(n, 4), o[4] = calloc((size_t)C, 4), o[5] = calloc((size_t)C, 4);
+        layernorm_forward(o[0], o[1], o[2], x, w, b, N, C, 1e-5f, nt);
+        layernorm_backward(o[3], o[4], o[5], r, x, w, o[1], o[2], N, C, nt);
+    }
+    static const char *const what[6] = {"out", "mean", "rstd", "dinp", "dweight", "dbias"};
+    const size_t len[6] = {n, (size_t)N, (size_t)N, n, (size_t)C, (size_t)C};
+    for (int i = 0; i < 6; i++) {
+        same_bits(what[i], res[0][i], res[1][i], len[i]);
+        free(res[0][i]);
+        free(res[1][i]);
+    }
+    free(x); free(w); free(b); free(r);
+}
+END_TEST
+
+/* ---- GELU and GeGLU ---- */
+static double gelu_ref(double x) { return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); }
+typedef struct { float *out, *g, *u, *r; int n; } gl_ctx;
+static double gelu_loss(void *p) {
+    gl_ctx *c = p;
+    gelu_forward(c->out, c->g, c->n, NT);
+    return project(c->out, c->r, (size_t)c->n);
+}
+static double geglu_loss(void *p) {
+    gl_ctx *c = p;
+    geglu_forward(c->out, c->g, c->u, c->n, NT);
+    return project(c->out, c->r, (size_t)c->n);
+}
+START_TEST(test_gelu_geglu) {
+    int n = 40;
+    gl_ctx c = {malloc(n * 4), rand_buf(n, 4), rand_buf(n, 2), rand_buf(n, 1), n};
+    float *dg = calloc(n, 4), *du = calloc(n, 4);
+    /* values against the formula in double */
+    gelu_loss(&c);
+    for (int i = 0; i < n; i++) ck_assert(fabs(c.out[i] - gelu_ref(c.g[i])) < 1e-6 * (1 + fabs(c.g[i])));
+    geglu_loss(&c);
+    for (int i = 0; i < n; i++) ck_assert(fabs(c.out[i] - gelu_ref(c.g[i]) * c.u[i]) < 1e-6 * (1 + fabs(c.g[i])) * 2);
+    gelu_backward(dg, c.r, c.g, n, NT);
+    check_grad("dinp(gelu)", c.g, n, dg, gelu_loss, &c, 1e-3f, 2e-3);
+    memset(dg, 0, n * 4);
+    geglu_backward(dg, du, c.r, c.g, c.u, n, NT);
+    check_grad("dgate", c.g, n, dg, geglu_loss, &c, 1e-3f, 2e-3);
+    check_grad("dup", c.u, n, du, geglu_loss, &c, 1e-3f, 2e-3);
+    free(c.out); free(c.g); free(c.u); free(c.r); free(dg); free(du);
+    /* 1 vs 3 threads */
+    n = 1001;
+    float *g = rand_buf(n, 4), *u = rand_buf(n, 2), *r = rand_buf(n, 1), *res[2][5];
+    for (int k = 0; k < 2; k++) {
+        const int nt = k ? 3 : 1;
+        float **o = res[k];
+        for (int i = 0; i < 5; i++) o[i] = calloc(n, 4);
+        gelu_forward(o[0], g, n, nt);
+        gelu_backward(o[1], r, g, n, nt);
+        geglu_forward(o[2], g, u, n, nt);
+        geglu_backward(o[3], o[4], r, g, u, n, nt);
+    }
+    static const char *const what[5] = {"gelu", "dinp(gelu)", "geglu", "dgate", "dup"};
+    for (int i = 0; i < 5; i++) {
+        same_bits(what[i], res[0][i], res[1][i], (size_t)n);
+        free(res[0][i]);
+        free(res[1][i]);
+    }
+    free(g); free(u); free(r);
+}
+END_TEST
+
+/* ---- soft-cap ---- */
+typedef struct { float *out, *x, *r; int n; float cap; } sc_ctx;
+static double sc_loss(void *p) {
+    sc_ctx *c = p;
+    softcap_forward(c->out, c->x, c->n, c->cap, NT);
+    return project(c->out, c->r, (size_t)c->n);
+}
+START_TEST(test_softcap) {
+    int n = 40;
+    sc_ctx c = {malloc(n * 4), rand_buf(n, 6), rand_buf(n, 1), n, 2.0f}; /* inputs to 3× the cap */
+    float *dx = calloc(n, 4);
+    sc_loss(&c);
+    for (int i = 0; i < n; i++) ck_assert(fabs(c.out[i] - 2.0 * tanh(c.x[i] / 2.0)) < 1e-6);
+    softcap_backward(dx, c.r, c.out, n, c.cap, NT);
+    check_grad("dinp", c.x, n, dx, sc_loss, &c, 1e-3f, 2e-3);
+    /* in place: the same bits */
+    sc_loss(&c); /* check_grad left out at a perturbed x */
+    float *y = malloc(n * 4);
+    memcpy(y, c.x, n * 4);
+    softcap_forward(y, y, n, c.cap, NT);
+    ck_assert(memcmp(y, c.out, n * 4) == 0);
+    free(y); free(c.out); free(c.x); free(c.r); free(dx);
+    /* 1 vs 3 threads */
+    n = 1001;
+    float *x = rand_buf(n, 60), *r = rand_buf(n, 1), *res[2][2];
+    for (int k = 0; k < 2; k++) {
+        const int nt = k ? 3 : 1;
+        res[k][0] = malloc(n * 4);
+        res[k][1] = calloc(n, 4);
+        softcap_forward(res[k][0], x, n, 30.0f, nt);
+        softcap_backward(res[k][1], r, res[k][0], n, 30.0f, nt);
+    }
+    same_bits("softcap", res[0][0], res[1][0], (size_t)n);
+    same_bits("dinp(softcap)", res[0][1], res[1][1], (size_t)n);
+    free(res[0][0]); free(res[0][1]); free(res[1][0]); free(res[1][1]); free(x); free(r);
+}
+END_TEST
+
 /* ---- SwiGLU and residual ---- */
 typedef struct { float *out, *g, *u, *r; int n; } sw_ctx;
 static double sw_loss(void *p) {
@@ -270,17 +541,31 @@ static double model_loss(void *p) {
     return crossentropy_forward_backward(NULL, c->tm->a.row_loss, c->tm->a.logits, c->tg, N, c->tm->cfg.hp.n_vocab, 1,
                                          NT) / N;
 }
-typedef enum { FAM_LLAMA, FAM_LLAMA3, FAM_QWEN2, FAM_QWEN3 } family;
-static void model_case(bool tied, family fam) {
+/* A tiny model of family `arch` (formats/arch.h): 2 layers of different FFN widths, GQA 4/2,
+ * head size 4; sliding windows of 3 (the families that slide), soft-caps small enough to bend
+ * (gemma2), partial rotary (phi2, stablelm), and rope factors where the family has them. */
+static void model_case(const char *arch, bool tied, bool qkv_bias, bool rope_factors) {
     int n_ff[2] = {12, 8}; /* per-layer widths, as a pruned model has */
-    float rope_freqs[2] = {1.0f, 3.5f}; /* Llama 3's divisors of each rotated pair's frequency */
-    const bool neox = fam == FAM_QWEN2 || fam == FAM_QWEN3;
+    float factors[2][2] = {{1.0f, 3.5f}, {1.5f, 0.75f}};
+    const arch_desc *fam = arch_by_name(arch);
+    ck_assert_ptr_nonnull(fam);
+    const bool partial = fam->norm == NORM_LAYER; /* phi2, stablelm rotate part of each head */
     tm_config cfg = {.hp = {.n_vocab = 11, .n_embd = 8, .n_layer = 2, .n_head = 4, .n_head_kv = 2, .head_dim = 4,
-                            .n_rot = 4, .norm_eps = 1e-5f, .rope_freq_base = 10000.f, .tied_output = tied},
-                     .n_ff = n_ff, .freq_scale = 1.f, .neox = neox, .qkv_bias = fam == FAM_QWEN2,
-                     .qk_norm = fam == FAM_QWEN3, .rope_freqs = fam == FAM_LLAMA3 ? rope_freqs : NULL};
-    static const char *const names[] = {"llama", "llama", "qwen2", "qwen3"};
-    snprintf(cfg.hp.arch, sizeof cfg.hp.arch, "%s", names[fam]);
+                            .n_rot = partial ? 2 : 4, .norm_eps = 1e-5f, .rope_freq_base = 10000.f,
+                            .tied_output = tied, .n_swa = fam->swa != SWA_NONE ? 3 : 0,
+                            .attn_softcap = fam->attn_softcap ? 1.5f : 0.f, .final_softcap = fam->final_softcap ? 2.f : 0.f,
+                            .rope_freq_base_swa = fam->swa == SWA_5_TO_1 ? 1000.f : 0.f, .rope_attn_factor = 1.f,
+                            .n_ctx_train = 64},
+                     .n_ff = n_ff, .freq_scale = 1.f, .qkv_bias = qkv_bias};
+    snprintf(cfg.hp.arch, sizeof cfg.hp.arch, "%s", arch);
+    /* the rope factor tensors of the family: constants, not parameters */
+    for (int i = 0; i < fam->n_globals && rope_factors && cfg.n_consts < TM_MAX_CONSTS; i++)
+        if (fam->globals[i].when == WHEN_ROPE_FACTORS) {
+            tm_const *k = &cfg.consts[cfg.n_consts];
+            snprintf(k->name, sizeof k->name, "%s", fam->globals[i].gguf);
+            k->n = cfg.hp.n_rot / 2;
+            k->data = factors[cfg.n_consts++];
+        }
     train_model tm;
     slmc_err err = {{0}};
     ck_assert_msg(tm_init_random(&tm, &cfg, 5, &err) == 0, "%s", err.msg);
@@ -303,20 +588,25 @@ static void model_case(bool tied, family fam) {
     memcpy(grad, tm.grads, sizeof(float) * tm.n_params);
     for (int i = 0; i < tm.n_tensors; i++) {
         const tm_param *p = &tm.tensors[i];
-        /* Qwen3's head norms (over 4 values here) curve sharply: a smaller step keeps the central
-         * difference's own error (of order eps^2 times the third derivative) below the tolerance */
-        check_grad(p->name, tm.params + p->offset, p->n, grad + p->offset, model_loss, &c,
-                   fam == FAM_QWEN3 ? 3e-3f : 1e-2f, 2e-2);
+        /* head norms and LayerNorms over 4 to 8 values and soft-caps curve sharply: a step of
+         * 3e-3 keeps the central difference's own error (of order eps^2 times the third
+         * derivative) below the tolerance */
+        check_grad(p->name, tm.params + p->offset, p->n, grad + p->offset, model_loss, &c, 3e-3f, 2e-2);
     }
     free(grad);
     tm_free(&tm);
 }
 START_TEST(test_model_gradient) {
-    model_case(false, FAM_LLAMA);
-    model_case(true, FAM_LLAMA);
-    model_case(false, FAM_QWEN2);
-    model_case(true, FAM_LLAMA3); /* rope_freqs */
-    model_case(true, FAM_QWEN3);  /* q/k head norms, NEOX rope */
+    model_case("llama", false, false, false);
+    model_case("llama", true, false, true); /* tied, Llama 3's rope_freqs */
+    model_case("qwen2", false, true, false);
+    model_case("qwen3", true, false, false);  /* q/k head norms, NEOX rope */
+    model_case("gemma", true, false, false);  /* GeGLU, embeddings x sqrt(n_embd) */
+    model_case("gemma2", true, false, false); /* post-norms, soft-caps, sliding window on even layers */
+    model_case("gemma3", true, false, false); /* q/k norms, post-norms, sliding layers with their own rope base */
+    model_case("phi2", false, true, false);   /* LayerNorm + bias, parallel block, GELU FFN, biases, partial rotary */
+    model_case("phi3", false, false, true);   /* fused qkv and gate_up, longrope factors, sliding window */
+    model_case("stablelm", false, true, false); /* LayerNorm + bias, partial rotary, q/k/v biases */
 }
 END_TEST
 
@@ -329,6 +619,13 @@ int main(void) {
     tcase_add_test(tc, test_matmul);
     tcase_add_test(tc, test_rope);
     tcase_add_test(tc, test_attention);
+    tcase_add_test(tc, test_attention_ex_default);
+    tcase_add_test(tc, test_attention_window);
+    tcase_add_test(tc, test_attention_softcap);
+    tcase_add_test(tc, test_attention_window_softcap);
+    tcase_add_test(tc, test_layernorm);
+    tcase_add_test(tc, test_gelu_geglu);
+    tcase_add_test(tc, test_softcap);
     tcase_add_test(tc, test_swiglu_residual);
     tcase_add_test(tc, test_losses);
     tcase_add_test(tc, test_model_gradient);
