@@ -310,12 +310,6 @@ const arch_tensor *arch_layer_tensor(const arch_desc *a, const char *gguf) {
     return NULL;
 }
 
-bool arch_llama_shaped(const arch_desc *a) {
-    return a && a->norm == NORM_RMS && a->ffn == FFN_SWIGLU && !a->post_norms && !a->parallel_block &&
-           !a->embd_scale && a->swa == SWA_NONE && !a->attn_softcap && !a->final_softcap &&
-           arch_layer_tensor(a, "attn_qkv.weight") == NULL && arch_global(a, "rope_factors_long.weight") == NULL;
-}
-
 int64_t arch_query_scalar(const arch_desc *a, int64_t n_layer, int64_t n_embd, int64_t n_head, int64_t head_dim) {
     return a->wide_q_layers > 0 && n_layer == a->wide_q_layers && n_head > 0 ? n_embd / n_head : head_dim;
 }

@@ -146,11 +146,6 @@ const char *arch_hf_class_names(void);
 const arch_tensor *arch_global(const arch_desc *a, const char *gguf);
 const arch_tensor *arch_layer_tensor(const arch_desc *a, const char *gguf);
 
-/* Whether a family's blocks are Llama's: RMSNorm, SwiGLU with separate gate/up, separate
- * Q/K/V (biases allowed), at most RMSNorms of each q and k head, no post norms, parallel block,
- * embedding scale, soft-caps, sliding windows or long/short rope factors (llama with or
- * without Llama 3's rope_freqs, qwen2, qwen3). */
-bool arch_llama_shaped(const arch_desc *a);
 
 /* The head size Q.K is scaled by (1/sqrt of it), as llama.cpp's graph chooses it. */
 int64_t arch_query_scalar(const arch_desc *a, int64_t n_layer, int64_t n_embd, int64_t n_head, int64_t head_dim);

@@ -59,7 +59,7 @@ int prune_scores_init(prune_scores *s, const model *m, prune_method method, slmc
     memset(s, 0, sizeof *s);
     const model_config *c = &m->cfg;
     if (c->n_layer <= 0 || c->n_head <= 0 || c->n_head_kv <= 0 || c->n_ff <= 0 || c->n_embd <= 0 || c->head_dim <= 0)
-        return slmc_fail(err, m->path, "not a Llama-family model with layers, heads and an FFN");
+        return slmc_fail(err, m->path, "not a transformer with layers, heads and an FFN");
     s->method = method;
     s->n_layer = c->n_layer;
     s->n_head = c->n_head;
@@ -109,7 +109,10 @@ typedef struct calib {
     float *wo;         /* [L][E][H*hd] attn_output of every layer as F32 (to project the heads) */
     int64_t n_embd;    /* E */
     double *ffn;       /* [L][F] sums of |silu(gate)*up| */
-    double *hidden;    /* [L][E] sums of |normed input| over attn_q and ffn_gate inputs */
+    double *hidden;    /* [L][E] sums of |normed input| over the inputs of attn_reader and ffn_reader */
+    const char *attn_reader; /* ".attn_q.weight" or ".attn_qkv.weight" (phi3): reads the attention norm's output */
+    const char *ffn_reader;  /* ".ffn_gate.weight", ".ffn_up.weight" (no gate: phi3's fused gate_up), or NULL
+                              * when the FFN reads the attention norm's output too (phi2's parallel block) */
     double *bi;        /* [L] sums of 1 - cos(in, out) */
     float *prev;       /* [n_ctx][E] residual stream entering the current layer */
 } calib;
@@ -152,11 +155,13 @@ static bool ends_with(const char *s, const char *suffix) {
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
-/* The RMSNorm outputs: attn_q's input (after attn_norm) and ffn_gate's (after ffn_norm). */
+/* The norm outputs: the input of the first matrix reading each norm (attn_q or attn_qkv after
+ * attn_norm; ffn_gate, or ffn_up without a gate, after ffn_norm). */
 static int hook_matmul(void *ud, const char *weight, int64_t tensor, int layer, const float *x, int n, int64_t n_in) {
     (void)tensor;
     calib *c = ud;
-    if (layer < 0 || !(ends_with(weight, ".attn_q.weight") || ends_with(weight, ".ffn_gate.weight"))) return 0;
+    if (layer < 0 || !(ends_with(weight, c->attn_reader) || (c->ffn_reader && ends_with(weight, c->ffn_reader))))
+        return 0;
     double *acc = c->hidden + (int64_t)layer * n_in;
     for (int t = 0; t < n; t++)
         for (int64_t e = 0; e < n_in; e++) acc[e] += fabsf(x[(size_t)t * (size_t)n_in + e]);
@@ -210,12 +215,19 @@ static int embed_chunk(const model *m, const int32_t *chunk, int n, int32_t bos,
     return 0;
 }
 
-/* Calibration PPL of m over the chunks (for the layer-removal measurement). */
-static int chunks_ppl(const model *m, const int32_t *tokens, int n_chunk, const prune_calib_opts *o, double *ppl,
-                      int *done, int total, slmc_err *err) {
+/* Calibration PPL of m over the chunks (for the layer-removal measurement). m is `full` with
+ * layer `skipped` removed: its layers keep the sliding-window kind (gemma2/3) and the attention
+ * scale (gemma2/3 27B) they have in `full`, so the measure is that of the layer skipped, not of
+ * a model whose later layers changed kind. */
+static int chunks_ppl(const model *m, const model *full, int64_t skipped, const int32_t *tokens, int n_chunk,
+                      const prune_calib_opts *o, double *ppl, int *done, int total, slmc_err *err) {
     llm_model lm;
     llm_context ctx;
     if (llm_model_init(&lm, m, err) != 0) return -1;
+    const model_config *fc = &full->cfg;
+    for (int64_t il = 0; il < lm.cfg.n_layer; il++)
+        lm.layers[il].slides = lm.cfg.n_swa > 0 && arch_layer_slides(lm.arch, il < skipped ? il : il + 1);
+    lm.attn_scale = 1.0f / sqrtf((float)arch_query_scalar(lm.arch, fc->n_layer, fc->n_embd, fc->n_head, fc->head_dim));
     if (llm_context_init(&ctx, &lm, o->n_ctx, o->n_ctx, err) != 0) { llm_model_free(&lm); return -1; }
     float *logits = malloc(sizeof(float) * (size_t)ppl_scored(o->n_ctx) * (size_t)lm.cfg.n_vocab);
     int rc = logits ? 0 : slmc_fail(err, m->path, "out of memory for logits");
@@ -246,7 +258,7 @@ static int measure_layer_removal(prune_scores *s, const model *m, const int32_t 
         prune_plan_free(&p);
         if (rc != 0) return -1;
         double ppl;
-        rc = chunks_ppl(&dropped, tokens, n_chunk, o, &ppl, done, total, err);
+        rc = chunks_ppl(&dropped, m, l, tokens, n_chunk, o, &ppl, done, total, err);
         model_close(&dropped);
         if (rc != 0) return -1;
         s->ppl_removed[l] = (float)ppl;
@@ -261,6 +273,13 @@ int prune_score_activation(prune_scores *s, const model *m, const int32_t *token
     if (n_chunk < 1)
         return slmc_fail(err, NULL, "the calibration text has %zu tokens, less than one chunk of %d", n_tokens, o->n_ctx);
     calib c = {.s = s, .n_embd = E};
+    /* the matrices whose inputs are the norm outputs (llm.h's block) */
+    const arch_desc *family = arch_by_name(m->cfg.arch);
+    c.attn_reader = model_find(m, "blk.0.attn_qkv.weight") >= 0 ? ".attn_qkv.weight" : ".attn_q.weight";
+    c.ffn_reader = family && family->parallel_block                ? NULL
+                   : model_find(m, "blk.0.ffn_gate.weight") >= 0 ? ".ffn_gate.weight"
+                                                                 : ".ffn_up.weight";
+    const double norm_inputs = c.ffn_reader ? 2 : 1;
     const int64_t qd = H * s->head_dim;
     c.head = calloc((size_t)(L * H), sizeof(double));
     c.head_raw = calloc((size_t)(L * H), sizeof(double));
@@ -326,7 +345,7 @@ int prune_score_activation(prune_scores *s, const model *m, const int32_t *token
             s->ffn[l * F + f] = (float)(c.ffn[l * F + f] / tokens_seen * sqrt(down_cols[f]));
         }
     }
-    for (int64_t i = 0; i < L * E; i++) s->hidden[i] = (float)(c.hidden[i] / (2 * tokens_seen));
+    for (int64_t i = 0; i < L * E; i++) s->hidden[i] = (float)(c.hidden[i] / (norm_inputs * tokens_seen));
     for (int64_t l = 0; l < L; l++) s->layer[l] = s->block_influence[l] = (float)(c.bi[l] / tokens_seen);
     sum_hidden(s);
     s->base_ppl = ppl_value(&st);
@@ -376,39 +395,62 @@ static int read_vector(const model *m, const char *name, float *out, slmc_err *e
     return prune_read_f32(m, ti, 0, 1, out, err);
 }
 
+/* tensor_sq of a tensor that may be absent (optional biases aside, the family decides which of
+ * attn_q / attn_qkv, ffn_gate, ffn_norm a model has): 0 and nothing added when it is. */
+static int tensor_sq_opt(const model *m, const char *name, const float *colscale, double *rows, double *cols,
+                         slmc_err *err) {
+    return model_find(m, name) < 0 ? 0 : tensor_sq(m, name, colscale, rows, cols, err);
+}
+
 int prune_score_magnitude(prune_scores *s, const model *m, slmc_err *err) {
     const int64_t L = s->n_layer, H = s->n_head, HKV = s->n_head_kv, hd = s->head_dim, F = s->n_ff, E = s->n_embd;
     const int64_t qd = H * hd, kvd = HKV * hd;
-    double *q_rows = malloc(sizeof(double) * (size_t)qd), *o_cols = malloc(sizeof(double) * (size_t)qd);
-    double *ffn = malloc(sizeof(double) * (size_t)F), *hid = malloc(sizeof(double) * (size_t)E);
+    /* q_rows holds attn_q's rows, or all of a fused attn_qkv's (the first qd are Q's); ffn2 the
+     * rows of a fused gate_up (channel c: rows c and F + c), folded into ffn */
+    double *q_rows = malloc(sizeof(double) * (size_t)(qd + 2 * kvd)), *o_cols = malloc(sizeof(double) * (size_t)qd);
+    double *ffn = malloc(sizeof(double) * (size_t)F), *ffn2 = malloc(sizeof(double) * (size_t)(2 * F));
+    double *hid = malloc(sizeof(double) * (size_t)E);
     double *glob = calloc((size_t)E, sizeof(double)), *o_rows = malloc(sizeof(double) * (size_t)E);
     double *d_rows = malloc(sizeof(double) * (size_t)E);
-    double *unused = malloc(sizeof(double) * (size_t)(kvd > F ? kvd : F));
     float *attn_norm = malloc(sizeof(float) * (size_t)E), *ffn_norm = malloc(sizeof(float) * (size_t)E);
     int rc = -1;
-    if (!q_rows || !o_cols || !ffn || !hid || !glob || !o_rows || !d_rows || !unused || !attn_norm || !ffn_norm) {
+    if (!q_rows || !o_cols || !ffn || !ffn2 || !hid || !glob || !o_rows || !d_rows || !attn_norm || !ffn_norm) {
         slmc_fail(err, m->path, "out of memory");
         goto done;
     }
     char n1[96];
 #define NAME(l, s) (snprintf(n1, sizeof n1, "blk.%lld." s, (long long)(l)), n1)
     for (int64_t l = 0; l < L; l++) {
-        memset(q_rows, 0, sizeof(double) * (size_t)qd);
+        memset(q_rows, 0, sizeof(double) * (size_t)(qd + 2 * kvd));
         memset(o_cols, 0, sizeof(double) * (size_t)qd);
         memset(ffn, 0, sizeof(double) * (size_t)F);
+        memset(ffn2, 0, sizeof(double) * (size_t)(2 * F));
         memset(hid, 0, sizeof(double) * (size_t)E);
         memset(o_rows, 0, sizeof(double) * (size_t)E);
         memset(d_rows, 0, sizeof(double) * (size_t)E);
-        /* the matrices reading the hidden state see it through the norm weight: fold it in */
-        if (read_vector(m, NAME(l, "attn_norm.weight"), attn_norm, err) || read_vector(m, NAME(l, "ffn_norm.weight"), ffn_norm, err) ||
-            tensor_sq(m, NAME(l, "attn_q.weight"), attn_norm, q_rows, hid, err) ||
-            tensor_sq(m, NAME(l, "attn_k.weight"), attn_norm, NULL, hid, err) ||
-            tensor_sq(m, NAME(l, "attn_v.weight"), attn_norm, NULL, hid, err) ||
+        /* the matrices reading the hidden state see it through the norm weight: fold it in (the
+         * FFN of a parallel block, phi2, reads the attention norm's output) */
+        if (read_vector(m, NAME(l, "attn_norm.weight"), attn_norm, err)) goto done;
+        if (model_find(m, NAME(l, "ffn_norm.weight")) >= 0) {
+            if (read_vector(m, n1, ffn_norm, err)) goto done;
+        } else {
+            memcpy(ffn_norm, attn_norm, sizeof(float) * (size_t)E);
+        }
+        const bool fused_qkv = model_find(m, NAME(l, "attn_qkv.weight")) >= 0;
+        const bool fused_ffn = model_find(m, NAME(l, "ffn_gate.weight")) < 0 &&
+                               model_find(m, NAME(l, "ffn_up.weight")) >= 0 &&
+                               model_tensor_rows(&m->tensors[model_find(m, n1)]) == 2 * F;
+        if ((fused_qkv ? tensor_sq(m, NAME(l, "attn_qkv.weight"), attn_norm, q_rows, hid, err)
+                       : tensor_sq(m, NAME(l, "attn_q.weight"), attn_norm, q_rows, hid, err) ||
+                             tensor_sq(m, NAME(l, "attn_k.weight"), attn_norm, NULL, hid, err) ||
+                             tensor_sq(m, NAME(l, "attn_v.weight"), attn_norm, NULL, hid, err)) ||
             tensor_sq(m, NAME(l, "attn_output.weight"), NULL, o_rows, o_cols, err) ||
-            tensor_sq(m, NAME(l, "ffn_gate.weight"), ffn_norm, ffn, hid, err) ||
-            tensor_sq(m, NAME(l, "ffn_up.weight"), ffn_norm, ffn, hid, err) ||
+            tensor_sq_opt(m, NAME(l, "ffn_gate.weight"), ffn_norm, ffn, hid, err) ||
+            tensor_sq(m, NAME(l, "ffn_up.weight"), ffn_norm, fused_ffn ? ffn2 : ffn, hid, err) ||
             tensor_sq(m, NAME(l, "ffn_down.weight"), NULL, d_rows, ffn, err))
             goto done;
+        if (fused_ffn)
+            for (int64_t f = 0; f < F; f++) ffn[f] += ffn2[f] + ffn2[F + f];
         double layer_sq = 0;
         for (int64_t e = 0; e < E; e++) {
             hid[e] += o_rows[e] + d_rows[e];
@@ -435,7 +477,7 @@ int prune_score_magnitude(prune_scores *s, const model *m, slmc_err *err) {
     for (int64_t e = 0; e < E; e++) s->hidden_total[e] = (float)sqrt(glob[e] + hid[e]);
     rc = 0;
 done:
-    free(q_rows); free(o_cols); free(ffn); free(hid); free(glob); free(o_rows); free(d_rows); free(unused);
+    free(q_rows); free(o_cols); free(ffn); free(ffn2); free(hid); free(glob); free(o_rows); free(d_rows);
     free(attn_norm); free(ffn_norm);
     return rc;
 }

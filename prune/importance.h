@@ -9,17 +9,23 @@
  *                 ffn     mean over tokens of |silu(gate) * up| per channel (ffn_act hook:
  *                         ffn_act), ranked by that times the norm of the channel's ffn_down
  *                         column (the mean norm of its contribution to the residual stream)
- *                 hidden  mean |x| per channel of the RMSNorm outputs feeding attn_q and
- *                         ffn_gate (matmul_input hook), per layer; ranked by the sum over layers
+ *                 hidden  mean |x| per channel of the norm outputs, taken at the first matrix
+ *                         reading each (matmul_input hook): attn_q (phi3: attn_qkv) after
+ *                         attn_norm, ffn_gate (phi3, without a gate: its fused ffn_up) after
+ *                         ffn_norm; phi2's parallel block has only the attention norm. Per
+ *                         layer; ranked by the sum over layers
  *                 layer   Block Influence 1 - cos(input, output) of the residual stream, mean
  *                         over tokens (layer_out hook; layer 0's input is the token embedding),
  *                         and, optionally, the perplexity of the calibration chunks with the
- *                         layer removed: layers are ranked by that PPL increase when measured,
- *                         else by Block Influence
- *   magnitude   weight norms: a head by the L2 norm of its attn_q rows and attn_output columns,
- *               an FFN channel by those of its ffn_gate/ffn_up rows and ffn_down column, a hidden
- *               channel by those of every weight touching it, a layer by the norm of what it
- *               writes to the residual stream (attn_output and ffn_down)
+ *                         layer removed (the later layers keeping the sliding-window kind and
+ *                         attention scale they have in the whole model: gemma2/3): layers are
+ *                         ranked by that PPL increase when measured, else by Block Influence
+ *   magnitude   weight norms: a head by the L2 norm of its attn_q rows (phi3: its Q rows of
+ *               attn_qkv) and attn_output columns, an FFN channel by those of its ffn_gate/ffn_up
+ *               rows (phi3's fused gate_up: rows c and n_ff + c; phi2: ffn_up only) and ffn_down
+ *               column, a hidden channel by those of every weight touching it (the readers seen
+ *               through their norm's weight; phi2's FFN through the attention norm), a layer by
+ *               the norm of what it writes to the residual stream (attn_output and ffn_down)
  *   random      uniform draws from a seeded generator
  * Larger is more important in every score.
  */

@@ -29,14 +29,12 @@ void prune_plan_free(prune_plan *p) {
     memset(p, 0, sizeof *p);
 }
 
-/* Checks shared by every entry point: a llama-like model with a uniform shape. */
+/* Checks shared by every entry point: a model of a known family (formats/arch.h; an input
+ * without a known architecture is read with llama's names) with a uniform shape. */
 static int check_model(const model *m, slmc_err *err) {
     const model_config *c = &m->cfg;
-    if (arch_by_name(c->arch) && !arch_llama_shaped(arch_by_name(c->arch)))
-        return slmc_fail(err, m->path, "architecture '%s' cannot be pruned yet (llama, qwen2, qwen3)", c->arch);
     if (c->n_layer <= 0 || c->n_embd <= 0 || c->n_ff <= 0 || c->n_head <= 0 || c->n_head_kv <= 0 || c->head_dim <= 0)
-        return slmc_fail(err, m->path, "not a Llama-family model with layers, heads and an FFN (architecture '%s')",
-                         c->arch);
+        return slmc_fail(err, m->path, "not a transformer with layers, heads and an FFN (architecture '%s')", c->arch);
     if (c->n_head % c->n_head_kv != 0)
         return slmc_fail(err, m->path, "head_count %lld is not a multiple of head_count_kv %lld", (long long)c->n_head,
                          (long long)c->n_head_kv);
@@ -153,6 +151,140 @@ static bool heads_fit(int64_t n_head, int64_t n_kv, int64_t n_keep, prune_head_m
     return mode == PRUNE_HEADS_PER_GROUP ? per_group : mode == PRUNE_HEADS_GROUPS ? groups : per_group || groups;
 }
 
+/* ===================================================================== layer patterns */
+
+/* gemma2 and gemma3 alternate sliding-window and global layers by index (arch_layer_slides),
+ * and llama.cpp decides a layer's kind by its index in the file: a plan that drops layers
+ * must leave every kept layer at an index of its own kind. */
+static bool has_layer_pattern(const arch_desc *a) { return a && (a->swa == SWA_EVEN || a->swa == SWA_5_TO_1); }
+
+static const char *pattern_text(const arch_desc *a) {
+    return a->swa == SWA_EVEN ? "layers 0, 2, 4, ... slide, the odd ones attend globally"
+                              : "layers 5, 11, 17, ... attend globally, the others slide";
+}
+
+/* llama.cpp (b4747) builds gemma2 only at the layer counts of the released models: its graph
+ * picks the Q scale by the model size it recognises from block_count (26: 2B, 42: 9B, 46: 27B)
+ * and aborts on any other. A plan may change the count only from one of these to another; an
+ * input of another count does not load there anyway, and is left alone. */
+static const int64_t GEMMA2_LAYER_COUNTS[] = {26, 42, 46};
+
+static bool is_gemma2(const arch_desc *a) { return a && strcmp(a->name, "gemma2") == 0; }
+
+static bool layer_count_loads(const arch_desc *a, int64_t n_in, int64_t n) {
+    if (!is_gemma2(a) || n == n_in) return true;
+    bool in_known = false, known = false;
+    for (size_t i = 0; i < sizeof GEMMA2_LAYER_COUNTS / sizeof GEMMA2_LAYER_COUNTS[0]; i++) {
+        in_known |= n_in == GEMMA2_LAYER_COUNTS[i];
+        known |= n == GEMMA2_LAYER_COUNTS[i];
+    }
+    return !in_known || known;
+}
+
+static int layer_count_refusal(const model *m, int64_t n_in, int64_t n, slmc_err *err) {
+    return slmc_fail(err, m->path,
+                     "gemma2: llama.cpp (b4747) builds gemma2 only with 26, 42 or 46 layers (it picks the attention "
+                     "scale by the model size it recognises and aborts on any other count), so %lld layers cannot "
+                     "become %lld: keep %s",
+                     (long long)n_in, (long long)n, n_in > 26 && n_in != 46 ? "26 layers, or all of them" : "every layer");
+}
+
+static const char *kind_name(const arch_desc *a, int64_t il) {
+    return arch_layer_slides(a, il) ? "sliding-window" : "global";
+}
+
+/* The first kept layer whose kind differs from its new index's (its new index in *at), or -1. */
+static int64_t pattern_break(const arch_desc *a, const bool *keep, int64_t n, int64_t *at) {
+    int64_t j = 0;
+    for (int64_t l = 0; l < n; l++) {
+        if (!keep[l]) continue;
+        if (arch_layer_slides(a, l) != arch_layer_slides(a, j)) {
+            *at = j;
+            return l;
+        }
+        j++;
+    }
+    return -1;
+}
+
+/* A finite stand-in for a score (NaN ranks last, as in top_k). */
+static double finite_score(float v) {
+    return isnan(v) ? -1e30 : v > 1e30f ? 1e30 : v < -1e30f ? -1e30 : (double)v;
+}
+
+/* Choose k of the n layers (only allowed ones when allowed is non-NULL) so that every chosen
+ * layer keeps its kind at its new index, maximising the sum of score[] (NULL: all 0; ties take
+ * the earlier layer). keep[n] receives the choice. Returns 0, 1 when no choice fits the
+ * pattern, -1 when out of memory. Dynamic programme over (layer, new index). */
+static int pattern_choose(const arch_desc *a, const double *score, const bool *allowed, int64_t n, int64_t k, bool *keep) {
+    if (k < 0 || k > n) return 1;
+    const int64_t w = k + 1;
+    double *f = malloc(sizeof *f * (size_t)((n + 1) * w)); /* f[i][j]: best filling new indices j.. from layers i.. */
+    if (!f) return -1;
+    for (int64_t j = 0; j <= k; j++) f[n * w + j] = j == k ? 0 : -INFINITY;
+#define CAN_TAKE(i, j) ((j) < k && (!allowed || allowed[i]) && arch_layer_slides(a, i) == arch_layer_slides(a, j) && \
+                        f[((i) + 1) * w + (j) + 1] > -INFINITY)
+#define TAKE(i, j) (f[((i) + 1) * w + (j) + 1] + (score ? score[i] : 0))
+    for (int64_t i = n - 1; i >= 0; i--)
+        for (int64_t j = 0; j <= k; j++) {
+            double best = f[(i + 1) * w + j];
+            if (CAN_TAKE(i, j) && TAKE(i, j) >= best) best = TAKE(i, j);
+            f[i * w + j] = best;
+        }
+    int rc = f[0] > -INFINITY ? 0 : 1;
+    for (int64_t i = 0, j = 0; i < n; i++) {
+        keep[i] = rc == 0 && CAN_TAKE(i, j) && TAKE(i, j) >= f[(i + 1) * w + j];
+        j += keep[i];
+    }
+#undef CAN_TAKE
+#undef TAKE
+    free(f);
+    return rc;
+}
+
+/* "1,2,5" of the layers not kept, into buf (cut short with "..." when long). */
+static void dropped_list(const bool *keep, int64_t n, char *buf, size_t cap) {
+    size_t len = 0;
+    buf[0] = 0;
+    for (int64_t l = 0; l < n && len + 24 < cap; l++)
+        if (!keep[l]) len += (size_t)snprintf(buf + len, cap - len, "%s%lld", len ? "," : "", (long long)l);
+    if (len + 24 >= cap) snprintf(buf + len, cap - len, ",...");
+}
+
+/* The refusal of a layer plan that breaks the pattern, with two plans that keep it: the
+ * fewest more layers dropped, and as many layers dropped with the most of the plan's kept. */
+static int pattern_refusal(const model *m, const arch_desc *a, const bool *keep, int64_t n, slmc_err *err) {
+    int64_t at = 0, l = pattern_break(a, keep, n, &at), n_kept = 0;
+    for (int64_t i = 0; i < n; i++) n_kept += keep[i];
+    bool *alt = malloc(sizeof *alt * (size_t)n);
+    double *overlap = malloc(sizeof *overlap * (size_t)n);
+    if (!alt || !overlap) {
+        free(alt);
+        free(overlap);
+        return slmc_fail(err, m->path, "out of memory");
+    }
+    char more[256] = "", same[256] = "";
+    for (int64_t k = n_kept - 1; k >= 1; k--)
+        if (layer_count_loads(a, n, k) && pattern_choose(a, NULL, keep, n, k, alt) == 0) {
+            dropped_list(alt, n, more, sizeof more);
+            break;
+        }
+    for (int64_t i = 0; i < n; i++) overlap[i] = keep[i];
+    if (pattern_choose(a, overlap, NULL, n, n_kept, alt) == 0) dropped_list(alt, n, same, sizeof same);
+    free(alt);
+    free(overlap);
+    char hint[600] = "";
+    if (more[0] && same[0] && strcmp(more, same) != 0)
+        snprintf(hint, sizeof hint, ", e.g. --drop-layers %s, or --drop-layers %s to remove as many layers", more, same);
+    else if (more[0] || same[0])
+        snprintf(hint, sizeof hint, ", e.g. --drop-layers %s", more[0] ? more : same);
+    return slmc_fail(err, m->path,
+                     "%s: dropping these layers moves layer %lld (%s) to index %lld, where %s has a %s layer "
+                     "(llama.cpp decides by the index: %s); drop layers that keep every kept layer's kind%s",
+                     a->name, (long long)l, kind_name(a, l), (long long)at, a->name, kind_name(a, at), pattern_text(a),
+                     hint);
+}
+
 int prune_select(prune_plan *p, const model *m, const prune_scores *s, const prune_request *r, slmc_err *err) {
     if (prune_plan_identity(p, m, err) != 0) return -1;
     const int64_t L = p->n_layer_in, H = p->n_head_in, HKV = p->n_head_kv_in, F = p->n_ff_in, E = p->n_embd_in;
@@ -180,10 +312,21 @@ int prune_select(prune_plan *p, const model *m, const prune_scores *s, const pru
         return slmc_fail(err, m->path, "cannot keep %lld of %lld heads with %lld KV heads: the count must be %s (%lld or %lld)",
                          (long long)r->keep_heads, (long long)H, (long long)HKV, how, (long long)HKV, (long long)(H / HKV));
     }
-    /* llama.cpp sizes these families' attn_q as n_embd x n_embd: keep head_count x head size at
-     * the embedding width, or the file would not load there */
     const arch_desc *family = arch_by_name(m->cfg.arch);
     const int64_t kept_heads = r->keep_heads ? r->keep_heads : H, kept_width = r->keep_hidden ? r->keep_hidden : E;
+    /* gemma*: the token embeddings are scaled by sqrt(n_embd) in the forward pass, and the
+     * output is tied to them; a narrower width would weigh the embeddings differently against
+     * every layer's output */
+    if (family && family->embd_scale && kept_width != E) {
+        prune_plan_free(p);
+        return slmc_fail(err, m->path,
+                         "%s: cannot prune the hidden width: %s multiplies the token embeddings by sqrt(embedding_length) "
+                         "(and ties the output to them), so a narrower model would not compute the same function; "
+                         "prune heads, FFN channels or layers instead (--heads, --ffn, --layers)",
+                         m->cfg.arch, family->name);
+    }
+    /* llama.cpp sizes these families' attn_q (phi3: attn_qkv's Q rows) as n_embd x n_embd: keep
+     * head_count x head size at the embedding width, or the file would not load there */
     if (family && family->q_width_embd && kept_heads * m->cfg.head_dim != kept_width) {
         prune_plan_free(p);
         return slmc_fail(err, m->path,
@@ -212,12 +355,60 @@ int prune_select(prune_plan *p, const model *m, const prune_scores *s, const pru
             prune_plan_free(p);
             return slmc_fail(err, m->path, "every layer would be dropped");
         }
+        int64_t at;
+        if (!layer_count_loads(family, L, p->n_layer)) {
+            layer_count_refusal(m, L, p->n_layer, err);
+            prune_plan_free(p);
+            return -1;
+        }
+        if (has_layer_pattern(family) && pattern_break(family, p->keep_layer, L, &at) >= 0) {
+            pattern_refusal(m, family, p->keep_layer, L, err);
+            prune_plan_free(p);
+            return -1;
+        }
+    } else if (r->keep_layers && rc == 0 && !layer_count_loads(family, L, r->keep_layers)) {
+        layer_count_refusal(m, L, r->keep_layers, err);
+        prune_plan_free(p);
+        return -1;
+    } else if (r->keep_layers && rc == 0 && has_layer_pattern(family)) {
+        /* the most important layers among those that keep the sliding / global pattern */
+        double sc[L];
+        for (int64_t l = 0; l < L; l++) sc[l] = finite_score(s->layer[l]);
+        int pc = pattern_choose(family, sc, NULL, L, r->keep_layers, p->keep_layer);
+        if (pc > 0) {
+            prune_plan_free(p);
+            return slmc_fail(err, m->path,
+                             "%s: no %lld of the %lld layers keep their kind (sliding-window or global) at their new "
+                             "indices (%s); choose another --layers count, or --drop-layers",
+                             m->cfg.arch, (long long)r->keep_layers, (long long)L, pattern_text(family));
+        }
+        rc = pc;
+        p->n_layer = r->keep_layers;
     } else if (r->keep_layers && rc == 0) {
         int64_t keep[L];
         rc = top_k(s->layer, NULL, L, r->keep_layers, keep);
         for (int64_t l = 0; l < L; l++) p->keep_layer[l] = false;
         for (int64_t i = 0; i < r->keep_layers && rc == 0; i++) p->keep_layer[keep[i]] = true;
         p->n_layer = r->keep_layers;
+    }
+    /* gemma2 / gemma3 27B: llama.cpp recognises the shape by its layer count and then scales
+     * Q.K by 1/sqrt(n_embd / n_head) instead of 1/sqrt(head size); the pruned model must get the
+     * scale the input has */
+    if (family && rc == 0) {
+        const int64_t hd = m->cfg.head_dim;
+        const int64_t before = arch_query_scalar(family, L, E, H, hd);
+        const int64_t after = arch_query_scalar(family, p->n_layer, kept_width, kept_heads, hd);
+        if (before != after) {
+            const bool wide_in = family->wide_q_layers > 0 && L == family->wide_q_layers;
+            prune_plan_free(p);
+            return slmc_fail(err, m->path,
+                             "%s: llama.cpp scales Q.K by 1/sqrt(embedding_length / head_count) in a %lld-layer model "
+                             "and by 1/sqrt(head size) otherwise, so this plan would change the attention scale from "
+                             "1/sqrt(%lld) to 1/sqrt(%lld); %s",
+                             m->cfg.arch, (long long)family->wide_q_layers, (long long)before, (long long)after,
+                             wide_in ? "keep every layer and every head (prune FFN channels)"
+                                     : "keep another number of layers");
+        }
     }
     if (r->keep_hidden && rc == 0) {
         p->n_embd = r->keep_hidden;
@@ -233,30 +424,61 @@ int prune_select(prune_plan *p, const model *m, const prune_scores *s, const pru
 
 /* ===================================================================== tensor shapes */
 
-/* The role of a tensor, from its GGUF name. */
+/* The role of a tensor, from its GGUF name (and the family, for phi3's fused gate_up). */
 typedef enum role {
-    R_OTHER, R_TOKEN_EMBD, R_OUTPUT, R_NORM, R_Q, R_Q_BIAS, R_KV, R_KV_BIAS, R_ATTN_OUT, R_FFN_IN, R_FFN_DOWN,
-    R_PER_HEAD, /* [head_dim] shared by every head: qwen3's attn_q_norm / attn_k_norm; Llama 3's rope_freqs
-                 * ([head_dim / 2]) likewise: no axis of the plan cuts them */
+    R_OTHER, R_TOKEN_EMBD, R_OUTPUT,
+    R_NORM,       /* [n_embd] vectors: the norms (weights and LayerNorm biases, gemma2/3's post norms) and the
+                   * biases of the matrices writing the residual stream (attn_output, ffn_down: phi2) */
+    R_Q, R_Q_BIAS, R_KV, R_KV_BIAS,
+    R_QKV, R_QKV_BIAS, /* fused Q | K | V rows (phi3) */
+    R_ATTN_OUT,
+    R_FFN_IN,     /* ffn_gate, ffn_up: [n_ff][n_embd] */
+    R_FFN_FUSED,  /* phi3's ffn_up: [2 n_ff][n_embd], gate rows then up rows */
+    R_FFN_BIAS,   /* ffn_up.bias [n_ff] (phi2) */
+    R_FFN_DOWN,
+    R_PER_HEAD,   /* [head_dim] shared by every head: qwen3's / gemma3's attn_q_norm / attn_k_norm; Llama 3's
+                   * rope_freqs and phi3's rope_factors_long / _short ([head_dim / 2]) likewise: no axis of the
+                   * plan cuts them */
+    R_VOCAB,      /* output.bias [n_vocab] (phi2): unchanged */
 } role;
 
-static role tensor_role(const char *name, int *layer) {
+static bool is_any(const char *s, const char *const *names) {
+    for (; *names; names++)
+        if (strcmp(s, *names) == 0) return true;
+    return false;
+}
+
+static role tensor_role(const arch_desc *a, const char *name, int *layer) {
     *layer = -1;
+    static const char *const global_vecs[] = {"output_norm.weight", "output_norm.bias", NULL};
+    static const char *const global_per_head[] = {"rope_freqs.weight", "rope_factors_long.weight",
+                                                  "rope_factors_short.weight", NULL};
+    static const char *const layer_vecs[] = {"attn_norm.weight", "attn_norm.bias", "ffn_norm.weight", "ffn_norm.bias",
+                                             "post_attention_norm.weight", "post_ffw_norm.weight",
+                                             "attn_output.bias", "ffn_down.bias", NULL};
     if (strcmp(name, "token_embd.weight") == 0) return R_TOKEN_EMBD;
     if (strcmp(name, "output.weight") == 0) return R_OUTPUT;
-    if (strcmp(name, "output_norm.weight") == 0) return R_NORM;
-    if (strcmp(name, "rope_freqs.weight") == 0) return R_PER_HEAD;
+    if (strcmp(name, "output.bias") == 0) return R_VOCAB;
+    if (is_any(name, global_vecs)) return R_NORM;
+    if (is_any(name, global_per_head)) return R_PER_HEAD;
     int blk, off = 0;
     if (sscanf(name, "blk.%d.%n", &blk, &off) != 1 || off == 0) return R_OTHER;
     *layer = blk;
     const char *s = name + off;
-    if (!strcmp(s, "attn_norm.weight") || !strcmp(s, "ffn_norm.weight")) return R_NORM;
+    if (is_any(s, layer_vecs)) return R_NORM;
     if (!strcmp(s, "attn_q.weight")) return R_Q;
     if (!strcmp(s, "attn_q.bias")) return R_Q_BIAS;
     if (!strcmp(s, "attn_k.weight") || !strcmp(s, "attn_v.weight")) return R_KV;
     if (!strcmp(s, "attn_k.bias") || !strcmp(s, "attn_v.bias")) return R_KV_BIAS;
+    if (!strcmp(s, "attn_qkv.weight")) return R_QKV;
+    if (!strcmp(s, "attn_qkv.bias")) return R_QKV_BIAS;
     if (!strcmp(s, "attn_output.weight")) return R_ATTN_OUT;
-    if (!strcmp(s, "ffn_gate.weight") || !strcmp(s, "ffn_up.weight")) return R_FFN_IN;
+    if (!strcmp(s, "ffn_up.weight")) {
+        const arch_tensor *t = arch_layer_tensor(a, "ffn_up.weight");
+        return t && t->d0 == DIM_FF2 ? R_FFN_FUSED : R_FFN_IN;
+    }
+    if (!strcmp(s, "ffn_gate.weight")) return R_FFN_IN;
+    if (!strcmp(s, "ffn_up.bias") || !strcmp(s, "ffn_gate.bias")) return R_FFN_BIAS;
     if (!strcmp(s, "ffn_down.weight")) return R_FFN_DOWN;
     if (!strcmp(s, "attn_q_norm.weight") || !strcmp(s, "attn_k_norm.weight")) return R_PER_HEAD;
     return R_OTHER;
@@ -290,7 +512,7 @@ static int tensor_selection(const prune_plan *p, const model *m, const model_ten
     memset(s, 0, sizeof *s);
     const int64_t hd = m->cfg.head_dim;
     int layer;
-    role r = tensor_role(t->name, &layer);
+    role r = tensor_role(arch_by_name(m->cfg.arch), t->name, &layer);
     s->new_layer = -1;
     if (layer >= 0) {
         if (layer >= p->n_layer_in) return slmc_fail(err, m->path, "%s: block %d beyond block_count", t->name, layer);
@@ -335,6 +557,30 @@ static int tensor_selection(const prune_plan *p, const model *m, const model_ten
         }
         break;
     }
+    case R_QKV: case R_QKV_BIAS: {
+        /* rows Q (query heads) | K (KV heads) | V (KV heads), each head head_dim rows */
+        const bool bias = r == R_QKV_BIAS;
+        const int64_t qd = p->n_head_in * hd, kvd = p->n_head_kv_in * hd, n_in = qd + 2 * kvd;
+        const int64_t n_out = (p->n_head + 2 * p->n_head_kv) * hd;
+        if ((bias ? t->ne[0] : s->n_rows) != n_in || (bias ? s->n_rows != 1 : !two_d || t->ne[0] != p->n_embd_in))
+            goto bad;
+        if ((head_cut || kv_cut) && lists) {
+            int64_t *v = s->owned = malloc(sizeof *v * (size_t)(n_out > 0 ? n_out : 1));
+            if (!v) goto oom;
+            int64_t k = 0;
+            for (int64_t i = 0; i < p->n_head; i++)
+                for (int64_t d = 0; d < hd; d++) v[k++] = heads[i] * hd + d;
+            for (int part = 0; part < 2; part++)
+                for (int64_t i = 0; i < p->n_head_kv; i++)
+                    for (int64_t d = 0; d < hd; d++) v[k++] = qd + part * kvd + kvh[i] * hd + d;
+        }
+        if (head_cut || kv_cut) {
+            if (bias) COLS(s->owned, n_out);
+            else ROWS(s->owned, n_out);
+        }
+        if (!bias && hidden_cut) COLS(hidden, p->n_embd);
+        break;
+    }
     case R_ATTN_OUT:
         if (!two_d || t->ne[0] != p->n_head_in * hd || s->n_rows != p->n_embd_in) goto bad;
         if (head_cut) {
@@ -348,12 +594,29 @@ static int tensor_selection(const prune_plan *p, const model *m, const model_ten
         if (ffn_cut) ROWS(ffn, p->n_ff);
         if (hidden_cut) COLS(hidden, p->n_embd);
         break;
+    case R_FFN_FUSED: /* channel c is rows c (gate) and n_ff + c (up) */
+        if (!two_d || t->ne[0] != p->n_embd_in || s->n_rows != 2 * p->n_ff_in) goto bad;
+        if (ffn_cut && lists) {
+            int64_t *v = s->owned = malloc(sizeof *v * (size_t)(2 * p->n_ff));
+            if (!v) goto oom;
+            for (int64_t i = 0; i < p->n_ff; i++) {
+                v[i] = ffn[i];
+                v[p->n_ff + i] = p->n_ff_in + ffn[i];
+            }
+        }
+        if (ffn_cut) ROWS(s->owned, 2 * p->n_ff);
+        if (hidden_cut) COLS(hidden, p->n_embd);
+        break;
+    case R_FFN_BIAS:
+        if (t->ne[0] != p->n_ff_in || s->n_rows != 1) goto bad;
+        if (ffn_cut) COLS(ffn, p->n_ff);
+        break;
     case R_FFN_DOWN:
         if (!two_d || t->ne[0] != p->n_ff_in || s->n_rows != p->n_embd_in) goto bad;
         if (ffn_cut) COLS(ffn, p->n_ff);
         if (hidden_cut) ROWS(hidden, p->n_embd);
         break;
-    case R_PER_HEAD:
+    case R_PER_HEAD: case R_VOCAB:
         break;
     case R_OTHER:
         /* unknown tensors pass unchanged, unless they might span the hidden width */
@@ -431,7 +694,9 @@ int prune_search_target(prune_request *r, const model *m, const prune_scores *s,
         ffn_opts[n_ffn] = k;
         ffn_cost[n_ffn++] = c / (double)L;
     }
-    for (int j = 16; j >= 8 && n_hid < 64; j--) { /* 16ths of the hidden width down to a half */
+    const arch_desc *family = arch_by_name(m->cfg.arch);
+    const int hid_min = family && family->embd_scale ? 16 : 8; /* gemma*: the width stays (prune_select) */
+    for (int j = 16; j >= hid_min && n_hid < 64; j--) { /* 16ths of the hidden width down to a half */
         int64_t k = E * j / 16;
         if (E % 512 == 0) k = k / 32 * 32;
         if (k < 1 || (n_hid && hid_opts[n_hid - 1] == k)) continue;
@@ -465,14 +730,43 @@ int prune_search_target(prune_request *r, const model *m, const prune_scores *s,
     double best_cost = INFINITY;
     uint64_t best_params = 0;
     bool found = false;
-    const arch_desc *family = arch_by_name(m->cfg.arch);
     const bool q_width_embd = family && family->q_width_embd;
+    const int64_t hd = m->cfg.head_dim, scalar_in = family ? arch_query_scalar(family, L, E, H, hd) : hd;
+    bool *chosen = malloc(sizeof *chosen * (size_t)L);
+    double *lsc = malloc(sizeof *lsc * (size_t)L);
+    if (!chosen || !lsc) {
+        free(chosen);
+        free(lsc);
+        prune_plan_free(&p);
+        return slmc_fail(err, m->path, "out of memory");
+    }
+    for (int64_t l = 0; l < L; l++) lsc[l] = finite_score(s->layer[l]);
     for (int64_t kl = L; kl >= (L + 1) / 2; kl--) {
+        if (!layer_count_loads(family, L, kl)) continue; /* gemma2 in llama.cpp b4747 (prune_select) */
         double lcost = removed_share(s->layer, L, kl);
+        if (has_layer_pattern(family)) { /* only the layers prune_select would keep: those keeping the pattern */
+            int pc = pattern_choose(family, lsc, NULL, L, kl, chosen);
+            if (pc < 0) {
+                free(chosen);
+                free(lsc);
+                prune_plan_free(&p);
+                return slmc_fail(err, m->path, "out of memory");
+            }
+            if (pc > 0) continue;
+            double tot = 0, kept = 0;
+            for (int64_t l = 0; l < L; l++) {
+                double v = lsc[l] > 0 ? lsc[l] : 0;
+                tot += v;
+                kept += chosen[l] ? v : 0;
+            }
+            lcost = tot > 0 ? 1.0 - kept / tot : (double)(L - kl) / (double)L;
+        }
         for (int a = 0; a < n_head; a++)
             for (int b = 0; b < n_ffn; b++)
                 for (int c = 0; c < n_hid; c++) {
-                    if (q_width_embd && head_opts[a] * m->cfg.head_dim != hid_opts[c]) continue; /* prune_select */
+                    if (q_width_embd && head_opts[a] * hd != hid_opts[c]) continue; /* prune_select */
+                    if (family && arch_query_scalar(family, kl, hid_opts[c], head_opts[a], hd) != scalar_in)
+                        continue; /* the attention scale would change (gemma2/3 27B; prune_select) */
                     /* parameters of this shape: a plan with the counts set (lists are not read) */
                     p.n_head = head_opts[a];
                     p.n_head_kv = head_kv[a];
@@ -496,6 +790,8 @@ int prune_search_target(prune_request *r, const model *m, const prune_scores *s,
                 }
     }
     prune_plan_free(&p);
+    free(chosen);
+    free(lsc);
     if (!found)
         return slmc_fail(err, m->path, "no shape down to half the layers and hidden width, an eighth of the FFN and "
                                        "one head group has at most %llu parameters", (unsigned long long)target);
@@ -577,6 +873,15 @@ static int build_tensor(const model *m, uint64_t ti, const selection *s, const f
         out->nbytes = t->nbytes;
         out->data = t->data;
         out->qk_heads = t->qk_heads;
+        if (t->owned) {
+            /* the input made it on the heap (Gemma's 1 + w norms, rope factors, permuted biases):
+             * the writers drop the pages of what they wrote (MADV_DONTNEED), which would zero
+             * the heap around it, so the pruned model gets its own copy in a shared mapping */
+            uint8_t *copy = pruned_alloc(ps, t->nbytes);
+            if (!copy) return slmc_fail(err, m->path, "%s: out of memory", t->name);
+            memcpy(copy, t->data, t->nbytes);
+            out->data = copy;
+        }
         return 0;
     }
     const bool is_float = type_is_float(t->type);
@@ -633,8 +938,25 @@ static int pruned_meta(model *out, const model *m, const prune_plan *p, slmc_err
         SET("attention.key_length", hd);
         SET("attention.value_length", hd);
     }
+    /* llama.cpp's default rotary width is the head size, which pruning keeps; state it as the
+     * converter does (the families with kv_rope_dims, or a partial rotation), so that the pruned
+     * GGUF equals the pruned Hugging Face folder converted */
+    const arch_desc *family = arch_by_name(a);
     snprintf(k, sizeof k, "%s.rope.dimension_count", a);
-    if (!meta_find(&out->kv, k)) SET("rope.dimension_count", m->cfg.n_rot);
+    if (!meta_find(&out->kv, k) && (!family || family->kv_rope_dims || m->cfg.n_rot != hd))
+        SET("rope.dimension_count", m->cfg.n_rot);
+    /* phi3 without attention.sliding_window: llama.cpp (b4747) infers the window of the released
+     * checkpoints from block_count and context_length, and refuses any other shape; the pruned
+     * model has another block_count, so state the window it had */
+    snprintf(k, sizeof k, "%s.attention.sliding_window", a);
+    if (strcmp(a, "phi3") == 0 && !meta_find(&out->kv, k)) {
+        const int64_t L = m->cfg.n_layer, ctx = m->cfg.n_ctx_train;
+        const int64_t swa = (L == 32 || L == 40) && ctx == 4096              ? 2047
+                            : L == 32 && m->cfg.n_head_kv == 32 && ctx == 131072 ? 262144
+                            : L == 40 && ctx == 131072                         ? 131072
+                                                                               : m->cfg.n_swa;
+        if (swa > 0) SET("attention.sliding_window", swa);
+    }
 #undef SET
     if (rc) return slmc_fail(err, m->path, "out of memory");
     return 0;
@@ -673,7 +995,7 @@ int prune_apply(model *out, const model *m, const prune_plan *p, slmc_err *err) 
         }
         out->n_tensors++; /* counted now so model_close frees the name whatever happens next */
         int rl;
-        const role r = tensor_role(t->name, &rl);
+        const role r = tensor_role(arch_by_name(m->cfg.arch), t->name, &rl);
         const float *refit = r == R_FFN_DOWN && p->ffn_down_new && s.cols ? p->ffn_down_new[rl]
                              : r == R_ATTN_OUT && p->attn_output_new && s.cols ? p->attn_output_new[rl]
                                                                                : NULL;

@@ -1,6 +1,6 @@
-/* prune.h - structured pruning of Llama-family models (arch_llama_shaped: llama with or without
- * Llama 3's rope_freqs, qwen2, qwen3): which heads, FFN channels, layers and hidden channels to
- * keep (a plan), and the smaller model that results.
+/* prune.h - structured pruning of every family of formats/arch.h (llama with or without Llama 3's
+ * rope_freqs, qwen2, qwen3, gemma, gemma2, gemma3, phi2, phi3, stablelm): which heads, FFN
+ * channels, layers and hidden channels to keep (a plan), and the smaller model that results.
  *
  *   scores (importance.h) ─> prune_select ─> prune_plan ─> prune_apply ─> model (in memory)
  *                                                                       ─> model_write_gguf / hf_write
@@ -9,19 +9,39 @@
  * checkpoint that llama.cpp and Hugging Face load. What each axis removes, in GGUF terms
  * (ne[0] is the row length, i.e. the input dimension):
  *   head h       rows h*hd..(h+1)*hd-1 of attn_q (and attn_q.bias), the same columns of
- *                attn_output; a KV head also its rows of attn_k / attn_v (and biases).
+ *                attn_output; a KV head also its rows of attn_k / attn_v (and biases). In
+ *                phi3's fused attn_qkv (rows Q | K | V) the same rows inside each part.
  *                llama.cpp's RoPE row interleaving stays inside a head, so whole heads are
  *                whole row blocks.
- *                Qwen3's q/k head norms ([head_dim], shared by the heads) and Llama 3's
- *                rope_freqs stay as they are under every axis.
- *   FFN channel  row c of ffn_gate and ffn_up, column c of ffn_down.
+ *                The q/k head norms of qwen3 and gemma3 ([head_dim], shared by the heads),
+ *                Llama 3's rope_freqs and phi3's rope_factors_long / _short stay as they are
+ *                under every axis.
+ *   FFN channel  row c of ffn_gate and ffn_up (phi3's fused gate_up of 2 n_ff rows: rows c and
+ *                n_ff + c; phi2: element c of ffn_up.bias), column c of ffn_down.
  *   layer        every blk.N.* tensor; later blocks are renumbered.
- *   hidden       column c of every matrix reading the residual stream (token_embd, attn_q/k/v,
- *                ffn_gate/up, output), row c of every matrix writing it (attn_output,
- *                ffn_down) and element c of every norm.
+ *   hidden       column c of every matrix reading the residual stream (token_embd, attn_q/k/v
+ *                or attn_qkv, ffn_gate/up, output), row c of every matrix writing it
+ *                (attn_output, ffn_down), element c of every norm (LayerNorm biases, gemma2/3's
+ *                post norms) and of the biases of attn_output and ffn_down (phi2). phi2's
+ *                output.bias ([n_vocab]) stays.
  * With grouped-query attention query head h reads KV head h / (n_head / n_head_kv): a plan
  * either removes whole KV groups with their query heads, or the same number of query heads
  * from every group, so the mapping stays h' / (n_head' / n_head_kv').
+ *
+ * What prune_select refuses, so that the result loads in llama.cpp (b4747) and computes what
+ * the input does (prune_apply builds any plan; the refusals name the model):
+ *   - q_width_embd families (qwen2, phi2, phi3, stablelm): head_count x head size must stay
+ *     embedding_length (heads go together with the hidden width);
+ *   - embd_scale families (gemma, gemma2, gemma3): the hidden width (the embeddings are scaled
+ *     by sqrt(n_embd), the output tied to them);
+ *   - gemma2 / gemma3: a layer plan that moves a kept layer to an index of the other kind
+ *     (sliding window or global, arch_layer_slides); --layers K picks the most important
+ *     layers among those that keep every kind;
+ *   - gemma2: a layer count llama.cpp b4747 does not build (26, 42 and 46 only) when the input
+ *     has one of those;
+ *   - a plan that changes the Q.K scale llama.cpp chooses by layer count (arch_query_scalar:
+ *     gemma2 46 layers, gemma3 62).
+ * prune_search_target only proposes shapes prune_select accepts.
  */
 #ifndef SLMC_PRUNE_H
 #define SLMC_PRUNE_H

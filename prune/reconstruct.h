@@ -22,6 +22,12 @@
  * Gram matrices of a group of layers that fits PRUNE_RECON_MEMORY are collected per pass; the
  * pass is cut short after the group's last layer.
  * Cost per layer: G's inverse (n^3/3) and per removed unit O((n_out + n) * n) for the updates.
+ *
+ * Every family: x is what the forward pass feeds the projection (llm.h's hooks): the FFN
+ * activation silu(gate)*up, gelu(gate)*up (gemma*), gelu(up x + b) (phi2) or that of phi3's
+ * fused gate_up, and the concatenated head outputs. The biases of attn_output / ffn_down (phi2)
+ * are not columns and stay; gemma2/3's post norms come after the projection, so the refit
+ * matches the projection's output before them.
  */
 #ifndef SLMC_PRUNE_RECONSTRUCT_H
 #define SLMC_PRUNE_RECONSTRUCT_H
