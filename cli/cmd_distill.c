@@ -17,12 +17,15 @@
 int distill_cli_run(int argc, char **argv, bool with_teacher);
 
 static const char *USAGE_DISTILL =
-    "Usage: slmc distill --teacher T --student S --data FILE -o OUT [options]\n"
+    "Usage: slmc distill (--teacher T | --teacher-cache F) --student S --data FILE -o OUT [options]\n"
     "\n"
     "Train the student S to match the teacher T's next-token distributions on FILE:\n"
-    "loss = tau^2 KL(teacher || student) at temperature tau, + alpha x cross-entropy on the text.\n"
-    "The teacher runs in the inference engine (any model slmc evaluates, quantized GGUF too);\n"
-    "when its vocabulary is larger, the ids the student has are compared.\n";
+    "loss = tau^2 D(teacher, student) at temperature tau, + alpha x cross-entropy on the text,\n"
+    "D = KL(teacher || student) by default (--loss). The teacher runs in the inference engine\n"
+    "(any model slmc evaluates, quantized GGUF too); when its vocabulary is larger, the ids the\n"
+    "student has are compared. --save-teacher F keeps its top --top-k log-probabilities of every\n"
+    "sequence drawn, so later runs (same --data, --seq-len, --seed, --temperature) can distil\n"
+    "from F with --teacher-cache F and no teacher.\n";
 static const char *USAGE_TRAIN =
     "Usage: slmc train --model M --data FILE -o OUT [options]\n"
     "\n"
@@ -46,7 +49,12 @@ static const char *USAGE_OPTIONS =
     "  --seed S             data order (default 1)\n"
     "  --temperature X      distill: tau (default 2)\n"
     "  --alpha X            distill: weight of the cross-entropy term (default 0.5)\n"
-    "  --reverse-kl         distill: KL(student || teacher) instead\n"
+    "  --loss D             distill: kl (default), reverse-kl, jsd or tvd\n"
+    "  --jsd-beta B         distill: the teacher's weight in the JSD's mixture, 0 < B < 1 (default 0.5)\n"
+    "  --reverse-kl         distill: the same as --loss reverse-kl\n"
+    "  --save-teacher F     distill: also write the teacher's top-k per position to F (HDF5)\n"
+    "  --top-k K            distill: ids per position in --save-teacher (default 64)\n"
+    "  --teacher-cache F    distill: from a --save-teacher file instead of --teacher\n"
     "  --valid-frac X       held-out share of the sequences (default 0.02)\n"
     "  --eval-every N       evaluate every N steps and at the end (default 100, 0 = only at the end)\n"
     "  --eval-seqs N        held-out sequences per evaluation (default 32, 0 = all)\n"
@@ -83,7 +91,7 @@ static int parse(int argc, char **argv, distill_args *a, bool with_teacher) {
     trainer_opts *t = &a->o.train;
     enum { O_TEACHER = 256, O_STUDENT, O_DATA, O_STEPS, O_SEQ, O_BATCH, O_ACCUM, O_LR, O_MINLR, O_WARMUP, O_WD,
            O_CLIP, O_SEED, O_TEMP, O_ALPHA, O_REV, O_VALID, O_EVAL, O_EVALSEQS, O_MAXTOK, O_CKPT, O_CKPTEVERY,
-           O_RESUME, O_METRICS, O_LOG, O_OUTTYPE, O_TOK };
+           O_RESUME, O_METRICS, O_LOG, O_OUTTYPE, O_TOK, O_LOSS, O_BETA, O_SAVE_T, O_TOPK, O_TCACHE };
     static const struct option opts[] = {
         {"teacher", required_argument, 0, O_TEACHER}, {"student", required_argument, 0, O_STUDENT},
         {"model", required_argument, 0, O_STUDENT}, {"data", required_argument, 0, O_DATA},
@@ -99,6 +107,9 @@ static int parse(int argc, char **argv, distill_args *a, bool with_teacher) {
         {"checkpoint-every", required_argument, 0, O_CKPTEVERY}, {"resume", required_argument, 0, O_RESUME},
         {"metrics", required_argument, 0, O_METRICS}, {"log-every", required_argument, 0, O_LOG},
         {"outtype", required_argument, 0, O_OUTTYPE}, {"tokenizer", required_argument, 0, O_TOK},
+        {"loss", required_argument, 0, O_LOSS}, {"jsd-beta", required_argument, 0, O_BETA},
+        {"save-teacher", required_argument, 0, O_SAVE_T}, {"top-k", required_argument, 0, O_TOPK},
+        {"teacher-cache", required_argument, 0, O_TCACHE},
         {"output", required_argument, 0, 'o'}, CLI_COMMON_OPTIONS, {0, 0, 0, 0},
     };
     /* the command's own options accept at most these (a day's training is far below) */
@@ -124,7 +135,20 @@ static int parse(int argc, char **argv, distill_args *a, bool with_teacher) {
         case O_SEED: rc = cli_opt_u64(cmd, "--seed", optarg, &a->o.seed); break;
         case O_TEMP: rc = cli_opt_f32(cmd, "--temperature", optarg, 0, 1000, true, &t->temperature); break;
         case O_ALPHA: rc = cli_opt_f32(cmd, "--alpha", optarg, 0, 1e6, false, &t->alpha); break;
-        case O_REV: t->reverse_kl = true; break;
+        case O_REV: t->loss = DISTILL_REVERSE_KL; break;
+        case O_LOSS: {
+            static const char *const names[] = {"kl", "reverse-kl", "jsd", "tvd"};
+            int k = -1;
+            for (int i = 0; i < 4; i++)
+                if (strcmp(optarg, names[i]) == 0) k = i;
+            if (k < 0) return cli_usage_error(cmd, "--loss must be kl, reverse-kl, jsd or tvd, not '%s'", optarg);
+            t->loss = (distill_kind)k;
+            break;
+        }
+        case O_BETA: rc = cli_opt_f32(cmd, "--jsd-beta", optarg, 0, 1, true, &t->jsd_beta); break;
+        case O_SAVE_T: a->o.save_teacher = optarg; break;
+        case O_TOPK: rc = cli_opt_int(cmd, "--top-k", optarg, 1, 1 << 20, &a->o.top_k); break;
+        case O_TCACHE: a->o.teacher_cache = optarg; break;
         case O_VALID: rc = cli_opt_float(cmd, "--valid-frac", optarg, 0, 0.99, false, &a->o.valid_frac); break;
         case O_EVAL: rc = cli_opt_i64(cmd, "--eval-every", optarg, 0, MAX_STEPS, &a->o.eval_every); break;
         case O_EVALSEQS: rc = cli_opt_i64(cmd, "--eval-seqs", optarg, 1, 1 << 30, &a->o.eval_seqs); break;
@@ -153,8 +177,14 @@ static int parse(int argc, char **argv, distill_args *a, bool with_teacher) {
     }
 
     if (optind != argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-    if (with_teacher && !a->o.teacher) return cli_usage_error(cmd, "--teacher T is required");
-    if (!with_teacher && a->o.teacher) return cli_usage_error(cmd, "train takes no teacher (use distill)");
+    if (with_teacher && !a->o.teacher && !a->o.teacher_cache)
+        return cli_usage_error(cmd, "--teacher T (or --teacher-cache F) is required");
+    if (a->o.teacher && a->o.teacher_cache) return cli_usage_error(cmd, "--teacher and --teacher-cache exclude each other");
+    if (a->o.save_teacher && !a->o.teacher) return cli_usage_error(cmd, "--save-teacher needs --teacher");
+    if (!with_teacher && (a->o.teacher || a->o.teacher_cache || a->o.save_teacher))
+        return cli_usage_error(cmd, "train takes no teacher (use distill)");
+    if (t->loss == DISTILL_JSD && !(t->jsd_beta > 0 && t->jsd_beta < 1))
+        return cli_usage_error(cmd, "--jsd-beta must lie strictly between 0 and 1");
     if (!a->o.student) return cli_usage_error(cmd, with_teacher ? "--student S is required" : "--model M is required");
     if (!a->o.data) return cli_usage_error(cmd, "--data FILE is required");
     if (!a->o.output) return cli_usage_error(cmd, "-o OUT is required");

@@ -324,12 +324,13 @@ static void copy_seq(const train_data *d, int64_t s, int32_t *inputs, int32_t *t
     memcpy(targets, src + 1, sizeof(int32_t) * (size_t)d->T);
 }
 
-void data_next_batch(train_data *d, int B, int32_t *inputs, int32_t *targets) {
+void data_next_batch(train_data *d, int B, int32_t *inputs, int32_t *targets, int64_t *seqs) {
     for (int b = 0; b < B; b++) {
         if (d->pos >= d->n_train) {
             d->epoch++;
             shuffle(d);
         }
+        if (seqs) seqs[b] = d->perm[d->pos];
         copy_seq(d, d->perm[d->pos++], inputs + (size_t)b * d->T, targets + (size_t)b * d->T);
     }
 }

@@ -41,8 +41,10 @@ int data_load(train_data *d, const char *path, const tokenizer *tok, size_t max_
 int data_split(train_data *d, int T, double valid_frac, uint64_t seed, slmc_err *err);
 void data_free(train_data *d);
 
-/* The next B training sequences: inputs[B*T] and targets[B*T] (reshuffles at epoch end). */
-void data_next_batch(train_data *d, int B, int32_t *inputs, int32_t *targets);
+/* The next B training sequences: inputs[B*T] and targets[B*T] (reshuffles at epoch end), and
+ * when seqs is non-NULL their indices among the training sequences, seqs[B] (a teacher cache's
+ * keys). */
+void data_next_batch(train_data *d, int B, int32_t *inputs, int32_t *targets, int64_t *seqs);
 /* Held-out sequence i (0 <= i < n_valid). */
 void data_valid_seq(const train_data *d, int64_t i, int32_t *inputs, int32_t *targets);
 

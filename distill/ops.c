@@ -510,3 +510,97 @@ VECTOR_MATH double kl_forward_backward(float *dlogits, double *row_loss, const f
     }
     return sum_rows(row_loss, N);
 }
+
+/* One bucket's share of a divergence between bucketed distributions: teacher mass P, student
+ * mass Q and their logs (floored, so an empty bucket costs nothing and never divides by zero).
+ * Returns the term of the loss (before τ²) and sets *g = dL/dQ of this bucket. */
+static double bucket_term(const distill_loss *l, double P, double lP, double Q, double lQ, double *g) {
+    switch (l->kind) {
+    case DISTILL_KL:
+        *g = Q > 0 ? -P / Q : 0;
+        return P > 0 ? P * (lP - lQ) : 0;
+    case DISTILL_REVERSE_KL:
+        *g = lQ - lP + 1;
+        return Q > 0 ? Q * (lQ - lP) : 0;
+    case DISTILL_JSD: {
+        const double beta = l->beta, M = beta * P + (1 - beta) * Q, lM = M > 0 ? log(M) : -1e4;
+        *g = (1 - beta) * (lQ - lM); /* the mixture's own terms cancel */
+        return (P > 0 ? beta * P * (lP - lM) : 0) + (Q > 0 ? (1 - beta) * Q * (lQ - lM) : 0);
+    }
+    case DISTILL_TVD:
+    default:
+        *g = Q > P ? 0.5 : Q < P ? -0.5 : 0;
+        return 0.5 * fabs(P - Q);
+    }
+}
+
+static double floor_log(double x) { return x > 0 ? log(x) : -1e4; }
+
+double distill_forward_backward(float *dlogits, double *row_loss, const float *student, int Vs, const float *teacher,
+                                int Vt, int V_shared, int N, const distill_loss *l, float scale, int n_threads) {
+    if (l->kind == DISTILL_KL || l->kind == DISTILL_REVERSE_KL)
+        return kl_forward_backward(dlogits, row_loss, student, Vs, teacher, Vt, V_shared, N, l->temperature,
+                                   l->kind == DISTILL_REVERSE_KL, scale, n_threads);
+    const double inv_t = 1.0 / l->temperature, t2 = (double)l->temperature * l->temperature;
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *s = student + (size_t)n * Vs, *t = teacher + (size_t)n * Vt;
+        const double lse_s = logsumexp_scaled(s, V_shared, inv_t), lse_t = logsumexp_scaled(t, V_shared, inv_t);
+        /* pass 1: the loss and Σ q g; pass 2 recomputes each id's p, q, g for its gradient */
+        double loss = 0, gbar = 0, g;
+        for (int i = 0; i < V_shared; i++) {
+            const double lq = s[i] * inv_t - lse_s, lp = t[i] * inv_t - lse_t, q = exp(lq);
+            loss += bucket_term(l, exp(lp), lp, q, lq, &g);
+            gbar += q * g;
+        }
+        row_loss[n] = t2 * loss;
+        if (!dlogits) continue;
+        float *d = dlogits + (size_t)n * Vs;
+        for (int i = 0; i < V_shared; i++) {
+            const double lq = s[i] * inv_t - lse_s, lp = t[i] * inv_t - lse_t, q = exp(lq);
+            bucket_term(l, exp(lp), lp, q, lq, &g);
+            d[i] += (float)(scale * l->temperature * q * (g - gbar));
+        }
+    }
+    return sum_rows(row_loss, N);
+}
+
+double distill_topk_forward_backward(float *dlogits, double *row_loss, const float *student, int Vs,
+                                     const teacher_topk *t, int V_shared, int N, const distill_loss *l, float scale,
+                                     int n_threads) {
+    const double inv_t = 1.0 / l->temperature, t2 = (double)l->temperature * l->temperature;
+    const int k = t->k;
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *s = student + (size_t)n * Vs;
+        const int32_t *ids = t->ids + (size_t)n * k;
+        const float *logp = t->logp + (size_t)n * k;
+        const double lse_s = logsumexp_scaled(s, V_shared, inv_t);
+        /* the kept buckets, then the rest (every id not kept) as one */
+        double loss = 0, gbar = 0, kept = 0, g;
+        for (int b = 0; b < k; b++) {
+            const double lq = s[ids[b]] * inv_t - lse_s, q = exp(lq);
+            loss += bucket_term(l, exp(logp[b]), logp[b], q, lq, &g);
+            gbar += q * g;
+            kept += q;
+        }
+        /* no rest bucket when the k ids are every shared id (1 - kept would only be rounding) */
+        const double q_rest = k < V_shared && kept < 1 ? 1 - kept : 0, lr = k < V_shared ? t->logp_rest[n] : -INFINITY;
+        const double p_rest = isfinite(lr) ? exp(lr) : 0, lp_rest = isfinite(lr) ? lr : -1e4;
+        double g_rest;
+        loss += bucket_term(l, p_rest, lp_rest, q_rest, floor_log(q_rest), &g_rest);
+        gbar += q_rest * g_rest;
+        row_loss[n] = t2 * loss;
+        if (!dlogits) continue;
+        /* every id as part of the rest, then each kept id moved to its own bucket */
+        float *d = dlogits + (size_t)n * Vs;
+        const double c = scale * l->temperature;
+        for (int i = 0; i < V_shared; i++) d[i] += (float)(c * exp(s[i] * inv_t - lse_s) * (g_rest - gbar));
+        for (int b = 0; b < k; b++) {
+            const double lq = s[ids[b]] * inv_t - lse_s, q = exp(lq);
+            bucket_term(l, exp(logp[b]), logp[b], q, lq, &g);
+            d[ids[b]] += (float)(c * q * (g - g_rest));
+        }
+    }
+    return sum_rows(row_loss, N);
+}

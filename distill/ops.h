@@ -128,4 +128,39 @@ double crossentropy_forward_backward(float *dlogits, double *row_loss, const flo
 double kl_forward_backward(float *dlogits, double *row_loss, const float *student, int Vs, const float *teacher,
                            int Vt, int V_shared, int N, float temperature, bool reverse, float scale, int n_threads);
 
+/* The divergences `slmc distill --loss` offers, between the teacher's p and the student's q
+ * (both softmax(logits / τ) over the shared ids), each scaled by τ²:
+ *   DISTILL_KL          KL(p ‖ q) = Σ p log(p/q)                     (Hinton et al.; DistillKit's default)
+ *   DISTILL_REVERSE_KL  KL(q ‖ p) = Σ q log(q/p)                     (mode-seeking; MiniLLM)
+ *   DISTILL_JSD         β KL(p ‖ m) + (1 − β) KL(q ‖ m), m = β p + (1 − β) q   (TRL's GKD, β in (0, 1))
+ *   DISTILL_TVD         ½ Σ |p − q|                                   (total variation)
+ * The gradient through the softmax: with g = dL/dq, dL/dz_i = τ · q_i (g_i − Σ_j q_j g_j) for
+ * student logits z (τ² from the scale, 1/τ from z/τ). */
+typedef enum distill_kind { DISTILL_KL, DISTILL_REVERSE_KL, DISTILL_JSD, DISTILL_TVD } distill_kind;
+typedef struct distill_loss {
+    distill_kind kind;
+    float temperature;  /* τ > 0 */
+    float beta;         /* DISTILL_JSD: the teacher's weight in the mixture m, 0 < β < 1 (0.5: the JSD) */
+} distill_loss;
+
+/* The loss l between dense teacher logits and the student's, as kl_forward_backward (which it
+ * calls for the two KLs). */
+double distill_forward_backward(float *dlogits, double *row_loss, const float *student, int Vs, const float *teacher,
+                                int Vt, int V_shared, int N, const distill_loss *l, float scale, int n_threads);
+
+/* The teacher kept as its k most likely ids per row (a teacher cache): log-probabilities at
+ * the loss's τ over the shared ids, and the log of the mass of all other ids (-inf when the k
+ * ids hold it all). The divergence is taken between the k + 1 "buckets" (each kept id, and
+ * the rest as one), the student's rest bucket being Σ q over the ids not kept; its gradient
+ * spreads over the rest in proportion to q. With k = V_shared this is the dense loss. */
+typedef struct teacher_topk {
+    int k;
+    const int32_t *ids;      /* [N][k] distinct ids < V_shared */
+    const float *logp;       /* [N][k] */
+    const float *logp_rest;  /* [N] */
+} teacher_topk;
+double distill_topk_forward_backward(float *dlogits, double *row_loss, const float *student, int Vs,
+                                     const teacher_topk *t, int V_shared, int N, const distill_loss *l, float scale,
+                                     int n_threads);
+
 #endif

@@ -25,6 +25,7 @@ void train_run_opts_default(train_run_opts *o) {
     o->eval_every = 100;
     o->eval_seqs = 32;
     o->outtype = GGML_TYPE_F32;
+    o->top_k = 64;
 }
 
 void train_result_free(train_result *r) {
@@ -120,6 +121,7 @@ int train_run(const train_run_opts *o, const train_hooks *h, train_result *r, sl
     trainer tr;
     tokenizer *tok = NULL;
     FILE *mf = NULL;
+    teacher_cache *cache = NULL, *save = NULL;
 
     /* the student, trained in F32 whatever its type */
     if (open_model(&sm, o->student, o->tokenizer, err) != 0) goto done;
@@ -158,6 +160,21 @@ int train_run(const train_run_opts *o, const train_hooks *h, train_result *r, sl
     /* the trainer, perhaps where a checkpoint left off */
     if (trainer_init(&tr, to, &tm, &data, o->teacher ? &tlm : NULL, err) != 0) goto done;
     tr_open = true;
+    if (o->teacher_cache) {
+        if (o->teacher) { slmc_fail(err, o->teacher_cache, "give a teacher or a teacher cache, not both"); goto done; }
+        if (tcache_open(&cache, o->teacher_cache, err) != 0) goto done;
+        if (trainer_set_cache(&tr, cache, err) != 0) { slmc_fail_prefix(err, o->teacher_cache); goto done; }
+        note(h, "teacher: the top %d ids per position from %s", tcache_info(cache)->k, o->teacher_cache);
+    }
+    if (o->save_teacher) {
+        if (!o->teacher) { slmc_fail(err, o->save_teacher, "saving a teacher cache needs a --teacher"); goto done; }
+        const int64_t Vt = tlm.cfg.n_vocab, Vs = tm.cfg.hp.n_vocab;
+        const teacher_cache_info in = {.k = o->top_k, .T = to->seq_len, .V_shared = (int)(Vt < Vs ? Vt : Vs),
+                                       .n_seq = data.n_train, .n_tokens = (int64_t)data.n_tokens,
+                                       .n_vocab_teacher = Vt, .tau = to->temperature, .data_hash = data.hash};
+        if (tcache_create(&save, o->save_teacher, &in, err) != 0) goto done;
+        trainer_set_save(&tr, save);
+    }
     if (o->resume) {
         if (trainer_load(&tr, o->resume, err) != 0) goto done;
         note(h, "resumed from %s at step %lld", o->resume, (long long)tr.step);
@@ -187,7 +204,7 @@ int train_run(const train_run_opts *o, const train_hooks *h, train_result *r, sl
         p.tokens_per_s = r->tokens / (p.seconds > 0 ? p.seconds : 1e-9);
         p.eta_seconds = p.seconds / (double)(tr.step - first) * (double)(to->steps - tr.step);
         if (h && h->step) h->step(h->user, &p);
-        metrics_step(mf, &p, o->teacher != NULL, &tm);
+        metrics_step(mf, &p, o->teacher != NULL || o->teacher_cache != NULL, &tm);
         const bool last = tr.step == to->steps;
         if (o->eval_every > 0 && tr.step % o->eval_every == 0 && !last && data.n_valid > 0 &&
             evaluate(&tr, o, h, mf, r, err) != 0)
@@ -198,6 +215,12 @@ int train_run(const train_run_opts *o, const train_hooks *h, train_result *r, sl
     }
     r->step = tr.step;
 
+    /* the teacher cache holds what the run drew, stopped or not */
+    if (save) {
+        teacher_cache *c = save;
+        save = NULL;
+        if (tcache_finish(c, err) != 0) goto done;
+    }
     /* asked to stop: keep the state to resume from, export nothing */
     if (stop_requested(o)) {
         if (trainer_save(&tr, r->checkpoint, err) != 0) goto done;
@@ -215,6 +238,8 @@ int train_run(const train_run_opts *o, const train_hooks *h, train_result *r, sl
     rc = 0;
 done:
     if (mf) fclose(mf);
+    tcache_close(save); /* unfinished: removed */
+    tcache_close(cache);
     if (tr_open) trainer_free(&tr);
     data_free(&data);
     tokenizer_free(tok);

@@ -28,7 +28,12 @@ typedef struct train_run_opts {
     const char *student;        /* the model to train: any path model_open reads (GGUF of any type,
                                  * Hugging Face folder, llama2.c .bin with tokenizer) */
     const char *teacher;        /* distillation: the teacher (any model eval/llm.h runs); NULL trains
-                                 * with cross-entropy only */
+                                 * with cross-entropy only (or from teacher_cache) */
+    const char *teacher_cache;  /* distillation from a teacher cache (teacher_cache.h) instead of a
+                                 * teacher, or NULL */
+    const char *save_teacher;   /* with a teacher: also write its top-k of every sequence drawn to this
+                                 * cache file, or NULL */
+    int top_k;                  /* ids per position in save_teacher (default 64) */
     const char *tokenizer;      /* tokenizer.bin / tokenizer.model for a llama2.c student or teacher,
                                  * or NULL */
     const char *data;           /* the text: .txt or .jsonl (field "text"), optionally .gz or .zst */
@@ -51,7 +56,7 @@ typedef struct train_run_opts {
 } train_run_opts;
 
 /* Defaults: trainer_opts_default, seed 1, valid_frac 0.02, eval_every 100, eval_seqs 32, no
- * periodic checkpoints, every token, F32 export, the default thread count; no paths. */
+ * periodic checkpoints, every token, F32 export, the default thread count, top_k 64; no paths. */
 void train_run_opts_default(train_run_opts *o);
 
 /* Where the run stands after a step. */

@@ -25,6 +25,8 @@ void trainer_opts_default(trainer_opts *o) {
     o->clip = 1.0f;
     o->temperature = 2.0f;
     o->alpha = 0.5f;
+    o->loss = DISTILL_KL;
+    o->jsd_beta = 0.5f;
 }
 
 int trainer_init(trainer *tr, const trainer_opts *o, train_model *tm, train_data *data, const llm_model *teacher,
@@ -39,9 +41,12 @@ int trainer_init(trainer *tr, const trainer_opts *o, train_model *tm, train_data
         return slmc_fail(err, NULL, "batch, sequence length, accumulation and steps must be positive");
     if (data->T != T) return slmc_fail(err, NULL, "the data is packed for T=%d, training uses %d", data->T, T);
     if (tm_plan(tm, B, T, err) != 0) return -1;
+    if (o->loss == DISTILL_JSD && !(o->jsd_beta > 0 && o->jsd_beta < 1))
+        return slmc_fail(err, NULL, "the JSD's beta must lie strictly between 0 and 1 (it is %g)", o->jsd_beta);
     tr->inputs = malloc(sizeof(int32_t) * (size_t)B * T);
     tr->targets = malloc(sizeof(int32_t) * (size_t)B * T);
-    if (!tr->inputs || !tr->targets) return slmc_fail(err, NULL, "out of memory");
+    tr->seqs = malloc(sizeof(int64_t) * (size_t)B);
+    if (!tr->inputs || !tr->targets || !tr->seqs) return slmc_fail(err, NULL, "out of memory");
     if (teacher) {
         if (llm_context_init(&tr->tctx, teacher, T, T, err) != 0) return -1;
         tr->tctx_open = true;
@@ -58,8 +63,37 @@ void trainer_free(trainer *tr) {
     free(tr->tlogits);
     free(tr->inputs);
     free(tr->targets);
+    free(tr->seqs);
+    free(tr->topk_ids);
+    free(tr->topk_logp);
+    free(tr->topk_rest);
     memset(tr, 0, sizeof *tr);
 }
+
+int trainer_set_cache(trainer *tr, teacher_cache *cache, slmc_err *err) {
+    const teacher_cache_info *in = tcache_info(cache);
+    const train_data *d = tr->data;
+    const int Vs = (int)tr->tm->cfg.hp.n_vocab, N = tr->o.batch * tr->o.seq_len;
+    if (tr->teacher) return slmc_fail(err, NULL, "a run distils from a live teacher or from a teacher cache, not both");
+    if (in->data_hash != d->hash || in->n_tokens != (int64_t)d->n_tokens || in->n_seq != d->n_train || in->T != d->T)
+        return slmc_fail(err, NULL, "the teacher cache was made for another text or split (%lld tokens, %lld sequences of "
+                                    "%d); use the same --data, --seq-len and --valid-frac",
+                         (long long)in->n_tokens, (long long)in->n_seq, in->T);
+    if (in->tau != tr->o.temperature)
+        return slmc_fail(err, NULL, "the teacher cache holds log-probabilities at temperature %g, not %g: pass "
+                                    "--temperature %g", in->tau, tr->o.temperature, in->tau);
+    if (in->V_shared > Vs)
+        return slmc_fail(err, NULL, "the teacher cache compares %d ids, more than the student's vocabulary of %d",
+                         in->V_shared, Vs);
+    tr->topk_ids = malloc(sizeof(int32_t) * (size_t)N * in->k);
+    tr->topk_logp = malloc(sizeof(float) * (size_t)N * in->k);
+    tr->topk_rest = malloc(sizeof(float) * (size_t)N);
+    if (!tr->topk_ids || !tr->topk_logp || !tr->topk_rest) return slmc_fail(err, NULL, "out of memory for the cache's rows");
+    tr->cache = cache;
+    return 0;
+}
+
+void trainer_set_save(trainer *tr, teacher_cache *save) { tr->save = save; }
 
 double trainer_lr(const trainer_opts *o, int64_t s) {
     int64_t warmup = o->warmup;
@@ -75,11 +109,13 @@ int trainer_step(trainer *tr, train_report *rep, slmc_err *err) {
     train_model *tm = tr->tm;
     const int B = tr->o.batch, T = tr->o.seq_len, N = B * T, Vs = tm->cfg.hp.n_vocab;
     const int K = tr->o.grad_accum;
-    const float alpha = tr->teacher ? tr->o.alpha : 1.0f;
+    const bool distil = tr->teacher || tr->cache;
+    const float alpha = distil ? tr->o.alpha : 1.0f;
+    const distill_loss dl = {tr->o.loss, tr->o.temperature, tr->o.jsd_beta};
     memset(rep, 0, sizeof *rep);
     tm_zero_grad(tm);
     for (int micro = 0; micro < K; micro++) {
-        data_next_batch(tr->data, B, tr->inputs, tr->targets);
+        data_next_batch(tr->data, B, tr->inputs, tr->targets, tr->seqs);
         for (int i = 0; i < N; i++)
             if (tr->inputs[i] < 0 || tr->inputs[i] >= Vs || tr->targets[i] >= Vs)
                 return slmc_fail(err, NULL, "token id %d is outside the student's vocabulary of %d",
@@ -93,12 +129,23 @@ int trainer_step(trainer *tr, train_report *rep, slmc_err *err) {
         rep->ce += ce / ((double)N * K);
         if (tr->teacher) {
             const int Vt = (int)tr->teacher->cfg.n_vocab;
+            for (int b = 0; b < B; b++) {
+                float *tl = tr->tlogits + (size_t)b * T * Vt;
+                if (llm_eval(&tr->tctx, tr->inputs + (size_t)b * T, T, 0, tl, err) != 0) return -1;
+                if (tr->save && tcache_put(tr->save, tr->seqs[b], tl, err) != 0) return -1;
+            }
+            double kl = distill_forward_backward(tm->a.dlogits, tm->a.row_loss, tm->a.logits, Vs, tr->tlogits, Vt,
+                                                 Vs < Vt ? Vs : Vt, N, &dl, scale, tm->exec.n_threads);
+            rep->kl += kl / ((double)N * K);
+        } else if (tr->cache) {
+            const teacher_cache_info *in = tcache_info(tr->cache);
             for (int b = 0; b < B; b++)
-                if (llm_eval(&tr->tctx, tr->inputs + (size_t)b * T, T, 0, tr->tlogits + (size_t)b * T * Vt, err) != 0)
+                if (tcache_get(tr->cache, tr->seqs[b], tr->topk_ids + (size_t)b * T * in->k,
+                               tr->topk_logp + (size_t)b * T * in->k, tr->topk_rest + (size_t)b * T, err) != 0)
                     return -1;
-            double kl = kl_forward_backward(tm->a.dlogits, tm->a.row_loss, tm->a.logits, Vs, tr->tlogits, Vt,
-                                            Vs < Vt ? Vs : Vt, N, tr->o.temperature, tr->o.reverse_kl, scale,
-                                            tm->exec.n_threads);
+            const teacher_topk tk = {in->k, tr->topk_ids, tr->topk_logp, tr->topk_rest};
+            double kl = distill_topk_forward_backward(tm->a.dlogits, tm->a.row_loss, tm->a.logits, Vs, &tk,
+                                                      in->V_shared, N, &dl, scale, tm->exec.n_threads);
             rep->kl += kl / ((double)N * K);
         }
         tm_backward(tm, tr->inputs);

@@ -4,9 +4,11 @@
  *   grad_accum × [ next B sequences ─> student forward ─> loss ─> dlogits ─> student backward ]
  *   ─> global gradient norm, clipped ─> AdamW at the scheduled learning rate
  * The loss is α·CE on the text when there is no teacher (α forced to 1), or
- *   τ²·KL(teacher ‖ student) (KL(student ‖ teacher) with reverse_kl) + α·CE
- * with the teacher's logits from the evaluator's engine (any model llm.h runs, quantized or
- * not), compared over the ids both vocabularies share (the first min(Vs, Vt)).
+ *   τ²·D(teacher, student) + α·CE
+ * with D one of ops.h's divergences (KL both ways, JSD, TVD), the teacher's logits from the
+ * evaluator's engine (any model llm.h runs, quantized or not) compared over the ids both
+ * vocabularies share (the first min(Vs, Vt)), or the teacher's top-k log-probabilities read
+ * from a teacher cache (teacher_cache.h), which a run with a live teacher can also write.
  *
  * Schedule: linear warmup to lr over `warmup` steps, then cosine decay to min_lr at `steps`.
  * A checkpoint (HDF5) holds the weights, both AdamW moments, the step, the data cursor and its
@@ -21,6 +23,8 @@
 
 #include "distill/data.h"
 #include "distill/model.h"
+#include "distill/ops.h"
+#include "distill/teacher_cache.h"
 #include "eval/llm.h"
 #include "formats/error.h"
 
@@ -36,11 +40,12 @@ typedef struct trainer_opts {
     float clip;           /* global gradient-norm clip, 0 = off */
     float temperature;    /* τ of the distillation loss */
     float alpha;          /* weight of the cross-entropy term (1 without a teacher) */
-    bool reverse_kl;      /* KL(student ‖ teacher) instead of KL(teacher ‖ student) */
+    distill_kind loss;    /* the divergence (DISTILL_KL: KL(teacher ‖ student)) */
+    float jsd_beta;       /* DISTILL_JSD: the teacher's weight in the mixture (0.5) */
 } trainer_opts;
 
 /* Defaults: lr 3e-4 → 3e-5, warmup 100 (capped at steps/10), wd 0.1, betas 0.9/0.95, eps 1e-8,
- * clip 1, τ 2, α 0.5, B 4, T 256, grad_accum 1. */
+ * clip 1, τ 2, α 0.5, forward KL (JSD β 0.5), B 4, T 256, grad_accum 1. */
 void trainer_opts_default(trainer_opts *o);
 
 typedef struct trainer {
@@ -51,7 +56,13 @@ typedef struct trainer {
     llm_context tctx;         /* the teacher's context, T positions */
     bool tctx_open;
     float *tlogits;           /* [B*T][Vt] teacher logits of the micro-batch */
+    teacher_cache *cache;     /* instead of the teacher: its saved top-k (not owned; trainer_set_cache) */
+    teacher_cache *save;      /* with the teacher: where to keep each drawn sequence's top-k (not owned) */
+    int32_t *topk_ids;        /* [B*T][k] the cache's rows of the micro-batch */
+    float *topk_logp;         /* [B*T][k] */
+    float *topk_rest;         /* [B*T] */
     int32_t *inputs, *targets;/* [B*T] */
+    int64_t *seqs;            /* [B] the micro-batch's training sequence indices */
     int64_t step;             /* optimizer steps completed */
 } trainer;
 
@@ -70,6 +81,12 @@ typedef struct train_report {
 int trainer_init(trainer *tr, const trainer_opts *o, train_model *tm, train_data *data, const llm_model *teacher,
                  slmc_err *err);
 void trainer_free(trainer *tr);
+
+/* Distil from a teacher cache instead of a live teacher (trainer_init without one): checks the
+ * cache was made for this text, split, sequence length, temperature and vocabulary. Or, with a
+ * live teacher, keep every sequence the run draws in `save` (created for this run). */
+int trainer_set_cache(trainer *tr, teacher_cache *cache, slmc_err *err);
+void trainer_set_save(trainer *tr, teacher_cache *save);
 
 /* The learning rate of step index s (0-based). */
 double trainer_lr(const trainer_opts *o, int64_t s);

@@ -81,6 +81,8 @@ static const opt_row DISTILL_OPTS[] = {
     {{"temperature", "--temperature", RO_FLOAT}, NULL, false},
     {{"alpha", "--alpha", RO_FLOAT}, NULL, false},
     {{"reverse_kl", "--reverse-kl", RO_BOOL}, NULL, false},
+    {{"loss", "--loss", RO_STRING}, "kl|reverse-kl|jsd|tvd", false},
+    {{"jsd_beta", "--jsd-beta", RO_FLOAT}, NULL, false},
     {{"valid_frac", "--valid-frac", RO_FLOAT}, NULL, false},
     {{"eval_every", "--eval-every", RO_INT}, NULL, false},
     {{"eval_seqs", "--eval-seqs", RO_INT}, NULL, false},

@@ -532,6 +532,99 @@ START_TEST(test_losses) {
 }
 END_TEST
 
+/* ---- the distillation losses: JSD and TVD on dense logits, every kind on a teacher's top-k ---- */
+typedef struct {
+    float *s, *t;
+    double *rows;
+    int N, Vs, Vt, Vsh;
+    distill_loss l;
+    const teacher_topk *tk; /* NULL: dense */
+} dl_ctx;
+static double dl_loss(void *p) {
+    dl_ctx *c = p;
+    if (c->tk) return distill_topk_forward_backward(NULL, c->rows, c->s, c->Vs, c->tk, c->Vsh, c->N, &c->l, 1, NT);
+    return distill_forward_backward(NULL, c->rows, c->s, c->Vs, c->t, c->Vt, c->Vsh, c->N, &c->l, 1, NT);
+}
+
+/* The k most likely of the first V ids of each teacher row at τ, as a teacher cache keeps them. */
+static void topk_of(const float *t, int Vt, int V, int N, int k, float tau, int32_t *ids, float *logp, float *rest) {
+    for (int n = 0; n < N; n++) {
+        const float *r = t + (size_t)n * Vt;
+        double mx = -INFINITY, sum = 0;
+        for (int i = 0; i < V; i++) mx = fmax(mx, r[i] / tau);
+        for (int i = 0; i < V; i++) sum += exp(r[i] / tau - mx);
+        const double lse = mx + log(sum);
+        bool used[64] = {false};
+        double kept = 0;
+        for (int b = 0; b < k; b++) {
+            int best = -1;
+            for (int i = 0; i < V; i++)
+                if (!used[i] && (best < 0 || r[i] > r[best])) best = i;
+            used[best] = true;
+            ids[n * k + b] = best;
+            logp[n * k + b] = (float)(r[best] / tau - lse);
+            kept += exp(r[best] / tau - lse);
+        }
+        double other = 0;
+        for (int i = 0; i < V; i++)
+            if (!used[i]) other += exp(r[i] / tau - lse);
+        rest[n] = other > 0 ? (float)log(other) : -INFINITY;
+        (void)kept;
+    }
+}
+
+START_TEST(test_distill_losses) {
+    const int N = 3, Vs = 10, Vt = 12, V = 10;
+    double rows[3], rows2[3];
+    dl_ctx c = {rand_buf((size_t)N * Vs, 3), rand_buf((size_t)N * Vt, 3), rows, N, Vs, Vt, V, {DISTILL_JSD, 1.5f, 0.3f}, NULL};
+    float *d = calloc((size_t)N * Vs, 4), *d2 = calloc((size_t)N * Vs, 4);
+    static const char *const names[] = {"kl", "reverse kl", "jsd", "tvd"};
+    for (int kind = DISTILL_KL; kind <= DISTILL_TVD; kind++) {
+        c.l.kind = (distill_kind)kind;
+        c.tk = NULL;
+        memset(d, 0, (size_t)N * Vs * 4);
+        const double dense = distill_forward_backward(d, rows, c.s, Vs, c.t, Vt, V, N, &c.l, 1, NT);
+        ck_assert_msg(dense > 0 && isfinite(dense), "%s: loss %g", names[kind], dense);
+        char what[64];
+        snprintf(what, sizeof what, "dlogits(%s)", names[kind]);
+        check_grad(what, c.s, (size_t)N * Vs, d, dl_loss, &c, 1e-2f, 3e-3);
+        /* the teacher's top-V (every shared id) is the dense loss; its gradient too */
+        int32_t ids[3 * 10];
+        float logp[3 * 10], rest[3];
+        topk_of(c.t, Vt, V, N, V, c.l.temperature, ids, logp, rest);
+        teacher_topk all = {V, ids, logp, rest};
+        memset(d2, 0, (size_t)N * Vs * 4);
+        const double full = distill_topk_forward_backward(d2, rows2, c.s, Vs, &all, V, N, &c.l, 1, NT);
+        ck_assert_msg(fabs(full - dense) < 1e-5 * dense, "%s: top-%d %.9g vs dense %.9g", names[kind], V, full, dense);
+        for (int i = 0; i < N * Vs; i++) ck_assert_msg(fabsf(d2[i] - d[i]) < 1e-5f, "%s: gradient %d", names[kind], i);
+        /* top-4 and the rest as one bucket: its own finite differences */
+        int32_t ids4[3 * 4];
+        float logp4[3 * 4], rest4[3];
+        topk_of(c.t, Vt, V, N, 4, c.l.temperature, ids4, logp4, rest4);
+        teacher_topk four = {4, ids4, logp4, rest4};
+        c.tk = &four;
+        memset(d2, 0, (size_t)N * Vs * 4);
+        const double part = distill_topk_forward_backward(d2, rows2, c.s, Vs, &four, V, N, &c.l, 1, NT);
+        ck_assert(part > 0 && isfinite(part));
+        snprintf(what, sizeof what, "dlogits(%s, top-4)", names[kind]);
+        check_grad(what, c.s, (size_t)N * Vs, d2, dl_loss, &c, 1e-2f, 3e-3);
+        /* bucketing only merges: the divergence of the buckets is at most the full one */
+        ck_assert_msg(part <= dense * (1 + 1e-9), "%s: top-4 %.9g above dense %.9g", names[kind], part, dense);
+    }
+    /* a distribution against itself: 0 for every kind */
+    float *same = malloc((size_t)N * Vt * 4);
+    for (int n = 0; n < N; n++) {
+        memcpy(same + (size_t)n * Vt, c.s + (size_t)n * Vs, (size_t)Vs * 4);
+        for (int i = Vs; i < Vt; i++) same[(size_t)n * Vt + i] = 0;
+    }
+    for (int kind = DISTILL_KL; kind <= DISTILL_TVD; kind++) {
+        c.l.kind = (distill_kind)kind;
+        ck_assert(fabs(distill_forward_backward(NULL, rows, c.s, Vs, same, Vt, V, N, &c.l, 1, NT)) < 1e-9);
+    }
+    free(same); free(c.s); free(c.t); free(d); free(d2);
+}
+END_TEST
+
 /* ---- the whole model ---- */
 typedef struct { train_model *tm; int32_t *tok, *tg; } model_ctx;
 static double model_loss(void *p) {
@@ -613,7 +706,7 @@ END_TEST
 int main(void) {
     Suite *s = suite_create("distill_ops");
     TCase *tc = tcase_create("ops");
-    tcase_set_timeout(tc, 60);
+    tcase_set_timeout(tc, 300); /* the whole-model gradients of ten families on a busy 2-core machine */
     tcase_add_test(tc, test_embedding);
     tcase_add_test(tc, test_rmsnorm);
     tcase_add_test(tc, test_matmul);
@@ -628,6 +721,7 @@ int main(void) {
     tcase_add_test(tc, test_softcap);
     tcase_add_test(tc, test_swiglu_residual);
     tcase_add_test(tc, test_losses);
+    tcase_add_test(tc, test_distill_losses);
     tcase_add_test(tc, test_model_gradient);
     suite_add_tcase(s, tc);
     return run_suite(s);

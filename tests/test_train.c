@@ -15,6 +15,7 @@
 #include "distill/model.h"
 #include "distill/ops.h"
 #include "distill/train_run.h"
+#include "distill/teacher_cache.h"
 #include "distill/trainer.h"
 #include "eval/llm.h"
 #include "eval/tokenizer.h"
@@ -371,6 +372,78 @@ START_TEST(test_forward_matches_engine_families) {
 }
 END_TEST
 
+/* The teacher cache: the top-k of a row as a sort would give it (ties to the lower id) with the
+ * rest's mass; written, finished, reopened: the same rows back; a sequence never written, a
+ * file that is not a cache and a truncated one are refused naming the file; an unfinished
+ * cache leaves no file. */
+START_TEST(test_teacher_cache) {
+    enum { V = 12, T = 3, K = 4, NSEQ = 5 };
+    float logits[T * 14];
+    for (int i = 0; i < T * 14; i++) logits[i] = (float)((i * 7919) % 23) * 0.25f - 2.0f;
+    logits[5] = logits[9]; /* a tie */
+    int32_t ids[K];
+    float logp[K], rest;
+    tcache_topk_row(logits, V, K, 2.0f, ids, logp, &rest);
+    double lse = 0, mass = 0;
+    for (int i = 0; i < V; i++) lse += exp(logits[i] / 2.0);
+    lse = log(lse);
+    for (int b = 0; b < K; b++) {
+        for (int i = 0; i < V; i++) { /* nothing better left out, ties to the lower id */
+            bool kept = false;
+            for (int c = 0; c < K; c++) kept |= ids[c] == i;
+            if (!kept) ck_assert(logits[i] < logits[ids[b]] || (logits[i] == logits[ids[b]] && i > ids[b]));
+        }
+        if (b > 0) ck_assert(logits[ids[b - 1]] >= logits[ids[b]]);
+        ck_assert(fabs(logp[b] - (logits[ids[b]] / 2.0 - lse)) < 1e-6);
+        mass += exp(logp[b]);
+    }
+    ck_assert(fabs(exp(rest) + mass - 1) < 1e-6);
+    tcache_topk_row(logits, V, V, 2.0f, (int32_t[V]){0}, (float[V]){0}, &rest);
+    ck_assert(isinf(rest) && rest < 0); /* every id kept: no rest */
+
+    char *dir = tmpdir_make();
+    char path[512], notcache[512];
+    snprintf(path, sizeof path, "%s/cache.h5", dir);
+    snprintf(notcache, sizeof notcache, "%s/plain.txt", dir);
+    const teacher_cache_info info = {.k = K, .T = T, .V_shared = V, .n_seq = NSEQ, .n_tokens = 99, .n_vocab_teacher = 14,
+                                     .tau = 2.0f, .data_hash = 0x1234};
+    slmc_err err = {{0}};
+    teacher_cache *c;
+    /* unfinished: nothing left behind */
+    ck_assert_msg(tcache_create(&c, path, &info, &err) == 0, "%s", err.msg);
+    ck_assert(tcache_put(c, 1, logits, &err) == 0);
+    tcache_close(c);
+    ck_assert(access(path, F_OK) != 0);
+    ck_assert(tcache_create(&c, path, &info, &err) == 0);
+    ck_assert(tcache_put(c, 3, logits, &err) == 0);
+    ck_assert(tcache_put(c, 3, logits, &err) == 0); /* again: kept as it was */
+    ck_assert(tcache_put(c, NSEQ, logits, &err) != 0);
+    ck_assert_msg(tcache_finish(c, &err) == 0, "%s", err.msg);
+    ck_assert(tcache_open(&c, path, &err) == 0);
+    const teacher_cache_info *in = tcache_info(c);
+    ck_assert(in->k == K && in->T == T && in->V_shared == V && in->n_seq == NSEQ && in->tau == 2.0f &&
+              in->data_hash == 0x1234 && in->n_tokens == 99 && in->n_vocab_teacher == 14);
+    int32_t gids[T * K];
+    float glogp[T * K], grest[T];
+    ck_assert_msg(tcache_get(c, 3, gids, glogp, grest, &err) == 0, "%s", err.msg);
+    for (int t = 0; t < T; t++) {
+        tcache_topk_row(logits + t * 14, V, K, 2.0f, ids, logp, &rest);
+        ck_assert(memcmp(gids + t * K, ids, sizeof ids) == 0 && memcmp(glogp + t * K, logp, sizeof logp) == 0);
+        ck_assert(memcmp(&grest[t], &rest, sizeof rest) == 0);
+    }
+    ck_assert(tcache_get(c, 2, gids, glogp, grest, &err) != 0);
+    ck_assert(strstr(err.msg, "cache.h5") && strstr(err.msg, "sequence 2"));
+    tcache_close(c);
+    FILE *f = fopen(notcache, "w");
+    fputs("not HDF5\n", f);
+    fclose(f);
+    ck_assert(tcache_open(&c, notcache, &err) != 0 && strstr(err.msg, "plain.txt"));
+    ck_assert(truncate(path, 200) == 0);
+    ck_assert(tcache_open(&c, path, &err) != 0 && strstr(err.msg, "cache.h5"));
+    tmpdir_remove(dir);
+}
+END_TEST
+
 /* .txt, .gz, .zst and .jsonl of the same text give the same tokens. */
 START_TEST(test_data_formats) {
     char *bin = SHARED_OR_SKIP("models/stories260K/stories260K.bin");
@@ -554,6 +627,7 @@ int main(void) {
     tcase_add_test(tc, test_checkpoint_refuses_other_text);
     tcase_add_test(tc, test_forward_matches_engine);
     tcase_add_test(tc, test_forward_matches_engine_families);
+    tcase_add_test(tc, test_teacher_cache);
     tcase_add_test(tc, test_data_formats);
     tcase_add_test(tc, test_train_run_stop_resume);
     suite_add_tcase(s, tc);

@@ -94,12 +94,48 @@ for f in llama qwen2 qwen3 gemma gemma2 gemma3 phi2 phi3 stablelm; do
     grep -q "\"num_attention_heads\": $heads" "$T/$f-p-hf/config.json" && grep -q "\"intermediate_size\": $ff" "$T/$f-p-hf/config.json" \
         && ok "$f: config.json of the pruned shape" || fail "$f: config.json: $(tr -d '\n' <"$T/$f-p-hf/config.json" | head -c 400)"
 
-    expect 0 "$f: distill 40 steps from the trained model" -- "$SLMC" distill --teacher "$T/$f-t.gguf" \
-        --student "$T/$f-p.gguf" $TRAIN --steps 40 --lr 2e-3 -o "$T/$f-d.gguf"
+    dsteps=40
+    [ "$f" = gemma2 ] && dsteps=12
+    expect 0 "$f: distill $dsteps steps from the trained model" -- "$SLMC" distill --teacher "$T/$f-t.gguf" \
+        --student "$T/$f-p.gguf" $TRAIN --steps $dsteps --lr 2e-3 -o "$T/$f-d.gguf"
     p_dist=$(ppl "$T/$f-d.gguf")
     awk -v a="$p_pruned" -v b="$p_dist" 'BEGIN { exit !(b > 0 && b < a) }' \
         && ok "$f: held-out PPL of the pruned student $p_pruned -> $p_dist after distillation" \
         || fail "$f: distillation did not lower the held-out PPL: $p_pruned -> $p_dist"
 done
 
+# the distillation options on llama's trained teacher and pruned student: every loss; the
+# teacher saved once (top 16 of 320 ids) and a second run from the cache alone
+if [ -f "$T/llama-p.gguf" ]; then
+    for loss in reverse-kl jsd tvd; do
+        expect 0 "distill --loss $loss" -- "$SLMC" distill --teacher "$T/llama-t.gguf" --student "$T/llama-p.gguf" \
+            $TRAIN --steps 10 --lr 2e-3 --loss $loss --jsd-beta 0.3 --metrics "$T/l-$loss.jsonl" -o "$T/l-$loss.gguf"
+        grep -q '"kl"' "$T/l-$loss.jsonl" || fail "distill --loss $loss: no divergence in the metrics"
+    done
+    expect 0 "distill --save-teacher (top 16)" -- "$SLMC" distill --teacher "$T/llama-t.gguf" --student "$T/llama-p.gguf" \
+        $TRAIN --steps 20 --lr 2e-3 --save-teacher "$T/teacher.h5" --top-k 16 --metrics "$T/live.jsonl" -o "$T/live.gguf"
+    [ -s "$T/teacher.h5" ] && [ ! -e "$T/teacher.h5.tmp" ] && ok "teacher cache written" || fail "no teacher cache"
+    expect 0 "distill --teacher-cache" -- "$SLMC" distill --teacher-cache "$T/teacher.h5" --student "$T/llama-p.gguf" \
+        $TRAIN --steps 20 --lr 2e-3 --metrics "$T/cached.jsonl" -o "$T/cached.gguf"
+    kl_live=$(head -n 1 "$T/live.jsonl" | sed -E 's/.*"kl": ?([0-9.eE+-]+).*/\1/')
+    kl_cached=$(head -n 1 "$T/cached.jsonl" | sed -E 's/.*"kl": ?([0-9.eE+-]+).*/\1/')
+    awk -v a="$kl_live" -v b="$kl_cached" 'BEGIN { exit !(b > 0 && b <= a && b > 0.8 * a) }' \
+        && ok "first-step KL from the cache $kl_cached, live $kl_live (the rest merged into one bucket)" \
+        || fail "first-step KL: cache $kl_cached vs live $kl_live"
+    p_cached=$(ppl "$T/cached.gguf"); p_pruned=$(ppl "$T/llama-p.gguf")
+    awk -v a="$p_pruned" -v b="$p_cached" 'BEGIN { exit !(b > 0 && b < a) }' \
+        && ok "distilled from the cache: held-out PPL $p_pruned -> $p_cached" || fail "cache distill: $p_pruned -> $p_cached"
+    expect_error "a cache at another temperature" "$T/teacher.h5" -- "$SLMC" distill --teacher-cache "$T/teacher.h5" \
+        --student "$T/llama-p.gguf" $TRAIN --steps 2 --temperature 1 -o "$T/x.gguf"
+    expect_error "a cache that never saw the sequences" "$T/teacher.h5" -- "$SLMC" distill --teacher-cache "$T/teacher.h5" \
+        --student "$T/llama-p.gguf" $TRAIN --steps 200 -o "$T/x.gguf"
+    expect_error "not a cache" "$T/train.txt" -- "$SLMC" distill --teacher-cache "$T/train.txt" \
+        --student "$T/llama-p.gguf" $TRAIN --steps 2 -o "$T/x.gguf"
+    expect_usage "--loss unknown" "--loss" -- "$SLMC" distill --teacher "$T/llama-t.gguf" --student "$T/llama-p.gguf" \
+        $TRAIN --loss hellinger -o "$T/x.gguf"
+    expect_usage "--jsd-beta 1" "--jsd-beta" -- "$SLMC" distill --teacher "$T/llama-t.gguf" --student "$T/llama-p.gguf" \
+        $TRAIN --loss jsd --jsd-beta 1 -o "$T/x.gguf"
+    expect_usage "--save-teacher without a teacher" "--save-teacher" -- "$SLMC" distill --teacher-cache "$T/teacher.h5" \
+        --save-teacher "$T/y.h5" --student "$T/llama-p.gguf" $TRAIN -o "$T/x.gguf"
+fi
 finish
