@@ -109,6 +109,11 @@ END_TEST
 /* Run `steps` steps of a fresh trainer (optionally resumed from ckpt, optionally saving to
  * save_path at the end), recording losses from index `first`, with the model's settings exec
  * (NULL: the defaults). */
+/* distill_cache: a teacher cache (run_cache) and the divergence (run_loss) the runs distil with,
+ * or NULL for cross-entropy only */
+static const char *run_cache;
+static distill_kind run_loss;
+
 static void run_with(const gemm_ctx *exec, int steps, const char *resume, const char *save_path, double *losses,
                      float **params_out, size_t *n_params) {
     tm_config cfg = tiny_config();
@@ -117,10 +122,16 @@ static void run_with(const gemm_ctx *exec, int steps, const char *resume, const 
     trainer tr;
     slmc_err err = {{0}};
     trainer_opts o = tiny_opts();
+    o.loss = run_loss;
     ck_assert(tm_init_random(&tm, &cfg, 3, &err) == 0);
     if (exec) tm.exec = *exec;
     tiny_data(&d, o.seq_len);
     ck_assert(trainer_init(&tr, &o, &tm, &d, NULL, &err) == 0);
+    teacher_cache *cache = NULL;
+    if (run_cache) {
+        ck_assert_msg(tcache_open(&cache, run_cache, &err) == 0, "%s", err.msg);
+        ck_assert_msg(trainer_set_cache(&tr, cache, &err) == 0, "%s", err.msg);
+    }
     if (resume) ck_assert_msg(trainer_load(&tr, resume, &err) == 0, "%s", err.msg);
     for (int i = 0; i < steps; i++) {
         train_report r;
@@ -135,6 +146,7 @@ static void run_with(const gemm_ctx *exec, int steps, const char *resume, const 
         *n_params = tm.n_params;
     }
     trainer_free(&tr);
+    tcache_close(cache);
     data_free(&d);
     tm_free(&tm);
 }
@@ -165,9 +177,43 @@ static void resume_case(void) {
     tmpdir_remove(dir);
 }
 
+/* A teacher cache over every training sequence of tiny_data: a made-up teacher's top 6 of 16. */
+static void write_tiny_cache(const char *path) {
+    train_data d;
+    trainer_opts o = tiny_opts();
+    tiny_data(&d, o.seq_len);
+    const teacher_cache_info in = {.k = 6, .T = o.seq_len, .V_shared = 16, .n_seq = d.n_train,
+                                   .n_tokens = (int64_t)d.n_tokens, .n_vocab_teacher = 16, .tau = o.temperature,
+                                   .data_hash = d.hash};
+    teacher_cache *c;
+    slmc_err err = {{0}};
+    ck_assert_msg(tcache_create(&c, path, &in, &err) == 0, "%s", err.msg);
+    float *logits = malloc(sizeof(float) * (size_t)o.seq_len * 16);
+    for (int64_t s = 0; s < d.n_train; s++) {
+        for (int i = 0; i < o.seq_len * 16; i++) logits[i] = (float)((s * 31 + i * 17) % 13) * 0.4f;
+        ck_assert(tcache_put(c, s, logits, &err) == 0);
+    }
+    ck_assert_msg(tcache_finish(c, &err) == 0, "%s", err.msg);
+    free(logits);
+    data_free(&d);
+}
+
 START_TEST(test_resume_bitwise) {
     for (tiny_family = 0; tiny_family < N_TINY_FAMILIES; tiny_family++) resume_case(); /* every family */
     tiny_family = 0;
+    /* and every divergence, distilling from a teacher cache */
+    char *dir = tmpdir_make();
+    char cache[512];
+    snprintf(cache, sizeof cache, "%s/teacher.h5", dir);
+    write_tiny_cache(cache);
+    run_cache = cache;
+    for (int k = DISTILL_KL; k <= DISTILL_TVD; k++) {
+        run_loss = (distill_kind)k;
+        resume_case();
+    }
+    run_cache = NULL;
+    run_loss = DISTILL_KL;
+    tmpdir_remove(dir);
 }
 END_TEST
 
