@@ -55,6 +55,9 @@ static const char *USAGE_OPTIONS =
     "  --save-teacher F     distill: also write the teacher's top-k per position to F (HDF5)\n"
     "  --top-k K            distill: ids per position in --save-teacher (default 64)\n"
     "  --teacher-cache F    distill: from a --save-teacher file instead of --teacher\n"
+    "  --lora-rank R        train rank-R LoRA adapters on every block matrix, the model frozen,\n"
+    "                       and export the merged model (default 0: train every weight)\n"
+    "  --lora-alpha A       the adapters' scale is A / R (default A = R)\n"
     "  --valid-frac X       held-out share of the sequences (default 0.02)\n"
     "  --eval-every N       evaluate every N steps and at the end (default 100, 0 = only at the end)\n"
     "  --eval-seqs N        held-out sequences per evaluation (default 32, 0 = all)\n"
@@ -91,7 +94,8 @@ static int parse(int argc, char **argv, distill_args *a, bool with_teacher) {
     trainer_opts *t = &a->o.train;
     enum { O_TEACHER = 256, O_STUDENT, O_DATA, O_STEPS, O_SEQ, O_BATCH, O_ACCUM, O_LR, O_MINLR, O_WARMUP, O_WD,
            O_CLIP, O_SEED, O_TEMP, O_ALPHA, O_REV, O_VALID, O_EVAL, O_EVALSEQS, O_MAXTOK, O_CKPT, O_CKPTEVERY,
-           O_RESUME, O_METRICS, O_LOG, O_OUTTYPE, O_TOK, O_LOSS, O_BETA, O_SAVE_T, O_TOPK, O_TCACHE };
+           O_RESUME, O_METRICS, O_LOG, O_OUTTYPE, O_TOK, O_LOSS, O_BETA, O_SAVE_T, O_TOPK, O_TCACHE, O_LORA_R,
+           O_LORA_A };
     static const struct option opts[] = {
         {"teacher", required_argument, 0, O_TEACHER}, {"student", required_argument, 0, O_STUDENT},
         {"model", required_argument, 0, O_STUDENT}, {"data", required_argument, 0, O_DATA},
@@ -109,7 +113,8 @@ static int parse(int argc, char **argv, distill_args *a, bool with_teacher) {
         {"outtype", required_argument, 0, O_OUTTYPE}, {"tokenizer", required_argument, 0, O_TOK},
         {"loss", required_argument, 0, O_LOSS}, {"jsd-beta", required_argument, 0, O_BETA},
         {"save-teacher", required_argument, 0, O_SAVE_T}, {"top-k", required_argument, 0, O_TOPK},
-        {"teacher-cache", required_argument, 0, O_TCACHE},
+        {"teacher-cache", required_argument, 0, O_TCACHE}, {"lora-rank", required_argument, 0, O_LORA_R},
+        {"lora-alpha", required_argument, 0, O_LORA_A},
         {"output", required_argument, 0, 'o'}, CLI_COMMON_OPTIONS, {0, 0, 0, 0},
     };
     /* the command's own options accept at most these (a day's training is far below) */
@@ -149,6 +154,8 @@ static int parse(int argc, char **argv, distill_args *a, bool with_teacher) {
         case O_SAVE_T: a->o.save_teacher = optarg; break;
         case O_TOPK: rc = cli_opt_int(cmd, "--top-k", optarg, 1, 1 << 20, &a->o.top_k); break;
         case O_TCACHE: a->o.teacher_cache = optarg; break;
+        case O_LORA_R: rc = cli_opt_int(cmd, "--lora-rank", optarg, 0, 1 << 16, &a->o.lora_rank); break;
+        case O_LORA_A: rc = cli_opt_f32(cmd, "--lora-alpha", optarg, 0, 1e6, true, &a->o.lora_alpha); break;
         case O_VALID: rc = cli_opt_float(cmd, "--valid-frac", optarg, 0, 0.99, false, &a->o.valid_frac); break;
         case O_EVAL: rc = cli_opt_i64(cmd, "--eval-every", optarg, 0, MAX_STEPS, &a->o.eval_every); break;
         case O_EVALSEQS: rc = cli_opt_i64(cmd, "--eval-seqs", optarg, 1, 1 << 30, &a->o.eval_seqs); break;

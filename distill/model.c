@@ -156,6 +156,7 @@ static int tm_alloc(train_model *tm, slmc_err *err) {
         return slmc_fail(err, NULL, "out of memory for %zu parameters", tm->n_params);
     bind_weights(tm, tm->params, &tm->w);
     bind_weights(tm, tm->grads, &tm->g);
+    tm->n_base = tm->n_tensors;
     return 0;
 }
 
@@ -298,6 +299,71 @@ int tm_init_random(train_model *tm, const tm_config *cfg, uint64_t seed, slmc_er
     return 0;
 }
 
+int tm_add_lora(train_model *tm, int rank, float alpha, uint64_t seed, slmc_err *err) {
+    if (rank < 1 || !(alpha > 0)) return slmc_fail(err, NULL, "LoRA needs a rank >= 1 and alpha > 0");
+    if (tm->lora_rank) return slmc_fail(err, NULL, "the model has adapters already");
+    if (tm->B) return slmc_fail(err, NULL, "add LoRA adapters before planning the batch");
+    /* the block matrices: 2-D tensors inside blk.N */
+    int n = 0;
+    for (int i = 0; i < tm->n_base; i++) n += tm->tensors[i].n_dims == 2 && strncmp(tm->tensors[i].name, "blk.", 4) == 0;
+    tm_param *t = realloc(tm->tensors, sizeof *t * (size_t)(tm->n_base + 2 * n));
+    if (!t) return slmc_fail(err, NULL, "out of memory");
+    tm->tensors = t;
+    tm->lora = calloc((size_t)(n > 0 ? n : 1), sizeof *tm->lora);
+    if (!tm->lora) return slmc_fail(err, NULL, "out of memory");
+    const size_t base_params = tm->n_params;
+    for (int i = 0; i < tm->n_base; i++) {
+        const tm_param w = tm->tensors[i];
+        if (w.n_dims != 2 || strncmp(w.name, "blk.", 4) != 0) continue;
+        tm_lora *l = &tm->lora[tm->n_lora++];
+        l->base = i;
+        const arch_tensor shape_a = {NULL, NULL, DIM_NONE, DIM_NONE, WHEN_ALWAYS, ARCH_QK_NONE, false};
+        (void)shape_a;
+        char name[TM_NAME_MAX];
+        /* A [rank][in], B [out][rank], named after W ("blk.0.attn_q.weight" -> "blk.0.attn_q.lora_a") */
+        const size_t stem = strlen(w.name) > 7 ? strlen(w.name) - 7 : strlen(w.name); /* without ".weight" */
+        for (int ab = 0; ab < 2; ab++) {
+            tm_param *p = &tm->tensors[tm->n_tensors];
+            snprintf(name, sizeof name, "%.*s.lora_%c", (int)stem, w.name, ab ? 'b' : 'a');
+            snprintf(p->name, sizeof p->name, "%s", name);
+            p->n_dims = 2;
+            p->ne[0] = ab ? rank : w.ne[0];
+            p->ne[1] = ab ? w.ne[1] : rank;
+            p->offset = tm->n_params;
+            p->n = (size_t)(p->ne[0] * p->ne[1]);
+            p->decay = false; /* as PEFT trains them */
+            tm->n_params += p->n;
+            if (ab) l->b = tm->n_tensors; else l->a = tm->n_tensors;
+            tm->n_tensors++;
+        }
+    }
+    float **vec[] = {&tm->params, &tm->grads, &tm->adam_m, &tm->adam_v};
+    for (int v = 0; v < 4; v++) {
+        float *g = realloc(*vec[v], sizeof(float) * tm->n_params);
+        if (!g) return slmc_fail(err, NULL, "out of memory for %zu adapter parameters", tm->n_params - base_params);
+        memset(g + base_params, 0, sizeof(float) * (tm->n_params - base_params));
+        *vec[v] = g;
+    }
+    bind_weights(tm, tm->params, &tm->w);
+    bind_weights(tm, tm->grads, &tm->g);
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 7;
+    for (int i = 0; i < tm->n_lora; i++) { /* A ~ N(0, 1/in), B = 0 */
+        const tm_param *a = &tm->tensors[tm->lora[i].a];
+        const float sd = 1.0f / sqrtf((float)a->ne[0]);
+        for (size_t j = 0; j < a->n; j++) tm->params[a->offset + j] = sd * rng_normal(&s);
+    }
+    tm->lora_rank = rank;
+    tm->lora_scale = alpha / (float)rank;
+    return 0;
+}
+
+/* The adapter on the matrix at `w` (a pointer into params), or NULL. */
+static const tm_lora *lora_of(const train_model *tm, const float *w) {
+    for (int i = 0; i < tm->n_lora; i++)
+        if (tm->params + tm->tensors[tm->lora[i].base].offset == w) return &tm->lora[i];
+    return NULL;
+}
+
 static void acts_free(tm_acts *a) {
     float **f[] = {&a->res, &a->ln1, &a->mean1, &a->rstd1, &a->q_raw, &a->k_raw, &a->rstd_q, &a->rstd_k, &a->q,
                    &a->k, &a->v, &a->att, &a->atty, &a->ao, &a->rstd_ao, &a->res_mid, &a->ln2, &a->mean2, &a->rstd2,
@@ -327,6 +393,10 @@ void tm_free(train_model *tm) {
     free(tm->g.layers);
     free(tm->cfg.n_ff);
     consts_free(&tm->cfg);
+    free(tm->lora);
+    free(tm->lora_h);
+    free(tm->lora_dh);
+    free(tm->lora_y);
     memset(tm, 0, sizeof *tm);
 }
 
@@ -389,6 +459,19 @@ int tm_plan(train_model *tm, int B, int T, slmc_err *err) {
     }
     a->row_loss = calloc(N, sizeof(double));
     if (!a->row_loss) return slmc_fail(err, NULL, "out of memory");
+    free(tm->lora_h), free(tm->lora_dh), free(tm->lora_y);
+    tm->lora_h = tm->lora_dh = tm->lora_y = NULL;
+    if (tm->lora_rank) {
+        size_t widest = 0;
+        for (int i = 0; i < tm->n_lora; i++) {
+            const tm_param *w = &tm->tensors[tm->lora[i].base];
+            if ((size_t)w->ne[1] > widest) widest = (size_t)w->ne[1];
+        }
+        tm->lora_h = calloc(N * (size_t)tm->lora_rank, sizeof(float));
+        tm->lora_dh = calloc(N * (size_t)tm->lora_rank, sizeof(float));
+        tm->lora_y = calloc(N * widest, sizeof(float));
+        if (!tm->lora_h || !tm->lora_dh || !tm->lora_y) return slmc_fail(err, NULL, "out of memory for the adapters");
+    }
     /* rope tables: the factors as the engine picks them (Llama 3's one set; Phi-3's short set up to
      * the original context, the long one beyond), the attention factor; gemma3's sliding layers
      * with their own base and no scaling */
@@ -424,12 +507,35 @@ int tm_plan(train_model *tm, int B, int T, slmc_err *err) {
 static void mm_fwd(train_model *tm, float *out, const float *inp, const float *w, const float *b, int N, int C, int OC) {
     double t = omp_get_wtime();
     matmul_forward(out, inp, w, b, N, C, OC, &tm->exec);
+    const tm_lora *l = tm->lora_rank ? lora_of(tm, w) : NULL;
+    if (l) { /* out += scale · (inp·Aᵀ)·Bᵀ */
+        const int r = tm->lora_rank;
+        matmul_forward(tm->lora_h, inp, tm->params + tm->tensors[l->a].offset, NULL, N, C, r, &tm->exec);
+        matmul_forward(tm->lora_y, tm->lora_h, tm->params + tm->tensors[l->b].offset, NULL, N, r, OC, &tm->exec);
+        const size_t n = (size_t)N * OC;
+        for (size_t i = 0; i < n; i++) out[i] += tm->lora_scale * tm->lora_y[i];
+    }
     tm->sec_matmul += omp_get_wtime() - t;
 }
+/* With adapters the model's own weights and biases are frozen: only dinp flows through W, and the
+ * adapter takes dA, dB (h = inp·Aᵀ recomputed). */
 static void mm_bwd(train_model *tm, float *dinp, float *dw, float *db, const float *dout, const float *inp,
                    const float *w, int N, int C, int OC) {
     double t = omp_get_wtime();
-    matmul_backward(dinp, dw, db, dout, inp, w, N, C, OC, &tm->exec);
+    const bool frozen = tm->lora_rank > 0;
+    matmul_backward(dinp, frozen ? NULL : dw, frozen ? NULL : db, dout, inp, w, N, C, OC, &tm->exec);
+    const tm_lora *l = frozen ? lora_of(tm, w) : NULL;
+    if (l) {
+        const int r = tm->lora_rank;
+        const float *A = tm->params + tm->tensors[l->a].offset, *Bm = tm->params + tm->tensors[l->b].offset;
+        float *dA = tm->grads + tm->tensors[l->a].offset, *dB = tm->grads + tm->tensors[l->b].offset;
+        const size_t n = (size_t)N * OC;
+        for (size_t i = 0; i < n; i++) tm->lora_y[i] = tm->lora_scale * dout[i];
+        matmul_forward(tm->lora_h, inp, A, NULL, N, C, r, &tm->exec);
+        memset(tm->lora_dh, 0, sizeof(float) * (size_t)N * r);
+        matmul_backward(tm->lora_dh, dB, NULL, tm->lora_y, tm->lora_h, Bm, N, r, OC, &tm->exec);
+        matmul_backward(dinp, dA, NULL, tm->lora_dh, inp, A, N, C, r, &tm->exec);
+    }
     tm->sec_matmul += omp_get_wtime() - t;
 }
 
@@ -739,8 +845,14 @@ void tm_zero_grad(train_model *tm) { memset(tm->grads, 0, sizeof(float) * tm->n_
 
 #define NORM_CHUNK 65536 /* partial sums over fixed chunks, added in order: thread-independent */
 
+/* The first element that trains: the adapters' when there are adapters (they follow the model). */
+static size_t first_trainable(const train_model *tm) {
+    return tm->lora_rank && tm->n_tensors > tm->n_base ? tm->tensors[tm->n_base].offset : 0;
+}
+
 double tm_grad_norm(const train_model *tm) {
-    const size_t n = tm->n_params, n_chunks = (n + NORM_CHUNK - 1) / NORM_CHUNK;
+    const float *grads = tm->grads + first_trainable(tm);
+    const size_t n = tm->n_params - first_trainable(tm), n_chunks = (n + NORM_CHUNK - 1) / NORM_CHUNK;
     double *part = malloc(sizeof(double) * (n_chunks ? n_chunks : 1));
     double total = 0;
     if (part) {
@@ -748,13 +860,13 @@ double tm_grad_norm(const train_model *tm) {
         for (size_t ch = 0; ch < n_chunks; ch++) {
             size_t i0 = ch * NORM_CHUNK, i1 = i0 + NORM_CHUNK < n ? i0 + NORM_CHUNK : n;
             double s = 0;
-            for (size_t i = i0; i < i1; i++) s += (double)tm->grads[i] * tm->grads[i];
+            for (size_t i = i0; i < i1; i++) s += (double)grads[i] * grads[i];
             part[ch] = s;
         }
         for (size_t ch = 0; ch < n_chunks; ch++) total += part[ch];
         free(part);
     } else {
-        for (size_t i = 0; i < n; i++) total += (double)tm->grads[i] * tm->grads[i];
+        for (size_t i = 0; i < n; i++) total += (double)grads[i] * grads[i];
     }
     return sqrt(total);
 }
@@ -762,7 +874,7 @@ double tm_grad_norm(const train_model *tm) {
 void tm_adamw(train_model *tm, int64_t t, float lr, float beta1, float beta2, float eps, float weight_decay,
               float grad_scale) {
     const float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
-    for (int ti = 0; ti < tm->n_tensors; ti++) {
+    for (int ti = tm->lora_rank ? tm->n_base : 0; ti < tm->n_tensors; ti++) { /* with adapters, only they train */
         const tm_param *p = &tm->tensors[ti];
         const float wd = p->decay ? weight_decay : 0.0f;
         float *w = tm->params + p->offset, *g = tm->grads + p->offset;
@@ -794,17 +906,19 @@ static int write_gguf(const train_model *tm, const model *src, const char *path,
     meta kv;
     if (model_gguf_meta(&kv, src, file_type) != 0) { meta_free(&kv); return slmc_fail(err, path, "out of memory"); }
     /* the trained model's shape: the source may have been pruned per layer, keep its keys */
-    /* the parameters, then the rope factor constants as read (not trained) */
-    const int n_out = tm->n_tensors + tm->cfg.n_consts;
+    /* the model's tensors (adapters merged into their matrices), then the rope factor constants
+     * as read (not trained) */
+    const int nb = tm->n_base, n_out = nb + tm->cfg.n_consts;
     gguf_tensor_info *infos = calloc((size_t)n_out, sizeof *infos);
     void *row = NULL;
+    float *merged = NULL;
     int rc = -1;
     gguf_writer w;
     memset(&w, 0, sizeof w);
     bool opened = false;
     if (!infos) { slmc_fail(err, path, "out of memory"); goto done; }
     int64_t max_row = 1;
-    for (int i = 0; i < tm->n_tensors; i++) {
+    for (int i = 0; i < nb; i++) {
         const tm_param *p = &tm->tensors[i];
         infos[i].name = (char *)p->name;
         infos[i].n_dims = p->n_dims;
@@ -815,7 +929,7 @@ static int write_gguf(const train_model *tm, const model *src, const char *path,
         if (p->ne[0] > max_row) max_row = p->ne[0];
     }
     for (int i = 0; i < tm->cfg.n_consts; i++) {
-        gguf_tensor_info *f = &infos[tm->n_tensors + i];
+        gguf_tensor_info *f = &infos[nb + i];
         f->name = (char *)tm->cfg.consts[i].name;
         f->n_dims = 1;
         f->ne[0] = tm->cfg.consts[i].n;
@@ -823,13 +937,26 @@ static int write_gguf(const train_model *tm, const model *src, const char *path,
         f->type = GGML_TYPE_F32;
     }
     row = malloc((size_t)max_row * sizeof(float));
-    if (!row) { slmc_fail(err, path, "out of memory"); goto done; }
+    merged = malloc((size_t)max_row * sizeof(float));
+    if (!row || !merged) { slmc_fail(err, path, "out of memory"); goto done; }
     if (gguf_writer_open(&w, path, &kv, infos, (uint64_t)n_out, err) != 0) goto done;
     opened = true;
-    for (int i = 0; i < tm->n_tensors; i++) {
+    for (int i = 0; i < nb; i++) {
         const tm_param *p = &tm->tensors[i];
+        const tm_lora *l = NULL;
+        for (int k = 0; k < tm->n_lora; k++)
+            if (tm->lora[k].base == i) l = &tm->lora[k];
         for (int64_t r = 0; r < p->ne[1]; r++) {
             const float *x = tm->params + p->offset + (size_t)(r * p->ne[0]);
+            if (l) { /* row r of W + scale·B·A */
+                const float *A = tm->params + tm->tensors[l->a].offset, *Bm = tm->params + tm->tensors[l->b].offset;
+                for (int64_t c = 0; c < p->ne[0]; c++) {
+                    double acc = 0;
+                    for (int k = 0; k < tm->lora_rank; k++) acc += (double)Bm[r * tm->lora_rank + k] * A[k * p->ne[0] + c];
+                    merged[c] = x[c] + (float)(tm->lora_scale * acc);
+                }
+                x = merged;
+            }
             row_from_f32(infos[i].type, x, row, p->ne[0]);
             if (gguf_writer_write(&w, row, (size_t)type_nbytes(infos[i].type, p->ne[0]), err) != 0) goto done;
         }
@@ -844,6 +971,7 @@ done:
     meta_free(&kv);
     free(infos);
     free(row);
+    free(merged);
     return rc;
 }
 

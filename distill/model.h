@@ -126,6 +126,13 @@ typedef struct tm_acts {
     float *tmp, *dtmp; /* [N][n_embd] a block's output before the residual add, its gradient */
 } tm_acts;
 
+/* A low-rank adapter on one frozen matrix W [out][in]: the layer computes x·(W + scale·B·A)ᵀ
+ * (Hu et al., LoRA), A [rank][in] and B [out][rank] trained, W left as it is. */
+typedef struct tm_lora {
+    int base;               /* tensor index of W */
+    int a, b;               /* tensor indices of A and B (after every base tensor) */
+} tm_lora;
+
 typedef struct train_model {
     tm_config cfg;
     tm_param *tensors;      /* [n_tensors] in GGUF write order */
@@ -144,6 +151,14 @@ typedef struct train_model {
                              * current thread count and the CPU's best kernel; change before a step) */
     double sec_graph;       /* seconds spent in tm_forward + tm_backward so far */
     double sec_matmul;      /* of which in matrix products */
+    /* LoRA (tm_add_lora): every tensor before tensors[n_base] is frozen; the adapters follow */
+    int lora_rank;          /* 0: every parameter trains */
+    float lora_scale;       /* alpha / rank */
+    tm_lora *lora;          /* [n_lora] one per block matrix */
+    int n_lora;
+    int n_base;             /* tensors of the model itself (n_tensors without adapters) */
+    float *lora_h, *lora_dh;  /* [N][rank] scratch: x·Aᵀ and its gradient */
+    float *lora_y;          /* [N][widest matrix] scratch: (x·Aᵀ)·Bᵀ, or the scaled gradient */
 } train_model;
 
 /* The shape of a model view (any family of formats/arch.h), parameters allocated and filled
@@ -154,6 +169,13 @@ int tm_init_from_model(train_model *tm, const model *m, slmc_err *err);
  * constants are copied. */
 int tm_init_random(train_model *tm, const tm_config *cfg, uint64_t seed, slmc_err *err);
 void tm_free(train_model *tm);
+
+/* Train low-rank adapters instead of the model (before tm_plan): rank r on every block matrix
+ * (attention and FFN projections, fused ones included), scale alpha / r, A drawn N(0, 1/in)
+ * from seed and B zero (so the model starts unchanged); every other parameter freezes. The
+ * optimizer, the gradient norm and checkpoints then see the adapters; tm_export writes the
+ * merged W + scale·B·A in the model's own tensors. */
+int tm_add_lora(train_model *tm, int rank, float alpha, uint64_t seed, slmc_err *err);
 
 /* Allocate activations for B sequences of T tokens (once; again only if the shape changes). */
 int tm_plan(train_model *tm, int B, int T, slmc_err *err);

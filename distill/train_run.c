@@ -129,6 +129,14 @@ int train_run(const train_run_opts *o, const train_hooks *h, train_result *r, sl
     if (tm_init_from_model(&tm, &sm, err) != 0) goto done;
     tm_open = true;
     tm.exec.n_threads = threads;
+    if (o->lora_rank > 0) {
+        if (tm_add_lora(&tm, o->lora_rank, o->lora_alpha > 0 ? o->lora_alpha : (float)o->lora_rank, o->seed, err) != 0) {
+            slmc_fail_prefix(err, o->student);
+            goto done;
+        }
+        note(h, "LoRA rank %d on %d matrices: %zu trainable parameters, the rest frozen", o->lora_rank, tm.n_lora,
+             tm.n_params - tm.tensors[tm.n_base].offset);
+    }
     r->n_params = tm.n_params;
     if (sm.cfg.n_ctx_train > 0 && to->seq_len > sm.cfg.n_ctx_train)
         note(h, "note: --seq-len %d is past the model's context of %lld", to->seq_len, (long long)sm.cfg.n_ctx_train);

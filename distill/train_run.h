@@ -34,6 +34,9 @@ typedef struct train_run_opts {
     const char *save_teacher;   /* with a teacher: also write its top-k of every sequence drawn to this
                                  * cache file, or NULL */
     int top_k;                  /* ids per position in save_teacher (default 64) */
+    int lora_rank;              /* > 0: train LoRA adapters of this rank on the frozen student
+                                 * (tm_add_lora) and export the merged model; 0 trains every weight */
+    float lora_alpha;           /* the adapters' scale is alpha / rank; 0 means alpha = rank */
     const char *tokenizer;      /* tokenizer.bin / tokenizer.model for a llama2.c student or teacher,
                                  * or NULL */
     const char *data;           /* the text: .txt or .jsonl (field "text"), optionally .gz or .zst */

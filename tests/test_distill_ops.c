@@ -637,7 +637,7 @@ static double model_loss(void *p) {
 /* A tiny model of family `arch` (formats/arch.h): 2 layers of different FFN widths, GQA 4/2,
  * head size 4; sliding windows of 3 (the families that slide), soft-caps small enough to bend
  * (gemma2), partial rotary (phi2, stablelm), and rope factors where the family has them. */
-static void model_case(const char *arch, bool tied, bool qkv_bias, bool rope_factors) {
+static void model_case_lora(const char *arch, bool tied, bool qkv_bias, bool rope_factors, int lora_rank) {
     int n_ff[2] = {12, 8}; /* per-layer widths, as a pruned model has */
     float factors[2][2] = {{1.0f, 3.5f}, {1.5f, 0.75f}};
     const arch_desc *fam = arch_by_name(arch);
@@ -662,7 +662,8 @@ static void model_case(const char *arch, bool tied, bool qkv_bias, bool rope_fac
     train_model tm;
     slmc_err err = {{0}};
     ck_assert_msg(tm_init_random(&tm, &cfg, 5, &err) == 0, "%s", err.msg);
-    /* larger weights than the default 0.02 so every path carries signal */
+    if (lora_rank) ck_assert_msg(tm_add_lora(&tm, lora_rank, 3.0f, 9, &err) == 0, "%s", err.msg);
+    /* larger weights than the default 0.02 so every path carries signal (B too: not 0) */
     for (size_t i = 0; i < tm.n_params; i++) tm.params[i] += 0.3f * frand();
     int B = 2, T = 5, N = B * T;
     ck_assert_msg(tm_plan(&tm, B, T, &err) == 0, "%s", err.msg);
@@ -679,7 +680,8 @@ static void model_case(const char *arch, bool tied, bool qkv_bias, bool rope_fac
     tm_backward(&tm, tok);
     float *grad = malloc(sizeof(float) * tm.n_params);
     memcpy(grad, tm.grads, sizeof(float) * tm.n_params);
-    for (int i = 0; i < tm.n_tensors; i++) {
+    /* with adapters only they train: their gradients, through the frozen model */
+    for (int i = lora_rank ? tm.n_base : 0; i < tm.n_tensors; i++) {
         const tm_param *p = &tm.tensors[i];
         /* head norms and LayerNorms over 4 to 8 values and soft-caps curve sharply: a step of
          * 3e-3 keeps the central difference's own error (of order eps^2 times the third
@@ -689,6 +691,10 @@ static void model_case(const char *arch, bool tied, bool qkv_bias, bool rope_fac
     free(grad);
     tm_free(&tm);
 }
+static void model_case(const char *arch, bool tied, bool qkv_bias, bool rope_factors) {
+    model_case_lora(arch, tied, qkv_bias, rope_factors, 0);
+}
+
 START_TEST(test_model_gradient) {
     model_case("llama", false, false, false);
     model_case("llama", true, false, true); /* tied, Llama 3's rope_freqs */
@@ -700,6 +706,8 @@ START_TEST(test_model_gradient) {
     model_case("phi2", false, true, false);   /* LayerNorm + bias, parallel block, GELU FFN, biases, partial rotary */
     model_case("phi3", false, false, true);   /* fused qkv and gate_up, longrope factors, sliding window */
     model_case("stablelm", false, true, false); /* LayerNorm + bias, partial rotary, q/k/v biases */
+    model_case_lora("qwen2", false, true, false, 2); /* LoRA adapters (rank 2) on the frozen matrices */
+    model_case_lora("phi3", false, false, true, 3);  /* ... on fused qkv and gate_up */
 }
 END_TEST
 

@@ -113,6 +113,7 @@ END_TEST
  * or NULL for cross-entropy only */
 static const char *run_cache;
 static distill_kind run_loss;
+static int run_lora; /* > 0: the runs train LoRA adapters of this rank */
 
 static void run_with(const gemm_ctx *exec, int steps, const char *resume, const char *save_path, double *losses,
                      float **params_out, size_t *n_params) {
@@ -124,6 +125,7 @@ static void run_with(const gemm_ctx *exec, int steps, const char *resume, const 
     trainer_opts o = tiny_opts();
     o.loss = run_loss;
     ck_assert(tm_init_random(&tm, &cfg, 3, &err) == 0);
+    if (run_lora) ck_assert_msg(tm_add_lora(&tm, run_lora, 2.0f * run_lora, 3, &err) == 0, "%s", err.msg);
     if (exec) tm.exec = *exec;
     tiny_data(&d, o.seq_len);
     ck_assert(trainer_init(&tr, &o, &tm, &d, NULL, &err) == 0);
@@ -214,6 +216,92 @@ START_TEST(test_resume_bitwise) {
     run_cache = NULL;
     run_loss = DISTILL_KL;
     tmpdir_remove(dir);
+    /* and LoRA adapters on a frozen qwen3 */
+    tiny_family = 3;
+    run_lora = 3;
+    resume_case();
+    run_lora = 0;
+    tiny_family = 0;
+}
+END_TEST
+
+/* LoRA on a synthetic llama (rope_freqs) and phi3 (fused matrices): adapters with random B,
+ * the model exported merged (W + scale·B·A in the model's own tensors, no adapter tensors)
+ * evaluates in the engine to the training graph's logits; the frozen weights did not move
+ * during a step and the adapters did. */
+START_TEST(test_lora_export_merged) {
+    static const char *const fams[] = {"llama", "phi3"};
+    for (int fi = 0; fi < 2; fi++) {
+        char cfg_path[256];
+        snprintf(cfg_path, sizeof cfg_path, "tests/data/configs/%s/config.json", fams[fi]);
+        if (access(cfg_path, R_OK) != 0) SKIP_TEST("tests/data/configs not found (run from the project root)");
+        char *dir = tmpdir_make();
+        char hf[512], out[512];
+        snprintf(hf, sizeof hf, "%s/hf", dir);
+        snprintf(out, sizeof out, "%s/merged.gguf", dir);
+        slmc_err err = {{0}};
+        synth_opts so;
+        synth_opts_init(&so);
+        so.config = cfg_path;
+        so.dtype = GGML_TYPE_F32;
+        ck_assert_msg(synth_write(&so, hf, NULL, &err) == 0, "%s", err.msg);
+        model m;
+        ck_assert_msg(model_open(&m, hf, NULL, &err) == 0, "%s", err.msg);
+        train_model tm;
+        ck_assert_msg(tm_init_from_model(&tm, &m, &err) == 0, "%s", err.msg);
+        const size_t base_params = tm.n_params;
+        ck_assert_msg(tm_add_lora(&tm, 4, 8.0f, 1, &err) == 0, "%s", err.msg);
+        ck_assert(tm.n_lora > 0 && tm.n_params > base_params);
+        uint64_t st = 77;
+        for (int i = 0; i < tm.n_lora; i++) { /* B off zero, so the merge matters */
+            const tm_param *b = &tm.tensors[tm.lora[i].b];
+            for (size_t j = 0; j < b->n; j++) {
+                st = st * 6364136223846793005ull + 1442695040888963407ull;
+                tm.params[b->offset + j] = ((float)(st >> 40) / (float)(1 << 24) - 0.5f) * 0.05f;
+            }
+        }
+        const int T = 16, V = (int)m.cfg.n_vocab;
+        ck_assert(tm_plan(&tm, 1, T, &err) == 0);
+        int32_t toks[16];
+        for (int i = 0; i < T; i++) toks[i] = (int32_t)(3 + (i * 37) % (V - 3));
+        tm_forward(&tm, toks);
+        ck_assert_msg(tm_export(&tm, &m, out, GGML_TYPE_F32, &err) == 0, "%s", err.msg);
+        model m2;
+        ck_assert_msg(model_open(&m2, out, NULL, &err) == 0, "%s", err.msg);
+        ck_assert_int_eq((int)m2.n_tensors, (int)(m.n_tensors));
+        for (uint64_t i = 0; i < m2.n_tensors; i++) ck_assert(!strstr(m2.tensors[i].name, "lora"));
+        llm_model lm;
+        llm_context ctx;
+        ck_assert_msg(llm_model_init(&lm, &m2, &err) == 0, "%s", err.msg);
+        ck_assert(llm_context_init(&ctx, &lm, T, T, &err) == 0);
+        ctx.f16_attention = false;
+        float *ref = malloc(sizeof(float) * (size_t)T * V);
+        ck_assert(llm_eval(&ctx, toks, T, 0, ref, &err) == 0);
+        double worst = 0, scale = 0;
+        for (int i = 0; i < T * V; i++) {
+            worst = fmax(worst, fabs(ref[i] - tm.a.logits[i]));
+            scale = fmax(scale, fabs(ref[i]));
+        }
+        ck_assert_msg(worst <= 1e-4 * scale, "%s: merged export %g of %g from the graph", fams[fi], worst, scale);
+        /* one step: the model's own weights stay, the adapters move */
+        float *before = malloc(sizeof(float) * tm.n_params);
+        memcpy(before, tm.params, sizeof(float) * tm.n_params);
+        memset(tm.a.dlogits, 0, sizeof(float) * (size_t)T * V);
+        for (int i = 0; i < T * V; i++) tm.a.dlogits[i] = (float)((i % 7) - 3) * 1e-3f;
+        tm_zero_grad(&tm);
+        tm_backward(&tm, toks);
+        tm_adamw(&tm, 1, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f);
+        ck_assert(memcmp(before, tm.params, sizeof(float) * base_params) == 0);
+        ck_assert(memcmp(before + base_params, tm.params + base_params, sizeof(float) * (tm.n_params - base_params)) != 0);
+        free(before);
+        free(ref);
+        llm_context_free(&ctx);
+        llm_model_free(&lm);
+        model_close(&m2);
+        tm_free(&tm);
+        model_close(&m);
+        tmpdir_remove(dir);
+    }
 }
 END_TEST
 
@@ -674,6 +762,7 @@ int main(void) {
     tcase_add_test(tc, test_forward_matches_engine);
     tcase_add_test(tc, test_forward_matches_engine_families);
     tcase_add_test(tc, test_teacher_cache);
+    tcase_add_test(tc, test_lora_export_merged);
     tcase_add_test(tc, test_data_formats);
     tcase_add_test(tc, test_train_run_stop_resume);
     suite_add_tcase(s, tc);

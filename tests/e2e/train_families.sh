@@ -125,6 +125,13 @@ if [ -f "$T/llama-p.gguf" ]; then
     p_cached=$(ppl "$T/cached.gguf"); p_pruned=$(ppl "$T/llama-p.gguf")
     awk -v a="$p_pruned" -v b="$p_cached" 'BEGIN { exit !(b > 0 && b < a) }' \
         && ok "distilled from the cache: held-out PPL $p_pruned -> $p_cached" || fail "cache distill: $p_pruned -> $p_cached"
+    expect 0 "distill into LoRA adapters (rank 8)" -- "$SLMC" distill --teacher "$T/llama-t.gguf" \
+        --student "$T/llama-p.gguf" $TRAIN --steps 30 --lr 5e-3 --lora-rank 8 -o "$T/lora.gguf"
+    p_lora=$(ppl "$T/lora.gguf")
+    awk -v a="$p_pruned" -v b="$p_lora" 'BEGIN { exit !(b > 0 && b < a) }' \
+        && ok "LoRA distillation, merged on export: held-out PPL $p_pruned -> $p_lora" || fail "LoRA: $p_pruned -> $p_lora"
+    "$SLMC" inspect "$T/lora.gguf" | grep -q "lora_" && fail "the merged export holds adapter tensors" || ok "no adapter tensors in the export"
+    peer_check llama "$T/lora.gguf" "$p_lora" "merged LoRA export"
     expect_error "a cache at another temperature" "$T/teacher.h5" -- "$SLMC" distill --teacher-cache "$T/teacher.h5" \
         --student "$T/llama-p.gguf" $TRAIN --steps 2 --temperature 1 -o "$T/x.gguf"
     expect_error "a cache that never saw the sequences" "$T/teacher.h5" -- "$SLMC" distill --teacher-cache "$T/teacher.h5" \
