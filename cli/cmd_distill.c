@@ -55,6 +55,10 @@ static const char *USAGE_OPTIONS =
     "  --save-teacher F     distill: also write the teacher's top-k per position to F (HDF5)\n"
     "  --top-k K            distill: ids per position in --save-teacher (default 64)\n"
     "  --teacher-cache F    distill: from a --save-teacher file instead of --teacher\n"
+    "  --align-layers LIST  distill: also match hidden states, pairs S:T (comma-separated) of the\n"
+    "                       student's residual stream after S layers and the teacher's after T, by\n"
+    "                       mean squared error (through a learned projection when the widths differ)\n"
+    "  --align-weight W     distill: weight of the hidden-state term (default 1)\n"
     "  --lora-rank R        train rank-R LoRA adapters on every block matrix, the model frozen,\n"
     "                       and export the merged model (default 0: train every weight)\n"
     "  --lora-alpha A       the adapters' scale is A / R (default A = R)\n"
@@ -95,7 +99,7 @@ static int parse(int argc, char **argv, distill_args *a, bool with_teacher) {
     enum { O_TEACHER = 256, O_STUDENT, O_DATA, O_STEPS, O_SEQ, O_BATCH, O_ACCUM, O_LR, O_MINLR, O_WARMUP, O_WD,
            O_CLIP, O_SEED, O_TEMP, O_ALPHA, O_REV, O_VALID, O_EVAL, O_EVALSEQS, O_MAXTOK, O_CKPT, O_CKPTEVERY,
            O_RESUME, O_METRICS, O_LOG, O_OUTTYPE, O_TOK, O_LOSS, O_BETA, O_SAVE_T, O_TOPK, O_TCACHE, O_LORA_R,
-           O_LORA_A };
+           O_LORA_A, O_ALIGN, O_ALIGN_W };
     static const struct option opts[] = {
         {"teacher", required_argument, 0, O_TEACHER}, {"student", required_argument, 0, O_STUDENT},
         {"model", required_argument, 0, O_STUDENT}, {"data", required_argument, 0, O_DATA},
@@ -114,7 +118,8 @@ static int parse(int argc, char **argv, distill_args *a, bool with_teacher) {
         {"loss", required_argument, 0, O_LOSS}, {"jsd-beta", required_argument, 0, O_BETA},
         {"save-teacher", required_argument, 0, O_SAVE_T}, {"top-k", required_argument, 0, O_TOPK},
         {"teacher-cache", required_argument, 0, O_TCACHE}, {"lora-rank", required_argument, 0, O_LORA_R},
-        {"lora-alpha", required_argument, 0, O_LORA_A},
+        {"lora-alpha", required_argument, 0, O_LORA_A}, {"align-layers", required_argument, 0, O_ALIGN},
+        {"align-weight", required_argument, 0, O_ALIGN_W},
         {"output", required_argument, 0, 'o'}, CLI_COMMON_OPTIONS, {0, 0, 0, 0},
     };
     /* the command's own options accept at most these (a day's training is far below) */
@@ -156,6 +161,25 @@ static int parse(int argc, char **argv, distill_args *a, bool with_teacher) {
         case O_TCACHE: a->o.teacher_cache = optarg; break;
         case O_LORA_R: rc = cli_opt_int(cmd, "--lora-rank", optarg, 0, 1 << 16, &a->o.lora_rank); break;
         case O_LORA_A: rc = cli_opt_f32(cmd, "--lora-alpha", optarg, 0, 1e6, true, &a->o.lora_alpha); break;
+        case O_ALIGN: { /* S:T[,S:T...] */
+            const char *p = optarg;
+            t->n_align = 0;
+            while (*p) {
+                char *end;
+                long s_l = strtol(p, &end, 10);
+                if (end == p || *end != ':') return cli_usage_error(cmd, "--align-layers wants S:T pairs, not '%s'", optarg);
+                p = end + 1;
+                long t_l = strtol(p, &end, 10);
+                if (end == p || (*end && *end != ',') || s_l < 1 || t_l < 1 || s_l > 1 << 20 || t_l > 1 << 20)
+                    return cli_usage_error(cmd, "--align-layers wants S:T pairs of layer counts >= 1, not '%s'", optarg);
+                if (t->n_align == TRAINER_MAX_ALIGN)
+                    return cli_usage_error(cmd, "--align-layers takes at most %d pairs", TRAINER_MAX_ALIGN);
+                t->align_s[t->n_align] = (int)s_l, t->align_t[t->n_align] = (int)t_l, t->n_align++;
+                p = *end ? end + 1 : end;
+            }
+            break;
+        }
+        case O_ALIGN_W: rc = cli_opt_f32(cmd, "--align-weight", optarg, 0, 1e6, false, &t->align_weight); break;
         case O_VALID: rc = cli_opt_float(cmd, "--valid-frac", optarg, 0, 0.99, false, &a->o.valid_frac); break;
         case O_EVAL: rc = cli_opt_i64(cmd, "--eval-every", optarg, 0, MAX_STEPS, &a->o.eval_every); break;
         case O_EVALSEQS: rc = cli_opt_i64(cmd, "--eval-seqs", optarg, 1, 1 << 30, &a->o.eval_seqs); break;
@@ -188,6 +212,7 @@ static int parse(int argc, char **argv, distill_args *a, bool with_teacher) {
         return cli_usage_error(cmd, "--teacher T (or --teacher-cache F) is required");
     if (a->o.teacher && a->o.teacher_cache) return cli_usage_error(cmd, "--teacher and --teacher-cache exclude each other");
     if (a->o.save_teacher && !a->o.teacher) return cli_usage_error(cmd, "--save-teacher needs --teacher");
+    if (t->n_align > 0 && !a->o.teacher) return cli_usage_error(cmd, "--align-layers needs a live --teacher");
     if (!with_teacher && (a->o.teacher || a->o.teacher_cache || a->o.save_teacher))
         return cli_usage_error(cmd, "train takes no teacher (use distill)");
     if (t->loss == DISTILL_JSD && !(t->jsd_beta > 0 && t->jsd_beta < 1))

@@ -299,53 +299,58 @@ int tm_init_random(train_model *tm, const tm_config *cfg, uint64_t seed, slmc_er
     return 0;
 }
 
+/* Append one 2-D tensor after the model's (rows x cols), zero in all four vectors; the vectors
+ * move, so the weight views are bound again. Returns its index, or -1. */
+static int append_matrix(train_model *tm, const char *name, int64_t rows, int64_t cols, slmc_err *err) {
+    tm_param *t = realloc(tm->tensors, sizeof *t * (size_t)(tm->n_tensors + 1));
+    if (!t) return slmc_fail(err, NULL, "out of memory");
+    tm->tensors = t;
+    tm_param *p = &tm->tensors[tm->n_tensors];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->n_dims = 2;
+    p->ne[0] = cols;
+    p->ne[1] = rows;
+    p->offset = tm->n_params;
+    p->n = (size_t)(rows * cols);
+    p->decay = false;
+    const size_t old = tm->n_params;
+    float **vec[] = {&tm->params, &tm->grads, &tm->adam_m, &tm->adam_v};
+    for (int v = 0; v < 4; v++) {
+        float *g = realloc(*vec[v], sizeof(float) * (old + p->n));
+        if (!g) return slmc_fail(err, NULL, "out of memory for %s", name);
+        memset(g + old, 0, sizeof(float) * p->n);
+        *vec[v] = g;
+    }
+    tm->n_params += p->n;
+    bind_weights(tm, tm->params, &tm->w);
+    bind_weights(tm, tm->grads, &tm->g);
+    return tm->n_tensors++;
+}
+
 int tm_add_lora(train_model *tm, int rank, float alpha, uint64_t seed, slmc_err *err) {
     if (rank < 1 || !(alpha > 0)) return slmc_fail(err, NULL, "LoRA needs a rank >= 1 and alpha > 0");
     if (tm->lora_rank) return slmc_fail(err, NULL, "the model has adapters already");
     if (tm->B) return slmc_fail(err, NULL, "add LoRA adapters before planning the batch");
+    if (tm->n_tensors != tm->n_base) return slmc_fail(err, NULL, "add LoRA adapters before any other matrix");
     /* the block matrices: 2-D tensors inside blk.N */
     int n = 0;
     for (int i = 0; i < tm->n_base; i++) n += tm->tensors[i].n_dims == 2 && strncmp(tm->tensors[i].name, "blk.", 4) == 0;
-    tm_param *t = realloc(tm->tensors, sizeof *t * (size_t)(tm->n_base + 2 * n));
-    if (!t) return slmc_fail(err, NULL, "out of memory");
-    tm->tensors = t;
     tm->lora = calloc((size_t)(n > 0 ? n : 1), sizeof *tm->lora);
     if (!tm->lora) return slmc_fail(err, NULL, "out of memory");
-    const size_t base_params = tm->n_params;
     for (int i = 0; i < tm->n_base; i++) {
         const tm_param w = tm->tensors[i];
         if (w.n_dims != 2 || strncmp(w.name, "blk.", 4) != 0) continue;
         tm_lora *l = &tm->lora[tm->n_lora++];
         l->base = i;
-        const arch_tensor shape_a = {NULL, NULL, DIM_NONE, DIM_NONE, WHEN_ALWAYS, ARCH_QK_NONE, false};
-        (void)shape_a;
-        char name[TM_NAME_MAX];
         /* A [rank][in], B [out][rank], named after W ("blk.0.attn_q.weight" -> "blk.0.attn_q.lora_a") */
-        const size_t stem = strlen(w.name) > 7 ? strlen(w.name) - 7 : strlen(w.name); /* without ".weight" */
-        for (int ab = 0; ab < 2; ab++) {
-            tm_param *p = &tm->tensors[tm->n_tensors];
-            snprintf(name, sizeof name, "%.*s.lora_%c", (int)stem, w.name, ab ? 'b' : 'a');
-            snprintf(p->name, sizeof p->name, "%s", name);
-            p->n_dims = 2;
-            p->ne[0] = ab ? rank : w.ne[0];
-            p->ne[1] = ab ? w.ne[1] : rank;
-            p->offset = tm->n_params;
-            p->n = (size_t)(p->ne[0] * p->ne[1]);
-            p->decay = false; /* as PEFT trains them */
-            tm->n_params += p->n;
-            if (ab) l->b = tm->n_tensors; else l->a = tm->n_tensors;
-            tm->n_tensors++;
-        }
+        char name[TM_NAME_MAX];
+        const int stem = (int)(strlen(w.name) > 7 ? strlen(w.name) - 7 : strlen(w.name)); /* without ".weight" */
+        snprintf(name, sizeof name, "%.*s.lora_a", stem, w.name);
+        if ((l->a = append_matrix(tm, name, rank, w.ne[0], err)) < 0) return -1;
+        snprintf(name, sizeof name, "%.*s.lora_b", stem, w.name);
+        if ((l->b = append_matrix(tm, name, w.ne[1], rank, err)) < 0) return -1;
     }
-    float **vec[] = {&tm->params, &tm->grads, &tm->adam_m, &tm->adam_v};
-    for (int v = 0; v < 4; v++) {
-        float *g = realloc(*vec[v], sizeof(float) * tm->n_params);
-        if (!g) return slmc_fail(err, NULL, "out of memory for %zu adapter parameters", tm->n_params - base_params);
-        memset(g + base_params, 0, sizeof(float) * (tm->n_params - base_params));
-        *vec[v] = g;
-    }
-    bind_weights(tm, tm->params, &tm->w);
-    bind_weights(tm, tm->grads, &tm->g);
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 7;
     for (int i = 0; i < tm->n_lora; i++) { /* A ~ N(0, 1/in), B = 0 */
         const tm_param *a = &tm->tensors[tm->lora[i].a];
@@ -355,6 +360,18 @@ int tm_add_lora(train_model *tm, int rank, float alpha, uint64_t seed, slmc_err 
     tm->lora_rank = rank;
     tm->lora_scale = alpha / (float)rank;
     return 0;
+}
+
+int tm_add_matrix(train_model *tm, const char *name, int64_t rows, int64_t cols, uint64_t seed, slmc_err *err) {
+    if (tm->B) return slmc_fail(err, NULL, "add %s before planning the batch", name);
+    if (rows < 1 || cols < 1) return slmc_fail(err, NULL, "%s: empty shape", name);
+    const int i = append_matrix(tm, name, rows, cols, err);
+    if (i < 0) return -1;
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 11;
+    const tm_param *p = &tm->tensors[i];
+    const float sd = 1.0f / sqrtf((float)cols);
+    for (size_t j = 0; j < p->n; j++) tm->params[p->offset + j] = sd * rng_normal(&s);
+    return i;
 }
 
 /* The adapter on the matrix at `w` (a pointer into params), or NULL. */
@@ -809,6 +826,8 @@ void tm_backward(train_model *tm, const int32_t *tokens) {
         const tm_layer *w = &tm->w.layers[l];
         tm_layer *g = &tm->g.layers[l];
         const layer_view v = view_layer(tm, l);
+        if (tm->dres_add && tm->dres_add[l + 1]) /* a hidden-state loss on the state after layer l */
+            for (size_t i = 0; i < NC; i++) a->dres[i] += tm->dres_add[l + 1][i];
         memset(a->dln, 0, sizeof(float) * NC);
         if (fam->parallel_block) {
             /* res' = res + attn(ln1) + ffn(ln1): dres reaches res, both blocks, and through ln1 the norm */

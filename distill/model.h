@@ -159,6 +159,9 @@ typedef struct train_model {
     int n_base;             /* tensors of the model itself (n_tensors without adapters) */
     float *lora_h, *lora_dh;  /* [N][rank] scratch: x·Aᵀ and its gradient */
     float *lora_y;          /* [N][widest matrix] scratch: (x·Aᵀ)·Bᵀ, or the scaled gradient */
+    /* hidden-state alignment: gradients tm_backward adds to the residual stream (not owned) */
+    float **dres_add;       /* NULL, or [n_layer + 1] of NULL / [N][n_embd]: added to the gradient of
+                             * res[i] (the state after i layers) as the backward pass reaches it */
 } train_model;
 
 /* The shape of a model view (any family of formats/arch.h), parameters allocated and filled
@@ -176,6 +179,11 @@ void tm_free(train_model *tm);
  * optimizer, the gradient norm and checkpoints then see the adapters; tm_export writes the
  * merged W + scale·B·A in the model's own tensors. */
 int tm_add_lora(train_model *tm, int rank, float alpha, uint64_t seed, slmc_err *err);
+
+/* Append a trainable matrix of the run that is not part of the model (a hidden-state
+ * projection): rows x cols, N(0, 1/cols) from seed; returns its tensor index, or -1. It trains
+ * (with or without LoRA), is checkpointed, and is never exported. Before tm_plan. */
+int tm_add_matrix(train_model *tm, const char *name, int64_t rows, int64_t cols, uint64_t seed, slmc_err *err);
 
 /* Allocate activations for B sequences of T tokens (once; again only if the shape changes). */
 int tm_plan(train_model *tm, int B, int T, slmc_err *err);

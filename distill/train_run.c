@@ -69,6 +69,7 @@ static void metrics_step(FILE *f, const train_progress *p, bool distill, const t
     json_object_set_new(o, "loss", json_real(r->loss));
     json_object_set_new(o, "ce", json_real(r->ce));
     if (distill) json_object_set_new(o, "kl", json_real(r->kl));
+    if (r->align != 0) json_object_set_new(o, "align", json_real(r->align));
     json_object_set_new(o, "lr", json_real(r->lr));
     json_object_set_new(o, "grad_norm", json_real(r->grad_norm));
     json_object_set_new(o, "tokens_per_s", json_real(p->tokens_per_s));
@@ -166,7 +167,10 @@ int train_run(const train_run_opts *o, const train_hooks *h, train_result *r, sl
          omp_get_wtime() - t_tok, (long long)data.n_train, (long long)data.n_valid, to->seq_len);
 
     /* the trainer, perhaps where a checkpoint left off */
-    if (trainer_init(&tr, to, &tm, &data, o->teacher ? &tlm : NULL, err) != 0) goto done;
+    if (trainer_init(&tr, to, &tm, &data, o->teacher ? &tlm : NULL, err) != 0) {
+        slmc_fail_prefix(err, o->student);
+        goto done;
+    }
     tr_open = true;
     if (o->teacher_cache) {
         if (o->teacher) { slmc_fail(err, o->teacher_cache, "give a teacher or a teacher cache, not both"); goto done; }

@@ -27,6 +27,16 @@ void trainer_opts_default(trainer_opts *o) {
     o->alpha = 0.5f;
     o->loss = DISTILL_KL;
     o->jsd_beta = 0.5f;
+    o->align_weight = 1.0f;
+}
+
+/* The teacher's hook: its residual stream after layer il, kept where a pair asks for it. */
+static int keep_teacher_state(void *ud, int il, const float *x, int n, int64_t E) {
+    trainer *tr = ud;
+    for (int p = 0; p < tr->o.n_align; p++)
+        if (tr->o.align_t[p] == il + 1)
+            memcpy(tr->align_t[p] + (size_t)tr->teacher_seq * tr->o.seq_len * E, x, sizeof(float) * (size_t)n * E);
+    return 0;
 }
 
 int trainer_init(trainer *tr, const trainer_opts *o, train_model *tm, train_data *data, const llm_model *teacher,
@@ -40,6 +50,24 @@ int trainer_init(trainer *tr, const trainer_opts *o, train_model *tm, train_data
     if (B < 1 || T < 2 || o->grad_accum < 1 || o->steps < 1)
         return slmc_fail(err, NULL, "batch, sequence length, accumulation and steps must be positive");
     if (data->T != T) return slmc_fail(err, NULL, "the data is packed for T=%d, training uses %d", data->T, T);
+    /* hidden-state alignment: its projections are parameters of the run, added before planning */
+    for (int p = 0; p < o->n_align; p++) tr->align_proj[p] = -1;
+    if (o->n_align > 0) {
+        const int64_t Ls = tm->cfg.hp.n_layer, Cs = tm->cfg.hp.n_embd;
+        if (!teacher) return slmc_fail(err, NULL, "hidden-state alignment needs a live teacher (not a teacher cache)");
+        if (o->n_align > TRAINER_MAX_ALIGN) return slmc_fail(err, NULL, "at most %d aligned layer pairs", TRAINER_MAX_ALIGN);
+        const int64_t Lt = teacher->cfg.n_layer, Ct = teacher->cfg.n_embd;
+        for (int p = 0; p < o->n_align; p++) {
+            if (o->align_s[p] < 1 || o->align_s[p] > Ls || o->align_t[p] < 1 || o->align_t[p] > Lt)
+                return slmc_fail(err, NULL, "aligned layers %d:%d: the student has %lld layers, the teacher %lld (count from 1)",
+                                 o->align_s[p], o->align_t[p], (long long)Ls, (long long)Lt);
+            if (Cs != Ct) {
+                char name[64];
+                snprintf(name, sizeof name, "align.%d.%d.proj", o->align_s[p], o->align_t[p]);
+                if ((tr->align_proj[p] = tm_add_matrix(tm, name, Ct, Cs, (uint64_t)(p + 1), err)) < 0) return -1;
+            }
+        }
+    }
     if (tm_plan(tm, B, T, err) != 0) return -1;
     if (o->loss == DISTILL_JSD && !(o->jsd_beta > 0 && o->jsd_beta < 1))
         return slmc_fail(err, NULL, "the JSD's beta must lie strictly between 0 and 1 (it is %g)", o->jsd_beta);
@@ -54,6 +82,22 @@ int trainer_init(trainer *tr, const trainer_opts *o, train_model *tm, train_data
         if (llm_context_set_threads(&tr->tctx, tm->exec.n_threads, err) != 0) return -1;
         tr->tlogits = malloc(sizeof(float) * (size_t)B * T * (size_t)teacher->cfg.n_vocab);
         if (!tr->tlogits) return slmc_fail(err, NULL, "out of memory for the teacher's logits");
+        if (o->n_align > 0) {
+            const size_t N = (size_t)B * T, Cs = (size_t)tm->cfg.hp.n_embd, Ct = (size_t)teacher->cfg.n_embd;
+            tr->dres_add = calloc((size_t)tm->cfg.hp.n_layer + 1, sizeof(float *));
+            tr->align_y = malloc(sizeof(float) * N * Ct);
+            if (!tr->dres_add || !tr->align_y) return slmc_fail(err, NULL, "out of memory");
+            for (int p = 0; p < o->n_align; p++) {
+                tr->align_t[p] = malloc(sizeof(float) * N * Ct);
+                if (!tr->dres_add[o->align_s[p]] && !(tr->dres_add[o->align_s[p]] = calloc(N * Cs, sizeof(float))))
+                    return slmc_fail(err, NULL, "out of memory");
+                tr->dres_buf[p] = tr->dres_add[o->align_s[p]]; /* pairs on one student layer share it */
+                if (!tr->align_t[p]) return slmc_fail(err, NULL, "out of memory");
+            }
+            const llm_hooks hk = {.ud = tr, .layer_out = keep_teacher_state};
+            llm_set_hooks(&tr->tctx, &hk);
+            tm->dres_add = tr->dres_add;
+        }
     }
     return 0;
 }
@@ -64,6 +108,13 @@ void trainer_free(trainer *tr) {
     free(tr->inputs);
     free(tr->targets);
     free(tr->seqs);
+    for (int p = 0; p < TRAINER_MAX_ALIGN; p++) free(tr->align_t[p]);
+    if (tr->dres_add) {
+        for (int l = 0; l <= tr->tm->cfg.hp.n_layer; l++) free(tr->dres_add[l]);
+        tr->tm->dres_add = NULL;
+    }
+    free(tr->dres_add);
+    free(tr->align_y);
     free(tr->topk_ids);
     free(tr->topk_logp);
     free(tr->topk_rest);
@@ -105,6 +156,38 @@ double trainer_lr(const trainer_opts *o, int64_t s) {
     return o->min_lr + 0.5 * ((double)o->lr - o->min_lr) * (1.0 + cos(M_PI * progress));
 }
 
+/* The hidden-state loss of the micro-batch, w · Σ_pairs mean over tokens and channels of
+ * (P h_s − h_t)²; its gradient goes into the projections' grads and into tr->dres_add (which
+ * tm_backward adds to the residual stream), scaled for K micro-batches. */
+static double align_loss(trainer *tr, int N, int K) {
+    train_model *tm = tr->tm;
+    const int Cs = (int)tm->cfg.hp.n_embd, Ct = (int)tr->teacher->cfg.n_embd;
+    const float w = tr->o.align_weight;
+    for (int p = 0; p < tr->o.n_align; p++) memset(tr->dres_buf[p], 0, sizeof(float) * (size_t)N * Cs);
+    double total = 0;
+    for (int p = 0; p < tr->o.n_align; p++) {
+        const float *hs = tm->a.res + (size_t)tr->o.align_s[p] * N * Cs, *ht = tr->align_t[p];
+        const int pi = tr->align_proj[p];
+        const float *P = pi >= 0 ? tm->params + tm->tensors[pi].offset : NULL;
+        float *y = tr->align_y;
+        if (P) matmul_forward(y, hs, P, NULL, N, Cs, Ct, &tm->exec);
+        else memcpy(y, hs, sizeof(float) * (size_t)N * Ct);
+        /* y becomes the gradient of the loss with respect to y */
+        const double norm = (double)N * Ct;
+        double sq = 0;
+        for (size_t i = 0; i < (size_t)N * Ct; i++) {
+            const double d = (double)y[i] - ht[i];
+            sq += d * d;
+            y[i] = (float)(2.0 * w * d / (norm * K));
+        }
+        total += w * sq / norm;
+        if (P) matmul_backward(tr->dres_buf[p], tm->grads + tm->tensors[pi].offset, NULL, y, hs, P, N, Cs, Ct, &tm->exec);
+        else
+            for (size_t i = 0; i < (size_t)N * Cs; i++) tr->dres_buf[p][i] += y[i];
+    }
+    return total;
+}
+
 int trainer_step(trainer *tr, train_report *rep, slmc_err *err) {
     train_model *tm = tr->tm;
     const int B = tr->o.batch, T = tr->o.seq_len, N = B * T, Vs = tm->cfg.hp.n_vocab;
@@ -131,12 +214,14 @@ int trainer_step(trainer *tr, train_report *rep, slmc_err *err) {
             const int Vt = (int)tr->teacher->cfg.n_vocab;
             for (int b = 0; b < B; b++) {
                 float *tl = tr->tlogits + (size_t)b * T * Vt;
+                tr->teacher_seq = b; /* where keep_teacher_state puts this sequence's states */
                 if (llm_eval(&tr->tctx, tr->inputs + (size_t)b * T, T, 0, tl, err) != 0) return -1;
                 if (tr->save && tcache_put(tr->save, tr->seqs[b], tl, err) != 0) return -1;
             }
             double kl = distill_forward_backward(tm->a.dlogits, tm->a.row_loss, tm->a.logits, Vs, tr->tlogits, Vt,
                                                  Vs < Vt ? Vs : Vt, N, &dl, scale, tm->exec.n_threads);
             rep->kl += kl / ((double)N * K);
+            if (tr->o.n_align > 0) rep->align += align_loss(tr, N, K) / K;
         } else if (tr->cache) {
             const teacher_cache_info *in = tcache_info(tr->cache);
             for (int b = 0; b < B; b++)
@@ -150,7 +235,7 @@ int trainer_step(trainer *tr, train_report *rep, slmc_err *err) {
         }
         tm_backward(tm, tr->inputs);
     }
-    rep->loss = rep->kl + alpha * rep->ce;
+    rep->loss = rep->kl + alpha * rep->ce + rep->align;
     rep->grad_norm = tm_grad_norm(tm);
     float gscale = tr->o.clip > 0 && rep->grad_norm > tr->o.clip ? (float)(tr->o.clip / rep->grad_norm) : 1.0f;
     rep->lr = trainer_lr(&tr->o, tr->step);

@@ -9,6 +9,9 @@
  * evaluator's engine (any model llm.h runs, quantized or not) compared over the ids both
  * vocabularies share (the first min(Vs, Vt)), or the teacher's top-k log-probabilities read
  * from a teacher cache (teacher_cache.h), which a run with a live teacher can also write.
+ * With a live teacher, hidden-state alignment adds w · Σ_pairs mean((P h_s − h_t)²) between the
+ * student's residual stream after s layers and the teacher's after t (Minitron's distillation of
+ * intermediate states), P a learned [C_t][C_s] projection when the widths differ.
  *
  * Schedule: linear warmup to lr over `warmup` steps, then cosine decay to min_lr at `steps`.
  * A checkpoint (HDF5) holds the weights, both AdamW moments, the step, the data cursor and its
@@ -42,7 +45,11 @@ typedef struct trainer_opts {
     float alpha;          /* weight of the cross-entropy term (1 without a teacher) */
     distill_kind loss;    /* the divergence (DISTILL_KL: KL(teacher ‖ student)) */
     float jsd_beta;       /* DISTILL_JSD: the teacher's weight in the mixture (0.5) */
+    int n_align;          /* hidden-state pairs (live teacher only), at most TRAINER_MAX_ALIGN */
+    int align_s[8], align_t[8]; /* student / teacher layers counted from 1: the state after that many */
+    float align_weight;   /* w (default 1) */
 } trainer_opts;
+#define TRAINER_MAX_ALIGN 8
 
 /* Defaults: lr 3e-4 → 3e-5, warmup 100 (capped at steps/10), wd 0.1, betas 0.9/0.95, eps 1e-8,
  * clip 1, τ 2, α 0.5, forward KL (JSD β 0.5), B 4, T 256, grad_accum 1. */
@@ -63,6 +70,13 @@ typedef struct trainer {
     float *topk_rest;         /* [B*T] */
     int32_t *inputs, *targets;/* [B*T] */
     int64_t *seqs;            /* [B] the micro-batch's training sequence indices */
+    /* hidden-state alignment */
+    float *align_t[8];        /* [B*T][C_t] the teacher's states of each pair (filled by its hook) */
+    int align_proj[8];        /* tensor index of each pair's projection, or -1 (same width) */
+    float *dres_buf[8];       /* [B*T][C_s] the gradient each pair adds to the student's stream */
+    float **dres_add;         /* [n_layer + 1] what tm_backward adds (tm->dres_add) */
+    float *align_y;           /* [B*T][C_t] scratch */
+    int teacher_seq;          /* the sequence of the micro-batch the teacher is evaluating */
     int64_t step;             /* optimizer steps completed */
 } trainer;
 
@@ -71,7 +85,8 @@ typedef struct train_report {
     int64_t step;             /* steps completed after this one */
     double loss;              /* total loss, mean over tokens (and micro-batches) */
     double ce;                /* its cross-entropy part (unweighted) */
-    double kl;                /* its τ²·KL part (0 without a teacher) */
+    double kl;                /* its τ²·D part (0 without a teacher) */
+    double align;             /* its hidden-state part (0 without alignment) */
     double lr;                /* learning rate used */
     double grad_norm;         /* before clipping */
     int64_t tokens;           /* tokens processed in the step */

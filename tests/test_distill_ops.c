@@ -631,13 +631,19 @@ static double model_loss(void *p) {
     model_ctx *c = p;
     tm_forward(c->tm, c->tok);
     int N = c->tm->B * c->tm->T;
-    return crossentropy_forward_backward(NULL, c->tm->a.row_loss, c->tm->a.logits, c->tg, N, c->tm->cfg.hp.n_vocab, 1,
-                                         NT) / N;
+    double loss = crossentropy_forward_backward(NULL, c->tm->a.row_loss, c->tm->a.logits, c->tg, N,
+                                                c->tm->cfg.hp.n_vocab, 1, NT) / N;
+    /* with tm->dres_add (hidden-state alignment): plus Σ r · res[i] for each gradient r it adds */
+    const size_t NC = (size_t)N * c->tm->cfg.hp.n_embd;
+    if (c->tm->dres_add)
+        for (int i = 0; i <= c->tm->cfg.hp.n_layer; i++)
+            if (c->tm->dres_add[i]) loss += project(c->tm->a.res + i * NC, c->tm->dres_add[i], NC);
+    return loss;
 }
 /* A tiny model of family `arch` (formats/arch.h): 2 layers of different FFN widths, GQA 4/2,
  * head size 4; sliding windows of 3 (the families that slide), soft-caps small enough to bend
  * (gemma2), partial rotary (phi2, stablelm), and rope factors where the family has them. */
-static void model_case_lora(const char *arch, bool tied, bool qkv_bias, bool rope_factors, int lora_rank) {
+static void model_case_full(const char *arch, bool tied, bool qkv_bias, bool rope_factors, int lora_rank, bool state_grad) {
     int n_ff[2] = {12, 8}; /* per-layer widths, as a pruned model has */
     float factors[2][2] = {{1.0f, 3.5f}, {1.5f, 0.75f}};
     const arch_desc *fam = arch_by_name(arch);
@@ -673,6 +679,12 @@ static void model_case_lora(const char *arch, bool tied, bool qkv_bias, bool rop
         tg[i] = (int32_t)((i * 5 + 1) % cfg.hp.n_vocab);
     }
     model_ctx c = {&tm, tok, tg};
+    /* a gradient added to the residual stream after layer 1, as hidden-state alignment adds it */
+    float *dres_add[3] = {NULL, NULL, NULL};
+    if (state_grad) {
+        dres_add[1] = rand_buf((size_t)N * cfg.hp.n_embd, 0.5f);
+        tm.dres_add = dres_add;
+    }
     model_loss(&c);
     memset(tm.a.dlogits, 0, sizeof(float) * (size_t)N * cfg.hp.n_vocab);
     crossentropy_forward_backward(tm.a.dlogits, tm.a.row_loss, tm.a.logits, tg, N, cfg.hp.n_vocab, 1.0f / N, NT);
@@ -689,10 +701,15 @@ static void model_case_lora(const char *arch, bool tied, bool qkv_bias, bool rop
         check_grad(p->name, tm.params + p->offset, p->n, grad + p->offset, model_loss, &c, 3e-3f, 2e-2);
     }
     free(grad);
+    free(dres_add[1]);
+    tm.dres_add = NULL;
     tm_free(&tm);
 }
 static void model_case(const char *arch, bool tied, bool qkv_bias, bool rope_factors) {
-    model_case_lora(arch, tied, qkv_bias, rope_factors, 0);
+    model_case_full(arch, tied, qkv_bias, rope_factors, 0, false);
+}
+static void model_case_lora(const char *arch, bool tied, bool qkv_bias, bool rope_factors, int lora_rank) {
+    model_case_full(arch, tied, qkv_bias, rope_factors, lora_rank, false);
 }
 
 START_TEST(test_model_gradient) {
@@ -708,6 +725,7 @@ START_TEST(test_model_gradient) {
     model_case("stablelm", false, true, false); /* LayerNorm + bias, partial rotary, q/k/v biases */
     model_case_lora("qwen2", false, true, false, 2); /* LoRA adapters (rank 2) on the frozen matrices */
     model_case_lora("phi3", false, false, true, 3);  /* ... on fused qkv and gate_up */
+    model_case_full("gemma2", true, false, false, 0, true); /* a hidden-state gradient after layer 1 */
 }
 END_TEST
 

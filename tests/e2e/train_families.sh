@@ -132,6 +132,22 @@ if [ -f "$T/llama-p.gguf" ]; then
         && ok "LoRA distillation, merged on export: held-out PPL $p_pruned -> $p_lora" || fail "LoRA: $p_pruned -> $p_lora"
     "$SLMC" inspect "$T/lora.gguf" | grep -q "lora_" && fail "the merged export holds adapter tensors" || ok "no adapter tensors in the export"
     peer_check llama "$T/lora.gguf" "$p_lora" "merged LoRA export"
+    "$SLMC" prune "$T/llama-t.gguf" "$T/narrow.gguf" --method magnitude --hidden 192 --ffn 0.6 -q >/dev/null 2>&1 \
+        || fail "prune --hidden 192 for the alignment test"
+    p_narrow=$(ppl "$T/narrow.gguf")
+    expect 0 "distill with hidden-state alignment 1:1,2:2 (a 192-wide student: projections)" -- "$SLMC" distill \
+        --teacher "$T/llama-t.gguf" --student "$T/narrow.gguf" $TRAIN --steps 30 --lr 2e-3 --align-layers 1:1,2:2 \
+        --align-weight 0.01 --metrics "$T/align.jsonl" -o "$T/aligned.gguf"
+    a1=$(head -n 1 "$T/align.jsonl" | sed -E 's/.*"align": ?([0-9.eE+-]+).*/\1/')
+    a2=$(grep '"align"' "$T/align.jsonl" | tail -n 1 | sed -E 's/.*"align": ?([0-9.eE+-]+).*/\1/')
+    p_aligned=$(ppl "$T/aligned.gguf")
+    awk -v a="$a1" -v b="$a2" -v p="$p_narrow" -v q="$p_aligned" 'BEGIN { exit !(b < a && q < p) }' \
+        && ok "alignment term $a1 -> $a2, held-out PPL $p_narrow -> $p_aligned" || fail "alignment: $a1 -> $a2, PPL $p_narrow -> $p_aligned"
+    "$SLMC" inspect "$T/aligned.gguf" | grep -q "align\." && fail "the projection was exported" || ok "the projections stay out of the export"
+    expect_usage "--align-layers with a teacher cache" "--align-layers" -- "$SLMC" distill --teacher-cache "$T/teacher.h5" \
+        --student "$T/llama-p.gguf" $TRAIN --align-layers 1:1 -o "$T/x.gguf"
+    expect_error "--align-layers past the teacher's layers" "$T/llama-p.gguf" -- "$SLMC" distill --teacher "$T/llama-t.gguf" \
+        --student "$T/llama-p.gguf" $TRAIN --steps 2 --align-layers 1:9 -o "$T/x.gguf"
     expect_error "a cache at another temperature" "$T/teacher.h5" -- "$SLMC" distill --teacher-cache "$T/teacher.h5" \
         --student "$T/llama-p.gguf" $TRAIN --steps 2 --temperature 1 -o "$T/x.gguf"
     expect_error "a cache that never saw the sequences" "$T/teacher.h5" -- "$SLMC" distill --teacher-cache "$T/teacher.h5" \
