@@ -1,7 +1,8 @@
 /* teacher_cache.c - the teacher's top-k log-probabilities in HDF5; see teacher_cache.h. */
 #include "distill/teacher_cache.h"
 
-#include <hdf5.h>
+#include "distill/h5io.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,24 +164,13 @@ int tcache_put(teacher_cache *c, int64_t seq, const float *logits, slmc_err *err
     return 0;
 }
 
-static int h5_put(hid_t f, const char *name, hid_t type, hsize_t n, const void *data) {
-    hsize_t dims[1] = {n};
-    hid_t sp = H5Screate_simple(1, dims, NULL);
-    if (sp < 0) return -1;
-    hid_t d = H5Dcreate2(f, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = d >= 0 && H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0 ? 0 : -1;
-    if (d >= 0) H5Dclose(d);
-    H5Sclose(sp);
-    return rc;
-}
-
 int tcache_finish(teacher_cache *c, slmc_err *err) {
     const teacher_cache_info *in = &c->info;
     const int64_t meta[M_COUNT] = {in->k, in->T, in->V_shared, in->n_seq, in->n_tokens, in->n_vocab_teacher};
-    int rc = h5_put(c->file, "have", H5T_NATIVE_UINT8, (hsize_t)in->n_seq, c->have) == 0 &&
-                     h5_put(c->file, "meta", H5T_NATIVE_INT64, M_COUNT, meta) == 0 &&
-                     h5_put(c->file, "tau", H5T_NATIVE_FLOAT, 1, &in->tau) == 0 &&
-                     h5_put(c->file, "data_hash", H5T_NATIVE_UINT64, 1, &in->data_hash) == 0
+    int rc = h5_write_1d(c->file, "have", H5T_NATIVE_UINT8, (hsize_t)in->n_seq, c->have) == 0 &&
+                     h5_write_1d(c->file, "meta", H5T_NATIVE_INT64, M_COUNT, meta) == 0 &&
+                     h5_write_1d(c->file, "tau", H5T_NATIVE_FLOAT, 1, &in->tau) == 0 &&
+                     h5_write_1d(c->file, "data_hash", H5T_NATIVE_UINT64, 1, &in->data_hash) == 0
                  ? 0 : -1;
     H5Dclose(c->ids), H5Dclose(c->logp), H5Dclose(c->rest);
     c->ids = c->logp = c->rest = -1;
@@ -192,24 +182,6 @@ int tcache_finish(teacher_cache *c, slmc_err *err) {
         slmc_fail(err, c->path, "cannot write the teacher cache (disk full?)");
     }
     cache_free(c);
-    return rc;
-}
-
-static int h5_get(hid_t f, const char *name, hid_t type, hsize_t n, void *data, const char *path, slmc_err *err) {
-    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
-    if (d < 0) return slmc_fail(err, path, "has no dataset '%s': not a slmc teacher cache", name);
-    hid_t sp = H5Dget_space(d);
-    hsize_t dims[1] = {0};
-    int rank = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1;
-    if (rank == 1) H5Sget_simple_extent_dims(sp, dims, NULL);
-    int rc = 0;
-    if (rank != 1 || dims[0] != n)
-        rc = slmc_fail(err, path, "dataset '%s' holds %llu values, expected %llu", name, (unsigned long long)dims[0],
-                       (unsigned long long)n);
-    else if (H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
-        rc = slmc_fail(err, path, "cannot read dataset '%s'", name);
-    if (sp >= 0) H5Sclose(sp);
-    H5Dclose(d);
     return rc;
 }
 
@@ -240,9 +212,9 @@ int tcache_open(teacher_cache **out, const char *path, slmc_err *err) {
     if (c->file < 0) { cache_free(c); return slmc_fail(err, path, "cannot open as HDF5"); }
     int64_t meta[M_COUNT];
     teacher_cache_info *in = &c->info;
-    if (h5_get(c->file, "meta", H5T_NATIVE_INT64, M_COUNT, meta, path, err) != 0 ||
-        h5_get(c->file, "tau", H5T_NATIVE_FLOAT, 1, &in->tau, path, err) != 0 ||
-        h5_get(c->file, "data_hash", H5T_NATIVE_UINT64, 1, &in->data_hash, path, err) != 0) {
+    if (h5_read_1d(c->file, "meta", H5T_NATIVE_INT64, M_COUNT, meta, path, "a slmc teacher cache", err) != 0 ||
+        h5_read_1d(c->file, "tau", H5T_NATIVE_FLOAT, 1, &in->tau, path, "a slmc teacher cache", err) != 0 ||
+        h5_read_1d(c->file, "data_hash", H5T_NATIVE_UINT64, 1, &in->data_hash, path, "a slmc teacher cache", err) != 0) {
         cache_free(c);
         return -1;
     }
@@ -255,7 +227,7 @@ int tcache_open(teacher_cache **out, const char *path, slmc_err *err) {
                          (long long)meta[M_T], (long long)meta[M_NSEQ]);
     }
     if (alloc_rows(c) != 0) { cache_free(c); return slmc_fail(err, path, "out of memory"); }
-    if (h5_get(c->file, "have", H5T_NATIVE_UINT8, (hsize_t)in->n_seq, c->have, path, err) != 0 ||
+    if (h5_read_1d(c->file, "have", H5T_NATIVE_UINT8, (hsize_t)in->n_seq, c->have, path, "a slmc teacher cache", err) != 0 ||
         (c->ids = open_seq_dataset(c->file, "ids", in->n_seq, (hsize_t)in->T, (hsize_t)in->k, path, err)) < 0 ||
         (c->logp = open_seq_dataset(c->file, "logp", in->n_seq, (hsize_t)in->T, (hsize_t)in->k, path, err)) < 0 ||
         (c->rest = open_seq_dataset(c->file, "logp_rest", in->n_seq, (hsize_t)in->T, 0, path, err)) < 0) {

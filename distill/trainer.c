@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "distill/h5io.h"
 #include "distill/ops.h"
 
 void trainer_opts_default(trainer_opts *o) {
@@ -285,36 +286,6 @@ int trainer_eval(trainer *tr, int64_t n_seqs, double *mean_ce, slmc_err *err) {
 
 enum { ST_STEP, ST_POS, ST_EPOCH, ST_NPARAMS, ST_NTOKENS, ST_T, ST_NTRAIN, ST_NLAYER, ST_COUNT };
 
-static int h5_write(hid_t f, const char *name, hid_t type, hsize_t n, const void *data) {
-    hsize_t dims[1] = {n};
-    hid_t sp = H5Screate_simple(1, dims, NULL);
-    if (sp < 0) return -1;
-    hid_t d = H5Dcreate2(f, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = d >= 0 && (n == 0 || H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0) ? 0 : -1;
-    if (d >= 0) H5Dclose(d);
-    H5Sclose(sp);
-    return rc;
-}
-
-/* Read dataset `name`, which must hold exactly n elements. */
-static int h5_read(hid_t f, const char *name, hid_t type, hsize_t n, void *data, const char *path, slmc_err *err) {
-    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
-    if (d < 0) return slmc_fail(err, path, "has no dataset '%s': not a slmc training checkpoint", name);
-    hid_t sp = H5Dget_space(d);
-    hsize_t dims[1] = {0};
-    int rank = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1;
-    if (rank == 1) H5Sget_simple_extent_dims(sp, dims, NULL);
-    int rc = 0;
-    if (rank != 1 || dims[0] != n)
-        rc = slmc_fail(err, path, "dataset '%s' holds %llu values, expected %llu", name, (unsigned long long)dims[0],
-                       (unsigned long long)n);
-    else if (n > 0 && H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
-        rc = slmc_fail(err, path, "cannot read dataset '%s'", name);
-    if (sp >= 0) H5Sclose(sp);
-    H5Dclose(d);
-    return rc;
-}
-
 int trainer_save(const trainer *tr, const char *path, slmc_err *err) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* HDF5 errors come back as values, unprinted */
     size_t n = strlen(path) + 8;
@@ -334,13 +305,13 @@ int trainer_save(const trainer *tr, const char *path, slmc_err *err) {
     st[ST_NLAYER] = tm->cfg.hp.n_layer;
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) { free(tmp); return slmc_fail(err, path, "cannot create the checkpoint file %s.tmp", path); }
-    int rc = h5_write(f, "params", H5T_NATIVE_FLOAT, tm->n_params, tm->params) == 0 &&
-                     h5_write(f, "adam_m", H5T_NATIVE_FLOAT, tm->n_params, tm->adam_m) == 0 &&
-                     h5_write(f, "adam_v", H5T_NATIVE_FLOAT, tm->n_params, tm->adam_v) == 0 &&
-                     h5_write(f, "perm", H5T_NATIVE_INT64, (hsize_t)d->n_train, d->perm) == 0 &&
-                     h5_write(f, "state", H5T_NATIVE_INT64, ST_COUNT, st) == 0 &&
-                     h5_write(f, "rng", H5T_NATIVE_UINT64, 1, &d->rng) == 0 &&
-                     h5_write(f, "data_hash", H5T_NATIVE_UINT64, 1, &d->hash) == 0
+    int rc = h5_write_1d(f, "params", H5T_NATIVE_FLOAT, tm->n_params, tm->params) == 0 &&
+                     h5_write_1d(f, "adam_m", H5T_NATIVE_FLOAT, tm->n_params, tm->adam_m) == 0 &&
+                     h5_write_1d(f, "adam_v", H5T_NATIVE_FLOAT, tm->n_params, tm->adam_v) == 0 &&
+                     h5_write_1d(f, "perm", H5T_NATIVE_INT64, (hsize_t)d->n_train, d->perm) == 0 &&
+                     h5_write_1d(f, "state", H5T_NATIVE_INT64, ST_COUNT, st) == 0 &&
+                     h5_write_1d(f, "rng", H5T_NATIVE_UINT64, 1, &d->rng) == 0 &&
+                     h5_write_1d(f, "data_hash", H5T_NATIVE_UINT64, 1, &d->hash) == 0
                  ? 0 : -1;
     if (H5Fclose(f) < 0) rc = -1;
     if (rc == 0 && rename(tmp, path) != 0) rc = -1;
@@ -361,23 +332,23 @@ int trainer_load(trainer *tr, const char *path, slmc_err *err) {
     int64_t st[ST_COUNT];
     uint64_t rng = 0, hash = 0;
     int rc = -1;
-    if (h5_read(f, "state", H5T_NATIVE_INT64, ST_COUNT, st, path, err) != 0) goto done;
+    if (h5_read_1d(f, "state", H5T_NATIVE_INT64, ST_COUNT, st, path, "a slmc training checkpoint", err) != 0) goto done;
     if (st[ST_NPARAMS] != (int64_t)tm->n_params || st[ST_NLAYER] != tm->cfg.hp.n_layer) {
         slmc_fail(err, path, "holds a model of %lld parameters in %lld layers; this one has %zu in %lld",
                   (long long)st[ST_NPARAMS], (long long)st[ST_NLAYER], tm->n_params, (long long)tm->cfg.hp.n_layer);
         goto done;
     }
-    if (h5_read(f, "data_hash", H5T_NATIVE_UINT64, 1, &hash, path, err) != 0) goto done;
+    if (h5_read_1d(f, "data_hash", H5T_NATIVE_UINT64, 1, &hash, path, "a slmc training checkpoint", err) != 0) goto done;
     if (st[ST_NTOKENS] != (int64_t)d->n_tokens || hash != d->hash || st[ST_T] != d->T || st[ST_NTRAIN] != d->n_train) {
         slmc_fail(err, path, "was trained on another text or split (%lld tokens, T=%lld); resume with the same --data, "
                   "--seq-len and split", (long long)st[ST_NTOKENS], (long long)st[ST_T]);
         goto done;
     }
-    if (h5_read(f, "params", H5T_NATIVE_FLOAT, tm->n_params, tm->params, path, err) != 0 ||
-        h5_read(f, "adam_m", H5T_NATIVE_FLOAT, tm->n_params, tm->adam_m, path, err) != 0 ||
-        h5_read(f, "adam_v", H5T_NATIVE_FLOAT, tm->n_params, tm->adam_v, path, err) != 0 ||
-        h5_read(f, "perm", H5T_NATIVE_INT64, (hsize_t)d->n_train, d->perm, path, err) != 0 ||
-        h5_read(f, "rng", H5T_NATIVE_UINT64, 1, &rng, path, err) != 0)
+    if (h5_read_1d(f, "params", H5T_NATIVE_FLOAT, tm->n_params, tm->params, path, "a slmc training checkpoint", err) != 0 ||
+        h5_read_1d(f, "adam_m", H5T_NATIVE_FLOAT, tm->n_params, tm->adam_m, path, "a slmc training checkpoint", err) != 0 ||
+        h5_read_1d(f, "adam_v", H5T_NATIVE_FLOAT, tm->n_params, tm->adam_v, path, "a slmc training checkpoint", err) != 0 ||
+        h5_read_1d(f, "perm", H5T_NATIVE_INT64, (hsize_t)d->n_train, d->perm, path, "a slmc training checkpoint", err) != 0 ||
+        h5_read_1d(f, "rng", H5T_NATIVE_UINT64, 1, &rng, path, "a slmc training checkpoint", err) != 0)
         goto done;
     tr->step = st[ST_STEP];
     d->pos = st[ST_POS];

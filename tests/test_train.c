@@ -225,6 +225,24 @@ START_TEST(test_resume_bitwise) {
 }
 END_TEST
 
+/* A synthetic F32 model of tests/data/configs/FAMILY in a new folder DIR/hf (the caller removes
+ * dir), opened as m; false when the configs are not there (not run from the project root). */
+static bool synth_family(const char *family, char **dir, model *m) {
+    char cfg_path[256], hf[512];
+    snprintf(cfg_path, sizeof cfg_path, "tests/data/configs/%s/config.json", family);
+    if (access(cfg_path, R_OK) != 0) return false;
+    *dir = tmpdir_make();
+    snprintf(hf, sizeof hf, "%s/hf", *dir);
+    slmc_err err = {{0}};
+    synth_opts so;
+    synth_opts_init(&so);
+    so.config = cfg_path;
+    so.dtype = GGML_TYPE_F32;
+    ck_assert_msg(synth_write(&so, hf, NULL, &err) == 0, "%s", err.msg);
+    ck_assert_msg(model_open(m, hf, NULL, &err) == 0, "%s", err.msg);
+    return true;
+}
+
 /* LoRA on a synthetic llama (rope_freqs) and phi3 (fused matrices): adapters with random B,
  * the model exported merged (W + scale·B·A in the model's own tensors, no adapter tensors)
  * evaluates in the engine to the training graph's logits; the frozen weights did not move
@@ -232,21 +250,11 @@ END_TEST
 START_TEST(test_lora_export_merged) {
     static const char *const fams[] = {"llama", "phi3"};
     for (int fi = 0; fi < 2; fi++) {
-        char cfg_path[256];
-        snprintf(cfg_path, sizeof cfg_path, "tests/data/configs/%s/config.json", fams[fi]);
-        if (access(cfg_path, R_OK) != 0) SKIP_TEST("tests/data/configs not found (run from the project root)");
-        char *dir = tmpdir_make();
-        char hf[512], out[512];
-        snprintf(hf, sizeof hf, "%s/hf", dir);
+        char *dir, out[512];
+        model m;
+        if (!synth_family(fams[fi], &dir, &m)) SKIP_TEST("tests/data/configs not found (run from the project root)");
         snprintf(out, sizeof out, "%s/merged.gguf", dir);
         slmc_err err = {{0}};
-        synth_opts so;
-        synth_opts_init(&so);
-        so.config = cfg_path;
-        so.dtype = GGML_TYPE_F32;
-        ck_assert_msg(synth_write(&so, hf, NULL, &err) == 0, "%s", err.msg);
-        model m;
-        ck_assert_msg(model_open(&m, hf, NULL, &err) == 0, "%s", err.msg);
         train_model tm;
         ck_assert_msg(tm_init_from_model(&tm, &m, &err) == 0, "%s", err.msg);
         const size_t base_params = tm.n_params;
@@ -438,23 +446,11 @@ END_TEST
 START_TEST(test_forward_matches_engine_families) {
     static const char *const fams[] = {"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi2", "phi3", "stablelm"};
     for (int fi = 0; fi < 9; fi++) {
-        char cfg_path[256];
-        snprintf(cfg_path, sizeof cfg_path, "tests/data/configs/%s/config.json", fams[fi]);
-        FILE *probe = fopen(cfg_path, "r");
-        if (!probe) SKIP_TEST("tests/data/configs not found (run from the project root)");
-        fclose(probe);
-        char *dir = tmpdir_make();
-        char hf[512], out[512];
-        snprintf(hf, sizeof hf, "%s/hf", dir);
+        char *dir, out[512];
+        model m;
+        if (!synth_family(fams[fi], &dir, &m)) SKIP_TEST("tests/data/configs not found (run from the project root)");
         snprintf(out, sizeof out, "%s/out.gguf", dir);
         slmc_err err = {{0}};
-        synth_opts so;
-        synth_opts_init(&so);
-        so.config = cfg_path;
-        so.dtype = GGML_TYPE_F32;
-        ck_assert_msg(synth_write(&so, hf, NULL, &err) == 0, "%s", err.msg);
-        model m;
-        ck_assert_msg(model_open(&m, hf, NULL, &err) == 0, "%s", err.msg);
         train_model tm;
         ck_assert_msg(tm_init_from_model(&tm, &m, &err) == 0, "%s: %s", fams[fi], err.msg);
         ck_assert(tm.cfg.n_consts == (fi == 0 ? 1 : fi == 7 ? 2 : 0)); /* rope_freqs; phi3's long and short factors */
