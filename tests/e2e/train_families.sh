@@ -161,4 +161,28 @@ if [ -f "$T/llama-p.gguf" ]; then
     expect_usage "--save-teacher without a teacher" "--save-teacher" -- "$SLMC" distill --teacher-cache "$T/teacher.h5" \
         --save-teacher "$T/y.h5" --student "$T/llama-p.gguf" $TRAIN -o "$T/x.gguf"
 fi
+# kill -9 mid-run, then --resume: byte-identical to the uninterrupted run, for a family other than
+# llama with each of its runs: qwen3 distilled with JSD from its trained teacher, gemma3 into LoRA
+# adapters with reverse KL, phi3 trained with cross-entropy
+kill9_case() { # NAME -- command... (with -o OUT and --checkpoint CK appended)
+    name=$1; shift 2
+    "$@" --steps 60 --checkpoint "$T/$name-full.h5" -o "$T/$name-full.gguf" >/dev/null 2>&1 || { fail "$name: uninterrupted run"; return; }
+    "$@" --steps 60 --checkpoint-every 3 --checkpoint "$T/$name-k9.h5" -o "$T/$name-k9.gguf" >/dev/null 2>&1 &
+    pid=$!
+    i=0
+    while [ ! -s "$T/$name-k9.h5" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i + 1)); done
+    sleep 0.3
+    kill -9 $pid 2>/dev/null
+    wait $pid 2>/dev/null
+    [ -e "$T/$name-k9.gguf" ] && { ok "$name: finished before the kill (nothing to resume)"; return; }
+    "$@" --steps 60 --resume "$T/$name-k9.h5" --checkpoint "$T/$name-k9b.h5" -o "$T/$name-k9.gguf" >/dev/null 2>&1 \
+        || { fail "$name: resume after kill -9"; return; }
+    cmp -s "$T/$name-full.gguf" "$T/$name-k9.gguf" && ok "$name: resumed after kill -9, byte-identical export" \
+        || fail "$name: the resumed export differs from the uninterrupted run"
+}
+[ -f "$T/qwen3-t.gguf" ] && kill9_case qwen3-jsd -- "$SLMC" distill --teacher "$T/qwen3-t.gguf" --student "$T/qwen3-p.gguf" \
+    $TRAIN --lr 2e-3 --loss jsd
+[ -f "$T/gemma3-t.gguf" ] && kill9_case gemma3-lora -- "$SLMC" distill --teacher "$T/gemma3-t.gguf" --student "$T/gemma3-p.gguf" \
+    $TRAIN --lr 2e-3 --loss reverse-kl --lora-rank 4
+[ -f "$T/phi3.gguf" ] && kill9_case phi3-ce -- "$SLMC" train --model "$T/phi3.gguf" $TRAIN --lr 3e-3
 finish
