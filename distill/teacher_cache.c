@@ -41,12 +41,7 @@ void tcache_topk_row(const float *logits, int V, int k, float tau, int32_t *ids,
         }
         ids[at] = i;
     }
-    double kept = 0;
-    for (int b = 0; b < k; b++) {
-        const double lp = logits[ids[b]] * inv_t - lse;
-        logp[b] = (float)lp;
-        kept += exp(lp);
-    }
+    for (int b = 0; b < k; b++) logp[b] = (float)(logits[ids[b]] * inv_t - lse);
     /* the rest's mass summed directly (1 - kept would lose it to rounding) */
     double rest = 0;
     if (k < V) {
@@ -54,7 +49,6 @@ void tcache_topk_row(const float *logits, int V, int k, float tau, int32_t *ids,
         for (int b = 0; b < k; b++) rest -= exp(logits[ids[b]] * inv_t - lse);
     }
     *logp_rest = k < V && rest > 0 ? (float)log(rest) : -INFINITY;
-    (void)kept;
 }
 
 static void cache_free(teacher_cache *c) {

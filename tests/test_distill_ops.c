@@ -555,7 +555,6 @@ static void topk_of(const float *t, int Vt, int V, int N, int k, float tau, int3
         for (int i = 0; i < V; i++) sum += exp(r[i] / tau - mx);
         const double lse = mx + log(sum);
         bool used[64] = {false};
-        double kept = 0;
         for (int b = 0; b < k; b++) {
             int best = -1;
             for (int i = 0; i < V; i++)
@@ -563,13 +562,11 @@ static void topk_of(const float *t, int Vt, int V, int N, int k, float tau, int3
             used[best] = true;
             ids[n * k + b] = best;
             logp[n * k + b] = (float)(r[best] / tau - lse);
-            kept += exp(r[best] / tau - lse);
         }
         double other = 0;
         for (int i = 0; i < V; i++)
             if (!used[i]) other += exp(r[i] / tau - lse);
         rest[n] = other > 0 ? (float)log(other) : -INFINITY;
-        (void)kept;
     }
 }
 

@@ -46,8 +46,9 @@ static void teardown(void) {
 static const int32_t TOKENS[N_TOK] = {1, 17, 300, 42, 511, 8, 99, 256, 3, 77, 140, 201,
                                       5, 6, 480, 33, 12, 64, 128, 255, 400, 2, 9, 310};
 
-/* All logits [N_TOK][n_vocab] of a model, evaluated in exact F32 attention. */
-static float *logits_of(const model *m) {
+/* All logits [N_TOK][n_vocab] of a model on `tokens` (N_TOK of them), evaluated in exact F32
+ * attention; its vocabulary size to *n_vocab when non-NULL. */
+static float *logits_on(const model *m, const int32_t *tokens, int64_t *n_vocab) {
     llm_model lm;
     llm_context ctx;
     slmc_err err = {{0}};
@@ -56,11 +57,13 @@ static float *logits_of(const model *m) {
     ctx.f16_attention = false;
     float *out = malloc(sizeof(float) * N_TOK * (size_t)lm.cfg.n_vocab);
     ck_assert_ptr_nonnull(out);
-    ck_assert_msg(llm_eval(&ctx, TOKENS, N_TOK, 0, out, &err) == 0, "%s", err.msg);
+    ck_assert_msg(llm_eval(&ctx, tokens, N_TOK, 0, out, &err) == 0, "%s", err.msg);
+    if (n_vocab) *n_vocab = lm.cfg.n_vocab;
     llm_context_free(&ctx);
     llm_model_free(&lm);
     return out;
 }
+static float *logits_of(const model *m) { return logits_on(m, TOKENS, NULL); }
 
 /* Largest |a - b| over n values, and the largest |a|, to compare relative to the logits' scale. */
 static double max_diff(const float *a, const float *b, size_t n, double *scale) {
@@ -842,19 +845,7 @@ static void fam_tokens(int32_t *t, int n) {
 static float *fam_logits(const model *m, int64_t *n_vocab) {
     int32_t toks[N_TOK];
     fam_tokens(toks, N_TOK);
-    llm_model lm;
-    llm_context ctx;
-    slmc_err err = {{0}};
-    ck_assert_msg(llm_model_init(&lm, m, &err) == 0, "%s", err.msg);
-    ck_assert_msg(llm_context_init(&ctx, &lm, N_TOK, N_TOK, &err) == 0, "%s", err.msg);
-    ctx.f16_attention = false;
-    float *out = malloc(sizeof(float) * N_TOK * (size_t)lm.cfg.n_vocab);
-    ck_assert_ptr_nonnull(out);
-    ck_assert_msg(llm_eval(&ctx, toks, N_TOK, 0, out, &err) == 0, "%s", err.msg);
-    if (n_vocab) *n_vocab = lm.cfg.n_vocab;
-    llm_context_free(&ctx);
-    llm_model_free(&lm);
-    return out;
+    return logits_on(m, toks, n_vocab);
 }
 
 static uint64_t meta_u(const model *m, const char *suffix) {

@@ -72,7 +72,7 @@ if have_shared models/books-22m/hf-bf16; then
         || fail "books summary: $(cat "$T/out")"
     expect 0 "books-22m pruned: eval" -- "$SLMC" eval "$T/b.gguf" --text "$SHARED/text/books-valid.txt" -c 256 --chunks 2 --json -q
     p=$(sed -n 's/.*"ppl": \([0-9.]*\).*/\1/p' "$T/out")
-    # unpruned: 1218.9 on these 2 chunks (test_llm); this cut measured 1214.4 (a weak model's
+    # unpruned: 1218.9 on these 2 chunks (test_llm); this cut measures 1195.2 (a weak model's
     # FFN halves with little loss on two chunks), while a random half gives far more
     awk -v p="$p" 'BEGIN { exit !(p > 900 && p < 1600) }' && ok "books-22m PPL $p (unpruned 1218.9)" \
         || fail "books-22m PPL $p out of range"
