@@ -135,6 +135,88 @@ typedef struct {
                                   * value = d * (scale - 32) * IQ4_LEVELS[q] */
 } block_iq4_xs;
 
+/* ---------------------------------------------------------------- i-quants (super-blocks of 256)
+ * Values come from codebooks (codec/iq_grids.h): each group of 8 (IQ2, IQ1) or 4 (IQ3) values is
+ * one grid point, stored as its index; signs and scales are stored beside. docs/quant-types.md
+ * draws the layouts; codec/quants_iq*.c quantize and dequantize them. */
+
+typedef struct {
+    ggml_half d;             /* super-block scale */
+    uint16_t qs[QK_K / 8];   /* per 32 values, 4 uint16 = two uint32: the first holds four 8-bit
+                              * IQ2XXS_GRID indices (8 values each), the second four 7-bit sign
+                              * indices (bits 0-27) and a 4-bit scale (bits 28-31):
+                              * value = d * (0.5 + scale) / 4 * grid * sign */
+} block_iq2_xxs;
+
+typedef struct {
+    ggml_half d;              /* super-block scale */
+    uint16_t qs[QK_K / 8];    /* per 8 values: 9-bit IQ2XS_GRID index | 7-bit sign index << 9 */
+    uint8_t scales[QK_K / 32]; /* two 4-bit scales per 32 values (low nibble: first 16):
+                               * value = d * (0.5 + scale) / 4 * grid * sign */
+} block_iq2_xs;
+
+typedef struct {
+    ggml_half d;              /* super-block scale */
+    uint8_t qs[QK_K / 4];     /* first 32 bytes: low 8 bits of the 10-bit IQ2S_GRID index per 8
+                               * values; last 32 bytes: sign bits, one byte per 8 values */
+    uint8_t qh[QK_K / 32];    /* top 2 bits of the 4 indices of each 32 values */
+    uint8_t scales[QK_K / 32]; /* as in IQ2_XS */
+} block_iq2_s;
+
+typedef struct {
+    ggml_half d;              /* super-block scale */
+    uint8_t qs[3 * QK_K / 8]; /* 64 bytes of IQ3XXS_GRID indices (4 values each), then per 32
+                               * values one uint32: four 7-bit sign indices and a 4-bit scale:
+                               * value = d * (0.5 + scale) / 2 * grid * sign */
+} block_iq3_xxs;
+
+typedef struct {
+    ggml_half d;               /* super-block scale */
+    uint8_t qs[QK_K / 4];      /* low 8 bits of the 9-bit IQ3S_GRID index per 4 values */
+    uint8_t qh[QK_K / 32];     /* 9th bits: bit k of qh[i] for index 8i + k */
+    uint8_t signs[QK_K / 8];   /* one sign bit per value */
+    uint8_t scales[QK_K / 64]; /* 4-bit scales, two per byte (per 32 values, low nibble first):
+                                * value = d * (1 + 2 * scale) * grid * sign */
+} block_iq3_s;
+
+typedef struct {
+    ggml_half d;             /* super-block scale */
+    uint8_t qs[QK_K / 8];    /* low 8 bits of the 11-bit IQ1S_GRID index per 8 values */
+    uint16_t qh[QK_K / 32];  /* per 32 values: 4 x 3 high index bits (bits 0-11), a 3-bit scale
+                              * (bits 12-14), and the sign of the shift (bit 15):
+                              * value = d * (2 * scale + 1) * (grid +- 0.125) */
+} block_iq1_s;
+
+typedef struct {
+    uint8_t qs[QK_K / 8];     /* low 8 bits of the 11-bit IQ1S_GRID index per 8 values */
+    uint8_t qh[QK_K / 16];    /* per 2 groups of 8: each nibble = 3 high index bits | shift sign */
+    uint8_t scales[QK_K / 32]; /* 3-bit scales per 16 values (4 per uint16); the fp16 super-block
+                                * scale is spread over the top 4 bits of the 4 uint16 */
+} block_iq1_m;
+
+/* ---------------------------------------------------------------- ternary (super-blocks of 256) */
+
+typedef struct {
+    uint8_t qs[(QK_K - 4 * QK_K / 64) / 5]; /* 240 values, 5 trits per byte (base 3, scaled to 0..255) */
+    uint8_t qh[QK_K / 64];                  /* the last 16 values, 4 trits per byte */
+    ggml_half d;                            /* scale: value = d * (trit - 1) */
+} block_tq1_0;
+
+typedef struct {
+    uint8_t qs[QK_K / 4]; /* 2 bits per value (0..2 used), packed as Q2_K's qs */
+    ggml_half d;          /* scale: value = d * (q - 1) */
+} block_tq2_0;
+
+static_assert(sizeof(block_iq2_xxs) == 66, "block_iq2_xxs layout");
+static_assert(sizeof(block_iq2_xs) == 74, "block_iq2_xs layout");
+static_assert(sizeof(block_iq2_s) == 82, "block_iq2_s layout");
+static_assert(sizeof(block_iq3_xxs) == 98, "block_iq3_xxs layout");
+static_assert(sizeof(block_iq3_s) == 110, "block_iq3_s layout");
+static_assert(sizeof(block_iq1_s) == 50, "block_iq1_s layout");
+static_assert(sizeof(block_iq1_m) == 56, "block_iq1_m layout");
+static_assert(sizeof(block_tq1_0) == 54, "block_tq1_0 layout");
+static_assert(sizeof(block_tq2_0) == 66, "block_tq2_0 layout");
+
 /* The sizes GGUF files use (codec/types.c's table says the same). */
 static_assert(sizeof(block_q4_0) == 18, "block_q4_0 layout");
 static_assert(sizeof(block_q4_1) == 20, "block_q4_1 layout");
