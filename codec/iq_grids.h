@@ -5,7 +5,7 @@
  *   IQ2XXS_GRID  256 points of 8 values, each 8, 25 or 43 (IQ2_XXS);
  *   IQ2XS_GRID   512 points of 8 values, 8, 25 or 43 (IQ2_XS);
  *   IQ2S_GRID    1024 points of 8 values, 8, 25 or 43 (IQ2_S);
- *   IQ3XXS_GRID  256 points of 4 values, odd numbers 4..62 (IQ3_XXS);
+ *   IQ3XXS_GRID  256 points of 4 values, each 4, 12, 20, ..., 52 or 62 (IQ3_XXS);
  *   IQ3S_GRID    512 points of 4 values, odd numbers 1..15 (IQ3_S);
  *   IQ1S_GRID    2048 points of 8 values, each -1, 0 or 1 as a signed byte (IQ1_S, IQ1_M).
  * The values are non-negative for the IQ2/IQ3 grids: their signs are stored apart, 7 bits per 8

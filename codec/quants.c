@@ -24,6 +24,7 @@
 
 #include "codec/blocks.h"
 #include "codec/types.h"
+#include "codec/quants_iq.h"
 
 #include <assert.h>
 #include <float.h>
@@ -1884,9 +1885,16 @@ static const quant_kernels KERNELS[] = {
      quantize_iq4_xs_weighted_ref, dequantize_iq4_xs},
 };
 
+/* The i-quants and ternary types, each in its own file (codec/quants_iq.h). */
+static const quant_kernels *const IQ_KERNELS[] = {&QUANT_IQ2_XXS, &QUANT_IQ2_XS, &QUANT_IQ2_S,
+                                                  &QUANT_IQ1_S,   &QUANT_IQ1_M,  &QUANT_IQ3_XXS,
+                                                  &QUANT_IQ3_S,   &QUANT_TQ1_0,  &QUANT_TQ2_0};
+
 const quant_kernels *quant_get(int type) {
     for (size_t i = 0; i < sizeof KERNELS / sizeof KERNELS[0]; ++i)
         if (KERNELS[i].type == type) return &KERNELS[i];
+    for (size_t i = 0; i < sizeof IQ_KERNELS / sizeof IQ_KERNELS[0]; ++i)
+        if (IQ_KERNELS[i]->type == type) return IQ_KERNELS[i];
     return NULL;
 }
 

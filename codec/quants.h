@@ -40,7 +40,9 @@ typedef struct quant_kernels {
 } quant_kernels;
 
 /* The kernels for a type id, or NULL when the type has none here. Supported: F32, F16, BF16,
- * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS.
+ * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS, and the
+ * i-quants and ternary types IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, TQ1_0, TQ2_0
+ * (codec/quants_iq.h: their few differences from the contract below).
  *
  * IQ4_NL is the one type where llama.cpp's quantize_row_X_ref is not what llama-quantize
  * writes: its quantize_row_iq4_nl_ref skips the scale search, while llama-quantize calls

@@ -150,7 +150,15 @@ START_TEST(test_table) {
         ck_assert_int_eq(k->type, ALL_TYPES[i]);
         ck_assert(k->quantize_ref && k->quantize && k->quantize_weighted && k->quantize_weighted_ref && k->dequantize);
     }
-    ck_assert_ptr_null(quant_get(GGML_TYPE_IQ2_XXS));
+    /* the i-quants and ternary types (their own suites: test_quants_iq1/iq2/iq3) */
+    static const int IQ[] = {GGML_TYPE_IQ1_S,   GGML_TYPE_IQ1_M, GGML_TYPE_IQ2_XXS, GGML_TYPE_IQ2_XS, GGML_TYPE_IQ2_S,
+                             GGML_TYPE_IQ3_XXS, GGML_TYPE_IQ3_S, GGML_TYPE_TQ1_0,   GGML_TYPE_TQ2_0};
+    for (int i = 0; i < COUNT(IQ); ++i) {
+        const quant_kernels *k = quant_get(IQ[i]);
+        ck_assert_msg(k && k->type == IQ[i], "no kernels for %s", type_name(IQ[i]));
+        ck_assert(k->quantize_ref && k->quantize && k->quantize_weighted && k->quantize_weighted_ref && k->dequantize);
+    }
+    ck_assert_ptr_null(quant_get(GGML_TYPE_MXFP4));
     ck_assert_ptr_null(quant_get(GGML_TYPE_Q8_1));
     ck_assert_ptr_null(quant_get(-1));
     ck_assert_ptr_null(quant_get(GGML_TYPE_COUNT));
