@@ -18,6 +18,7 @@
 #include <yaml.h>
 
 #include "formats/fileio.h"
+#include "quant/plan.h"
 
 #define RECIPE_MAX_BYTES (1u << 20) /* a recipe is written by hand: 1 MiB is plenty */
 #define RECIPE_MAX_TYPES 32
@@ -122,15 +123,6 @@ static const kind_row KINDS[RS_N_KINDS] = {
     [RS_CONVERT] = {"convert", ROWS(CONVERT_OPTS)},   [RS_IMATRIX] = {"imatrix", ROWS(IMATRIX_OPTS)},
     [RS_PRUNE] = {"prune", ROWS(PRUNE_OPTS)},         [RS_DISTILL] = {"distill", ROWS(DISTILL_OPTS)},
     [RS_QUANTIZE] = {"quantize", ROWS(QUANTIZE_OPTS)}, [RS_EVAL] = {"eval", ROWS(EVAL_OPTS)},
-};
-
-/* The names `slmc quantize` takes (llama.cpp's mixes), canonical first, then aliases. */
-static const char *const TYPE_NAMES[] = {
-    "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_1", "Q4_K_S", "Q4_K_M", "Q5_0",
-    "Q5_1", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0", "F16", "BF16", "F32",
-};
-static const struct { const char *alias, *name; } TYPE_ALIASES[] = {
-    {"Q3_K", "Q3_K_M"}, {"Q4_K", "Q4_K_M"}, {"Q5_K", "Q5_K_M"},
 };
 
 const char *recipe_kind_name(recipe_step_kind kind) {
@@ -306,12 +298,10 @@ static bool parse_bool(const char *s, bool *out) {
 }
 
 /* Canonical type name for `s` (case-insensitive, aliases resolved), or NULL. */
+/* A quantize type's canonical name (llama.cpp's mixes, quant/plan.h: "q4_k" -> "Q4_K_M"), or
+ * NULL when `slmc quantize` does not know it. */
 static const char *canonical_type(const char *s) {
-    for (size_t i = 0; i < sizeof TYPE_NAMES / sizeof *TYPE_NAMES; i++)
-        if (strcasecmp(s, TYPE_NAMES[i]) == 0) return TYPE_NAMES[i];
-    for (size_t i = 0; i < sizeof TYPE_ALIASES / sizeof *TYPE_ALIASES; i++)
-        if (strcasecmp(s, TYPE_ALIASES[i].alias) == 0) return TYPE_ALIASES[i].name;
-    return NULL;
+    return quant_mix_name(quant_mix_from_name(s));
 }
 
 static bool in_choices(const char *choices, const char *s) {
@@ -398,8 +388,7 @@ static int parse_types(parser *p, const yaml_node_t *n, recipe_opt *o) {
         strcpy(list, s);
         for (char *save = NULL, *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
             const char *c = canonical_type(t);
-            if (!c) return fail_at(p, items[i], "quantize: unknown type '%s' (Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_0 Q4_1 "
-                                                "Q4_K_S Q4_K_M Q5_0 Q5_1 Q5_K_S Q5_K_M Q6_K Q8_0 F16 BF16 F32)", t);
+            if (!c) return fail_at(p, items[i], "quantize: unknown type '%s' (the mixes of slmc quantize --help)", t);
             for (int j = 0; j < o->n_values; j++)
                 if (strcmp(o->values[j], c) == 0) return fail_at(p, items[i], "quantize: type %s is listed twice", c);
             if (o->n_values >= RECIPE_MAX_TYPES) return fail_at(p, items[i], "quantize: more than %d types", RECIPE_MAX_TYPES);

@@ -11,6 +11,10 @@
  *   4. Else, for a quantized mix without --pure, the mix's rules (RULES below) may bump the
  *      base type: they look at the tensor's role (attn_v, ffn_down, ...), its position among
  *      the tensors of that role, and a few model facts (GQA, expert count, architecture).
+ *      The very-low-bit mixes (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ2_M: llama.cpp's first
+ *      branch after the embeddings, LOW_BIT_MIXES below) have rules of their own for attn_v,
+ *      attn_k, ffn_down and attn_output only, no falcon variants, no 70B / 8-expert attn_v
+ *      bumps, and count ffn_down positions tensor by tensor even in MoE models.
  *   5. Finally a type whose block does not divide the row length falls back to one that does
  *      (FALLBACKS below), and to F16 when none does.
  *
@@ -66,6 +70,16 @@ static const mix_info MIXES[] = {
     {MIX_Q4_K_S, "Q4_K_S", GGML_TYPE_Q4_K},   {MIX_Q4_K_M, "Q4_K_M", GGML_TYPE_Q4_K},
     {MIX_Q5_K_S, "Q5_K_S", GGML_TYPE_Q5_K},   {MIX_Q5_K_M, "Q5_K_M", GGML_TYPE_Q5_K},
     {MIX_Q6_K, "Q6_K", GGML_TYPE_Q6_K},
+    /* i-quant and ternary mixes (llama_model_quantize_impl's default_type): the IQ2_S mix is
+     * mostly IQ2_XS, IQ2_M mostly IQ2_S, and IQ3_XS / IQ3_M are IQ3_S mixes */
+    {MIX_Q2_K_S, "Q2_K_S", GGML_TYPE_Q2_K},   {MIX_IQ1_S, "IQ1_S", GGML_TYPE_IQ1_S},
+    {MIX_IQ1_M, "IQ1_M", GGML_TYPE_IQ1_M},    {MIX_IQ2_XXS, "IQ2_XXS", GGML_TYPE_IQ2_XXS},
+    {MIX_IQ2_XS, "IQ2_XS", GGML_TYPE_IQ2_XS}, {MIX_IQ2_S, "IQ2_S", GGML_TYPE_IQ2_XS},
+    {MIX_IQ2_M, "IQ2_M", GGML_TYPE_IQ2_S},    {MIX_IQ3_XXS, "IQ3_XXS", GGML_TYPE_IQ3_XXS},
+    {MIX_IQ3_XS, "IQ3_XS", GGML_TYPE_IQ3_S},  {MIX_IQ3_S, "IQ3_S", GGML_TYPE_IQ3_S},
+    {MIX_IQ3_M, "IQ3_M", GGML_TYPE_IQ3_S},    {MIX_IQ4_NL, "IQ4_NL", GGML_TYPE_IQ4_NL},
+    {MIX_IQ4_XS, "IQ4_XS", GGML_TYPE_IQ4_XS}, {MIX_TQ1_0, "TQ1_0", GGML_TYPE_TQ1_0},
+    {MIX_TQ2_0, "TQ2_0", GGML_TYPE_TQ2_0},
 };
 #define N_MIXES (sizeof MIXES / sizeof MIXES[0])
 
@@ -169,9 +183,12 @@ typedef enum role {
     ROLE_TOKEN_EMBD,  /* token_embd.weight next to a separate output.weight */
     ROLE_ATTN_V,      /* blk.N.attn_v.weight */
     ROLE_ATTN_K,      /* blk.N.attn_k.weight */
+    ROLE_ATTN_Q,      /* blk.N.attn_q.weight */
     ROLE_FFN_DOWN,    /* blk.N.ffn_down* (also the MoE ffn_down_exps / _shexp) */
     ROLE_ATTN_OUTPUT, /* blk.N.attn_output.weight */
     ROLE_ATTN_QKV,    /* blk.N.attn_qkv.weight (fused Q/K/V) */
+    ROLE_FFN_GATE,    /* blk.N.ffn_gate* (also ffn_gate_exps / _shexp) */
+    ROLE_FFN_UP,      /* blk.N.ffn_up* (also phi3's fused gate+up, ffn_up_exps / _shexp) */
 } role;
 
 /* ---------------------------------------------------------------------------------------
@@ -225,17 +242,20 @@ typedef struct model_facts {
 } model_facts;
 
 /* The role of a tensor, tested in llama.cpp's order (the names are matched as substrings,
- * so e.g. "ffn_down_exps" is an ffn_down). attn_q, ffn_gate and ffn_up (fused or not) have
- * rules only in the IQ mixes, so they are ROLE_OTHER here. */
+ * so e.g. "ffn_down_exps" is an ffn_down and "ffn_gate_shexp" an ffn_gate; ffn_gate_inp is
+ * never quantized). attn_q, ffn_gate and ffn_up (fused or not) have rules only in the IQ3_XS
+ * and IQ3_XXS mixes. */
 static role role_of(const char *name, const model_facts *f) {
     if (f->names_output && strcmp(name, "output.weight") == 0) return ROLE_OUTPUT;
     if (strcmp(name, "token_embd.weight") == 0) return f->has_output ? ROLE_TOKEN_EMBD : ROLE_OUTPUT;
     if (strstr(name, "attn_v.weight")) return ROLE_ATTN_V;
     if (strstr(name, "attn_k.weight")) return ROLE_ATTN_K;
-    if (strstr(name, "attn_q.weight")) return ROLE_OTHER;
+    if (strstr(name, "attn_q.weight")) return ROLE_ATTN_Q;
     if (strstr(name, "ffn_down")) return ROLE_FFN_DOWN;
     if (strstr(name, "attn_output.weight")) return ROLE_ATTN_OUTPUT;
     if (strstr(name, "attn_qkv.weight")) return ROLE_ATTN_QKV;
+    if (strstr(name, "ffn_gate")) return ROLE_FFN_GATE;
+    if (strstr(name, "ffn_up")) return ROLE_FFN_UP;
     return ROLE_OTHER;
 }
 
@@ -288,17 +308,31 @@ static int cmp_llama_order(const void *a, const void *b) {
  * The mix rules
  * ------------------------------------------------------------------------------------- */
 
-/* When a rule applies, by where the tensor sits (i = its position among the tensors of its
- * role, n = n_attention_wv for attn_v, n_layer for ffn_down). */
+/* Where a tensor sits among the tensors of its role, as llama.cpp's counters see it. */
+typedef struct position {
+    int i;     /* what the rules compare: the attn_v counter (i_attention_wv) for attn_v; for
+                * ffn_down / ffn_gate / ffn_up llama.cpp's layer_info: the layer number from the
+                * name in a MoE model, else the role's counter */
+    int count; /* the role's counter itself (i_ffn_down), also in a MoE model */
+    int n;     /* n_attention_wv for attn_v, n_layer for the others */
+} position;
+
+/* When a rule applies, by where the tensor sits (i, count and n of its position) and whether
+ * an importance matrix is used. */
 typedef enum rule_when {
     ALWAYS,
     FIRST_N,        /* i < param */
     FIRST_EIGHTH,   /* i < n/8 */
     FIRST_16TH,     /* i < n/16 */
     MORE_BITS,      /* llama.cpp's use_more_bits: first eighth, last eighth, and every third between */
+    MIDDLE,         /* n/8 <= i < 7n/8: neither the first nor the last eighth */
+    COUNT_FIRST_EIGHTH, /* count < n/8: the first eighth of the tensors, not of the layers */
     GQA_4,          /* n_head / n_head_kv >= 4 (the V projection is shared by 4+ query heads) */
+    GQA_4_OR_EXPERTS_4, /* GQA_4, or 4 or more experts */
     ROWS_MISFIT,    /* the base type's block does not divide the row length */
     WITH_IMATRIX_FIRST_EIGHTH, /* an imatrix is used and i < n/8 */
+    WITHOUT_IMATRIX,           /* no imatrix is used */
+    WITHOUT_IMATRIX_FIRST_EIGHTH, /* no imatrix is used and i < n/8 */
 } rule_when;
 
 /* Which models a rule is for (bits, all must hold). */
@@ -315,60 +349,168 @@ typedef struct rule {
     int type;       /* ggml_type the tensor gets */
 } rule;
 
+/* The mixes of llama.cpp's very-low-bit branch (see the header comment): their rules are the
+ * first ones of each role below, and their attn_v gets no 70B / 8-expert bump. */
+static const int LOW_BIT_MIXES[] = {MIX_IQ1_S, MIX_IQ1_M, MIX_IQ2_XXS, MIX_IQ2_XS, MIX_IQ2_S, MIX_IQ2_M};
+
+static bool is_low_bit_mix(int mix) {
+    for (size_t k = 0; k < sizeof LOW_BIT_MIXES / sizeof LOW_BIT_MIXES[0]; k++)
+        if (LOW_BIT_MIXES[k] == mix) return true;
+    return false;
+}
+
 /* For a tensor, the first rule matching (mix, role, model, position) decides; none matching
  * leaves the base type. Rules of one (mix, role) are listed most specific first. */
 static const rule RULES[] = {
-    /* output.weight (or the tied token_embd): Q6_K, unless the base is Q8_0 already;
-     * Q8_0 when the base type's block does not fit the rows, and always for falcon */
+    /* output.weight (or the tied token_embd): Q6_K, unless the base is Q8_0 already, and Q5_K
+     * for the 1- and 2-bit i-quant mixes and IQ3_XXS; Q8_0 when the base type's block does not
+     * fit the rows, and always for falcon */
     {ANY_MIX, ROLE_OUTPUT, FOR_FALCON, ALWAYS, 0, GGML_TYPE_Q8_0},
     {ANY_MIX, ROLE_OUTPUT, FOR_ANY, ROWS_MISFIT, 0, GGML_TYPE_Q8_0},
+    {MIX_IQ1_S, ROLE_OUTPUT, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ1_M, ROLE_OUTPUT, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ2_XXS, ROLE_OUTPUT, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ2_XS, ROLE_OUTPUT, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ2_S, ROLE_OUTPUT, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ2_M, ROLE_OUTPUT, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ3_XXS, ROLE_OUTPUT, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q5_K},
     {MIX_Q8_0, ROLE_OUTPUT, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q8_0},
     {ANY_MIX, ROLE_OUTPUT, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q6_K},
 
-    /* attn_v: small (one row per KV head) and sensitive, so most k-mixes give it more bits */
+    /* token_embd next to a separate output.weight: only the i-quant and ternary mixes
+     * change it (a 2-bit base would be too coarse for a lookup table) */
+    {MIX_IQ1_S, ROLE_TOKEN_EMBD, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q2_K},
+    {MIX_IQ1_M, ROLE_TOKEN_EMBD, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q2_K},
+    {MIX_IQ2_XXS, ROLE_TOKEN_EMBD, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q2_K},
+    {MIX_IQ2_XS, ROLE_TOKEN_EMBD, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q2_K},
+    {MIX_IQ2_S, ROLE_TOKEN_EMBD, FOR_ANY, ALWAYS, 0, GGML_TYPE_IQ3_S},
+    {MIX_IQ2_M, ROLE_TOKEN_EMBD, FOR_ANY, ALWAYS, 0, GGML_TYPE_IQ3_S},
+    {MIX_IQ3_XXS, ROLE_TOKEN_EMBD, FOR_ANY, ALWAYS, 0, GGML_TYPE_IQ3_S},
+    {MIX_TQ1_0, ROLE_TOKEN_EMBD, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q4_K},
+    {MIX_TQ2_0, ROLE_TOKEN_EMBD, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q4_K},
+
+    /* attn_v: small (one row per KV head) and sensitive, so most mixes give it more bits */
+    /* - very-low-bit branch: Q4_K with GQA >= 4 or 4+ experts, else Q2_K (IQ3_S for IQ2_S / IQ2_M) */
+    {MIX_IQ1_S, ROLE_ATTN_V, FOR_ANY, GQA_4_OR_EXPERTS_4, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ1_S, ROLE_ATTN_V, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q2_K},
+    {MIX_IQ1_M, ROLE_ATTN_V, FOR_ANY, GQA_4_OR_EXPERTS_4, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ1_M, ROLE_ATTN_V, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q2_K},
+    {MIX_IQ2_XXS, ROLE_ATTN_V, FOR_ANY, GQA_4_OR_EXPERTS_4, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ2_XXS, ROLE_ATTN_V, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q2_K},
+    {MIX_IQ2_XS, ROLE_ATTN_V, FOR_ANY, GQA_4_OR_EXPERTS_4, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ2_XS, ROLE_ATTN_V, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q2_K},
+    {MIX_IQ2_S, ROLE_ATTN_V, FOR_ANY, GQA_4_OR_EXPERTS_4, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ2_S, ROLE_ATTN_V, FOR_ANY, ALWAYS, 0, GGML_TYPE_IQ3_S},
+    {MIX_IQ2_M, ROLE_ATTN_V, FOR_ANY, GQA_4_OR_EXPERTS_4, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ2_M, ROLE_ATTN_V, FOR_ANY, ALWAYS, 0, GGML_TYPE_IQ3_S},
+    /* - the others (then the 70B and 8-expert bumps of mix_rule_type) */
     {MIX_Q2_K, ROLE_ATTN_V, FOR_ANY, GQA_4, 0, GGML_TYPE_Q4_K},
     {MIX_Q2_K, ROLE_ATTN_V, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q3_K},
+    {MIX_Q2_K_S, ROLE_ATTN_V, FOR_ANY, GQA_4, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ3_XXS, ROLE_ATTN_V, FOR_ANY, GQA_4, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ3_XXS, ROLE_ATTN_V, FOR_ANY, WITHOUT_IMATRIX, 0, GGML_TYPE_IQ3_S},
+    {MIX_IQ3_XS, ROLE_ATTN_V, FOR_ANY, GQA_4, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ3_S, ROLE_ATTN_V, FOR_ANY, GQA_4, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ3_M, ROLE_ATTN_V, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q4_K},
     {MIX_Q3_K_M, ROLE_ATTN_V, FOR_ANY, FIRST_N, 2, GGML_TYPE_Q5_K},
     {MIX_Q3_K_M, ROLE_ATTN_V, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q4_K},
     {MIX_Q3_K_L, ROLE_ATTN_V, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ4_NL, ROLE_ATTN_V, FOR_ANY, GQA_4, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ4_XS, ROLE_ATTN_V, FOR_ANY, GQA_4, 0, GGML_TYPE_Q5_K},
     {MIX_Q4_K_M, ROLE_ATTN_V, FOR_ANY, MORE_BITS, 0, GGML_TYPE_Q6_K},
     {MIX_Q5_K_M, ROLE_ATTN_V, FOR_ANY, MORE_BITS, 0, GGML_TYPE_Q6_K},
     {MIX_Q4_K_S, ROLE_ATTN_V, FOR_ANY, FIRST_N, 4, GGML_TYPE_Q5_K},
 
-    /* attn_k: only 8-expert models (Mixtral) bump it */
+    /* attn_k: 8-expert models (Mixtral) bump it, to Q4_K in the very-low-bit branch and Q8_0
+     * in the others; IQ3_XS and IQ3_XXS step it down */
+    {MIX_IQ1_S, ROLE_ATTN_K, FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ1_M, ROLE_ATTN_K, FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ2_XXS, ROLE_ATTN_K, FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ2_XS, ROLE_ATTN_K, FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ2_S, ROLE_ATTN_K, FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ2_M, ROLE_ATTN_K, FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q4_K},
     {ANY_MIX, ROLE_ATTN_K, FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q8_0},
+    {MIX_IQ3_XS, ROLE_ATTN_K, FOR_ANY, ALWAYS, 0, GGML_TYPE_IQ3_XXS},
+    {MIX_IQ3_XXS, ROLE_ATTN_K, FOR_ANY, ALWAYS, 0, GGML_TYPE_IQ2_S},
+
+    /* attn_q: the same step down, for any model */
+    {MIX_IQ3_XS, ROLE_ATTN_Q, FOR_ANY, ALWAYS, 0, GGML_TYPE_IQ3_XXS},
+    {MIX_IQ3_XXS, ROLE_ATTN_Q, FOR_ANY, ALWAYS, 0, GGML_TYPE_IQ2_S},
 
     /* ffn_down: the largest error source; first layers matter most */
+    /* - very-low-bit branch: the first eighth of the ffn_down tensors (counted one by one, also
+     *   in MoE models) Q2_K, IQ3_S for IQ2_S / IQ2_M */
+    {MIX_IQ1_S, ROLE_FFN_DOWN, FOR_ANY, COUNT_FIRST_EIGHTH, 0, GGML_TYPE_Q2_K},
+    {MIX_IQ1_M, ROLE_FFN_DOWN, FOR_ANY, COUNT_FIRST_EIGHTH, 0, GGML_TYPE_Q2_K},
+    {MIX_IQ2_XXS, ROLE_FFN_DOWN, FOR_ANY, COUNT_FIRST_EIGHTH, 0, GGML_TYPE_Q2_K},
+    {MIX_IQ2_XS, ROLE_FFN_DOWN, FOR_ANY, COUNT_FIRST_EIGHTH, 0, GGML_TYPE_Q2_K},
+    {MIX_IQ2_S, ROLE_FFN_DOWN, FOR_ANY, COUNT_FIRST_EIGHTH, 0, GGML_TYPE_IQ3_S},
+    {MIX_IQ2_M, ROLE_FFN_DOWN, FOR_ANY, COUNT_FIRST_EIGHTH, 0, GGML_TYPE_IQ3_S},
+    /* - the others */
     {MIX_Q2_K, ROLE_FFN_DOWN, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q3_K},
+    {MIX_Q2_K_S, ROLE_FFN_DOWN, FOR_ANY, FIRST_EIGHTH, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ3_XXS, ROLE_FFN_DOWN, FOR_ANY, WITHOUT_IMATRIX_FIRST_EIGHTH, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ3_XXS, ROLE_FFN_DOWN, FOR_ANY, WITHOUT_IMATRIX, 0, GGML_TYPE_Q3_K},
     {MIX_Q3_K_M, ROLE_FFN_DOWN, FOR_ANY, FIRST_16TH, 0, GGML_TYPE_Q5_K},
     {MIX_Q3_K_M, ROLE_FFN_DOWN, NOT_FALCON, ALWAYS, 0, GGML_TYPE_Q4_K},
     {MIX_Q3_K_M, ROLE_FFN_DOWN, FOR_FALCON, MORE_BITS, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ3_M, ROLE_FFN_DOWN, FOR_ANY, FIRST_EIGHTH, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ3_M, ROLE_FFN_DOWN, FOR_EXPERT8, MORE_BITS, 0, GGML_TYPE_Q4_K},
     {MIX_Q3_K_L, ROLE_FFN_DOWN, FOR_FALCON, ALWAYS, 0, GGML_TYPE_Q4_K},
     {MIX_Q3_K_L, ROLE_FFN_DOWN, NOT_FALCON, ALWAYS, 0, GGML_TYPE_Q5_K},
     {MIX_Q4_K_M, ROLE_FFN_DOWN, FOR_FALCON, FIRST_16TH, 0, GGML_TYPE_Q6_K},
     {MIX_Q4_K_M, ROLE_FFN_DOWN, FOR_FALCON, MORE_BITS, 0, GGML_TYPE_Q5_K},
     {MIX_Q4_K_M, ROLE_FFN_DOWN, NOT_FALCON, MORE_BITS, 0, GGML_TYPE_Q6_K},
+    {MIX_IQ4_NL, ROLE_FFN_DOWN, FOR_ANY, WITHOUT_IMATRIX_FIRST_EIGHTH, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ4_XS, ROLE_FFN_DOWN, FOR_ANY, WITHOUT_IMATRIX_FIRST_EIGHTH, 0, GGML_TYPE_Q5_K},
     {MIX_Q5_K_M, ROLE_FFN_DOWN, FOR_ANY, MORE_BITS, 0, GGML_TYPE_Q6_K},
     {MIX_Q4_K_S, ROLE_FFN_DOWN, NOT_FALCON, FIRST_EIGHTH, 0, GGML_TYPE_Q5_K},
     {MIX_Q4_0, ROLE_FFN_DOWN, FOR_ANY, WITH_IMATRIX_FIRST_EIGHTH, 0, GGML_TYPE_Q4_1},
     {MIX_Q5_0, ROLE_FFN_DOWN, FOR_ANY, WITH_IMATRIX_FIRST_EIGHTH, 0, GGML_TYPE_Q5_1},
 
     /* attn_output */
+    /* - very-low-bit branch (falcon included): Q5_K with 8 experts, else IQ2_XXS for the IQ1
+     *   mixes and IQ3_S for IQ2_S / IQ2_M */
+    {MIX_IQ1_S, ROLE_ATTN_OUTPUT, FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ1_M, ROLE_ATTN_OUTPUT, FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ2_XXS, ROLE_ATTN_OUTPUT, FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ2_XS, ROLE_ATTN_OUTPUT, FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ2_S, ROLE_ATTN_OUTPUT, FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ2_M, ROLE_ATTN_OUTPUT, FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ1_S, ROLE_ATTN_OUTPUT, NOT_EXPERT8, ALWAYS, 0, GGML_TYPE_IQ2_XXS},
+    {MIX_IQ1_M, ROLE_ATTN_OUTPUT, NOT_EXPERT8, ALWAYS, 0, GGML_TYPE_IQ2_XXS},
+    {MIX_IQ2_S, ROLE_ATTN_OUTPUT, NOT_EXPERT8, ALWAYS, 0, GGML_TYPE_IQ3_S},
+    {MIX_IQ2_M, ROLE_ATTN_OUTPUT, NOT_EXPERT8, ALWAYS, 0, GGML_TYPE_IQ3_S},
+    /* - the others: not for falcon; with 8 experts Q5_K for most mixes below Q5 */
     {MIX_Q2_K, ROLE_ATTN_OUTPUT, NOT_FALCON | FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
     {MIX_Q3_K_S, ROLE_ATTN_OUTPUT, NOT_FALCON | FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
     {MIX_Q3_K_M, ROLE_ATTN_OUTPUT, NOT_FALCON | FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
     {MIX_Q4_K_S, ROLE_ATTN_OUTPUT, NOT_FALCON | FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
     {MIX_Q4_K_M, ROLE_ATTN_OUTPUT, NOT_FALCON | FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ3_XXS, ROLE_ATTN_OUTPUT, NOT_FALCON | FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ3_XS, ROLE_ATTN_OUTPUT, NOT_FALCON | FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ3_S, ROLE_ATTN_OUTPUT, NOT_FALCON | FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ3_M, ROLE_ATTN_OUTPUT, NOT_FALCON | FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ4_NL, ROLE_ATTN_OUTPUT, NOT_FALCON | FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ4_XS, ROLE_ATTN_OUTPUT, NOT_FALCON | FOR_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
     {MIX_Q2_K, ROLE_ATTN_OUTPUT, NOT_FALCON | NOT_EXPERT8, ALWAYS, 0, GGML_TYPE_Q3_K},
+    {MIX_IQ3_XXS, ROLE_ATTN_OUTPUT, NOT_FALCON | NOT_EXPERT8, ALWAYS, 0, GGML_TYPE_IQ3_S},
     {MIX_Q3_K_M, ROLE_ATTN_OUTPUT, NOT_FALCON | NOT_EXPERT8, ALWAYS, 0, GGML_TYPE_Q4_K},
     {MIX_Q3_K_L, ROLE_ATTN_OUTPUT, NOT_FALCON | NOT_EXPERT8, ALWAYS, 0, GGML_TYPE_Q5_K},
+    {MIX_IQ3_M, ROLE_ATTN_OUTPUT, NOT_FALCON | NOT_EXPERT8, ALWAYS, 0, GGML_TYPE_Q4_K},
     {MIX_Q3_K_L, ROLE_ATTN_OUTPUT, FOR_FALCON, ALWAYS, 0, GGML_TYPE_Q4_K},
 
     /* attn_qkv (fused): one step up for the M/L mixes */
     {MIX_Q3_K_M, ROLE_ATTN_QKV, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q4_K},
     {MIX_Q3_K_L, ROLE_ATTN_QKV, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q4_K},
+    {MIX_IQ3_M, ROLE_ATTN_QKV, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q4_K},
     {MIX_Q4_K_M, ROLE_ATTN_QKV, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q5_K},
     {MIX_Q5_K_M, ROLE_ATTN_QKV, FOR_ANY, ALWAYS, 0, GGML_TYPE_Q6_K},
+
+    /* ffn_gate / ffn_up: IQ3_XS steps the middle layers down to IQ3_XXS (the first and last
+     * eighth keep IQ3_S) */
+    {MIX_IQ3_XS, ROLE_FFN_GATE, FOR_ANY, MIDDLE, 0, GGML_TYPE_IQ3_XXS},
+    {MIX_IQ3_XS, ROLE_FFN_UP, FOR_ANY, MIDDLE, 0, GGML_TYPE_IQ3_XXS},
 };
 #define N_RULES (sizeof RULES / sizeof RULES[0])
 
@@ -387,32 +529,38 @@ static bool rule_fits_model(const rule *r, const model_facts *f) {
     return true;
 }
 
-/* Does rule r's position condition hold for a tensor at position i of n, row length ncols? */
-static bool rule_when_holds(const rule *r, int i, int n, int64_t ncols, int base, const model_facts *f) {
+/* Does rule r's condition hold for a tensor at position p, row length ncols? */
+static bool rule_when_holds(const rule *r, const position *p, int64_t ncols, int base, const model_facts *f) {
+    int i = p->i, n = p->n;
     switch (r->when) {
     case ALWAYS: return true;
     case FIRST_N: return i < r->param;
     case FIRST_EIGHTH: return i < n / 8;
     case FIRST_16TH: return i < n / 16;
     case MORE_BITS: return use_more_bits(i, n);
+    case MIDDLE: return i >= n / 8 && i < 7 * n / 8;
+    case COUNT_FIRST_EIGHTH: return p->count < n / 8;
     case GQA_4: return f->n_gqa >= 4;
+    case GQA_4_OR_EXPERTS_4: return f->n_gqa >= 4 || f->n_expert >= 4;
     case ROWS_MISFIT: return ncols % type_get(base)->blck_size != 0;
     case WITH_IMATRIX_FIRST_EIGHTH: return f->has_imatrix && i < n / 8;
+    case WITHOUT_IMATRIX: return !f->has_imatrix;
+    case WITHOUT_IMATRIX_FIRST_EIGHTH: return !f->has_imatrix && i < n / 8;
     }
     return false;
 }
 
-/* The type the mix's rules give a tensor of role `ro` at position i (of n). */
-static int mix_rule_type(int mix, int base, role ro, int i, int n, int64_t ncols, const model_facts *f) {
+/* The type the mix's rules give a tensor of role `ro` at position p. */
+static int mix_rule_type(int mix, int base, role ro, const position *p, int64_t ncols, const model_facts *f) {
     int type = base;
     for (size_t k = 0; k < N_RULES; k++) {
         const rule *r = &RULES[k];
         if (r->role != ro || (r->mix != ANY_MIX && r->mix != mix)) continue;
-        if (!rule_fits_model(r, f) || !rule_when_holds(r, i, n, ncols, base, f)) continue;
+        if (!rule_fits_model(r, f) || !rule_when_holds(r, p, ncols, base, f)) continue;
         type = r->type;
         break;
     }
-    if (ro == ROLE_ATTN_V) {
+    if (ro == ROLE_ATTN_V && !is_low_bit_mix(mix)) {
         /* 70B llama: 8 query heads share each V head, so attn_v is 8x smaller than attn_q
          * and more bits for it cost almost nothing */
         if (f->is_70b && (type == GGML_TYPE_Q3_K || type == GGML_TYPE_Q4_K)) type = GGML_TYPE_Q5_K;
@@ -521,9 +669,6 @@ static int regex_list_first_match(const regex_list *rl, const char *name) {
  * The plan
  * ------------------------------------------------------------------------------------- */
 
-/* llama.cpp's LLAMA_FTYPE_MOSTLY_Q2_K_S: no mix here, but its imatrix rule is llama-quantize's. */
-#define FTYPE_Q2_K_S 21
-
 bool plan_needs_imatrix(int mix, const char *name, int type) {
     bool embd = strcmp(name, "token_embd.weight") == 0, out = strcmp(name, "output.weight") == 0;
     switch (type) {
@@ -532,7 +677,7 @@ bool plan_needs_imatrix(int mix, const char *name, int type) {
     case GGML_TYPE_IQ2_S:
     case GGML_TYPE_IQ1_S: return true;
     case GGML_TYPE_IQ1_M: return !embd && !out;
-    case GGML_TYPE_Q2_K: return mix == FTYPE_Q2_K_S && !embd;
+    case GGML_TYPE_Q2_K: return mix == MIX_Q2_K_S && !embd;
     default: return false;
     }
 }
@@ -554,33 +699,44 @@ static int check_opts(const plan_opts *o, slmc_err *err) {
     return 0;
 }
 
-/* Position of every tensor among those of its role (attn_v, ffn_down) in llama.cpp's order.
- * Only tensors llama.cpp quantizes count, as its counters advance only for them. For MoE
- * models llama.cpp takes the ffn_down position from the layer number in the name instead. */
-static int positions(const model *m, const plan_opts *o, const model_facts *f, int *pos, slmc_err *err) {
+/* Tensor indices in llama.cpp's order (cmp_llama_order); malloc'd, NULL when out of memory. */
+static uint64_t *llama_order(const model *m) {
     uint64_t n = m->n_tensors;
-    order_key *order = malloc((n ? n : 1) * sizeof *order);
+    order_key *keys = malloc((n ? n : 1) * sizeof *keys);
+    uint64_t *idx = malloc((n ? n : 1) * sizeof *idx);
+    if (!keys || !idx) {
+        free(keys);
+        free(idx);
+        return NULL;
+    }
+    for (uint64_t i = 0; i < n; i++) keys[i] = (order_key){layer_of(m->tensors[i].name), m->tensors[i].name, i};
+    qsort(keys, n, sizeof *keys, cmp_llama_order);
+    for (uint64_t k = 0; k < n; k++) idx[k] = keys[k].index;
+    free(keys);
+    return idx;
+}
+
+/* Position of every tensor among those of its role (attn_v, ffn_down, ffn_gate, ffn_up) in
+ * llama.cpp's order. Only tensors llama.cpp quantizes count, as its counters advance only for
+ * them. For MoE models llama.cpp takes the ffn_* position from the layer number in the name
+ * instead (and refuses a name without one); the very-low-bit ffn_down rule still uses the count. */
+static int positions(const model *m, const plan_opts *o, const model_facts *f, position *pos, slmc_err *err) {
+    uint64_t *order = llama_order(m);
     if (!order) return slmc_fail(err, m->path, "out of memory");
-    for (uint64_t i = 0; i < n; i++)
-        order[i] = (order_key){layer_of(m->tensors[i].name), m->tensors[i].name, i};
-    qsort(order, n, sizeof *order, cmp_llama_order);
-    int n_v = 0, n_down = 0;
-    for (uint64_t k = 0; k < n; k++) {
-        uint64_t i = order[k].index;
+    int counter[ROLE_FFN_UP + 1] = {0}; /* llama.cpp's i_attention_wv, i_ffn_down, ... by role */
+    for (uint64_t k = 0; k < m->n_tensors; k++) {
+        uint64_t i = order[k];
         const model_tensor *t = &m->tensors[i];
-        pos[i] = 0;
-        if (!llama_quantizes(t, o->leave_output)) continue;
         role ro = role_of(t->name, f);
-        if (ro == ROLE_ATTN_V) pos[i] = n_v++;
-        if (ro == ROLE_FFN_DOWN) {
-            if (f->n_expert > 1) {
-                pos[i] = layer_of(t->name);
-                if (pos[i] < 0 || pos[i] >= f->n_layer) {
-                    free(order);
-                    return slmc_fail(err, m->path, "tensor %s: no layer number in [0, %d)", t->name, f->n_layer);
-                }
-            } else {
-                pos[i] = n_down++;
+        pos[i] = (position){0, 0, ro == ROLE_ATTN_V ? f->n_attention_wv : f->n_layer};
+        if (!llama_quantizes(t, o->leave_output)) continue;
+        if (ro != ROLE_ATTN_V && ro != ROLE_FFN_DOWN && ro != ROLE_FFN_GATE && ro != ROLE_FFN_UP) continue;
+        pos[i].i = pos[i].count = counter[ro]++;
+        if (ro != ROLE_ATTN_V && f->n_expert > 1) {
+            pos[i].i = layer_of(t->name);
+            if (pos[i].i < 0 || pos[i].i >= f->n_layer) {
+                free(order);
+                return slmc_fail(err, m->path, "tensor %s: no layer number in [0, %d)", t->name, f->n_layer);
             }
         }
     }
@@ -589,7 +745,7 @@ static int positions(const model *m, const plan_opts *o, const model_facts *f, i
 }
 
 /* The type for tensor t, which llama.cpp would quantize and the user did not exclude. */
-static int quantized_type(const model_tensor *t, const plan_opts *o, const model_facts *f, int pos,
+static int quantized_type(const model_tensor *t, const plan_opts *o, const model_facts *f, const position *pos,
                           const regex_list *overrides) {
     int base = quant_mix_base_type(o->mix);
     role ro = role_of(t->name, f);
@@ -604,8 +760,7 @@ static int quantized_type(const model_tensor *t, const plan_opts *o, const model
     /* without output.weight, token_embd is the classifier and follows the output rules,
      * --output-tensor-type included */
     if (ro == ROLE_OUTPUT && o->output_type >= 0) return o->output_type;
-    int n = ro == ROLE_ATTN_V ? f->n_attention_wv : f->n_layer;
-    return mix_rule_type(o->mix, base, ro, pos, n, t->ne[0], f);
+    return mix_rule_type(o->mix, base, ro, pos, t->ne[0], f);
 }
 
 int quant_plan(const model *m, const plan_opts *o, int *types, slmc_err *err) {
@@ -638,7 +793,7 @@ int quant_plan(const model *m, const plan_opts *o, int *types, slmc_err *err) {
         return -1;
     }
 
-    int *pos = malloc((m->n_tensors ? m->n_tensors : 1) * sizeof *pos);
+    position *pos = malloc((m->n_tensors ? m->n_tensors : 1) * sizeof *pos);
     rc = -1;
     if (!pos) {
         slmc_fail(err, m->path, "out of memory");
@@ -655,7 +810,7 @@ int quant_plan(const model *m, const plan_opts *o, int *types, slmc_err *err) {
             types[i] = model_out_type(t, -1);
             continue;
         }
-        int want = quantized_type(t, o, &f, pos[i], &ovr);
+        int want = quantized_type(t, o, &f, &pos[i], &ovr);
         types[i] = fit_rows(want, t->ne[0]);
         if (types[i] < 0) {
             slmc_fail(err, m->path, "tensor %s: rows of %lld values do not fit %s blocks of %lld, and %s has no fallback",
@@ -670,5 +825,28 @@ done:
     regex_list_free(&ovr);
     regex_list_free(&inc);
     regex_list_free(&exc);
+    return rc;
+}
+
+/* llama-quantize checks this as it reaches each tensor (after writing the ones before it);
+ * here the whole plan is checked first, in its order, so the same tensor is named and nothing
+ * is written. */
+int plan_check_imatrix(const model *m, int mix, const int *types, const float *const *importance, slmc_err *err) {
+    uint64_t *order = llama_order(m);
+    if (!order) return slmc_fail(err, m->path, "out of memory");
+    int rc = 0;
+    for (uint64_t k = 0; k < m->n_tensors && rc == 0; k++) {
+        uint64_t i = order[k];
+        const model_tensor *t = &m->tensors[i];
+        /* a tensor already in its planned type is copied, not quantized */
+        if (types[i] == t->type || !plan_needs_imatrix(mix, t->name, types[i])) continue;
+        if (importance && importance[i]) continue;
+        const char *mix_name = quant_mix_name(mix);
+        rc = slmc_fail(err, m->path,
+                       "missing importance matrix for tensor %s in a very low-bit quantization (%s%s%s): "
+                       "llama-quantize refuses it too; give --imatrix with an entry for this tensor",
+                       t->name, type_name(types[i]), mix_name ? " in mix " : "", mix_name ? mix_name : "");
+    }
+    free(order);
     return rc;
 }

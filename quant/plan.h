@@ -33,7 +33,22 @@ typedef enum quant_mix {
     MIX_Q5_K_S = 16,
     MIX_Q5_K_M = 17,
     MIX_Q6_K = 18,
+    MIX_IQ2_XXS = 19, /* the i-quant and ternary mixes: names as llama-quantize's */
+    MIX_IQ2_XS = 20,
+    MIX_Q2_K_S = 21,
+    MIX_IQ3_XS = 22,
+    MIX_IQ3_XXS = 23,
+    MIX_IQ1_S = 24,
+    MIX_IQ4_NL = 25,
+    MIX_IQ3_S = 26,
+    MIX_IQ3_M = 27,
+    MIX_IQ2_S = 28,
+    MIX_IQ2_M = 29,
+    MIX_IQ4_XS = 30,
+    MIX_IQ1_M = 31,
     MIX_BF16 = 32,
+    MIX_TQ1_0 = 36,
+    MIX_TQ2_0 = 37,
 } quant_mix;
 
 /* "Q4_K_M" (case-insensitive; llama-quantize's aliases Q3_K, Q4_K, Q5_K and plain ftype
@@ -62,7 +77,8 @@ typedef struct plan_opts {
     int token_embd_type;            /* --token-embedding-type: ggml_type for token_embd.weight, -1 none */
     bool pure;                      /* --pure: no per-tensor bumps, every quantized tensor gets the base type */
     bool leave_output;              /* --leave-output-tensor: output.weight is not quantized */
-    bool has_imatrix;               /* an importance matrix will be used (changes Q4_0/Q5_0 ffn_down) */
+    bool has_imatrix;               /* an importance matrix will be used (changes ffn_down of Q4_0, Q5_0,
+                                     * IQ3_XXS, IQ4_NL, IQ4_XS and attn_v of IQ3_XXS) */
     const plan_override *overrides; /* [n_overrides], checked in order */
     int n_overrides;
     const char *const *include;     /* [n_include] regexes: when n_include > 0, only matching tensors are quantized */
@@ -87,5 +103,12 @@ int quant_plan(const model *m, const plan_opts *o, int *types, slmc_err *err);
  * mix (llama_ftype 21) except for token_embd. The quantizer should fail on such a tensor when
  * its importance is missing, naming it, as llama-quantize does. */
 bool plan_needs_imatrix(int mix, const char *name, int type);
+
+/* That refusal for a whole plan, before anything is written: fails, naming the first tensor in
+ * llama-quantize's order (the one it would stop at) that changes type (types[i] differs from its
+ * input type), needs importance data (plan_needs_imatrix) and has none (importance NULL, or its
+ * entry NULL). mix is the plan's mix (general.file_type; another number for a plan that is no
+ * mix). */
+int plan_check_imatrix(const model *m, int mix, const int *types, const float *const *importance, slmc_err *err);
 
 #endif

@@ -122,13 +122,17 @@ static int plan_output(const quantize_run_opts *o, quantize_result *r, int g, co
     po.leave_output = o->leave_output;
     po.overrides = o->overrides;
     po.n_overrides = o->n_overrides;
-    po.has_imatrix = importance != NULL;
+    /* llama-quantize's has_imatrix: importance data is left after --include / --exclude-weights */
+    for (uint64_t i = 0; importance && i < m->n_tensors && !po.has_imatrix; i++) po.has_imatrix = importance[i] != NULL;
     out->types = malloc((m->n_tensors ? m->n_tensors : 1) * sizeof *out->types);
     if (!out->types) return slmc_fail(err, o->in, "out of memory");
     if (quant_plan(m, &po, out->types, err) != 0) return -1;
     if (fit && fit_to_target(o, r, out->types, importance, err) != 0) return -1;
     out->label = fit ? QUANTIZE_FIT : quant_mix_name(po.mix);
     out->file_type = fit ? fit_file_type(m, out->types) : po.mix;
+    /* llama-quantize's refusal of 1- and 2-bit types without importance data, made here for
+     * every output before anything is written (and in a dry run, which shows what would be) */
+    if (plan_check_imatrix(m, (int)out->file_type, out->types, importance, err) != 0) return -1;
     if (!o->out_pattern) return 0;
     if (!(out->path = expand_output(o->out_pattern, out->label))) return slmc_fail(err, o->in, "out of memory");
     if (same_file(o->in, out->path)) return slmc_fail(err, out->path, "output path is the input; choose another output");

@@ -5,6 +5,8 @@
  *   open the input ─> importance matrix (imatrix, include / exclude)
  *                  ─> one type plan per output (plan.h: the mix's rules, overrides, pure, ...;
  *                     a size target chooses the types for its budget, fit.h)
+ *                  ─> refuse, as llama-quantize, a plan with a 1- or 2-bit i-quant (or Q2_K_S's
+ *                     Q2_K) for a tensor without importance data (plan_check_imatrix)
  *                  ─> [dry run: stop here, with each plan's sizes]
  *                  ─> GPTQ calibration (method gptq, gptq.h) ─> quantize_model (quantize.h)
  *

@@ -5,11 +5,30 @@
  * llama.cpp wrote. books-22m has 6 layers, GQA 2 and rows that are multiples of 256, so the
  * rules it cannot reach (position patterns over many layers, GQA >= 4, fallbacks for odd row
  * lengths, tied embeddings, MoE, 70B, falcon) are checked on model views built here.
+ *
+ * The i-quant and ternary mixes (IQ1_S ... IQ4_XS, Q2_K_S, TQ1_0, TQ2_0) against
+ * tests/data/plans/, made with the peer build of llama.cpp b4747:
+ *   - books-22m-MIX.json: llama-quantize --imatrix ../shared/reference/books-22m-imatrix.dat
+ *     ../shared/reference/books-22m-BF16.gguf OUT MIX 1, name -> type read from its log and
+ *     checked against the GGUF it wrote (all 15 mixes); books-22m-MIX-noimatrix.json: the same
+ *     without --imatrix, for the 7 mixes it then writes;
+ *   - books-22m-imatrix-refusals.json: the tensor it refuses ("Missing importance matrix for
+ *     tensor X in a very low-bit quantization") with no imatrix, or with the imatrix cut down by
+ *     --include-weights / --exclude-weights (substrings), "mix" when it refuses the whole mix
+ *     up front, null when it writes the file;
+ *   - synth-NAME.json: models from `slmc synth --config` (tests/data/configs/llama or phi3 with
+ *     32 layers and 8/2 heads, head_dim 32; 16 layers, 4/4 heads, tied; 8 layers of 384 with
+ *     6/2 heads and n_ff 768; phi3 with 16 layers), `slmc convert --outtype f16`, then
+ *     llama-quantize with and without an all-ones imatrix for every layer matrix: the tensors
+ *     ([name, ne0, ne1, type]), and per mix the types in that order or {"refused": ...}.
+ * MoE, falcon and 70B models, which synth does not make, are checked on views built here with
+ * types read off llama_tensor_get_type.
  */
 #include "formats/gguf.h"
 #include "formats/meta.h"
 #include "formats/model.h"
 #include "codec/types.h"
+#include "quant/imatrix.h"
 #include "quant/plan.h"
 #include "testutil.h"
 
@@ -1323,6 +1342,681 @@ START_TEST(imatrix_requirement) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------------------------------
+ * The i-quant and ternary mixes (llama_ftype 19-31, 36, 37)
+ *
+ * References made with llama-quantize b4747 (tests/data/plans, see the header comment);
+ * the expected types of the synthetic cases below are read off llama_tensor_get_type.
+ * ------------------------------------------------------------------------------------- */
+
+#define IQ1S GGML_TYPE_IQ1_S
+#define IQ1M GGML_TYPE_IQ1_M
+#define IQ2XXS GGML_TYPE_IQ2_XXS
+#define IQ2XS GGML_TYPE_IQ2_XS
+#define IQ2S GGML_TYPE_IQ2_S
+#define IQ3XXS GGML_TYPE_IQ3_XXS
+#define IQ3S GGML_TYPE_IQ3_S
+#define IQ4XS GGML_TYPE_IQ4_XS
+#define TQ10 GGML_TYPE_TQ1_0
+#define TQ20 GGML_TYPE_TQ2_0
+
+/* A project file under tests/data (run from the project root) as JSON; fails when missing. */
+static json_t *load_data_json(const char *rel) {
+    char path[256];
+    snprintf(path, sizeof path, "tests/data/%s", rel);
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "%s not found (run the test from the project root)", path);
+    fclose(f);
+    return load_json(path);
+}
+
+/* Compare m's plan under o with llama-quantize's (name -> type); returns the tensors compared. */
+static int compare_plan(const model *m, const plan_opts *o, json_t *ref, const char *what) {
+    ck_assert_msg(json_is_object(ref), "%s: not an object", what);
+    ck_assert_uint_eq(json_object_size(ref), m->n_tensors);
+    int *types = plan_or_fail(m, o);
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        const char *name = m->tensors[i].name;
+        const char *want = json_string_value(json_object_get(ref, name));
+        ck_assert_msg(want != NULL, "%s: no %s in the reference", what, name);
+        ck_assert_msg(strcmp(type_name(types[i]), want) == 0, "%s %s: ours %s, llama.cpp %s", what, name,
+                      type_name(types[i]), want);
+    }
+    free(types);
+    return (int)m->n_tensors;
+}
+
+/* Plan m as o and run the imatrix check with importance (NULL: no imatrix); returns its rc. */
+static int check_imatrix(const model *m, const plan_opts *o, const float *const *importance, slmc_err *err) {
+    int *types = plan_or_fail(m, o);
+    int rc = plan_check_imatrix(m, o->mix, types, importance, err);
+    free(types);
+    return rc;
+}
+
+/* The refusal names tensor `name` and the planned type, with llama.cpp's wording. */
+static void assert_refused(int rc, const slmc_err *err, const char *name, int type) {
+    ck_assert_msg(rc != 0, "%s was not refused", name);
+    char want[160];
+    snprintf(want, sizeof want, "missing importance matrix for tensor %s in a very low-bit quantization (%s", name,
+             type_name(type));
+    ck_assert_msg(strstr(err->msg, want) != NULL, "message: %s (want \"%s\")", err->msg, want);
+    ck_assert_msg(strchr(err->msg, '\n') == NULL, "one line: %s", err->msg);
+}
+
+START_TEST(iq_mix_names) {
+    const struct {
+        const char *name;
+        int mix, base;
+    } mixes[] = {
+        {"IQ2_XXS", 19, IQ2XXS}, {"IQ2_XS", 20, IQ2XS},  {"Q2_K_S", 21, Q2K},    {"IQ3_XS", 22, IQ3S},
+        {"IQ3_XXS", 23, IQ3XXS}, {"IQ1_S", 24, IQ1S},    {"IQ4_NL", 25, IQ4NL},  {"IQ3_S", 26, IQ3S},
+        {"IQ3_M", 27, IQ3S},     {"IQ2_S", 28, IQ2XS},   {"IQ2_M", 29, IQ2S},    {"IQ4_XS", 30, IQ4XS},
+        {"IQ1_M", 31, IQ1M},     {"TQ1_0", 36, TQ10},    {"TQ2_0", 37, TQ20},
+    };
+    for (int k = 0; k < COUNT(mixes); k++) {
+        ck_assert_int_eq(quant_mix_from_name(mixes[k].name), mixes[k].mix);
+        ck_assert_str_eq(quant_mix_name(mixes[k].mix), mixes[k].name);
+        ck_assert_int_eq(quant_mix_base_type(mixes[k].mix), mixes[k].base);
+        char num[8];
+        snprintf(num, sizeof num, "%d", mixes[k].mix);
+        ck_assert_int_eq(quant_mix_from_name(num), mixes[k].mix);
+    }
+    ck_assert_int_eq(quant_mix_from_name("iq2_xxs"), MIX_IQ2_XXS);
+    /* 33-35 were the removed Q4_0_4_4 / Q4_0_4_8 / Q4_0_8_8 */
+    ck_assert_int_eq(quant_mix_from_name("33"), -1);
+    ck_assert_int_eq(quant_mix_from_name("35"), -1);
+    ck_assert_int_eq(quant_mix_from_name("38"), -1);
+    ck_assert_int_eq(quant_mix_from_name("IQ4_K"), -1);
+}
+END_TEST
+
+/* Mixes llama-quantize writes for books-22m with its imatrix, and those it writes without. */
+static const char *const IQ_MIXES[] = {"IQ2_XXS", "IQ2_XS", "Q2_K_S", "IQ3_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S",
+                                       "IQ3_M",   "IQ2_S",  "IQ2_M",  "IQ4_XS", "IQ1_M",   "TQ1_0", "TQ2_0"};
+static const char *const IQ_MIXES_NO_IMATRIX[] = {"IQ3_XS", "IQ3_S", "IQ3_M", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0"};
+
+START_TEST(books22m_iq_mixes_match_llama_quantize) {
+    char *dir = SHARED_OR_SKIP("models/books-22m/hf-bf16");
+    model m;
+    slmc_err err = {{0}};
+    ck_assert_msg(model_open(&m, dir, NULL, &err) == 0, "%s", err.msg);
+    int compared = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        bool imatrix = pass == 0;
+        int n = imatrix ? COUNT(IQ_MIXES) : COUNT(IQ_MIXES_NO_IMATRIX);
+        for (int k = 0; k < n; k++) {
+            const char *mix = imatrix ? IQ_MIXES[k] : IQ_MIXES_NO_IMATRIX[k];
+            char rel[128], what[64];
+            snprintf(rel, sizeof rel, "plans/books-22m-%s%s.json", mix, imatrix ? "" : "-noimatrix");
+            snprintf(what, sizeof what, "%s%s", mix, imatrix ? " (imatrix)" : " (no imatrix)");
+            json_t *ref = load_data_json(rel);
+            plan_opts o;
+            plan_opts_init(&o, quant_mix_from_name(mix));
+            o.has_imatrix = imatrix;
+            compared += compare_plan(&m, &o, ref, what);
+            json_decref(ref);
+        }
+    }
+    ck_assert_int_eq(compared, (15 + 7) * 57);
+    model_close(&m);
+    free(dir);
+}
+END_TEST
+
+/* llama-quantize on books-22m with its imatrix cut down by --include-weights / --exclude-weights
+ * (substrings of names, as llama-quantize matches them), or with none: which tensor it refuses,
+ * "mix" when it refuses the mix before any tensor (quantize.cpp's "Please do not use ..."). */
+START_TEST(books22m_imatrix_refusals_match_llama_quantize) {
+    char *dir = SHARED_OR_SKIP("models/books-22m/hf-bf16");
+    char *im_path = SHARED_OR_SKIP("reference/books-22m-imatrix.dat");
+    model m;
+    slmc_err err = {{0}};
+    ck_assert_msg(model_open(&m, dir, NULL, &err) == 0, "%s", err.msg);
+    imatrix im;
+    ck_assert_msg(imatrix_load(&im, im_path, &err) == 0, "%s", err.msg);
+    const float **full = NULL;
+    uint64_t n_found = 0;
+    ck_assert_msg(imatrix_importance_table(&im, &m, &full, &n_found, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(n_found, 42); /* the layer matrices: no token_embd, no output */
+    const float **imp = calloc(m.n_tensors, sizeof *imp);
+    ck_assert_ptr_nonnull(imp);
+
+    json_t *cases = load_data_json("plans/books-22m-imatrix-refusals.json");
+    ck_assert(json_is_array(cases));
+    int n_refused = 0, n_accepted = 0;
+    size_t c;
+    json_t *cs;
+    json_array_foreach(cases, c, cs) {
+        const char *mix_name = json_string_value(json_object_get(cs, "mix"));
+        int mix = quant_mix_from_name(mix_name);
+        ck_assert_int_ge(mix, 0);
+        bool use = json_is_true(json_object_get(cs, "imatrix"));
+        json_t *inc = json_object_get(cs, "include"), *exc = json_object_get(cs, "exclude");
+        bool any = false;
+        for (uint64_t i = 0; i < m.n_tensors; i++) {
+            const char *name = m.tensors[i].name;
+            bool keep = use && full[i];
+            size_t k;
+            json_t *pat;
+            if (keep && inc) {
+                bool hit = false;
+                json_array_foreach(inc, k, pat) hit |= strstr(name, json_string_value(pat)) != NULL;
+                keep = hit;
+            }
+            if (keep && exc) json_array_foreach(exc, k, pat) keep &= strstr(name, json_string_value(pat)) == NULL;
+            imp[i] = keep ? full[i] : NULL;
+            any |= keep;
+        }
+        plan_opts o;
+        plan_opts_init(&o, mix);
+        o.has_imatrix = any; /* llama-quantize: importance data left after the filters */
+        json_t *refused = json_object_get(cs, "refused");
+        int rc = check_imatrix(&m, &o, use ? imp : NULL, &err);
+        if (json_is_null(refused)) {
+            ck_assert_msg(rc == 0, "case %zu (%s): refused: %s", c, mix_name, err.msg);
+            n_accepted++;
+            continue;
+        }
+        const char *name = json_string_value(refused);
+        /* a refused mix: ours names its first tensor, the one an imatrix without it would stop at */
+        if (strcmp(name, "mix") == 0) name = "blk.0.attn_k.weight";
+        int *types = plan_or_fail(&m, &o);
+        assert_refused(rc, &err, name, type_of(&m, types, name));
+        free(types);
+        n_refused++;
+    }
+    ck_assert_int_eq(n_refused, 21);
+    ck_assert_int_eq(n_accepted, 18);
+    json_decref(cases);
+    free(imp);
+    free(full);
+    imatrix_free(&im);
+    model_close(&m);
+    free(im_path);
+    free(dir);
+}
+END_TEST
+
+/* A model view from a synthetic reference: [name, ne0, ne1, type] per tensor. */
+static void ref_model(model *m, json_t *ref) {
+    memset(m, 0, sizeof *m);
+    meta_init(&m->kv);
+    m->path = strdup("synthetic");
+    json_t *ts = json_object_get(ref, "tensors");
+    m->tensors = calloc(json_array_size(ts), sizeof *m->tensors);
+    ck_assert_ptr_nonnull(m->tensors);
+    model_config *c = &m->cfg;
+    snprintf(c->arch, sizeof c->arch, "%s", json_string_value(json_object_get(ref, "arch")));
+    c->n_layer = json_integer_value(json_object_get(ref, "n_layer"));
+    c->n_head = json_integer_value(json_object_get(ref, "n_head"));
+    c->n_head_kv = json_integer_value(json_object_get(ref, "n_head_kv"));
+    c->tied_output = true;
+    size_t k;
+    json_t *t;
+    json_array_foreach(ts, k, t) {
+        const char *name = json_string_value(json_array_get(t, 0));
+        int64_t ne0 = json_integer_value(json_array_get(t, 1)), ne1 = json_integer_value(json_array_get(t, 2));
+        int type = type_from_name(json_string_value(json_array_get(t, 3)));
+        ck_assert_int_ge(type, 0);
+        add_tensor(m, name, type, ne1 > 1 ? 2 : 1, ne0, ne1);
+        if (strcmp(name, "output.weight") == 0) c->tied_output = false;
+    }
+}
+
+/* Models made by `slmc synth --config` (converted to F16 GGUF) that books-22m cannot stand in
+ * for, through llama-quantize b4747 with and without an importance matrix (all ones, for every
+ * layer matrix): 32 layers with GQA 4; 16 layers, no GQA, tied embeddings; rows of 384 (every
+ * 256-block falls back); phi3's fused attn_qkv and gate+up over 16 layers. */
+START_TEST(synthetic_models_match_llama_quantize) {
+    const char *const models[] = {"llama32-gqa4", "llama16-tied", "llama8-rows384", "phi3-16"};
+    int compared = 0, refused = 0;
+    for (int mi = 0; mi < COUNT(models); mi++) {
+        char rel[128];
+        snprintf(rel, sizeof rel, "plans/synth-%s.json", models[mi]);
+        json_t *ref = load_data_json(rel);
+        model m;
+        ref_model(&m, ref);
+        /* the importance llama-quantize had: an entry for every tensor the imatrix names */
+        const float **imp = calloc(m.n_tensors, sizeof *imp);
+        ck_assert_ptr_nonnull(imp);
+        static const float one = 1.0f;
+        size_t k;
+        json_t *nm;
+        json_array_foreach(json_object_get(ref, "imatrix"), k, nm) {
+            int64_t i = model_find(&m, json_string_value(nm));
+            ck_assert_int_ge(i, 0);
+            imp[i] = &one;
+        }
+        for (int pass = 0; pass < 2; pass++) {
+            bool imatrix = pass == 0;
+            json_t *plans = json_object_get(ref, imatrix ? "with_imatrix" : "without_imatrix");
+            ck_assert_uint_eq(json_object_size(plans), 15);
+            const char *mix_name;
+            json_t *plan;
+            json_object_foreach(plans, mix_name, plan) {
+                char what[96];
+                snprintf(what, sizeof what, "%s %s%s", models[mi], mix_name, imatrix ? "" : " (no imatrix)");
+                plan_opts o;
+                plan_opts_init(&o, quant_mix_from_name(mix_name));
+                o.has_imatrix = imatrix;
+                slmc_err err = {{0}};
+                int rc = check_imatrix(&m, &o, imatrix ? imp : NULL, &err);
+                json_t *r = json_is_object(plan) ? json_object_get(plan, "refused") : NULL;
+                if (!r) {
+                    ck_assert_msg(rc == 0, "%s: refused: %s", what, err.msg);
+                    /* llama-quantize's types in the order of "tensors" */
+                    ck_assert_uint_eq(json_array_size(plan), m.n_tensors);
+                    int *types = plan_or_fail(&m, &o);
+                    for (uint64_t i = 0; i < m.n_tensors; i++) {
+                        const char *want = json_string_value(json_array_get(plan, i));
+                        ck_assert_msg(want && strcmp(type_name(types[i]), want) == 0, "%s %s: ours %s, llama.cpp %s",
+                                      what, m.tensors[i].name, type_name(types[i]), want);
+                    }
+                    free(types);
+                    compared += (int)m.n_tensors;
+                    continue;
+                }
+                ck_assert_msg(rc != 0, "%s: llama-quantize refuses, we do not", what);
+                const char *name = json_string_value(r);
+                if (strcmp(name, "mix") != 0) {
+                    int *types = plan_or_fail(&m, &o);
+                    assert_refused(rc, &err, name, type_of(&m, types, name));
+                    free(types);
+                }
+                refused++;
+            }
+        }
+        free(imp);
+        fake_free(&m);
+        json_decref(ref);
+    }
+    ck_assert_int_gt(compared, 0);
+    ck_assert_int_gt(refused, 0);
+}
+END_TEST
+
+/* What each mix gives a 32-layer llama without GQA (n/8 = 4, 7n/8 = 28). */
+START_TEST(iq_rules_over_32_layers) {
+    fake_spec s = {.n_layer = 32, .n_embd = 256, .n_ff = 768, .n_vocab = 1024, .n_head = 8, .n_head_kv = 8,
+                   .type = GGML_TYPE_F16, .reversed = true};
+    model m;
+    fake_model(&m, &s);
+    const struct {
+        int mix;
+        bool imatrix;
+        int base, embd, output;
+        int v, kq;             /* attn_v; attn_k and attn_q */
+        int down_first, down;  /* ffn_down of layers 0-3, of the others */
+        int attn_out;
+        int gate_up_mid;       /* ffn_gate / ffn_up of layers 4-27 (the others: base) */
+    } cases[] = {
+        {MIX_IQ2_XXS, true, IQ2XXS, Q2K, Q5K, Q2K, IQ2XXS, Q2K, IQ2XXS, IQ2XXS, IQ2XXS},
+        {MIX_IQ2_XS, true, IQ2XS, Q2K, Q5K, Q2K, IQ2XS, Q2K, IQ2XS, IQ2XS, IQ2XS},
+        {MIX_IQ1_S, true, IQ1S, Q2K, Q5K, Q2K, IQ1S, Q2K, IQ1S, IQ2XXS, IQ1S},
+        {MIX_IQ1_M, true, IQ1M, Q2K, Q5K, Q2K, IQ1M, Q2K, IQ1M, IQ2XXS, IQ1M},
+        {MIX_IQ2_S, true, IQ2XS, IQ3S, Q5K, IQ3S, IQ2XS, IQ3S, IQ2XS, IQ3S, IQ2XS},
+        {MIX_IQ2_M, true, IQ2S, IQ3S, Q5K, IQ3S, IQ2S, IQ3S, IQ2S, IQ3S, IQ2S},
+        {MIX_Q2_K_S, true, Q2K, Q2K, Q6K, Q2K, Q2K, Q4K, Q2K, Q2K, Q2K},
+        {MIX_IQ3_XXS, true, IQ3XXS, IQ3S, Q5K, IQ3XXS, IQ2S, IQ3XXS, IQ3XXS, IQ3S, IQ3XXS},
+        {MIX_IQ3_XXS, false, IQ3XXS, IQ3S, Q5K, IQ3S, IQ2S, Q4K, Q3K, IQ3S, IQ3XXS},
+        {MIX_IQ3_XS, true, IQ3S, IQ3S, Q6K, IQ3S, IQ3XXS, IQ3S, IQ3S, IQ3S, IQ3XXS},
+        {MIX_IQ3_S, true, IQ3S, IQ3S, Q6K, IQ3S, IQ3S, IQ3S, IQ3S, IQ3S, IQ3S},
+        {MIX_IQ3_M, true, IQ3S, IQ3S, Q6K, Q4K, IQ3S, Q4K, IQ3S, Q4K, IQ3S},
+        {MIX_IQ4_NL, true, IQ4NL, IQ4NL, Q6K, IQ4NL, IQ4NL, IQ4NL, IQ4NL, IQ4NL, IQ4NL},
+        {MIX_IQ4_NL, false, IQ4NL, IQ4NL, Q6K, IQ4NL, IQ4NL, Q5K, IQ4NL, IQ4NL, IQ4NL},
+        {MIX_IQ4_XS, false, IQ4XS, IQ4XS, Q6K, IQ4XS, IQ4XS, Q5K, IQ4XS, IQ4XS, IQ4XS},
+        {MIX_TQ1_0, false, TQ10, Q4K, Q6K, TQ10, TQ10, TQ10, TQ10, TQ10, TQ10},
+        {MIX_TQ2_0, true, TQ20, Q4K, Q6K, TQ20, TQ20, TQ20, TQ20, TQ20, TQ20},
+    };
+    static const int MIDDLE32[] = {4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                   16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, -1};
+    for (int k = 0; k < COUNT(cases); k++) {
+        plan_opts o;
+        plan_opts_init(&o, cases[k].mix);
+        o.has_imatrix = cases[k].imatrix;
+        int *t = plan_or_fail(&m, &o);
+        ASSERT_TYPE(&m, t, "token_embd.weight", cases[k].embd);
+        ASSERT_TYPE(&m, t, "output.weight", cases[k].output);
+        EXPECT_ALL(&m, t, "attn_v.weight", cases[k].v);
+        EXPECT_ALL(&m, t, "attn_k.weight", cases[k].kq);
+        EXPECT_ALL(&m, t, "attn_q.weight", cases[k].kq);
+        expect_layers(&m, t, "ffn_down.weight", FIRST4, cases[k].down_first, cases[k].down);
+        EXPECT_ALL(&m, t, "attn_output.weight", cases[k].attn_out);
+        expect_layers(&m, t, "ffn_gate.weight", MIDDLE32, cases[k].gate_up_mid, cases[k].base);
+        expect_layers(&m, t, "ffn_up.weight", MIDDLE32, cases[k].gate_up_mid, cases[k].base);
+        ASSERT_TYPE(&m, t, "blk.7.attn_norm.weight", GGML_TYPE_F32);
+        free(t);
+    }
+    fake_free(&m);
+}
+END_TEST
+
+START_TEST(iq_attn_v_by_gqa_and_experts) {
+    const struct {
+        int n_head, n_head_kv, n_expert, mix, want_v;
+    } cases[] = {
+        /* GQA 4 */
+        {8, 2, 0, MIX_IQ2_XXS, Q4K}, {8, 2, 0, MIX_IQ1_S, Q4K},  {8, 2, 0, MIX_IQ2_S, Q4K},  {8, 2, 0, MIX_IQ2_M, Q4K},
+        {8, 2, 0, MIX_Q2_K_S, Q4K},  {8, 2, 0, MIX_IQ3_XXS, Q4K}, {8, 2, 0, MIX_IQ3_XS, Q4K}, {8, 2, 0, MIX_IQ3_S, Q4K},
+        {8, 2, 0, MIX_IQ3_M, Q4K},   {8, 2, 0, MIX_IQ4_NL, Q5K}, {8, 2, 0, MIX_IQ4_XS, Q5K}, {8, 2, 0, MIX_TQ1_0, TQ10},
+        /* GQA 2 */
+        {8, 4, 0, MIX_IQ2_XXS, Q2K}, {8, 4, 0, MIX_IQ2_S, IQ3S}, {8, 4, 0, MIX_Q2_K_S, Q2K}, {8, 4, 0, MIX_IQ3_XS, IQ3S},
+        {8, 4, 0, MIX_IQ3_S, IQ3S},  {8, 4, 0, MIX_IQ3_M, Q4K},  {8, 4, 0, MIX_IQ4_NL, IQ4NL},
+        /* 4 experts: the very-low-bit mixes take them as GQA 4; the others ignore them */
+        {8, 8, 4, MIX_IQ2_XXS, Q4K}, {8, 8, 4, MIX_IQ1_M, Q4K},  {8, 8, 4, MIX_IQ3_S, IQ3S}, {8, 8, 4, MIX_Q2_K_S, Q2K},
+        {8, 8, 2, MIX_IQ2_XXS, Q2K},
+        /* 8 experts: Q8_0, but not in the very-low-bit mixes (their own rule, no bump after it) */
+        {8, 8, 8, MIX_IQ2_XXS, Q4K}, {8, 8, 8, MIX_IQ2_M, Q4K},  {8, 8, 8, MIX_IQ3_S, Q80},  {8, 8, 8, MIX_Q2_K_S, Q80},
+        {8, 8, 8, MIX_IQ4_XS, Q80},  {8, 8, 8, MIX_TQ1_0, Q80},  {8, 8, 8, MIX_IQ3_XXS, Q80},
+    };
+    for (int k = 0; k < COUNT(cases); k++) {
+        fake_spec s = small_spec(512, cases[k].n_head, cases[k].n_head_kv);
+        model m;
+        fake_model(&m, &s);
+        if (cases[k].n_expert) ck_assert_int_eq(meta_set_u32(&m.kv, "llama.expert_count", cases[k].n_expert), 0);
+        plan_opts o;
+        plan_opts_init(&o, cases[k].mix);
+        o.has_imatrix = true;
+        int *t = plan_or_fail(&m, &o);
+        for (int l = 0; l < 6; l++) {
+            char n[64];
+            layer_name(n, sizeof n, l, "attn_v.weight");
+            int got = type_of(&m, t, n);
+            ck_assert_msg(got == cases[k].want_v, "case %d (%s, heads %d/%d, %d experts) %s: got %s, want %s", k,
+                          quant_mix_name(cases[k].mix), cases[k].n_head, cases[k].n_head_kv, cases[k].n_expert, n,
+                          type_name(got), type_name(cases[k].want_v));
+        }
+        free(t);
+        fake_free(&m);
+    }
+}
+END_TEST
+
+/* A Qwen2-MoE-like block: 8 routed experts (stacked, shown 2-D here) and a shared expert. */
+static const fam_tensor MOE_G[] = {{"token_embd.weight", 256, 1024}, {"output_norm.weight", 256, 0},
+                                   {"output.weight", 256, 1024},     {NULL, 0, 0}};
+static const fam_tensor MOE_L[] = {
+    {"attn_norm.weight", 256, 0},      {"attn_q.weight", 256, 256},          {"attn_k.weight", 256, 64},
+    {"attn_v.weight", 256, 64},        {"attn_output.weight", 256, 256},     {"ffn_norm.weight", 256, 0},
+    {"ffn_gate_inp.weight", 256, 8},   {"ffn_gate_exps.weight", 256, 512},   {"ffn_up_exps.weight", 256, 512},
+    {"ffn_down_exps.weight", 512, 256}, {"ffn_gate_shexp.weight", 256, 512}, {"ffn_up_shexp.weight", 256, 512},
+    {"ffn_down_shexp.weight", 512, 256}, {NULL, 0, 0}};
+
+START_TEST(iq_rules_for_moe) {
+    /* 8 experts, 6 layers, no GQA */
+    fake_spec s = small_spec(256, 8, 8);
+    model m;
+    fake_model(&m, &s);
+    ck_assert_int_eq(meta_set_u32(&m.kv, "llama.expert_count", 8), 0);
+    const struct {
+        int mix, attn_k, attn_q, attn_out;
+    } cases[] = {
+        {MIX_IQ2_XXS, Q4K, IQ2XXS, Q5K}, {MIX_IQ1_S, Q4K, IQ1S, Q5K},    {MIX_IQ2_M, Q4K, IQ2S, Q5K},
+        {MIX_IQ3_XS, Q80, IQ3XXS, Q5K},  {MIX_IQ3_XXS, Q80, IQ2S, Q5K},  {MIX_IQ3_S, Q80, IQ3S, Q5K},
+        {MIX_IQ3_M, Q80, IQ3S, Q5K},     {MIX_IQ4_NL, Q80, IQ4NL, Q5K},  {MIX_IQ4_XS, Q80, IQ4XS, Q5K},
+        {MIX_Q2_K_S, Q80, Q2K, Q2K}, /* not in llama.cpp's list of 8-expert attn_output mixes */
+        {MIX_TQ1_0, Q80, TQ10, TQ10},
+    };
+    for (int k = 0; k < COUNT(cases); k++) {
+        plan_opts o;
+        plan_opts_init(&o, cases[k].mix);
+        o.has_imatrix = true;
+        int *t = plan_or_fail(&m, &o);
+        EXPECT_ALL(&m, t, "attn_k.weight", cases[k].attn_k);
+        EXPECT_ALL(&m, t, "attn_q.weight", cases[k].attn_q);
+        EXPECT_ALL(&m, t, "attn_output.weight", cases[k].attn_out);
+        free(t);
+    }
+    fake_free(&m);
+
+    /* 16 layers with routed and shared experts: two ffn_down tensors per layer */
+    const family f = {"qwen2moe", 16, 8, 8, MOE_G, MOE_L};
+    family_model(&m, &f);
+    ck_assert_int_eq(meta_set_u32(&m.kv, "qwen2moe.expert_count", 8), 0);
+    /* the very-low-bit branch counts ffn_down tensors, not layers: the first 16/8 = 2 tensors
+     * are blk.0's ffn_down_exps and ffn_down_shexp */
+    int *t = plan_family(&m, MIX_IQ2_XXS, true);
+    expect_layers(&m, t, "ffn_down_exps.weight", FIRST1, Q2K, IQ2XXS);
+    expect_layers(&m, t, "ffn_down_shexp.weight", FIRST1, Q2K, IQ2XXS);
+    EXPECT_ALL(&m, t, "attn_v.weight", Q4K); /* 8 experts >= 4 */
+    EXPECT_ALL(&m, t, "ffn_gate_inp.weight", GGML_TYPE_F16);
+    free(t);
+    t = plan_family(&m, MIX_IQ2_S, true);
+    expect_layers(&m, t, "ffn_down_exps.weight", FIRST1, IQ3S, IQ2XS);
+    free(t);
+    /* the others take the layer from the name: layers 0 and 1 */
+    t = plan_family(&m, MIX_Q2_K_S, true);
+    expect_layers(&m, t, "ffn_down_exps.weight", FIRST2, Q4K, Q2K);
+    expect_layers(&m, t, "ffn_down_shexp.weight", FIRST2, Q4K, Q2K);
+    free(t);
+    t = plan_family(&m, MIX_IQ3_XXS, false);
+    expect_layers(&m, t, "ffn_down_exps.weight", FIRST2, Q4K, Q3K);
+    free(t);
+    /* IQ3_M with 8 experts: ffn_down Q4_K on use_more_bits layers too */
+    t = plan_family(&m, MIX_IQ3_M, true);
+    expect_layers(&m, t, "ffn_down_exps.weight", MB16, Q4K, IQ3S);
+    expect_layers(&m, t, "ffn_down_shexp.weight", MB16, Q4K, IQ3S);
+    free(t);
+    /* IQ3_XS: gate / up of the middle layers (2-13) by layer, experts and shared */
+    static const int MIDDLE16[] = {2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, -1};
+    t = plan_family(&m, MIX_IQ3_XS, true);
+    expect_layers(&m, t, "ffn_gate_exps.weight", MIDDLE16, IQ3XXS, IQ3S);
+    expect_layers(&m, t, "ffn_up_exps.weight", MIDDLE16, IQ3XXS, IQ3S);
+    expect_layers(&m, t, "ffn_gate_shexp.weight", MIDDLE16, IQ3XXS, IQ3S);
+    expect_layers(&m, t, "ffn_up_shexp.weight", MIDDLE16, IQ3XXS, IQ3S);
+    EXPECT_ALL(&m, t, "ffn_down_exps.weight", IQ3S);
+    free(t);
+    fake_free(&m);
+}
+END_TEST
+
+START_TEST(iq_rules_for_falcon_70b_and_fused_qkv) {
+    /* falcon: output Q8_0 in every mix; the very-low-bit branch has no falcon exception for
+     * attn_output, the others do */
+    fake_spec s = small_spec(256, 8, 8);
+    s.arch = "falcon";
+    model m;
+    fake_model(&m, &s);
+    const struct {
+        int mix, attn_out;
+    } falcon[] = {{MIX_IQ1_S, IQ2XXS}, {MIX_IQ1_M, IQ2XXS}, {MIX_IQ2_M, IQ3S}, {MIX_IQ2_XXS, IQ2XXS},
+                  {MIX_IQ3_XXS, IQ3XXS}, {MIX_IQ3_M, IQ3S},  {MIX_TQ2_0, TQ20}};
+    for (int k = 0; k < COUNT(falcon); k++) {
+        plan_opts o;
+        plan_opts_init(&o, falcon[k].mix);
+        o.has_imatrix = true;
+        int *t = plan_or_fail(&m, &o);
+        ASSERT_TYPE(&m, t, "output.weight", Q80);
+        EXPECT_ALL(&m, t, "attn_output.weight", falcon[k].attn_out);
+        free(t);
+    }
+    fake_free(&m);
+
+    /* a 70B llama (80 layers, GQA 8): attn_v Q3_K / Q4_K -> Q5_K, except in the very-low-bit
+     * branch; ffn_down positions over 80 layers (n/8 = 10) */
+    s = (fake_spec){.n_layer = 80, .n_embd = 256, .n_ff = 256, .n_vocab = 256, .n_head = 8, .n_head_kv = 1,
+                    .type = GGML_TYPE_F16};
+    fake_model(&m, &s);
+    const struct {
+        int mix, v, down_first, down;
+    } big[] = {{MIX_IQ3_S, Q5K, IQ3S, IQ3S},     {MIX_IQ3_XS, Q5K, IQ3S, IQ3S},    {MIX_IQ3_M, Q5K, Q4K, IQ3S},
+               {MIX_IQ3_XXS, Q5K, IQ3XXS, IQ3XXS}, {MIX_Q2_K_S, Q5K, Q4K, Q2K},    {MIX_IQ4_NL, Q5K, IQ4NL, IQ4NL},
+               {MIX_IQ2_XXS, Q4K, Q2K, IQ2XXS},  {MIX_IQ2_M, Q4K, IQ3S, IQ2S},     {MIX_TQ1_0, TQ10, TQ10, TQ10}};
+    static const int FIRST10[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, -1};
+    for (int k = 0; k < COUNT(big); k++) {
+        plan_opts o;
+        plan_opts_init(&o, big[k].mix);
+        o.has_imatrix = true;
+        int *t = plan_or_fail(&m, &o);
+        EXPECT_ALL(&m, t, "attn_v.weight", big[k].v);
+        expect_layers(&m, t, "ffn_down.weight", FIRST10, big[k].down_first, big[k].down);
+        free(t);
+    }
+    fake_free(&m);
+
+    /* phi3 (fused attn_qkv, fused gate+up in ffn_up), 32 layers: IQ3_M's attn_qkv rule, IQ3_XS's
+     * ffn_up rule on the fused gate+up */
+    const family f = {"phi3", 32, 32, 32, PHI3_G, PHI3_L};
+    family_model(&m, &f);
+    static const int MIDDLE32[] = {4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                   16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, -1};
+    int *t = plan_family(&m, MIX_IQ3_M, true);
+    EXPECT_ALL(&m, t, "attn_qkv.weight", Q4K);
+    EXPECT_ALL(&m, t, "attn_output.weight", Q4K);
+    expect_layers(&m, t, "ffn_down.weight", FIRST4, Q4K, IQ3S);
+    EXPECT_ALL(&m, t, "ffn_up.weight", IQ3S);
+    free(t);
+    t = plan_family(&m, MIX_IQ3_XS, true);
+    EXPECT_ALL(&m, t, "attn_qkv.weight", IQ3S);
+    expect_layers(&m, t, "ffn_up.weight", MIDDLE32, IQ3XXS, IQ3S);
+    free(t);
+    t = plan_family(&m, MIX_IQ3_XXS, true);
+    EXPECT_ALL(&m, t, "attn_qkv.weight", IQ3XXS);
+    EXPECT_ALL(&m, t, "attn_output.weight", IQ3S);
+    free(t);
+    t = plan_family(&m, MIX_IQ1_S, true);
+    EXPECT_ALL(&m, t, "attn_qkv.weight", IQ1S);
+    EXPECT_ALL(&m, t, "attn_output.weight", IQ2XXS);
+    expect_layers(&m, t, "ffn_down.weight", FIRST4, Q2K, IQ1S);
+    ASSERT_TYPE(&m, t, "output.weight", Q5K);
+    ASSERT_TYPE(&m, t, "token_embd.weight", Q2K);
+    free(t);
+    fake_free(&m);
+}
+END_TEST
+
+START_TEST(iq_fallbacks_and_tied_embeddings) {
+    /* rows of 96 (GQA 3): 256-blocks fall back (i-quants and Q2_K / Q3_K to IQ4_NL, TQ to Q4_0,
+     * Q4_K to Q5_0); ffn_down's rows of 256 fit */
+    fake_spec s = small_spec(96, 3, 1);
+    s.n_ff = 256;
+    model m;
+    fake_model(&m, &s);
+    const struct {
+        int mix, attn_q, attn_v, attn_out, ffn_down, embd, output;
+    } cases[] = {
+        {MIX_IQ2_XXS, IQ4NL, IQ4NL, IQ4NL, IQ2XXS, IQ4NL, Q80}, {MIX_IQ1_S, IQ4NL, IQ4NL, IQ4NL, IQ1S, IQ4NL, Q80},
+        {MIX_IQ2_M, IQ4NL, IQ4NL, IQ4NL, IQ2S, IQ4NL, Q80},     {MIX_IQ3_XXS, IQ4NL, IQ4NL, IQ4NL, IQ3XXS, IQ4NL, Q80},
+        {MIX_IQ3_M, IQ4NL, Q50, Q50, IQ3S, IQ4NL, Q80},         {MIX_IQ4_XS, IQ4NL, IQ4NL, IQ4NL, IQ4XS, IQ4NL, Q80},
+        /* a 32-block base: output Q6_K (the base fits), which falls back to Q8_0 */
+        {MIX_IQ4_NL, IQ4NL, IQ4NL, IQ4NL, IQ4NL, IQ4NL, Q80},
+        {MIX_TQ1_0, Q40, Q40, Q40, TQ10, Q50, Q80},             {MIX_TQ2_0, Q40, Q40, Q40, TQ20, Q50, Q80},
+        {MIX_Q2_K_S, IQ4NL, IQ4NL, IQ4NL, Q2K, IQ4NL, Q80},
+    };
+    for (int k = 0; k < COUNT(cases); k++) {
+        plan_opts o;
+        plan_opts_init(&o, cases[k].mix);
+        o.has_imatrix = true;
+        int *t = plan_or_fail(&m, &o);
+        EXPECT_ALL(&m, t, "attn_q.weight", cases[k].attn_q);
+        EXPECT_ALL(&m, t, "attn_v.weight", cases[k].attn_v);
+        EXPECT_ALL(&m, t, "attn_output.weight", cases[k].attn_out);
+        EXPECT_ALL(&m, t, "ffn_down.weight", cases[k].ffn_down);
+        ASSERT_TYPE(&m, t, "token_embd.weight", cases[k].embd);
+        ASSERT_TYPE(&m, t, "output.weight", cases[k].output);
+        free(t);
+    }
+    /* without an imatrix, only the tensors left in a 1- or 2-bit type are refused: here the
+     * first is blk.0.ffn_down (attn_k, attn_output, attn_q fell back to IQ4_NL) */
+    plan_opts o;
+    plan_opts_init(&o, MIX_IQ2_XXS);
+    slmc_err err = {{0}};
+    assert_refused(check_imatrix(&m, &o, NULL, &err), &err, "blk.0.ffn_down.weight", IQ2XXS);
+    fake_free(&m);
+
+    /* rows of 100 fit no block: F16 */
+    s = small_spec(100, 2, 1);
+    s.n_ff = 100;
+    fake_model(&m, &s);
+    for (int k = 0; k < COUNT(IQ_MIXES); k++) {
+        plan_opts_init(&o, quant_mix_from_name(IQ_MIXES[k]));
+        int *t = plan_or_fail(&m, &o);
+        for (uint64_t i = 0; i < m.n_tensors; i++)
+            ck_assert_int_eq(t[i], m.tensors[i].n_dims == 1 ? GGML_TYPE_F32 : GGML_TYPE_F16);
+        free(t);
+    }
+    fake_free(&m);
+
+    /* tied embeddings: token_embd takes the output rules (Q5_K for the 1-/2-bit mixes and
+     * IQ3_XXS, Q6_K for the others), Q8_0 when the rows misfit */
+    s = small_spec(256, 8, 8);
+    s.tied = true;
+    fake_model(&m, &s);
+    const struct {
+        int mix, want;
+    } tied[] = {{MIX_IQ2_XXS, Q5K}, {MIX_IQ1_M, Q5K}, {MIX_IQ2_S, Q5K},  {MIX_IQ3_XXS, Q5K}, {MIX_IQ3_XS, Q6K},
+                {MIX_IQ3_M, Q6K},   {MIX_IQ4_NL, Q6K}, {MIX_Q2_K_S, Q6K}, {MIX_TQ1_0, Q6K}};
+    for (int k = 0; k < COUNT(tied); k++) {
+        plan_opts_init(&o, tied[k].mix);
+        int *t = plan_or_fail(&m, &o);
+        ASSERT_TYPE(&m, t, "token_embd.weight", tied[k].want);
+        free(t);
+    }
+    fake_free(&m);
+}
+END_TEST
+
+START_TEST(imatrix_check_of_a_plan) {
+    fake_spec s = small_spec(256, 8, 8);
+    s.reversed = true; /* the first tensor refused is the first in llama.cpp's order, not the file's */
+    model m;
+    fake_model(&m, &s);
+    slmc_err err = {{0}};
+    plan_opts o;
+    plan_opts_init(&o, MIX_IQ2_XXS);
+    /* no imatrix: output Q5_K and token_embd Q2_K pass, blk.0.attn_k is the first IQ2_XXS */
+    assert_refused(check_imatrix(&m, &o, NULL, &err), &err, "blk.0.attn_k.weight", IQ2XXS);
+    ck_assert_msg(strstr(err.msg, "in mix IQ2_XXS") && strstr(err.msg, "--imatrix"), "%s", err.msg);
+    /* an importance for every layer matrix but blk.3.ffn_gate */
+    const float **imp = calloc(m.n_tensors, sizeof *imp);
+    ck_assert_ptr_nonnull(imp);
+    static const float one = 1.0f;
+    for (uint64_t i = 0; i < m.n_tensors; i++)
+        if (strncmp(m.tensors[i].name, "blk.", 4) == 0 && m.tensors[i].n_dims == 2) imp[i] = &one;
+    ck_assert_int_eq(check_imatrix(&m, &o, imp, &err), 0);
+    imp[model_find(&m, "blk.3.ffn_gate.weight")] = NULL;
+    assert_refused(check_imatrix(&m, &o, imp, &err), &err, "blk.3.ffn_gate.weight", IQ2XXS);
+    /* --pure: output.weight (first in the order) is IQ2_XXS and has no importance */
+    o.pure = true;
+    assert_refused(check_imatrix(&m, &o, imp, &err), &err, "output.weight", IQ2XXS);
+    /* IQ1_M spares token_embd and output */
+    imp[model_find(&m, "blk.3.ffn_gate.weight")] = &one;
+    plan_opts_init(&o, MIX_IQ1_M);
+    o.pure = true;
+    ck_assert_int_eq(check_imatrix(&m, &o, imp, &err), 0);
+    /* Q2_K needs it only in the Q2_K_S mix, and never for token_embd */
+    plan_opts_init(&o, MIX_Q2_K_S);
+    o.output_type = GGML_TYPE_Q2_K;
+    assert_refused(check_imatrix(&m, &o, imp, &err), &err, "output.weight", Q2K);
+    o.output_type = -1;
+    ck_assert_int_eq(check_imatrix(&m, &o, imp, &err), 0); /* token_embd Q2_K, output Q6_K */
+    plan_opts_init(&o, MIX_Q2_K);
+    o.output_type = GGML_TYPE_Q2_K;
+    ck_assert_int_eq(check_imatrix(&m, &o, NULL, &err), 0);
+    /* not only the mixes: a --tensor-type override to IQ1_S is checked too */
+    plan_override ovr[] = {{"ffn_up", GGML_TYPE_IQ1_S}};
+    plan_opts_init(&o, MIX_Q4_K_M);
+    o.overrides = ovr;
+    o.n_overrides = 1;
+    assert_refused(check_imatrix(&m, &o, NULL, &err), &err, "blk.0.ffn_up.weight", IQ1S);
+    /* a plan that is no mix (a size target's): no mix in the message */
+    int *t = plan_or_fail(&m, &o);
+    ck_assert_int_ne(plan_check_imatrix(&m, -1, t, NULL, &err), 0);
+    ck_assert_msg(strstr(err.msg, "in mix") == NULL, "%s", err.msg);
+    free(t);
+    free(imp);
+    fake_free(&m);
+
+    /* a tensor already in its planned type is copied, not quantized: nothing to refuse */
+    s.type = GGML_TYPE_IQ2_XXS;
+    fake_model(&m, &s);
+    plan_opts_init(&o, MIX_IQ2_XXS);
+    ck_assert_int_eq(check_imatrix(&m, &o, NULL, &err), 0);
+    fake_free(&m);
+}
+END_TEST
+
 static Suite *plan_suite(void) {
     Suite *s = suite_create("plan");
     TCase *tc = tcase_create("plan");
@@ -1349,6 +2043,16 @@ static Suite *plan_suite(void) {
     tcase_add_test(tc, family_facts_70b_and_output_names);
     tcase_add_test(tc, attention_layer_count_is_checked);
     tcase_add_test(tc, imatrix_requirement);
+    tcase_add_test(tc, iq_mix_names);
+    tcase_add_test(tc, books22m_iq_mixes_match_llama_quantize);
+    tcase_add_test(tc, books22m_imatrix_refusals_match_llama_quantize);
+    tcase_add_test(tc, synthetic_models_match_llama_quantize);
+    tcase_add_test(tc, iq_rules_over_32_layers);
+    tcase_add_test(tc, iq_attn_v_by_gqa_and_experts);
+    tcase_add_test(tc, iq_rules_for_moe);
+    tcase_add_test(tc, iq_rules_for_falcon_70b_and_fused_qkv);
+    tcase_add_test(tc, iq_fallbacks_and_tied_embeddings);
+    tcase_add_test(tc, imatrix_check_of_a_plan);
     suite_add_tcase(s, tc);
     return s;
 }

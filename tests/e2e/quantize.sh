@@ -58,5 +58,14 @@ if have_shared reference/books-22m-imatrix.dat; then
     expect 2 "--include-weights without --imatrix" -- "$SLMC" quantize "$HF" "$T/x.gguf" Q3_K_M --include-weights a
     printf 'not an imatrix' >"$T/bad.dat"
     expect_error "bad imatrix file" "$T/bad.dat" -- "$SLMC" quantize "$HF" "$T/x.gguf" Q3_K_M --imatrix "$T/bad.dat"
+    # very low-bit types without importance data: refused as llama-quantize does, before any file
+    MISSING="missing importance matrix for tensor blk.0.attn_k.weight in a very low-bit quantization (IQ2_XXS"
+    expect_error "IQ2_XXS without --imatrix" "$HF" -- "$SLMC" quantize "$HF" "$T/iq2.gguf" IQ2_XXS
+    grep -qF "$MISSING" "$T/err" && ok "the refusal names the tensor and type" || fail "refusal message: $(cat "$T/err")"
+    [ -e "$T/iq2.gguf" ] && fail "refused IQ2_XXS wrote a file"
+    expect_error "Q4_K_M,IQ2_M without --imatrix" "$HF" -- "$SLMC" quantize "$HF" --type Q4_K_M,IQ2_M -o "$T/two-{type}.gguf"
+    ls "$T"/two-* >/dev/null 2>&1 && fail "a refused run wrote a file" || ok "no output of a refused run"
+    expect 0 "IQ2_XXS plan with --imatrix" -- "$SLMC" quantize "$HF" --type IQ2_XXS --dry-run --json --imatrix "$IM" -q
+    grep -q '"IQ2_XXS": 36' "$T/out" || fail "IQ2_XXS plan: $(cat "$T/out")"
 fi
 finish
