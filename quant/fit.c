@@ -11,8 +11,14 @@
 
 #define DP_CELLS (1u << 18) /* byte cells of the knapsack at the largest possible total */
 
-static const int CANDIDATES[] = {GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_IQ4_NL, GGML_TYPE_Q4_0, GGML_TYPE_Q4_K,
-                                 GGML_TYPE_Q5_0, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K,   GGML_TYPE_Q8_0};
+/* Every type llama.cpp runs on plain matrices, from 1.56 to 8.5 bits per weight (TQ1_0 / TQ2_0 are
+ * left out: they only suit models trained ternary). */
+static const int CANDIDATES[] = {GGML_TYPE_IQ1_S,   GGML_TYPE_IQ1_M, GGML_TYPE_IQ2_XXS, GGML_TYPE_IQ2_XS,
+                                 GGML_TYPE_IQ2_S,   GGML_TYPE_Q2_K,  GGML_TYPE_IQ3_XXS, GGML_TYPE_IQ3_S,
+                                 GGML_TYPE_Q3_K,    GGML_TYPE_IQ4_XS, GGML_TYPE_IQ4_NL, GGML_TYPE_Q4_0,
+                                 GGML_TYPE_Q4_K,    GGML_TYPE_Q5_0,  GGML_TYPE_Q5_K,    GGML_TYPE_Q6_K,
+                                 GGML_TYPE_Q8_0};
+_Static_assert(sizeof CANDIDATES / sizeof *CANDIDATES <= FIT_MAX_TYPES, "FIT_MAX_TYPES too small");
 
 /* Estimated error of tensor ti in type ty over the sampled rows (f: [n_rows][ne0] F32 values). */
 static double type_error(int ty, const float *f, int64_t n_rows, int64_t ne0, const float *imp, double *row_err) {
@@ -79,6 +85,8 @@ static int build_tensor(fit_tensor *ft, const model *m, uint64_t ti, const float
     for (size_t c = 0; c < sizeof CANDIDATES / sizeof *CANDIDATES; c++) {
         int ty = CANDIDATES[c];
         if (type_nbytes(ty, ne0) == 0 || !quant_get(ty)) continue;
+        /* the 1- and 2-bit i-quants only with an importance for this tensor, as llama-quantize */
+        if (!imp && plan_needs_imatrix(MIX_Q8_0, t->name, ty)) continue;
         double e = type_error(ty, f, n_s, ne0, imp, row_err);
         if (!isfinite(e)) { slmc_fail(err, m->path, "tensor %s: error estimate for %s failed", t->name, type_name(ty)); goto done; }
         int k = ft->n_cand++;
@@ -227,7 +235,15 @@ int64_t fit_file_type(const model *m, const int *types) {
     case GGML_TYPE_Q2_K: return MIX_Q2_K;
     case GGML_TYPE_Q3_K: return MIX_Q3_K_M;
     case GGML_TYPE_Q4_0: return MIX_Q4_0;
-    case GGML_TYPE_IQ4_NL: /* no mix of its own here; the nearest in size */
+    case GGML_TYPE_IQ1_S: return MIX_IQ1_S;
+    case GGML_TYPE_IQ1_M: return MIX_IQ1_M;
+    case GGML_TYPE_IQ2_XXS: return MIX_IQ2_XXS;
+    case GGML_TYPE_IQ2_XS: return MIX_IQ2_XS;
+    case GGML_TYPE_IQ2_S: return MIX_IQ2_M; /* llama.cpp's IQ2_M mix is built on ggml's IQ2_S */
+    case GGML_TYPE_IQ3_XXS: return MIX_IQ3_XXS;
+    case GGML_TYPE_IQ3_S: return MIX_IQ3_S;
+    case GGML_TYPE_IQ4_XS: return MIX_IQ4_XS;
+    case GGML_TYPE_IQ4_NL: return MIX_IQ4_NL;
     case GGML_TYPE_Q4_K: return MIX_Q4_K_M;
     case GGML_TYPE_Q5_0: return MIX_Q5_0;
     case GGML_TYPE_Q5_K: return MIX_Q5_K_M;

@@ -1,8 +1,10 @@
 /* fit.h - choose each tensor's type so the model fits a size budget with the least error.
  *
- *   1. Candidates: every matrix the plan quantizes may take Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_0,
- *      Q4_0, Q5_0 or IQ4_NL, when its row length is a whole number of the type's blocks (rows
- *      not a multiple of 256 are left with the 32-blocks). Other tensors (norms, ...) keep the
+ *   1. Candidates: every matrix the plan quantizes may take IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S,
+ *      Q2_K, IQ3_XXS, IQ3_S, Q3_K, IQ4_XS, IQ4_NL, Q4_0, Q4_K, Q5_0, Q5_K, Q6_K or Q8_0, when its
+ *      row length is a whole number of the type's blocks (rows not a multiple of 256 are left
+ *      with the 32-blocks); IQ1_* and IQ2_* only for tensors with an importance (imatrix), the
+ *      types llama-quantize refuses without one. Other tensors (norms, ...) keep the
  *      plan's type and count as fixed bytes.
  *   2. Error estimate per tensor and type: the importance-weighted squared quantization error
  *      sum_c imp_c sum_r (w_rc - q_rc)^2, with imp from an imatrix when given (else 1) and q
@@ -25,7 +27,7 @@
 #include "formats/error.h"
 #include "formats/model.h"
 
-#define FIT_MAX_TYPES 9          /* candidate types per tensor */
+#define FIT_MAX_TYPES 17         /* candidate types per tensor */
 #define FIT_DEFAULT_SAMPLE_ROWS 256
 
 /* The options of one quantizable tensor. */
