@@ -4,7 +4,8 @@
  *   1. activation quantizers (Q8_0 / Q8_1 as ggml's x86 path)
  *   2. the per-type description: family, vec_dot type, block, group
  *   3. converting an activation row to the vec_dot type
- *   4. unpacking weight and activation rows to plain arrays (4a: the memory they use)
+ *   4. unpacking weight and activation rows to plain arrays: the legacy and K-quant blocks, then
+ *      the i-quants and ternary types mapped onto those two families (4a: the memory they use)
  *   5. the scalar inner loops on unpacked rows (the AVX2 twins are in dots_avx2.c)
  *   6. the reference vec_dot per type, one block at a time
  */
@@ -14,6 +15,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "codec/iq_grids.h"
 #include "codec/quants.h"
 #include "codec/types.h"
 
@@ -67,6 +69,22 @@ static const kern_wdesc WDESC[] = {
     {GGML_TYPE_Q4_K, KERN_WK_K, GGML_TYPE_Q8_K, 256, sizeof(block_q4_K), 32, true},
     {GGML_TYPE_Q5_K, KERN_WK_K, GGML_TYPE_Q8_K, 256, sizeof(block_q5_K), 32, true},
     {GGML_TYPE_Q6_K, KERN_WK_K, GGML_TYPE_Q8_K, 256, sizeof(block_q6_K), 16, false},
+    /* IQ4_NL is a legacy type (q = its level, Q8_0 activations); the i-quants and ternary types
+     * are K types with signed q and no mins (section 4, "i-quants and ternary types", says how
+     * each maps). Their scales come per 16 values, or per 32 written twice: the tiled AVX2 loop
+     * takes signed weights back out of an offset per group of 16. IQ4_XS, too wide for an
+     * offset, keeps its groups of 32 (dots_avx2.c, register-tiled dots). */
+    {GGML_TYPE_IQ4_NL, KERN_WK_LEGACY, GGML_TYPE_Q8_0, 32, sizeof(block_iq4_nl), 32, false},
+    {GGML_TYPE_IQ4_XS, KERN_WK_K, GGML_TYPE_Q8_K, 256, sizeof(block_iq4_xs), 32, false},
+    {GGML_TYPE_IQ3_S, KERN_WK_K, GGML_TYPE_Q8_K, 256, sizeof(block_iq3_s), 16, false},
+    {GGML_TYPE_IQ3_XXS, KERN_WK_K, GGML_TYPE_Q8_K, 256, sizeof(block_iq3_xxs), 16, false},
+    {GGML_TYPE_IQ2_S, KERN_WK_K, GGML_TYPE_Q8_K, 256, sizeof(block_iq2_s), 16, false},
+    {GGML_TYPE_IQ2_XS, KERN_WK_K, GGML_TYPE_Q8_K, 256, sizeof(block_iq2_xs), 16, false},
+    {GGML_TYPE_IQ2_XXS, KERN_WK_K, GGML_TYPE_Q8_K, 256, sizeof(block_iq2_xxs), 16, false},
+    {GGML_TYPE_IQ1_M, KERN_WK_K, GGML_TYPE_Q8_K, 256, sizeof(block_iq1_m), 16, false},
+    {GGML_TYPE_IQ1_S, KERN_WK_K, GGML_TYPE_Q8_K, 256, sizeof(block_iq1_s), 16, false},
+    {GGML_TYPE_TQ2_0, KERN_WK_K, GGML_TYPE_Q8_K, 256, sizeof(block_tq2_0), 16, false},
+    {GGML_TYPE_TQ1_0, KERN_WK_K, GGML_TYPE_Q8_K, 256, sizeof(block_tq1_0), 16, false},
 };
 
 const kern_wdesc *kern_wdesc_get(int type) {
@@ -229,6 +247,218 @@ static void unpack_q6_K(const block_q6_K *b, int8_t *q, int16_t *sc, float *d) {
     *d = fp16_to_f32(b->d);
 }
 
+/* ---------------------------------------------------------------- i-quants and ternary types
+ * Each is written as one of the two integer families, so the inner loops below (and their AVX2
+ * twins) dot them unchanged. The integers are chosen so that d * sc * q is exactly the value
+ * ggml's dequantize_row_X gives, and the integer sums are those ggml's generic vec_dot forms:
+ *   IQ4_NL   legacy: q = the IQ4 level (-127..113), d = the fp16 block scale;
+ *   IQ4_XS   q = the IQ4 level, sc = ls - 32 per 32 values (-32..31), d = the fp16 scale;
+ *   IQ2_XXS, IQ2_XS, IQ2_S
+ *            q = grid * sign (|q| <= 43), sc = 2 * ls + 1 (1..31), d = fp16 d / 8
+ *            (ggml: d * (0.5 + ls) / 4 = d / 8 * (2 * ls + 1));
+ *   IQ3_XXS  q = grid * sign (|q| <= 62), sc = 2 * ls + 1, d = fp16 d / 4;
+ *   IQ3_S    q = grid * sign (|q| <= 15), sc = 2 * ls + 1, d = fp16 d;
+ *   IQ1_S, IQ1_M
+ *            q = 8 * grid +- 1 (grid -1, 0, 1, so |q| <= 9), sc = 2 * ls + 1 (1..15), d = fp16 d / 8:
+ *            the shift of +-1/8 becomes an integer;
+ *   TQ1_0, TQ2_0
+ *            q = trit - 1, sc = 1, d = the fp16 scale.
+ * Dividing by 8 or 4 is exact in float, so d_a * d_w * isum rounds as ggml's d_a * d_x * isum
+ * times its final 1/8 or 1/4. Scales given per 32 values are written once per 16 (twice), the
+ * group every one of these types but IQ4_XS uses (dots.h: kern_wdesc.group). */
+
+
+/* IQ4_NL: 32 level indices, nibbles as in Q4_0. */
+static void unpack_iq4_nl(const block_iq4_nl *b, int8_t *q, float *d) {
+    for (int j = 0; j < 16; ++j) {
+        q[j] = IQ4_LEVELS[b->qs[j] & 0xF];
+        q[j + 16] = IQ4_LEVELS[b->qs[j] >> 4];
+    }
+    *d = fp16_to_f32(b->d);
+}
+
+/* IQ4_XS: 6-bit scale of group ib (0..7), stored + 32: low 4 bits in scales_l, top 2 in scales_h. */
+static inline int iq4_xs_scale(const block_iq4_xs *b, int ib) {
+    return ((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b->scales_h >> (2 * ib)) & 3) << 4);
+}
+
+/* IQ4_XS: per 32 values 16 bytes of level indices (as IQ4_NL) and a scale, sc = ls - 32. */
+static void unpack_iq4_xs(const block_iq4_xs *b, int8_t *q, int16_t *sc, float *d) {
+    for (int ib = 0; ib < 8; ++ib) {
+        for (int j = 0; j < 16; ++j) {
+            q[32 * ib + j] = IQ4_LEVELS[b->qs[16 * ib + j] & 0xF];
+            q[32 * ib + j + 16] = IQ4_LEVELS[b->qs[16 * ib + j] >> 4];
+        }
+        sc[ib] = (int16_t)(iq4_xs_scale(b, ib) - 32);
+    }
+    *d = fp16_to_f32(b->d);
+}
+
+/* 8 values of an IQ2 / IQ3 grid point (non-negative bytes), each negated where its bit of
+ * `signs` is set. */
+static void put_signed_point(int8_t *q, uint64_t point, uint8_t signs) {
+    for (int j = 0; j < 8; ++j) {
+        const int v = iq_grid_byte(point, j);
+        q[j] = (int8_t)((signs >> j) & 1 ? -v : v);
+    }
+}
+
+/* Two 4-value IQ3 grid points as one 8-value point (first in the low bytes). */
+static inline uint64_t iq3_pair(uint32_t first, uint32_t second) { return first | (uint64_t)second << 32; }
+
+/* sc of both groups of 16 of the 32 values ib: 2 * ls + 1. */
+static inline void odd_scale_32(int16_t *sc, int ib, int ls) { sc[2 * ib] = sc[2 * ib + 1] = (int16_t)(2 * ls + 1); }
+
+/* IQ2_XXS: per 32 values two uint32 (read as ggml does, little-endian): four 8-bit grid indices,
+ * then four 7-bit sign indices and the 4-bit scale. */
+static void iq2_xxs_words(const block_iq2_xxs *b, int ib, uint32_t *grid, uint32_t *rest) {
+    memcpy(grid, b->qs + 4 * ib, 4);
+    memcpy(rest, b->qs + 4 * ib + 2, 4);
+}
+
+/* IQ2_XXS: four 8-value points per 32 values, one scale per 32 (written per 16), d / 8. */
+static void unpack_iq2_xxs(const block_iq2_xxs *b, int8_t *q, int16_t *sc, float *d) {
+    for (int ib = 0; ib < 8; ++ib) {
+        uint32_t grid, rest;
+        iq2_xxs_words(b, ib, &grid, &rest);
+        for (int l = 0; l < 4; ++l)
+            put_signed_point(q + 32 * ib + 8 * l, IQ2XXS_GRID[(grid >> (8 * l)) & 255],
+                             iq_sign_bits((rest >> (7 * l)) & 127));
+        odd_scale_32(sc, ib, (int)(rest >> 28));
+    }
+    *d = fp16_to_f32(b->d) * 0.125f;
+}
+
+/* IQ2_XS: per 8 values a 9-bit grid index and a 7-bit sign index; a 4-bit scale per 16. */
+static void unpack_iq2_xs(const block_iq2_xs *b, int8_t *q, int16_t *sc, float *d) {
+    for (int g = 0; g < 32; ++g) put_signed_point(q + 8 * g, IQ2XS_GRID[b->qs[g] & 511], iq_sign_bits(b->qs[g] >> 9));
+    for (int ib = 0; ib < 8; ++ib) {
+        sc[2 * ib] = (int16_t)(2 * (b->scales[ib] & 0xF) + 1);
+        sc[2 * ib + 1] = (int16_t)(2 * (b->scales[ib] >> 4) + 1);
+    }
+    *d = fp16_to_f32(b->d) * 0.125f;
+}
+
+/* IQ2_S: grid index of the 8 values g: 8 bits in qs[g], the top 2 in qh[g / 4], bits 2 (g % 4)
+ * and up; their sign bits are the byte qs[32 + g]. Scales as IQ2_XS. */
+static inline int iq2_s_index(const block_iq2_s *b, int g) {
+    return b->qs[g] | ((b->qh[g / 4] << (8 - 2 * (g % 4))) & 0x300);
+}
+
+/* IQ2_S: as IQ2_XS with 10-bit grid indices and the sign bits stored whole. */
+static void unpack_iq2_s(const block_iq2_s *b, int8_t *q, int16_t *sc, float *d) {
+    for (int g = 0; g < 32; ++g) put_signed_point(q + 8 * g, IQ2S_GRID[iq2_s_index(b, g)], b->qs[32 + g]);
+    for (int ib = 0; ib < 8; ++ib) {
+        sc[2 * ib] = (int16_t)(2 * (b->scales[ib] & 0xF) + 1);
+        sc[2 * ib + 1] = (int16_t)(2 * (b->scales[ib] >> 4) + 1);
+    }
+    *d = fp16_to_f32(b->d) * 0.125f;
+}
+
+/* IQ3_XXS: per 32 values 8 grid indices (bytes 8 ib..), and at byte 64 + 4 ib a uint32 of four
+ * 7-bit sign indices (one per 8 values) and the 4-bit scale. */
+static uint32_t iq3_xxs_rest(const block_iq3_xxs *b, int ib) {
+    uint32_t rest;
+    memcpy(&rest, b->qs + 64 + 4 * ib, 4);
+    return rest;
+}
+
+/* IQ3_XXS: two 4-value points per 8 values, one scale per 32 (written per 16), d / 4. */
+static void unpack_iq3_xxs(const block_iq3_xxs *b, int8_t *q, int16_t *sc, float *d) {
+    for (int ib = 0; ib < 8; ++ib) {
+        const uint32_t rest = iq3_xxs_rest(b, ib);
+        const uint8_t *idx = b->qs + 8 * ib;
+        for (int l = 0; l < 4; ++l)
+            put_signed_point(q + 32 * ib + 8 * l, iq3_pair(IQ3XXS_GRID[idx[2 * l]], IQ3XXS_GRID[idx[2 * l + 1]]),
+                             iq_sign_bits((rest >> (7 * l)) & 127));
+        odd_scale_32(sc, ib, (int)(rest >> 28));
+    }
+    *d = fp16_to_f32(b->d) * 0.25f;
+}
+
+/* IQ3_S: 9-bit grid index k (4 values each): 8 bits in qs[k], the 9th bit k % 8 of qh[k / 8]. */
+static inline int iq3_s_index(const block_iq3_s *b, int k) { return b->qs[k] | (((b->qh[k / 8] >> (k % 8)) & 1) << 8); }
+
+/* IQ3_S: two 4-value points per 8 values, one sign bit per value, a 4-bit scale per 32. */
+static void unpack_iq3_s(const block_iq3_s *b, int8_t *q, int16_t *sc, float *d) {
+    for (int g = 0; g < 32; ++g)
+        put_signed_point(q + 8 * g, iq3_pair(IQ3S_GRID[iq3_s_index(b, 2 * g)], IQ3S_GRID[iq3_s_index(b, 2 * g + 1)]),
+                         b->signs[g]);
+    for (int ib = 0; ib < 8; ++ib) odd_scale_32(sc, ib, (b->scales[ib / 2] >> (4 * (ib % 2))) & 0xF);
+    *d = fp16_to_f32(b->d);
+}
+
+/* 8 values of an IQ1 grid point (signed bytes -1, 0, 1) as 8 * grid + delta (delta +-1). */
+static void put_iq1_point(int8_t *q, uint64_t point, int delta) {
+    for (int j = 0; j < 8; ++j) q[j] = (int8_t)(8 * (int8_t)iq_grid_byte(point, j) + delta);
+}
+
+/* IQ1_S: per 32 values a uint16 qh: 3 high index bits per 8 values, the scale, the shift's sign. */
+static void unpack_iq1_s(const block_iq1_s *b, int8_t *q, int16_t *sc, float *d) {
+    for (int ib = 0; ib < 8; ++ib) {
+        const int qh = b->qh[ib];
+        const int delta = qh & 0x8000 ? -1 : 1;
+        for (int l = 0; l < 4; ++l)
+            put_iq1_point(q + 32 * ib + 8 * l, IQ1S_GRID[b->qs[4 * ib + l] | (((qh >> (3 * l)) & 7) << 8)], delta);
+        odd_scale_32(sc, ib, (qh >> 12) & 7);
+    }
+    *d = fp16_to_f32(b->d) * 0.125f;
+}
+
+/* IQ1_M: the 4 little-endian uint16 of scales: 3-bit scales per 16 values in bits 0-11, and the
+ * fp16 super-block scale in their top nibbles (first uint16 lowest). */
+static void iq1_m_scales(const block_iq1_m *b, uint16_t sc16[4], float *d) {
+    for (int k = 0; k < 4; ++k) sc16[k] = (uint16_t)(b->scales[2 * k] | b->scales[2 * k + 1] << 8);
+    *d = fp16_to_f32((uint16_t)((sc16[0] >> 12) | ((sc16[1] >> 8) & 0x00F0) | ((sc16[2] >> 4) & 0x0F00) |
+                                (sc16[3] & 0xF000)));
+}
+
+/* 3-bit scale of the 16 values h (0..15) of an IQ1_M block. */
+static inline int iq1_m_scale(const uint16_t sc16[4], int h) { return (sc16[h / 4] >> (3 * (h % 4))) & 7; }
+
+/* IQ1_M: per 8 values g, a nibble of qh (low nibble for even g): bits 0-2 are the top of the
+ * 11-bit grid index, bit 3 the shift's sign. */
+static void unpack_iq1_m(const block_iq1_m *b, int8_t *q, int16_t *sc, float *d) {
+    uint16_t sc16[4];
+    float dm;
+    iq1_m_scales(b, sc16, &dm);
+    for (int g = 0; g < 32; ++g) {
+        const int nib = (b->qh[g / 2] >> (4 * (g % 2))) & 0xF;
+        put_iq1_point(q + 8 * g, IQ1S_GRID[b->qs[g] | ((nib & 7) << 8)], nib & 8 ? -1 : 1);
+    }
+    for (int h = 0; h < 16; ++h) sc[h] = (int16_t)(2 * iq1_m_scale(sc16, h) + 1);
+    *d = dm * 0.125f;
+}
+
+/* TQ1_0: trit n (0..4) of a byte holding 5 trits in base 3 scaled to 0..255, as ggml reads it:
+ * the byte times 3^n (mod 256), times 3, top byte. */
+static inline int tq1_trit(uint8_t byte, int n) {
+    static const uint8_t POW3[5] = {1, 3, 9, 27, 81};
+    const uint8_t v = (uint8_t)(byte * POW3[n]);
+    return (v * 3) >> 8;
+}
+
+/* TQ1_0: values 0..159 from qs[0..32) (value 32 n + m is trit n of qs[m]), 160..239 from
+ * qs[32..48) (160 + 16 n + m: trit n of qs[32 + m]), 240..255 from qh (240 + 4 n + j: trit n of
+ * qh[j]). */
+static void unpack_tq1_0(const block_tq1_0 *b, int8_t *q, int16_t *sc, float *d) {
+    for (int n = 0; n < 5; ++n) {
+        for (int m = 0; m < 32; ++m) q[32 * n + m] = (int8_t)(tq1_trit(b->qs[m], n) - 1);
+        for (int m = 0; m < 16; ++m) q[160 + 16 * n + m] = (int8_t)(tq1_trit(b->qs[32 + m], n) - 1);
+    }
+    for (int n = 0; n < 4; ++n)
+        for (int j = 0; j < 4; ++j) q[240 + 4 * n + j] = (int8_t)(tq1_trit(b->qh[j], n) - 1);
+    for (int g = 0; g < 16; ++g) sc[g] = 1;
+    *d = fp16_to_f32(b->d);
+}
+
+/* TQ2_0: 2-bit fields packed as Q2_K's, value q - 1. */
+static void unpack_tq2_0(const block_tq2_0 *b, int8_t *q, int16_t *sc, float *d) {
+    for (int j = 0; j < 256; ++j) q[j] = (int8_t)(two_bits(b->qs, j) - 1);
+    for (int g = 0; g < 16; ++g) sc[g] = 1;
+    *d = fp16_to_f32(b->d);
+}
+
 /* Unpack a whole weight row of n values (n a multiple of the type's block). */
 void kern_unpack_wrow(const kern_wdesc *wd, const void *row, int64_t n, kern_wrow *w) {
     const uint8_t *p = row;
@@ -270,6 +500,27 @@ void kern_unpack_wrow(const kern_wdesc *wd, const void *row, int64_t n, kern_wro
     case GGML_TYPE_Q6_K:
         for (int64_t b = 0; b < nb; ++b) unpack_q6_K((const block_q6_K *)p + b, w->q + 256 * b, w->sc + 16 * b, w->d + b);
         return;
+    case GGML_TYPE_IQ4_NL:
+        for (int64_t b = 0; b < nb; ++b) unpack_iq4_nl((const block_iq4_nl *)p + b, w->q + 32 * b, w->d + b);
+        return;
+    case GGML_TYPE_IQ4_XS:
+        for (int64_t b = 0; b < nb; ++b) unpack_iq4_xs((const block_iq4_xs *)p + b, w->q + 256 * b, w->sc + 8 * b, w->d + b);
+        return;
+    /* the rest: groups of 16, no mins */
+#define UNPACK_K16(TYPE, BLK, FN)                                                                  \
+    case TYPE:                                                                                     \
+        for (int64_t b = 0; b < nb; ++b) FN((const BLK *)p + b, w->q + 256 * b, w->sc + 16 * b, w->d + b); \
+        return;
+    UNPACK_K16(GGML_TYPE_IQ2_XXS, block_iq2_xxs, unpack_iq2_xxs)
+    UNPACK_K16(GGML_TYPE_IQ2_XS, block_iq2_xs, unpack_iq2_xs)
+    UNPACK_K16(GGML_TYPE_IQ2_S, block_iq2_s, unpack_iq2_s)
+    UNPACK_K16(GGML_TYPE_IQ3_XXS, block_iq3_xxs, unpack_iq3_xxs)
+    UNPACK_K16(GGML_TYPE_IQ3_S, block_iq3_s, unpack_iq3_s)
+    UNPACK_K16(GGML_TYPE_IQ1_S, block_iq1_s, unpack_iq1_s)
+    UNPACK_K16(GGML_TYPE_IQ1_M, block_iq1_m, unpack_iq1_m)
+    UNPACK_K16(GGML_TYPE_TQ1_0, block_tq1_0, unpack_tq1_0)
+    UNPACK_K16(GGML_TYPE_TQ2_0, block_tq2_0, unpack_tq2_0)
+#undef UNPACK_K16
     default:
         assert(!"unsupported weight type");
     }
@@ -468,6 +719,263 @@ REF_DOT_K(ref_dot_q4_K, block_q4_K, unpack_q4_K(wb + b, q, sc, mn, &d, &dmin), 3
 REF_DOT_K(ref_dot_q5_K, block_q5_K, unpack_q5_K(wb + b, q, sc, mn, &d, &dmin), 32, true)
 REF_DOT_K(ref_dot_q6_K, block_q6_K, unpack_q6_K(wb + b, q, sc, &d), 16, false)
 
+/* ---------------------------------------------------------------- i-quants and ternary types
+ * Straight from the blocks, with the arithmetic of ggml's generic C vec_dot for each type: the
+ * integer sums per group, the scales applied where and as ggml applies them (the 1/8 or 1/4 of
+ * the IQ2 / IQ3_XXS scales once at the end, IQ1's shift through the activations' block sums,
+ * IQ4_XS's float scale per 32 values). Independent of the unpacking above, which the tests
+ * compare with these. */
+
+/* sum_j grid_j * sign_j * a_j over the 8 values of an IQ2 / IQ3 grid point (ggml's inner loop). */
+static int32_t signed_point_dot(uint64_t point, uint8_t signs, const int8_t *a) {
+    int32_t s = 0;
+    for (int j = 0; j < 8; ++j) s += iq_grid_byte(point, j) * a[j] * ((signs >> j) & 1 ? -1 : 1);
+    return s;
+}
+
+/* sum_j grid_j * a_j over the 8 values of an IQ1 grid point (-1, 0, 1). */
+static int32_t iq1_point_dot(uint64_t point, const int8_t *a) {
+    int32_t s = 0;
+    for (int j = 0; j < 8; ++j) s += (int8_t)iq_grid_byte(point, j) * a[j];
+    return s;
+}
+
+/* IQ2_XXS: integer sums per 32 values times 2 ls + 1, d_x d_y per super-block, 1/8 at the end. */
+static float ref_dot_iq2_xxs(int64_t n, const void *vw, const void *vx) {
+    const block_iq2_xxs *x = vw;
+    const block_q8_K *y = vx;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / 256; ++i) {
+        const float d = fp16_to_f32(x[i].d) * y[i].d;
+        const int8_t *q8 = y[i].qs;
+        int32_t bsum = 0;
+        for (int ib = 0; ib < 8; ++ib) {
+            uint32_t grid, rest;
+            iq2_xxs_words(&x[i], ib, &grid, &rest);
+            int32_t sumi = 0;
+            for (int l = 0; l < 4; ++l, q8 += 8)
+                sumi += signed_point_dot(IQ2XXS_GRID[(grid >> (8 * l)) & 255], iq_sign_bits((rest >> (7 * l)) & 127), q8);
+            bsum += sumi * (int32_t)(2 * (rest >> 28) + 1);
+        }
+        sumf += d * (float)bsum;
+    }
+    return 0.125f * sumf;
+}
+
+/* IQ2_XS: as IQ2_XXS with a scale per 16 values. */
+static float ref_dot_iq2_xs(int64_t n, const void *vw, const void *vx) {
+    const block_iq2_xs *x = vw;
+    const block_q8_K *y = vx;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / 256; ++i) {
+        const float d = fp16_to_f32(x[i].d) * y[i].d;
+        const int8_t *q8 = y[i].qs;
+        int32_t bsum = 0;
+        for (int h = 0; h < 16; ++h) { /* 16 values: one scale, two grid points */
+            int32_t sumi = 0;
+            for (int l = 0; l < 2; ++l, q8 += 8) {
+                const uint16_t v = x[i].qs[2 * h + l];
+                sumi += signed_point_dot(IQ2XS_GRID[v & 511], iq_sign_bits(v >> 9), q8);
+            }
+            bsum += sumi * (2 * ((x[i].scales[h / 2] >> (4 * (h % 2))) & 0xF) + 1);
+        }
+        sumf += d * (float)bsum;
+    }
+    return 0.125f * sumf;
+}
+
+/* IQ2_S: as IQ2_XS (ggml sums both halves of 32 before scaling: the same integers). */
+static float ref_dot_iq2_s(int64_t n, const void *vw, const void *vx) {
+    const block_iq2_s *x = vw;
+    const block_q8_K *y = vx;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / 256; ++i) {
+        const float d = fp16_to_f32(x[i].d) * y[i].d;
+        const int8_t *q8 = y[i].qs;
+        int32_t bsum = 0;
+        for (int h = 0; h < 16; ++h) {
+            int32_t sumi = 0;
+            for (int l = 0; l < 2; ++l, q8 += 8) {
+                const int g = 2 * h + l;
+                sumi += signed_point_dot(IQ2S_GRID[iq2_s_index(&x[i], g)], x[i].qs[32 + g], q8);
+            }
+            bsum += (2 * ((x[i].scales[h / 2] >> (4 * (h % 2))) & 0xF) + 1) * sumi;
+        }
+        sumf += d * (float)bsum;
+    }
+    return 0.125f * sumf;
+}
+
+/* IQ3_XXS: as IQ2_XXS with 4-value points, 1/4 at the end. */
+static float ref_dot_iq3_xxs(int64_t n, const void *vw, const void *vx) {
+    const block_iq3_xxs *x = vw;
+    const block_q8_K *y = vx;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / 256; ++i) {
+        const float d = fp16_to_f32(x[i].d) * y[i].d;
+        const int8_t *q8 = y[i].qs;
+        int32_t bsum = 0;
+        for (int ib = 0; ib < 8; ++ib) {
+            const uint32_t rest = iq3_xxs_rest(&x[i], ib);
+            const uint8_t *idx = x[i].qs + 8 * ib;
+            int32_t sumi = 0;
+            for (int l = 0; l < 4; ++l, q8 += 8)
+                sumi += signed_point_dot(iq3_pair(IQ3XXS_GRID[idx[2 * l]], IQ3XXS_GRID[idx[2 * l + 1]]),
+                                         iq_sign_bits((rest >> (7 * l)) & 127), q8);
+            bsum += sumi * (int32_t)(2 * (rest >> 28) + 1);
+        }
+        sumf += d * (float)bsum;
+    }
+    return 0.25f * sumf;
+}
+
+/* IQ3_S: integer sums per 32 values times 2 ls + 1, d_x d_y per super-block. */
+static float ref_dot_iq3_s(int64_t n, const void *vw, const void *vx) {
+    const block_iq3_s *x = vw;
+    const block_q8_K *y = vx;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / 256; ++i) {
+        const float d = fp16_to_f32(x[i].d) * y[i].d;
+        const int8_t *q8 = y[i].qs;
+        int32_t bsum = 0;
+        for (int ib = 0; ib < 8; ++ib) {
+            int32_t sumi = 0;
+            for (int l = 0; l < 4; ++l, q8 += 8) {
+                const int g = 4 * ib + l;
+                const uint64_t point = iq3_pair(IQ3S_GRID[iq3_s_index(&x[i], 2 * g)], IQ3S_GRID[iq3_s_index(&x[i], 2 * g + 1)]);
+                sumi += signed_point_dot(point, x[i].signs[g], q8);
+            }
+            bsum += sumi * (2 * ((x[i].scales[ib / 2] >> (4 * (ib % 2))) & 0xF) + 1);
+        }
+        sumf += d * (float)bsum;
+    }
+    return sumf;
+}
+
+/* IQ1_S: sum(grid * a) per 32 values times the odd scale, plus the shift's 1/8 through the
+ * activations' block sums: d_x * d_y * (sumi + 1/8 * sumi1), as ggml. */
+static float ref_dot_iq1_s(int64_t n, const void *vw, const void *vx) {
+    const block_iq1_s *x = vw;
+    const block_q8_K *y = vx;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / 256; ++i) {
+        const int8_t *q8 = y[i].qs;
+        int32_t sumi = 0, sumi1 = 0;
+        for (int ib = 0; ib < 8; ++ib) {
+            const int qh = x[i].qh[ib];
+            const int ls = 2 * ((qh >> 12) & 7) + 1, delta = qh & 0x8000 ? -1 : 1;
+            int32_t lsum = 0;
+            for (int l = 0; l < 4; ++l, q8 += 8)
+                lsum += iq1_point_dot(IQ1S_GRID[x[i].qs[4 * ib + l] | (((qh >> (3 * l)) & 7) << 8)], q8);
+            sumi += ls * lsum;
+            sumi1 += ls * delta * (y[i].bsums[2 * ib] + y[i].bsums[2 * ib + 1]);
+        }
+        sumf += fp16_to_f32(x[i].d) * y[i].d * ((float)sumi + IQ1_DELTA * (float)sumi1);
+    }
+    return sumf;
+}
+
+/* IQ1_M: as IQ1_S with a scale per 16 values and a shift per 8 (summed from the quants). */
+static float ref_dot_iq1_m(int64_t n, const void *vw, const void *vx) {
+    const block_iq1_m *x = vw;
+    const block_q8_K *y = vx;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / 256; ++i) {
+        uint16_t sc16[4];
+        float d;
+        iq1_m_scales(&x[i], sc16, &d);
+        const int8_t *q8 = y[i].qs;
+        int32_t sumi1 = 0, sumi2 = 0;
+        for (int h = 0; h < 16; ++h) {
+            const int ls = 2 * iq1_m_scale(sc16, h) + 1;
+            int32_t sum1 = 0, sum2 = 0;
+            for (int l = 0; l < 2; ++l, q8 += 8) {
+                const int g = 2 * h + l;
+                const int nib = (x[i].qh[g / 2] >> (4 * (g % 2))) & 0xF;
+                int32_t asum = 0;
+                for (int j = 0; j < 8; ++j) asum += q8[j];
+                sum1 += iq1_point_dot(IQ1S_GRID[x[i].qs[g] | ((nib & 7) << 8)], q8);
+                sum2 += asum * (nib & 8 ? -1 : 1);
+            }
+            sumi1 += sum1 * ls;
+            sumi2 += sum2 * ls;
+        }
+        sumf += d * y[i].d * ((float)sumi1 + IQ1_DELTA * (float)sumi2);
+    }
+    return sumf;
+}
+
+/* IQ4_NL against Q8_0: per block of 32, d_a * d_w * sum(level * a). */
+static float ref_dot_iq4_nl(int64_t n, const void *vw, const void *vx) {
+    const block_iq4_nl *x = vw;
+    const block_q8_0 *y = vx;
+    float sumf = 0;
+    for (int64_t b = 0; b < n / 32; ++b) {
+        const float d = fp16_to_f32(y[b].d) * fp16_to_f32(x[b].d);
+        int32_t sumi1 = 0, sumi2 = 0;
+        for (int j = 0; j < 16; ++j) {
+            sumi1 += y[b].qs[j] * IQ4_LEVELS[x[b].qs[j] & 0xF];
+            sumi2 += y[b].qs[j + 16] * IQ4_LEVELS[x[b].qs[j] >> 4];
+        }
+        sumf += d * (float)(sumi1 + sumi2);
+    }
+    return sumf;
+}
+
+/* IQ4_XS: ggml's generic code scales each group of 32 in float: d_x d_y (ls - 32) * sum. */
+static float ref_dot_iq4_xs(int64_t n, const void *vw, const void *vx) {
+    const block_iq4_xs *x = vw;
+    const block_q8_K *y = vx;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / 256; ++i) {
+        const float d4d8 = fp16_to_f32(x[i].d) * y[i].d;
+        for (int ib = 0; ib < 8; ++ib) {
+            const uint8_t *qs = x[i].qs + 16 * ib;
+            const int8_t *q8 = y[i].qs + 32 * ib;
+            const float dl = d4d8 * (float)(iq4_xs_scale(&x[i], ib) - 32);
+            int32_t sumi1 = 0, sumi2 = 0;
+            for (int j = 0; j < 16; ++j) {
+                sumi1 += q8[j] * IQ4_LEVELS[qs[j] & 0xF];
+                sumi2 += q8[j + 16] * IQ4_LEVELS[qs[j] >> 4];
+            }
+            sumf += dl * (float)(sumi1 + sumi2);
+        }
+    }
+    return sumf;
+}
+
+/* TQ1_0: sum((trit - 1) * a) per super-block, times d_x * d_y. */
+static float ref_dot_tq1_0(int64_t n, const void *vw, const void *vx) {
+    const block_tq1_0 *x = vw;
+    const block_q8_K *y = vx;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / 256; ++i) {
+        const int8_t *q8 = y[i].qs;
+        int32_t sum = 0;
+        for (int nn = 0; nn < 5; ++nn) {
+            for (int m = 0; m < 32; ++m) sum += (tq1_trit(x[i].qs[m], nn) - 1) * q8[32 * nn + m];
+            for (int m = 0; m < 16; ++m) sum += (tq1_trit(x[i].qs[32 + m], nn) - 1) * q8[160 + 16 * nn + m];
+        }
+        for (int nn = 0; nn < 4; ++nn)
+            for (int j = 0; j < 4; ++j) sum += (tq1_trit(x[i].qh[j], nn) - 1) * q8[240 + 4 * nn + j];
+        sumf += (float)sum * (fp16_to_f32(x[i].d) * y[i].d);
+    }
+    return sumf;
+}
+
+/* TQ2_0: sum((q - 1) * a) per super-block, times d_y * d_x. */
+static float ref_dot_tq2_0(int64_t n, const void *vw, const void *vx) {
+    const block_tq2_0 *x = vw;
+    const block_q8_K *y = vx;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / 256; ++i) {
+        int32_t sumi = 0;
+        for (int j = 0; j < 256; ++j) sumi += y[i].qs[j] * (two_bits(x[i].qs, j) - 1);
+        sumf += (float)sumi * (y[i].d * fp16_to_f32(x[i].d));
+    }
+    return sumf;
+}
+
 /* Float weights: both sides widened to float, products accumulated in float. */
 static float ref_dot_float(int type, int64_t n, const void *w, const void *x) {
     float s = 0, a, b;
@@ -497,6 +1005,17 @@ kern_vec_dot_fn kern_vec_dot_ref(int wtype) {
     case GGML_TYPE_Q4_K: return ref_dot_q4_K;
     case GGML_TYPE_Q5_K: return ref_dot_q5_K;
     case GGML_TYPE_Q6_K: return ref_dot_q6_K;
+    case GGML_TYPE_IQ4_NL: return ref_dot_iq4_nl;
+    case GGML_TYPE_IQ4_XS: return ref_dot_iq4_xs;
+    case GGML_TYPE_IQ3_S: return ref_dot_iq3_s;
+    case GGML_TYPE_IQ3_XXS: return ref_dot_iq3_xxs;
+    case GGML_TYPE_IQ2_S: return ref_dot_iq2_s;
+    case GGML_TYPE_IQ2_XS: return ref_dot_iq2_xs;
+    case GGML_TYPE_IQ2_XXS: return ref_dot_iq2_xxs;
+    case GGML_TYPE_IQ1_M: return ref_dot_iq1_m;
+    case GGML_TYPE_IQ1_S: return ref_dot_iq1_s;
+    case GGML_TYPE_TQ2_0: return ref_dot_tq2_0;
+    case GGML_TYPE_TQ1_0: return ref_dot_tq1_0;
     default: return NULL;
     }
 }

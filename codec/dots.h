@@ -1,17 +1,34 @@
 /* dots.h - dot products of quantized weight rows with activations, as ggml's CPU backend does.
  *
- * Weight types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K. As in ggml, the
- * activations are first converted to the weight type's "vec_dot type": Q8_0 (for Q4_0, Q5_0,
- * Q8_0), Q8_1 (Q4_1, Q5_1), Q8_K (the K-quants), F16 / BF16 (rounded) for F16 / BF16 weights,
- * plain F32 for F32. The quantized dots then sum integer products block by block and scale once
- * per block, which is what makes slmc's logits match llama.cpp's closely.
+ * Weight types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS, the
+ * i-quants IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S and the ternary TQ1_0, TQ2_0.
+ * As in ggml, the activations are first converted to the weight type's "vec_dot type": Q8_0
+ * (for Q4_0, Q5_0, Q8_0, IQ4_NL), Q8_1 (Q4_1, Q5_1), Q8_K (the K-quants, IQ4_XS, the i-quants
+ * and ternary types), F16 / BF16 (rounded) for F16 / BF16 weights, plain F32 for F32. The
+ * quantized dots then sum integer products block by block and scale once per block, which is
+ * what makes slmc's logits match llama.cpp's closely.
+ *
+ * The types beyond the legacy and K-quants have no loops of their own: each is unpacked into
+ * the plain arrays of one family (below), with integers whose products and sums are exactly
+ * those of ggml's vec_dot (value = d * sc * q; dots.c section 4 details each):
+ *   IQ4_NL             legacy: q = the IQ4 level (-127..113), d = the block scale;
+ *   IQ4_XS             K, groups of 32: q = the IQ4 level, sc = ls - 32, d = the fp16 scale;
+ *   IQ2_XXS/XS/S       K, groups of 16: q = grid * sign (|q| <= 43), sc = 2 ls + 1, d = fp16 d / 8;
+ *   IQ3_XXS            K, groups of 16: q = grid * sign (|q| <= 62), sc = 2 ls + 1, d = fp16 d / 4;
+ *   IQ3_S              K, groups of 16: q = grid * sign (|q| <= 15), sc = 2 ls + 1, d = fp16 d;
+ *   IQ1_S, IQ1_M       K, groups of 16: q = 8 grid +- 1 (|q| <= 9), sc = 2 ls + 1, d = fp16 d / 8
+ *                      (the +-1/8 shift made an integer);
+ *   TQ1_0, TQ2_0       K, groups of 16: q = trit - 1, sc = 1, d = the fp16 scale.
+ * Scales stored per 32 values are written per 16 (twice); none of these types has mins. Their
+ * reference dots follow ggml's generic C vec_dot, which for IQ4_XS scales each 32 values in
+ * float (the unpacked dot scales once per 256, as ggml's AVX2 code: float rounding apart).
  *
  * Two ways to compute a dot, which give the same integer parts:
  *   - kern_vec_dot_ref: straight from the blocks, one block at a time, scalar. It defines the
  *     arithmetic; tests compare everything else with it.
  *   - unpacked rows: a whole weight row is unpacked once to plain arrays (int8 quants, integer
  *     sub-block scales and mins, float block scales: kern_wrow), an activation row likewise
- *     (kern_arow), and one inner loop per family (float, legacy blocks of 32, K-quants) dots
+ *     (kern_arow), and one inner loop per family (float, legacy blocks of 32, K family) dots
  *     them, scalar (kern_dot_*_scalar, dots.c) or AVX2 (kern_dot_*_avx2, dots_avx2.c). The
  *     matmul of eval/kernels.c unpacks each weight row once and reuses it for every token,
  *     through kern_dot_block: with AVX2, register tiles of 2 rows x up to 4 tokens whose every
@@ -66,7 +83,7 @@ typedef struct kern_wdesc {
     int act_type;    /* vec_dot type of the activations */
     int block;       /* values per weight block */
     size_t bytes;    /* bytes per weight block */
-    int group;       /* values per integer scale: 16 or 32 for the K-quants (32 for legacy) */
+    int group;       /* values per integer scale: 16 or 32 for the K family (32 for legacy) */
     bool has_min;    /* Q4_1, Q5_1, Q2_K, Q4_K, Q5_K */
 } kern_wdesc;
 
@@ -75,8 +92,9 @@ const kern_wdesc *kern_wdesc_get(int wtype);
 
 /* A weight row or activation row of n values "unpacked" to plain arrays, so one inner loop
  * serves every quantized type:
- *   legacy types (block 32): value = d[b] * q (+ m[b] for Q4_1 / Q5_1);
- *   K-quants (super-block 256, groups of 16 or 32): value = d[s] * sc[g] * q - m[s] * mn[g]. */
+ *   legacy types (block 32, IQ4_NL too): value = d[b] * q (+ m[b] for Q4_1 / Q5_1);
+ *   K family (super-block 256, groups of 16 or 32: the K-quants, IQ4_XS, the i-quants, the
+ *   ternary types): value = d[s] * sc[g] * q - m[s] * mn[g]. */
 typedef struct kern_wrow {
     int8_t *q;       /* [n] integer quants, already offset (signed) */
     int16_t *sc;     /* [n/16] integer scale per group (K-quants) */
@@ -140,8 +158,8 @@ int kern_dot_tile_avx2(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int 
                        float *y, int64_t ldy);
 
 /* The same contract with AVX-512 registers (F32/F16/BF16 rows with n % 8 == 0, and the legacy
- * blocks Q4_0..Q8_0), the same bits: 0 (nothing written) for other types or when the CPU lacks
- * AVX-512 F/DQ/BW/VL/VNNI. kern_dot_block tries it first when avx2 is set. */
+ * blocks Q4_0..Q8_0 and IQ4_NL), the same bits: 0 (nothing written) for other types or when
+ * the CPU lacks AVX-512 F/DQ/BW/VL/VNNI. kern_dot_block tries it first when avx2 is set. */
 int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int nr, const kern_arow *a, int nt,
                          float *y, int64_t ldy);
 bool kern_cpu_has_avx512(void);

@@ -13,7 +13,9 @@
 #include "dots.h"
 
 #include <math.h>
+#include <string.h>
 
+#include "codec/iq_grids.h"
 #include "codec/types.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -140,9 +142,14 @@ AVX2 float kern_dot_k_avx2(int64_t n, const kern_wrow *w, const kern_arow *a, in
  * tree, the same per-block scaling), only the independent outputs are interleaved, so each
  * weight vector is loaded once for T tokens and each activation vector once for KT_R rows.
  * The integer parts are exact (no int16 saturation for |q_a| <= 127, and int32 sums are
- * associative), so they may be formed differently: K-quant weights are made unsigned with an
- * offset that the activations' block sums take back out (as ggml's Q3_K/Q6_K), and the
- * sub-block sums of all outputs reduce together. Output (r, t) lands in lane t * KT_R + r of
+ * associative), so they may be formed differently: signed K-family weights are made unsigned
+ * with an offset that the activations' block sums take back out (as ggml's Q3_K/Q6_K), and the
+ * sub-block sums of all outputs reduce together. The offset needs groups of 16, q + off in
+ * 0..129 (VPMADDUBSW's pair sums (q + off) * a then stay within int16 for |a| <= 127) and
+ * off * sc within int16: Q3_K (-4..3, off 4), Q6_K (-32..31, off 32), the i-quants and ternary
+ * types (|q| <= 62, sc <= 31, off 64). IQ4_XS's levels (-127..113) span too much for any
+ * offset, so its weights go in as |q| with q's sign moved onto the activations, as in the 1x1
+ * kernel (signed_q). Output (r, t) lands in lane t * KT_R + r of
  * one vector, so the KT_R outputs of a token are stored together. */
 
 #define KT_R 2 /* rows per tile: the lane layout, store_tile and the Q4_K/Q5_K mins assume 2 */
@@ -205,7 +212,7 @@ AVX2 static AI __m256 lanes_of_tokens(const kern_arow *a, int64_t s, int T, bool
 /* ------------------------------------------------------------ K-quants (kern_dot_k_avx2) */
 
 AVX2 static AI void dot_k_tile(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy, const int T,
-                               const int group, const bool has_min, const int off) {
+                               const int group, const bool has_min, const int off, const bool signed_q) {
     const int ng = 256 / group;
     const __m256i voff = _mm256_set1_epi8((char)off);
     /* group 16: sc[2c] in the low 128 bits, sc[2c+1] in the high (from one 32-bit broadcast) */
@@ -221,6 +228,7 @@ AVX2 static AI void dot_k_tile(int64_t n, const kern_wrow *w, const kern_arow *a
             for (int r = 0; r < KT_R; ++r) {
                 __m256i wv = _mm256_loadu_si256((const __m256i *)(w[r].q + 256 * s + 32 * c));
                 if (off) wv = _mm256_add_epi8(wv, voff);
+                const __m256i wu = signed_q ? _mm256_sign_epi8(wv, wv) : wv; /* the unsigned operand */
                 const int16_t *sc = w[r].sc + ng * s;
                 __m256i scv;
                 if (group == 16) {
@@ -232,8 +240,10 @@ AVX2 static AI void dot_k_tile(int64_t n, const kern_wrow *w, const kern_arow *a
                 }
                 UNROLL
                 for (int t = 0; t < T; ++t) {
-                    const __m256i av = _mm256_loadu_si256((const __m256i *)(a[t].q + 256 * s + 32 * c));
-                    acc[LANE(r, t)] = _mm256_add_epi32(acc[LANE(r, t)], _mm256_madd_epi16(_mm256_maddubs_epi16(wv, av), scv));
+                    __m256i av = _mm256_loadu_si256((const __m256i *)(a[t].q + 256 * s + 32 * c));
+                    if (signed_q) av = _mm256_sign_epi8(av, wv);
+                    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wu, av), scv);
+                    acc[LANE(r, t)] = _mm256_add_epi32(acc[LANE(r, t)], p);
                 }
             }
         }
@@ -377,10 +387,12 @@ AVX2 static AI void dot_f32_tile(int64_t n, const kern_wrow *w, const kern_arow 
     static void (*const NAME[KT_T + 1])(int64_t, const kern_wrow *, const kern_arow *, float *, int64_t) = {     \
         NULL, NAME##_1, NAME##_2, NAME##_3, NAME##_4};
 
-#define CALL_Q2K(T) dot_k_tile(n, w, a, y, ldy, T, 16, true, 0)
-#define CALL_Q3K(T) dot_k_tile(n, w, a, y, ldy, T, 16, false, 4)
-#define CALL_Q6K(T) dot_k_tile(n, w, a, y, ldy, T, 16, false, 32)
-#define CALL_Q45K(T) dot_k_tile(n, w, a, y, ldy, T, 32, true, 0)
+#define CALL_Q2K(T) dot_k_tile(n, w, a, y, ldy, T, 16, true, 0, false)
+#define CALL_Q3K(T) dot_k_tile(n, w, a, y, ldy, T, 16, false, 4, false)
+#define CALL_Q6K(T) dot_k_tile(n, w, a, y, ldy, T, 16, false, 32, false)
+#define CALL_Q45K(T) dot_k_tile(n, w, a, y, ldy, T, 32, true, 0, false)
+#define CALL_IQ(T) dot_k_tile(n, w, a, y, ldy, T, 16, false, 64, false)
+#define CALL_IQ4XS(T) dot_k_tile(n, w, a, y, ldy, T, 32, false, 0, true)
 #define CALL_LEG(T) dot_legacy_tile(n, w, a, y, ldy, T, false)
 #define CALL_LEGM(T) dot_legacy_tile(n, w, a, y, ldy, T, true)
 #define CALL_F32(T) dot_f32_tile(n, w, a, y, ldy, T)
@@ -388,6 +400,8 @@ TILE_FNS(tile_q2k, CALL_Q2K)
 TILE_FNS(tile_q3k, CALL_Q3K)
 TILE_FNS(tile_q6k, CALL_Q6K)
 TILE_FNS(tile_q45k, CALL_Q45K)
+TILE_FNS(tile_iq, CALL_IQ)
+TILE_FNS(tile_iq4xs, CALL_IQ4XS)
 TILE_FNS(tile_leg, CALL_LEG)
 TILE_FNS(tile_legm, CALL_LEGM)
 TILE_FNS(tile_f32, CALL_F32)
@@ -421,6 +435,12 @@ int kern_dot_tile_avx2(const kern_wdesc *wd, int64_t n, const kern_wrow *w, int 
     case GGML_TYPE_Q3_K: fns = tile_q3k; break;
     case GGML_TYPE_Q6_K: fns = tile_q6k; break;
     case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: fns = tile_q45k; break;
+    case GGML_TYPE_IQ4_NL: fns = tile_leg; break;
+    case GGML_TYPE_IQ4_XS: fns = tile_iq4xs; break;
+    case GGML_TYPE_IQ2_XXS: case GGML_TYPE_IQ2_XS: case GGML_TYPE_IQ2_S: case GGML_TYPE_IQ3_XXS: case GGML_TYPE_IQ3_S:
+    case GGML_TYPE_IQ1_S: case GGML_TYPE_IQ1_M: case GGML_TYPE_TQ1_0: case GGML_TYPE_TQ2_0:
+        fns = tile_iq; /* |q| <= 62, sc <= 31 (dots.c section 4): off 64 stays exact */
+        break;
     default: break;
     }
     return run_tiles(fns, KT_R, n, w, nr, a, nt, y, ldy);
@@ -593,7 +613,9 @@ int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, in
     case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16:
         if (n % 8 == 0) pairs = tile512_f32, fours = tile512_f32r4;
         break;
-    case GGML_TYPE_Q4_0: case GGML_TYPE_Q5_0: case GGML_TYPE_Q8_0: pairs = tile512_leg, fours = tile512_legr4; break;
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q5_0: case GGML_TYPE_Q8_0: case GGML_TYPE_IQ4_NL:
+        pairs = tile512_leg, fours = tile512_legr4;
+        break;
     case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_1: pairs = tile512_legm, fours = tile512_legmr4; break;
     default: break;
     }
@@ -740,6 +762,68 @@ AVX2 static AI __m256i bits_to_0x10(const uint8_t *qh) {
 }
 
 AVX2 static AI void store32(int8_t *q, __m256i v) { _mm256_storeu_si256((__m256i *)q, v); }
+
+/* -------- the grid types: grid points loaded one by one (a table lookup per 4 or 8 values),
+ * then signs, shifts and scales 32 values at a time */
+
+/* Byte 8k + j (k = 0..3) of the result: byte k of `four`, for every j. */
+AVX2 static AI __m256i bytes_per_8(uint32_t four) {
+    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3,
+                                          3, 3, 3, 3, 3);
+    return _mm256_shuffle_epi8(_mm256_set1_epi32((int)four), shuf);
+}
+
+/* 32 grid values (4 points of 8 non-negative bytes) with the sign bits of byte k of `signs` on
+ * point k: bit j set negates value j (VPSIGNB by -1 or 1). */
+AVX2 static AI __m256i signed_points(uint64_t p0, uint64_t p1, uint64_t p2, uint64_t p3, uint32_t signs) {
+    const __m256i mask = _mm256_set1_epi64x(0x8040201008040201ll);
+    const __m256i neg = _mm256_cmpeq_epi8(_mm256_and_si256(bytes_per_8(signs), mask), mask);
+    const __m256i grid = _mm256_set_epi64x((long long)p3, (long long)p2, (long long)p1, (long long)p0);
+    return _mm256_sign_epi8(grid, _mm256_or_si256(neg, _mm256_set1_epi8(1)));
+}
+
+/* The same for 8 points of 4 values (IQ3 grids, uint32 each): signs byte k covers points 2k, 2k+1. */
+AVX2 static AI __m256i signed_points4(const uint32_t *grid, const int idx[8], uint32_t signs) {
+    const __m256i mask = _mm256_set1_epi64x(0x8040201008040201ll);
+    const __m256i neg = _mm256_cmpeq_epi8(_mm256_and_si256(bytes_per_8(signs), mask), mask);
+    /* element by element into registers (a stack array read back as a vector stalls the load) */
+    const __m128i lo = _mm_setr_epi32((int)grid[idx[0]], (int)grid[idx[1]], (int)grid[idx[2]], (int)grid[idx[3]]);
+    const __m128i hi = _mm_setr_epi32((int)grid[idx[4]], (int)grid[idx[5]], (int)grid[idx[6]], (int)grid[idx[7]]);
+    return _mm256_sign_epi8(_mm256_set_m128i(hi, lo), _mm256_or_si256(neg, _mm256_set1_epi8(1)));
+}
+
+/* Four 7-bit sign indices (bits 0-27 of v) as their four sign bytes (iq_sign_bits). */
+static inline uint32_t four_signs(uint32_t v) {
+    return iq_sign_bits(v & 127) | (uint32_t)iq_sign_bits((v >> 7) & 127) << 8 |
+           (uint32_t)iq_sign_bits((v >> 14) & 127) << 16 | (uint32_t)iq_sign_bits((v >> 21) & 127) << 24;
+}
+
+/* 32 IQ1 values: 4 points of IQ1S_GRID (-1, 0, 1) as 8 * grid + delta, delta_k = byte k of
+ * `deltas` (+-1) for point k. */
+AVX2 static AI __m256i iq1_points(uint64_t p0, uint64_t p1, uint64_t p2, uint64_t p3, uint32_t deltas) {
+    __m256i g = _mm256_set_epi64x((long long)p3, (long long)p2, (long long)p1, (long long)p0);
+    g = _mm256_add_epi8(g, g);
+    g = _mm256_add_epi8(g, g);
+    g = _mm256_add_epi8(g, g); /* 8 * grid: bytes stay apart, unlike a 16-bit shift */
+    return _mm256_add_epi8(g, bytes_per_8(deltas));
+}
+
+/* +-1 as a byte of bytes_per_8's argument */
+static inline uint32_t delta_byte(bool negative) { return negative ? 0xFFu : 1u; }
+
+/* TQ1_0: 16 trits at once: byte x (widened to 16 bits) times 3^n (mod 256), times 3, top byte;
+ * minus 1; narrowed back to 16 bytes in order. */
+AVX2 static AI __m128i tq1_trits16(__m256i bytes16, __m256i pow3) {
+    const __m256i v = _mm256_and_si256(_mm256_mullo_epi16(bytes16, pow3), _mm256_set1_epi16(0xFF));
+    /* (3 v >> 8) - 1, as (v * 768) >> 16 */
+    const __m256i t = _mm256_sub_epi16(_mm256_mulhi_epu16(v, _mm256_set1_epi16(768)), _mm256_set1_epi16(1));
+    return _mm_packs_epi16(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+}
+
+/* The 16 IQ4 levels (codec/iq_grids.h) in both 128-bit lanes, for VPSHUFB. */
+AVX2 static AI __m256i iq4_levels(void) {
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)IQ4_LEVELS));
+}
 
 /* Q4_K / Q5_K scales and mins (k4_scale_min), widened */
 static inline void k4_scales(const uint8_t *scales, int16_t *sc, int16_t *mn) {
@@ -932,6 +1016,199 @@ AVX2 bool kern_unpack_wrow_avx2(const kern_wdesc *wd, const void *row, int64_t n
             _mm256_storeu_si256((__m256i *)(w->sc + 16 * i),
                                 _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b[i].scales)));
             w->d[i] = fp16_to_f32(b[i].d);
+        }
+        return true;
+    }
+    case GGML_TYPE_IQ4_NL: {
+        const block_iq4_nl *b = row;
+        const __m256i levels = iq4_levels();
+        for (int64_t i = 0; i < nb; ++i) {
+            store32(w->q + 32 * i, _mm256_shuffle_epi8(levels, legacy_nibbles(b[i].qs)));
+            w->d[i] = fp16_to_f32(b[i].d);
+        }
+        return true;
+    }
+    case GGML_TYPE_IQ4_XS: {
+        const block_iq4_xs *b = row;
+        const __m256i levels = iq4_levels();
+        for (int64_t i = 0; i < nb; ++i) {
+            for (int ib = 0; ib < 8; ++ib) {
+                store32(w->q + 256 * i + 32 * ib, _mm256_shuffle_epi8(levels, legacy_nibbles(b[i].qs + 16 * ib)));
+                const int ls = ((b[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b[i].scales_h >> (2 * ib)) & 3) << 4);
+                w->sc[8 * i + ib] = (int16_t)(ls - 32);
+            }
+            w->d[i] = fp16_to_f32(b[i].d);
+        }
+        return true;
+    }
+    case GGML_TYPE_TQ2_0: { /* Q2_K's 2-bit fields, minus 1 */
+        const block_tq2_0 *b = row;
+        const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+        for (int64_t i = 0; i < nb; ++i) {
+            int8_t *q = w->q + 256 * i;
+            for (int h = 0; h < 2; ++h) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * h));
+                for (int k = 0; k < 4; ++k)
+                    store32(q + 128 * h + 32 * k, _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(v, 2 * k), m3), one));
+            }
+            _mm256_storeu_si256((__m256i *)(w->sc + 16 * i), _mm256_set1_epi16(1));
+            w->d[i] = fp16_to_f32(b[i].d);
+        }
+        return true;
+    }
+    case GGML_TYPE_TQ1_0: {
+        const block_tq1_0 *b = row;
+        static const int16_t POW3[5] = {1, 3, 9, 27, 81};
+        for (int64_t i = 0; i < nb; ++i) {
+            int8_t *q = w->q + 256 * i;
+            const __m256i lo = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)b[i].qs));
+            const __m256i hi = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(b[i].qs + 16)));
+            const __m256i tail = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(b[i].qs + 32)));
+            for (int k = 0; k < 5; ++k) {
+                const __m256i p = _mm256_set1_epi16(POW3[k]);
+                _mm_storeu_si128((__m128i *)(q + 32 * k), tq1_trits16(lo, p));
+                _mm_storeu_si128((__m128i *)(q + 32 * k + 16), tq1_trits16(hi, p));
+                _mm_storeu_si128((__m128i *)(q + 160 + 16 * k), tq1_trits16(tail, p));
+            }
+            uint32_t qh4;
+            memcpy(&qh4, b[i].qh, 4);
+            const __m256i qh = _mm256_cvtepu8_epi16(_mm_set1_epi32((int)qh4)); /* qh[0..3] four times */
+            const __m256i pow3 = _mm256_setr_epi16(1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27);
+            _mm_storeu_si128((__m128i *)(q + 240), tq1_trits16(qh, pow3));
+            _mm256_storeu_si256((__m256i *)(w->sc + 16 * i), _mm256_set1_epi16(1));
+            w->d[i] = fp16_to_f32(b[i].d);
+        }
+        return true;
+    }
+    case GGML_TYPE_IQ2_XXS: {
+        const block_iq2_xxs *b = row;
+        for (int64_t i = 0; i < nb; ++i) {
+            for (int ib = 0; ib < 8; ++ib) {
+                uint32_t grid, rest;
+                memcpy(&grid, b[i].qs + 4 * ib, 4);
+                memcpy(&rest, b[i].qs + 4 * ib + 2, 4);
+                store32(w->q + 256 * i + 32 * ib,
+                        signed_points(IQ2XXS_GRID[grid & 255], IQ2XXS_GRID[(grid >> 8) & 255],
+                                      IQ2XXS_GRID[(grid >> 16) & 255], IQ2XXS_GRID[grid >> 24], four_signs(rest)));
+                w->sc[16 * i + 2 * ib] = w->sc[16 * i + 2 * ib + 1] = (int16_t)(2 * (rest >> 28) + 1);
+            }
+            w->d[i] = fp16_to_f32(b[i].d) * 0.125f;
+        }
+        return true;
+    }
+    case GGML_TYPE_IQ2_XS: {
+        const block_iq2_xs *b = row;
+        for (int64_t i = 0; i < nb; ++i) {
+            for (int ib = 0; ib < 8; ++ib) {
+                const uint16_t *v = b[i].qs + 4 * ib;
+                const uint32_t signs = iq_sign_bits(v[0] >> 9) | (uint32_t)iq_sign_bits(v[1] >> 9) << 8 |
+                                       (uint32_t)iq_sign_bits(v[2] >> 9) << 16 | (uint32_t)iq_sign_bits(v[3] >> 9) << 24;
+                store32(w->q + 256 * i + 32 * ib, signed_points(IQ2XS_GRID[v[0] & 511], IQ2XS_GRID[v[1] & 511],
+                                                                IQ2XS_GRID[v[2] & 511], IQ2XS_GRID[v[3] & 511], signs));
+                w->sc[16 * i + 2 * ib] = (int16_t)(2 * (b[i].scales[ib] & 0xF) + 1);
+                w->sc[16 * i + 2 * ib + 1] = (int16_t)(2 * (b[i].scales[ib] >> 4) + 1);
+            }
+            w->d[i] = fp16_to_f32(b[i].d) * 0.125f;
+        }
+        return true;
+    }
+    case GGML_TYPE_IQ2_S: {
+        const block_iq2_s *b = row;
+        for (int64_t i = 0; i < nb; ++i) {
+            for (int ib = 0; ib < 8; ++ib) {
+                const uint8_t *qs = b[i].qs + 4 * ib;
+                const int qh = b[i].qh[ib];
+                uint32_t signs;
+                memcpy(&signs, b[i].qs + 32 + 4 * ib, 4);
+                store32(w->q + 256 * i + 32 * ib,
+                        signed_points(IQ2S_GRID[qs[0] | ((qh << 8) & 0x300)], IQ2S_GRID[qs[1] | ((qh << 6) & 0x300)],
+                                      IQ2S_GRID[qs[2] | ((qh << 4) & 0x300)], IQ2S_GRID[qs[3] | ((qh << 2) & 0x300)], signs));
+                w->sc[16 * i + 2 * ib] = (int16_t)(2 * (b[i].scales[ib] & 0xF) + 1);
+                w->sc[16 * i + 2 * ib + 1] = (int16_t)(2 * (b[i].scales[ib] >> 4) + 1);
+            }
+            w->d[i] = fp16_to_f32(b[i].d) * 0.125f;
+        }
+        return true;
+    }
+    case GGML_TYPE_IQ3_XXS: {
+        const block_iq3_xxs *b = row;
+        for (int64_t i = 0; i < nb; ++i) {
+            for (int ib = 0; ib < 8; ++ib) {
+                const uint8_t *k = b[i].qs + 8 * ib;
+                uint32_t rest;
+                memcpy(&rest, b[i].qs + 64 + 4 * ib, 4);
+                const int idx[8] = {k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]};
+                store32(w->q + 256 * i + 32 * ib, signed_points4(IQ3XXS_GRID, idx, four_signs(rest)));
+                w->sc[16 * i + 2 * ib] = w->sc[16 * i + 2 * ib + 1] = (int16_t)(2 * (rest >> 28) + 1);
+            }
+            w->d[i] = fp16_to_f32(b[i].d) * 0.25f;
+        }
+        return true;
+    }
+    case GGML_TYPE_IQ3_S: {
+        const block_iq3_s *b = row;
+        for (int64_t i = 0; i < nb; ++i) {
+            for (int ib = 0; ib < 8; ++ib) {
+                const uint8_t *k = b[i].qs + 8 * ib;
+                const int qh = b[i].qh[ib]; /* 9th bit of index 8 ib + m: bit m */
+                uint32_t signs;
+                memcpy(&signs, b[i].signs + 4 * ib, 4);
+                const int idx[8] = {k[0] | ((qh << 8) & 256), k[1] | ((qh << 7) & 256), k[2] | ((qh << 6) & 256),
+                                    k[3] | ((qh << 5) & 256), k[4] | ((qh << 4) & 256), k[5] | ((qh << 3) & 256),
+                                    k[6] | ((qh << 2) & 256), k[7] | ((qh << 1) & 256)};
+                store32(w->q + 256 * i + 32 * ib, signed_points4(IQ3S_GRID, idx, signs));
+                const int ls = (b[i].scales[ib / 2] >> (4 * (ib % 2))) & 0xF;
+                w->sc[16 * i + 2 * ib] = w->sc[16 * i + 2 * ib + 1] = (int16_t)(2 * ls + 1);
+            }
+            w->d[i] = fp16_to_f32(b[i].d);
+        }
+        return true;
+    }
+    case GGML_TYPE_IQ1_S: {
+        const block_iq1_s *b = row;
+        for (int64_t i = 0; i < nb; ++i) {
+            for (int ib = 0; ib < 8; ++ib) {
+                const uint8_t *k = b[i].qs + 4 * ib;
+                const int qh = b[i].qh[ib];
+                const uint32_t delta = delta_byte(qh & 0x8000) * 0x01010101u;
+                store32(w->q + 256 * i + 32 * ib,
+                        iq1_points(IQ1S_GRID[k[0] | ((qh << 8) & 0x700)], IQ1S_GRID[k[1] | ((qh << 5) & 0x700)],
+                                   IQ1S_GRID[k[2] | ((qh << 2) & 0x700)], IQ1S_GRID[k[3] | ((qh >> 1) & 0x700)], delta));
+                w->sc[16 * i + 2 * ib] = w->sc[16 * i + 2 * ib + 1] = (int16_t)(2 * ((qh >> 12) & 7) + 1);
+            }
+            w->d[i] = fp16_to_f32(b[i].d) * 0.125f;
+        }
+        return true;
+    }
+    case GGML_TYPE_IQ1_M: {
+        const block_iq1_m *b = row;
+        for (int64_t i = 0; i < nb; ++i) {
+            uint16_t sc16[4];
+            memcpy(sc16, b[i].scales, 8);
+            for (int ib = 0; ib < 8; ++ib) {
+                const uint8_t *k = b[i].qs + 4 * ib;
+                const int h0 = b[i].qh[2 * ib], h1 = b[i].qh[2 * ib + 1]; /* a nibble per 8 values */
+                const uint32_t deltas = delta_byte(h0 & 0x08) | delta_byte(h0 & 0x80) << 8 | delta_byte(h1 & 0x08) << 16 |
+                                        delta_byte(h1 & 0x80) << 24;
+                store32(w->q + 256 * i + 32 * ib,
+                        iq1_points(IQ1S_GRID[k[0] | ((h0 << 8) & 0x700)], IQ1S_GRID[k[1] | ((h0 << 4) & 0x700)],
+                                   IQ1S_GRID[k[2] | ((h1 << 8) & 0x700)], IQ1S_GRID[k[3] | ((h1 << 4) & 0x700)], deltas));
+            }
+            /* sc[h] = 2 * ((sc16[h / 4] >> 3 (h % 4)) & 7) + 1: each uint16 in 4 lanes, the field moved
+             * to bits 13-15 by a multiply (AVX2 has no per-lane 16-bit shift), then down */
+            uint64_t all;
+            memcpy(&all, sc16, 8);
+            const __m256i rep = _mm256_shuffle_epi8(_mm256_set1_epi64x((long long)all),
+                                                    _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 4, 5, 4, 5,
+                                                                     4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7));
+            const __m256i up = _mm256_mullo_epi16(rep, _mm256_setr_epi16(8192, 1024, 128, 16, 8192, 1024, 128, 16, 8192,
+                                                                         1024, 128, 16, 8192, 1024, 128, 16));
+            const __m256i ls = _mm256_srli_epi16(up, 13);
+            _mm256_storeu_si256((__m256i *)(w->sc + 16 * i),
+                                _mm256_add_epi16(_mm256_add_epi16(ls, ls), _mm256_set1_epi16(1)));
+            const uint16_t dbits = (uint16_t)((sc16[0] >> 12) | ((sc16[1] >> 8) & 0x00F0) | ((sc16[2] >> 4) & 0x0F00) |
+                                              (sc16[3] & 0xF000));
+            w->d[i] = fp16_to_f32(dbits) * 0.125f;
         }
         return true;
     }

@@ -20,6 +20,9 @@
 #define IQ1S_GRID_SIZE 2048
 #define IQ1_DELTA 0.125f /* IQ1_S / IQ1_M: the shift added to or subtracted from each grid value */
 
+/* The 16 levels of IQ4_NL / IQ4_XS (ggml's kvalues_iq4nl), denser near zero: value = d * level. */
+extern const int8_t IQ4_LEVELS[16];
+
 extern const uint64_t IQ2XXS_GRID[256];
 extern const uint64_t IQ2XS_GRID[512];
 extern const uint64_t IQ2S_GRID[1024];

@@ -23,6 +23,7 @@
 #include "quants.h"
 
 #include "codec/blocks.h"
+#include "codec/iq_grids.h"
 #include "codec/types.h"
 #include "codec/quants_iq.h"
 
@@ -1618,9 +1619,8 @@ double quant_weighted_error(int type, const float *x, const void *y, int64_t n, 
 
 /* ===================================================================== 5b. IQ4_NL / IQ4_XS */
 
-/* The 16 levels of the non-linear 4-bit types (llama.cpp's kvalues_iq4nl): denser near zero,
- * where most weights are. A quant is an index into this table; value = d * IQ4_LEVELS[q]. */
-static const int8_t IQ4_LEVELS[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+/* A quant is an index into the 16 levels IQ4_LEVELS (codec/iq_grids.h), denser near zero, where
+ * most weights are: value = d * IQ4_LEVELS[q]. */
 
 /* The index of the level nearest to v (v in level units), as llama.cpp's best_index_int8: a
  * binary search for the pair of levels around v, then the nearer one (the upper on a tie, and

@@ -2,7 +2,7 @@
  *
  * Two families:
  *   1. matmul: y[t][r] = dot(W row r, x_t) for a weight matrix stored in any supported GGUF
- *      type (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K), with the dot products
+ *      type (F32, F16, BF16, Q4_0..Q8_0, Q2_K..Q6_K, IQ1_S..IQ4_XS, TQ1_0, TQ2_0), with the dot products
  *      of codec/dots.h: the activations are converted to the weight type's "vec_dot type" as
  *      ggml's CPU backend does, each weight row is unpacked once per call into int8 quants +
  *      integer sub-block scales and reused for every token of the batch, with the codec's AVX2

@@ -557,9 +557,9 @@ START_TEST(test_gguf_to_hf) {
 }
 END_TEST
 
-/* A quantized type the codec cannot decode (IQ2_XXS: no kernels yet) is refused before
+/* A quantized type the codec cannot decode (MXFP4: no kernels here) is refused before
  * anything is written, with a message naming the file, the tensor and its type. The view of
- * llama.cpp's Q4_K_M has one tensor relabelled IQ2_XXS (its bytes are never read: the check
+ * llama.cpp's Q4_K_M has one tensor relabelled MXFP4 (its bytes are never read: the check
  * comes first). */
 START_TEST(test_write_undecodable_refused) {
     char *ref_path = SHARED_OR_SKIP("reference/books-22m-Q4_K_M.gguf");
@@ -572,11 +572,11 @@ START_TEST(test_write_undecodable_refused) {
     ck_assert(ti >= 0 && !type_is_float(m.tensors[ti].type));
     model_tensor *t = &m.tensors[ti];
     ck_assert_int_eq(t->ne[0] % 256, 0);
-    t->type = GGML_TYPE_IQ2_XXS;
+    t->type = GGML_TYPE_MXFP4;
     t->nbytes = type_nbytes(t->type, t->ne[0] * model_tensor_rows(t));
     ck_assert_int_eq(hf_write(&m, out, -1, 0, NULL, &err), -1);
     char want[512];
-    snprintf(want, sizeof want, "%s: tensor blk.1.ffn_down.weight is IQ2_XXS, a type slmc cannot dequantize yet",
+    snprintf(want, sizeof want, "%s: tensor blk.1.ffn_down.weight is MXFP4, a type slmc cannot dequantize yet",
              ref_path);
     ck_assert_str_eq(err.msg, want);
     struct stat st;

@@ -512,17 +512,309 @@ START_TEST(test_unpack_avx2_bit_identical) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- i-quants and ternary types
+ * llama.cpp's own blocks of two books-22m tensors (tests/data/iquant, written by llama-quantize
+ * b4747): blk.0.attn_q.weight (256 rows of 256 values) and blk.1.ffn_down.weight (256 rows of
+ * 768), in every one of these types. Each type is unpacked onto the legacy or K family
+ * (codec/dots.h), so the checks are those of the other types: scalar against AVX2, tiles bit
+ * for bit against the 1x1 AVX2 dot, both against the reference vec_dot, all against doubles of
+ * the dequantized values, and kern_matmul. */
+
+static const int IQTYPES[] = {GGML_TYPE_IQ1_S,  GGML_TYPE_IQ1_M,   GGML_TYPE_IQ2_XXS, GGML_TYPE_IQ2_XS,
+                              GGML_TYPE_IQ2_S,  GGML_TYPE_IQ3_XXS, GGML_TYPE_IQ3_S,   GGML_TYPE_IQ4_NL,
+                              GGML_TYPE_IQ4_XS, GGML_TYPE_TQ1_0,   GGML_TYPE_TQ2_0};
+#define N_IQTYPES (int)(sizeof IQTYPES / sizeof IQTYPES[0])
+
+/* One stored tensor: 256 rows of n values. */
+typedef struct iqmat {
+    uint8_t *q;
+    size_t row_bytes;
+    int64_t n;
+} iqmat;
+
+#define IQ_ROWS 256
+static const char *const IQ_TENSORS[2] = {"blk.0.attn_q.weight", "blk.1.ffn_down.weight"};
+static const int64_t IQ_LENS[2] = {256, 768};
+
+/* Tensor `which` (0, 1) in `type`, read from tests/data/iquant (relative to the project root). */
+static iqmat load_iq(int type, int which) {
+    char path[256];
+    snprintf(path, sizeof path, "tests/data/iquant/%s.%s", IQ_TENSORS[which], type_name(type));
+    iqmat m = {.n = IQ_LENS[which], .row_bytes = type_nbytes(type, IQ_LENS[which])};
+    size_t len = 0;
+    m.q = slurp(path, &len);
+    ck_assert_msg(m.q != NULL, "cannot read %s (run the tests from the project root)", path);
+    ck_assert_msg(len == m.row_bytes * IQ_ROWS, "%s: %zu bytes, want %zu", path, len, m.row_bytes * IQ_ROWS);
+    return m;
+}
+
+/* The value d * sc * q (legacy: d * q) of element i of an unpacked row, in double (exact). */
+static double unpacked_value(const kern_wdesc *wd, const kern_wrow *w, int64_t i) {
+    if (wd->kind == KERN_WK_LEGACY) return (double)w->d[i / 32] * w->q[i];
+    return (double)w->d[i / 256] * w->sc[i / wd->group] * w->q[i];
+}
+
+/* The float-order tolerance of the other quantized types (tolerance above): 1e-5 of
+ * sum |w a|, with w from the unpacked row and a as the vec_dot type holds it. */
+static double iq_tolerance(const kern_wdesc *wd, const kern_wrow *w, const float *av, int64_t n) {
+    double abs_sum = 0;
+    for (int64_t i = 0; i < n; ++i) abs_sum += fabs(unpacked_value(wd, w, i) * av[i]);
+    return 1e-5 * abs_sum + 1e-6;
+}
+
+/* (a) scalar vs AVX2 unpacked dots, the AVX2 unpacking vs the scalar one, the tiles vs the 1x1
+ * AVX2 dot bit for bit; (b) the unpacked dots vs kern_vec_dot_ref; rows spread over the
+ * tensor, the tokens of fill_tokens (zeros, an outlier, tiny values). */
+START_TEST(test_iq_unpacked_dots) {
+    enum { NR = 19, NT = 9 };
+    const bool avx2 = kern_have_avx2();
+    if (!avx2) fprintf(stderr, "note: the CPU has no AVX2/FMA: only the scalar i-quant dots are tested\n");
+    for (int ti = 0; ti < N_IQTYPES; ++ti)
+        for (int which = 0; which < 2; ++which) {
+            const int type = IQTYPES[ti];
+            const kern_wdesc *wd = kern_wdesc_get(type);
+            ck_assert_msg(wd != NULL, "%s has no kern_wdesc", type_name(type));
+            ck_assert_ptr_nonnull(kern_vec_dot_ref(type));
+            ck_assert(kern_weight_supported(type, IQ_LENS[which]));
+            iqmat W = load_iq(type, which);
+            const int64_t n = W.n;
+            uint8_t *rowsel = malloc(W.row_bytes * NR);
+            for (int r = 0; r < NR; ++r) /* rows 0, 13, 26, ... */
+                memcpy(rowsel + W.row_bytes * (size_t)r, W.q + W.row_bytes * (size_t)(13 * r), W.row_bytes);
+            float *x = malloc(sizeof(float) * (size_t)(NT * n)), av[768];
+            fill_tokens(x, NT, n);
+            kern_wrow rows[NR];
+            kern_arow acts[NT];
+            void *mem = unpack_all(wd, n, rowsel, W.row_bytes, NR, rows, x, NT, acts);
+            uint8_t *raw = malloc(kern_act_row_bytes(type, n) * NT);
+            const size_t ab = kern_act_row_bytes(type, n);
+            for (int t = 0; t < NT; ++t) kern_act_convert(type, x + t * n, raw + ab * (size_t)t, n);
+            /* (a) the AVX2 unpacking gives the scalar bytes, or declines (the grid types) */
+            if (avx2) {
+                const size_t ub = (kern_unpacked_bytes(n) + 31) / 32 * 32;
+                uint8_t *m1 = aligned_alloc(32, ub), *m2 = aligned_alloc(32, ub);
+                for (int r = 0; r < NR; ++r) {
+                    kern_wrow w1, w2;
+                    memset(m1, 0x5A, ub);
+                    memset(m2, 0x5A, ub);
+                    kern_unpacked_carve(m1, n, &w1, NULL);
+                    kern_unpacked_carve(m2, n, &w2, NULL);
+                    kern_unpack_wrow(wd, rowsel + W.row_bytes * (size_t)r, n, &w1);
+                    if (kern_unpack_wrow_avx2(wd, rowsel + W.row_bytes * (size_t)r, n, &w2))
+                        ck_assert_msg(memcmp(m1, m2, ub) == 0, "%s: AVX2 unpacking of row %d", type_name(type), r);
+                }
+                for (int t = 0; t < NT; ++t) {
+                    kern_arow a1, a2;
+                    memset(m1, 0x5A, ub);
+                    memset(m2, 0x5A, ub);
+                    kern_unpacked_carve(m1, n, NULL, &a1);
+                    kern_unpacked_carve(m2, n, NULL, &a2);
+                    kern_unpack_arow(wd->act_type, raw + ab * (size_t)t, n, &a1);
+                    ck_assert(kern_act_unpack_avx2(wd, x + t * n, n, &a2));
+                    ck_assert_msg(memcmp(m1, m2, ub) == 0, "%s: AVX2 activation row %d", type_name(type), t);
+                }
+                free(m1);
+                free(m2);
+            }
+            /* (a) scalar vs AVX2 within float order, (b) both vs the reference vec_dot */
+            float want[NT][NR];
+            for (int t = 0; t < NT; ++t) {
+                act_values(type, raw + ab * (size_t)t, av, n);
+                for (int r = 0; r < NR; ++r) {
+                    const double tol = iq_tolerance(wd, &rows[r], av, n);
+                    const float sc = kern_dot_unpacked(wd, false, n, &rows[r], &acts[t]);
+                    const float ref = kern_vec_dot_ref(type)(n, rowsel + W.row_bytes * (size_t)r, raw + ab * (size_t)t);
+                    ck_assert_msg(fabs(sc - ref) <= tol, "%s n %lld (%d, %d): unpacked %.9g vs reference %.9g",
+                                  type_name(type), (long long)n, r, t, sc, ref);
+                    if (!avx2) continue;
+                    want[t][r] = kern_dot_unpacked(wd, true, n, &rows[r], &acts[t]);
+                    ck_assert_msg(fabs(sc - want[t][r]) <= tol, "%s n %lld (%d, %d): scalar %.9g vs AVX2 %.9g",
+                                  type_name(type), (long long)n, r, t, sc, want[t][r]);
+                }
+            }
+            /* (a) every tile, and the AVX-512 tiles where they apply (IQ4_NL, a legacy type) */
+            for (int nr = 1; avx2 && nr <= NR; nr += nr < 9 ? 1 : 10)
+                for (int nt = 1; nt <= NT; ++nt) {
+                    const int ldy = nr + 3;
+                    float y[NT * (NR + 3)];
+                    for (int i = 0; i < NT * (NR + 3); ++i) y[i] = -12345.0f;
+                    kern_dot_block(wd, true, n, rows, nr, acts, nt, y, ldy);
+                    for (int t = 0; t < NT; ++t)
+                        for (int r = 0; r < ldy; ++r) {
+                            const float got = y[t * ldy + r];
+                            if (t < nt && r < nr)
+                                ck_assert_msg(memcmp(&got, &want[t][r], sizeof got) == 0,
+                                              "%s n %lld rows %d tokens %d: (%d, %d) %.9g vs 1x1 %.9g", type_name(type),
+                                              (long long)n, nr, nt, r, t, got, want[t][r]);
+                            else
+                                ck_assert_msg(got == -12345.0f, "%s: wrote outside the block at (%d, %d)",
+                                              type_name(type), r, t);
+                        }
+                    for (int i = 0; i < NT * (NR + 3); ++i) y[i] = -12345.0f;
+                    const int k = kern_dot_tile_avx2(wd, n, rows, nr, acts, nt, y, ldy);
+                    ck_assert_int_eq(k, nr / 2 * 2);
+                    for (int t = 0; t < nt; ++t)
+                        for (int r = 0; r < k; ++r)
+                            ck_assert_msg(memcmp(&y[t * ldy + r], &want[t][r], sizeof(float)) == 0, "%s AVX2 tile (%d, %d)",
+                                          type_name(type), r, t);
+                    if (kern_cpu_has_avx512()) {
+                        for (int i = 0; i < NT * (NR + 3); ++i) y[i] = -12345.0f;
+                        const int k5 = kern_dot_tile_avx512(wd, n, rows, nr, acts, nt, y, ldy);
+                        ck_assert_int_eq(k5, wd->kind == KERN_WK_LEGACY ? nr / 2 * 2 : 0);
+                        for (int t = 0; t < NT; ++t)
+                            for (int r = 0; r < ldy; ++r) {
+                                const float got = y[t * ldy + r];
+                                if (t < nt && r < k5)
+                                    ck_assert_msg(memcmp(&got, &want[t][r], sizeof got) == 0, "AVX-512 %s (%d, %d)",
+                                                  type_name(type), r, t);
+                                else
+                                    ck_assert_msg(got == -12345.0f, "AVX-512 %s: wrote outside (%d, %d)",
+                                                  type_name(type), r, t);
+                            }
+                    }
+                }
+            free(raw);
+            free(mem);
+            free(x);
+            free(rowsel);
+            free(W.q);
+        }
+}
+END_TEST
+
+/* (c) The unpacked values d * sc * q are exactly quant_dequantize's (llama.cpp's
+ * dequantize_row_X), and the reference and unpacked dots (scalar, AVX2) of every row of both
+ * tensors are within the float-order tolerance of the double dot of those values with the
+ * activations as the vec_dot type holds them. The dequantizers of the i-quants are written
+ * apart (codec/quants_iq*.c); a type they do not cover yet fails here, by name, after the
+ * others are checked. */
+START_TEST(test_iq_vs_dequantized) {
+    char missing[256] = "";
+    const bool avx2 = kern_have_avx2();
+    for (int ti = 0; ti < N_IQTYPES; ++ti) {
+        const int type = IQTYPES[ti];
+        const kern_wdesc *wd = kern_wdesc_get(type);
+        if (quant_dequantize(type, NULL, NULL, 0) != 0) {
+            snprintf(missing + strlen(missing), sizeof missing - strlen(missing), " %s", type_name(type));
+            continue;
+        }
+        for (int which = 0; which < 2; ++which) {
+            iqmat W = load_iq(type, which);
+            const int64_t n = W.n;
+            float *deq = malloc(sizeof(float) * (size_t)(n * IQ_ROWS)), *x = malloc(sizeof(float) * (size_t)n), av[768];
+            ck_assert_int_eq(quant_dequantize(type, W.q, deq, n * IQ_ROWS), 0);
+            uint8_t *act = malloc(kern_act_row_bytes(type, n));
+            fill(x, n, 2.0f);
+            kern_act_convert(type, x, act, n);
+            act_values(type, act, av, n);
+            kern_wrow w;
+            kern_arow a;
+            void *wmem = malloc(kern_unpacked_bytes(n)), *amem = malloc(kern_unpacked_bytes(n));
+            kern_unpacked_carve(wmem, n, &w, NULL);
+            kern_unpacked_carve(amem, n, NULL, &a);
+            kern_unpack_arow(wd->act_type, act, n, &a);
+            for (int r = 0; r < IQ_ROWS; ++r) {
+                const uint8_t *row = W.q + W.row_bytes * (size_t)r;
+                const float *dr = deq + r * n;
+                kern_unpack_wrow(wd, row, n, &w);
+                double exact = 0;
+                for (int64_t i = 0; i < n; ++i) {
+                    const double v = unpacked_value(wd, &w, i);
+                    ck_assert_msg(v == (double)dr[i], "%s n %lld row %d value %lld: unpacked %.9g, dequantized %.9g",
+                                  type_name(type), (long long)n, r, (long long)i, v, dr[i]);
+                    exact += (double)dr[i] * av[i];
+                }
+                const double tol = iq_tolerance(wd, &w, av, n);
+                const float ref = kern_vec_dot_ref(type)(n, row, act), sc = kern_dot_unpacked(wd, false, n, &w, &a);
+                ck_assert_msg(fabs(ref - exact) <= tol, "%s n %lld row %d: reference %.9g vs double %.9g", type_name(type),
+                              (long long)n, r, ref, exact);
+                ck_assert_msg(fabs(sc - exact) <= tol, "%s n %lld row %d: unpacked %.9g vs double %.9g", type_name(type),
+                              (long long)n, r, sc, exact);
+                if (avx2) {
+                    const float v = kern_dot_unpacked(wd, true, n, &w, &a);
+                    ck_assert_msg(fabs(v - exact) <= tol, "%s n %lld row %d: AVX2 %.9g vs double %.9g", type_name(type),
+                                  (long long)n, r, v, exact);
+                }
+            }
+            free(wmem);
+            free(amem);
+            free(act);
+            free(deq);
+            free(x);
+            free(W.q);
+        }
+    }
+    ck_assert_msg(missing[0] == 0, "quant_dequantize has no kernels yet for%s (codec/quants_iq*.c still placeholders?); "
+                  "the other i-quant types passed", missing);
+}
+END_TEST
+
+/* (d) kern_matmul (scalar and AVX2, 1 or 2 threads, with and without a row map) of a small
+ * weight matrix of each type (the first 19 rows of each tensor): each output within the float
+ * order of the reference vec_dot, and the AVX2 outputs bit for bit the 1x1 AVX2 dots. */
+START_TEST(test_iq_matmul) {
+    enum { NR = 19, NT = 5 };
+    int64_t map[NR];
+    for (int r = 0; r < NR; ++r) map[r] = (r * 7) % NR;
+    for (int ti = 0; ti < N_IQTYPES; ++ti)
+        for (int which = 0; which < 2; ++which) {
+            const int type = IQTYPES[ti];
+            const kern_wdesc *wd = kern_wdesc_get(type);
+            iqmat W = load_iq(type, which);
+            const int64_t n = W.n;
+            float *x = malloc(sizeof(float) * (size_t)(NT * n)), y[NT * NR], av[768];
+            fill_tokens(x, NT, n);
+            kern_wrow rows[NR];
+            kern_arow acts[NT];
+            void *mem = unpack_all(wd, n, W.q, W.row_bytes, NR, rows, x, NT, acts);
+            uint8_t *act = malloc(kern_act_row_bytes(type, n));
+            for (int impl = KERN_SCALAR; impl <= KERN_AVX2; ++impl) {
+                if (impl == KERN_AVX2 && !kern_have_avx2()) continue;
+                for (int use_map = 0; use_map < 2; ++use_map) {
+                    kern_weight w = {.data = W.q, .type = type, .n_in = n, .n_out = NR, .row_bytes = W.row_bytes,
+                                     .row_map = use_map ? map : NULL};
+                    slmc_err err = {0};
+                    const kern_ctx ctx = {.impl = (kern_impl)impl, .n_threads = 1 + use_map};
+                    ck_assert_msg(kern_matmul(&ctx, &w, x, NT, y, &err) == 0, "%s", err.msg);
+                    for (int t = 0; t < NT; ++t) {
+                        kern_act_convert(type, x + t * n, act, n);
+                        act_values(type, act, av, n);
+                        for (int r = 0; r < NR; ++r) {
+                            const int64_t src = use_map ? map[r] : r;
+                            const float got = y[t * NR + r];
+                            const float want = kern_vec_dot_ref(type)(n, W.q + W.row_bytes * (size_t)src, act);
+                            ck_assert_msg(fabs(got - want) <= iq_tolerance(wd, &rows[src], av, n),
+                                          "%s n %lld impl %d tok %d row %d: %.9g vs reference %.9g", type_name(type),
+                                          (long long)n, impl, t, r, got, want);
+                            if (impl == KERN_AVX2) {
+                                const float one = kern_dot_unpacked(wd, true, n, &rows[src], &acts[t]);
+                                ck_assert_msg(memcmp(&got, &one, sizeof got) == 0,
+                                              "%s n %lld AVX2 matmul (%d, %d): %.9g vs 1x1 %.9g", type_name(type),
+                                              (long long)n, r, t, got, one);
+                            }
+                        }
+                    }
+                }
+            }
+            free(act);
+            free(mem);
+            free(x);
+            free(W.q);
+        }
+}
+END_TEST
+
 START_TEST(test_unsupported) {
-    ck_assert_int_eq(kern_vec_dot_type(GGML_TYPE_IQ2_XS), -1);
-    ck_assert_ptr_null(kern_vec_dot_ref(GGML_TYPE_IQ2_XS));
+    ck_assert_int_eq(kern_vec_dot_type(GGML_TYPE_Q8_K), -1); /* an activation type only */
+    ck_assert_ptr_null(kern_vec_dot_ref(GGML_TYPE_Q8_K));
     ck_assert(!kern_weight_supported(GGML_TYPE_Q4_K, 128)); /* rows must hold whole super-blocks */
     ck_assert(kern_weight_supported(GGML_TYPE_Q4_K, 256));
     uint8_t dummy[64] = {0};
-    kern_weight w = {.data = dummy, .type = GGML_TYPE_IQ2_XS, .n_in = 256, .n_out = 1, .row_bytes = 64};
+    kern_weight w = {.data = dummy, .type = GGML_TYPE_Q8_K, .n_in = 256, .n_out = 1, .row_bytes = 64};
     float x[256] = {0}, y[1];
     slmc_err err = {0};
     ck_assert_int_eq(kern_matmul(&(kern_ctx){0}, &w, x, 1, y, &err), -1);
-    ck_assert(strstr(err.msg, "IQ2_XS") != NULL);
+    ck_assert(strstr(err.msg, "Q8_K") != NULL);
 }
 END_TEST
 
@@ -713,6 +1005,12 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_gelu_geglu_softcap);
     tcase_add_test(tc, test_rope_ext);
     suite_add_tcase(s, tc);
+    TCase *iq = tcase_create("iquants");
+    tcase_set_timeout(iq, 120);
+    tcase_add_test(iq, test_iq_unpacked_dots);
+    tcase_add_test(iq, test_iq_vs_dequantized);
+    tcase_add_test(iq, test_iq_matmul);
+    suite_add_tcase(s, iq);
     return s;
 }
 

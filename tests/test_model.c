@@ -410,7 +410,7 @@ START_TEST(type_without_decoder_is_named) {
     m.tensors = calloc(2, sizeof *m.tensors);
     model_tensor *t = &m.tensors[0];
     t->name = strdup("blk.0.ffn_down.weight");
-    t->type = GGML_TYPE_IQ2_XXS;
+    t->type = GGML_TYPE_MXFP4;
     t->n_dims = 2;
     t->ne[0] = 256;
     t->ne[1] = 2;
@@ -426,12 +426,12 @@ START_TEST(type_without_decoder_is_named) {
     snprintf(out, sizeof out, "%s/f32.gguf", dir);
     slmc_err err = {{0}};
     ck_assert_int_ne(model_write_gguf(&m, out, GGML_TYPE_F32, NULL, &err), 0);
-    ck_assert_str_eq(err.msg, "in-memory.gguf: tensor blk.0.ffn_down.weight is IQ2_XXS, a type slmc cannot dequantize yet");
+    ck_assert_str_eq(err.msg, "in-memory.gguf: tensor blk.0.ffn_down.weight is MXFP4, a type slmc cannot dequantize yet");
     struct stat st;
     ck_assert_int_ne(stat(out, &st), 0);
     float row[256];
     ck_assert_int_ne(model_read_rows_f32(&m, 0, 0, 1, row, &err), 0);
-    ck_assert_ptr_nonnull(strstr(err.msg, "blk.0.ffn_down.weight is IQ2_XXS"));
+    ck_assert_ptr_nonnull(strstr(err.msg, "blk.0.ffn_down.weight is MXFP4"));
     ck_assert_msg(model_write_gguf(&m, out, -1, NULL, &err) == 0, "%s", err.msg);
     model_close(&m);
     free(bytes);
