@@ -67,5 +67,17 @@ if have_shared reference/books-22m-imatrix.dat; then
     ls "$T"/two-* >/dev/null 2>&1 && fail "a refused run wrote a file" || ok "no output of a refused run"
     expect 0 "IQ2_XXS plan with --imatrix" -- "$SLMC" quantize "$HF" --type IQ2_XXS --dry-run --json --imatrix "$IM" -q
     grep -q '"IQ2_XXS": 36' "$T/out" || fail "IQ2_XXS plan: $(cat "$T/out")"
+    # i-quant mixes write files the evaluator runs, within a few % of the BF16 model's PPL
+    expect 0 "IQ1_S,IQ3_M with --imatrix" -- "$SLMC" quantize "$HF" --type IQ1_S,IQ3_M -o "$T/iq-{type}.gguf" --imatrix "$IM" -q
+    ppl_of() { "$SLMC" eval "$1" --text "$SHARED/text/books-valid.txt" -c 128 --chunks 4 --json -q |
+        sed -n 's/.*"ppl": *\([0-9.]*\).*/\1/p' | head -n 1; }
+    p0=$(ppl_of "$HF")
+    for m in IQ1_S IQ3_M; do
+        p=$(ppl_of "$T/iq-$m.gguf")
+        awk -v a="$p" -v b="$p0" 'BEGIN { exit !(a > 0 && a / b < 1.1 && a / b > 0.95) }' &&
+            ok "$m PPL $p vs BF16 $p0" || fail "$m PPL '$p' vs BF16 '$p0'"
+    done
+    "$SLMC" inspect "$T/iq-IQ1_S.gguf" --json -q | grep -q '"type": "IQ1_S"' && ok "IQ1_S tensors written" ||
+        fail "no IQ1_S tensor in the IQ1_S file"
 fi
 finish
