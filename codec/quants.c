@@ -26,6 +26,7 @@
 #include "codec/iq_grids.h"
 #include "codec/types.h"
 #include "codec/quants_iq.h"
+#include "codec/quants_util.h"
 
 #include <assert.h>
 #include <float.h>
@@ -46,32 +47,6 @@
 
 /* ===================================================================== 2. helpers */
 
-#define GROUP_MAX_EPS 1e-15f /* a group whose largest |x| is below this is all zeros */
-
-static inline int imin(int a, int b) { return a < b ? a : b; }
-static inline int iclamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
-
-/* Round to the nearest integer, ties to even, the way llama.cpp does it: adding 1.5*2^23
- * pushes the fraction bits out of the mantissa, so the low mantissa bits are the integer.
- * That trick only works for |v| < 2^22; llama.cpp asserts it, we clamp instead (and map NaN
- * to 0), so absurd inputs give a clamped quant rather than an arbitrary one. */
-static inline int nearest_int(float v) {
-    if (!(fabsf(v) <= 4194303.f)) return v != v ? 0 : v > 0 ? 4194303 : -4194303;
-    float shifted = v + 12582912.f;
-    int32_t bits;
-    memcpy(&bits, &shifted, sizeof bits);
-    return (bits & 0x007fffff) - 0x00400000;
-}
-
-/* Store a scale as fp16. Values beyond the fp16 range saturate at +-65504 (llama.cpp would
- * store Inf, which turns every dequantized value of the block into Inf or NaN). A NaN scale
- * (only possible when squares of the input overflow, |x| > 1.8e19) is stored as 0. */
-static inline ggml_half to_half(float f) {
-    if (f != f) f = 0.f;
-    if (f > 65504.f) f = 65504.f;
-    if (f < -65504.f) f = -65504.f;
-    return f32_to_fp16(f);
-}
 static inline float from_half(ggml_half h) { return fp16_to_f32(h); }
 
 /* Truncate toward zero into [lo, hi]: the legacy quantizers' "(int8_t)(v + 8.5f)" rounding,
@@ -315,7 +290,7 @@ static float make_qkx_quants(int n, int nmax, const float *x, const float *weigh
 /* Quantize n non-negative values (the sub-block scales or mins of a K-quant super-block) to
  * integers in [0, nmax] with one scale, minimising the error weighted by quant_weights:
  * 9 candidate scales, then single-quant moves as in make_q3_quants. Returns the scale. */
-static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *quant_weights) {
+float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *quant_weights) {
     float max = 0;
     for (int i = 0; i < n; ++i) max = x[i] > max ? x[i] : max;
     if (max < GROUP_MAX_EPS) {
@@ -382,13 +357,6 @@ static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const f
  * w = importance * sqrt(sigma2 + x^2). */
 static void importance_weights(int n, const float *x, const float *importance, float sigma2, float *w) {
     for (int j = 0; j < n; ++j) w[j] = importance[j] * sqrtf(sigma2 + x[j] * x[j]);
-}
-
-/* Sum of squares of n values, summed in order (the order matters for bit-identity). */
-static float sum_sq(const float *x, int64_t n) {
-    float s = 0;
-    for (int64_t j = 0; j < n; ++j) s += x[j] * x[j];
-    return s;
 }
 
 /* The searches as a table. Each driver below that searches takes the table as its last

@@ -36,6 +36,7 @@
  * quantize_iq1_m does (quants_iq.h). llama-quantize refuses both without an imatrix.
  */
 #include "codec/quants_iq.h"
+#include "codec/quants_util.h"
 
 #include "codec/blocks.h"
 #include "codec/iq_grids.h"
@@ -66,28 +67,7 @@
 static const float SHIFT_PLUS[LEVELS] = {-1 + IQ1_DELTA, IQ1_DELTA, 1 + IQ1_DELTA};
 static const float SHIFT_MINUS[LEVELS] = {-1 - IQ1_DELTA, -IQ1_DELTA, 1 - IQ1_DELTA};
 
-static inline int iclamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 static inline float fmax_first(float a, float b) { return a > b ? a : b; } /* ggml's MAX */
-
-/* Round to the nearest integer, ties to even, as llama.cpp's nearest_int: adding 1.5*2^23
- * pushes the fraction bits out of the mantissa. Exact for |v| < 2^22; beyond that (where
- * llama.cpp asserts) the result is clamped, and NaN gives 0. */
-static inline int nearest_int(float v) {
-    if (!(fabsf(v) <= 4194303.f)) return v != v ? 0 : v > 0 ? 4194303 : -4194303;
-    float shifted = v + 12582912.f;
-    int32_t bits;
-    memcpy(&bits, &shifted, sizeof bits);
-    return (bits & 0x007fffff) - 0x00400000;
-}
-
-/* A scale as fp16: beyond the fp16 range it saturates at +-65504 (llama.cpp would store Inf),
- * NaN is stored as 0. */
-static inline ggml_half to_half(float f) {
-    if (f != f) f = 0.f;
-    if (f > 65504.f) f = 65504.f;
-    if (f < -65504.f) f = -65504.f;
-    return f32_to_fp16(f);
-}
 
 /* llama.cpp's sigma2 of a super-block: twice the mean of x^2 (summed in order). */
 static float superblock_sigma2(const float *x) {

@@ -26,6 +26,7 @@
  * importance 1: llama-quantize refuses these types without an imatrix (quants_iq.h).
  */
 #include "codec/quants_iq.h"
+#include "codec/quants_util.h"
 
 #include "codec/blocks.h"
 #include "codec/iq_grids.h"
@@ -49,36 +50,6 @@
 #define IQ2_S_MAX_EPS 1e-8f  /* IQ2_S's threshold */
 #define LEVELS 3             /* each coordinate is level 0, 1 or 2 (grid value 2l + 1) */
 #define MAX_LEVEL (LEVELS - 1)
-
-static inline int imax(int a, int b) { return a > b ? a : b; }
-static inline int imin(int a, int b) { return a < b ? a : b; }
-
-/* Round to the nearest integer, ties to even, as llama.cpp's nearest_int: adding 1.5*2^23
- * pushes the fraction bits out of the mantissa. Exact for |v| < 2^22; beyond that (where
- * llama.cpp asserts) the result is clamped, and NaN gives 0. */
-static inline int nearest_int(float v) {
-    if (!(fabsf(v) <= 4194303.f)) return v != v ? 0 : v > 0 ? 4194303 : -4194303;
-    float shifted = v + 12582912.f;
-    int32_t bits;
-    memcpy(&bits, &shifted, sizeof bits);
-    return (bits & 0x007fffff) - 0x00400000;
-}
-
-/* A scale as fp16: beyond the fp16 range it saturates at +-65504 (llama.cpp would store Inf),
- * NaN is stored as 0. */
-static inline ggml_half to_half(float f) {
-    if (f != f) f = 0.f;
-    if (f > 65504.f) f = 65504.f;
-    if (f < -65504.f) f = -65504.f;
-    return f32_to_fp16(f);
-}
-
-/* Sum of x^2 over n values, in order (the order matters for bit-identity). */
-static float sum_sq(const float *x, int n) {
-    float s = 0;
-    for (int i = 0; i < n; ++i) s += x[i] * x[i];
-    return s;
-}
 
 /* The weights of n values: importance * sqrt(sigma2 + x^2) (importance 1 when NULL), and their
  * square roots, which the neighbour search weighs with. */
@@ -186,11 +157,8 @@ static const iq2_lattice *lattice_s(void) {
 
 /* ===================================================================== 3. shared steps */
 
-/* Split 8 values into magnitudes xval and sign bits (bit i: x[i] < 0). With `even`, the stored
- * signs must have an even number of minus signs (IQ2_XXS, IQ2_XS keep 7 bits and derive the
- * 8th): when the count is odd, the value with the least weight * x^2 (the first on ties) keeps
- * the wrong sign, i.e. its xval becomes negative. Returns the sign bits (7 of them with even). */
-static uint8_t fold_signs(const float *x, const float *weight, bool even, float *xval) {
+/* (quants_util.h) */
+uint8_t iq_fold_signs(const float *x, const float *weight, bool even, float *xval) {
     int nflip = 0;
     uint8_t s = 0;
     for (int i = 0; i < 8; ++i) {
@@ -281,72 +249,6 @@ static void fit_sums(int n, const float *xval, const float *weight, const int8_t
     *sumq2 = s2;
 }
 
-/* Quantize n non-negative values to integers in [0, nmax] with one scale, minimising the error
- * weighted by w: the scale mapping the largest value to nmax and 8 neighbours of it (nmax +- 0.1
- * .. 0.4), then up to 5 passes of single-quant moves that lower the error. Returns the least-
- * squares scale of the result (0 when all values or all weights are 0). llama.cpp's
- * make_qp_quants; IQ2_XXS uses it for its first guess of a group's scale. */
-static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *w) {
-    float max = 0;
-    for (int i = 0; i < n; ++i) max = max > x[i] ? max : x[i];
-    if (!max) {
-        memset(L, 0, (size_t)n);
-        return 0.f;
-    }
-    float iscale = nmax / max;
-    for (int i = 0; i < n; ++i) L[i] = (uint8_t)nearest_int(iscale * x[i]);
-    float scale = 1 / iscale;
-    float best_mse = 0;
-    for (int i = 0; i < n; ++i) {
-        float diff = x[i] - scale * L[i];
-        best_mse += w[i] * diff * diff;
-    }
-    for (int is = -4; is <= 4; ++is) {
-        if (is == 0) continue;
-        float iscale_is = (0.1f * is + nmax) / max;
-        float scale_is = 1 / iscale_is;
-        float mse = 0;
-        for (int i = 0; i < n; ++i) {
-            int l = imin(nmax, nearest_int(iscale_is * x[i]));
-            float diff = x[i] - scale_is * l;
-            mse += w[i] * diff * diff;
-        }
-        if (mse < best_mse) {
-            best_mse = mse;
-            iscale = iscale_is;
-        }
-    }
-    float sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; ++i) {
-        int l = imin(nmax, nearest_int(iscale * x[i]));
-        L[i] = (uint8_t)l;
-        sumlx += w[i] * x[i] * l;
-        suml2 += w[i] * l * l;
-    }
-    for (int pass = 0; pass < 5; ++pass) {
-        int n_changed = 0;
-        for (int i = 0; i < n; ++i) {
-            float slx = sumlx - w[i] * x[i] * L[i];
-            float sl2 = suml2 - w[i] * L[i] * L[i];
-            if (slx > 0 && sl2 > 0) {
-                int new_l = imin(nmax, nearest_int(x[i] * sl2 / slx));
-                if (new_l != L[i]) {
-                    slx += w[i] * x[i] * new_l;
-                    sl2 += w[i] * new_l * new_l;
-                    if (slx * slx * suml2 > sumlx * sumlx * sl2) {
-                        L[i] = (uint8_t)new_l;
-                        sumlx = slx;
-                        suml2 = sl2;
-                        ++n_changed;
-                    }
-                }
-            }
-        }
-        if (!n_changed) break;
-    }
-    return suml2 > 0 ? sumlx / suml2 : 0.f;
-}
-
 /* The 4-bit code of a group scale against the super-block scale d (id = 1/d): the nearest
  * (0.5 + l) * d, l in 0..15. */
 static inline int scale_code(float id, float scale) { return imax(0, imin(15, nearest_int(0.5f * (id * scale - 1)))); }
@@ -364,7 +266,7 @@ static float iq2_xxs_group(const iq2_lattice *lat, const float *xb, const float 
     float weight[32], w_sqrt[32], xval[32];
     int8_t L[32], Laux[32];
     group_weights(32, xb, importance, sigma2, weight, w_sqrt);
-    for (int k = 0; k < 4; ++k) signs[k] = fold_signs(xb + 8 * k, weight + 8 * k, true, xval + 8 * k);
+    for (int k = 0; k < 4; ++k) signs[k] = iq_fold_signs(xb + 8 * k, weight + 8 * k, true, xval + 8 * k);
     float max = xval[0];
     for (int i = 1; i < 32; ++i) max = max > xval[i] ? max : xval[i];
     if (max < IQ2_MAX_EPS) {
@@ -483,7 +385,7 @@ static float iq2_pair_group(const iq2_lattice *lat, const pair_params *pp, const
     float xval[16];
     int8_t Laux[16];
     bool on_grid[2] = {true, true}, on_grid_aux[2];
-    for (int k = 0; k < 2; ++k) signs[k] = fold_signs(xb + 8 * k, weight + 8 * k, pp->even_signs, xval + 8 * k);
+    for (int k = 0; k < 2; ++k) signs[k] = iq_fold_signs(xb + 8 * k, weight + 8 * k, pp->even_signs, xval + 8 * k);
     float max = xval[0];
     for (int i = 1; i < 16; ++i) max = max > xval[i] ? max : xval[i];
     if (max < pp->max_eps) return -1.f;

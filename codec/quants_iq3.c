@@ -42,6 +42,7 @@
  * ternary types never use one.
  */
 #include "codec/quants_iq.h"
+#include "codec/quants_util.h"
 
 #include "codec/blocks.h"
 #include "codec/iq_grids.h"
@@ -67,35 +68,7 @@
 #define GROUP 32              /* values per 4-bit scale */
 #define POINTS (GROUP / 4)    /* grid points per group */
 
-static inline int iclamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 static inline float fmax_first(float a, float b) { return a > b ? a : b; } /* ggml's MAX */
-
-/* Round to the nearest integer, ties to even, as llama.cpp's nearest_int: adding 1.5*2^23
- * pushes the fraction bits out of the mantissa. Exact for |v| < 2^22; beyond that (where
- * llama.cpp asserts) the result is clamped, and NaN gives 0. */
-static inline int nearest_int(float v) {
-    if (!(fabsf(v) <= 4194303.f)) return v != v ? 0 : v > 0 ? 4194303 : -4194303;
-    float shifted = v + 12582912.f;
-    int32_t bits;
-    memcpy(&bits, &shifted, sizeof bits);
-    return (bits & 0x007fffff) - 0x00400000;
-}
-
-/* A scale as fp16: beyond the fp16 range it saturates at +-65504 (llama.cpp would store Inf),
- * NaN is stored as 0. */
-static inline ggml_half to_half(float f) {
-    if (f != f) f = 0.f;
-    if (f > 65504.f) f = 65504.f;
-    if (f < -65504.f) f = -65504.f;
-    return f32_to_fp16(f);
-}
-
-/* Sum of x^2 over n values, in order (the order matters for bit-identity). */
-static float sum_sq(const float *x, int n) {
-    float s = 0;
-    for (int i = 0; i < n; ++i) s += x[i] * x[i];
-    return s;
-}
 
 /* The weights of one group of 32: importance * sqrt(sigma2 + x^2) with an importance vector,
  * else x^2; and their square roots, which the neighbour search weighs with. */
@@ -330,39 +303,6 @@ static float search_group(const iq3_lattice *lat, const iq3_search *how, const f
     return scale;
 }
 
-/* Split 8 values into magnitudes xval and sign bits (bit i: x[i] < 0). With `even` (IQ3_XXS keeps
- * 7 sign bits and derives the 8th), the stored signs must have an even number of minus signs:
- * when the count is odd, the value with the least weight * x^2 (the first on ties) keeps the
- * wrong sign, i.e. its xval becomes negative. Returns the sign bits (7 of them with even). */
-static uint8_t fold_signs(const float *x, const float *weight, bool even, float *xval) {
-    int nflip = 0;
-    uint8_t s = 0;
-    for (int i = 0; i < 8; ++i) {
-        if (x[i] >= 0) {
-            xval[i] = x[i];
-        } else {
-            xval[i] = -x[i];
-            ++nflip;
-            s |= (uint8_t)(1 << i);
-        }
-    }
-    if (!even) return s;
-    if (nflip % 2) {
-        int least = 0;
-        float min = weight[0] * x[0] * x[0];
-        for (int i = 1; i < 8; ++i) {
-            float v = weight[i] * x[i] * x[i];
-            if (v < min) {
-                min = v;
-                least = i;
-            }
-        }
-        xval[least] = -xval[least];
-        s ^= (uint8_t)(1 << least);
-    }
-    return s & 127;
-}
-
 /* The 4-bit code of a group scale against the super-block scale d (id = 1/d): l in 0..15 with
  * (2l + 1) * d nearest to the scale. */
 static inline int scale_code(float id, float scale) { return iclamp(nearest_int(0.5f * (id * scale - 1)), 0, 15); }
@@ -377,7 +317,7 @@ static float iq3_xxs_group(const iq3_lattice *lat, const float *xb, const float 
                            iq3_carry *c, uint8_t gidx[POINTS], uint8_t signs[4]) {
     float weight[GROUP], w_sqrt[GROUP], xval[GROUP];
     group_weights(xb, importance, sigma2, weight, w_sqrt);
-    for (int k = 0; k < 4; ++k) signs[k] = fold_signs(xb + 8 * k, weight + 8 * k, true, xval + 8 * k);
+    for (int k = 0; k < 4; ++k) signs[k] = iq_fold_signs(xb + 8 * k, weight + 8 * k, true, xval + 8 * k);
     float max = xval[0];
     for (int i = 1; i < GROUP; ++i) max = fmax_first(max, xval[i]);
     if (max < IQ3_XXS_MAX_EPS) {
@@ -474,7 +414,7 @@ static void iq3_s_block(const iq3_lattice *lat, const float *x, const float *imp
         const float *xb = x + GROUP * ib;
         group_weights(xb, importance ? importance + GROUP * ib : NULL, sigma2, weight, w_sqrt);
         uint8_t signs[4];
-        for (int k = 0; k < 4; ++k) signs[k] = fold_signs(xb + 8 * k, weight + 8 * k, false, xval + 8 * k);
+        for (int k = 0; k < 4; ++k) signs[k] = iq_fold_signs(xb + 8 * k, weight + 8 * k, false, xval + 8 * k);
         float max = xval[0];
         for (int i = 1; i < GROUP; ++i) max = fmax_first(max, xval[i]);
         if (!max) { /* all zeros: nothing stored (see the top of the file) */
