@@ -73,19 +73,20 @@ if have_shared models; then
         || fail "Q4_K_M -> HF -> GGUF F32 differs from Q4_K_M -> GGUF F32"
     rm -f "$T/a.bin" "$T/b.bin" "$T/q32.gguf" "$T/q32-via-hf.gguf" "$T/q16.gguf"
     rm -rf "$T/q-hf"
-    # a type slmc cannot decode yet: one Q3_K tensor of the Q2_K file relabelled IQ3_S (also
-    # 110 bytes per 256 values); tensor info = name, u32 n_dims, 2 x u64 ne, then u32 type
+    # a type slmc cannot decode: the Q2_K file's output.weight (Q6_K, 210 bytes per 256 values,
+    # the first tensor info) relabelled MXFP4 (id 39, 136 bytes per 256: it fits in the same
+    # place); tensor info = name, u32 n_dims, 2 x u64 ne, then u32 type
     cp "$SHARED/reference/books-22m-Q2_K.gguf" "$T/iq.gguf"
     chmod u+w "$T/iq.gguf"
-    name=blk.0.attn_v.weight
+    name=output.weight
     off=$(grep -obUa "$name" "$T/iq.gguf" | head -n 1 | cut -d: -f1)
-    printf '\025\000\000\000' | dd of="$T/iq.gguf" bs=1 seek=$((off + ${#name} + 4 + 16)) conv=notrunc 2>/dev/null
+    printf '\047\000\000\000' | dd of="$T/iq.gguf" bs=1 seek=$((off + ${#name} + 4 + 16)) conv=notrunc 2>/dev/null
     expect 0 "inspect the relabelled file" -- "$SLMC" inspect "$T/iq.gguf"
-    grep -q "$name *IQ3_S" "$T/out" || fail "$name is now IQ3_S"
-    expect_error "no decoder for IQ3_S (GGUF)" "$T/iq.gguf: tensor $name is IQ3_S" -- "$SLMC" convert "$T/iq.gguf" "$T/iq32.gguf" --outtype f32
-    expect_error "no decoder for IQ3_S (HF)" "$T/iq.gguf: tensor $name is IQ3_S" -- "$SLMC" convert "$T/iq.gguf" "$T/iq-hf"
+    grep -q "$name *MXFP4" "$T/out" || fail "$name is now MXFP4"
+    expect_error "no decoder for MXFP4 (GGUF)" "$T/iq.gguf: tensor $name is MXFP4" -- "$SLMC" convert "$T/iq.gguf" "$T/iq32.gguf" --outtype f32
+    expect_error "no decoder for MXFP4 (HF)" "$T/iq.gguf: tensor $name is MXFP4" -- "$SLMC" convert "$T/iq.gguf" "$T/iq-hf"
     [ -e "$T/iq32.gguf" ] || [ -e "$T/iq-hf" ] && fail "nothing written when a tensor cannot be decoded"
-    expect 0 "IQ3_S copied as is without --outtype" -- "$SLMC" convert "$T/iq.gguf" "$T/iq-copy.gguf" -q
+    expect 0 "MXFP4 copied as is without --outtype" -- "$SLMC" convert "$T/iq.gguf" "$T/iq-copy.gguf" -q
 
     # an output equal to an input is refused, and the input is untouched
     cp "$T/s1.gguf" "$T/keep.gguf"
