@@ -20,7 +20,9 @@ static const int CANDIDATES[] = {GGML_TYPE_IQ1_S,   GGML_TYPE_IQ1_M, GGML_TYPE_I
                                  GGML_TYPE_Q8_0};
 _Static_assert(sizeof CANDIDATES / sizeof *CANDIDATES <= FIT_MAX_TYPES, "FIT_MAX_TYPES too small");
 
-/* Estimated error of tensor ti in type ty over the sampled rows (f: [n_rows][ne0] F32 values). */
+/* Estimated relative error of a tensor in type ty over its sampled rows (f: [n_rows][ne0] F32
+ * values): sum_c imp_c sum_r (w_rc - q_rc)^2 / sum_c imp_c sum_r w_rc^2, the share of the
+ * matrix's output energy (over inputs with E[x_c^2] = imp_c) that quantization turns into error. */
 static double type_error(int ty, const float *f, int64_t n_rows, int64_t ne0, const float *imp, double *row_err) {
     const quant_kernels *k = quant_get(ty);
     uint64_t rb = type_nbytes(ty, ne0);
@@ -51,9 +53,10 @@ static double type_error(int ty, const float *f, int64_t n_rows, int64_t ne0, co
         free(d);
     }
     if (oom) return NAN;
-    double s = 0; /* summed in row order: the same result for any thread count */
+    double s = 0, energy = 0; /* summed in row order: the same result for any thread count */
     for (int64_t r = 0; r < n_rows; r++) s += row_err[r];
-    return s;
+    for (int64_t i = 0; i < n_rows * ne0; i++) energy += (imp ? imp[i % ne0] : 1.0) * (double)f[i] * f[i];
+    return energy > 0 ? s / energy : s;
 }
 
 /* Candidates of one tensor, their bytes and estimated errors. */
@@ -81,7 +84,6 @@ static int build_tensor(fit_tensor *ft, const model *m, uint64_t ti, const float
             k->dequantize(raw, f + s * ne0, ne0);
         }
     }
-    double scale = (double)rows / (double)n_s;
     for (size_t c = 0; c < sizeof CANDIDATES / sizeof *CANDIDATES; c++) {
         int ty = CANDIDATES[c];
         if (type_nbytes(ty, ne0) == 0 || !quant_get(ty)) continue;
@@ -92,7 +94,7 @@ static int build_tensor(fit_tensor *ft, const model *m, uint64_t ti, const float
         int k = ft->n_cand++;
         ft->types[k] = ty;
         ft->bytes[k] = type_nbytes(ty, ne0 * rows);
-        ft->err[k] = e * scale;
+        ft->err[k] = e;
     }
     if (ft->n_cand == 0) {
         slmc_fail(err, m->path, "tensor %s: row length %lld fits no candidate type's block", t->name, (long long)ne0);

@@ -6,10 +6,11 @@
  *      with the 32-blocks); IQ1_* and IQ2_* only for tensors with an importance (imatrix), the
  *      types llama-quantize refuses without one. Other tensors (norms, ...) keep the
  *      plan's type and count as fixed bytes.
- *   2. Error estimate per tensor and type: the importance-weighted squared quantization error
- *      sum_c imp_c sum_r (w_rc - q_rc)^2, with imp from an imatrix when given (else 1) and q
- *      what the writer would produce (the weighted kernel with an imatrix, else the plain one).
- *      Big tensors are estimated on an even subsample of rows, scaled to all rows.
+ *   2. Error estimate per tensor and type: the relative importance-weighted squared
+ *      quantization error sum_c imp_c sum_r (w_rc - q_rc)^2 / sum_c imp_c sum_r w_rc^2, with imp
+ *      from an imatrix when given (else 1) and q what the writer would produce (the weighted
+ *      kernel with an imatrix, else the plain one): the share of the matrix's output energy lost,
+ *      the same units for every matrix. Big tensors are estimated on an even subsample of rows.
  *   3. Allocation: minimise the summed error subject to the bytes fitting the budget. This is
  *      a multiple-choice knapsack, solved exactly by dynamic programming over byte "cells" (the
  *      bytes above each tensor's smallest candidate rounded up to cells of ceil((largest - smallest
@@ -36,7 +37,7 @@ typedef struct fit_tensor {
     int n_cand;                     /* candidates, sorted by bytes (ascending) */
     int types[FIT_MAX_TYPES];       /* ggml_type of each candidate */
     uint64_t bytes[FIT_MAX_TYPES];  /* tensor bytes in that type */
-    double err[FIT_MAX_TYPES];      /* estimated importance-weighted squared error */
+    double err[FIT_MAX_TYPES];      /* estimated relative error (importance-weighted) */
 } fit_tensor;
 
 typedef struct fit_table {
