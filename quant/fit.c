@@ -22,7 +22,8 @@ _Static_assert(sizeof CANDIDATES / sizeof *CANDIDATES <= FIT_MAX_TYPES, "FIT_MAX
 
 /* Estimated relative error of a tensor in type ty over its sampled rows (f: [n_rows][ne0] F32
  * values): sum_c imp_c sum_r (w_rc - q_rc)^2 / sum_c imp_c sum_r w_rc^2, the share of the
- * matrix's output energy (over inputs with E[x_c^2] = imp_c) that quantization turns into error. */
+ * matrix's output energy (over inputs with E[x_c^2] = imp_c) that quantization turns into error.
+ * build_tensor counts it once per output unit (row). */
 static double type_error(int ty, const float *f, int64_t n_rows, int64_t ne0, const float *imp, double *row_err) {
     const quant_kernels *k = quant_get(ty);
     uint64_t rb = type_nbytes(ty, ne0);
@@ -94,7 +95,7 @@ static int build_tensor(fit_tensor *ft, const model *m, uint64_t ti, const float
         int k = ft->n_cand++;
         ft->types[k] = ty;
         ft->bytes[k] = type_nbytes(ty, ne0 * rows);
-        ft->err[k] = e;
+        ft->err[k] = e * (double)rows; /* summed over the output units (rows) */
     }
     if (ft->n_cand == 0) {
         slmc_fail(err, m->path, "tensor %s: row length %lld fits no candidate type's block", t->name, (long long)ne0);

@@ -10,7 +10,8 @@
  *      quantization error sum_c imp_c sum_r (w_rc - q_rc)^2 / sum_c imp_c sum_r w_rc^2, with imp
  *      from an imatrix when given (else 1) and q what the writer would produce (the weighted
  *      kernel with an imatrix, else the plain one): the share of the matrix's output energy lost,
- *      the same units for every matrix. Big tensors are estimated on an even subsample of rows.
+ *      the same units for every matrix, counted once per output unit (times the row count).
+ *      Big tensors are estimated on an even subsample of rows.
  *   3. Allocation: minimise the summed error subject to the bytes fitting the budget. This is
  *      a multiple-choice knapsack, solved exactly by dynamic programming over byte "cells" (the
  *      bytes above each tensor's smallest candidate rounded up to cells of ceil((largest - smallest
@@ -37,7 +38,7 @@ typedef struct fit_tensor {
     int n_cand;                     /* candidates, sorted by bytes (ascending) */
     int types[FIT_MAX_TYPES];       /* ggml_type of each candidate */
     uint64_t bytes[FIT_MAX_TYPES];  /* tensor bytes in that type */
-    double err[FIT_MAX_TYPES];      /* estimated relative error (importance-weighted) */
+    double err[FIT_MAX_TYPES];      /* estimated relative error (importance-weighted) x rows */
 } fit_tensor;
 
 typedef struct fit_table {
