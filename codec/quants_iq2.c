@@ -187,27 +187,25 @@ uint8_t iq_fold_signs(const float *x, const float *weight, bool even, float *xva
     return s & 127;
 }
 
-/* The neighbour of pattern `key` whose points (2l + 1) * scale are nearest to xval in the error
- * sum w_sqrt * diff^2; L receives its levels. The first neighbour when no error is below
- * FLT_MAX (only with garbage input). Returns its grid index. */
-static int best_neighbour(const iq2_lattice *lat, int key, const float *xval, const float *w_sqrt, float scale,
-                          int8_t *L) {
+/* (quants_util.h) */
+int iq_best_neighbour(const uint16_t *neighbours, uint32_t begin, uint32_t end, const uint8_t *levels, int dim,
+                      const float *xval, const float *w_sqrt, float scale, int8_t *L) {
     float best_d2 = FLT_MAX;
-    int best = lat->neighbours[lat->first[key]];
-    for (uint32_t j = lat->first[key]; j < lat->first[key + 1]; ++j) {
-        const uint8_t *lv = lat->levels[lat->neighbours[j]];
+    int best = neighbours[begin];
+    for (uint32_t j = begin; j < end; ++j) {
+        const uint8_t *lv = levels + (size_t)dim * neighbours[j];
         float d2 = 0;
-        for (int i = 0; i < 8; ++i) {
+        for (int i = 0; i < dim; ++i) {
             float q = 2 * lv[i] + 1;
             float diff = scale * q - xval[i];
             d2 += w_sqrt[i] * diff * diff;
         }
         if (d2 < best_d2) {
             best_d2 = d2;
-            best = lat->neighbours[j];
+            best = neighbours[j];
         }
     }
-    for (int i = 0; i < 8; ++i) L[i] = (int8_t)lat->levels[best][i];
+    for (int i = 0; i < dim; ++i) L[i] = (int8_t)levels[(size_t)dim * best + i];
     return best;
 }
 
@@ -220,7 +218,8 @@ static bool round_to_grid(const iq2_lattice *lat, const float *xval, const float
     for (int i = 0; i < 8; ++i) L[i] = (int8_t)imax(0, imin(MAX_LEVEL, nearest_int(0.5f * (id * xval[i] - 1))));
     const int key = pattern_key(L);
     if (lat->point[key] >= 0) return true;
-    best_neighbour(lat, key, xval, w_sqrt, scale, L);
+    iq_best_neighbour(lat->neighbours, lat->first[key], lat->first[key + 1], &lat->levels[0][0], 8, xval, w_sqrt,
+                      scale, L);
     return false;
 }
 

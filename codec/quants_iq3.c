@@ -186,29 +186,6 @@ static const iq3_lattice *lattice_s(void) {
 
 /* ===================================================================== 3. the group search */
 
-/* The neighbour of pattern `key` whose points (2l + 1) * scale are nearest to xval in the error
- * sum w_sqrt * diff^2; L receives its levels. The first neighbour when no error is below FLT_MAX
- * (only with garbage input, where llama.cpp aborts). */
-static void best_neighbour(const iq3_lattice *lat, int key, const float *xval, const float *w_sqrt, float scale,
-                           int8_t *L) {
-    float best_d2 = FLT_MAX;
-    int best = lat->neighbours[lat->first[key]];
-    for (uint32_t j = lat->first[key]; j < lat->first[key + 1]; ++j) {
-        const uint8_t *lv = lat->levels[lat->neighbours[j]];
-        float d2 = 0;
-        for (int i = 0; i < 4; ++i) {
-            float q = 2 * lv[i] + 1;
-            float diff = scale * q - xval[i];
-            d2 += w_sqrt[i] * diff * diff;
-        }
-        if (d2 < best_d2) {
-            best_d2 = d2;
-            best = lat->neighbours[j];
-        }
-    }
-    for (int i = 0; i < 4; ++i) L[i] = (int8_t)lat->levels[best][i];
-}
-
 /* Round 4 magnitudes to levels at inverse scale id (l = round((id x - 1) / 2) in 0..7, the
  * nearest of the values (2l + 1) / id); when the pattern is not a grid point, replace it by its
  * best neighbour at `scale`. L receives the levels; returns whether the rounded pattern was a
@@ -218,7 +195,8 @@ static bool round_to_grid(const iq3_lattice *lat, const float *xval, const float
     for (int i = 0; i < 4; ++i) L[i] = (int8_t)iclamp(nearest_int(0.5f * (id * xval[i] - 1)), 0, MAX_LEVEL);
     const int key = pattern_key(L);
     if (lat->point[key] >= 0) return true;
-    best_neighbour(lat, key, xval, w_sqrt, scale, L);
+    iq_best_neighbour(lat->neighbours, lat->first[key], lat->first[key + 1], &lat->levels[0][0], 4, xval, w_sqrt,
+                      scale, L);
     return false;
 }
 

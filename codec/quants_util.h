@@ -58,4 +58,11 @@ float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *w
  * (quants_iq2.c) */
 uint8_t iq_fold_signs(const float *x, const float *weight, bool even, float *xval);
 
+/* The grid point among neighbours[begin..end) whose values (2l + 1) * scale (levels: dim bytes per
+ * grid point) are nearest to xval in the error sum w_sqrt * diff^2; L receives its dim levels. The
+ * first neighbour when no error is below FLT_MAX (only with garbage input, where llama.cpp
+ * aborts). Returns its grid index. (quants_iq2.c; IQ2 groups of 8, IQ3 groups of 4) */
+int iq_best_neighbour(const uint16_t *neighbours, uint32_t begin, uint32_t end, const uint8_t *levels, int dim,
+                      const float *xval, const float *w_sqrt, float scale, int8_t *L);
+
 #endif
