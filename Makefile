@@ -18,16 +18,23 @@ SAN ?=
 PKG_MISSING := $(shell for p in $(PKGS); do pkg-config --exists $$p 2>/dev/null || echo $$p; done)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# Open MPI is optional: found with pkg-config (Debian's libopenmpi-dev), MPI=0 builds without it.
+# Without it slmc runs as one process and refuses an mpirun start of several ranks (comm/comm.h).
+MPI ?= $(shell pkg-config --exists ompi-c 2>/dev/null && echo 1 || echo 0)
+ifeq ($(MPI),1)
+MPI_CFLAGS := -DSLMC_MPI $(shell pkg-config --cflags ompi-c 2>/dev/null)
+MPI_LIBS := $(shell pkg-config --libs ompi-c 2>/dev/null)
+endif
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
 
 OPT ?= -O2
 CFLAGS ?= $(OPT) -g
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp $(SAN) $(CFLAGS) $(PKG_CFLAGS) -I.
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp $(SAN) $(CFLAGS) $(PKG_CFLAGS) $(MPI_CFLAGS) -I.
 ALL_LDFLAGS := -fopenmp $(SAN) $(LDFLAGS)
-LIBS := $(PKG_LIBS) -lm
+LIBS := $(PKG_LIBS) $(MPI_LIBS) -lm
 
-LAYERS := codec formats eval quant distill prune pipeline
+LAYERS := codec formats comm eval quant distill prune pipeline
 LIB_SRC := $(foreach d,$(LAYERS),$(wildcard $(d)/*.c))
 CLI_SRC := $(wildcard cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)

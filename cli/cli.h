@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 
+#include "comm/comm.h"
 #include "formats/error.h"
 #include "formats/model.h"
 
@@ -79,15 +80,23 @@ int cli_opt_f32(const char *cmd, const char *flag, const char *s, double lo, dou
 /* A byte size: "5GB", "500MB", "123", "2GiB" (see cli_parse_size); at least min_bytes. */
 int cli_opt_size(const char *cmd, const char *flag, const char *s, uint64_t min_bytes, uint64_t *out);
 
-/* Print "slmc: <msg>" to stderr; returns EXIT_ERROR. */
+/* Print "slmc: <msg>" to stderr; returns EXIT_ERROR. Under mpirun an error all ranks agreed on
+ * (comm_agree) is printed by rank 0 alone; any other ends the whole job (comm_abort) after
+ * printing "slmc: rank R: <msg>". */
 int cli_error(const slmc_err *err);
+
+/* The job this process belongs to: one process, or a rank under mpirun (docs/mpi.md). Only rank
+ * 0 prints results and notes (main sends the other ranks' stdout to /dev/null). */
+comm *cli_job(void);
+bool cli_is_root(void);
 /* Print one line "slmc: <cmd>: <formatted> (see 'slmc <cmd> --help')"; returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Note on stderr unless quiet. */
 void cli_note(const cli_common *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Apply -t (OpenMP thread count). */
-void cli_apply_threads(const cli_common *c);
+/* Apply -t (OpenMP thread count). Without -t under mpirun, the ranks on one machine share its
+ * cores: each gets cores / ranks (at least 1), and c->threads says so. */
+void cli_apply_threads(cli_common *c);
 
 /* Progress on stderr when it is a terminal and not quiet: percentage, rate, ETA, item. */
 typedef struct cli_progress {

@@ -282,12 +282,16 @@ int distill_cli_run(int argc, char **argv, bool with_teacher) {
     cli_apply_threads(&a.c);
     a.o.threads = a.c.threads;
     a.o.stop = &stop_requested;
+    a.o.comm = cli_job();
     a.tty = isatty(2);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    /* Under mpirun, SIGTERM is how mpirun ends the job when a rank died: the ranks left wait in
+     * a collective that never completes, so it keeps main's handler (remove temporary files,
+     * die); SIGINT to every rank still stops after a step with a checkpoint. */
+    if (cli_job()->size == 1) sigaction(SIGTERM, &sa, NULL);
 
     const train_hooks hooks = {.user = &a, .note = on_note, .step = on_step, .eval = on_eval};
     train_result r;
@@ -296,9 +300,10 @@ int distill_cli_run(int argc, char **argv, bool with_teacher) {
     if (train_run(&a.o, &hooks, &r, &err) != 0) {
         rc = cli_error(&err);
     } else if (r.stopped) {
-        if (a.tty && !a.c.quiet) fputc('\n', stderr);
-        fprintf(stderr, "%s: interrupted at step %lld; checkpoint in %s (continue with --resume %s)\n", a.cmd,
-                (long long)r.step, r.checkpoint, r.checkpoint);
+        if (a.tty && !a.c.quiet && cli_is_root()) fputc('\n', stderr);
+        if (cli_is_root())
+            fprintf(stderr, "%s: interrupted at step %lld; checkpoint in %s (continue with --resume %s)\n", a.cmd,
+                    (long long)r.step, r.checkpoint, r.checkpoint);
         rc = 130;
     } else {
         cli_note(&a.c, "%s: wrote %s (checkpoint %s)", a.cmd, a.o.output, r.checkpoint);

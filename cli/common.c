@@ -18,8 +18,26 @@
 
 #include "codec/types.h"
 
+/* The job this process is a rank of (main sets it up once, before the command runs). */
+static comm job = {0, 1, false};
+
+comm *cli_job(void) { return &job; }
+bool cli_is_root(void) { return job.rank == 0; }
+
 int cli_error(const slmc_err *err) {
-    fprintf(stderr, "slmc: %s\n", err->msg[0] ? err->msg : "unknown error");
+    const char *msg = err->msg[0] ? err->msg : "unknown error";
+    if (job.size > 1) {
+        /* an error every rank agreed on (comm_agree: "rank R: ...") is printed once; one that
+         * only this rank has would leave the others waiting in a collective: end the job */
+        if (strncmp(msg, "rank ", 5) == 0) {
+            if (job.rank == 0) fprintf(stderr, "slmc: %s\n", msg);
+            return EXIT_ERROR;
+        }
+        fprintf(stderr, "slmc: rank %d: %s\n", job.rank, msg);
+        fflush(stderr);
+        comm_abort(&job, EXIT_ERROR);
+    }
+    fprintf(stderr, "slmc: %s\n", msg);
     return EXIT_ERROR;
 }
 
@@ -129,7 +147,7 @@ int cli_opt_size(const char *cmd, const char *flag, const char *s, uint64_t min_
 }
 
 void cli_note(const cli_common *c, const char *fmt, ...) {
-    if (c && c->quiet) return;
+    if ((c && c->quiet) || job.rank != 0) return;
     va_list ap;
     va_start(ap, fmt);
     fputs("slmc: ", stderr);
@@ -138,7 +156,14 @@ void cli_note(const cli_common *c, const char *fmt, ...) {
     fputc('\n', stderr);
 }
 
-void cli_apply_threads(const cli_common *c) {
+void cli_apply_threads(cli_common *c) {
+    if (c->threads == 0 && job.size > 1) {
+        /* ranks on one machine share its cores: by default each takes its part of them */
+        const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+        int ranks_here = local && atoi(local) > 0 ? atoi(local) : job.size;
+        c->threads = omp_get_num_procs() / ranks_here;
+        if (c->threads < 1) c->threads = 1;
+    }
     if (c->threads > 0) omp_set_num_threads(c->threads);
 }
 
@@ -229,7 +254,7 @@ int cli_open_model(model *m, const char *path, const char *tokenizer, slmc_err *
 void cli_progress_init(cli_progress *p, const cli_common *c, const char *label) {
     memset(p, 0, sizeof *p);
     p->label = label;
-    p->enabled = !c->quiet && isatty(STDERR_FILENO);
+    p->enabled = !c->quiet && job.rank == 0 && isatty(STDERR_FILENO);
     p->t_start = cli_now();
 }
 

@@ -1,6 +1,7 @@
 /* main.c - `slmc COMMAND ...`: dispatch to the commands. */
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -11,6 +12,44 @@ static void on_signal(int sig) {
     fileio_remove_temps();
     signal(sig, SIG_DFL);
     raise(sig);
+}
+
+/* The commands that split their work over the ranks of an mpirun job (docs/mpi.md); any other
+ * refuses to start with more than one rank, since every rank would write the same files. */
+static const char *const PARALLEL[] = {"train", "distill", "imatrix", "eval", "quantize", "prune"};
+
+static bool runs_parallel(const char *cmd) {
+    for (size_t i = 0; i < sizeof PARALLEL / sizeof *PARALLEL; i++)
+        if (strcmp(PARALLEL[i], cmd) == 0) return true;
+    return false;
+}
+
+/* Join the mpirun job if there is one, run the command, leave the job. */
+static int run_command(const cli_command *c, int argc, char **argv) {
+    comm *job = cli_job();
+    slmc_err err = {{0}};
+    if (comm_init(job, &argc, &argv, &err) != 0) {
+        fprintf(stderr, "slmc: %s\n", err.msg);
+        return EXIT_ERROR;
+    }
+    int rc;
+    if (job->size > 1 && !runs_parallel(c->name)) {
+        if (job->rank == 0)
+            fprintf(stderr, "slmc: %s does not run under mpirun with %d ranks (train, distill, imatrix, eval, "
+                            "quantize and prune do); start it as one process\n",
+                    c->name, job->size);
+        rc = EXIT_USAGE;
+    } else {
+        /* results are printed once, by rank 0 */
+        if (job->rank != 0 && !freopen("/dev/null", "w", stdout)) {
+            fprintf(stderr, "slmc: rank %d: cannot silence its output\n", job->rank);
+            rc = EXIT_ERROR;
+        } else
+            rc = c->run(argc, argv);
+    }
+    fflush(stdout);
+    comm_finalize(job);
+    return rc;
 }
 
 static const cli_command COMMANDS[] = {
@@ -67,11 +106,11 @@ int main(int argc, char **argv) {
         return EXIT_OK;
     }
     if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
-        printf("slmc %s\n", SLMC_VERSION);
+        printf("slmc %s (%s MPI)\n", SLMC_VERSION, comm_built_with_mpi() ? "with" : "without");
         return EXIT_OK;
     }
     for (size_t i = 0; i < N_COMMANDS; i++)
-        if (strcmp(COMMANDS[i].name, cmd) == 0) return COMMANDS[i].run(argc - 1, argv + 1);
+        if (strcmp(COMMANDS[i].name, cmd) == 0) return run_command(&COMMANDS[i], argc - 1, argv + 1);
     fprintf(stderr, "slmc: unknown command '%s'\nTry 'slmc help'.\n", cmd);
     return EXIT_USAGE;
 }

@@ -196,7 +196,16 @@ static uint64_t fnv1a(const int32_t *x, size_t n) {
 
 int data_load(train_data *d, const char *path, const tokenizer *tok, size_t max_tokens, int n_threads,
               slmc_err *err) {
-    memset(d, 0, sizeof *d);
+    return data_load_shared(d, path, tok, max_tokens, n_threads, &comm_solo, err);
+}
+
+/* This rank's share of the text's tokens: the file read and cut into pieces (the same on
+ * every rank), the pieces [lo, hi) of its share tokenized (BOS before each document) into
+ * *mine (malloc'd, *n_mine tokens). */
+static int tokenize_share(const char *path, const tokenizer *tok, size_t max_tokens, int n_threads, const comm *c,
+                          int32_t **mine, size_t *n_mine, slmc_err *err) {
+    *mine = NULL;
+    *n_mine = 0;
     char *raw = NULL;
     size_t n_raw = 0;
     if (data_read_file(path, &raw, &n_raw, err) != 0) return -1;
@@ -204,7 +213,7 @@ int data_load(train_data *d, const char *path, const tokenizer *tok, size_t max_
     pieces ps = {0};
     int rc = -1;
     int32_t **ids = NULL;
-    size_t *n_ids = NULL;
+    size_t *n_ids = NULL, n_pieces = 0;
     const char *buf = raw;
     bool jsonl = ends_with(path, ".jsonl") || ends_with(path, ".jsonl.gz") || ends_with(path, ".jsonl.zst");
     if (jsonl) {
@@ -216,11 +225,14 @@ int data_load(train_data *d, const char *path, const tokenizer *tok, size_t max_
     }
     if (ps.n == 0) { slmc_fail(err, path, "holds no text"); goto done; }
     /* with a token budget, only about as many pieces as it needs (~1 token per 3 bytes) */
-    size_t n_pieces = ps.n;
+    n_pieces = ps.n;
     if (max_tokens > 0) {
         size_t bytes_needed = max_tokens * 8, acc = 0;
         for (n_pieces = 0; n_pieces < ps.n && acc < bytes_needed; n_pieces++) acc += ps.p[n_pieces].len;
     }
+    /* this rank's share of the pieces (all of them in a job of one) */
+    int64_t lo, hi;
+    comm_share(c, (int64_t)n_pieces, c->rank, &lo, &hi);
     ids = calloc(n_pieces, sizeof *ids);
     n_ids = calloc(n_pieces, sizeof *n_ids);
     if (!ids || !n_ids) { slmc_fail(err, path, "out of memory"); goto done; }
@@ -228,7 +240,7 @@ int data_load(train_data *d, const char *path, const tokenizer *tok, size_t max_
     bool failed = false;
     slmc_err first_err = {{0}};
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
-    for (size_t i = 0; i < n_pieces; i++) {
+    for (size_t i = (size_t)lo; i < (size_t)hi; i++) {
         slmc_err e = {{0}};
         if (failed) continue;
         if (tokenizer_encode(tok, buf + ps.p[i].off, ps.p[i].len, false, false, &ids[i], &n_ids[i], &e) != 0) {
@@ -245,16 +257,16 @@ int data_load(train_data *d, const char *path, const tokenizer *tok, size_t max_
         goto done;
     }
     size_t total = 0;
-    for (size_t i = 0; i < n_pieces; i++) total += n_ids[i] + (ps.p[i].bos && bos >= 0);
-    d->tokens = malloc(sizeof(int32_t) * (total ? total : 1));
-    if (!d->tokens) { slmc_fail(err, path, "out of memory for %zu tokens", total); goto done; }
-    for (size_t i = 0; i < n_pieces; i++) {
-        if (ps.p[i].bos && bos >= 0) d->tokens[d->n_tokens++] = bos;
-        if (n_ids[i]) memcpy(d->tokens + d->n_tokens, ids[i], sizeof(int32_t) * n_ids[i]);
-        d->n_tokens += n_ids[i];
+    for (size_t i = (size_t)lo; i < (size_t)hi; i++) total += n_ids[i] + (ps.p[i].bos && bos >= 0);
+    if (!(*mine = malloc(sizeof(int32_t) * (total ? total : 1)))) {
+        slmc_fail(err, path, "out of memory for %zu tokens", total);
+        goto done;
     }
-    if (max_tokens > 0 && d->n_tokens > max_tokens) d->n_tokens = max_tokens;
-    d->hash = fnv1a(d->tokens, d->n_tokens);
+    for (size_t i = (size_t)lo; i < (size_t)hi; i++) {
+        if (ps.p[i].bos && bos >= 0) (*mine)[(*n_mine)++] = bos;
+        if (n_ids[i]) memcpy(*mine + *n_mine, ids[i], sizeof(int32_t) * n_ids[i]);
+        *n_mine += n_ids[i];
+    }
     rc = 0;
 done:
     if (ids)
@@ -264,8 +276,25 @@ done:
     free(ps.p);
     free(texts.p);
     free(raw);
-    if (rc != 0) data_free(d);
     return rc;
+}
+
+int data_load_shared(train_data *d, const char *path, const tokenizer *tok, size_t max_tokens, int n_threads,
+                     const comm *c, slmc_err *err) {
+    memset(d, 0, sizeof *d);
+    int32_t *mine = NULL;
+    size_t n_mine = 0;
+    int st = tokenize_share(path, tok, max_tokens, n_threads, c, &mine, &n_mine, err);
+    /* every rank's tokens in rank order (the text's order): the whole stream on every rank */
+    if (comm_agree(c, st, err) != 0 || comm_allgather_i32(c, mine, n_mine, &d->tokens, &d->n_tokens, err) != 0) {
+        free(mine);
+        data_free(d);
+        return -1;
+    }
+    free(mine);
+    if (max_tokens > 0 && d->n_tokens > max_tokens) d->n_tokens = max_tokens;
+    d->hash = fnv1a(d->tokens, d->n_tokens);
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -324,14 +353,24 @@ static void copy_seq(const train_data *d, int64_t s, int32_t *inputs, int32_t *t
     memcpy(targets, src + 1, sizeof(int32_t) * (size_t)d->T);
 }
 
-void data_next_batch(train_data *d, int B, int32_t *inputs, int32_t *targets, int64_t *seqs) {
-    for (int b = 0; b < B; b++) {
+void data_draw(train_data *d, int64_t n, int64_t *seqs) {
+    for (int64_t i = 0; i < n; i++) {
         if (d->pos >= d->n_train) {
             d->epoch++;
             shuffle(d);
         }
-        if (seqs) seqs[b] = d->perm[d->pos];
-        copy_seq(d, d->perm[d->pos++], inputs + (size_t)b * d->T, targets + (size_t)b * d->T);
+        seqs[i] = d->perm[d->pos++];
+    }
+}
+
+void data_train_seq(const train_data *d, int64_t s, int32_t *inputs, int32_t *targets) { copy_seq(d, s, inputs, targets); }
+
+void data_next_batch(train_data *d, int B, int32_t *inputs, int32_t *targets, int64_t *seqs) {
+    for (int b = 0; b < B; b++) {
+        int64_t s;
+        data_draw(d, 1, &s);
+        if (seqs) seqs[b] = s;
+        copy_seq(d, s, inputs + (size_t)b * d->T, targets + (size_t)b * d->T);
     }
 }
 

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "comm/comm.h"
 #include "eval/tokenizer.h"
 #include "formats/error.h"
 
@@ -36,6 +37,11 @@ typedef struct train_data {
  * tokens do not depend on it). max_tokens > 0 stops after about that many tokens. */
 int data_load(train_data *d, const char *path, const tokenizer *tok, size_t max_tokens, int n_threads,
               slmc_err *err);
+/* The same in a job of several ranks (comm.h): each rank tokenizes its share of the pieces,
+ * then every rank gets the whole stream (the ranks' tokens in rank order, which is the text's
+ * order): the same tokens on every rank, and the same as one process. */
+int data_load_shared(train_data *d, const char *path, const tokenizer *tok, size_t max_tokens, int n_threads,
+                     const comm *c, slmc_err *err);
 /* Pack into sequences of T tokens (+1 target), hold out valid_frac of them (at least one when
  * there are two or more), shuffle the rest with seed. */
 int data_split(train_data *d, int T, double valid_frac, uint64_t seed, slmc_err *err);
@@ -45,6 +51,10 @@ void data_free(train_data *d);
  * when seqs is non-NULL their indices among the training sequences, seqs[B] (a teacher cache's
  * keys). */
 void data_next_batch(train_data *d, int B, int32_t *inputs, int32_t *targets, int64_t *seqs);
+/* The next n training sequences' indices (reshuffles at epoch end), without their tokens. */
+void data_draw(train_data *d, int64_t n, int64_t *seqs);
+/* Training sequence s's tokens (0 <= s < n_train). */
+void data_train_seq(const train_data *d, int64_t s, int32_t *inputs, int32_t *targets);
 /* Held-out sequence i (0 <= i < n_valid). */
 void data_valid_seq(const train_data *d, int64_t i, int32_t *inputs, int32_t *targets);
 

@@ -7,7 +7,10 @@
 
 #include "formats/error.h"
 
-/* Write dataset `name` of n elements of `type` into file f: 0, or -1. */
+/* Create (truncate) an HDF5 file that records no modification times, so that the same content
+ * gives the same bytes (checkpoints compared across runs and rank counts): the file, or -1. */
+hid_t h5_create_file(const char *path);
+/* Write dataset `name` of n elements of `type` into file f (no modification time): 0, or -1. */
 int h5_write_1d(hid_t f, const char *name, hid_t type, hsize_t n, const void *data);
 /* Read dataset `name`, which must hold exactly n elements, into data; errors name `path` and
  * say the file is not `what` ("a slmc training checkpoint") when the dataset is missing. */

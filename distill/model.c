@@ -865,13 +865,13 @@ void tm_zero_grad(train_model *tm) { memset(tm->grads, 0, sizeof(float) * tm->n_
 #define NORM_CHUNK 65536 /* partial sums over fixed chunks, added in order: thread-independent */
 
 /* The first element that trains: the adapters' when there are adapters (they follow the model). */
-static size_t first_trainable(const train_model *tm) {
+size_t tm_first_trainable(const train_model *tm) {
     return tm->lora_rank && tm->n_tensors > tm->n_base ? tm->tensors[tm->n_base].offset : 0;
 }
 
 double tm_grad_norm(const train_model *tm) {
-    const float *grads = tm->grads + first_trainable(tm);
-    const size_t n = tm->n_params - first_trainable(tm), n_chunks = (n + NORM_CHUNK - 1) / NORM_CHUNK;
+    const float *grads = tm->grads + tm_first_trainable(tm);
+    const size_t n = tm->n_params - tm_first_trainable(tm), n_chunks = (n + NORM_CHUNK - 1) / NORM_CHUNK;
     double *part = malloc(sizeof(double) * (n_chunks ? n_chunks : 1));
     double total = 0;
     if (part) {

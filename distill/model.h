@@ -194,6 +194,8 @@ void tm_forward(train_model *tm, const int32_t *tokens);
 void tm_backward(train_model *tm, const int32_t *tokens);
 void tm_zero_grad(train_model *tm);
 
+/* The first element of params / grads that trains: the adapters' with LoRA, else 0. */
+size_t tm_first_trainable(const train_model *tm);
 /* sqrt(Σ grad²), summed in a fixed order (double). */
 double tm_grad_norm(const train_model *tm);
 

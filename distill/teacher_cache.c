@@ -92,7 +92,8 @@ static hid_t create_seq_dataset(hid_t f, const char *name, hid_t type, int64_t n
     hsize_t dims[3] = {(hsize_t)n_seq, per_seq_a, per_seq_b}, chunk[3] = {1, per_seq_a, per_seq_b};
     hid_t sp = H5Screate_simple(rank, dims, NULL), pl = H5Pcreate(H5P_DATASET_CREATE);
     hid_t d = -1;
-    if (sp >= 0 && pl >= 0 && H5Pset_chunk(pl, rank, chunk) >= 0 && H5Pset_shuffle(pl) >= 0 && H5Pset_deflate(pl, 4) >= 0)
+    if (sp >= 0 && pl >= 0 && H5Pset_chunk(pl, rank, chunk) >= 0 && H5Pset_shuffle(pl) >= 0 && H5Pset_deflate(pl, 4) >= 0 &&
+        H5Pset_obj_track_times(pl, 0) >= 0) /* no modification times: the same cache is the same bytes */
         d = H5Dcreate2(f, name, type, sp, H5P_DEFAULT, pl, H5P_DEFAULT);
     if (pl >= 0) H5Pclose(pl);
     if (sp >= 0) H5Sclose(sp);
@@ -111,7 +112,7 @@ int tcache_create(teacher_cache **out, const char *path, const teacher_cache_inf
     c->tmp = malloc(n);
     if (!c->tmp) { cache_free(c); return slmc_fail(err, path, "out of memory"); }
     snprintf(c->tmp, n, "%s.tmp", path);
-    c->file = H5Fcreate(c->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    c->file = h5_create_file(c->tmp);
     if (c->file < 0) {
         int rc = slmc_fail(err, path, "cannot create the teacher cache %s", c->tmp);
         cache_free(c);

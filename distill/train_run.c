@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "codec/types.h"
+#include "comm/comm.h"
 #include "distill/data.h"
 #include "distill/model.h"
 #include "eval/llm.h"
@@ -106,13 +107,26 @@ static int open_model(model *m, const char *path, const char *tokenizer, slmc_er
     return model_open(m, path, &mo, err);
 }
 
-int train_run(const train_run_opts *o, const train_hooks *h, train_result *r, slmc_err *err) {
+/* Under mpirun every rank runs train_run: each failure point below passes through SYNC, where
+ * every rank learns whether any failed (comm_agree), so all leave together with the failing
+ * rank's message instead of some waiting in a collective for ranks that have left. */
+#define SYNC(status)                                                                             \
+    do {                                                                                         \
+        if (comm_agree(c, (status), err) != 0) goto done;                                        \
+    } while (0)
+
+int train_run(const train_run_opts *o, const train_hooks *hooks, train_result *r, slmc_err *err) {
     memset(r, 0, sizeof *r);
     r->loss = r->eval_loss = NAN;
     if (o->threads < 0) return slmc_fail(err, NULL, "thread count %d must be positive (or 0 for the default)", o->threads);
+    const comm *c = o->comm ? o->comm : &comm_solo;
+    const bool root = c->rank == 0;           /* rank 0 alone reports and writes files */
+    const train_hooks *h = root ? hooks : NULL;
     const int threads = o->threads > 0 ? o->threads : omp_get_max_threads();
-    const trainer_opts *to = &o->train;
-    int rc = -1;
+    trainer_opts topts = o->train;
+    topts.comm = c;
+    const trainer_opts *to = &topts;
+    int rc = -1, st;
     model sm, tmv;
     bool sm_open = false, tmv_open = false, lm_open = false, tm_open = false, tr_open = false;
     llm_model tlm;
@@ -124,17 +138,19 @@ int train_run(const train_run_opts *o, const train_hooks *h, train_result *r, sl
     FILE *mf = NULL;
     teacher_cache *cache = NULL, *save = NULL;
 
+    if (o->save_teacher && c->size > 1)
+        SYNC(slmc_fail(err, o->save_teacher, "a teacher cache is written by one process: run --save-teacher without "
+                                             "mpirun (the cache then serves every rank of later runs)"));
     /* the student, trained in F32 whatever its type */
-    if (open_model(&sm, o->student, o->tokenizer, err) != 0) goto done;
+    SYNC(open_model(&sm, o->student, o->tokenizer, err));
     sm_open = true;
-    if (tm_init_from_model(&tm, &sm, err) != 0) goto done;
+    SYNC(tm_init_from_model(&tm, &sm, err));
     tm_open = true;
     tm.exec.n_threads = threads;
     if (o->lora_rank > 0) {
-        if (tm_add_lora(&tm, o->lora_rank, o->lora_alpha > 0 ? o->lora_alpha : (float)o->lora_rank, o->seed, err) != 0) {
-            slmc_fail_prefix(err, o->student);
-            goto done;
-        }
+        st = tm_add_lora(&tm, o->lora_rank, o->lora_alpha > 0 ? o->lora_alpha : (float)o->lora_rank, o->seed, err);
+        if (st != 0) slmc_fail_prefix(err, o->student);
+        SYNC(st);
         note(h, "LoRA rank %d on %d matrices: %zu trainable parameters, the rest frozen", o->lora_rank, tm.n_lora,
              tm.n_params - tm.tensors[tm.n_base].offset);
     }
@@ -142,11 +158,13 @@ int train_run(const train_run_opts *o, const train_hooks *h, train_result *r, sl
     if (sm.cfg.n_ctx_train > 0 && to->seq_len > sm.cfg.n_ctx_train)
         note(h, "note: --seq-len %d is past the model's context of %lld", to->seq_len, (long long)sm.cfg.n_ctx_train);
 
-    /* the teacher, in the inference engine */
+    /* the teacher, in the inference engine (every rank has its own) */
     if (o->teacher) {
-        if (open_model(&tmv, o->teacher, o->tokenizer, err) != 0) goto done;
+        SYNC(open_model(&tmv, o->teacher, o->tokenizer, err));
         tmv_open = true;
-        if (llm_model_init(&tlm, &tmv, err) != 0) { slmc_fail_prefix(err, o->teacher); goto done; }
+        st = llm_model_init(&tlm, &tmv, err);
+        if (st != 0) slmc_fail_prefix(err, o->teacher);
+        SYNC(st);
         lm_open = true;
         const int64_t Vt = tlm.cfg.n_vocab, Vs = tm.cfg.hp.n_vocab;
         if (Vt != Vs)
@@ -154,41 +172,44 @@ int train_run(const train_run_opts *o, const train_hooks *h, train_result *r, sl
                  (long long)(Vt < Vs ? Vt : Vs));
     }
 
-    /* the text, with the student's tokenizer */
-    if (!meta_get_str(&sm.kv, "tokenizer.ggml.model")) {
-        slmc_fail(err, o->student, "has no tokenizer; training needs one to read the text");
-        goto done;
-    }
-    if (tokenizer_create(&tok, &sm.kv, err) != 0) { slmc_fail_prefix(err, o->student); goto done; }
+    /* the text, with the student's tokenizer; each rank tokenizes its share */
+    if (!meta_get_str(&sm.kv, "tokenizer.ggml.model"))
+        SYNC(slmc_fail(err, o->student, "has no tokenizer; training needs one to read the text"));
+    st = tokenizer_create(&tok, &sm.kv, err);
+    if (st != 0) slmc_fail_prefix(err, o->student);
+    SYNC(st);
     const double t_tok = omp_get_wtime();
-    if (data_load(&data, o->data, tok, o->max_tokens, threads, err) != 0) goto done; /* names the file */
-    if (data_split(&data, to->seq_len, o->valid_frac, o->seed, err) != 0) { slmc_fail_prefix(err, o->data); goto done; }
+    if (data_load_shared(&data, o->data, tok, o->max_tokens, threads, c, err) != 0) goto done; /* agreed, names the file */
+    st = data_split(&data, to->seq_len, o->valid_frac, o->seed, err);
+    if (st != 0) slmc_fail_prefix(err, o->data);
+    SYNC(st);
     note(h, "%zu tokens in %.1fs: %lld training and %lld held-out sequences of %d", data.n_tokens,
          omp_get_wtime() - t_tok, (long long)data.n_train, (long long)data.n_valid, to->seq_len);
 
     /* the trainer, perhaps where a checkpoint left off */
-    if (trainer_init(&tr, to, &tm, &data, o->teacher ? &tlm : NULL, err) != 0) {
-        slmc_fail_prefix(err, o->student);
-        goto done;
-    }
-    tr_open = true;
+    st = trainer_init(&tr, to, &tm, &data, o->teacher ? &tlm : NULL, err);
+    if (st != 0) slmc_fail_prefix(err, o->student);
+    tr_open = st == 0;
+    SYNC(st);
     if (o->teacher_cache) {
-        if (o->teacher) { slmc_fail(err, o->teacher_cache, "give a teacher or a teacher cache, not both"); goto done; }
-        if (tcache_open(&cache, o->teacher_cache, err) != 0) goto done;
-        if (trainer_set_cache(&tr, cache, err) != 0) { slmc_fail_prefix(err, o->teacher_cache); goto done; }
+        if (o->teacher) SYNC(slmc_fail(err, o->teacher_cache, "give a teacher or a teacher cache, not both"));
+        SYNC(tcache_open(&cache, o->teacher_cache, err));
+        st = trainer_set_cache(&tr, cache, err);
+        if (st != 0) slmc_fail_prefix(err, o->teacher_cache);
+        SYNC(st);
         note(h, "teacher: the top %d ids per position from %s", tcache_info(cache)->k, o->teacher_cache);
     }
     if (o->save_teacher) {
-        if (!o->teacher) { slmc_fail(err, o->save_teacher, "saving a teacher cache needs a --teacher"); goto done; }
+        if (!o->teacher) SYNC(slmc_fail(err, o->save_teacher, "saving a teacher cache needs a --teacher"));
         const int64_t Vt = tlm.cfg.n_vocab, Vs = tm.cfg.hp.n_vocab;
         const teacher_cache_info in = {.k = o->top_k, .T = to->seq_len, .V_shared = (int)(Vt < Vs ? Vt : Vs),
                                        .n_seq = data.n_train, .n_tokens = (int64_t)data.n_tokens,
                                        .n_vocab_teacher = Vt, .tau = to->temperature, .data_hash = data.hash};
-        if (tcache_create(&save, o->save_teacher, &in, err) != 0) goto done;
+        SYNC(tcache_create(&save, o->save_teacher, &in, err));
         trainer_set_save(&tr, save);
     }
     if (o->resume) {
-        if (trainer_load(&tr, o->resume, err) != 0) goto done;
+        SYNC(trainer_load(&tr, o->resume, err)); /* every rank reads it: a checkpoint resumes on any N */
         note(h, "resumed from %s at step %lld", o->resume, (long long)tr.step);
     }
     if (o->checkpoint) {
@@ -196,20 +217,23 @@ int train_run(const train_run_opts *o, const train_hooks *h, train_result *r, sl
     } else if ((r->checkpoint = malloc(strlen(o->output) + 16))) {
         snprintf(r->checkpoint, strlen(o->output) + 16, "%s.ckpt.h5", o->output);
     }
-    if (!r->checkpoint) { slmc_fail(err, NULL, "out of memory"); goto done; }
-    if (o->metrics && !(mf = fopen(o->metrics, "a"))) {
-        slmc_fail(err, o->metrics, "cannot open for appending");
-        goto done;
-    }
+    if (!r->checkpoint) SYNC(slmc_fail(err, NULL, "out of memory"));
+    if (root && o->metrics && !(mf = fopen(o->metrics, "a")))
+        SYNC(slmc_fail(err, o->metrics, "cannot open for appending"));
+    SYNC(0);
 
     /* the steps */
-    note(h, "%zu parameters, %lld steps of %d x %d x %d tokens", tm.n_params, (long long)to->steps, to->grad_accum,
-         to->batch, to->seq_len);
+    note(h, "%zu parameters, %lld steps of %d x %d x %d tokens%s", tm.n_params, (long long)to->steps, to->grad_accum,
+         to->batch, to->seq_len, c->size > 1 ? ", the sequences shared by the ranks" : "");
+    if (c->size > 1) note(h, "%d ranks, %d threads each", c->size, threads);
     const double t0 = omp_get_wtime();
     const int64_t first = tr.step;
-    while (tr.step < to->steps && !stop_requested(o)) {
+    int stop = 0;
+    /* a stop asked for on any rank (its own signal) stops every rank after the same step */
+    SYNC(comm_any(c, stop_requested(o), &stop, err));
+    while (tr.step < to->steps && !stop) {
         train_progress p = {.steps = to->steps, .first_step = first};
-        if (trainer_step(&tr, &p.report, err) != 0) goto done;
+        if (trainer_step(&tr, &p.report, err) != 0) goto done; /* agreed */
         r->tokens += p.report.tokens;
         r->loss = p.report.loss;
         p.seconds = omp_get_wtime() - t0;
@@ -220,32 +244,32 @@ int train_run(const train_run_opts *o, const train_hooks *h, train_result *r, sl
         const bool last = tr.step == to->steps;
         if (o->eval_every > 0 && tr.step % o->eval_every == 0 && !last && data.n_valid > 0 &&
             evaluate(&tr, o, h, mf, r, err) != 0)
-            goto done;
-        if (o->checkpoint_every > 0 && tr.step % o->checkpoint_every == 0 && !last &&
-            trainer_save(&tr, r->checkpoint, err) != 0)
-            goto done;
+            goto done; /* agreed */
+        if (o->checkpoint_every > 0 && tr.step % o->checkpoint_every == 0 && !last)
+            SYNC(root ? trainer_save(&tr, r->checkpoint, err) : 0);
+        SYNC(comm_any(c, stop_requested(o), &stop, err));
     }
     r->step = tr.step;
 
     /* the teacher cache holds what the run drew, stopped or not */
     if (save) {
-        teacher_cache *c = save;
+        teacher_cache *tc = save;
         save = NULL;
-        if (tcache_finish(c, err) != 0) goto done;
+        SYNC(tcache_finish(tc, err));
     }
     /* asked to stop: keep the state to resume from, export nothing */
-    if (stop_requested(o)) {
-        if (trainer_save(&tr, r->checkpoint, err) != 0) goto done;
+    if (stop) {
+        SYNC(root ? trainer_save(&tr, r->checkpoint, err) : 0);
         r->stopped = true;
         r->seconds = omp_get_wtime() - t0;
         rc = 0;
         goto done;
     }
 
-    /* the end: a last evaluation, the checkpoint, the model */
-    if (data.n_valid > 0 && evaluate(&tr, o, h, mf, r, err) != 0) goto done;
-    if (trainer_save(&tr, r->checkpoint, err) != 0) goto done;
-    if (tm_export(&tm, &sm, o->output, o->outtype, err) != 0) goto done;
+    /* the end: a last evaluation, the checkpoint, the model (rank 0 writes) */
+    if (data.n_valid > 0 && evaluate(&tr, o, h, mf, r, err) != 0) goto done; /* agreed */
+    SYNC(root ? trainer_save(&tr, r->checkpoint, err) : 0);
+    SYNC(root ? tm_export(&tm, &sm, o->output, o->outtype, err) : 0);
     r->seconds = omp_get_wtime() - t0;
     rc = 0;
 done:

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "comm/comm.h"
 #include "distill/trainer.h"
 #include "formats/error.h"
 
@@ -56,6 +57,11 @@ typedef struct train_run_opts {
                                  * many as omp_get_max_threads() says now */
     volatile sig_atomic_t *stop;/* when non-NULL and set (by a signal handler), checkpoint and stop
                                  * after the current step */
+    const comm *comm;           /* the mpirun job whose ranks share each step's sequences, or NULL
+                                 * for one process. Every rank calls train_run with the same options;
+                                 * rank 0 alone calls the hooks and writes the model, the checkpoint
+                                 * and the metrics, which are the same bytes for any number of ranks.
+                                 * --save-teacher is refused with more than one rank. */
 } train_run_opts;
 
 /* Defaults: trainer_opts_default, seed 1, valid_frac 0.02, eval_every 100, eval_seqs 32, no

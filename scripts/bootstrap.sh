@@ -3,7 +3,7 @@
 # Run by `make check` and `make demo`; does nothing when everything is present.
 # Usage: scripts/bootstrap.sh [extra-package ...]
 set -e
-PKGS="make gcc pkg-config zlib1g-dev libzstd-dev libhdf5-dev check libsubunit-dev libjansson-dev libpcre2-dev libyaml-dev $*"
+PKGS="make gcc pkg-config zlib1g-dev libzstd-dev libhdf5-dev check libsubunit-dev libjansson-dev libpcre2-dev libyaml-dev libopenmpi-dev openmpi-bin $*"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

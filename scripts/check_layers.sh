@@ -7,13 +7,13 @@
 # draws the same picture.)
 cd "$(dirname "$0")/.." || exit 1
 # folder:layer
-LAYERS="codec:0 formats:1 eval:2 quant:3 distill:3 prune:4 pipeline:5 cli:6 tests:7 bench:7 fuzz:7"
+LAYERS="codec:0 formats:1 comm:2 eval:3 quant:4 distill:4 prune:5 pipeline:6 cli:7 tests:8 bench:8 fuzz:8"
 level() {
     for e in $LAYERS; do [ "${e%%:*}" = "$1" ] && { echo "${e#*:}"; return; }; done
     echo ""
 }
 bad=0
-for dir in codec formats eval quant distill prune pipeline cli tests bench fuzz; do
+for dir in codec formats comm eval quant distill prune pipeline cli tests bench fuzz; do
     [ -d "$dir" ] || continue
     mine=$(level "$dir")
     for f in $(find "$dir" -name '*.[ch]' | sort); do
@@ -41,4 +41,4 @@ if [ "$n" -gt 0 ]; then
     echo "check-layers: $n include(s) against the layer order ($LAYERS)"
     exit 1
 fi
-echo "check-layers: every include follows the layer order codec < formats < eval < quant, distill < prune < pipeline < cli"
+echo "check-layers: every include follows the layer order codec < formats < comm < eval < quant, distill < prune < pipeline < cli"
