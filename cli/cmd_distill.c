@@ -25,11 +25,13 @@ static const char *USAGE_DISTILL =
     "(any model slmc evaluates, quantized GGUF too); when its vocabulary is larger, the ids the\n"
     "student has are compared. --save-teacher F keeps its top --top-k log-probabilities of every\n"
     "sequence drawn, so later runs (same --data, --seq-len, --seed, --temperature) can distil\n"
-    "from F with --teacher-cache F and no teacher.\n";
+    "from F with --teacher-cache F and no teacher. Under 'mpirun -np N' (docs/mpi.md) the\n"
+    "ranks share each step's sequences and write the same bytes as one process.\n";
 static const char *USAGE_TRAIN =
     "Usage: slmc train --model M --data FILE -o OUT [options]\n"
     "\n"
-    "Train or fine-tune M with cross-entropy on FILE.\n";
+    "Train or fine-tune M with cross-entropy on FILE. Under 'mpirun -np N' (docs/mpi.md) the\n"
+    "ranks share each step's sequences and write the same bytes as one process.\n";
 static const char *USAGE_OPTIONS =
     "\n"
     "Data: FILE is .txt or .jsonl (field \"text\"), optionally .gz or .zst; tokenized with the\n"
@@ -41,7 +43,8 @@ static const char *USAGE_OPTIONS =
     "  --steps N            optimizer steps (default 1000)\n"
     "  --seq-len T          tokens per sequence (default 256, at most the model's context)\n"
     "  --batch B            sequences per micro-batch (default 4)\n"
-    "  --grad-accum K       micro-batches per step (default 1)\n"
+    "  --grad-accum K       micro-batches per step (default 1); a step has B x K sequences,\n"
+    "                       shared by the ranks under mpirun (the same result for any count)\n"
     "  --lr X, --min-lr X   peak and final learning rate (default 3e-4, 3e-5)\n"
     "  --warmup N           linear warmup steps before the cosine decay (default 100, at most steps/10)\n"
     "  --weight-decay X     AdamW decoupled weight decay on matrices (default 0.1)\n"
@@ -76,7 +79,7 @@ static const char *USAGE_OPTIONS =
     "  -o, --output OUT     exported model\n"
     "  --json               a JSON summary on stdout at the end: output, checkpoint, steps,\n"
     "                       tokens, loss, eval_loss, eval_ppl, seconds\n"
-    "  -t, --threads N      threads\n"
+    "  -t, --threads N      threads (under mpirun: of each rank; default: the cores / ranks)\n"
     "  -q, --quiet          no progress\n"
     "  -h, --help           this help\n";
 
