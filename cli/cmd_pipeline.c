@@ -1,6 +1,7 @@
 /* cmd_pipeline.c - `slmc pipeline RECIPE`: parse the options, run the recipe with
  * pipeline_run (pipeline/pipeline.h: plan, cached steps as child slmc processes, gates,
- * reports), print the report or the plan, and turn the result into the exit status:
+ * reports; or the CI job matrix, one variant, the report of recorded results), print the
+ * report, plan or matrix, and turn the result into the exit status:
  * 0 every gate passes, 3 a gate fails, 1 an error, 2 a usage error.
  */
 #include <errno.h>
@@ -16,39 +17,65 @@
 #include "pipeline/pipeline.h"
 
 static const char *USAGE =
-    "Usage: slmc pipeline RECIPE [--out DIR] [--jobs N] [--dry-run] [--json]\n"
+    "Usage: slmc pipeline RECIPE [--out DIR] [--cache DIR] [--jobs N] [--dry-run] [--json]\n"
+    "       slmc pipeline RECIPE --matrix\n"
+    "       slmc pipeline RECIPE --only VARIANT [--out DIR] [--cache DIR] [--jobs N] [--dry-run]\n"
+    "       slmc pipeline RECIPE --report [--out DIR] [--cache DIR] [--json]\n"
     "\n"
     "Run a compression recipe (YAML, see docs/pipeline.md): a source model, variants made of\n"
     "steps (convert, imatrix, prune, distill, quantize to a list of types, eval) and quality\n"
     "gates per variant (max PPL increase over the source, max mean KLD, min top-token agreement,\n"
-    "max file size). Every step runs as a child slmc process; its output is cached in\n"
-    "DIR/cache under a SHA-256 of the slmc binary, the step's options and its inputs' contents,\n"
+    "max file size). Every step runs as a child slmc process; its output is cached (DIR/cache,\n"
+    "or --cache) under a SHA-256 of the slmc binary, the step's options and its inputs' contents,\n"
     "so a rerun only does what changed and gives byte-identical files. Each output model is\n"
     "published as DIR/NAME.gguf; reports go to DIR/RECIPE.report.json, .report.md (a table for\n"
     "CI job summaries, also printed on stdout) and .report.svg (size against PPL and KLD).\n"
+    "\n"
+    "Over a CI job matrix (docs/ci-matrix.md): --matrix lists the variants as a job matrix,\n"
+    "each job runs --only VARIANT with one shared --cache, and a last job runs --report. The\n"
+    "cache is safe to share between processes and machines: a lock per step (flock) makes one\n"
+    "process compute a step while the others wait and reuse it, and a process that dies leaves\n"
+    "nothing that looks finished; its step is taken over by a waiting one.\n"
     "Exit status: 0 every gate passes, 3 a gate fails, 1 an error, 2 a usage error.\n"
     "\n"
     "Options:\n"
-    "  -o, --out DIR    output folder (default: pipeline-out)\n"
-    "  -j, --jobs N     run up to N steps at once, sharing the thread budget (default 1)\n"
-    "  --dry-run        print the plan (each step, cache hit or to run) and run nothing\n"
-    "  --json           print the report (or the plan) as JSON on stdout instead of Markdown\n"
-    "  -t, --threads N  thread budget for all jobs (default: the recipe's threads, else all cores)\n"
-    "  -q, --quiet      no progress notes\n"
-    "  -h, --help       this help\n";
+    "  -o, --out DIR     output folder (default: pipeline-out)\n"
+    "  --cache DIR       the step cache (default: DIR/cache); may be a folder every job mounts\n"
+    "                    (NFSv4, or any filesystem with working flock() locks)\n"
+    "  --matrix          print the variants as one line of JSON for a CI matrix\n"
+    "                    ({\"include\":[{\"variant\":...,\"recipe\":...,\"files\":[...]}]}); runs nothing\n"
+    "  --only VARIANT    run only that variant's steps (and those they need), publish it and\n"
+    "                    record its results in the cache; its gates decide the exit status\n"
+    "  --report          run nothing: the reports from every variant's recorded results (a\n"
+    "                    variant not run yet is an error naming it)\n"
+    "  -j, --jobs N      run up to N steps at once, sharing the thread budget (default 1)\n"
+    "  --dry-run         print the plan (each step, cache hit or to run) and run nothing\n"
+    "  --json            print the report (or the plan) as JSON on stdout instead of Markdown\n"
+    "  -t, --threads N   thread budget for all jobs (default: the recipe's threads, else all cores)\n"
+    "  -q, --quiet       no progress notes\n"
+    "  -h, --help        this help\n";
 
 typedef struct pipeline_args {
     cli_common c;
     const char *recipe;  /* RECIPE */
     const char *out;     /* --out */
+    const char *cache;   /* --cache, or NULL */
+    const char *only;    /* --only, or NULL */
     int jobs;            /* --jobs */
     bool dry_run;        /* --dry-run */
+    bool matrix;         /* --matrix */
+    bool report;         /* --report */
 } pipeline_args;
+
+/* Long options without a short form: codes no character uses. */
+enum { OPT_DRY_RUN = 0x100, OPT_CACHE, OPT_ONLY, OPT_MATRIX, OPT_REPORT };
 
 static int parse_args(int argc, char **argv, pipeline_args *a) {
     static const struct option opts[] = {
-        {"out", required_argument, 0, 'o'}, {"jobs", required_argument, 0, 'j'},
-        {"dry-run", no_argument, 0, 'D'},   CLI_COMMON_OPTIONS, {0, 0, 0, 0},
+        {"out", required_argument, 0, 'o'},   {"jobs", required_argument, 0, 'j'},
+        {"dry-run", no_argument, 0, OPT_DRY_RUN}, {"cache", required_argument, 0, OPT_CACHE},
+        {"only", required_argument, 0, OPT_ONLY}, {"matrix", no_argument, 0, OPT_MATRIX},
+        {"report", no_argument, 0, OPT_REPORT}, CLI_COMMON_OPTIONS, {0, 0, 0, 0},
     };
     memset(a, 0, sizeof *a);
     a->out = "pipeline-out";
@@ -61,11 +88,24 @@ static int parse_args(int argc, char **argv, pipeline_args *a) {
         switch (ch) {
         case 'o': a->out = optarg; break;
         case 'j': rc = cli_opt_int("pipeline", "-j/--jobs", optarg, 1, 256, &a->jobs); break;
-        case 'D': a->dry_run = true; break;
+        case OPT_DRY_RUN: a->dry_run = true; break;
+        case OPT_CACHE: a->cache = optarg; break;
+        case OPT_ONLY: a->only = optarg; break;
+        case OPT_MATRIX: a->matrix = true; break;
+        case OPT_REPORT: a->report = true; break;
         default: rc = cli_common_option("pipeline", USAGE, ch, argv, &a->c); break;
         }
         if (rc) return rc;
     }
+    if (!a->out[0]) return cli_usage_error("pipeline", "-o/--out: the folder name is empty");
+    if (a->cache && !a->cache[0]) return cli_usage_error("pipeline", "--cache: the folder name is empty");
+    if (a->only && !a->only[0]) return cli_usage_error("pipeline", "--only: the variant name is empty");
+    if (a->matrix && (a->only || a->report || a->dry_run))
+        return cli_usage_error("pipeline", "--matrix runs nothing: it takes no %s",
+                               a->only ? "--only" : a->report ? "--report" : "--dry-run");
+    if (a->report && (a->only || a->dry_run))
+        return cli_usage_error("pipeline", "--report covers every variant and runs nothing: it takes no %s",
+                               a->only ? "--only" : "--dry-run");
     if (argc - optind != 1) return cli_usage_error("pipeline", "expected one RECIPE file");
     a->recipe = argv[optind];
     return 0;
@@ -103,10 +143,12 @@ int cmd_pipeline(int argc, char **argv) {
         return cli_error(&err);
     }
     exe[n] = '\0';
-    pipeline_opts o = {.recipe = a.recipe, .out_dir = a.out, .exe = exe, .jobs = a.jobs,
-                       .threads = a.c.threads, .dry_run = a.dry_run, .stop = &g_stop};
+    pipeline_mode mode = a.matrix ? PIPELINE_MATRIX : a.report ? PIPELINE_REPORT
+                       : a.dry_run ? PIPELINE_DRY_RUN : PIPELINE_RUN;
+    pipeline_opts o = {.recipe = a.recipe, .out_dir = a.out, .cache_dir = a.cache, .exe = exe, .mode = mode,
+                       .only = a.only, .jobs = a.jobs, .threads = a.c.threads, .stop = &g_stop};
     pipeline_hooks hooks = {.ud = &a.c, .note = print_note};
-    if (!a.dry_run) catch_signals();
+    if (mode == PIPELINE_RUN) catch_signals();
     pipeline_result res;
     if (pipeline_run(&o, &hooks, &res, &err)) {
         cli_error(&err);
@@ -118,7 +160,8 @@ int cmd_pipeline(int argc, char **argv) {
     }
     fputs(a.c.json ? res.json : res.text, stdout);
     int status = res.pass ? EXIT_OK : EXIT_GATE;
-    if (!res.pass) cli_note(&a.c, "pipeline: a gate failed (see %s/%s.report.md)", a.out, res.name);
+    if (!res.pass && a.only) cli_note(&a.c, "pipeline: a gate of variant %s failed", a.only);
+    else if (!res.pass) cli_note(&a.c, "pipeline: a gate failed (see %s/%s.report.md)", a.out, res.name);
     pipeline_result_free(&res);
     return status;
 }

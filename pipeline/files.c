@@ -4,7 +4,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,23 +85,6 @@ uint64_t pl_path_size(const char *path) {
         }
     closedir(d);
     return total;
-}
-
-/* A temporary folder's name carries the pid of the pipeline that made it, and a pid that no
- * longer exists cannot be writing into it. */
-void pl_remove_stale_temps(const char *cache_dir) {
-    DIR *d = opendir(cache_dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        long pid;
-        if (sscanf(e->d_name, ".tmp-%ld-", &pid) != 1 || pid <= 0) continue;
-        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
-        char *p = path_join(cache_dir, e->d_name);
-        if (p) pl_remove_tree(p);
-        free(p);
-    }
-    closedir(d);
 }
 
 char *pl_end_line(char *s) {

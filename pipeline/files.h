@@ -1,6 +1,6 @@
 /* files.h - the file operations the pipeline needs around its cache: folders, atomic writes,
- * publishing a cache file under a readable name, sizes, and removing the temporary folders of
- * pipelines that were killed.
+ * publishing a cache file under a readable name, sizes. (The cache's locks, entries and
+ * temporaries are cache.h's.)
  *
  * Every output appears complete or not at all (temporary name + rename), so several pipelines
  * sharing one output folder never see each other's partial files.
@@ -34,10 +34,6 @@ int pl_publish(const char *cached, const char *dir, const char *name, unsigned s
 
 /* Bytes of a file, or of every non-hidden file under a folder; 0 when it cannot be read. */
 uint64_t pl_path_size(const char *path);
-
-/* Remove the temporary folders ".tmp-PID-XXXXXX" in cache_dir whose process is gone (a
- * pipeline killed with kill -9 cannot clean up after itself). Errors are ignored. */
-void pl_remove_stale_temps(const char *cache_dir);
 
 /* s (malloc'd, e.g. a JSON dump, which ends without one) with "\n" appended; frees s.
  * NULL when s is NULL or out of memory. */

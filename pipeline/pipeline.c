@@ -1,5 +1,10 @@
-/* pipeline.c - a recipe from start to end (see pipeline.h): plan, run, then gather each
- * output's measurements, publish it, gate, and write the reports. */
+/* pipeline.c - a recipe from start to end (see pipeline.h): plan, run, then publish and
+ * measure each output, keep each variant's result record, and assemble the gated reports from
+ * the records (so a full run, and --report after --only runs, give the same bytes).
+ *
+ * Top to bottom: measurements, the job matrix, the variants' records, the reports, and the
+ * entry point.
+ */
 #include "pipeline/pipeline.h"
 
 #include <jansson.h>
@@ -15,6 +20,7 @@
 #include "pipeline/files.h"
 #include "pipeline/plan.h"
 #include "pipeline/recipe.h"
+#include "pipeline/record.h"
 #include "pipeline/report.h"
 #include "pipeline/run.h"
 
@@ -50,23 +56,31 @@ static double jnum(const json_t *o, const char *key) {
     return json_is_number(v) ? json_number_value(v) : NAN;
 }
 
-/* Gather leaf i's measurements into x, publishing its model as OUT/NAME.gguf. */
-static int collect_leaf(pl_plan *pl, int i, pl_result *x, pl_report *rep, slmc_err *err) {
-    const recipe *r = pl->r;
+/* Leaf i's name, variant, type, published file name and gates: what the plan (the current
+ * recipe) says about it, as opposed to what was measured. */
+static void leaf_identity(const pl_plan *pl, int i, pl_result *x) {
     const pl_leaf *l = &pl->leaves[i];
     snprintf(x->name, sizeof x->name, "%s%s%s", l->v->name, l->type ? "-" : "", l->type ? l->type : "");
     x->variant = l->v->name;
     x->type = l->type;
     x->gates = *recipe_gates_for(l->v, l->type);
+    if (l->model.node >= 0) snprintf(x->file, sizeof x->file, "%s.gguf", x->name);
+    else x->file[0] = '\0'; /* the variant is the source itself */
+}
+
+/* Publish leaf i's model as OUT/NAME.gguf and measure it: size, parameters, and its eval
+ * against the source's (x's identity is filled first). */
+static int measure_leaf(pl_plan *pl, int i, pl_result *x, slmc_err *err) {
+    const recipe *r = pl->r;
+    const pl_leaf *l = &pl->leaves[i];
+    leaf_identity(pl, i, x);
     char *model_path;
     if (l->model.node >= 0) {
         const pl_node *n = &pl->nodes[l->model.node];
         snprintf(x->key, sizeof x->key, "%s", n->key);
-        model_path = pl_cache_path(pl, n, l->model.out);
-        snprintf(x->file, sizeof x->file, "%s.gguf", x->name);
-        if (!model_path) return slmc_fail(err, NULL, "out of memory");
+        if (!(model_path = pl_cache_path(pl, n, l->model.out))) return slmc_fail(err, NULL, "out of memory");
         if (pl_publish(model_path, pl->out_dir, x->file, (unsigned)i, err)) { free(model_path); return -1; }
-    } else { /* the variant is the source itself */
+    } else {
         const char *h = pl_content_hash(pl, r->source, err);
         if (!h) return -1;
         snprintf(x->key, sizeof x->key, "%s", h);
@@ -77,6 +91,7 @@ static int collect_leaf(pl_plan *pl, int i, pl_result *x, pl_report *rep, slmc_e
     free(model_path);
     if (rc) return -1;
     x->bpw = x->n_params ? 8.0 * (double)x->size / (double)x->n_params : NAN;
+    x->ppl = x->ppl_stderr = x->kld = x->kld_stderr = x->same_top = x->source_ppl = x->source_ppl_stderr = NAN;
     if (l->eval < 0) return 0;
     json_t *ev = NULL, *base = NULL;
     char *p = pl_cache_path(pl, &pl->nodes[l->eval], 0), *pb = pl_cache_path(pl, &pl->nodes[l->base_eval], 0);
@@ -90,13 +105,8 @@ static int collect_leaf(pl_plan *pl, int i, pl_result *x, pl_report *rep, slmc_e
     x->kld = jnum(ev, "kld_mean");
     x->kld_stderr = jnum(ev, "kld_stderr");
     x->same_top = jnum(ev, "same_top_p");
-    double src_ppl = jnum(base, "ppl");
-    x->ppl_increase = 100.0 * (x->ppl / src_ppl - 1.0);
-    if (!rep->has_eval && l->eval_settings == &r->eval) { /* the report's source line: the recipe's eval */
-        rep->has_eval = true;
-        rep->source_ppl = src_ppl;
-        rep->source_ppl_stderr = jnum(base, "ppl_stderr");
-    }
+    x->source_ppl = jnum(base, "ppl");
+    x->source_ppl_stderr = jnum(base, "ppl_stderr");
     json_decref(ev);
     json_decref(base);
     return 0;
@@ -108,8 +118,100 @@ static int recipe_int(const char *s) {
     return v > INT_MAX ? INT_MAX : (int)v;
 }
 
-/* Every leaf's measurements, gated. rep->results is malloc'd (the caller frees it). */
-static int build_report(pl_plan *pl, pl_report *rep, slmc_err *err) {
+/* The variant called `name`, or an error listing the recipe's variants. */
+static const recipe_variant *find_variant(const recipe *r, const char *name, slmc_err *err) {
+    char known[600] = "";
+    size_t len = 0;
+    for (int i = 0; i < r->n_variants; i++) {
+        if (strcmp(r->variants[i].name, name) == 0) return &r->variants[i];
+        if (len + 1 < sizeof known)
+            len += (size_t)snprintf(known + len, sizeof known - len, "%s%s", i ? ", " : "", r->variants[i].name);
+    }
+    if (len >= sizeof known) strcpy(known + sizeof known - 4, "...");
+    slmc_fail(err, r->path, "--only %s: no such variant (the recipe has: %s)", name, known);
+    return NULL;
+}
+
+/* The first of variant v's leaves (a variant's leaves are consecutive, in recipe order), and how
+ * many there are. */
+static int variant_leaves(const pl_plan *pl, const recipe_variant *v, int *first) {
+    int n = 0;
+    *first = 0;
+    for (int i = 0; i < pl->n_leaves; i++)
+        if (pl->leaves[i].v == v && n++ == 0) *first = i;
+    return n;
+}
+
+/* ---- the job matrix ---------------------------------------------------------------------- */
+
+/* Published file names of a variant (without running anything): VARIANT-TYPE.gguf per quantize
+ * type, else VARIANT.gguf when a step makes a model, else none (the variant is the source). */
+static json_t *variant_files(const recipe_variant *v) {
+    json_t *a = json_array();
+    const recipe_opt *types = recipe_variant_types(v);
+    char name[300];
+    for (int t = 0; a && types && t < types->n_values; t++) {
+        snprintf(name, sizeof name, "%s-%s.gguf", v->name, types->values[t]);
+        json_array_append_new(a, json_string(name));
+    }
+    bool makes_model = false;
+    for (int i = 0; i < v->n_steps; i++)
+        makes_model |= v->steps[i].kind == RS_CONVERT || v->steps[i].kind == RS_PRUNE || v->steps[i].kind == RS_DISTILL;
+    if (a && !types && makes_model) {
+        snprintf(name, sizeof name, "%s.gguf", v->name);
+        json_array_append_new(a, json_string(name));
+    }
+    return a;
+}
+
+/* {"include":[{"variant":..., "recipe":..., "files":[...]}, ...]} on one line (what a CI
+ * system's matrix takes; one line fits GitHub's $GITHUB_OUTPUT). */
+static int matrix_json(const recipe *r, pipeline_result *out, slmc_err *err) {
+    json_t *root = json_object(), *inc = json_array();
+    if (!root || !inc) { json_decref(root); json_decref(inc); return slmc_fail(err, NULL, "out of memory"); }
+    for (int i = 0; i < r->n_variants; i++) {
+        json_t *o = json_object();
+        if (!o) continue;
+        json_object_set_new(o, "variant", json_string(r->variants[i].name));
+        json_object_set_new(o, "recipe", json_string(r->name));
+        json_object_set_new(o, "files", variant_files(&r->variants[i]));
+        json_array_append_new(inc, o);
+    }
+    json_object_set_new(root, "include", inc);
+    out->json = pl_end_line(json_dumps(root, JSON_COMPACT));
+    json_decref(root);
+    out->text = out->json ? strdup(out->json) : NULL;
+    out->pass = true;
+    return out->text ? 0 : slmc_fail(err, NULL, "out of memory");
+}
+
+/* ---- the variants' records --------------------------------------------------------------- */
+
+/* After variant v's steps ran: publish and measure its outputs, and keep its result record. */
+static int finish_variant(pl_plan *pl, const recipe_variant *v, const pipeline_opts *o, const pipeline_hooks *hooks,
+                          slmc_err *err) {
+    int first, n = variant_leaves(pl, v, &first);
+    pl_result *res = calloc((size_t)(n ? n : 1), sizeof *res);
+    if (!res) return slmc_fail(err, NULL, "out of memory");
+    int rc = 0;
+    for (int i = 0; !rc && i < n; i++) rc = measure_leaf(pl, first + i, &res[i], err);
+    char key[65], label[300];
+    snprintf(label, sizeof label, "result [%s]", v->name);
+    if (!rc) rc = pl_record_key(pl, v, key, err) || pl_record_store(pl, key, label, res, n, o->stop, err);
+    free(res);
+    if (rc) return -1;
+    if (hooks && hooks->note) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "pipeline: recorded the results of variant %s key %.12s", v->name, key);
+        hooks->note(hooks->ud, msg);
+    }
+    return 0;
+}
+
+/* The report of variant `only` (NULL: every variant) from the result records. A variant
+ * without a record has not been run (or did not finish): an error naming every such variant.
+ * rep->results is malloc'd (the caller frees it). */
+static int report_from_records(pl_plan *pl, const recipe_variant *only, pl_report *rep, slmc_err *err) {
     const recipe *r = pl->r;
     memset(rep, 0, sizeof *rep);
     rep->name = r->name;
@@ -120,33 +222,74 @@ static int build_report(pl_plan *pl, pl_report *rep, slmc_err *err) {
     if (r->has_eval) {
         const char *t = recipe_step_value(&r->eval, "text"), *slash = strrchr(t, '/');
         snprintf(rep->eval_text, sizeof rep->eval_text, "%s", slash ? slash + 1 : t);
-        const char *ctx = recipe_step_value(&r->eval, "ctx"), *chunks = recipe_step_value(&r->eval, "chunks");
-        rep->eval_ctx = recipe_int(ctx);
-        rep->eval_chunks = recipe_int(chunks);
+        rep->eval_ctx = recipe_int(recipe_step_value(&r->eval, "ctx"));
+        rep->eval_chunks = recipe_int(recipe_step_value(&r->eval, "chunks"));
     }
     if (!(rep->results = calloc((size_t)(pl->n_leaves ? pl->n_leaves : 1), sizeof *rep->results)))
         return slmc_fail(err, NULL, "out of memory");
-    for (int i = 0; i < pl->n_leaves; i++) {
-        if (collect_leaf(pl, i, &rep->results[i], rep, err)) return -1;
-        rep->n_results++;
+    char missing[600] = "";     /* 'a', 'b' */
+    const char *first_missing = NULL;
+    size_t len = 0;
+    int n_missing = 0;
+    for (int vi = 0; vi < r->n_variants; vi++) {
+        const recipe_variant *v = &r->variants[vi];
+        if (only && v != only) continue;
+        int first, n = variant_leaves(pl, v, &first);
+        char key[65];
+        if (pl_record_key(pl, v, key, err)) return -1;
+        pl_result *res = &rep->results[rep->n_results];
+        int rc = pl_record_load(pl, key, res, n, err);
+        if (rc < 0) return -1;
+        if (rc == 1) {
+            if (len + 1 < sizeof missing)
+                len += (size_t)snprintf(missing + len, sizeof missing - len, "%s'%s'", n_missing ? ", " : "", v->name);
+            if (!n_missing++) first_missing = v->name;
+            continue;
+        }
+        for (int j = 0; j < n; j++) {
+            const pl_leaf *l = &pl->leaves[first + j];
+            leaf_identity(pl, first + j, &res[j]);
+            if (!rep->has_eval && res[j].has_eval && l->eval_settings == &r->eval) {
+                rep->has_eval = true; /* the report's source line: the recipe's eval */
+                rep->source_ppl = res[j].source_ppl;
+                rep->source_ppl_stderr = res[j].source_ppl_stderr;
+            }
+        }
+        rep->n_results += n;
     }
+    if (len >= sizeof missing) strcpy(missing + sizeof missing - 4, "...");
+    if (n_missing == 1)
+        return slmc_fail(err, r->path, "variant %s has not been run yet: no result record in %s (run slmc pipeline "
+                         "%s --only %s with this cache first)", missing, pl->cache_dir, r->path, first_missing);
+    if (n_missing > 1)
+        return slmc_fail(err, r->path, "variants %s have not been run yet: no result records in %s (run slmc "
+                         "pipeline %s --only VARIANT for each, with this cache, first)", missing, pl->cache_dir, r->path);
     pl_report_gate(rep);
     return 0;
 }
 
 /* ---- reports ----------------------------------------------------------------------------- */
 
-
-/* OUT/<recipe>.report.{json,md,svg}; the JSON and Markdown texts are handed back. */
-static int write_reports(const pl_plan *pl, const pl_report *rep, char **md_out, char **json_out, slmc_err *err) {
+/* The report as JSON and Markdown text (malloc'd, each ending with a newline). */
+static int render_report(const pl_report *rep, char **md_out, char **json_out, slmc_err *err) {
     json_t *j = pl_report_json(rep);
     char *js = pl_end_line(j ? json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(10)) : NULL);
     json_decref(j);
-    char *md = pl_report_markdown(rep), *svg = pl_report_svg(rep);
-    int rc = 0;
-    if (!js || !md || !svg) rc = slmc_fail(err, NULL, "out of memory");
+    char *md = pl_report_markdown(rep);
+    if (!js || !md) { free(js); free(md); return slmc_fail(err, NULL, "out of memory"); }
+    *md_out = md;
+    *json_out = js;
+    return 0;
+}
+
+/* OUT/<recipe>.report.{json,md,svg}; the JSON and Markdown texts are handed back. */
+static int write_reports(const pl_plan *pl, const pl_report *rep, char **md_out, char **json_out, slmc_err *err) {
+    char *md, *js, *svg = pl_report_svg(rep);
+    if (!svg) return slmc_fail(err, NULL, "out of memory");
+    if (render_report(rep, &md, &js, err)) { free(svg); return -1; }
     const char *ext[3] = {".report.json", ".report.md", ".report.svg"};
     const char *body[3] = {js, md, svg};
+    int rc = 0;
     for (int i = 0; !rc && i < 3; i++) {
         char name[300];
         snprintf(name, sizeof name, "%s%s", pl->r->name, ext[i]);
@@ -164,33 +307,62 @@ static int write_reports(const pl_plan *pl, const pl_report *rep, char **md_out,
 
 /* ---- the entry point --------------------------------------------------------------------- */
 
+/* Run the steps of variant `only` (NULL: all), publish and record each variant, and report:
+ * all variants into the report files, one variant into the result only. */
+static int run_and_report(pl_plan *pl, const recipe_variant *only, const pipeline_opts *o, const pipeline_hooks *hooks,
+                          int jobs, int threads_each, pl_report *rep, pipeline_result *out, slmc_err *err) {
+    const recipe *r = pl->r;
+    if (pl_make_dir(pl->cache_dir, err)) return -1;
+    pl_plan_cache_state(pl, only);
+    pl_remove_stale_temps(pl->cache_dir);
+    pl_run_opts ro = {.jobs = jobs, .threads_each = threads_each, .stop = o->stop,
+                      .note = hooks ? hooks->note : NULL, .ud = hooks ? hooks->ud : NULL};
+    if (o->stop && *o->stop) return slmc_fail(err, r->path, "interrupted"); /* while planning */
+    if (pl_run(pl, &ro, err)) return -1;
+    for (int i = 0; i < r->n_variants; i++)
+        if ((!only || only == &r->variants[i]) && finish_variant(pl, &r->variants[i], o, hooks, err)) return -1;
+    if (report_from_records(pl, only, rep, err)) return -1;
+    if (only) return render_report(rep, &out->text, &out->json, err);
+    return write_reports(pl, rep, &out->text, &out->json, err);
+}
+
 int pipeline_run(const pipeline_opts *o, const pipeline_hooks *hooks, pipeline_result *out, slmc_err *err) {
     memset(out, 0, sizeof *out);
     recipe r;
     if (recipe_load(&r, o->recipe, err)) return -1;
+    pl_plan pl = {0};
+    pl_report rep = {0};
+    const recipe_variant *only = NULL;
+    int rc = -1;
+    if (!(out->name = strdup(r.name))) { slmc_fail(err, NULL, "out of memory"); goto done; }
+    if (o->mode == PIPELINE_MATRIX) {
+        rc = matrix_json(&r, out, err);
+        goto done;
+    }
+    if (o->only && o->mode == PIPELINE_REPORT) {
+        slmc_fail(err, r.path, "a report covers every variant: it takes no --only");
+        goto done;
+    }
+    if (o->only && !(only = find_variant(&r, o->only, err))) goto done;
     int budget = o->threads > 0 ? o->threads : r.threads ? r.threads : omp_get_num_procs();
     int want = o->jobs > 0 ? o->jobs : 1;
     int jobs = want < budget ? want : budget;
     int threads_each = budget / jobs > 0 ? budget / jobs : 1;
-    pl_plan pl = {0};
-    pl_report rep = {0};
-    int rc = -1;
-    if (!(out->name = strdup(r.name))) { slmc_fail(err, NULL, "out of memory"); goto done; }
-    if (!o->dry_run && pl_make_dir(o->out_dir, err)) goto done;
-    if (pl_plan_build(&pl, &r, o->exe, o->out_dir, err)) goto done;
-    if (!o->dry_run && pl_make_dir(pl.cache_dir, err)) goto done;
-    pl_plan_cache_state(&pl);
-    if (o->dry_run) {
+    if (o->mode != PIPELINE_DRY_RUN && pl_make_dir(o->out_dir, err)) goto done;
+    if (pl_plan_build(&pl, &r, o->exe, o->out_dir, o->cache_dir, err)) goto done;
+    switch (o->mode) {
+    case PIPELINE_DRY_RUN:
+        pl_plan_cache_state(&pl, only);
         out->pass = true;
         rc = pl_plan_describe(&pl, jobs, threads_each, &out->text, &out->json, err);
         goto done;
+    case PIPELINE_REPORT:
+        if (report_from_records(&pl, NULL, &rep, err) || write_reports(&pl, &rep, &out->text, &out->json, err)) goto done;
+        break;
+    default:
+        if (run_and_report(&pl, only, o, hooks, jobs, threads_each, &rep, out, err)) goto done;
+        break;
     }
-    pl_remove_stale_temps(pl.cache_dir);
-    pl_run_opts ro = {.jobs = jobs, .threads_each = threads_each, .stop = o->stop,
-                      .note = hooks ? hooks->note : NULL, .ud = hooks ? hooks->ud : NULL};
-    if (o->stop && *o->stop) { slmc_fail(err, r.path, "interrupted"); goto done; } /* while planning */
-    if (pl_run(&pl, &ro, err)) goto done;
-    if (build_report(&pl, &rep, err) || write_reports(&pl, &rep, &out->text, &out->json, err)) goto done;
     out->pass = rep.pass;
     rc = 0;
 done:

@@ -195,6 +195,7 @@ static int node_new(pl_plan *pl, recipe_step_kind kind, slmc_err *err) {
     memset(n, 0, sizeof *n);
     n->kind = kind;
     n->pid = -1;
+    n->lock.fd = -1;
     return pl->n_nodes++;
 }
 
@@ -202,6 +203,7 @@ static void node_free(pl_node *n) {
     pl_strv_free(&n->args);
     pl_strv_free(&n->key_args);
     free(n->tmpdir);
+    pl_lock_release(&n->lock);
 }
 
 /* Seal the last node: compute its key; when an equal node exists already, drop this one and
@@ -385,10 +387,12 @@ void pl_plan_free(pl_plan *pl) {
     memset(pl, 0, sizeof *pl);
 }
 
-int pl_plan_build(pl_plan *pl, const recipe *r, const char *exe, const char *out_dir, slmc_err *err) {
+int pl_plan_build(pl_plan *pl, const recipe *r, const char *exe, const char *out_dir, const char *cache_dir,
+                  slmc_err *err) {
     memset(pl, 0, sizeof *pl);
     pl->r = r;
-    if (!(pl->exe = strdup(exe)) || !(pl->out_dir = strdup(out_dir)) || !(pl->cache_dir = path_join(out_dir, "cache")))
+    pl->cache_dir = cache_dir ? strdup(cache_dir) : path_join(out_dir, "cache");
+    if (!(pl->exe = strdup(exe)) || !(pl->out_dir = strdup(out_dir)) || !pl->cache_dir)
         return slmc_fail(err, NULL, "out of memory");
     sha256_ctx c;
     uint8_t d[32];
@@ -405,33 +409,47 @@ int pl_plan_build(pl_plan *pl, const recipe *r, const char *exe, const char *out
 
 /* ---- cache state ------------------------------------------------------------------------- */
 
-static bool node_cached(const pl_plan *pl, const pl_node *n) {
-    for (int i = 0; i < n->n_out; i++) {
-        char *p = pl_cache_path(pl, n, i);
-        bool ok = p && pl_is_file(p);
-        free(p);
-        if (!ok) return false;
-    }
-    return true;
+bool pl_node_cached(const pl_plan *pl, pl_node *n) {
+    const char *exts[PL_MAX_OUTPUTS];
+    for (int i = 0; i < n->n_out; i++) exts[i] = n->out[i].ext;
+    return pl_entry_complete(pl->cache_dir, n->key, exts, n->n_out, &n->entry);
 }
 
 /* Mark what has to run: wanted nodes (leaf models, evals) that miss, and recursively the
- * missing inputs of what runs. A hit never needs its inputs. */
+ * missing inputs of what runs. A hit never needs its inputs; it is marked used. */
 static void mark_needed(pl_plan *pl, int idx) {
     pl_node *n = &pl->nodes[idx];
+    if (n->state == PL_CACHED) n->used = true;
     if (n->state == PL_CACHED || n->needed) return;
     n->needed = true;
     for (int i = 0; i < n->n_deps; i++) mark_needed(pl, n->deps[i]);
 }
 
-void pl_plan_cache_state(pl_plan *pl) {
-    for (int i = 0; i < pl->n_nodes; i++) pl->nodes[i].state = node_cached(pl, &pl->nodes[i]) ? PL_CACHED : PL_PENDING;
+void pl_plan_cache_state(pl_plan *pl, const recipe_variant *only) {
+    for (int i = 0; i < pl->n_nodes; i++) {
+        pl_node *n = &pl->nodes[i];
+        n->state = pl_node_cached(pl, n) ? PL_CACHED : PL_PENDING;
+        n->needed = n->used = false;
+    }
     for (int i = 0; i < pl->n_leaves; i++) {
         const pl_leaf *l = &pl->leaves[i];
+        if (only && l->v != only) continue;
         if (l->model.node >= 0) mark_needed(pl, l->model.node);
         if (l->eval >= 0) mark_needed(pl, l->eval);
         if (l->base_eval >= 0) mark_needed(pl, l->base_eval);
     }
+}
+
+int pl_leaf_model_id(pl_plan *pl, const pl_leaf *l, char *buf, size_t size, slmc_err *err) {
+    if (l->model.node >= 0) {
+        const pl_node *n = &pl->nodes[l->model.node];
+        snprintf(buf, size, "node:%s%s", n->key, n->out[l->model.out].ext);
+        return 0;
+    }
+    const char *h = pl_content_hash(pl, pl->r->source, err);
+    if (!h) return -1;
+    snprintf(buf, size, "file:%s", h);
+    return 0;
 }
 
 /* ---- the dry run's description ----------------------------------------------------------- */

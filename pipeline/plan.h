@@ -5,11 +5,13 @@
  * the SHA-256 of the slmc binary and of its command line with every input replaced by the
  * input's identity (the content hash of a file or folder, or the key of the node that makes
  * it), so equal work has equal keys and is planned once. Its outputs live in
- * CACHE/<key><ext>; a node whose outputs are all there is a cache hit.
+ * CACHE/<key><ext> with a metadata file (cache.h); a node whose entry is complete is a hit.
+ * Keys name no paths: pipelines with other output folders (or on other machines, with the
+ * same binary and inputs) share one cache.
  *
  *   pl_plan pl;
- *   pl_plan_build(&pl, &recipe, exe, out_dir, &err);   the graph, keys
- *   pl_plan_cache_state(&pl);                          hits, and which misses must run
+ *   pl_plan_build(&pl, &recipe, exe, out_dir, NULL, &err);  the graph, keys (cache OUT/cache)
+ *   pl_plan_cache_state(&pl, NULL);                         hits, and which misses must run
  *   ... pl_run (run.h) or pl_plan_describe ...
  *   pl_plan_free(&pl);
  */
@@ -20,6 +22,7 @@
 #include <sys/types.h>
 
 #include "formats/error.h"
+#include "pipeline/cache.h"
 #include "pipeline/recipe.h"
 
 /* A growable list of malloc'd strings, NULL-terminated (an argv). */
@@ -38,10 +41,10 @@ void pl_strv_free(pl_strv *s);
 #define PL_MAX_DEPS 4
 
 typedef enum pl_node_state {
-    PL_PENDING,  /* not run yet */
-    PL_CACHED,   /* every output was already in the cache */
-    PL_RUNNING,  /* a child is running it */
-    PL_DONE,     /* ran and its outputs are in the cache */
+    PL_PENDING,  /* not run yet (maybe waiting for another process that holds its lock) */
+    PL_CACHED,   /* its entry was already in the cache when planned */
+    PL_RUNNING,  /* a child of this process is running it */
+    PL_DONE,     /* its entry is in the cache now: computed here, or by another process meanwhile */
     PL_FAILED,   /* the child failed (or was stopped) */
 } pl_node_state;
 
@@ -64,6 +67,13 @@ typedef struct pl_node {
     bool capture_stdout;     /* eval: stdout is the JSON result, stored normalized */
     pl_node_state state;
     bool needed;             /* some wanted output depends on running it */
+    bool used;               /* a hit that some wanted output reads (noted as reused) */
+    pl_entry_info entry;     /* a hit's metadata: who computed it */
+    pl_lock lock;            /* its key's lock, held while this process computes it */
+    bool waiting;            /* another process held the lock when this one wanted it */
+    pl_owner holder;         /* that process, as the lock file named it */
+    double next_try;         /* while waiting: when to try the lock again (monotonic seconds) */
+    double retry;            /* while waiting: the current interval between tries (seconds) */
     pid_t pid;               /* while running */
     char *tmpdir;            /* while running */
     double t_start;          /* while running (for notes) */
@@ -95,7 +105,7 @@ typedef struct pl_file_hash {
 typedef struct pl_plan {
     const recipe *r;
     char *out_dir;          /* the output folder */
-    char *cache_dir;        /* out_dir/cache */
+    char *cache_dir;        /* the step cache: out_dir/cache, or a folder of its own */
     char *exe;              /* the slmc binary the nodes run */
     char exe_hash[65];      /* its SHA-256: a new build invalidates the cache */
     pl_node *nodes;         /* [n_nodes] in dependency order (a node only reads earlier ones) */
@@ -107,13 +117,23 @@ typedef struct pl_plan {
 } pl_plan;
 
 /* Build the graph of recipe r (which must outlive the plan): hashes the binary `exe`, the
- * source and every input file. Nothing is written. On failure the plan is still freeable. */
-int pl_plan_build(pl_plan *pl, const recipe *r, const char *exe, const char *out_dir, slmc_err *err);
+ * source and every input file. cache_dir NULL means out_dir/cache. Nothing is written. On
+ * failure the plan is still freeable. */
+int pl_plan_build(pl_plan *pl, const recipe *r, const char *exe, const char *out_dir, const char *cache_dir,
+                  slmc_err *err);
 void pl_plan_free(pl_plan *pl);
 
-/* Mark each node cached or pending, and `needed` on the pending nodes some leaf's model or
- * eval depends on (a hit never needs its inputs). */
-void pl_plan_cache_state(pl_plan *pl);
+/* Mark each node cached or pending, and `needed` on the pending nodes the leaves of variant
+ * `only` (NULL: every variant) need for their models and evals (a hit never needs its inputs;
+ * the hits they read are marked `used`). */
+void pl_plan_cache_state(pl_plan *pl, const recipe_variant *only);
+
+/* true when node n's entry is complete in the cache (n->entry gets its metadata). */
+bool pl_node_cached(const pl_plan *pl, pl_node *n);
+
+/* The identity of leaf l's model as keys name inputs: "node:<key><ext>", or "file:<hash>"
+ * when the variant is the source itself. */
+int pl_leaf_model_id(pl_plan *pl, const pl_leaf *l, char *buf, size_t size, slmc_err *err);
 
 /* The cache path of output `out` of node n (malloc'd, NULL when out of memory). */
 char *pl_cache_path(const pl_plan *pl, const pl_node *n, int out);

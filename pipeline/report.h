@@ -28,6 +28,8 @@ typedef struct pl_result {
     double ppl_increase;       /* percent over the source's PPL (same eval settings) */
     double kld, kld_stderr;    /* mean KL divergence from the source */
     double same_top;           /* share of tokens with the source's top choice, 0..1 */
+    double source_ppl;         /* the source's PPL and its stderr on the same eval settings */
+    double source_ppl_stderr;  /*   (the report's source line; not in the per-variant rows) */
     recipe_gates gates;        /* gates that apply */
     bool gated;                /* at least one gate is set */
     bool pass;                 /* every gate holds (true when not gated) */

@@ -61,19 +61,21 @@ cmp -s "$T/o1/m-Q4_K_M.gguf" "$T/ref-Q4_K_M.gguf" && cmp -s "$T/o1/m-Q8_0.gguf" 
 ppl=$(grep '"ppl":' "$T/ev.json" | head -1 | sed 's/.*: *//; s/,//')
 grep -q "\"ppl\": $ppl" "$T/o1/q.report.json" && ok "report PPL $ppl = slmc eval" || fail "report PPL differs from eval ($ppl)"
 
-# --- rerun: all cached, byte-identical (models, eval results, reports; the source's saved
-# log-probabilities, an HDF5 file eval writes, are left out: HDF5 stores object times) ---
-(cd "$T/o1" && find . -type f ! -name '*.log' ! -name '*.h5' | sort | xargs sha256sum) >"$T/sum1"
+# --- rerun: all cached, byte-identical (models, eval results, result records, reports; the
+# source's saved log-probabilities, an HDF5 file eval writes, are left out: HDF5 stores object
+# times; so are the cache's lock files and entry metadata, which name the process and time) ---
+sums() { (cd "$1" && find . -type f ! -name '*.log' ! -name '*.h5' ! -name '*.lock' ! -name '*.meta.json' | sort | xargs sha256sum); }
+sums "$T/o1" >"$T/sum1"
 expect 0 "rerun plan" -- "$SLMC" pipeline "$T/q.yaml" --out "$T/o1" --dry-run --json
 grep -q '"to_run": 0' "$T/out" && ok "rerun: nothing to run" || fail "rerun plans work: $(grep to_run "$T/out")"
 expect 0 "rerun" -- "$SLMC" pipeline "$T/q.yaml" --out "$T/o1" -t 2
 grep -q 'pipeline: \[' "$T/err" && fail "rerun ran a step: $(cat "$T/err")"
-(cd "$T/o1" && find . -type f ! -name '*.log' ! -name '*.h5' | sort | xargs sha256sum) >"$T/sum2"
+sums "$T/o1" >"$T/sum2"
 cmp -s "$T/sum1" "$T/sum2" && ok "rerun: byte-identical files" || fail "rerun changed files: $(diff "$T/sum1" "$T/sum2")"
 
 # --- a clean run with two jobs gives the same bytes ---
 expect 0 "clean run, --jobs 2" -- "$SLMC" pipeline "$T/q.yaml" --out "$T/o2" -t 2 --jobs 2
-(cd "$T/o2" && find . -type f ! -name '*.log' ! -name '*.h5' | sort | xargs sha256sum) >"$T/sum3"
+sums "$T/o2" >"$T/sum3"
 cmp -s "$T/sum1" "$T/sum3" && ok "clean rerun with --jobs 2: byte-identical" || fail "clean rerun differs: $(diff "$T/sum1" "$T/sum3")"
 
 # --- a failing gate exits 3 (the cache is shared: only the report changes) ---
