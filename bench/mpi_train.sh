@@ -20,14 +20,14 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 CORES=$(nproc)
 ARGS="--model $SH/models/books-22m/hf-bf16 --data $SH/text/books-valid.txt --max-tokens 60000 --steps $STEPS
       --seq-len 256 --batch 4 --grad-accum 2 --eval-every 0 --valid-frac 0.05 -q"
-i=0
-while [ $i -lt "$RUNS" ]; do
+round=0
+while [ $round -lt "$RUNS" ]; do
     # shellcheck disable=SC2086
     timed "train:one" 1 0 -- "$S" train $ARGS -t "$CORES" -o "$DIR/mpi-one.gguf"
     # shellcheck disable=SC2086
     timed "train:np2" 1 0 -- mpirun --oversubscribe -np 2 "$S" train $ARGS -t $((CORES / 2 > 0 ? CORES / 2 : 1)) \
         -o "$DIR/mpi-np2.gguf"
-    i=$((i + 1))
+    round=$((round + 1))
 done
 echo "# slmc bench/mpi_train: books-22m shape, $STEPS steps of 8 x 256 tokens, median of $RUNS alternating runs, $CORES cores"
 awk '

@@ -166,6 +166,8 @@ int cmd_imatrix(int argc, char **argv) {
     if (prc == CLI_HELP) return EXIT_OK;
     if (prc) return prc;
     cli_apply_threads(&a.c);
+    a.o.n_threads = a.c.threads;
+    a.o.comm = cli_job(); /* under mpirun the ranks share the chunks */
     cli_progress prog;
     cli_progress_init(&prog, &a.c, "imatrix");
     const imatrix_hooks hooks = {.ud = &prog, .chunk_done = on_chunk};

@@ -218,7 +218,9 @@ int cmd_prune(int argc, char **argv) {
     int rc = parse(argc, argv, &a);
     if (rc == CLI_HELP) return EXIT_OK;
     if (rc) return rc;
+    cli_apply_threads(&a.c); /* under mpirun: this rank's part of the cores */
     a.o.n_threads = a.c.threads;
+    a.o.comm = cli_job(); /* under mpirun the ranks share the calibration chunks; rank 0 writes */
     cli_stages ui = {.c = &a.c}; /* progress: chunks while calibrating and refitting, bytes while writing */
     prune_hooks hooks = {.ud = &ui, .stage = cli_stages_stage, .progress = {.fn = cli_stages_progress, .ud = &ui}};
     prune_result r;

@@ -211,7 +211,9 @@ int cmd_quantize(int argc, char **argv) {
     int rc = parse_args(argc, argv, &a);
     if (rc == CLI_HELP) return EXIT_OK;
     if (rc) return rc;
+    cli_apply_threads(&a.c); /* under mpirun: this rank's part of the cores */
     a.o.n_threads = a.c.threads;
+    a.o.comm = cli_job(); /* under mpirun rank 0 writes; with GPTQ the ranks share the chunks */
     quantize_ui ui = {.c = &a.c}; /* ui.prog starts once the plans are made */
     quantize_hooks hooks = {.ud = &ui, .note = note, .planned = planned, .progress = cli_progress_hook(&ui.prog)};
     quantize_result r;

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "eval/logits_store.h"
+#include "eval/ranks.h"
 #include "eval/session.h"
 #include "eval/text.h"
 
@@ -31,7 +32,14 @@ typedef struct eval_state {
     int32_t *next;               /* [n_scored]: the token each scored row predicts */
     uint16_t *rows;              /* [n_scored][kld_row_u16(n_vocab)]: compressed rows */
     int32_t *file_tokens;        /* [n_ctx]: a chunk's tokens as the kl_logits file holds them */
-    kld_stats kld;               /* the comparison with the base, row by row */
+    const comm *job;             /* the ranks sharing the chunks (a job of one without mpirun) */
+    int64_t lo, hi;              /* this rank's chunks [lo, hi) */
+    /* this rank's scored rows, chunk after chunk: [(hi - lo) * n_scored]. The statistics are
+     * folded from every rank's rows in chunk order, after the loop (so one process and N ranks
+     * add the same values in the same order) */
+    double *nll;                 /* each row's -log p(next token) */
+    kld_row *kld_rows;           /* with a base: each row's KL-divergence terms */
+    kld_stats kld;               /* the comparison with the base, folded from all ranks' rows */
 } eval_state;
 
 static void state_free(eval_state *s) {
@@ -43,6 +51,8 @@ static void state_free(eval_state *s) {
     free(s->next);
     free(s->rows);
     free(s->file_tokens);
+    free(s->nll);
+    free(s->kld_rows);
     text_tokens_free(&s->text);
     llm_session_close(&s->base);
     llm_session_close(&s->run);
@@ -104,25 +114,27 @@ static int eval_open(eval_state *s, slmc_err *err) {
     return 0;
 }
 
-/* Chunk c: evaluate it, score it, compare it with the base, store its rows. */
-static int eval_chunk(eval_state *s, int c, ppl_stats *st, slmc_err *err) {
+/* Chunk c (one of this rank's): evaluate it, score its rows, compare them with the base's,
+ * store them. The rows' values go to s->nll / s->kld_rows at the chunk's place. */
+static int eval_chunk(eval_state *s, int c, slmc_err *err) {
     const eval_opts *o = s->o;
     const int32_t *chunk = s->text.ids + (size_t)c * (size_t)s->n_ctx;
+    const size_t at = (size_t)(c - s->lo) * (size_t)s->n_scored;
     if (ppl_eval_chunk(&s->run.ctx, chunk, s->n_ctx, s->text.bos, s->logits, err) != 0)
         return slmc_fail_prefix(err, o->model);
-    ppl_accumulate(st, s->logits, s->n_vocab, chunk, s->n_ctx);
+    ppl_chunk_nll(s->logits, s->n_vocab, chunk, s->n_ctx, s->nll + at);
     for (int i = 0; i < s->n_scored; i++) s->next[i] = chunk[s->first + i + 1];
 
     if (o->kl_base) { /* the base model on the same chunk, side by side */
         if (ppl_eval_chunk(&s->base.ctx, chunk, s->n_ctx, s->text.bos, s->base_logits, err) != 0 ||
-            kld_compare(&s->kld, s->logits, s->base_logits, s->n_scored, s->n_vocab, s->next, err) != 0)
+            kld_compare_rows(s->logits, s->base_logits, s->n_scored, s->n_vocab, s->next, s->kld_rows + at, err) != 0)
             return -1;
     }
     if (o->kl_logits) { /* the base's rows saved earlier, for the same tokens */
         if (logits_store_get(&s->saved, c, s->file_tokens, s->rows, err) != 0) return -1;
         if (memcmp(s->file_tokens, chunk, sizeof(int32_t) * (size_t)s->n_ctx) != 0)
             return slmc_fail(err, o->kl_logits, "chunk %d holds other tokens than this text gives: same text and tokenizer?", c);
-        if (kld_accumulate(&s->kld, s->logits, s->rows, s->n_scored, s->n_vocab, s->next, err) != 0) return -1;
+        kld_rows(s->logits, s->rows, s->n_scored, s->n_vocab, s->next, s->kld_rows + at);
     }
     if (o->save_logits) {
         const size_t w = kld_row_u16(s->n_vocab);
@@ -133,20 +145,69 @@ static int eval_chunk(eval_state *s, int c, ppl_stats *st, slmc_err *err) {
     return 0;
 }
 
+/* This rank's chunks, in order; the progress hook sees the running PPL of its own chunks. */
+static int eval_chunks(eval_state *s, const eval_hooks *h, double t_eval, slmc_err *err) {
+    const eval_opts *o = s->o;
+    comm_share(s->job, s->n_chunk, s->job->rank, &s->lo, &s->hi);
+    const size_t n_rows = (size_t)(s->hi - s->lo) * (size_t)s->n_scored;
+    s->nll = malloc(sizeof(double) * (n_rows ? n_rows : 1));
+    if (o->kl_base || o->kl_logits) s->kld_rows = malloc(sizeof(kld_row) * (n_rows ? n_rows : 1));
+    if (!s->nll || ((o->kl_base || o->kl_logits) && !s->kld_rows))
+        return slmc_fail(err, o->model, "out of memory for the values of %zu scored rows", n_rows);
+    ppl_stats mine = {0};
+    const int n_mine = (int)(s->hi - s->lo);
+    for (int c = (int)s->lo; c < (int)s->hi; c++) {
+        if (eval_chunk(s, c, err) != 0) return -1;
+        ppl_add_nll(&mine, s->nll + (size_t)(c - s->lo) * (size_t)s->n_scored, s->n_scored);
+        const int done = c - (int)s->lo + 1;
+        if (h && h->chunk_done && h->chunk_done(h->ud, done, n_mine, ppl_value(&mine), now_seconds() - t_eval) != 0)
+            return slmc_fail(err, o->model, "evaluation stopped after chunk %d", c + 1);
+    }
+    if (o->save_logits && logits_store_finish(&s->save, err) != 0) return -1;
+    return 0;
+}
+
+/* Every rank's rows, in chunk order, folded into the statistics (on every rank). */
+static int fold_rows(eval_state *s, eval_result *r, slmc_err *err) {
+    const eval_opts *o = s->o;
+    const size_t n_mine = (size_t)(s->hi - s->lo) * (size_t)s->n_scored;
+    const size_t n_all = (size_t)s->n_chunk * (size_t)s->n_scored;
+    void *all = NULL;
+    size_t bytes = 0;
+    if (ranks_gather(s->job, s->nll, n_mine * sizeof(double), &all, &bytes, err) != 0) return -1;
+    if (bytes != n_all * sizeof(double)) {
+        free(all);
+        return slmc_fail(err, o->model, "the ranks returned %zu row values, not %zu", bytes / sizeof(double), n_all);
+    }
+    ppl_add_nll(&r->stats, all, (int64_t)n_all);
+    free(all);
+    if (!s->kld_rows) return 0;
+    if (ranks_gather(s->job, s->kld_rows, n_mine * sizeof(kld_row), &all, &bytes, err) != 0) return -1;
+    int rc = bytes == n_all * sizeof(kld_row)
+                 ? kld_add_rows(&s->kld, all, (int64_t)n_all, err)
+                 : slmc_fail(err, o->model, "the ranks returned %zu KL-divergence rows, not %zu", bytes / sizeof(kld_row), n_all);
+    free(all);
+    return rc;
+}
+
 int eval_run(const eval_opts *o, const eval_hooks *h, eval_result *r, slmc_err *err) {
     memset(r, 0, sizeof *r);
     eval_state s;
     memset(&s, 0, sizeof s);
     s.o = o;
-    int rc = eval_open(&s, err);
+    s.job = ranks_job(o->comm);
+    /* the saved rows are the whole base output, written as the chunks come: one process's job */
+    int rc = s.job->size > 1 && o->save_logits
+                 ? slmc_fail(err, o->save_logits,
+                             "saving logits does not run under mpirun (%d ranks): save them with one process; "
+                             "--kl-logits then reads them on every rank",
+                             s.job->size)
+                 : eval_open(&s, err);
+    /* every rank has opened the models and tokenized the text (or one could not) */
+    rc = comm_agree(s.job, rc, err);
     const double t_eval = now_seconds();
-    for (int c = 0; rc == 0 && c < s.n_chunk; c++) {
-        rc = eval_chunk(&s, c, &r->stats, err);
-        if (rc == 0 && h && h->chunk_done &&
-            h->chunk_done(h->ud, c + 1, s.n_chunk, ppl_value(&r->stats), now_seconds() - t_eval) != 0)
-            rc = slmc_fail(err, o->model, "evaluation stopped after chunk %d", c + 1);
-    }
-    if (rc == 0 && o->save_logits) rc = logits_store_finish(&s.save, err);
+    if (rc == 0) rc = comm_agree(s.job, eval_chunks(&s, h, t_eval, err), err);
+    if (rc == 0) rc = fold_rows(&s, r, err);
     if (rc == 0) {
         const double t_end = now_seconds(), eval_secs = t_end - t_eval;
         r->n_ctx = s.n_ctx;

@@ -12,6 +12,13 @@
  *
  * Nothing is printed: progress goes to hooks->chunk_done, figures to the result. See
  * docs/eval.md.
+ *
+ * Under mpirun (opts.comm with several ranks, eval/ranks.h) every rank opens the models and
+ * tokenizes the text, evaluates its share of the chunks, and the scored rows' values (each
+ * row's nll, and with a base its KL-divergence row) are gathered and folded in chunk order on
+ * every rank: the figures are the bits one process computes. save_logits is refused there
+ * (the compressed rows are the base model's whole output: rank 0 alone would have to write
+ * all of them); kl_logits is read by every rank, each its own chunks.
  */
 #ifndef SLMC_EVAL_RUN_H
 #define SLMC_EVAL_RUN_H
@@ -19,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "comm/comm.h"
 #include "eval/perplexity.h"
 #include "formats/error.h"
 
@@ -35,12 +43,16 @@ typedef struct eval_opts {
                                 NULL; not together with kl_base */
     const char *save_logits; /* store this run's scored log-probabilities here (HDF5), or NULL */
     int n_threads;           /* threads of the forward passes; 0: omp_get_max_threads() */
+    const comm *comm;        /* the job whose ranks share the chunks (mpirun); NULL: one process
+                                (comm_solo). Every rank calls eval_run with the same options */
 } eval_opts;
 
 typedef struct eval_hooks {
     void *ud; /* passed back to the callbacks */
     /* After each chunk: chunks done (1..n_chunk), of n_chunk, the running PPL, and the seconds
-     * since the first chunk started. Non-zero stops the run with an error. May be NULL. */
+     * since the first chunk started. Under mpirun each rank counts the chunks of its own share
+     * (n_chunk is the share's size) and the PPL is that of its own chunks so far. Non-zero
+     * stops the run with an error. May be NULL. */
     int (*chunk_done)(void *ud, int done, int n_chunk, double ppl, double seconds);
 } eval_hooks;
 
@@ -54,7 +66,7 @@ typedef struct eval_result {
     kld_summary kld;          /* llama-perplexity's --kl-divergence figures (kld_report prints them) */
     double seconds;           /* from tokenizing to the end */
     double tokens_per_second; /* chunk tokens through the forward passes (both models' with
-                                 kl_base) per second of evaluation */
+                                 kl_base) per second of evaluation (all ranks' together) */
 } eval_result;
 
 /* Run the whole evaluation. Returns 0, or -1 with err naming the file at fault (the model,

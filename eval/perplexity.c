@@ -70,21 +70,35 @@ double ppl_nll(const float *logits, int64_t n_vocab, int32_t tok) {
     return ppl_nll_ref(logits, n_vocab, tok);
 }
 
-void ppl_accumulate(ppl_stats *s, const float *logits, int64_t n_vocab, const int32_t *chunk, int n_ctx) {
+void ppl_chunk_nll(const float *logits, int64_t n_vocab, const int32_t *chunk, int n_ctx, double *v) {
     const int first = ppl_first(n_ctx), n = ppl_scored(n_ctx);
-    double *v = malloc(sizeof(double) * (size_t)n);
-    if (v) {
-        /* rows in parallel, summed in order afterwards so the result never depends on threads */
+    /* rows in parallel, summed in order afterwards so the result never depends on threads */
 #pragma omp parallel for schedule(static)
-        for (int i = 0; i < n; ++i) v[i] = ppl_nll(logits + (size_t)i * (size_t)n_vocab, n_vocab, chunk[first + i + 1]);
-    }
-    for (int i = 0; i < n; ++i) {
-        const double x = v ? v[i] : ppl_nll(logits + (size_t)i * (size_t)n_vocab, n_vocab, chunk[first + i + 1]);
+    for (int i = 0; i < n; ++i) v[i] = ppl_nll(logits + (size_t)i * (size_t)n_vocab, n_vocab, chunk[first + i + 1]);
+}
+
+void ppl_add_nll(ppl_stats *s, const double *v, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        const double x = v[i];
         s->nll += x;
         s->nll2 += x * x;
         s->count++;
     }
-    free(v);
+}
+
+void ppl_accumulate(ppl_stats *s, const float *logits, int64_t n_vocab, const int32_t *chunk, int n_ctx) {
+    const int first = ppl_first(n_ctx), n = ppl_scored(n_ctx);
+    double *v = malloc(sizeof(double) * (size_t)n);
+    if (v) {
+        ppl_chunk_nll(logits, n_vocab, chunk, n_ctx, v);
+        ppl_add_nll(s, v, n);
+        free(v);
+        return;
+    }
+    for (int i = 0; i < n; ++i) { /* out of memory for the row values: the same sums, serially */
+        const double x = ppl_nll(logits + (size_t)i * (size_t)n_vocab, n_vocab, chunk[first + i + 1]);
+        ppl_add_nll(s, &x, 1);
+    }
 }
 
 double ppl_value(const ppl_stats *s) { return s->count ? exp(s->nll / (double)s->count) : 0; }
@@ -129,13 +143,6 @@ double kld_pack_logprobs(const float *logits, int64_t n_vocab, int32_t tok, uint
 }
 
 /* What one row contributes (llama.cpp's log_softmax with base log-probs). */
-typedef struct kld_row {
-    float nll, nll_base;
-    double kld;
-    float p_diff;
-    int same_top;
-} kld_row;
-
 static kld_row kld_one(const float *logits, int64_t n_vocab, const uint16_t *base, int32_t tok) {
     kld_row r;
     float max = logits[0];
@@ -172,8 +179,15 @@ static kld_row kld_one(const float *logits, int64_t n_vocab, const uint16_t *bas
     return r;
 }
 
-int kld_accumulate(kld_stats *s, const float *logits, const uint16_t *base, int n_rows, int64_t n_vocab,
-                   const int32_t *next, slmc_err *err) {
+void kld_rows(const float *logits, const uint16_t *base, int n_rows, int64_t n_vocab, const int32_t *next,
+              kld_row *rows) {
+    const size_t nv = kld_row_u16(n_vocab);
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n_rows; ++i)
+        rows[i] = kld_one(logits + (size_t)i * (size_t)n_vocab, n_vocab, base + (size_t)i * nv, next[i]);
+}
+
+int kld_add_rows(kld_stats *s, const kld_row *rows, int64_t n_rows, slmc_err *err) {
     if (s->count + n_rows > (int64_t)s->cap) {
         size_t cap = s->cap ? s->cap : 1024;
         while ((int64_t)cap < s->count + n_rows) cap *= 2;
@@ -184,13 +198,7 @@ int kld_accumulate(kld_stats *s, const float *logits, const uint16_t *base, int 
         s->p_diff_values = p;
         s->cap = cap;
     }
-    kld_row *rows = malloc(sizeof(kld_row) * (size_t)(n_rows > 0 ? n_rows : 1));
-    if (!rows) return slmc_fail(err, NULL, "out of memory");
-    const size_t nv = kld_row_u16(n_vocab);
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < n_rows; ++i)
-        rows[i] = kld_one(logits + (size_t)i * (size_t)n_vocab, n_vocab, base + (size_t)i * nv, next[i]);
-    for (int i = 0; i < n_rows; ++i) { /* in order, in llama.cpp's precisions */
+    for (int64_t i = 0; i < n_rows; ++i) { /* in order, in llama.cpp's precisions */
         const kld_row *r = &rows[i];
         s->sum_nll += r->nll;
         s->sum_nll2 += r->nll * r->nll;
@@ -209,20 +217,39 @@ int kld_accumulate(kld_stats *s, const float *logits, const uint16_t *base, int 
         s->p_diff_values[s->count] = r->p_diff;
         s->count++;
     }
-    free(rows);
     return 0;
 }
 
-int kld_compare(kld_stats *s, const float *logits, const float *base_logits, int n_rows, int64_t n_vocab,
-                const int32_t *next, slmc_err *err) {
+int kld_accumulate(kld_stats *s, const float *logits, const uint16_t *base, int n_rows, int64_t n_vocab,
+                   const int32_t *next, slmc_err *err) {
+    kld_row *rows = malloc(sizeof(kld_row) * (size_t)(n_rows > 0 ? n_rows : 1));
+    if (!rows) return slmc_fail(err, NULL, "out of memory");
+    kld_rows(logits, base, n_rows, n_vocab, next, rows);
+    const int rc = kld_add_rows(s, rows, n_rows, err);
+    free(rows);
+    return rc;
+}
+
+int kld_compare_rows(const float *logits, const float *base_logits, int n_rows, int64_t n_vocab, const int32_t *next,
+                     kld_row *rows, slmc_err *err) {
     const size_t nv = kld_row_u16(n_vocab);
     uint16_t *base = malloc(sizeof(uint16_t) * nv * (size_t)(n_rows > 0 ? n_rows : 1));
     if (!base) return slmc_fail(err, NULL, "out of memory for %d compressed rows", n_rows);
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < n_rows; ++i)
         kld_pack_logprobs(base_logits + (size_t)i * (size_t)n_vocab, n_vocab, next[i], base + (size_t)i * nv);
-    const int rc = kld_accumulate(s, logits, base, n_rows, n_vocab, next, err);
+    kld_rows(logits, base, n_rows, n_vocab, next, rows);
     free(base);
+    return 0;
+}
+
+int kld_compare(kld_stats *s, const float *logits, const float *base_logits, int n_rows, int64_t n_vocab,
+                const int32_t *next, slmc_err *err) {
+    kld_row *rows = malloc(sizeof(kld_row) * (size_t)(n_rows > 0 ? n_rows : 1));
+    if (!rows) return slmc_fail(err, NULL, "out of memory");
+    int rc = kld_compare_rows(logits, base_logits, n_rows, n_vocab, next, rows, err);
+    if (rc == 0) rc = kld_add_rows(s, rows, n_rows, err);
+    free(rows);
     return rc;
 }
 

@@ -53,6 +53,12 @@ double ppl_nll(const float *logits, int64_t n_vocab, int32_t tok);
 double ppl_nll_ref(const float *logits, int64_t n_vocab, int32_t tok);
 /* Add the scored rows of one chunk (logits from ppl_eval_chunk) to s. */
 void ppl_accumulate(ppl_stats *s, const float *logits, int64_t n_vocab, const int32_t *chunk, int n_ctx);
+/* The two halves of ppl_accumulate, for a job whose ranks evaluate different chunks (eval/ranks.h):
+ * the nll of each scored row of one chunk into v[ppl_scored(n_ctx)], and the fold of n row
+ * values into s in order. Folding every chunk's values in chunk order gives the same bits as
+ * ppl_accumulate chunk after chunk. */
+void ppl_chunk_nll(const float *logits, int64_t n_vocab, const int32_t *chunk, int n_ctx, double *v);
+void ppl_add_nll(ppl_stats *s, const double *v, int64_t n);
 double ppl_value(const ppl_stats *s);
 double ppl_stderr(const ppl_stats *s); /* 0 when undefined */
 
@@ -84,6 +90,25 @@ int kld_accumulate(kld_stats *s, const float *logits, const uint16_t *base, int 
 /* Side by side: compress base_logits (same shape as logits) then kld_accumulate. */
 int kld_compare(kld_stats *s, const float *logits, const float *base_logits, int n_rows, int64_t n_vocab,
                 const int32_t *next, slmc_err *err);
+
+/* What one row contributes to kld_stats (llama.cpp's precisions). kld_accumulate is kld_rows
+ * then kld_add_rows; a job whose ranks evaluate different chunks computes the rows of its own
+ * chunks, gathers them and folds them all in chunk order (eval/ranks.h): the same bits. */
+typedef struct kld_row {
+    float nll, nll_base;
+    double kld;
+    float p_diff;
+    int32_t same_top;
+} kld_row;
+
+/* rows[i] for each of n_rows rows (arguments as kld_accumulate). */
+void kld_rows(const float *logits, const uint16_t *base, int n_rows, int64_t n_vocab, const int32_t *next,
+              kld_row *rows);
+/* Compress base_logits, then kld_rows (arguments as kld_compare). */
+int kld_compare_rows(const float *logits, const float *base_logits, int n_rows, int64_t n_vocab, const int32_t *next,
+                     kld_row *rows, slmc_err *err);
+/* Fold n_rows rows into s, in order. */
+int kld_add_rows(kld_stats *s, const kld_row *rows, int64_t n_rows, slmc_err *err);
 void kld_stats_free(kld_stats *s);
 
 /* Every figure llama-perplexity --kl-divergence prints (values, not percentages, except

@@ -11,6 +11,7 @@
 
 #include "eval/llm.h"
 #include "eval/perplexity.h"
+#include "eval/ranks.h"
 #include "codec/types.h"
 #include "prune/prune.h"
 #include "codec/quants.h"
@@ -115,6 +116,7 @@ typedef struct calib {
                               * when the FFN reads the attention norm's output too (phi2's parallel block) */
     double *bi;        /* [L] sums of 1 - cos(in, out) */
     float *prev;       /* [n_ctx][E] residual stream entering the current layer */
+    double *norms;     /* [n_ctx][2 H] scratch: each token's two norms per head, before they are summed */
 } calib;
 
 /* A head's output o_h reaches the residual stream as W_o[:, h] o_h (its columns of
@@ -124,7 +126,9 @@ static int hook_heads(void *ud, int layer, const float *x, int n, int64_t n_head
     const int64_t E = c->n_embd, qd = n_head * hd;
     const float *wo = c->wo + (size_t)layer * (size_t)E * (size_t)qd;
     double *acc = c->head + (int64_t)layer * n_head, *raw = c->head_raw + (int64_t)layer * n_head;
-#pragma omp parallel for schedule(static) reduction(+ : acc[:n_head], raw[:n_head])
+    /* the tokens' norms in parallel, then summed in token order: the sums do not depend on the
+     * thread count (each rank of an mpirun job may run another count than one process) */
+#pragma omp parallel for schedule(static)
     for (int t = 0; t < n; t++)
         for (int64_t h = 0; h < n_head; h++) {
             const float *v = x + (size_t)t * (size_t)qd + h * hd;
@@ -136,8 +140,13 @@ static int hook_heads(void *ud, int layer, const float *x, int n, int64_t n_head
                 for (int64_t d = 0; d < hd; d++) y += w[d] * v[d];
                 ps += (double)y * y;
             }
-            raw[h] += sqrt(ss);
-            acc[h] += sqrt(ps);
+            c->norms[(size_t)t * (size_t)(2 * n_head) + (size_t)h] = sqrt(ss);
+            c->norms[(size_t)t * (size_t)(2 * n_head) + (size_t)(n_head + h)] = sqrt(ps);
+        }
+    for (int t = 0; t < n; t++)
+        for (int64_t h = 0; h < n_head; h++) {
+            raw[h] += c->norms[(size_t)t * (size_t)(2 * n_head) + (size_t)h];
+            acc[h] += c->norms[(size_t)t * (size_t)(2 * n_head) + (size_t)(n_head + h)];
         }
     return 0;
 }
@@ -215,12 +224,13 @@ static int embed_chunk(const model *m, const int32_t *chunk, int n, int32_t bos,
     return 0;
 }
 
-/* Calibration PPL of m over the chunks (for the layer-removal measurement). m is `full` with
- * layer `skipped` removed: its layers keep the sliding-window kind (gemma2/3) and the attention
- * scale (gemma2/3 27B) they have in `full`, so the measure is that of the layer skipped, not of
- * a model whose later layers changed kind. */
-static int chunks_ppl(const model *m, const model *full, int64_t skipped, const int32_t *tokens, int n_chunk,
-                      const prune_calib_opts *o, double *ppl, int *done, int total, slmc_err *err) {
+/* The nll sums of this rank's chunks [lo, hi) on m, for the layer-removal measurement:
+ * nll[(c - lo) * stride] for chunk c. m is `full` with layer `skipped` removed: its layers keep
+ * the sliding-window kind (gemma2/3) and the attention scale (gemma2/3 27B) they have in
+ * `full`, so the measure is that of the layer skipped, not of a model whose later layers
+ * changed kind. */
+static int chunks_nll(const model *m, const model *full, int64_t skipped, const int32_t *tokens, int64_t lo, int64_t hi,
+                      const prune_calib_opts *o, double *nll, int64_t stride, int *done, int total, slmc_err *err) {
     llm_model lm;
     llm_context ctx;
     if (llm_model_init(&lm, m, err) != 0) return -1;
@@ -231,23 +241,25 @@ static int chunks_ppl(const model *m, const model *full, int64_t skipped, const 
     if (llm_context_init(&ctx, &lm, o->n_ctx, o->n_ctx, err) != 0) { llm_model_free(&lm); return -1; }
     float *logits = malloc(sizeof(float) * (size_t)ppl_scored(o->n_ctx) * (size_t)lm.cfg.n_vocab);
     int rc = logits ? 0 : slmc_fail(err, m->path, "out of memory for logits");
-    ppl_stats st = {0};
-    for (int c = 0; c < n_chunk && rc == 0; c++) {
+    for (int64_t c = lo; c < hi && rc == 0; c++) {
         const int32_t *chunk = tokens + (size_t)c * (size_t)o->n_ctx;
+        ppl_stats st = {0};
         rc = ppl_eval_chunk(&ctx, chunk, o->n_ctx, o->bos, logits, err);
         if (rc == 0) ppl_accumulate(&st, logits, lm.cfg.n_vocab, chunk, o->n_ctx);
+        nll[(c - lo) * stride] = st.nll;
         if (o->progress) o->progress(o->progress_ud, ++*done, total);
     }
-    *ppl = ppl_value(&st);
     free(logits);
     llm_context_free(&ctx);
     llm_model_free(&lm);
     return rc;
 }
 
-/* For each layer: the model without it, its PPL on the same chunks. */
-static int measure_layer_removal(prune_scores *s, const model *m, const int32_t *tokens, int n_chunk,
-                                 const prune_calib_opts *o, int *done, int total, slmc_err *err) {
+/* For each layer: the model without it, the nll sums of this rank's chunks on it
+ * (nll[(c - lo) * n_layer + l]). */
+static int measure_layer_removal(prune_scores *s, const model *m, const int32_t *tokens, int64_t lo, int64_t hi,
+                                 const prune_calib_opts *o, double *nll, int *done, int total, slmc_err *err) {
+    if (lo == hi) return 0; /* a rank without chunks (more ranks than chunks) */
     for (int64_t l = 0; l < s->n_layer; l++) {
         prune_plan p;
         model dropped;
@@ -257,21 +269,35 @@ static int measure_layer_removal(prune_scores *s, const model *m, const int32_t 
         int rc = prune_apply(&dropped, m, &p, err);
         prune_plan_free(&p);
         if (rc != 0) return -1;
-        double ppl;
-        rc = chunks_ppl(&dropped, m, l, tokens, n_chunk, o, &ppl, done, total, err);
+        rc = chunks_nll(&dropped, m, l, tokens, lo, hi, o, nll + l, s->n_layer, done, total, err);
         model_close(&dropped);
         if (rc != 0) return -1;
-        s->ppl_removed[l] = (float)ppl;
     }
     return 0;
 }
 
+/* One chunk's activation statistics, the unit of the sum over chunks: the calib sums
+ * (head, head_raw, ffn, hidden, bi) and the chunk's nll sums (nll, nll2) side by side. */
+typedef struct chunk_vec {
+    double *v;
+    size_t len;
+    size_t at_nll;      /* nll, then nll2 */
+} chunk_vec;
+
+/* Point the calib sums into v (a chunk's vector, or the total). */
+static void calib_point(calib *c, double *v, int64_t L, int64_t H, int64_t F, int64_t E) {
+    c->head = v;
+    c->head_raw = v + L * H;
+    c->ffn = v + 2 * L * H;
+    c->hidden = v + 2 * L * H + L * F;
+    c->bi = v + 2 * L * H + L * F + L * E;
+}
+
 int prune_score_activation(prune_scores *s, const model *m, const int32_t *tokens, size_t n_tokens,
                            const prune_calib_opts *o, slmc_err *err) {
+    const comm *job = ranks_job(o->comm);
     const int64_t L = s->n_layer, H = s->n_head, F = s->n_ff, E = s->n_embd;
     const int n_chunk = ppl_chunk_count((int64_t)n_tokens, o->n_ctx, o->max_chunks);
-    if (n_chunk < 1)
-        return slmc_fail(err, NULL, "the calibration text has %zu tokens, less than one chunk of %d", n_tokens, o->n_ctx);
     calib c = {.s = s, .n_embd = E};
     /* the matrices whose inputs are the norm outputs (llm.h's block) */
     const arch_desc *family = arch_by_name(m->cfg.arch);
@@ -281,65 +307,85 @@ int prune_score_activation(prune_scores *s, const model *m, const int32_t *token
                                                                  : ".ffn_up.weight";
     const double norm_inputs = c.ffn_reader ? 2 : 1;
     const int64_t qd = H * s->head_dim;
-    c.head = calloc((size_t)(L * H), sizeof(double));
-    c.head_raw = calloc((size_t)(L * H), sizeof(double));
+    /* the unit vector: the calib sums, then nll and nll2 */
+    chunk_vec cv = {.len = (size_t)(2 * L * H + L * F + L * E + L) + 2};
+    cv.at_nll = cv.len - 2;
+    cv.v = malloc(sizeof(double) * cv.len);
+    double *total = malloc(sizeof(double) * cv.len);
+    double *rem = NULL, *rem_total = NULL; /* layer removal: this rank's chunks' nll per layer, and the sums */
     c.wo = malloc(sizeof(float) * (size_t)(L * E * qd));
     double *down_cols = calloc((size_t)F, sizeof(double));
-    c.ffn = calloc((size_t)(L * F), sizeof(double));
-    c.hidden = calloc((size_t)(L * E), sizeof(double));
-    c.bi = calloc((size_t)L, sizeof(double));
-    c.prev = malloc(sizeof(float) * (size_t)o->n_ctx * (size_t)E);
+    c.prev = malloc(sizeof(float) * (size_t)(o->n_ctx > 0 ? o->n_ctx : 1) * (size_t)E);
+    c.norms = malloc(sizeof(double) * (size_t)(o->n_ctx > 0 ? o->n_ctx : 1) * (size_t)(2 * H));
     llm_model lm;
     llm_context ctx;
-    bool open_lm = false, open_ctx = false;
+    bool open_lm = false, open_ctx = false, open_sum = false, open_rem = false;
+    comm_sum sum, sum_rem;
     float *logits = NULL;
-    int rc = -1;
-    if (!c.head || !c.head_raw || !c.wo || !down_cols || !c.ffn || !c.hidden || !c.bi || !c.prev) {
-        slmc_fail(err, m->path, "out of memory");
-        goto done;
-    }
-    for (int64_t l = 0; l < L; l++) {
+    int rc = -1, st = 0;
+    int64_t lo = 0, hi = 0;
+    if (n_chunk < 1)
+        st = slmc_fail(err, NULL, "the calibration text has %zu tokens, less than one chunk of %d", n_tokens, o->n_ctx);
+    else if (!cv.v || !total || !c.wo || !down_cols || !c.prev || !c.norms)
+        st = slmc_fail(err, m->path, "out of memory");
+    for (int64_t l = 0; l < L && st == 0; l++) {
         char name[64];
         snprintf(name, sizeof name, "blk.%lld.attn_output.weight", (long long)l);
         int64_t ti = model_find(m, name);
-        if (ti < 0) { slmc_fail(err, m->path, "tensor %s is missing", name); goto done; }
-        if (prune_read_f32(m, ti, 0, E, c.wo + (size_t)(l * E * qd), err) != 0) goto done;
+        if (ti < 0) st = slmc_fail(err, m->path, "tensor %s is missing", name);
+        else st = prune_read_f32(m, ti, 0, E, c.wo + (size_t)(l * E * qd), err);
     }
-    if (llm_model_init(&lm, m, err) != 0) goto done;
-    open_lm = true;
+    if (st == 0 && (st = llm_model_init(&lm, m, err)) == 0) open_lm = true;
     /* one batch per chunk, so the layer_out hook sees each chunk whole after embed_chunk */
-    if (llm_context_init(&ctx, &lm, o->n_ctx, o->n_ctx, err) != 0) goto done;
-    open_ctx = true;
-    if (!(logits = malloc(sizeof(float) * (size_t)ppl_scored(o->n_ctx) * (size_t)lm.cfg.n_vocab))) {
-        slmc_fail(err, m->path, "out of memory for logits");
-        goto done;
-    }
+    if (st == 0 && (st = llm_context_init(&ctx, &lm, o->n_ctx, o->n_ctx, err)) == 0) open_ctx = true;
+    if (st == 0 && !(logits = malloc(sizeof(float) * (size_t)ppl_scored(o->n_ctx) * (size_t)lm.cfg.n_vocab)))
+        st = slmc_fail(err, m->path, "out of memory for logits");
+    if (st == 0 && (st = comm_sum_init(&sum, job, COMM_F64, cv.len, n_chunk, err)) == 0) open_sum = true;
+    /* every rank is ready (or one is not, and every rank returns its message) */
+    if (comm_agree(job, st, err) != 0) goto done;
+
+    /* this rank's chunks, each chunk's sums on their own, joined over the chunks in comm_sum's
+     * tree: the same scores for one process and any number of ranks */
+    comm_share(job, n_chunk, job->rank, &lo, &hi);
+    const int n_mine = (int)(hi - lo);
+    const int total_passes = n_mine * (o->layer_ppl ? 1 + (int)L : 1);
+    int done_passes = 0;
     llm_hooks hooks = {.ud = &c, .matmul_input = hook_matmul, .attn_heads = hook_heads, .ffn_act = hook_ffn,
                        .layer_out = hook_layer};
     llm_set_hooks(&ctx, &hooks);
-    const int total = n_chunk * (o->layer_ppl ? 1 + (int)L : 1);
-    int done_passes = 0;
-    ppl_stats st = {0};
-    for (int ch = 0; ch < n_chunk; ch++) {
+    calib_point(&c, cv.v, L, H, F, E);
+    for (int64_t ch = lo; ch < hi && st == 0; ch++) {
         const int32_t *chunk = tokens + (size_t)ch * (size_t)o->n_ctx;
-        if (embed_chunk(m, chunk, o->n_ctx, o->bos, c.prev, err) != 0) goto done;
-        if (ppl_eval_chunk(&ctx, chunk, o->n_ctx, o->bos, logits, err) != 0) goto done;
-        ppl_accumulate(&st, logits, lm.cfg.n_vocab, chunk, o->n_ctx);
-        if (o->progress) o->progress(o->progress_ud, ++done_passes, total);
+        ppl_stats pst = {0};
+        memset(cv.v, 0, sizeof(double) * cv.len);
+        if ((st = embed_chunk(m, chunk, o->n_ctx, o->bos, c.prev, err)) != 0) break;
+        if ((st = ppl_eval_chunk(&ctx, chunk, o->n_ctx, o->bos, logits, err)) != 0) break;
+        ppl_accumulate(&pst, logits, lm.cfg.n_vocab, chunk, o->n_ctx);
+        cv.v[cv.at_nll] = pst.nll;
+        cv.v[cv.at_nll + 1] = pst.nll2;
+        st = comm_sum_add(&sum, cv.v, err);
+        if (o->progress) o->progress(o->progress_ud, ++done_passes, total_passes);
     }
     llm_set_hooks(&ctx, NULL);
+    if (comm_agree(job, st, err) != 0) goto done;
+    if ((rc = comm_sum_finish(&sum, total, err)) != 0) goto done;
+    rc = -1;
+
+    /* the scores from the sums over every chunk (every rank the same) */
+    calib_point(&c, total, L, H, F, E);
     const double tokens_seen = (double)n_chunk * o->n_ctx;
+    const int64_t scored = (int64_t)n_chunk * ppl_scored(o->n_ctx);
     for (int64_t i = 0; i < L * H; i++) {
         s->head[i] = (float)(c.head[i] / tokens_seen);
         s->head_act[i] = (float)(c.head_raw[i] / tokens_seen);
     }
     /* a channel's activation a_c reaches the residual stream as a_c * ffn_down[:, c]: rank by
      * mean |a_c| times that column's norm (the mean norm of its contribution) */
-    for (int64_t l = 0; l < L; l++) {
+    for (int64_t l = 0; l < L && st == 0; l++) {
         char name[64];
         snprintf(name, sizeof name, "blk.%lld.ffn_down.weight", (long long)l);
         memset(down_cols, 0, sizeof(double) * (size_t)F);
-        if (tensor_sq(m, name, NULL, NULL, down_cols, err) != 0) goto done;
+        if ((st = tensor_sq(m, name, NULL, NULL, down_cols, err)) != 0) break;
         for (int64_t f = 0; f < F; f++) {
             s->ffn_act[l * F + f] = (float)(c.ffn[l * F + f] / tokens_seen);
             s->ffn[l * F + f] = (float)(c.ffn[l * F + f] / tokens_seen * sqrt(down_cols[f]));
@@ -348,21 +394,40 @@ int prune_score_activation(prune_scores *s, const model *m, const int32_t *token
     for (int64_t i = 0; i < L * E; i++) s->hidden[i] = (float)(c.hidden[i] / (norm_inputs * tokens_seen));
     for (int64_t l = 0; l < L; l++) s->layer[l] = s->block_influence[l] = (float)(c.bi[l] / tokens_seen);
     sum_hidden(s);
-    s->base_ppl = ppl_value(&st);
+    const ppl_stats base = {.nll = total[cv.at_nll], .nll2 = total[cv.at_nll + 1], .count = scored};
+    s->base_ppl = ppl_value(&base);
     s->n_ctx = o->n_ctx;
     s->chunks = n_chunk;
     s->tokens = (int64_t)n_chunk * o->n_ctx;
     if (o->layer_ppl) {
-        if (measure_layer_removal(s, m, tokens, n_chunk, o, &done_passes, total, err) != 0) goto done;
-        /* rank layers by how much removing them hurts (the direct measure) */
-        for (int64_t l = 0; l < L; l++) s->layer[l] = (float)(s->ppl_removed[l] - s->base_ppl);
+        /* each rank measures its chunks on each model without a layer; the chunks' nll sums
+         * are joined per layer in the same tree */
+        rem = calloc((size_t)(n_mine > 0 ? n_mine : 1) * (size_t)L, sizeof(double));
+        rem_total = malloc(sizeof(double) * (size_t)L);
+        if (st == 0 && (!rem || !rem_total)) st = slmc_fail(err, m->path, "out of memory");
+        if (st == 0) st = measure_layer_removal(s, m, tokens, lo, hi, o, rem, &done_passes, total_passes, err);
+        if (st == 0 && (st = comm_sum_init(&sum_rem, job, COMM_F64, (size_t)L, n_chunk, err)) == 0) open_rem = true;
+        for (int64_t ch = lo; ch < hi && st == 0; ch++) st = comm_sum_add(&sum_rem, rem + (ch - lo) * L, err);
+        if (comm_agree(job, st, err) != 0) goto done;
+        if (comm_sum_finish(&sum_rem, rem_total, err) != 0) goto done;
+        for (int64_t l = 0; l < L; l++) {
+            const ppl_stats without = {.nll = rem_total[l], .count = scored};
+            s->ppl_removed[l] = (float)ppl_value(&without);
+            /* rank layers by how much removing them hurts (the direct measure) */
+            s->layer[l] = (float)(s->ppl_removed[l] - s->base_ppl);
+        }
+    } else if (comm_agree(job, st, err) != 0) {
+        goto done;
     }
     rc = 0;
 done:
+    if (open_sum) comm_sum_free(&sum);
+    if (open_rem) comm_sum_free(&sum_rem);
     free(logits);
     if (open_ctx) llm_context_free(&ctx);
     if (open_lm) llm_model_free(&lm);
-    free(c.head); free(c.head_raw); free(c.wo); free(down_cols); free(c.ffn); free(c.hidden); free(c.bi); free(c.prev);
+    free(cv.v); free(total); free(rem); free(rem_total);
+    free(c.wo); free(down_cols); free(c.prev); free(c.norms);
     return rc;
 }
 
@@ -534,10 +599,20 @@ static int attr_num(hid_t obj, const char *name, hid_t type, const void *v) {
 
 static int attr_i64(hid_t obj, const char *name, int64_t v) { return attr_num(obj, name, H5T_NATIVE_INT64, &v); }
 
+/* Object creation properties without modification times: the same scores give the same file
+ * bytes (one process or mpirun, today or tomorrow), so files compare with cmp. */
+static hid_t untimed(hid_t cls) {
+    hid_t pl = H5Pcreate(cls);
+    if (pl >= 0) H5Pset_obj_track_times(pl, 0);
+    return pl;
+}
+
 static int put_vector(hid_t loc, const char *name, const float *v, int64_t n) {
     hsize_t dims[1] = {(hsize_t)n};
     hid_t sp = H5Screate_simple(1, dims, NULL);
-    hid_t d = H5Dcreate2(loc, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t dcpl = untimed(H5P_DATASET_CREATE);
+    hid_t d = H5Dcreate2(loc, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (dcpl >= 0) H5Pclose(dcpl);
     int rc = d >= 0 && H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0 ? 0 : -1;
     if (d >= 0) H5Dclose(d);
     H5Sclose(sp);
@@ -560,7 +635,9 @@ static int write_contents(hid_t f, const prune_scores *s) {
     for (int64_t l = 0; l < s->n_layer && rc == 0; l++) {
         char g[32];
         snprintf(g, sizeof g, "blk.%lld", (long long)l);
-        hid_t grp = H5Gcreate2(f, g, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t gcpl = untimed(H5P_GROUP_CREATE);
+        hid_t grp = H5Gcreate2(f, g, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+        if (gcpl >= 0) H5Pclose(gcpl);
         if (grp < 0) return -1;
         rc = put_vector(grp, "heads", s->head + l * s->n_head, s->n_head) | put_vector(grp, "ffn", s->ffn + l * s->n_ff, s->n_ff) |
              put_vector(grp, "heads_act", s->head_act + l * s->n_head, s->n_head) |
@@ -569,7 +646,9 @@ static int write_contents(hid_t f, const prune_scores *s) {
         H5Gclose(grp);
     }
     if (rc != 0) return -1;
-    hid_t grp = H5Gcreate2(f, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t gcpl = untimed(H5P_GROUP_CREATE);
+    hid_t grp = H5Gcreate2(f, "layers", H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    if (gcpl >= 0) H5Pclose(gcpl);
     if (grp < 0) return -1;
     rc = put_vector(grp, "block_influence", s->block_influence, s->n_layer) |
          put_vector(grp, "ppl_removed", s->ppl_removed, s->n_layer) | put_vector(grp, "score", s->layer, s->n_layer);
@@ -583,7 +662,9 @@ int prune_scores_write(const prune_scores *s, const char *path, slmc_err *err) {
     char *tmp = malloc(n);
     if (!tmp) return slmc_fail(err, path, "out of memory");
     snprintf(tmp, n, "%s.tmp%d", path, (int)getpid());
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fcpl = untimed(H5P_FILE_CREATE); /* the root group's times too */
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+    if (fcpl >= 0) H5Pclose(fcpl);
     if (f < 0) { free(tmp); return slmc_fail(err, path, "cannot create the HDF5 file"); }
     int rc = write_contents(f, s);
     if (H5Fclose(f) < 0) rc = -1;

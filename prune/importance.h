@@ -36,6 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "comm/comm.h"
 #include "formats/error.h"
 #include "formats/model.h"
 
@@ -77,13 +78,19 @@ typedef struct prune_calib_opts {
     int max_chunks;          /* at most this many chunks (-1: all the text gives) */
     int32_t bos;             /* BOS id replacing each chunk's first token, -1 for none */
     bool layer_ppl;          /* also measure the PPL with each layer removed (n_layer more passes) */
-    /* progress after each pass over a chunk (done of total); may be NULL */
+    /* progress after each pass over a chunk (done of total; under mpirun this rank's passes of
+     * its own share); may be NULL */
     void (*progress)(void *ud, int done, int total);
     void *progress_ud;
+    const comm *comm;        /* the ranks sharing the chunks (mpirun); NULL: one process */
 } prune_calib_opts;
 
 /* The activation scores of m over tokens (the whole calibration text, tokenized with BOS):
- * chunks of n_ctx tokens evaluated as llama-perplexity does (ppl_eval_chunk). */
+ * chunks of n_ctx tokens evaluated as llama-perplexity does (ppl_eval_chunk). Each chunk's
+ * sums (the norms, |activations|, Block Influence, its PPL's nll sums, and with layer_ppl its
+ * nll sums without each layer) are collected on their own and the chunks joined by comm_sum's
+ * tree over the chunk index: one process and any number of ranks (o->comm, every rank its
+ * share of the chunks; collective, errors agreed) compute the same scores. */
 int prune_score_activation(prune_scores *s, const model *m, const int32_t *tokens, size_t n_tokens,
                            const prune_calib_opts *o, slmc_err *err);
 /* Weight-norm scores (no text needed). */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "eval/ranks.h"
 #include "eval/text.h"
 #include "formats/hf.h"
 
@@ -102,29 +103,34 @@ static void stage(const prune_hooks *h, const char *name) {
     if (h && h->stage) h->stage(h->ud, name);
 }
 
-/* Read the scores, or compute them with the chosen method. */
+/* Read the scores, or compute them with the chosen method (every rank; the outcome agreed). */
 static int get_scores(prune_scores *s, const prune_run_opts *o, const prune_hooks *h, const model *m,
                       calib_text *ct, slmc_err *err) {
-    if (o->from_scores) {
-        if (prune_scores_read(s, o->from_scores, err) != 0) return -1;
-        if (prune_scores_check(s, m, o->from_scores, err) != 0) { prune_scores_free(s); return -1; }
-        return 0;
-    }
-    if (prune_scores_init(s, m, o->method, err) != 0) return -1;
+    const comm *job = ranks_job(o->comm);
     int rc;
+    if (o->from_scores) {
+        rc = prune_scores_read(s, o->from_scores, err);
+        if (rc == 0 && (rc = prune_scores_check(s, m, o->from_scores, err)) != 0) prune_scores_free(s);
+        return comm_agree(job, rc, err);
+    }
+    if (comm_agree(job, prune_scores_init(s, m, o->method, err), err) != 0) {
+        prune_scores_free(s);
+        return -1;
+    }
     if (o->method == PRUNE_MAGNITUDE) {
-        rc = prune_score_magnitude(s, m, err);
+        rc = comm_agree(job, prune_score_magnitude(s, m, err), err);
     } else if (o->method == PRUNE_RANDOM) {
-        rc = prune_score_random(s, m, o->seed, err);
+        rc = comm_agree(job, prune_score_random(s, m, o->seed, err), err);
     } else {
-        rc = calib_get(ct, o, m, err);
+        rc = comm_agree(job, calib_get(ct, o, m, err), err);
         if (rc == 0) {
             stage(h, "calibrate");
+            /* every rank evaluates its share of the chunks (collective; errors come back agreed) */
             prune_calib_opts co = {.n_ctx = ct->n_ctx, .max_chunks = o->chunks, .bos = ct->t.bos, .layer_ppl = o->layer_ppl,
-                                   .progress = h ? chunk_progress : NULL, .progress_ud = (void *)h};
+                                   .progress = h ? chunk_progress : NULL, .progress_ud = (void *)h, .comm = job};
             rc = prune_score_activation(s, m, ct->t.ids, ct->t.n, &co, err);
             stage(h, NULL);
-            if (rc != 0) slmc_fail_prefix(err, o->in);
+            if (rc != 0 && job->size == 1) slmc_fail_prefix(err, o->in);
             snprintf(s->calib, sizeof s->calib, "%s", o->calib);
         }
     }
@@ -179,16 +185,20 @@ static bool ends_with(const char *s, const char *suffix) {
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
-/* reconstruct / refit: prune_reconstruct on r's plan, over the calibration chunks. */
+/* reconstruct / refit: prune_reconstruct on r's plan, over the calibration chunks (every rank
+ * its share; the outcome agreed). */
 static int refit(const prune_run_opts *o, const prune_hooks *h, const model *m, calib_text *ct, prune_result *r,
                  slmc_err *err) {
-    if (calib_get(ct, o, m, err) != 0) return -1;
+    const comm *job = ranks_job(o->comm);
+    if (comm_agree(job, calib_get(ct, o, m, err), err) != 0) return -1;
     stage(h, o->reconstruct ? "reconstruct" : "refit");
     prune_recon_opts ro = {.n_ctx = ct->n_ctx, .max_chunks = o->chunks, .bos = ct->t.bos, .damp = o->damp,
-                           .reselect = o->reconstruct, .progress = h ? chunk_progress : NULL, .progress_ud = (void *)h};
+                           .reselect = o->reconstruct, .progress = h ? chunk_progress : NULL, .progress_ud = (void *)h,
+                           .comm = job};
     int rc = prune_reconstruct(&r->plan, m, ct->t.ids, ct->t.n, &ro, &r->recon, err);
     stage(h, NULL);
-    return rc != 0 ? slmc_fail_prefix(err, o->in) : 0;
+    /* an agreed message ("rank R: ...") stays as every rank received it */
+    return rc != 0 ? (job->size == 1 ? slmc_fail_prefix(err, o->in) : -1) : 0;
 }
 
 /* The summary's figures: shapes, parameters before and after, the dropped layers. */
@@ -212,24 +222,32 @@ static int summarize(prune_result *r, const model *m, const model *out, slmc_err
     return 0;
 }
 
-/* Plan, refit, build and write the pruned model; the figures go to r. */
+/* Plan, refit, build and write the pruned model; the figures go to r. Every rank plans (and
+ * refits, sharing the chunks); rank 0 alone builds and writes the model; the outcome is agreed. */
 static int prune_and_write(const prune_run_opts *o, const prune_hooks *h, const model *m, const prune_scores *s,
                            calib_text *ct, prune_result *r, slmc_err *err) {
+    const comm *job = ranks_job(o->comm);
     model out;
     memset(&out, 0, sizeof out);
     prune_request req;
     bool *drop = calloc(m->cfg.n_layer > 0 ? (size_t)m->cfg.n_layer : 1, sizeof *drop);
-    int rc = -1;
-    if (!drop) { slmc_fail(err, m->path, "out of memory"); goto done; }
-    if (make_request(&req, drop, o, m, s, err) != 0 || prune_select(&r->plan, m, s, &req, err) != 0) goto done;
+    int rc = -1, st = drop ? 0 : slmc_fail(err, m->path, "out of memory");
+    if (st == 0 && make_request(&req, drop, o, m, s, err) != 0) st = -1;
+    if (st == 0 && prune_select(&r->plan, m, s, &req, err) != 0) st = -1;
+    if (comm_agree(job, st, err) != 0) goto done;
     if ((o->reconstruct || o->refit) && refit(o, h, m, ct, r, err) != 0) goto done;
-    if (prune_apply(&out, m, &r->plan, err) != 0) goto done;
-    if (summarize(r, m, &out, err) != 0) goto done;
-    stage(h, "write");
-    const slmc_progress *progress = h ? &h->progress : NULL;
-    rc = ends_with(o->out, ".gguf") ? model_write_gguf(&out, o->out, o->outtype, progress, err)
-                                    : hf_write(&out, o->out, o->outtype, HF_DEFAULT_SHARD_SIZE, progress, err);
-    stage(h, NULL);
+    if (job->rank == 0) {
+        st = prune_apply(&out, m, &r->plan, err);
+        if (st == 0) st = summarize(r, m, &out, err);
+        if (st == 0) {
+            stage(h, "write");
+            const slmc_progress *progress = h ? &h->progress : NULL;
+            st = ends_with(o->out, ".gguf") ? model_write_gguf(&out, o->out, o->outtype, progress, err)
+                                            : hf_write(&out, o->out, o->outtype, HF_DEFAULT_SHARD_SIZE, progress, err);
+            stage(h, NULL);
+        }
+    }
+    rc = comm_agree(job, st, err);
 done:
     free(drop);
     model_close(&out);
@@ -238,20 +256,27 @@ done:
 
 /* The run on the threads prune_run chose. */
 static int run(const prune_run_opts *o, const prune_hooks *h, prune_result *r, slmc_err *err) {
+    const comm *job = ranks_job(o->comm);
     const double t0 = now_seconds();
     model m;
     model_open_opts mo = {.tokenizer = o->tokenizer};
-    if (model_open(&m, o->in, &mo, err) != 0) return -1;
+    /* every rank opens the input; each step after is agreed among the ranks */
+    const int opened = model_open(&m, o->in, &mo, err);
+    if (comm_agree(job, opened, err) != 0) {
+        if (opened == 0) model_close(&m); /* another rank failed */
+        return -1;
+    }
     prune_scores s;
     memset(&s, 0, sizeof s);
     calib_text ct = {0};
-    int rc = check_drop_layers(o, &m, err);
+    int rc = comm_agree(job, check_drop_layers(o, &m, err), err);
     if (rc == 0) rc = get_scores(&s, o, h, &m, &ct, err);
     if (rc == 0) {
         r->method = s.method;
         r->calib_ppl = s.base_ppl;
     }
-    if (rc == 0 && o->scores_out) rc = prune_scores_write(&s, o->scores_out, err);
+    if (rc == 0 && o->scores_out) /* rank 0 writes the scores */
+        rc = comm_agree(job, job->rank == 0 ? prune_scores_write(&s, o->scores_out, err) : 0, err);
     if (rc == 0 && o->out) {
         rc = prune_and_write(o, h, &m, &s, &ct, r, err);
         r->written = rc == 0;
@@ -267,7 +292,7 @@ static int run(const prune_run_opts *o, const prune_hooks *h, prune_result *r, s
 int prune_run(const prune_run_opts *o, const prune_hooks *h, prune_result *r, slmc_err *err) {
     memset(r, 0, sizeof *r);
     r->calib_ppl = NAN;
-    if (prune_run_check(o, err) != 0) return -1;
+    if (prune_run_check(o, err) != 0) return comm_agree(ranks_job(o->comm), -1, err);
     const int caller_threads = omp_get_max_threads();
     if (o->n_threads > 0) omp_set_num_threads(o->n_threads);
     int rc = run(o, h, r, err);

@@ -10,6 +10,14 @@
  *
  * Nothing here prints: progress goes to the hooks, and the caller prints from the result. Every
  * parallel loop and forward pass of the run uses n_threads threads.
+ *
+ * Under mpirun (opts.comm with several ranks) every rank opens the input and tokenizes the
+ * calibration text; the activation scores and the reconstruction's Gram matrices are sums over
+ * the chunks, each rank evaluating its share and the chunks joined by comm_sum's tree
+ * (importance.h, reconstruct.h): the scores, the plan and the refit weights are the bits one
+ * process computes. Rank 0 alone writes the scores and the model; on the other ranks the
+ * result holds the method and the calibration PPL but no written figures. Errors come back
+ * agreed: every rank returns the same message.
  */
 #ifndef SLMC_PRUNE_RUN_H
 #define SLMC_PRUNE_RUN_H
@@ -70,6 +78,8 @@ typedef struct prune_run_opts {
     bool refit;                  /* keep the ranking's choice, only refit */
     double damp;                 /* refit damping; 0: PRUNE_RECON_DAMP */
     int n_threads;               /* threads; 0: omp_get_max_threads() (the caller's count is restored) */
+    const comm *comm;            /* the ranks sharing the calibration chunks (mpirun); rank 0 writes;
+                                    NULL: one process (comm_solo) */
 } prune_run_opts;
 
 /* The defaults: activation ranking with the layer PPL, PRUNE_RUN_CHUNKS chunks, the seed

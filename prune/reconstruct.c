@@ -9,6 +9,7 @@
 
 #include "eval/llm.h"
 #include "eval/perplexity.h"
+#include "eval/ranks.h"
 #include "prune/importance.h"
 #include "quant/gptq.h"
 
@@ -199,26 +200,37 @@ done:
 
 /* ===================================================================== calibration */
 
-/* Gram matrices of the projections' inputs, for the layers [l0, l1) of one pass. */
+/* Gram matrices of the projections' inputs, for the layers [l0, l1) of one pass. A chunk's
+ * matrices are collected on their own into one vector, the unit of the sum over chunks
+ * (comm.h): per layer the packed upper triangle of sum h h^T (n_ff) and of sum o o^T
+ * (n_head * head_dim) when collected, then two token counts per layer. */
+#define NOT_COLLECTED SIZE_MAX
+
 typedef struct grams {
     int64_t l0, l1;          /* the layers of this pass */
-    gptq_hessian *ffn;       /* [l1 - l0] sum h h^T (n_ff), unused when n == 0 */
-    gptq_hessian *att;       /* [l1 - l0] sum o o^T (n_head * head_dim), unused when n == 0 */
+    int64_t F, Q;            /* n_ff and n_head * head_dim */
+    size_t *at_ffn, *at_att; /* [l1 - l0] where a layer's matrices start in vec, or NOT_COLLECTED */
+    size_t at_tok;           /* vec[at_tok + 2 (l - l0)]: layer l's FFN tokens, + 1 its attention's */
+    double *vec;             /* the chunk being collected */
     bool stopped;            /* the pass was cut short on purpose after layer l1 - 1 */
     int64_t n_layer;         /* layers of the model */
 } grams;
 
 static int hook_ffn(void *ud, int layer, const float *x, int n, int64_t n_ff) {
     grams *g = ud;
-    (void)n_ff;
-    if (layer >= g->l0 && layer < g->l1 && g->ffn[layer - g->l0].n) gptq_hessian_add(&g->ffn[layer - g->l0], x, n);
+    if (layer < g->l0 || layer >= g->l1 || g->at_ffn[layer - g->l0] == NOT_COLLECTED) return 0;
+    if (n_ff != g->F) return -1;
+    gptq_packed_add(g->vec + g->at_ffn[layer - g->l0], n_ff, x, n);
+    g->vec[g->at_tok + 2 * (size_t)(layer - g->l0)] += n;
     return 0;
 }
 
 static int hook_heads(void *ud, int layer, const float *x, int n, int64_t n_head, int64_t hd) {
     grams *g = ud;
-    (void)n_head; (void)hd;
-    if (layer >= g->l0 && layer < g->l1 && g->att[layer - g->l0].n) gptq_hessian_add(&g->att[layer - g->l0], x, n);
+    if (layer < g->l0 || layer >= g->l1 || g->at_att[layer - g->l0] == NOT_COLLECTED) return 0;
+    if (n_head * hd != g->Q) return -1;
+    gptq_packed_add(g->vec + g->at_att[layer - g->l0], g->Q, x, n);
+    g->vec[g->at_tok + 2 * (size_t)(layer - g->l0) + 1] += n;
     return 0;
 }
 
@@ -360,23 +372,98 @@ static int layer_heads(prune_plan *p, const model *m, int64_t l, gptq_hessian *h
 
 /* ===================================================================== the whole model */
 
+/* Where each layer's matrices go in a chunk's vector; returns its length. */
+static size_t grams_layout(grams *g, const prune_plan *p, bool ffn_cut, bool head_cut) {
+    size_t len = 0;
+    for (int64_t l = g->l0; l < g->l1; l++) {
+        g->at_ffn[l - g->l0] = g->at_att[l - g->l0] = NOT_COLLECTED;
+        if (!p->keep_layer[l]) continue;
+        if (ffn_cut) {
+            g->at_ffn[l - g->l0] = len;
+            len += gptq_packed_len(g->F);
+        }
+        if (head_cut) {
+            g->at_att[l - g->l0] = len;
+            len += gptq_packed_len(g->Q);
+        }
+    }
+    g->at_tok = len;
+    return len + 2 * (size_t)(g->l1 - g->l0);
+}
+
+/* A layer's matrix from the joined vector, as the layer functions take it. */
+static int gram_unpack(gptq_hessian *hs, const double *total, size_t at, size_t at_tok, int64_t n, slmc_err *err) {
+    if (gptq_hessian_init(hs, n, err) != 0) return -1;
+    gptq_packed_unpack(total + at, n, hs->h);
+    hs->n_tokens = llround(total[at_tok]);
+    return 0;
+}
+
+/* This rank's chunks for one pass, each chunk's matrices added to sum. */
+static int pass_chunks(grams *g, llm_context *ctx, float *logits, const int32_t *tokens, int64_t lo, int64_t hi,
+                       size_t len, bool ffn_cut, bool head_cut, const prune_recon_opts *o, comm_sum *sum, int *done,
+                       int total, slmc_err *err) {
+    llm_hooks hooks = {.ud = g, .attn_heads = head_cut ? hook_heads : NULL, .ffn_act = ffn_cut ? hook_ffn : NULL,
+                       .layer_out = hook_layer};
+    llm_set_hooks(ctx, &hooks);
+    int rc = 0;
+    for (int64_t ch = lo; ch < hi && rc == 0; ch++) {
+        g->stopped = false;
+        memset(g->vec, 0, len * sizeof *g->vec);
+        const int32_t *chunk = tokens + (size_t)ch * (size_t)o->n_ctx;
+        if (ppl_eval_chunk(ctx, chunk, o->n_ctx, o->bos, logits, err) != 0 && !g->stopped) rc = -1;
+        if (rc == 0) rc = comm_sum_add(sum, g->vec, err);
+        if (o->progress) o->progress(o->progress_ud, ++*done, total);
+    }
+    llm_set_hooks(ctx, NULL);
+    return rc;
+}
+
+/* Re-select / refit every kept layer of the pass from the joined matrices. */
+static int pass_layers(prune_plan *p, const model *m, const grams *g, const double *total, bool ffn_cut, bool head_cut,
+                       const prune_recon_opts *o, prune_recon_info *info, slmc_err *err) {
+    int rc = 0;
+    for (int64_t l = g->l0; l < g->l1 && rc == 0; l++) {
+        if (!p->keep_layer[l]) continue;
+        gptq_hessian hs;
+        const size_t tok = g->at_tok + 2 * (size_t)(l - g->l0);
+        if (ffn_cut && (rc = gram_unpack(&hs, total, g->at_ffn[l - g->l0], tok, g->F, err)) == 0) {
+            rc = layer_ffn(p, m, l, &hs, o, info, err);
+            gptq_hessian_free(&hs);
+        }
+        if (head_cut && rc == 0 && (rc = gram_unpack(&hs, total, g->at_att[l - g->l0], tok + 1, g->Q, err)) == 0) {
+            rc = layer_heads(p, m, l, &hs, o, info, err);
+            gptq_hessian_free(&hs);
+        }
+    }
+    return rc;
+}
+
 int prune_reconstruct(prune_plan *p, const model *m, const int32_t *tokens, size_t n_tokens,
                       const prune_recon_opts *o, prune_recon_info *info, slmc_err *err) {
     memset(info, 0, sizeof *info);
+    const comm *job = ranks_job(o->comm);
     const int64_t L = p->n_layer_in, F = p->n_ff_in, Q = p->n_head_in * m->cfg.head_dim;
     const bool ffn_cut = p->n_ff != p->n_ff_in, head_cut = p->n_head != p->n_head_in;
+    int st = 0;
     if (L != m->cfg.n_layer || F != m->cfg.n_ff || p->n_head_in != m->cfg.n_head)
-        return slmc_fail(err, m->path, "the pruning plan was made for another shape of model");
-    if (!ffn_cut && !head_cut) return 0; /* nothing in the projections' inputs is removed */
+        st = slmc_fail(err, m->path, "the pruning plan was made for another shape of model");
+    if (st == 0 && !ffn_cut && !head_cut) return 0; /* nothing in the projections' inputs is removed (every rank) */
     const int n_chunk = ppl_chunk_count((int64_t)n_tokens, o->n_ctx, o->max_chunks);
-    if (n_chunk < 1)
-        return slmc_fail(err, NULL, "the calibration text has %zu tokens, less than one chunk of %d", n_tokens, o->n_ctx);
-    if ((ffn_cut && !p->ffn_down_new && !(p->ffn_down_new = calloc((size_t)L, sizeof(float *)))) ||
-        (head_cut && !p->attn_output_new && !(p->attn_output_new = calloc((size_t)L, sizeof(float *)))))
-        return slmc_fail(err, m->path, "out of memory");
-    /* groups of layers whose Gram matrices fit the memory budget, one pass each */
-    const double per_layer = 8.0 * ((ffn_cut ? (double)F * F : 0) + (head_cut ? (double)Q * Q : 0));
-    int64_t per_pass = (int64_t)((double)PRUNE_RECON_MEMORY / per_layer);
+    if (st == 0 && n_chunk < 1)
+        st = slmc_fail(err, NULL, "the calibration text has %zu tokens, less than one chunk of %d", n_tokens, o->n_ctx);
+    if (st == 0 && ((ffn_cut && !p->ffn_down_new && !(p->ffn_down_new = calloc((size_t)L, sizeof(float *)))) ||
+                    (head_cut && !p->attn_output_new && !(p->attn_output_new = calloc((size_t)L, sizeof(float *))))))
+        st = slmc_fail(err, m->path, "out of memory");
+    /* groups of layers whose matrices fit the memory budget, one pass each: a chunk's packed
+     * matrices, the tree's partial sums (up to log2(chunks) + 2 vectors, comm.h) and the total */
+    int levels = 4;
+    for (int k = n_chunk; k > 1; k = (k + 1) / 2) levels++;
+    const double per_layer = 8.0 * levels *
+                             ((ffn_cut ? (double)gptq_packed_len(F) : 0) + (head_cut ? (double)gptq_packed_len(Q) : 0));
+    int64_t per_pass = per_layer > 0 && (double)PRUNE_RECON_MEMORY / per_layer < (double)L
+                           ? (int64_t)((double)PRUNE_RECON_MEMORY / per_layer)
+                           : L;
     if (per_pass < 1) per_pass = 1;
     int64_t last_kept = -1;
     for (int64_t l = 0; l < L; l++)
@@ -386,49 +473,47 @@ int prune_reconstruct(prune_plan *p, const model *m, const int32_t *tokens, size
 
     llm_model lm;
     llm_context ctx;
-    if (llm_model_init(&lm, m, err) != 0) return -1;
-    if (llm_context_init(&ctx, &lm, o->n_ctx, o->n_ctx, err) != 0) { llm_model_free(&lm); return -1; }
-    float *logits = malloc(sizeof(float) * (size_t)ppl_scored(o->n_ctx) * (size_t)lm.cfg.n_vocab);
-    grams g = {.n_layer = L};
-    g.ffn = calloc((size_t)per_pass, sizeof *g.ffn);
-    g.att = calloc((size_t)per_pass, sizeof *g.att);
-    int rc = logits && g.ffn && g.att ? 0 : slmc_fail(err, m->path, "out of memory");
+    bool open_lm = false, open_ctx = false;
+    float *logits = NULL;
+    grams g = {.n_layer = L, .F = F, .Q = Q};
+    if (st == 0 && (st = llm_model_init(&lm, m, err)) == 0) open_lm = true;
+    if (st == 0 && (st = llm_context_init(&ctx, &lm, o->n_ctx, o->n_ctx, err)) == 0) open_ctx = true;
+    if (st == 0) {
+        logits = malloc(sizeof(float) * (size_t)ppl_scored(o->n_ctx) * (size_t)lm.cfg.n_vocab);
+        g.at_ffn = malloc(sizeof(size_t) * (size_t)per_pass);
+        g.at_att = malloc(sizeof(size_t) * (size_t)per_pass);
+        if (!logits || !g.at_ffn || !g.at_att) st = slmc_fail(err, m->path, "out of memory");
+    }
+    int rc = comm_agree(job, st, err);
+    /* each pass: this rank's chunks, each chunk's matrices on their own, joined over the chunks
+     * in comm_sum's tree (the same matrices for one process and any number of ranks) */
+    int64_t lo, hi;
+    comm_share(job, n_chunk, job->rank, &lo, &hi);
     int done = 0;
+    const int total_chunks = (int)n_pass * (int)(hi - lo);
     for (int64_t l0 = 0; l0 <= last_kept && rc == 0; l0 += per_pass) {
         g.l0 = l0;
         g.l1 = l0 + per_pass < last_kept + 1 ? l0 + per_pass : last_kept + 1;
-        for (int64_t l = g.l0; l < g.l1 && rc == 0; l++) {
-            if (!p->keep_layer[l]) continue;
-            if (ffn_cut) rc = gptq_hessian_init(&g.ffn[l - l0], F, err);
-            if (head_cut && rc == 0) rc = gptq_hessian_init(&g.att[l - l0], Q, err);
-        }
-        llm_hooks hooks = {.ud = &g, .attn_heads = head_cut ? hook_heads : NULL, .ffn_act = ffn_cut ? hook_ffn : NULL,
-                           .layer_out = hook_layer};
-        llm_set_hooks(&ctx, &hooks);
-        for (int ch = 0; ch < n_chunk && rc == 0; ch++) {
-            g.stopped = false;
-            const int32_t *chunk = tokens + (size_t)ch * (size_t)o->n_ctx;
-            if (ppl_eval_chunk(&ctx, chunk, o->n_ctx, o->bos, logits, err) != 0 && !g.stopped) rc = -1;
-            if (o->progress) o->progress(o->progress_ud, ++done, (int)n_pass * n_chunk);
-        }
-        llm_set_hooks(&ctx, NULL);
+        const size_t len = grams_layout(&g, p, ffn_cut, head_cut);
+        double *total = malloc(len * sizeof *total);
+        comm_sum sum;
+        g.vec = malloc(len * sizeof *g.vec);
+        st = g.vec && total ? 0 : slmc_fail(err, m->path, "out of memory for %zu Gram matrix values", len);
+        bool open_sum = false;
+        if (st == 0 && (st = comm_sum_init(&sum, job, COMM_F64, len, n_chunk, err)) == 0) open_sum = true;
+        if (st == 0) st = pass_chunks(&g, &ctx, logits, tokens, lo, hi, len, ffn_cut, head_cut, o, &sum, &done, total_chunks, err);
         info->passes++;
-        for (int64_t l = g.l0; l < g.l1 && rc == 0; l++) {
-            if (!p->keep_layer[l]) continue;
-            if (ffn_cut) rc = layer_ffn(p, m, l, &g.ffn[l - l0], o, info, err);
-            if (head_cut && rc == 0) rc = layer_heads(p, m, l, &g.att[l - l0], o, info, err);
-        }
-        for (int64_t l = 0; l < per_pass; l++) {
-            gptq_hessian_free(&g.ffn[l]);
-            gptq_hessian_free(&g.att[l]);
-            memset(&g.ffn[l], 0, sizeof g.ffn[l]);
-            memset(&g.att[l], 0, sizeof g.att[l]);
-        }
+        if ((rc = comm_agree(job, st, err)) == 0 && (rc = comm_sum_finish(&sum, total, err)) == 0)
+            rc = comm_agree(job, pass_layers(p, m, &g, total, ffn_cut, head_cut, o, info, err), err);
+        if (open_sum) comm_sum_free(&sum);
+        free(g.vec);
+        g.vec = NULL;
+        free(total);
     }
-    free(g.ffn);
-    free(g.att);
+    free(g.at_ffn);
+    free(g.at_att);
     free(logits);
-    llm_context_free(&ctx);
-    llm_model_free(&lm);
+    if (open_ctx) llm_context_free(&ctx);
+    if (open_lm) llm_model_free(&lm);
     return rc;
 }

@@ -18,9 +18,12 @@
  * The layer and hidden-width choices of the plan are left as they are.
  *
  * Calibration: the chunks run through the unpruned model (llama-perplexity's chunking, as the
- * activation scores), the ffn_act and attn_heads hooks accumulate G per layer in double. The
- * Gram matrices of a group of layers that fits PRUNE_RECON_MEMORY are collected per pass; the
- * pass is cut short after the group's last layer.
+ * activation scores), the ffn_act and attn_heads hooks accumulate G per layer in double: each
+ * chunk's G on its own (packed upper triangles), the chunks joined by comm_sum's tree over
+ * the chunk index, so one process and any number of ranks (prune_recon_opts.comm, every rank
+ * its share of the chunks; collective, errors agreed) refit the same weights. The Gram
+ * matrices of a group of layers that fits PRUNE_RECON_MEMORY (with the tree's partial sums)
+ * are collected per pass; the pass is cut short after the group's last layer.
  * Cost per layer: G's inverse (n^3/3) and per removed unit O((n_out + n) * n) for the updates.
  *
  * Every family: x is what the forward pass feeds the projection (llm.h's hooks): the FFN
@@ -36,6 +39,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "comm/comm.h"
 #include "formats/error.h"
 #include "formats/model.h"
 #include "prune/prune.h"
@@ -49,9 +53,11 @@ typedef struct prune_recon_opts {
     int32_t bos;             /* BOS id replacing each chunk's first token, -1 for none */
     double damp;             /* <= 0: PRUNE_RECON_DAMP */
     bool reselect;           /* choose the removed units by OBS cost (else only refit the plan's choice) */
-    /* progress after each chunk of each pass (done of total); may be NULL */
+    /* progress after each chunk of each pass (done of total; under mpirun this rank's chunks);
+     * may be NULL */
     void (*progress)(void *ud, int done, int total);
     void *progress_ud;
+    const comm *comm;        /* the ranks sharing the chunks (mpirun); NULL: one process */
 } prune_recon_opts;
 
 /* What the reconstruction did, for the summary. */

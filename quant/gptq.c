@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 
 #include "eval/llm.h"
+#include "eval/ranks.h"
 #include "eval/text.h"
 #include "eval/tokenizer.h"
 #include "formats/fileio.h"
@@ -104,6 +105,34 @@ void gptq_hessian_add(gptq_hessian *hs, const float *x, int n_tokens) {
         }
     }
     hs->n_tokens += n_tokens;
+}
+
+/* Row i of the packed upper triangle starts at i*n - i(i-1)/2; entry (i, j >= i) is j - i further. */
+static size_t packed_row(int64_t n, int64_t i) { return (size_t)(i * n - i * (i - 1) / 2); }
+
+size_t gptq_packed_len(int64_t n) { return (size_t)n * (size_t)(n + 1) / 2; }
+
+void gptq_packed_add(double *p, int64_t n, const float *x, int n_tokens) {
+    /* the additions of gptq_hessian_add, element by element: each row owned by one thread,
+     * tokens in order */
+#pragma omp parallel for schedule(dynamic, 8)
+    for (int64_t i = 0; i < n; i++) {
+        double *pi = p + packed_row(n, i) - i; /* pi[j] is entry (i, j) */
+        for (int t = 0; t < n_tokens; t++) {
+            const float *xt = x + (int64_t)t * n;
+            double xi = xt[i];
+            if (xi == 0) continue;
+            for (int64_t j = i; j < n; j++) pi[j] += xi * xt[j];
+        }
+    }
+}
+
+void gptq_packed_unpack(const double *p, int64_t n, double *h) {
+    for (int64_t i = 0; i < n; i++) {
+        const double *pi = p + packed_row(n, i) - i;
+        for (int64_t j = 0; j < i; j++) h[i * n + j] = 0;
+        memcpy(h + i * n + i, pi + i, (size_t)(n - i) * sizeof *h);
+    }
 }
 
 /* Copy the upper triangle onto the lower one (the collection fills only the upper). */
@@ -279,15 +308,21 @@ int gptq_quantize(const gptq_factor *f, const float *w, int64_t rows, int64_t co
 enum { SLOT_ATTN_IN, SLOT_ATTN_OUT, SLOT_FFN_IN, SLOT_FFN_DOWN, N_SLOTS };
 
 typedef struct calib_slot {
-    gptq_hessian h;     /* sum of x x^T of the input (h.h NULL until first seen) */
+    gptq_hessian h;     /* sum over all chunks of x x^T of the input (h.h NULL when no token
+                           reached it); upper triangle until factored */
     gptq_factor f;      /* its factor, computed on first use (f.u NULL before) */
     int64_t owner;      /* tensor whose reported input is accumulated: the first one reported in
                            the slot; the others sharing the input are the same values */
+    /* while a layer is collected: the slot's place in the chunk vector (see collect_layer) */
+    int64_t n;          /* its input size; 0: the layer has no matrix in this slot */
+    size_t at_h;        /* packed upper triangle of the chunk's x x^T */
+    size_t at_c;        /* fp target: the chunk's xf x^T, [n][n] */
+    size_t at_t;        /* the chunk's token count */
     /* fp target (sequential): x is the quantized model's input, xf the unquantized one's */
     float *xf;          /* [n_ctx][n] this chunk's unquantized input, saved by the first pass */
     int64_t xf_tokens;  /* tokens saved in xf this chunk */
     int64_t xq_tokens;  /* tokens of the chunk's second pass accumulated so far */
-    double *cross;      /* [n][n] sum xf x^T */
+    double *cross;      /* [n][n] sum over all chunks of xf x^T */
     double *corr;       /* [n][n] (cross - H)(H + lambda I)^-1: w* = w + w corr, on first use */
 } calib_slot;
 
@@ -298,6 +333,12 @@ struct gptq_calib {
     bool lm_ok, ctx_ok;     /* which of the two are initialised */
     int32_t *tokens;        /* [n_chunks * n_ctx] calibration tokens */
     int n_chunks, n_ctx;
+    const comm *job;        /* the ranks sharing the chunks (a job of one without mpirun) */
+    int64_t lo, hi;         /* this rank's chunks [lo, hi) */
+    double *vec;            /* during a collection: one chunk's statistics (see collect_layer) */
+    bool agreed_failure;    /* a collection failed on some rank and every rank knows it */
+    int pending;            /* rank > 0: -1 when following rank 0 failed here (err_pending) */
+    slmc_err err_pending;
     int32_t bos;            /* replaces each chunk's first token (-1: none), as llama-imatrix does */
     int32_t *chunk;         /* [n_ctx] the chunk being evaluated */
     float *logits;          /* [n_ctx][n_vocab] scratch (the output head runs only in the last pass) */
@@ -365,6 +406,7 @@ static void slots_free(gptq_calib *c) {
         c->slots[s].xf = NULL;
         c->slots[s].cross = c->slots[s].corr = NULL;
         c->slots[s].owner = -1;
+        c->slots[s].n = 0;
     }
     c->cur_layer = -1;
 }
@@ -378,11 +420,6 @@ static void substitutions_free(gptq_calib *c) {
         c->qrows[i] = 0;
         c->quantized[i] = false;
     }
-}
-
-void gptq_calib_reset(gptq_calib *c) {
-    slots_free(c);
-    substitutions_free(c);
 }
 
 void gptq_calib_close(gptq_calib *c) {
@@ -404,6 +441,7 @@ void gptq_calib_close(gptq_calib *c) {
     free(c->tensor_layer);
     free(c->tensor_slot);
     free(c->last_of_layer);
+    free(c->vec);
     free(c);
 }
 
@@ -438,6 +476,7 @@ int gptq_calib_open(gptq_calib **out, const model *m, const gptq_calib_opts *o, 
     if (!c) return slmc_fail(err, m->path, "out of memory");
     c->m = m;
     c->n_ctx = o->n_ctx;
+    c->job = ranks_job(o->comm);
     c->damp = o->damp > 0 ? o->damp : GPTQ_DEFAULT_DAMP;
     for (int s = 0; s < N_SLOTS; s++) c->slots[s].owner = -1;
     c->cur_layer = -1;
@@ -500,6 +539,7 @@ int gptq_calib_open(gptq_calib **out, const model *m, const gptq_calib_opts *o, 
     for (int i = 0; i < nw; i++) c->orig[i] = *c->weights[i];
     c->info.chunks = c->n_chunks;
     c->info.n_ctx = c->n_ctx;
+    comm_share(c->job, c->n_chunks, c->job->rank, &c->lo, &c->hi);
     *out = c;
     return 0;
 fail:
@@ -511,15 +551,14 @@ bool gptq_calib_handles(const gptq_calib *c, uint64_t ti) {
     return ti < c->m->n_tensors && c->tensor_layer[ti] >= 0;
 }
 
-/* cross += xf^T x over the tokens of this call (the same positions of the first pass). */
-static int cross_add(calib_slot *s, const float *x, int n_tokens) {
-    const int64_t n = s->h.n;
-    if (!s->cross) s->cross = calloc((size_t)(n * n), sizeof *s->cross);
-    if (!s->cross || !s->xf || s->xq_tokens + n_tokens > s->xf_tokens) return -1;
+/* cross [n][n] += xf^T x over the tokens of this call (the same positions of the first pass). */
+static int cross_add(calib_slot *s, double *cross, const float *x, int n_tokens) {
+    const int64_t n = s->n;
+    if (!s->xf || s->xq_tokens + n_tokens > s->xf_tokens) return -1;
     const float *xf = s->xf + s->xq_tokens * n;
 #pragma omp parallel for schedule(dynamic, 8)
     for (int64_t i = 0; i < n; i++) {
-        double *ci = s->cross + i * n;
+        double *ci = cross + i * n;
         for (int t = 0; t < n_tokens; t++) {
             double a = xf[(int64_t)t * n + i];
             if (a == 0) continue;
@@ -542,16 +581,16 @@ static int calib_hook(void *ud, const char *weight, int64_t tensor, int layer, c
     calib_slot *s = &c->slots[c->tensor_slot[tensor]];
     if (s->owner < 0) s->owner = tensor;
     if (s->owner == tensor) {
-        if (!s->h.h && gptq_hessian_init(&s->h, n_in, NULL) != 0) { c->hook_failed = true; return 1; }
-        if (s->h.n != n_in) { c->hook_failed = true; return 1; }
+        if (s->n != n_in) { c->hook_failed = true; return 1; }
         if (c->pass == 1) { /* unquantized input: keep it for the second pass */
             if (!s->xf) s->xf = malloc((size_t)c->n_ctx * (size_t)n_in * sizeof *s->xf);
             if (!s->xf || s->xf_tokens + n_tokens > c->n_ctx) { c->hook_failed = true; return 1; }
             memcpy(s->xf + s->xf_tokens * n_in, x, (size_t)n_tokens * (size_t)n_in * sizeof *x);
             s->xf_tokens += n_tokens;
-        } else {
-            gptq_hessian_add(&s->h, x, n_tokens);
-            if (c->pass == 2 && cross_add(s, x, n_tokens) != 0) { c->hook_failed = true; return 1; }
+        } else { /* into this chunk's statistics */
+            gptq_packed_add(c->vec + s->at_h, n_in, x, n_tokens);
+            c->vec[s->at_t] += n_tokens;
+            if (c->pass == 2 && cross_add(s, c->vec + s->at_c, x, n_tokens) != 0) { c->hook_failed = true; return 1; }
         }
     }
     if (tensor == c->last_of_layer[L]) { c->stopped = true; return 1; }
@@ -560,37 +599,136 @@ static int calib_hook(void *ud, const char *weight, int64_t tensor, int layer, c
 
 static void bind_written(gptq_calib *c, bool written);
 
-/* Run the calibration chunks up to layer L's last product, filling the slots. */
-static int collect_layer(gptq_calib *c, int L, slmc_err *err) {
-    double t0 = now_seconds();
-    slots_free(c);
-    c->want_layer = L;
+/* ---- the collection of one layer, shared among the ranks ----------------------------------
+ * The chunks are the units of comm_sum (comm.h): each chunk's statistics are collected on their
+ * own into one vector, and the vectors are joined by the fixed tree over the chunk index, so
+ * the Hessians have the same bits for one process and for any number of ranks. The vector, per
+ * slot of the layer: the packed upper triangle of the chunk's x x^T, with the fp target the
+ * chunk's xf x^T [n][n], then every slot's token count (integers: exact in double).
+ *
+ * Under mpirun rank 0 runs quantize_model and the other ranks follow it (gptq_calib_serve):
+ * rank 0 sends each collection, each set of written rows (sequential mode) and each reset as a
+ * command, so every rank's forward pass runs on the same weights when the layer is collected. */
+
+enum { CMD_COLLECT = 1, CMD_ROWS, CMD_RESET, CMD_DONE };
+
+/* Rank 0 tells the others what comes next (in a job of one: nothing to tell). */
+static int send_command(gptq_calib *c, int64_t cmd, int64_t a, int64_t b, int64_t d, int64_t e, slmc_err *err) {
+    if (c->job->size == 1) return 0;
+    int64_t msg[5] = {cmd, a, b, d, e};
+    return comm_bcast(c->job, msg, sizeof msg, 0, err);
+}
+
+/* The slots layer L has, their input sizes (every matrix in a slot reads the same input), and
+ * their places in the chunk vector; returns the vector's length. */
+static size_t layer_layout(gptq_calib *c, int L) {
+    for (uint64_t ti = 0; ti < c->m->n_tensors; ti++)
+        if (c->tensor_layer[ti] == L && c->slots[c->tensor_slot[ti]].n == 0)
+            c->slots[c->tensor_slot[ti]].n = c->m->tensors[ti].ne[0];
+    size_t len = 0;
+    for (int k = 0; k < N_SLOTS; k++) {
+        calib_slot *s = &c->slots[k];
+        if (s->n == 0) continue;
+        s->at_h = len;
+        len += gptq_packed_len(s->n);
+        if (c->fp_target) {
+            s->at_c = len;
+            len += (size_t)(s->n * s->n);
+        }
+    }
+    for (int k = 0; k < N_SLOTS; k++) c->slots[k].at_t = len + (size_t)k;
+    return len + N_SLOTS;
+}
+
+/* This rank's chunks up to layer L's last product, each chunk's statistics added to sum. */
+static int collect_chunks(gptq_calib *c, int L, size_t len, comm_sum *sum, slmc_err *err) {
     llm_hooks hooks = {.ud = c, .matmul_input = calib_hook};
     llm_set_hooks(&c->ctx, &hooks);
-    for (int ch = 0; ch < c->n_chunks; ch++) {
+    int rc = 0;
+    for (int64_t ch = c->lo; ch < c->hi && rc == 0; ch++) {
         memcpy(c->chunk, c->tokens + (size_t)ch * (size_t)c->n_ctx, (size_t)c->n_ctx * sizeof *c->chunk);
         if (c->bos >= 0) c->chunk[0] = c->bos;
+        memset(c->vec, 0, len * sizeof *c->vec);
         /* fp target: first the unquantized model (saves xf), then the quantized one */
-        for (int pass = c->fp_target ? 1 : 0; pass <= (c->fp_target ? 2 : 0); pass++) {
+        for (int pass = c->fp_target ? 1 : 0; pass <= (c->fp_target ? 2 : 0) && rc == 0; pass++) {
             c->pass = pass;
             if (c->fp_target) bind_written(c, pass == 2);
             if (pass == 1) /* a new chunk: the saved inputs start over */
                 for (int s = 0; s < N_SLOTS; s++) c->slots[s].xf_tokens = c->slots[s].xq_tokens = 0;
             c->stopped = c->hook_failed = false;
             slmc_err e2 = {{0}};
-            int rc = llm_eval(&c->ctx, c->chunk, c->n_ctx, 0, c->logits, &e2);
+            int erc = llm_eval(&c->ctx, c->chunk, c->n_ctx, 0, c->logits, &e2);
             c->info.passes++;
             if (c->hook_failed)
-                return slmc_fail(err, c->m->path, "GPTQ calibration of layer %d: out of memory or bad input shape", L);
-            if (rc != 0 && !c->stopped) {
+                rc = slmc_fail(err, c->m->path, "GPTQ calibration of layer %d: out of memory or bad input shape", L);
+            else if (erc != 0 && !c->stopped) {
                 if (err) *err = e2;
-                return slmc_fail_prefix(err, c->m->path);
+                rc = slmc_fail_prefix(err, c->m->path);
             }
         }
+        if (rc == 0) rc = comm_sum_add(sum, c->vec, err);
     }
     c->pass = 0;
     llm_hooks none = {0};
     llm_set_hooks(&c->ctx, &none);
+    return rc;
+}
+
+/* The joined statistics into the slots: H (upper triangle) and, fp target, the cross terms. */
+static int layer_unpack(gptq_calib *c, const double *total, slmc_err *err) {
+    for (int k = 0; k < N_SLOTS; k++) {
+        calib_slot *s = &c->slots[k];
+        const int64_t tokens = llround(total[s->at_t]);
+        if (s->n == 0 || tokens == 0) continue; /* h.h stays NULL: "never seen" */
+        if (gptq_hessian_init(&s->h, s->n, err) != 0) return slmc_fail_prefix(err, c->m->path);
+        gptq_packed_unpack(total + s->at_h, s->n, s->h.h);
+        s->h.n_tokens = tokens;
+        if (c->fp_target) {
+            s->cross = malloc((size_t)(s->n * s->n) * sizeof *s->cross);
+            if (!s->cross) return slmc_fail(err, c->m->path, "out of memory for a %lld x %lld matrix", (long long)s->n, (long long)s->n);
+            memcpy(s->cross, total + s->at_c, (size_t)(s->n * s->n) * sizeof *s->cross);
+        }
+    }
+    return 0;
+}
+
+/* Collect layer L's Hessians over every chunk (every rank its share, joined in the tree).
+ * Collective: every rank calls it for the same L. Failures are agreed (c->agreed_failure),
+ * except those of the communication itself. */
+static int collect_layer(gptq_calib *c, int L, slmc_err *err) {
+    double t0 = now_seconds();
+    slots_free(c);
+    c->want_layer = L;
+    const size_t len = layer_layout(c, L);
+    double *total = NULL;
+    comm_sum sum;
+    free(c->vec);
+    c->vec = malloc(len * sizeof *c->vec);
+    total = malloc(len * sizeof *total);
+    /* a failure following rank 0's earlier commands on this rank is reported now */
+    int st = c->pending;
+    if (st != 0 && err) *err = c->err_pending;
+    if (st == 0 && (!c->vec || !total)) st = slmc_fail(err, c->m->path, "out of memory for %zu Hessian values", len);
+    bool open = false;
+    if (st == 0) {
+        st = comm_sum_init(&sum, c->job, COMM_F64, len, c->n_chunks, err);
+        open = st == 0;
+    }
+    if (st == 0) st = collect_chunks(c, L, len, &sum, err);
+    /* the tree over the chunks; then every rank holds the layer's sums. A failure of the
+     * communication itself is not agreed (it ends the job) */
+    int rc = comm_agree(c->job, st, err);
+    if (rc != 0) c->agreed_failure = true;
+    else if (comm_sum_finish(&sum, total, err) != 0) rc = -1;
+    else if ((rc = comm_agree(c->job, layer_unpack(c, total, err), err)) != 0) c->agreed_failure = true;
+    if (open) comm_sum_free(&sum);
+    free(total);
+    free(c->vec);
+    c->vec = NULL;
+    if (rc != 0) {
+        slots_free(c);
+        return -1;
+    }
     c->cur_layer = L;
     c->info.collect_seconds += now_seconds() - t0;
     return 0;
@@ -665,7 +803,9 @@ static calib_slot *slot_of(gptq_calib *c, uint64_t ti, slmc_err *err) {
         return NULL;
     }
     int L = (int)c->tensor_layer[ti];
-    if (c->cur_layer != L && collect_layer(c, L, err) != 0) return NULL;
+    if (c->cur_layer != L &&
+        (send_command(c, CMD_COLLECT, L, 0, 0, 0, err) != 0 || collect_layer(c, L, err) != 0))
+        return NULL;
     calib_slot *s = &c->slots[c->tensor_slot[ti]];
     if (!s->h.h) {
         slmc_fail(err, c->m->path, "tensor %s: its input was never seen during calibration", c->m->tensors[ti].name);
@@ -749,12 +889,16 @@ static int substitute(gptq_calib *c, uint64_t ti, slmc_err *err) {
     return 0;
 }
 
-int gptq_calib_use_rows(gptq_calib *c, uint64_t ti, int type, int64_t r0, int64_t nr, const uint8_t *bytes,
-                        slmc_err *err) {
-    if (!c->sequential || ti >= c->m->n_tensors) return 0;
-    bool used = false; /* only the matrices the forward pass multiplies or looks up */
+/* Whether sequential mode keeps tensor ti's written rows: only the matrices the forward pass
+ * multiplies or looks up. */
+static bool keeps_rows(const gptq_calib *c, uint64_t ti) {
+    if (!c->sequential || ti >= c->m->n_tensors) return false;
+    bool used = false;
     for (int i = 0; i < c->n_weights; i++) used |= c->orig[i].tensor == (int64_t)ti;
-    if (!used) return 0;
+    return used;
+}
+
+static int use_rows(gptq_calib *c, uint64_t ti, int type, int64_t r0, int64_t nr, const uint8_t *bytes, slmc_err *err) {
     const model_tensor *t = &c->m->tensors[ti];
     int64_t rows = model_tensor_rows(t);
     uint64_t rb = type_nbytes(type, t->ne[0]);
@@ -775,6 +919,19 @@ int gptq_calib_use_rows(gptq_calib *c, uint64_t ti, int type, int64_t r0, int64_
     memcpy(c->qdata[ti] + rb * (uint64_t)r0, bytes, rb * (uint64_t)nr);
     c->qrows[ti] += nr;
     return c->qrows[ti] == rows ? substitute(c, ti, err) : 0;
+}
+
+int gptq_calib_use_rows(gptq_calib *c, uint64_t ti, int type, int64_t r0, int64_t nr, const uint8_t *bytes,
+                        slmc_err *err) {
+    if (!keeps_rows(c, ti)) return 0;
+    /* the other ranks' forward passes must run through the same bytes: they get them too */
+    if (c->job->rank == 0 && c->job->size > 1) {
+        const uint64_t n = type_nbytes(type, c->m->tensors[ti].ne[0]) * (uint64_t)(nr > 0 ? nr : 0);
+        if (send_command(c, CMD_ROWS, (int64_t)ti, type, r0, nr, err) != 0 ||
+            comm_bcast(c->job, (void *)bytes, (size_t)n, 0, err) != 0)
+            return -1;
+    }
+    return use_rows(c, ti, type, r0, nr, bytes, err);
 }
 
 void gptq_calib_get_info(const gptq_calib *c, gptq_calib_info *info) { *info = c->info; }
@@ -798,4 +955,70 @@ static int hook_written(void *ud, int target, uint64_t ti, int type, int64_t r0,
 quant_tensor_hook gptq_calib_hook(gptq_calib *c) {
     quant_tensor_hook h = {.ud = c, .wants = hook_wants, .quantize = hook_quantize, .written = hook_written};
     return h;
+}
+
+/* ================================================================ rank 0 leads, the others follow */
+
+static void reset_local(gptq_calib *c) {
+    slots_free(c);
+    substitutions_free(c);
+}
+
+void gptq_calib_reset(gptq_calib *c) {
+    slmc_err err;
+    /* a failed command ends the job when the others wait for the next one: nothing to return */
+    if (c->job->rank == 0) send_command(c, CMD_RESET, 0, 0, 0, 0, &err);
+    reset_local(c);
+}
+
+int gptq_calib_serve(gptq_calib *c, slmc_err *err) {
+    if (c->job->rank == 0) return slmc_fail(err, c->m->path, "rank 0 leads the calibration: it does not serve");
+    slmc_err agreed = {{0}};
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    int rc = 0;
+    for (;;) {
+        int64_t msg[5] = {0};
+        if (comm_bcast(c->job, msg, sizeof msg, 0, err) != 0) { rc = -1; break; }
+        if (msg[0] == CMD_DONE) break;
+        if (msg[0] == CMD_COLLECT) {
+            if (collect_layer(c, (int)msg[1], err) != 0) {
+                if (!c->agreed_failure) { rc = -1; break; } /* the communication failed */
+                agreed = *err; /* rank 0 fails too and sends CMD_DONE */
+            }
+        } else if (msg[0] == CMD_ROWS) {
+            const uint64_t ti = (uint64_t)msg[1];
+            if (ti >= c->m->n_tensors || msg[4] < 0) { rc = slmc_fail(err, c->m->path, "a malformed command from rank 0"); break; }
+            const size_t n = (size_t)(type_nbytes((int)msg[2], c->m->tensors[ti].ne[0]) * (uint64_t)msg[4]);
+            if (n > cap) {
+                uint8_t *nb = realloc(buf, n);
+                if (!nb) { rc = slmc_fail(err, c->m->path, "out of memory for %zu bytes of written rows", n); break; }
+                buf = nb;
+                cap = n;
+            }
+            if (comm_bcast(c->job, buf, n, 0, err) != 0) { rc = -1; break; }
+            /* a failure here is this rank's: reported at the next agreement */
+            if (c->pending == 0 && use_rows(c, ti, (int)msg[2], msg[3], msg[4], buf, &c->err_pending) != 0) c->pending = -1;
+        } else if (msg[0] == CMD_RESET) {
+            reset_local(c);
+        } else {
+            rc = slmc_fail(err, c->m->path, "an unknown command %lld from rank 0", (long long)msg[0]);
+            break;
+        }
+    }
+    free(buf);
+    if (rc != 0) return -1; /* not agreed: the job ends (cli_error) */
+    if (c->agreed_failure) {
+        *err = agreed;
+        return -1;
+    }
+    if (c->pending != 0) *err = c->err_pending;
+    return comm_agree(c->job, c->pending, err);
+}
+
+int gptq_calib_release(gptq_calib *c, int status, slmc_err *err) {
+    if (c->job->size == 1) return status;
+    if (send_command(c, CMD_DONE, 0, 0, 0, 0, err) != 0) return -1;
+    if (c->agreed_failure) return -1; /* every rank has the message already */
+    return comm_agree(c->job, status, err);
 }

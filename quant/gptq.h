@@ -49,6 +49,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "comm/comm.h"
 #include "formats/error.h"
 #include "formats/model.h"
 #include "quant/quantize.h"
@@ -78,6 +79,14 @@ int gptq_hessian_init(gptq_hessian *hs, int64_t n, slmc_err *err);
 void gptq_hessian_free(gptq_hessian *hs);
 /* h += x^T x for x [n_tokens][n] (rows of one product's input). */
 void gptq_hessian_add(gptq_hessian *hs, const float *x, int n_tokens);
+
+/* The upper triangle of an n x n Gram matrix packed row after row (row i: entries i..n-1), the
+ * form in which a chunk's sum is handed to comm_sum: half the values of the full matrix. */
+size_t gptq_packed_len(int64_t n);
+/* p += x^T x (upper triangle) for x [n_tokens][n], with the same additions as gptq_hessian_add. */
+void gptq_packed_add(double *p, int64_t n, const float *x, int n_tokens);
+/* h [n][n] = the packed upper triangle, zeros below the diagonal (as gptq_hessian_add leaves it). */
+void gptq_packed_unpack(const double *p, int64_t n, double *h);
 
 /* What quantization needs from a Hessian, computed once and shared by the weights reading the
  * same input (attn_q/k/v; ffn_gate/up) and by every output type. */
@@ -112,6 +121,8 @@ typedef struct gptq_calib_opts {
     bool sequential;    /* collect layer L through the already quantized layers 0..L-1 (see above) */
     bool fp_target;     /* sequential, and fit the unquantized model's products (implies sequential) */
     double ridge;       /* fp target: correction ridge (see above); <= 0 means GPTQ_DEFAULT_RIDGE */
+    const comm *comm;   /* the ranks sharing the chunks (mpirun; see "Under mpirun" below); NULL:
+                           one process (comm_solo) */
 } gptq_calib_opts;
 
 /* Tokenize the start of the text with m's tokenizer and bind the forward pass to m (which must
@@ -155,5 +166,24 @@ void gptq_calib_get_info(const gptq_calib *c, gptq_calib_info *info);
 /* The hook quantize_model calls for whole tensors (quantize_opts.tensor_hook); in sequential
  * mode its `written` callback feeds gptq_calib_use_rows (and fails for a second target). */
 quant_tensor_hook gptq_calib_hook(gptq_calib *c);
+
+/* ---------------------------------------------------------------- under mpirun
+ * A layer's Hessians are sums over the calibration chunks: each chunk's x x^T (and xf x^T) is
+ * collected on its own, and the chunks are joined by comm_sum's fixed tree over the chunk
+ * index (comm.h), for one process as for N ranks: the same Hessians, the same bytes.
+ *
+ * With several ranks (gptq_calib_opts.comm), every rank calls gptq_calib_open (each tokenizes
+ * the text and evaluates only its share of the chunks). Rank 0 runs quantize_model with the
+ * hook; every collection it needs, every set of written rows (sequential mode) and every
+ * gptq_calib_reset is sent to the other ranks, which follow it in gptq_calib_serve until
+ * rank 0 calls gptq_calib_release. Memory per rank: up to log2(chunks) + 3 copies of one
+ * layer's packed Hessians (the tree's partial sums). */
+
+/* Ranks > 0: follow rank 0's commands until it releases them. Returns 0, or -1 with the
+ * agreed error (any rank's, "rank R: ...") on every rank. */
+int gptq_calib_serve(gptq_calib *c, slmc_err *err);
+/* Rank 0, after quantize_model returned `status` (its message in err): release the others and
+ * agree on the outcome. Returns 0 or -1 (every rank the same); in a job of one, status. */
+int gptq_calib_release(gptq_calib *c, int status, slmc_err *err);
 
 #endif

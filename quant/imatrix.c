@@ -648,13 +648,23 @@ static int h5_attr_i64(hid_t obj, const char *name, const int64_t *v, hsize_t n,
     return rc;
 }
 
+/* Object creation properties without modification times: the same matrix gives the same file
+ * bytes (one process or mpirun, today or tomorrow), so exports compare with cmp. */
+static hid_t h5_untimed(hid_t cls) {
+    hid_t pl = H5Pcreate(cls);
+    if (pl >= 0) H5Pset_obj_track_times(pl, 0);
+    return pl;
+}
+
 static int h5_entry(hid_t f, const imatrix_entry *e) {
     hsize_t dims[2] = {(hsize_t)e->n_mat, (hsize_t)e->n_in};
     const int rank = e->n_mat > 1 ? 2 : 1;
     hid_t sp = rank == 2 ? H5Screate_simple(2, dims, NULL) : H5Screate_simple(1, dims + 1, NULL);
     if (sp < 0) return -1;
     /* names contain dots, never slashes: one dataset at the root per weight */
-    hid_t d = H5Dcreate2(f, e->name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t dcpl = h5_untimed(H5P_DATASET_CREATE);
+    hid_t d = H5Dcreate2(f, e->name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (dcpl >= 0) H5Pclose(dcpl);
     int rc = d >= 0 && H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, e->importance) >= 0 &&
                      h5_attr_i64(d, "counts", e->counts, (hsize_t)e->n_mat, false) == 0
                  ? 0
@@ -681,7 +691,9 @@ int imatrix_write_hdf5(const imatrix *im, const char *path, const char *model_pa
     }
     snprintf(tmp, n, "%s.tmp%d", path, (int)getpid());
     int rc = -1;
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fcpl = h5_untimed(H5P_FILE_CREATE); /* the root group's times too */
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+    if (fcpl >= 0) H5Pclose(fcpl);
     if (f < 0) { slmc_fail(err, path, "cannot create the HDF5 file %s", tmp); goto done; }
     const int64_t n_ctx = chunk_size_or_default(im), chunks = im->chunk_count;
     if (h5_attr_str(f, "format", "slmc-imatrix") != 0 || h5_attr_str(f, "model", model_path ? model_path : "") != 0 ||

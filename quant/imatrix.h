@@ -9,6 +9,9 @@
  *   - weights that share an input (attn_q/attn_k/attn_v, ffn_gate/ffn_up) each get their own
  *     entry with identical values, because llama.cpp keys the statistics by weight name;
  *   - products over fewer than 16 tokens are ignored (llama.cpp's rule).
+ * imatrix_run (imatrix_run.h) collects each chunk this way into a matrix of its own and joins
+ * the chunks in a fixed tree over the chunk index, so that any number of mpirun ranks writes the
+ * same file; imatrix_eval_chunk into one matrix keeps the running sum over every token.
  *
  * Files (both read and written, detected by their first four bytes):
  *   legacy .dat   int32 n_entries; per entry: int32 name length, name bytes, int32 ncall,

@@ -8,6 +8,17 @@
  *      (imatrix_eval_chunk); a matrix collected from scratch is sorted by name;
  *   3. compute the importance (imatrix_finish) and write out (.dat or GGUF) and hdf5.
  *
+ * How the chunks' statistics add up: each chunk's sums are collected on their own (x² token
+ * after token within the chunk, in float, as llama.cpp adds them), then the chunks are joined
+ * by comm_sum's fixed binary tree over the chunk index (comm/comm.h), the same additions for
+ * one process as for any number of ranks. Token counts are integers and add exactly. With
+ * process_output, the chunks' PPL sums (double) are joined the same way.
+ *
+ * Under mpirun (opts.comm with several ranks, eval/ranks.h) every rank reads the in_files,
+ * opens the model and tokenizes the text, evaluates its share of the chunks, and the sums are
+ * combined over the chunks; rank 0 alone writes out and hdf5: the files are the bytes one
+ * process writes.
+ *
  * Nothing is printed: progress goes to hooks->chunk_done, figures to the result. See
  * docs/imatrix.md and imatrix.h.
  */
@@ -17,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "comm/comm.h"
 #include "eval/perplexity.h"
 #include "formats/error.h"
 
@@ -34,12 +46,15 @@ typedef struct imatrix_opts {
     bool out_gguf;                 /* out as a GGUF imatrix (else llama.cpp's legacy .dat) */
     const char *hdf5;              /* also export the mean x² per column here (HDF5), or NULL */
     int n_threads;                 /* threads of the forward passes; 0: omp_get_max_threads() */
+    const comm *comm;              /* the job whose ranks share the chunks (mpirun); NULL: one
+                                      process (comm_solo). Every rank calls imatrix_run alike */
 } imatrix_opts;
 
 typedef struct imatrix_hooks {
     void *ud; /* passed back to the callback */
     /* After each chunk: chunks done (1..n_chunk), of n_chunk, and the seconds since the first
-     * chunk started. Non-zero stops the run with an error. May be NULL. */
+     * chunk started. Under mpirun each rank counts the chunks of its own share (n_chunk is the
+     * share's size). Non-zero stops the run with an error. May be NULL. */
     int (*chunk_done)(void *ud, int done, int n_chunk, double seconds);
 } imatrix_hooks;
 

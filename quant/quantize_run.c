@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "codec/types.h"
+#include "eval/ranks.h"
 #include "formats/fileio.h"
 #include "quant/imatrix.h"
 
@@ -163,15 +164,40 @@ static void plan_stats(const model *m, const int *types, quant_stats *s) {
     }
 }
 
-/* Quantize and write every output, with GPTQ when asked. */
-static int write_outputs(const quantize_run_opts *o, const quantize_hooks *h, quantize_result *r,
-                         const float *const *importance, slmc_err *err) {
+/* Quantize and write every output, with GPTQ when asked (rank 0; the calibration is shared). */
+static int quantize_outputs(const quantize_hooks *h, quantize_result *r, const quantize_opts *qo, gptq_calib *calib,
+                            slmc_err *err) {
     const model *m = &r->m;
     const int n = r->n_outputs;
     quant_target targets[QUANTIZE_MAX_OUTPUTS];
     quant_stats stats[QUANTIZE_MAX_OUTPUTS];
     for (int g = 0; g < n; g++)
         targets[g] = (quant_target){.path = r->outputs[g].path, .types = r->outputs[g].types, .file_type = r->outputs[g].file_type};
+    const slmc_progress *progress = h ? &h->progress : NULL;
+    /* sequential GPTQ's Hessians depend on the output type: one run per type, else one for all */
+    const bool per_type = calib && r->gptq_mode != QUANTIZE_GPTQ_PARALLEL;
+    int rc = 0;
+    if (per_type) {
+        for (int g = 0; g < n && rc == 0; g++) {
+            if (g) gptq_calib_reset(calib);
+            rc = quantize_model(m, &targets[g], 1, qo, &stats[g], progress, err);
+        }
+    } else {
+        rc = quantize_model(m, targets, n, qo, stats, progress, err);
+    }
+    for (int g = 0; g < n && rc == 0; g++) {
+        r->outputs[g].stats = stats[g];
+        if (g == 0 || per_type) r->seconds += stats[g].seconds;
+    }
+    return rc;
+}
+
+/* Every output, with GPTQ when asked: rank 0 writes, the other ranks (mpirun) serve GPTQ's
+ * calibration or wait; the outcome is agreed. */
+static int write_outputs(const quantize_run_opts *o, const quantize_hooks *h, quantize_result *r,
+                         const float *const *importance, slmc_err *err) {
+    const comm *job = ranks_job(o->comm);
+    const model *m = &r->m;
     quantize_opts qo = {.allow_requantize = o->allow_requantize, .importance = importance};
     gptq_calib *calib = NULL;
     quant_tensor_hook gptq_hook;
@@ -182,26 +208,21 @@ static int write_outputs(const quantize_run_opts *o, const quantize_hooks *h, qu
         gptq_calib_opts co = {.text = o->calib, .n_ctx = o->calib_ctx ? o->calib_ctx : ctx_train,
                               .chunks = o->calib_chunks ? o->calib_chunks : DEFAULT_CALIB_CHUNKS, .damp = o->damp,
                               .sequential = r->gptq_mode != QUANTIZE_GPTQ_PARALLEL,
-                              .fp_target = r->gptq_mode == QUANTIZE_GPTQ_FP_TARGET, .ridge = o->ridge};
-        if (gptq_calib_open(&calib, m, &co, err) != 0) return -1;
+                              .fp_target = r->gptq_mode == QUANTIZE_GPTQ_FP_TARGET, .ridge = o->ridge, .comm = job};
+        /* every rank tokenizes the text and binds the forward pass */
+        if (comm_agree(job, gptq_calib_open(&calib, m, &co, err), err) != 0) {
+            gptq_calib_close(calib);
+            return -1;
+        }
         gptq_hook = gptq_calib_hook(calib);
         qo.tensor_hook = &gptq_hook;
     }
-    const slmc_progress *progress = h ? &h->progress : NULL;
-    /* sequential GPTQ's Hessians depend on the output type: one run per type, else one for all */
-    const bool per_type = calib && r->gptq_mode != QUANTIZE_GPTQ_PARALLEL;
-    int rc = 0;
-    if (per_type) {
-        for (int g = 0; g < n && rc == 0; g++) {
-            if (g) gptq_calib_reset(calib);
-            rc = quantize_model(m, &targets[g], 1, &qo, &stats[g], progress, err);
-        }
+    int rc;
+    if (job->rank == 0) {
+        rc = quantize_outputs(h, r, &qo, calib, err);
+        rc = calib ? gptq_calib_release(calib, rc, err) : comm_agree(job, rc, err);
     } else {
-        rc = quantize_model(m, targets, n, &qo, stats, progress, err);
-    }
-    for (int g = 0; g < n && rc == 0; g++) {
-        r->outputs[g].stats = stats[g];
-        if (g == 0 || per_type) r->seconds += stats[g].seconds;
+        rc = calib ? gptq_calib_serve(calib, err) : comm_agree(job, 0, err);
     }
     if (calib) gptq_calib_get_info(calib, &r->gptq_info);
     gptq_calib_close(calib);
@@ -210,12 +231,18 @@ static int write_outputs(const quantize_run_opts *o, const quantize_hooks *h, qu
 
 /* The run on the threads quantize_run chose. */
 static int run(const quantize_run_opts *o, const quantize_hooks *h, quantize_result *r, slmc_err *err) {
+    const comm *job = ranks_job(o->comm);
     model_open_opts mo = {.tokenizer = o->tokenizer};
-    if (model_open(&r->m, o->in, &mo, err) != 0) return -1;
     imatrix im;
     bool have_im = false;
     const float **importance = NULL; /* [n_tensors] from the imatrix, NULL entries for unused tensors */
     int rc = -1;
+    /* every rank opens the input and makes the plans: they agree before anything is written */
+    const int opened = model_open(&r->m, o->in, &mo, err);
+    if (comm_agree(job, opened, err) != 0) {
+        if (opened == 0) quantize_result_free(r); /* another rank failed */
+        return -1;
+    }
     if (o->imatrix) {
         if (load_importance(o, &r->m, &im, &importance, &r->imatrix_tensors, err) != 0) goto done;
         have_im = true;
@@ -229,6 +256,12 @@ static int run(const quantize_run_opts *o, const quantize_hooks *h, quantize_res
             note(h, "warning: %s is already quantized; requantizing compounds the error", o->in);
             break;
         }
+    rc = 0;
+done:
+    if (comm_agree(job, rc, err) != 0) {
+        rc = -1;
+        goto out;
+    }
     if (h && h->planned) h->planned(h->ud, r);
     if (o->dry_run) {
         for (int g = 0; g < r->n_outputs; g++) plan_stats(&r->m, r->outputs[g].types, &r->outputs[g].stats);
@@ -236,7 +269,7 @@ static int run(const quantize_run_opts *o, const quantize_hooks *h, quantize_res
     } else {
         rc = write_outputs(o, h, r, importance, err);
     }
-done:
+out:
     free(importance);
     if (have_im) imatrix_free(&im);
     if (rc != 0) quantize_result_free(r);
@@ -245,7 +278,7 @@ done:
 
 int quantize_run(const quantize_run_opts *o, const quantize_hooks *h, quantize_result *r, slmc_err *err) {
     memset(r, 0, sizeof *r);
-    if (quantize_run_check(o, err) != 0) return -1;
+    if (quantize_run_check(o, err) != 0) return comm_agree(ranks_job(o->comm), -1, err);
     const int caller_threads = omp_get_max_threads();
     if (o->n_threads > 0) omp_set_num_threads(o->n_threads);
     int rc = run(o, h, r, err);

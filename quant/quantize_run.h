@@ -13,6 +13,13 @@
  * Nothing here prints: remarks go to hooks->note, progress to hooks->progress, and the caller
  * prints from the result. Every parallel loop and forward pass of the run uses n_threads
  * threads; the output bytes do not depend on the count.
+ *
+ * Under mpirun (opts.comm with several ranks) every rank opens the input and makes the plans;
+ * rank 0 alone quantizes and writes the outputs (atomically, as in one process). With GPTQ
+ * the other ranks evaluate their share of the calibration chunks for each layer rank 0 asks
+ * for (gptq.h, "under mpirun"): the files are the bytes one process writes. Without GPTQ the
+ * other ranks wait for rank 0. Errors come back agreed: every rank returns the same message.
+ * On ranks other than 0 the result holds the plans but no written figures.
  */
 #ifndef SLMC_QUANTIZE_RUN_H
 #define SLMC_QUANTIZE_RUN_H
@@ -70,6 +77,8 @@ typedef struct quantize_run_opts {
     quantize_gptq_mode gptq_mode;   /* gptq: where the Hessians come from */
     double ridge;                   /* gptq fp target: ridge of the fit, 0 = GPTQ_DEFAULT_RIDGE */
     int n_threads;                  /* threads; 0: omp_get_max_threads() (the caller's count is restored) */
+    const comm *comm;               /* the job's ranks (mpirun): rank 0 writes, the others calibrate
+                                       GPTQ with it; NULL: one process (comm_solo) */
 } quantize_run_opts;
 
 /* No outputs or types yet; output_type and token_embd_type -1 (the mix's), everything else off. */

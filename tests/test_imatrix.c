@@ -580,7 +580,9 @@ START_TEST(test_run) {
     ck_assert(r.n_tokens > 3 * 64);
     ck_assert_int_eq(r.ppl.count, 3 * ppl_scored(64));
 
-    /* the same chunks through imatrix_eval_chunk, written the same way */
+    /* the same chunks through imatrix_eval_chunk, written the same way: each chunk collected
+     * on its own, then the chunks joined by the tree over the chunk index that imatrix_run's
+     * sum uses for any number of ranks (comm.h), for 3 chunks (c0 + c1) + c2 */
     model m;
     llm_model lm;
     llm_context ctx;
@@ -589,10 +591,32 @@ START_TEST(test_run) {
     ck_assert_int_eq(llm_context_init(&ctx, &lm, 64, 64, &err), 0);
     ck_assert_msg(text_tokenize(&m, tp, 0, "test", &t, &err) == 0, "%s", err.msg);
     ck_assert_uint_eq(t.n, r.n_tokens);
+    imatrix chunks[3];
+    for (int c = 0; c < 3; c++) {
+        imatrix_init(&chunks[c], 64);
+        ck_assert_msg(imatrix_eval_chunk(&chunks[c], &ctx, t.ids + c * 64, 64, t.bos, true, NULL, &err) == 0, "%s", err.msg);
+        ck_assert_uint_eq(chunks[c].n, chunks[0].n);
+    }
     imatrix im;
     imatrix_init(&im, 64);
+    for (size_t i = 0; i < chunks[0].n; i++) {
+        const imatrix_entry *e0 = &chunks[0].e[i], *e1 = &chunks[1].e[i], *e2 = &chunks[2].e[i];
+        imatrix_entry *d = imatrix_entry_get(&im, e0->name, e0->n_in, e0->n_mat, NULL, &err);
+        ck_assert_ptr_nonnull(d);
+        for (int64_t j = 0; j < e0->n_in * e0->n_mat; j++) d->sum2[j] = (e0->sum2[j] + e1->sum2[j]) + e2->sum2[j];
+        d->counts[0] = e0->counts[0] + e1->counts[0] + e2->counts[0];
+    }
+    /* the tree is not the running sum over all tokens: the test would see a wrong order */
+    imatrix running;
+    imatrix_init(&running, 64);
     for (int c = 0; c < 3; c++)
-        ck_assert_msg(imatrix_eval_chunk(&im, &ctx, t.ids + c * 64, 64, t.bos, true, NULL, &err) == 0, "%s", err.msg);
+        ck_assert_msg(imatrix_eval_chunk(&running, &ctx, t.ids + c * 64, 64, t.bos, true, NULL, &err) == 0, "%s", err.msg);
+    int differ = 0;
+    for (size_t i = 0; i < im.n; i++)
+        differ += memcmp(im.e[i].sum2, running.e[i].sum2, sizeof(float) * (size_t)im.e[i].n_in) != 0;
+    ck_assert_int_gt(differ, 0);
+    imatrix_free(&running);
+    for (int c = 0; c < 3; c++) imatrix_free(&chunks[c]);
     ck_assert_int_eq(imatrix_add_dataset(&im, tp, &err), 0);
     imatrix_sort(&im);
     ck_assert_int_eq(imatrix_finish(&im, &err), 0);
