@@ -51,11 +51,6 @@ static int read_eval(const char *path, json_t **out, slmc_err *err) {
     return 0;
 }
 
-static double jnum(const json_t *o, const char *key) {
-    const json_t *v = json_object_get(o, key);
-    return json_is_number(v) ? json_number_value(v) : NAN;
-}
-
 /* Leaf i's name, variant, type, published file name and gates: what the plan (the current
  * recipe) says about it, as opposed to what was measured. */
 static void leaf_identity(const pl_plan *pl, int i, pl_result *x) {
@@ -91,7 +86,7 @@ static int measure_leaf(pl_plan *pl, int i, pl_result *x, slmc_err *err) {
     free(model_path);
     if (rc) return -1;
     x->bpw = x->n_params ? 8.0 * (double)x->size / (double)x->n_params : NAN;
-    x->ppl = x->ppl_stderr = x->kld = x->kld_stderr = x->same_top = x->source_ppl = x->source_ppl_stderr = NAN;
+    pl_result_set_eval(x, NULL, NAN, NAN);
     if (l->eval < 0) return 0;
     json_t *ev = NULL, *base = NULL;
     char *p = pl_cache_path(pl, &pl->nodes[l->eval], 0), *pb = pl_cache_path(pl, &pl->nodes[l->base_eval], 0);
@@ -99,14 +94,7 @@ static int measure_leaf(pl_plan *pl, int i, pl_result *x, slmc_err *err) {
     free(p);
     free(pb);
     if (rc) { json_decref(ev); return -1; }
-    x->has_eval = true;
-    x->ppl = jnum(ev, "ppl");
-    x->ppl_stderr = jnum(ev, "ppl_stderr");
-    x->kld = jnum(ev, "kld_mean");
-    x->kld_stderr = jnum(ev, "kld_stderr");
-    x->same_top = jnum(ev, "same_top_p");
-    x->source_ppl = jnum(base, "ppl");
-    x->source_ppl_stderr = jnum(base, "ppl_stderr");
+    pl_result_set_eval(x, ev, pl_json_num(base, "ppl"), pl_json_num(base, "ppl_stderr"));
     json_decref(ev);
     json_decref(base);
     return 0;

@@ -99,12 +99,6 @@ int pl_record_store(const pl_plan *pl, const char *key, const char *label, const
 
 /* ---- loading ------------------------------------------------------------------------------ */
 
-/* A stored measurement: null (or absent) is NAN. */
-static double jnum(const json_t *o, const char *key) {
-    const json_t *v = json_object_get(o, key);
-    return json_is_number(v) ? json_number_value(v) : NAN;
-}
-
 int pl_record_load(const pl_plan *pl, const char *key, pl_result *res, int n, slmc_err *err) {
     const char *exts[1] = {RECORD_EXT};
     if (!pl_entry_complete(pl->cache_dir, key, exts, 1, NULL)) return 1;
@@ -135,15 +129,8 @@ int pl_record_load(const pl_plan *pl, const char *key, pl_result *res, int n, sl
         x->size = (uint64_t)json_integer_value(size);
         x->n_params = (uint64_t)json_integer_value(params);
         x->bpw = x->n_params ? 8.0 * (double)x->size / (double)x->n_params : NAN;
-        x->has_eval = json_is_object(ev);
-        x->ppl = jnum(ev, "ppl");
-        x->ppl_stderr = jnum(ev, "ppl_stderr");
-        x->kld = jnum(ev, "kld_mean");
-        x->kld_stderr = jnum(ev, "kld_stderr");
-        x->same_top = jnum(ev, "same_top_p");
-        x->source_ppl = jnum(ev, "source_ppl");
-        x->source_ppl_stderr = jnum(ev, "source_ppl_stderr");
-        x->ppl_increase = 100.0 * (x->ppl / x->source_ppl - 1.0);
+        if (!json_is_object(ev)) ev = NULL;
+        pl_result_set_eval(x, ev, pl_json_num(ev, "source_ppl"), pl_json_num(ev, "source_ppl_stderr"));
     }
     json_decref(root);
     free(path);

@@ -66,6 +66,23 @@ static void add_failure(pl_result *x, const char *fmt, ...) {
     x->pass = false;
 }
 
+double pl_json_num(const json_t *o, const char *key) {
+    const json_t *v = json_object_get(o, key);
+    return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+void pl_result_set_eval(pl_result *x, const json_t *eval, double source_ppl, double source_ppl_stderr) {
+    x->has_eval = eval != NULL;
+    x->ppl = pl_json_num(eval, "ppl");
+    x->ppl_stderr = pl_json_num(eval, "ppl_stderr");
+    x->kld = pl_json_num(eval, "kld_mean");
+    x->kld_stderr = pl_json_num(eval, "kld_stderr");
+    x->same_top = pl_json_num(eval, "same_top_p");
+    x->source_ppl = eval ? source_ppl : NAN;
+    x->source_ppl_stderr = eval ? source_ppl_stderr : NAN;
+    x->ppl_increase = 100.0 * (x->ppl / x->source_ppl - 1.0);
+}
+
 void pl_report_gate(pl_report *r) {
     r->pass = true;
     for (int i = 0; i < r->n_results; i++) {

@@ -50,6 +50,13 @@ typedef struct pl_report {
     bool pass;                 /* every gated result passes */
 } pl_report;
 
+/* Fill x's measurements from `eval` (an object with slmc eval --json's keys ppl, ppl_stderr,
+ * kld_mean, kld_stderr, same_top_p; NULL: not evaluated, every figure NAN) and the source's PPL
+ * on the same settings; ppl_increase follows from the two. Absent or null numbers are NAN. */
+void pl_result_set_eval(pl_result *x, const json_t *eval, double source_ppl, double source_ppl_stderr);
+/* The number under `key` in object o (NULL allowed), or NAN when absent or not a number. */
+double pl_json_num(const json_t *o, const char *key);
+
 /* Apply the gates to each result (fills pass, failed) and r->pass. */
 void pl_report_gate(pl_report *r);
 /* The report as JSON (new reference). */

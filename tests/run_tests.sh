@@ -21,9 +21,11 @@ passed=0; failed=0; skipped=0
 log=$(mktemp)
 for t in "$build"/tests/test_*; do
     [ -x "$t" ] || continue
+    t0=$(date +%s)
     "$t" >"$log" 2>&1
     rc=$?
     cat "$log"
+    echo "time $t: $(( $(date +%s) - t0 )) s"
     # Check prints "100%: Checks: 7, Failures: 0, Errors: 0"
     line=$(grep -E '^[0-9]+%: Checks: ' "$log" | tail -n 1)
     if [ -n "$line" ]; then
@@ -39,16 +41,18 @@ for t in "$build"/tests/test_*; do
 done
 for e in tests/e2e/*.sh; do
     [ -f "$e" ] || continue
+    t0=$(date +%s)
     SLMC="$build/slmc" sh "$e" >"$log" 2>&1
     rc=$?
+    secs=$(( $(date +%s) - t0 ))
     p=$(grep -c '^ok: ' "$log"); f=$(grep -c '^FAIL: ' "$log"); s=$(grep -c '^SKIP' "$log")
     [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
     passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
     if [ $rc -eq 0 ] && [ "$f" -eq 0 ]; then
-        if [ "$s" -gt 0 ]; then echo "PASS $e ($p checks, $s skipped)"; else echo "PASS $e ($p checks)"; fi
+        if [ "$s" -gt 0 ]; then echo "PASS $e ($p checks, $s skipped, $secs s)"; else echo "PASS $e ($p checks, $secs s)"; fi
         grep -E '^SKIP' "$log" || true
     else
-        cat "$log"; echo "FAIL $e"
+        cat "$log"; echo "FAIL $e ($secs s)"
     fi
 done
 rm -f "$log"
