@@ -176,45 +176,45 @@ int comm_any(const comm *c, int flag, int *any, slmc_err *err) {
     return 0;
 }
 
-int comm_allgather_i32(const comm *c, const int32_t *mine, size_t n, int32_t **all, size_t *n_all, slmc_err *err) {
+int comm_allgather(const comm *c, const void *mine, size_t bytes, void **all, size_t *n_all, slmc_err *err) {
     *all = NULL;
     *n_all = 0;
     if (!c->mpi || c->size == 1) {
         if (c->size > 1) return slmc_fail(err, NULL, "a job of %d ranks needs MPI", c->size);
-        *all = malloc(sizeof(int32_t) * (n ? n : 1));
-        if (!*all) return slmc_fail(err, NULL, "out of memory for %zu values", n);
-        if (n) memcpy(*all, mine, sizeof(int32_t) * n);
-        *n_all = n;
+        if (!(*all = malloc(bytes ? bytes : 1))) return slmc_fail(err, NULL, "out of memory for %zu bytes", bytes);
+        if (bytes) memcpy(*all, mine, bytes);
+        *n_all = bytes;
         return 0;
     }
 #ifdef SLMC_MPI
-    /* every rank's count, then each rank's values broadcast from it in turn */
-    uint64_t *counts = calloc((size_t)c->size, sizeof *counts);
-    if (!counts) return slmc_fail(err, NULL, "out of memory");
-    uint64_t my = n;
-    int rc = MPI_Allgather(&my, 1, MPI_UINT64_T, counts, 1, MPI_UINT64_T, MPI_COMM_WORLD);
+    /* every rank's size, then each rank's bytes broadcast from it in turn (in pieces: MPI
+     * counts are int) */
+    uint64_t *sizes = calloc((size_t)c->size, sizeof *sizes);
+    if (!sizes) return slmc_fail(err, NULL, "out of memory");
+    uint64_t my = bytes;
+    int rc = MPI_Allgather(&my, 1, MPI_UINT64_T, sizes, 1, MPI_UINT64_T, MPI_COMM_WORLD);
     if (rc != MPI_SUCCESS) {
-        free(counts);
+        free(sizes);
         return mpi_fail(err, "MPI_Allgather", rc);
     }
     size_t total = 0;
-    for (int r = 0; r < c->size; r++) total += counts[r];
-    int32_t *out = malloc(sizeof(int32_t) * (total ? total : 1));
+    for (int r = 0; r < c->size; r++) total += sizes[r];
+    char *out = malloc(total ? total : 1);
     if (!out) {
-        free(counts);
-        return slmc_fail(err, NULL, "out of memory for %zu values", total);
+        free(sizes);
+        return slmc_fail(err, NULL, "out of memory for %zu bytes", total);
     }
     size_t off = 0;
     for (int r = 0; r < c->size; r++) {
-        if (r == c->rank && n) memcpy(out + off, mine, sizeof(int32_t) * n);
-        if (bcast_bytes(out + off, sizeof(int32_t) * counts[r], r, err) != 0) {
-            free(counts);
+        if (r == c->rank && bytes) memcpy(out + off, mine, bytes);
+        if (bcast_bytes(out + off, sizes[r], r, err) != 0) {
+            free(sizes);
             free(out);
             return -1;
         }
-        off += counts[r];
+        off += sizes[r];
     }
-    free(counts);
+    free(sizes);
     *all = out;
     *n_all = total;
     return 0;
@@ -222,6 +222,27 @@ int comm_allgather_i32(const comm *c, const int32_t *mine, size_t n, int32_t **a
     (void)mine;
     return slmc_fail(err, NULL, "a job of %d ranks needs MPI", c->size);
 #endif
+}
+
+int comm_allgather_i32(const comm *c, const int32_t *mine, size_t n, int32_t **all, size_t *n_all, slmc_err *err) {
+    void *bytes = NULL;
+    size_t n_bytes = 0;
+    if (comm_allgather(c, mine, n * sizeof *mine, &bytes, &n_bytes, err) != 0) return -1;
+    *all = bytes;
+    *n_all = n_bytes / sizeof *mine;
+    return 0;
+}
+
+int comm_bcast_alloc(const comm *c, void **buf, size_t *bytes, int root, slmc_err *err) {
+    if (!c->mpi || c->size == 1) return 0;
+    uint64_t n = c->rank == root ? (uint64_t)*bytes : 0;
+    if (comm_bcast(c, &n, sizeof n, root, err) != 0) return -1;
+    if (c->rank != root) {
+        *buf = malloc(n ? (size_t)n : 1);
+        *bytes = (size_t)n;
+        if (!*buf) return slmc_fail(err, NULL, "out of memory for %llu bytes from rank %d", (unsigned long long)n, root);
+    }
+    return comm_bcast(c, *buf, (size_t)n, root, err);
 }
 
 /* ---------------------------------------------------------------------------------------

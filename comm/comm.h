@@ -63,9 +63,14 @@ int comm_bcast(const comm *c, void *buf, size_t bytes, int root, slmc_err *err);
 int comm_agree(const comm *c, int status, slmc_err *err);
 /* *any = whether `flag` is non-zero on some rank (a stop asked for on one rank stops all). */
 int comm_any(const comm *c, int flag, int *any, slmc_err *err);
-/* Concatenate every rank's `n` int32 values in rank order; *all (malloc'd, *n_all values) on
- * every rank. */
+/* Concatenate every rank's `bytes` bytes of mine in rank order (ranks may pass different
+ * sizes); *all (malloc'd, *n_all bytes; free it) on every rank. */
+int comm_allgather(const comm *c, const void *mine, size_t bytes, void **all, size_t *n_all, slmc_err *err);
+/* The same for `n` int32 values: *all holds *n_all values. */
 int comm_allgather_i32(const comm *c, const int32_t *mine, size_t n, int32_t **all, size_t *n_all, slmc_err *err);
+/* A buffer whose size only root knows, from root to every rank: on root *buf / *bytes are the
+ * input (left as they are); on the others they receive a malloc'd copy (free it). */
+int comm_bcast_alloc(const comm *c, void **buf, size_t *bytes, int root, slmc_err *err);
 
 /* ---------------------------------------------------------------------------------------
  * The sum over units in a fixed tree (see the top of this file)

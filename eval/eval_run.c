@@ -174,7 +174,7 @@ static int fold_rows(eval_state *s, eval_result *r, slmc_err *err) {
     const size_t n_all = (size_t)s->n_chunk * (size_t)s->n_scored;
     void *all = NULL;
     size_t bytes = 0;
-    if (ranks_gather(s->job, s->nll, n_mine * sizeof(double), &all, &bytes, err) != 0) return -1;
+    if (comm_allgather(s->job, s->nll, n_mine * sizeof(double), &all, &bytes, err) != 0) return -1;
     if (bytes != n_all * sizeof(double)) {
         free(all);
         return slmc_fail(err, o->model, "the ranks returned %zu row values, not %zu", bytes / sizeof(double), n_all);
@@ -182,7 +182,7 @@ static int fold_rows(eval_state *s, eval_result *r, slmc_err *err) {
     ppl_add_nll(&r->stats, all, (int64_t)n_all);
     free(all);
     if (!s->kld_rows) return 0;
-    if (ranks_gather(s->job, s->kld_rows, n_mine * sizeof(kld_row), &all, &bytes, err) != 0) return -1;
+    if (comm_allgather(s->job, s->kld_rows, n_mine * sizeof(kld_row), &all, &bytes, err) != 0) return -1;
     int rc = bytes == n_all * sizeof(kld_row)
                  ? kld_add_rows(&s->kld, all, (int64_t)n_all, err)
                  : slmc_fail(err, o->model, "the ranks returned %zu KL-divergence rows, not %zu", bytes / sizeof(kld_row), n_all);

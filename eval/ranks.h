@@ -12,7 +12,7 @@
  *   3. comm_agree on the chunk loop, then the chunks are combined in chunk order: sums over
  *      chunks by comm_sum's fixed tree (the same bits for any number of ranks, and for the
  *      plain process, which runs the same code as a job of one), row values that a
- *      llama.cpp-compatible statistic folds one after the other by ranks_gather;
+ *      llama.cpp-compatible statistic folds one after the other by comm_allgather;
  *   4. rank 0 alone writes the outputs, then a last comm_agree hands every rank the outcome.
  *
  * The rule for errors: a function that makes collective calls reports an error only after a
@@ -32,14 +32,5 @@
 
 /* The job an options struct names: c, or the job of one (comm_solo) when c is NULL. */
 const comm *ranks_job(const comm *c);
-
-/* Every rank's `bytes` bytes of mine, concatenated in rank order, on every rank: *all
- * (malloc'd, *n_all bytes; free it). With chunks shared by comm_share, rank order is chunk
- * order. bytes must be a multiple of 4 (the values travel as int32 words). Collective. */
-int ranks_gather(const comm *c, const void *mine, size_t bytes, void **all, size_t *n_all, slmc_err *err);
-
-/* Rank 0's byte buffer to every rank: on rank 0 *buf / *bytes are the input (left as they are),
- * on the others they receive a malloc'd copy (free it). Collective. */
-int ranks_bcast_buffer(const comm *c, void **buf, size_t *bytes, slmc_err *err);
 
 #endif

@@ -129,7 +129,7 @@ static int layout_share(const comm *job, chunk_stats *cs, bool have_chunks, bool
     }
     void *buf = job->rank == 0 ? mine : NULL;
     size_t n = n_mine;
-    if (ranks_bcast_buffer(job, &buf, &n, err) != 0) {
+    if (comm_bcast_alloc(job, &buf, &n, 0, err) != 0) {
         free(mine);
         *comm_failed = true;
         return -1;

@@ -140,6 +140,16 @@ START_TEST(test_misuse_refused) {
     ck_assert_int_eq(comm_allgather_i32(&comm_solo, mine, 3, &all, &n_all, &err), 0);
     ck_assert(n_all == 3 && all[2] == 3);
     free(all);
+    void *bytes = NULL;
+    ck_assert_int_eq(comm_allgather(&comm_solo, "abc", 3, &bytes, &n_all, &err), 0);
+    ck_assert(n_all == 3 && memcmp(bytes, "abc", 3) == 0);
+    free(bytes);
+    /* a job of one keeps root's buffer as it is */
+    char text[] = "root";
+    void *buf = text;
+    size_t len = 4;
+    ck_assert_int_eq(comm_bcast_alloc(&comm_solo, &buf, &len, 0, &err), 0);
+    ck_assert(buf == text && len == 4);
 }
 END_TEST
 
