@@ -56,20 +56,11 @@ while [ $round -lt "$RUNS" ]; do
 done
 echo "# slmc bench/mpi_calib: books-22m, $CHUNKS chunks of 256 of books-valid.txt, median of $RUNS alternating runs,"
 echo "# $CORES cores: one process -t $CORES (one), one process -t $HALF (one-half), mpirun -np 2 ${MPIRUN_ARGS:+$MPIRUN_ARGS }-t $HALF per rank (np2)"
-awk '
-    { n[$1]++; w[$1, n[$1]] = $2; if (!($1 in seen)) { seen[$1] = 1; split($1, p, ":"); if (!(p[1] in g)) { g[p[1]] = 1; order[++k] = p[1] } } }
-    function median(name,   i, j, t, v, c) {
-        c = n[name]; for (i = 1; i <= c; i++) v[i] = w[name, i]
-        for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-        return c % 2 ? v[(c + 1) / 2] : (v[c / 2] + v[c / 2 + 1]) / 2
-    }
-    END {
-        printf "%-10s %9s %9s %9s %10s %10s\n", "command", "one s", "one-half s", "np2 s", "one/np2", "half/np2"
-        for (i = 1; i <= k; i++) {
-            a = median(order[i] ":one"); h = median(order[i] ":half"); b = median(order[i] ":np2")
-            printf "%-10s %9.2f %9.2f %9.2f %9.2fx %9.2fx\n", order[i], a, h, b, (b > 0 ? a / b : 0), (b > 0 ? h / b : 0)
-        }
-    }' "$DIR/results"
+printf "%-10s %9s %9s %9s %10s %10s\n" command "one s" "one-half s" "np2 s" one/np2 half/np2
+for c in imatrix eval eval-kld; do
+    a=$(median "$c:one"); h=$(median "$c:half"); b=$(median "$c:np2")
+    printf "%-10s %9.2f %9.2f %9.2f %9sx %9sx\n" "$c" "$a" "$h" "$b" "$(ratio "$a" "$b")" "$(ratio "$h" "$b")"
+done
 cmp -s "$DIR/mpi-im-one.dat" "$DIR/mpi-im-np2.dat" && echo "imatrix outputs: byte-identical" || { echo "imatrix outputs DIFFER"; exit 1; }
 [ "$(figures "$DIR/mpi-ev-one.txt")" = "$(figures "$DIR/mpi-ev-np2.txt")" ] &&
     [ "$(figures "$DIR/mpi-kl-one.txt")" = "$(figures "$DIR/mpi-kl-np2.txt")" ] &&

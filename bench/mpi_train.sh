@@ -30,18 +30,8 @@ while [ $round -lt "$RUNS" ]; do
     round=$((round + 1))
 done
 echo "# slmc bench/mpi_train: books-22m shape, $STEPS steps of 8 x 256 tokens, median of $RUNS alternating runs, $CORES cores"
-awk '
-    { n[$1]++; w[$1, n[$1]] = $2 }
-    function median(name,   i, j, t, v, c) {
-        c = n[name]; for (i = 1; i <= c; i++) v[i] = w[name, i]
-        for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-        return c % 2 ? v[(c + 1) / 2] : (v[c / 2] + v[c / 2 + 1]) / 2
-    }
-    END {
-        a = median("train:one"); b = median("train:np2")
-        printf "%-26s %8s\n", "run", "wall s"
-        printf "%-26s %8.2f\n", "one process", a
-        printf "%-26s %8.2f\n", "mpirun -np 2", b
-        printf "speed-up of 2 ranks: %.2fx\n", (b > 0 ? a / b : 0)
-    }' "$DIR/results"
+a=$(median train:one); b=$(median train:np2)
+printf "%-26s %8s\n" run "wall s"
+printf "%-26s %8.2f\n" "one process" "$a" "mpirun -np 2" "$b"
+echo "speed-up of 2 ranks: $(ratio "$a" "$b")x"
 cmp -s "$DIR/mpi-one.gguf" "$DIR/mpi-np2.gguf" && echo "outputs: byte-identical" || { echo "outputs DIFFER"; exit 1; }
