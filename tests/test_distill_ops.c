@@ -58,7 +58,7 @@ static void check_grad(const char *what, float *x, size_t n, const float *grad, 
         double num = (lp - lm) / ((double)(keep + eps) - (double)(keep - eps));
         double err = fabs(num - grad[i]) / (fabs(num) + fabs(grad[i]) + 1e-2);
         if (err > worst) worst = err;
-        ck_assert_msg(err < rtol, "%s[%zu]: analytic %.6g, finite difference %.6g", what, i, grad[i], num);
+        CK_ASSERT_QUIET(err < rtol, "%s[%zu]: analytic %.6g, finite difference %.6g", what, i, grad[i], num);
         checked++;
     }
     ck_assert_int_gt(checked, 0);
@@ -229,7 +229,7 @@ static void attx_case(int B, int T, int NH, int NKV, int hd, attn_opts o, float 
         for (int t2 = 0; t2 < T; t2++) {
             const float a = c.att[(size_t)r * T + t2];
             const bool seen = t2 <= t && (o.window == 0 || t - t2 < o.window);
-            ck_assert_msg(seen ? a > 0.0f : a == 0.0f, "att row %d key %d: %g", r, t2, a);
+            CK_ASSERT_QUIET(seen ? a > 0.0f : a == 0.0f, "att row %d key %d: %g", r, t2, a);
             s += a;
             if (!seen) continue;
             double d = 0;

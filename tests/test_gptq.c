@@ -251,7 +251,7 @@ static void compare_methods(int type, double *e_gptq, double *e_plain, double *e
     float *d = malloc((size_t)lc.cols * sizeof *d);
     for (int64_t r = 0; r < lc.rows; r++) {
         k->dequantize(q + (uint64_t)r * rb, d, lc.cols);
-        for (int64_t i = 0; i < lc.cols; i++) ck_assert(isfinite(d[i]));
+        CK_ASSERT_RANGE(i, 0, lc.cols, isfinite(d[i]));
     }
     free(d);
     /* the factor symmetrised hs.h: the full H for the error */
@@ -347,7 +347,7 @@ START_TEST(books_gptq_through_quantize_model) {
         int64_t n = a.tensors[i].ne[0] * a.tensors[i].ne[1];
         float *d = malloc((size_t)n * sizeof *d);
         k->dequantize(gguf_tensor_data(&a, i), d, n);
-        for (int64_t j = 0; j < n; j++) ck_assert(isfinite(d[j]));
+        CK_ASSERT_RANGE(j, 0, n, isfinite(d[j]));
         free(d);
     }
     gguf_close(&a);
@@ -518,7 +518,7 @@ START_TEST(sequential_hessian_sees_quantized_layer0) {
         double max_rel = 0, diag = 0;
         for (int64_t i = 0; i < n; i++) diag += want.h[k][i * n + i];
         for (int64_t i = 0; i < n * n; i++) {
-            ck_assert_msg(probe.got.h[k][i] == want.h[k][i], "%s: H[%lld] %.17g, hybrid model %.17g", PROBE_NAMES[k],
+            CK_ASSERT_QUIET(probe.got.h[k][i] == want.h[k][i], "%s: H[%lld] %.17g, hybrid model %.17g", PROBE_NAMES[k],
                           (long long)i, probe.got.h[k][i], want.h[k][i]);
             max_rel = fmax(max_rel, fabs(unq.h[k][i] - want.h[k][i]) / (diag / (double)n));
         }

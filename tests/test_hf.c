@@ -109,7 +109,7 @@ static void write_tiny_st(const char *dir, const tiny_tensor *tt, int n, int typ
         for (int64_t r = 0; r < rows; r++) {
             for (int64_t c = 0; c < cols; c++) row[c] = tensor_value(i, r, c);
             row_from_f32(type, row, bytes, cols);
-            ck_assert_msg(st_writer_write(&w, bytes, (size_t)type_nbytes(type, cols), &err) == 0, "%s", err.msg);
+            CK_ASSERT_QUIET(st_writer_write(&w, bytes, (size_t)type_nbytes(type, cols), &err) == 0, "%s", err.msg);
         }
     }
     ck_assert_msg(st_writer_finish(&w, &err) == 0, "%s", err.msg);
@@ -647,7 +647,7 @@ START_TEST(test_quantized_gguf_to_hf) {
         float *g = model_f32(&q, (uint64_t)qi);
         const float *stored = (const float *)ht->data;
         for (int64_t r = 0; r < rows; r++)
-            ck_assert_msg(memcmp(stored + r * ne0, g + qk_row_gguf_of_hf(r, rows, heads) * ne0, (size_t)ne0 * 4) == 0,
+            CK_ASSERT_QUIET(memcmp(stored + r * ne0, g + qk_row_gguf_of_hf(r, rows, heads) * ne0, (size_t)ne0 * 4) == 0,
                           "%s: HF row %lld", perm[k], (long long)r);
         free(g);
     }
@@ -1315,7 +1315,7 @@ START_TEST(test_gemma_plus_one) {
         for (int c = 0; c < 8; c++) {
             float w = as_type(GGML_TYPE_BF16, tensor_value(norms[k].ti, 0, c)); /* values 200..1100: 1 + w rounds */
             float want = as_type(GGML_TYPE_BF16, w + 1.0f);
-            ck_assert_msg(v[c] == want && f[c] == want, "%s[%d]: %g, %g, want bf16(1 + %g) = %g", norms[k].gguf, c, v[c],
+            CK_ASSERT_QUIET(v[c] == want && f[c] == want, "%s[%d]: %g, %g, want bf16(1 + %g) = %g", norms[k].gguf, c, v[c],
                           f[c], w, want);
         }
         free(v);

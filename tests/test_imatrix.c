@@ -181,7 +181,7 @@ START_TEST(test_round_trips) {
     ck_assert_int_eq(imatrix_read(&d, ref, &err), 0);
     ck_assert_int_eq(imatrix_finish(&d, &err), 0);
     for (size_t i = 0; i < d.n; i++)
-        for (int64_t j = 0; j < d.e[i].n_in; j++) ck_assert(rel_err(d.e[i].importance[j], a.e[i].importance[j]) < 1e-6);
+        CK_ASSERT_RANGE(j, 0, d.e[i].n_in, rel_err(d.e[i].importance[j], a.e[i].importance[j]) < 1e-6);
     free(b1); free(b2); free(bref); free(bout);
     imatrix_free(&a); imatrix_free(&b); imatrix_free(&c); imatrix_free(&d);
     free(g1); free(d1); free(g2); free(ref);
@@ -224,7 +224,7 @@ START_TEST(test_load_for_quantize) {
         for (int64_t j = 0; j < n; j++) {
             float v;
             memcpy(&v, p + strlen(t->name) + 8 + 4 * j, 4);
-            ck_assert_msg(imp[j] == v / (float)ncall, "%s[%lld]", t->name, (long long)j);
+            CK_ASSERT_QUIET(imp[j] == v / (float)ncall, "%s[%lld]", t->name, (long long)j);
         }
     }
     const float **table;
@@ -427,7 +427,7 @@ static void layer0_expect(const model *m, const int32_t *ids, int32_t bos, int n
     for (int c = 0; c < n_chunk; c++)
         for (int t = 0; t < REF_CTX; t++) {
             int32_t id = t == 0 ? bos : ids[(size_t)c * REF_CTX + t];
-            ck_assert_int_eq(model_read_rows_f32(m, te, id, 1, row, &err), 0);
+            CK_ASSERT_QUIET(model_read_rows_f32(m, te, id, 1, row, &err) == 0, "%s", err.msg);
             double ss = 0;
             for (int64_t j = 0; j < E; j++) ss += (double)row[j] * row[j];
             const float scale = 1.0f / sqrtf((float)(ss / (double)E) + m->cfg.norm_eps);

@@ -101,7 +101,7 @@ START_TEST(test_vec_dot_ref_vs_double) {
                 double exact = 0;
                 for (int64_t i = 0; i < n; ++i) exact += (double)wr[i] * av[i];
                 const float got = kern_vec_dot_ref(type)(n, W.q + W.row_bytes * (size_t)r, act);
-                ck_assert_msg(fabs(got - exact) <= tolerance(type, wr, av, n), "%s row %d trial %d: %.9g vs %.9g",
+                CK_ASSERT_QUIET(fabs(got - exact) <= tolerance(type, wr, av, n), "%s row %d trial %d: %.9g vs %.9g",
                               type_name(type), r, trial, got, exact);
             }
         }
@@ -128,7 +128,7 @@ static void check_matmul(kern_impl impl) {
                              .row_map = use_map ? map : NULL};
             slmc_err err = {0};
             ck_assert_int_eq(kern_impl_resolve(impl), impl);
-            ck_assert_msg(kern_matmul(&(kern_ctx){.impl = impl}, &w, x, ntok, y, &err) == 0, "%s", err.msg);
+            CK_ASSERT_QUIET(kern_matmul(&(kern_ctx){.impl = impl}, &w, x, ntok, y, &err) == 0, "%s", err.msg);
             for (int t = 0; t < ntok; ++t) {
                 kern_act_convert(type, x + t * n, act, n);
                 for (int r = 0; r < rows; ++r) {
@@ -137,7 +137,7 @@ static void check_matmul(kern_impl impl) {
                     float av[512];
                     act_values(type, act, av, n);
                     const double tol = tolerance(type, W.deq + src * n, av, n);
-                    ck_assert_msg(fabs(y[t * rows + r] - want) <= tol, "%s impl %d tok %d row %d: %.9g vs %.9g",
+                    CK_ASSERT_QUIET(fabs(y[t * rows + r] - want) <= tol, "%s impl %d tok %d row %d: %.9g vs %.9g",
                                   type_name(type), impl, t, r, y[t * rows + r], want);
                 }
             }
@@ -283,11 +283,11 @@ START_TEST(test_tiled_dots_bit_identical) {
                         for (int r = 0; r < ldy; ++r) {
                             const float got = y[t * ldy + r];
                             if (t < nt && r < nr)
-                                ck_assert_msg(memcmp(&got, &want[t][r], sizeof got) == 0,
+                                CK_ASSERT_QUIET(memcmp(&got, &want[t][r], sizeof got) == 0,
                                               "%s n %lld rows %d tokens %d: (%d, %d) %.9g vs 1x1 %.9g", type_name(type),
                                               (long long)n, nr, nt, r, t, got, want[t][r]);
                             else
-                                ck_assert_msg(got == -12345.0f, "%s: wrote outside the block at (%d, %d)",
+                                CK_ASSERT_QUIET(got == -12345.0f, "%s: wrote outside the block at (%d, %d)",
                                               type_name(type), r, t);
                         }
                     /* the tiled kernel alone: even row counts, or nothing when it does not apply */
@@ -303,11 +303,11 @@ START_TEST(test_tiled_dots_bit_identical) {
                             for (int r = 0; r < ldy; ++r) {
                                 const float got = y[t * ldy + r];
                                 if (t < nt && r < k5)
-                                    ck_assert_msg(memcmp(&got, &want[t][r], sizeof got) == 0,
+                                    CK_ASSERT_QUIET(memcmp(&got, &want[t][r], sizeof got) == 0,
                                                   "AVX-512 %s n %lld rows %d tokens %d: (%d, %d) %.9g vs 1x1 %.9g",
                                                   type_name(type), (long long)n, nr, nt, r, t, got, want[t][r]);
                                 else
-                                    ck_assert_msg(got == -12345.0f, "AVX-512 %s: wrote outside (%d, %d)", type_name(type), r, t);
+                                    CK_ASSERT_QUIET(got == -12345.0f, "AVX-512 %s: wrote outside (%d, %d)", type_name(type), r, t);
                             }
                     }
                 }
@@ -367,11 +367,11 @@ START_TEST(test_float_rows_in_place_bit_identical) {
                         for (int r = 0; r < ldy; ++r) {
                             const float got = y[t * ldy + r];
                             if (t < nt && r < k)
-                                ck_assert_msg(memcmp(&got, &want[t * MAXR + r], sizeof got) == 0,
+                                CK_ASSERT_QUIET(memcmp(&got, &want[t * MAXR + r], sizeof got) == 0,
                                               "%s n %lld rows %d tokens %d: (%d, %d) %.9g vs 1x1 %.9g", type_name(type),
                                               (long long)n, nr, nt, r, t, got, want[t * MAXR + r]);
                             else
-                                ck_assert_msg(got == -12345.0f, "%s: wrote outside (%d, %d)", type_name(type), r, t);
+                                CK_ASSERT_QUIET(got == -12345.0f, "%s: wrote outside (%d, %d)", type_name(type), r, t);
                         }
                 }
             if (type == GGML_TYPE_F16) ck_assert(isnan(want[0 * MAXR + 5]) && isnan(want[0 * MAXR + 6]));
@@ -415,12 +415,12 @@ START_TEST(test_matmul_avx2_exact) {
                                  .row_map = use_map ? map : NULL};
                 float y[MAXT * MAXR];
                 slmc_err err = {0};
-                ck_assert_msg(kern_matmul(&(kern_ctx){.impl = KERN_AVX2, .n_threads = 1 + nt % 2}, &w, x, nt, y, &err) == 0,
+                CK_ASSERT_QUIET(kern_matmul(&(kern_ctx){.impl = KERN_AVX2, .n_threads = 1 + nt % 2}, &w, x, nt, y, &err) == 0,
                               "%s", err.msg);
                 for (int t = 0; t < nt; ++t)
                     for (int r = 0; r < nr; ++r) {
                         const float want = kern_dot_unpacked(wd, true, n, &rows[use_map ? map[r] : r], &acts[t]);
-                        ck_assert_msg(memcmp(&y[t * nr + r], &want, sizeof want) == 0, "%s rows %d tokens %d (%d, %d)",
+                        CK_ASSERT_QUIET(memcmp(&y[t * nr + r], &want, sizeof want) == 0, "%s rows %d tokens %d (%d, %d)",
                                       type_name(type), nr, nt, r, t);
                     }
             }
@@ -460,7 +460,7 @@ START_TEST(test_unpack_avx2_bit_identical) {
                 ck_assert_int_eq(type, GGML_TYPE_F32); /* the one type without a vector unpack */
                 continue;
             }
-            ck_assert_msg(memcmp(m1, m2, ub) == 0, "%s weight row %d", type_name(type), r);
+            CK_ASSERT_QUIET(memcmp(m1, m2, ub) == 0, "%s weight row %d", type_name(type), r);
         }
         for (int t = 0; t < NT; ++t) {
             kern_arow a1, a2;
@@ -474,7 +474,7 @@ START_TEST(test_unpack_avx2_bit_identical) {
                 ck_assert_int_eq(type, GGML_TYPE_F32);
                 continue;
             }
-            ck_assert_msg(memcmp(m1, m2, ub) == 0, "%s activation row %d", type_name(type), t);
+            CK_ASSERT_QUIET(memcmp(m1, m2, ub) == 0, "%s activation row %d", type_name(type), t);
         }
         if (type == GGML_TYPE_F16 || type == GGML_TYPE_BF16) { /* every special half: NaNs (signalling too), infinities, subnormals */
             uint16_t h[768];
@@ -487,7 +487,7 @@ START_TEST(test_unpack_avx2_bit_identical) {
             kern_unpacked_carve(m2, n, &w2, NULL);
             kern_unpack_wrow(wd, h, n, &w1);
             ck_assert(kern_unpack_wrow_avx2(wd, h, n, &w2));
-            ck_assert_msg(memcmp(m1, m2, ub) == 0, "%s special values", type_name(type));
+            CK_ASSERT_QUIET(memcmp(m1, m2, ub) == 0, "%s special values", type_name(type));
         }
         /* non-finite activations: the quantized types decline, the float ones round as the scalar code */
         float bad[768];
@@ -504,7 +504,7 @@ START_TEST(test_unpack_avx2_bit_identical) {
             kern_unpack_arow(wd->act_type, raw, n, &a1);
             if (done) ck_assert_msg(memcmp(m1, m2, ub) == 0, "%s non-finite activation row", type_name(type));
         } else {
-            ck_assert_msg(!done, "%s: a non-finite row took the vector path", type_name(type));
+            CK_ASSERT_QUIET(!done, "%s: a non-finite row took the vector path", type_name(type));
         }
         free_wmat(&W);
     }
@@ -573,7 +573,7 @@ START_TEST(test_iq_unpacked_dots) {
         for (int which = 0; which < 2; ++which) {
             const int type = IQTYPES[ti];
             const kern_wdesc *wd = kern_wdesc_get(type);
-            ck_assert_msg(wd != NULL, "%s has no kern_wdesc", type_name(type));
+            CK_ASSERT_QUIET(wd != NULL, "%s has no kern_wdesc", type_name(type));
             ck_assert_ptr_nonnull(kern_vec_dot_ref(type));
             ck_assert(kern_weight_supported(type, IQ_LENS[which]));
             iqmat W = load_iq(type, which);
@@ -601,7 +601,7 @@ START_TEST(test_iq_unpacked_dots) {
                     kern_unpacked_carve(m2, n, &w2, NULL);
                     kern_unpack_wrow(wd, rowsel + W.row_bytes * (size_t)r, n, &w1);
                     if (kern_unpack_wrow_avx2(wd, rowsel + W.row_bytes * (size_t)r, n, &w2))
-                        ck_assert_msg(memcmp(m1, m2, ub) == 0, "%s: AVX2 unpacking of row %d", type_name(type), r);
+                        CK_ASSERT_QUIET(memcmp(m1, m2, ub) == 0, "%s: AVX2 unpacking of row %d", type_name(type), r);
                 }
                 for (int t = 0; t < NT; ++t) {
                     kern_arow a1, a2;
@@ -611,7 +611,7 @@ START_TEST(test_iq_unpacked_dots) {
                     kern_unpacked_carve(m2, n, NULL, &a2);
                     kern_unpack_arow(wd->act_type, raw + ab * (size_t)t, n, &a1);
                     ck_assert(kern_act_unpack_avx2(wd, x + t * n, n, &a2));
-                    ck_assert_msg(memcmp(m1, m2, ub) == 0, "%s: AVX2 activation row %d", type_name(type), t);
+                    CK_ASSERT_QUIET(memcmp(m1, m2, ub) == 0, "%s: AVX2 activation row %d", type_name(type), t);
                 }
                 free(m1);
                 free(m2);
@@ -624,11 +624,11 @@ START_TEST(test_iq_unpacked_dots) {
                     const double tol = iq_tolerance(wd, &rows[r], av, n);
                     const float sc = kern_dot_unpacked(wd, false, n, &rows[r], &acts[t]);
                     const float ref = kern_vec_dot_ref(type)(n, rowsel + W.row_bytes * (size_t)r, raw + ab * (size_t)t);
-                    ck_assert_msg(fabs(sc - ref) <= tol, "%s n %lld (%d, %d): unpacked %.9g vs reference %.9g",
+                    CK_ASSERT_QUIET(fabs(sc - ref) <= tol, "%s n %lld (%d, %d): unpacked %.9g vs reference %.9g",
                                   type_name(type), (long long)n, r, t, sc, ref);
                     if (!avx2) continue;
                     want[t][r] = kern_dot_unpacked(wd, true, n, &rows[r], &acts[t]);
-                    ck_assert_msg(fabs(sc - want[t][r]) <= tol, "%s n %lld (%d, %d): scalar %.9g vs AVX2 %.9g",
+                    CK_ASSERT_QUIET(fabs(sc - want[t][r]) <= tol, "%s n %lld (%d, %d): scalar %.9g vs AVX2 %.9g",
                                   type_name(type), (long long)n, r, t, sc, want[t][r]);
                 }
             }
@@ -643,11 +643,11 @@ START_TEST(test_iq_unpacked_dots) {
                         for (int r = 0; r < ldy; ++r) {
                             const float got = y[t * ldy + r];
                             if (t < nt && r < nr)
-                                ck_assert_msg(memcmp(&got, &want[t][r], sizeof got) == 0,
+                                CK_ASSERT_QUIET(memcmp(&got, &want[t][r], sizeof got) == 0,
                                               "%s n %lld rows %d tokens %d: (%d, %d) %.9g vs 1x1 %.9g", type_name(type),
                                               (long long)n, nr, nt, r, t, got, want[t][r]);
                             else
-                                ck_assert_msg(got == -12345.0f, "%s: wrote outside the block at (%d, %d)",
+                                CK_ASSERT_QUIET(got == -12345.0f, "%s: wrote outside the block at (%d, %d)",
                                               type_name(type), r, t);
                         }
                     for (int i = 0; i < NT * (NR + 3); ++i) y[i] = -12345.0f;
@@ -655,7 +655,7 @@ START_TEST(test_iq_unpacked_dots) {
                     ck_assert_int_eq(k, nr / 2 * 2);
                     for (int t = 0; t < nt; ++t)
                         for (int r = 0; r < k; ++r)
-                            ck_assert_msg(memcmp(&y[t * ldy + r], &want[t][r], sizeof(float)) == 0, "%s AVX2 tile (%d, %d)",
+                            CK_ASSERT_QUIET(memcmp(&y[t * ldy + r], &want[t][r], sizeof(float)) == 0, "%s AVX2 tile (%d, %d)",
                                           type_name(type), r, t);
                     if (kern_cpu_has_avx512()) {
                         for (int i = 0; i < NT * (NR + 3); ++i) y[i] = -12345.0f;
@@ -665,10 +665,10 @@ START_TEST(test_iq_unpacked_dots) {
                             for (int r = 0; r < ldy; ++r) {
                                 const float got = y[t * ldy + r];
                                 if (t < nt && r < k5)
-                                    ck_assert_msg(memcmp(&got, &want[t][r], sizeof got) == 0, "AVX-512 %s (%d, %d)",
+                                    CK_ASSERT_QUIET(memcmp(&got, &want[t][r], sizeof got) == 0, "AVX-512 %s (%d, %d)",
                                                   type_name(type), r, t);
                                 else
-                                    ck_assert_msg(got == -12345.0f, "AVX-512 %s: wrote outside (%d, %d)",
+                                    CK_ASSERT_QUIET(got == -12345.0f, "AVX-512 %s: wrote outside (%d, %d)",
                                                   type_name(type), r, t);
                             }
                     }
@@ -720,19 +720,19 @@ START_TEST(test_iq_vs_dequantized) {
                 double exact = 0;
                 for (int64_t i = 0; i < n; ++i) {
                     const double v = unpacked_value(wd, &w, i);
-                    ck_assert_msg(v == (double)dr[i], "%s n %lld row %d value %lld: unpacked %.9g, dequantized %.9g",
+                    CK_ASSERT_QUIET(v == (double)dr[i], "%s n %lld row %d value %lld: unpacked %.9g, dequantized %.9g",
                                   type_name(type), (long long)n, r, (long long)i, v, dr[i]);
                     exact += (double)dr[i] * av[i];
                 }
                 const double tol = iq_tolerance(wd, &w, av, n);
                 const float ref = kern_vec_dot_ref(type)(n, row, act), sc = kern_dot_unpacked(wd, false, n, &w, &a);
-                ck_assert_msg(fabs(ref - exact) <= tol, "%s n %lld row %d: reference %.9g vs double %.9g", type_name(type),
+                CK_ASSERT_QUIET(fabs(ref - exact) <= tol, "%s n %lld row %d: reference %.9g vs double %.9g", type_name(type),
                               (long long)n, r, ref, exact);
-                ck_assert_msg(fabs(sc - exact) <= tol, "%s n %lld row %d: unpacked %.9g vs double %.9g", type_name(type),
+                CK_ASSERT_QUIET(fabs(sc - exact) <= tol, "%s n %lld row %d: unpacked %.9g vs double %.9g", type_name(type),
                               (long long)n, r, sc, exact);
                 if (avx2) {
                     const float v = kern_dot_unpacked(wd, true, n, &w, &a);
-                    ck_assert_msg(fabs(v - exact) <= tol, "%s n %lld row %d: AVX2 %.9g vs double %.9g", type_name(type),
+                    CK_ASSERT_QUIET(fabs(v - exact) <= tol, "%s n %lld row %d: AVX2 %.9g vs double %.9g", type_name(type),
                                   (long long)n, r, v, exact);
                 }
             }
@@ -775,7 +775,7 @@ START_TEST(test_iq_matmul) {
                                      .row_map = use_map ? map : NULL};
                     slmc_err err = {0};
                     const kern_ctx ctx = {.impl = (kern_impl)impl, .n_threads = 1 + use_map};
-                    ck_assert_msg(kern_matmul(&ctx, &w, x, NT, y, &err) == 0, "%s", err.msg);
+                    CK_ASSERT_QUIET(kern_matmul(&ctx, &w, x, NT, y, &err) == 0, "%s", err.msg);
                     for (int t = 0; t < NT; ++t) {
                         kern_act_convert(type, x + t * n, act, n);
                         act_values(type, act, av, n);
@@ -783,12 +783,12 @@ START_TEST(test_iq_matmul) {
                             const int64_t src = use_map ? map[r] : r;
                             const float got = y[t * NR + r];
                             const float want = kern_vec_dot_ref(type)(n, W.q + W.row_bytes * (size_t)src, act);
-                            ck_assert_msg(fabs(got - want) <= iq_tolerance(wd, &rows[src], av, n),
+                            CK_ASSERT_QUIET(fabs(got - want) <= iq_tolerance(wd, &rows[src], av, n),
                                           "%s n %lld impl %d tok %d row %d: %.9g vs reference %.9g", type_name(type),
                                           (long long)n, impl, t, r, got, want);
                             if (impl == KERN_AVX2) {
                                 const float one = kern_dot_unpacked(wd, true, n, &rows[src], &acts[t]);
-                                ck_assert_msg(memcmp(&got, &one, sizeof got) == 0,
+                                CK_ASSERT_QUIET(memcmp(&got, &one, sizeof got) == 0,
                                               "%s n %lld AVX2 matmul (%d, %d): %.9g vs 1x1 %.9g", type_name(type),
                                               (long long)n, r, t, got, one);
                             }

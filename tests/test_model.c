@@ -102,15 +102,15 @@ static void assert_same_meta(const meta *ours, const meta *ref, const char *exce
             if (r->elem == GGUF_STR) {
                 const meta_str *a = o->v.arr, *b = r->v.arr;
                 for (uint64_t k = 0; k < r->n; k++)
-                    ck_assert_msg(a[k].len == b[k].len && memcmp(a[k].s, b[k].s, a[k].len) == 0,
+                    CK_ASSERT_QUIET(a[k].len == b[k].len && memcmp(a[k].s, b[k].s, a[k].len) == 0,
                                   "%s[%llu] differs", r->key, (unsigned long long)k);
             } else {
-                ck_assert_msg(memcmp(o->v.arr, r->v.arr, r->n * gguf_vtype_size(r->elem)) == 0, "%s differs", r->key);
+                CK_ASSERT_QUIET(memcmp(o->v.arr, r->v.arr, r->n * gguf_vtype_size(r->elem)) == 0, "%s differs", r->key);
             }
         } else if (r->type == GGUF_STR) {
             ck_assert_str_eq(o->v.str.s, r->v.str.s);
         } else {
-            ck_assert_msg(memcmp(o->v.raw, r->v.raw, gguf_vtype_size(r->type)) == 0, "%s differs", r->key);
+            CK_ASSERT_QUIET(memcmp(o->v.raw, r->v.raw, gguf_vtype_size(r->type)) == 0, "%s differs", r->key);
         }
     }
 }
@@ -317,14 +317,14 @@ static void check_dequantizing_convert(const char *src_path) {
             assert_llama_cpp_dequant(src_path, out, "blk.1.ffn_down.weight");
             /* model_read_rows_f32 on the quantized view gives the same values, from any row */
             model w;
-            ck_assert_msg(model_open(&w, out, NULL, &err) == 0, "%s", err.msg);
+            CK_ASSERT_QUIET(model_open(&w, out, NULL, &err) == 0, "%s", err.msg);
             for (uint64_t i = 0; i < m.n_tensors; i++) {
                 const model_tensor *t = &m.tensors[i];
                 int64_t rows = model_tensor_rows(t), r0 = rows > 3 ? 3 : 0, nr = rows - r0 < 5 ? rows - r0 : 5;
                 float *a = malloc((size_t)(t->ne[0] * nr) * 4), *b = malloc((size_t)(t->ne[0] * nr) * 4);
-                ck_assert_msg(model_read_rows_f32(&m, i, r0, nr, a, &err) == 0, "%s", err.msg);
-                ck_assert_msg(model_read_rows_f32(&w, (uint64_t)model_find(&w, t->name), r0, nr, b, &err) == 0, "%s", err.msg);
-                ck_assert_msg(memcmp(a, b, (size_t)(t->ne[0] * nr) * 4) == 0, "%s: row reads differ", t->name);
+                CK_ASSERT_QUIET(model_read_rows_f32(&m, i, r0, nr, a, &err) == 0, "%s", err.msg);
+                CK_ASSERT_QUIET(model_read_rows_f32(&w, (uint64_t)model_find(&w, t->name), r0, nr, b, &err) == 0, "%s", err.msg);
+                CK_ASSERT_QUIET(memcmp(a, b, (size_t)(t->ne[0] * nr) * 4) == 0, "%s: row reads differ", t->name);
                 free(a);
                 free(b);
             }

@@ -58,7 +58,7 @@ static int *plan_or_fail(const model *m, const plan_opts *o) {
 /* Type planned for the tensor called name. */
 static int type_of(const model *m, const int *types, const char *name) {
     int64_t i = model_find(m, name);
-    ck_assert_msg(i >= 0, "no tensor %s", name);
+    CK_ASSERT_QUIET(i >= 0, "no tensor %s", name);
     return types[i];
 }
 
@@ -83,7 +83,7 @@ static void add_tensor(model *m, const char *name, int type, int n_dims, int64_t
     model_tensor *t = &m->tensors[m->n_tensors++];
     memset(t, 0, sizeof *t);
     t->name = strdup(name);
-    ck_assert_ptr_nonnull(t->name);
+    CK_ASSERT_QUIET(t->name != NULL, "out of memory");
     t->type = n_dims == 1 ? GGML_TYPE_F32 : type;
     t->n_dims = n_dims;
     t->ne[0] = ne0;
@@ -216,8 +216,8 @@ START_TEST(books22m_every_mix_matches_llama_quantize) {
         for (uint64_t i = 0; i < m.n_tensors; i++) {
             const char *name = m.tensors[i].name;
             const char *want = json_string_value(json_object_get(ref, name));
-            ck_assert_msg(want != NULL, "%s: no %s in the reference", REF_MIXES[k], name);
-            ck_assert_msg(strcmp(type_name(types[i]), want) == 0, "%s %s: ours %s, llama.cpp %s", REF_MIXES[k], name,
+            CK_ASSERT_QUIET(want != NULL, "%s: no %s in the reference", REF_MIXES[k], name);
+            CK_ASSERT_QUIET(strcmp(type_name(types[i]), want) == 0, "%s %s: ours %s, llama.cpp %s", REF_MIXES[k], name,
                           type_name(types[i]), want);
             compared++;
         }
@@ -809,7 +809,7 @@ static int *plan_family(const model *m, int mix, bool imatrix) {
     for (uint64_t i = 0; i < m->n_tensors; i++) {
         const model_tensor *mt = &m->tensors[i];
         if (mt->n_dims == 1 || strstr(mt->name, "_norm."))
-            ck_assert_msg(t[i] == GGML_TYPE_F32, "%s %s: %s", quant_mix_name(mix), mt->name, type_name(t[i]));
+            CK_ASSERT_QUIET(t[i] == GGML_TYPE_F32, "%s %s: %s", quant_mix_name(mix), mt->name, type_name(t[i]));
     }
     return t;
 }
@@ -1514,7 +1514,7 @@ START_TEST(books22m_imatrix_refusals_match_llama_quantize) {
         json_t *refused = json_object_get(cs, "refused");
         int rc = check_imatrix(&m, &o, use ? imp : NULL, &err);
         if (json_is_null(refused)) {
-            ck_assert_msg(rc == 0, "case %zu (%s): refused: %s", c, mix_name, err.msg);
+            CK_ASSERT_QUIET(rc == 0, "case %zu (%s): refused: %s", c, mix_name, err.msg);
             n_accepted++;
             continue;
         }
@@ -1604,20 +1604,20 @@ START_TEST(synthetic_models_match_llama_quantize) {
                 int rc = check_imatrix(&m, &o, imatrix ? imp : NULL, &err);
                 json_t *r = json_is_object(plan) ? json_object_get(plan, "refused") : NULL;
                 if (!r) {
-                    ck_assert_msg(rc == 0, "%s: refused: %s", what, err.msg);
+                    CK_ASSERT_QUIET(rc == 0, "%s: refused: %s", what, err.msg);
                     /* llama-quantize's types in the order of "tensors" */
                     ck_assert_uint_eq(json_array_size(plan), m.n_tensors);
                     int *types = plan_or_fail(&m, &o);
                     for (uint64_t i = 0; i < m.n_tensors; i++) {
                         const char *want = json_string_value(json_array_get(plan, i));
-                        ck_assert_msg(want && strcmp(type_name(types[i]), want) == 0, "%s %s: ours %s, llama.cpp %s",
+                        CK_ASSERT_QUIET(want && strcmp(type_name(types[i]), want) == 0, "%s %s: ours %s, llama.cpp %s",
                                       what, m.tensors[i].name, type_name(types[i]), want);
                     }
                     free(types);
                     compared += (int)m.n_tensors;
                     continue;
                 }
-                ck_assert_msg(rc != 0, "%s: llama-quantize refuses, we do not", what);
+                CK_ASSERT_QUIET(rc != 0, "%s: llama-quantize refuses, we do not", what);
                 const char *name = json_string_value(r);
                 if (strcmp(name, "mix") != 0) {
                     int *types = plan_or_fail(&m, &o);
@@ -1723,7 +1723,7 @@ START_TEST(iq_attn_v_by_gqa_and_experts) {
             char n[64];
             layer_name(n, sizeof n, l, "attn_v.weight");
             int got = type_of(&m, t, n);
-            ck_assert_msg(got == cases[k].want_v, "case %d (%s, heads %d/%d, %d experts) %s: got %s, want %s", k,
+            CK_ASSERT_QUIET(got == cases[k].want_v, "case %d (%s, heads %d/%d, %d experts) %s: got %s, want %s", k,
                           quant_mix_name(cases[k].mix), cases[k].n_head, cases[k].n_head_kv, cases[k].n_expert, n,
                           type_name(got), type_name(cases[k].want_v));
         }

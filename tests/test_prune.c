@@ -306,7 +306,7 @@ START_TEST(test_hidden_values) {
         ck_assert_int_eq(memcmp(in, out, sizeof(float) * (size_t)src.tensors[a].ne[0]), 0);
     }
     float *l = logits_of(&pruned);
-    for (size_t i = 0; i < (size_t)N_TOK * 512; i++) ck_assert(isfinite(l[i]));
+    CK_ASSERT_RANGE(i, 0, N_TOK * 512, isfinite(l[i]));
     free(l);
     model_close(&pruned);
     prune_plan_free(&p);
@@ -734,7 +734,7 @@ START_TEST(test_reconstruct_model) {
             /* bos -1: the chunk is evaluated exactly as logits_of does */
             prune_recon_opts o = {.n_ctx = N_TOK, .max_chunks = 1, .bos = -1, .reselect = mode == 2};
             prune_recon_info info;
-            ck_assert_msg(prune_reconstruct(&p, &src, toks, N_TOK, &o, &info, &err) == 0, "%s", err.msg);
+            CK_ASSERT_QUIET(prune_reconstruct(&p, &src, toks, N_TOK, &o, &info, &err) == 0, "%s", err.msg);
             ck_assert_int_eq(info.passes, 1);
             ck_assert(info.ffn_err_after < info.ffn_err_before && info.att_err_after < info.att_err_before);
             ck_assert_ptr_nonnull(p.ffn_down_new);
@@ -893,11 +893,11 @@ START_TEST(test_families_prune) {
         ck_assert_msg(prune_score_magnitude(&mag, m, &err) == 0, "%s: %s", fams[fi], err.msg);
         for (int64_t l = 0; l < c.n_layer; l++) {
             for (int64_t h = 0; h < c.n_head; h++)
-                ck_assert_msg(s.head[l * c.n_head + h] > 0 && mag.head[l * c.n_head + h] > 0, "%s: head score", fams[fi]);
+                CK_ASSERT_QUIET(s.head[l * c.n_head + h] > 0 && mag.head[l * c.n_head + h] > 0, "%s: head score", fams[fi]);
             for (int64_t i = 0; i < c.n_ff; i += 7)
-                ck_assert_msg(isfinite(s.ffn[l * c.n_ff + i]) && mag.ffn[l * c.n_ff + i] > 0, "%s: ffn score", fams[fi]);
+                CK_ASSERT_QUIET(isfinite(s.ffn[l * c.n_ff + i]) && mag.ffn[l * c.n_ff + i] > 0, "%s: ffn score", fams[fi]);
             for (int64_t e = 0; e < c.n_embd; e += 5)
-                ck_assert_msg(s.hidden[l * c.n_embd + e] > 0 && mag.hidden[l * c.n_embd + e] > 0, "%s: hidden score of layer %lld",
+                CK_ASSERT_QUIET(s.hidden[l * c.n_embd + e] > 0 && mag.hidden[l * c.n_embd + e] > 0, "%s: hidden score of layer %lld",
                               fams[fi], (long long)l);
             ck_assert(mag.layer[l] > 0);
             if (co.layer_ppl) ck_assert_msg(isfinite(s.ppl_removed[l]), "%s: PPL without layer %lld", fams[fi], (long long)l);
@@ -956,7 +956,7 @@ START_TEST(test_families_prune) {
         int64_t V;
         float *ref = fam_logits(&pruned, &V);
         const size_t n = (size_t)N_TOK * (size_t)V;
-        for (size_t i = 0; i < n; i++) ck_assert_msg(isfinite(ref[i]), "%s: logit %zu is %g", fams[fi], i, ref[i]);
+        for (size_t i = 0; i < n; i++) CK_ASSERT_QUIET(isfinite(ref[i]), "%s: logit %zu is %g", fams[fi], i, ref[i]);
         /* GGUF: the metadata of the new shape, the same logits */
         char g1[600], hf[600];
         snprintf(g1, sizeof g1, "%s/p.gguf", f.dir);
@@ -1078,7 +1078,7 @@ START_TEST(test_families_exact) {
             const int64_t src = kv0_in + p.kv_heads[l * p.n_head_kv + i / hd] * hd + i % hd;
             ck_assert_int_eq(model_read_rows_f32(m, (uint64_t)model_find(m, rn), src, 1, src_row, &err), 0);
             ck_assert_int_eq(model_read_rows_f32(&pruned, (uint64_t)model_find(&pruned, rn), kv0 + i, 1, out_row, &err), 0);
-            for (int64_t k = 0; k < E - 2; k++) ck_assert_float_eq(out_row[k], src_row[p.hidden[k]]);
+            CK_ASSERT_RANGE(k, 0, E - 2, out_row[k] == src_row[p.hidden[k]]);
         }
         const bool fused = rows_of(m, "blk.1.ffn_up.weight") == 2 * F;
         for (int64_t i = 0; i < p.n_ff; i += 17)
@@ -1086,7 +1086,7 @@ START_TEST(test_families_exact) {
                 const int64_t src = half * F + p.ffn[l * p.n_ff + i], dst = half * p.n_ff + i;
                 ck_assert_int_eq(model_read_rows_f32(m, (uint64_t)model_find(m, "blk.1.ffn_up.weight"), src, 1, src_row, &err), 0);
                 ck_assert_int_eq(model_read_rows_f32(&pruned, (uint64_t)model_find(&pruned, "blk.1.ffn_up.weight"), dst, 1, out_row, &err), 0);
-                for (int64_t k = 0; k < E - 2; k++) ck_assert_float_eq(out_row[k], src_row[p.hidden[k]]);
+                CK_ASSERT_RANGE(k, 0, E - 2, out_row[k] == src_row[p.hidden[k]]);
             }
         /* vectors of the width and of the FFN */
         static const char *const wvecs[] = {"blk.1.attn_norm.bias", "blk.1.ffn_norm.bias", "blk.1.attn_output.bias",
@@ -1095,12 +1095,12 @@ START_TEST(test_families_exact) {
             if (model_find(m, wvecs[v]) < 0) continue;
             ck_assert_int_eq(model_read_rows_f32(m, (uint64_t)model_find(m, wvecs[v]), 0, 1, src_row, &err), 0);
             ck_assert_int_eq(model_read_rows_f32(&pruned, (uint64_t)model_find(&pruned, wvecs[v]), 0, 1, out_row, &err), 0);
-            for (int64_t k = 0; k < E - 2; k++) ck_assert_float_eq(out_row[k], src_row[p.hidden[k]]);
+            CK_ASSERT_RANGE(k, 0, E - 2, out_row[k] == src_row[p.hidden[k]]);
         }
         if (model_find(m, "blk.1.ffn_up.bias") >= 0) {
             ck_assert_int_eq(model_read_rows_f32(m, (uint64_t)model_find(m, "blk.1.ffn_up.bias"), 0, 1, src_row, &err), 0);
             ck_assert_int_eq(model_read_rows_f32(&pruned, (uint64_t)model_find(&pruned, "blk.1.ffn_up.bias"), 0, 1, out_row, &err), 0);
-            for (int64_t k = 0; k < p.n_ff; k++) ck_assert_float_eq(out_row[k], src_row[p.ffn[l * p.n_ff + k]]);
+            CK_ASSERT_RANGE(k, 0, p.n_ff, out_row[k] == src_row[p.ffn[l * p.n_ff + k]]);
         }
         free(src_row);
         free(out_row);
@@ -1363,18 +1363,18 @@ START_TEST(test_families_reconstruct) {
         double mse[2];
         for (int mode = 0; mode < 2; mode++) {
             prune_plan p;
-            ck_assert_msg(prune_select(&p, m, &s, &r, &err) == 0, "%s: %s", fams[fi], err.msg);
+            CK_ASSERT_QUIET(prune_select(&p, m, &s, &r, &err) == 0, "%s: %s", fams[fi], err.msg);
             if (mode == 1) {
                 prune_recon_opts o = {.n_ctx = N_TOK, .max_chunks = 1, .bos = -1, .reselect = true};
                 prune_recon_info info;
-                ck_assert_msg(prune_reconstruct(&p, m, toks, N_TOK, &o, &info, &err) == 0, "%s: %s", fams[fi], err.msg);
+                CK_ASSERT_QUIET(prune_reconstruct(&p, m, toks, N_TOK, &o, &info, &err) == 0, "%s: %s", fams[fi], err.msg);
                 ck_assert(info.ffn_err_after < info.ffn_err_before && info.att_err_after < info.att_err_before);
             }
             /* the width stays, so the cuts compare with the input's logits */
             p.n_embd = p.n_embd_in;
             for (int64_t e = 0; e < p.n_embd; e++) p.hidden[e] = e;
             model pruned;
-            ck_assert_msg(prune_apply(&pruned, m, &p, &err) == 0, "%s: %s", fams[fi], err.msg);
+            CK_ASSERT_QUIET(prune_apply(&pruned, m, &p, &err) == 0, "%s: %s", fams[fi], err.msg);
             int64_t V;
             float *x = fam_logits(&pruned, &V), *y = fam_logits(m, NULL);
             double sum = 0;

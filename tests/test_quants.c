@@ -130,12 +130,12 @@ static void assert_scales_finite(const char *what, int type, const uint8_t *q, i
         if (type == GGML_TYPE_Q8_K) {
             float d;
             memcpy(&d, blk, 4);
-            ck_assert_msg(isfinite(d), "%s %s block %lld: scale %g", what, ti->name, (long long)b, d);
+            CK_ASSERT_QUIET(isfinite(d), "%s %s block %lld: scale %g", what, ti->name, (long long)b, d);
             continue;
         }
         for (const int *off = scale_offsets(type); *off >= 0; ++off) {
             uint16_t h = (uint16_t)(blk[*off] | blk[*off + 1] << 8);
-            ck_assert_msg(isfinite(fp16_to_f32(h)), "%s %s block %lld: fp16 scale 0x%04x at byte %d is not finite",
+            CK_ASSERT_QUIET(isfinite(fp16_to_f32(h)), "%s %s block %lld: fp16 scale 0x%04x at byte %d is not finite",
                           what, ti->name, (long long)b, h, *off);
         }
     }
@@ -183,12 +183,12 @@ START_TEST(test_legacy_bit_identical) {
             snprintf(suffix, sizeof suffix, ".%s", ti->name);
             size_t qlen;
             uint8_t *want = load_ref(rt->name, suffix, &qlen);
-            ck_assert_msg(want != NULL, "%s%s missing", rt->name, suffix);
+            CK_ASSERT_QUIET(want != NULL, "%s%s missing", rt->name, suffix);
             ck_assert_uint_eq(qlen, type_nbytes(type, nrows * rt->ne0));
             uint8_t *got = quantize_rows(type, quant_get(type)->quantize_ref, x, nrows, rt->ne0);
             size_t diff = 0;
             while (diff < qlen && got[diff] == want[diff]) diff++;
-            ck_assert_msg(diff == qlen, "%s %s: first different byte %zu (block %zu): ours 0x%02x, llama.cpp 0x%02x",
+            CK_ASSERT_QUIET(diff == qlen, "%s %s: first different byte %zu (block %zu): ours 0x%02x, llama.cpp 0x%02x",
                           rt->name, ti->name, diff, diff / ti->type_size, got[diff], want[diff]);
             free(got);
             free(want);
@@ -213,7 +213,7 @@ START_TEST(test_dequant_bit_identical) {
             uint8_t *q = load_ref(REF_TENSORS[t].name, suffix, &qlen);
             snprintf(suffix, sizeof suffix, ".%s.dequant.f32", ti->name);
             float *want = (float *)load_ref(REF_TENSORS[t].name, suffix, &dlen);
-            ck_assert_msg(q && want, "%s %s reference files missing", REF_TENSORS[t].name, ti->name);
+            CK_ASSERT_QUIET(q && want, "%s %s reference files missing", REF_TENSORS[t].name, ti->name);
             const int64_t n = (int64_t)(dlen / 4);
             ck_assert_uint_eq(qlen, type_nbytes(types[i], n));
             float *got = malloc(dlen);
@@ -221,7 +221,7 @@ START_TEST(test_dequant_bit_identical) {
             quant_get(types[i])->dequantize(q, got, n);
             int64_t diff = 0;
             while (diff < n && memcmp(&got[diff], &want[diff], 4) == 0) diff++;
-            ck_assert_msg(diff == n, "%s %s: value %lld differs: ours %.9g, llama.cpp %.9g", REF_TENSORS[t].name,
+            CK_ASSERT_QUIET(diff == n, "%s %s: value %lld differs: ours %.9g, llama.cpp %.9g", REF_TENSORS[t].name,
                           ti->name, (long long)diff, got[diff], want[diff]);
             free(got);
             free(want);
@@ -254,7 +254,7 @@ START_TEST(test_kquant_rmse) {
             uint8_t *theirs_q = load_ref(rt->name, suffix, &qlen);
             snprintf(suffix, sizeof suffix, ".%s.dequant.f32", ti->name);
             float *theirs = (float *)load_ref(rt->name, suffix, &dlen);
-            ck_assert_msg(theirs_q && theirs && dlen == flen, "%s %s reference files missing", rt->name, ti->name);
+            CK_ASSERT_QUIET(theirs_q && theirs && dlen == flen, "%s %s reference files missing", rt->name, ti->name);
 
             uint8_t *q = quantize_rows(type, k->quantize, x, nrows, rt->ne0);
             k->dequantize(q, ours, n);
@@ -262,10 +262,10 @@ START_TEST(test_kquant_rmse) {
             const int same = qlen == type_nbytes(type, n) && memcmp(q, theirs_q, qlen) == 0;
             fprintf(stderr, "%-22s %-5s %12.6e %12.6e %8.6f %s\n", rt->name, ti->name, e_ours, e_theirs,
                     e_ours / e_theirs, same ? "identical" : "differ");
-            ck_assert_msg(e_ours <= e_theirs, "%s %s: RMSE %.9g worse than llama.cpp's %.9g", rt->name, ti->name,
+            CK_ASSERT_QUIET(e_ours <= e_theirs, "%s %s: RMSE %.9g worse than llama.cpp's %.9g", rt->name, ti->name,
                           e_ours, e_theirs);
             /* and the error is well below the signal (Q2_K, the coarsest, is about 0.35x) */
-            ck_assert_msg(e_ours < 0.5 * rms(x, n), "%s %s: RMSE %g vs signal %g", rt->name, ti->name, e_ours,
+            CK_ASSERT_QUIET(e_ours < 0.5 * rms(x, n), "%s %s: RMSE %g vs signal %g", rt->name, ti->name, e_ours,
                           rms(x, n));
             free(q);
             free(theirs);
@@ -380,7 +380,7 @@ START_TEST(test_row_finite_matches_decoding) {
                 uint8_t save0 = blk[*off], save1 = blk[*off + 1];
                 blk[*off] = v ? 0x00 : 0x01; /* +Inf, then a NaN */
                 blk[*off + 1] = v ? 0x7c : 0xfe;
-                ck_assert_msg(quant_row_finite(ty, q, n, y) == 0, "%s: scale at %d not seen", ti->name, *off);
+                CK_ASSERT_QUIET(quant_row_finite(ty, q, n, y) == 0, "%s: scale at %d not seen", ti->name, *off);
                 blk[*off] = save0;
                 blk[*off + 1] = save1;
             }
@@ -392,7 +392,7 @@ START_TEST(test_row_finite_matches_decoding) {
             int decoded = 1;
             for (int64_t i = 0; i < ti->blck_size; ++i) decoded &= isfinite(y[i]) != 0;
             int got = quant_row_finite(ty, q, ti->blck_size, y);
-            ck_assert_msg(got == decoded, "%s random block %d: row_finite %d, decoding says %d", ti->name, b, got, decoded);
+            CK_ASSERT_QUIET(got == decoded, "%s random block %d: row_finite %d, decoding says %d", ti->name, b, got, decoded);
             bad += !decoded;
         }
         ck_assert_msg(ty == GGML_TYPE_F32 || bad > 0, "%s: no non-finite random block met", ti->name);
@@ -496,7 +496,7 @@ static void run_edge_case(const char *what, const float *x, row_check check) {
             for (int j = 0; j < n; ++j)
                 /* F16 itself has no finite value beyond +-65504: only check representable ones */
                 if (k->type != GGML_TYPE_F16 || fabsf(x[j]) <= 65504.f)
-                    ck_assert_msg(isfinite(y[j]), "%s %s%s: value %d dequantizes to %g", what, type_name(k->type),
+                    CK_ASSERT_QUIET(isfinite(y[j]), "%s %s%s: value %d dequantizes to %g", what, type_name(k->type),
                               variant ? " weighted" : "", j, y[j]);
             if (check) check(k->type, x, y);
         }
@@ -524,7 +524,7 @@ static void check_outlier(int type, const float *x, const float *y) {
 static void check_tiny(int type, const float *x, const float *y) {
     (void)x;
     for (int j = 0; j < 256; ++j)
-        ck_assert_msg(fabsf(y[j]) <= 1e-30f, "subnormal %s: value %d = %g", type_name(type), j, y[j]);
+        CK_ASSERT_QUIET(fabsf(y[j]) <= 1e-30f, "subnormal %s: value %d = %g", type_name(type), j, y[j]);
 }
 
 START_TEST(test_edge_cases) {
@@ -585,9 +585,9 @@ START_TEST(test_iq4_dequant_formula) {
         const float d = fp16_to_f32(ds[b]);
         for (int j = 0; j < 16; ++j) {
             const float lo = d * (float)IQ4_TABLE[(j + 5 * b) % 16], hi = d * (float)IQ4_TABLE[15 - j];
-            ck_assert_msg(memcmp(&y[32 * b + j], &lo, 4) == 0, "IQ4_NL block %d value %d: %g want %g", b, j,
+            CK_ASSERT_QUIET(memcmp(&y[32 * b + j], &lo, 4) == 0, "IQ4_NL block %d value %d: %g want %g", b, j,
                           y[32 * b + j], lo);
-            ck_assert_msg(memcmp(&y[32 * b + j + 16], &hi, 4) == 0, "IQ4_NL block %d value %d: %g want %g", b,
+            CK_ASSERT_QUIET(memcmp(&y[32 * b + j + 16], &hi, 4) == 0, "IQ4_NL block %d value %d: %g want %g", b,
                           j + 16, y[32 * b + j + 16], hi);
         }
     }
@@ -614,7 +614,7 @@ START_TEST(test_iq4_dequant_formula) {
             const uint8_t byte = b[8 + 16 * g + j % 16];
             const int idx = j < 16 ? byte & 0xF : byte >> 4;
             const float want = dl * (float)IQ4_TABLE[idx];
-            ck_assert_msg(memcmp(&y[32 * g + j], &want, 4) == 0, "IQ4_XS group %d value %d: %g want %g", g, j,
+            CK_ASSERT_QUIET(memcmp(&y[32 * g + j], &want, 4) == 0, "IQ4_XS group %d value %d: %g want %g", g, j,
                           y[32 * g + j], want);
         }
     }
@@ -869,7 +869,7 @@ START_TEST(test_iq4_idempotent) {
         for (int j = 0; j < 16; ++j) has0 |= (a[2 + j] & 0xF) == 0 || (a[2 + j] >> 4) == 0;
         if (has0) {
             with_m127++;
-            ck_assert_msg(memcmp(a, c, 18) == 0, "IQ4_NL block %lld not reproduced", (long long)b);
+            CK_ASSERT_QUIET(memcmp(a, c, 18) == 0, "IQ4_NL block %lld not reproduced", (long long)b);
         } else if (memcmp(a, c, 18) != 0) {
             moved_other++;
         }
@@ -938,15 +938,15 @@ START_TEST(test_weighted_refine_no_worse) {
             ck_assert(quant_weighted_llama(types[t], x, a, N, imp));
             k->quantize_weighted(x, b, N, imp);
             k->quantize_weighted_ref(x, c, N, imp);
-            ck_assert_msg(memcmp(b, c, (N / QK_K) * bs) == 0, "%s: weighted fast differs from reference", type_name(types[t]));
+            CK_ASSERT_QUIET(memcmp(b, c, (N / QK_K) * bs) == 0, "%s: weighted fast differs from reference", type_name(types[t]));
             const bool refined = types[t] == GGML_TYPE_Q4_K || types[t] == GGML_TYPE_Q6_K;
             if (!refined)
-                ck_assert_msg(memcmp(a, b, (N / QK_K) * bs) == 0, "%s: weighted differs from llama.cpp's", type_name(types[t]));
+                CK_ASSERT_QUIET(memcmp(a, b, (N / QK_K) * bs) == 0, "%s: weighted differs from llama.cpp's", type_name(types[t]));
             for (int i = 0; i < N / QK_K; ++i) {
                 const double e_old = quant_weighted_error(types[t], x + QK_K * i, a + bs * i, QK_K, imp + QK_K * i);
                 const double e_new = quant_weighted_error(types[t], x + QK_K * i, b + bs * i, QK_K, imp + QK_K * i);
-                ck_assert_msg(e_old > 0 && e_new >= 0, "%s: errors %g %g", type_name(types[t]), e_old, e_new);
-                ck_assert_msg(e_new <= e_old, "%s row %d block %d: weighted error %.9g above llama.cpp's %.9g",
+                CK_ASSERT_QUIET(e_old > 0 && e_new >= 0, "%s: errors %g %g", type_name(types[t]), e_old, e_new);
+                CK_ASSERT_QUIET(e_new <= e_old, "%s row %d block %d: weighted error %.9g above llama.cpp's %.9g",
                               type_name(types[t]), r, i, e_new, e_old);
                 sum_old += e_old;
                 sum_new += e_new;
@@ -958,7 +958,7 @@ START_TEST(test_weighted_refine_no_worse) {
         fprintf(stderr, "refine %-5s: %d blocks, %d improved, mean error ratio %.4f, total %.4f\n",
                 type_name(types[t]), blocks, better, sum_ratio / blocks, sum_new / sum_old);
         if (types[t] == GGML_TYPE_Q4_K || types[t] == GGML_TYPE_Q6_K)
-            ck_assert_msg(sum_new < sum_old && better > blocks / 2, "%s: %d of %d blocks improved", type_name(types[t]),
+            CK_ASSERT_QUIET(sum_new < sum_old && better > blocks / 2, "%s: %d of %d blocks improved", type_name(types[t]),
                           better, blocks);
     }
     /* other types and NULL importance: not handled, nothing written */
@@ -976,7 +976,7 @@ static void assert_fast_matches(const char *what, int type, const float *x, int6
     const quant_kernels *k = quant_get(type);
     const size_t bytes = type_nbytes(type, n);
     uint8_t *a = malloc(bytes), *b = malloc(bytes);
-    ck_assert(a && b);
+    CK_ASSERT_QUIET(a && b, "out of memory");
     memset(a, 0xAA, bytes);
     memset(b, 0x55, bytes);
     if (imp) k->quantize_weighted_ref(x, a, n, imp);
@@ -985,7 +985,7 @@ static void assert_fast_matches(const char *what, int type, const float *x, int6
     else k->quantize(x, b, n);
     size_t diff = 0;
     while (diff < bytes && a[diff] == b[diff]) diff++;
-    ck_assert_msg(diff == bytes, "%s %s%s: fast differs from reference at byte %zu (block %zu)", what, type_name(type),
+    CK_ASSERT_QUIET(diff == bytes, "%s %s%s: fast differs from reference at byte %zu (block %zu)", what, type_name(type),
                   imp ? " weighted" : "", diff, diff / type_get(type)->type_size);
     free(a);
     free(b);
@@ -1053,7 +1053,7 @@ START_TEST(test_fast_reference_tensors) {
             uint8_t *want = load_ref(rt->name, suffix, &qlen);
             ck_assert_ptr_nonnull(want);
             uint8_t *got = quantize_rows(K_TYPES[i], quant_get(K_TYPES[i])->quantize, x, nrows, rt->ne0);
-            ck_assert_msg(qlen == type_nbytes(K_TYPES[i], nrows * rt->ne0) && memcmp(got, want, qlen) == 0,
+            CK_ASSERT_QUIET(qlen == type_nbytes(K_TYPES[i], nrows * rt->ne0) && memcmp(got, want, qlen) == 0,
                           "%s %s: fast bytes differ from llama.cpp's", rt->name, ti->name);
             free(got);
             free(want);

@@ -124,10 +124,10 @@ START_TEST(test_iq1_weighted_equals_llama) {
             uint8_t *got_ref = quantize_rows(type, q->quantize_weighted_ref, x, rows, ne0, imp);
             const size_t nblocks = want_len / type_get(type)->type_size;
             int differ = differing_blocks(type, got, want, want_len);
-            ck_assert_msg(differ == 0, "%s %s: %d of %zu blocks differ from llama-quantize's", TENSORS[t].name,
+            CK_ASSERT_QUIET(differ == 0, "%s %s: %d of %zu blocks differ from llama-quantize's", TENSORS[t].name,
                           type_name(type), differ, nblocks);
             differ = differing_blocks(type, got_ref, want, want_len);
-            ck_assert_msg(differ == 0, "%s %s: quantize_weighted_ref: %d of %zu blocks differ from llama-quantize's",
+            CK_ASSERT_QUIET(differ == 0, "%s %s: quantize_weighted_ref: %d of %zu blocks differ from llama-quantize's",
                           TENSORS[t].name, type_name(type), differ, nblocks);
             free(got);
             free(got_ref);
@@ -157,7 +157,7 @@ START_TEST(test_iq1_dequantize_llama_blocks) {
             ck_assert_int_eq(quant_dequantize(type, blocks, y, n), 0);
             char got[65];
             sha256_buf_hex(y, sizeof(float) * (size_t)n, got);
-            ck_assert_msg(memcmp(got, hex, 64) == 0, "%s %s: dequantized values differ from llama.cpp's (%s, want %.64s)",
+            CK_ASSERT_QUIET(memcmp(got, hex, 64) == 0, "%s %s: dequantized values differ from llama.cpp's (%s, want %.64s)",
                           TENSORS[t].name, type_name(type), got, hex);
             free(y);
             free(hex);
@@ -197,9 +197,9 @@ START_TEST(test_iq1_variants_agree) {
         /* IQ1_S: ggml has no path without an importance, NULL means 1 everywhere; IQ1_M: ggml's own
          * weights x^2, which differ */
         if (type == GGML_TYPE_IQ1_S)
-            ck_assert_msg(memcmp(ref, wones, len) == 0, "%s: importance NULL != importance all ones", type_name(type));
+            CK_ASSERT_QUIET(memcmp(ref, wones, len) == 0, "%s: importance NULL != importance all ones", type_name(type));
         else
-            ck_assert_msg(memcmp(ref, wones, len) != 0, "%s: importance NULL == importance all ones", type_name(type));
+            CK_ASSERT_QUIET(memcmp(ref, wones, len) != 0, "%s: importance NULL == importance all ones", type_name(type));
         /* and the blocks are not trivial: some scale is non-zero */
         float *y = malloc(sizeof(float) * NE0 * ROWS);
         ck_assert_ptr_nonnull(y);
@@ -254,11 +254,11 @@ START_TEST(test_iq1_weighted_error) {
             float *y = malloc(sizeof(float) * (size_t)(rows * ne0));
             ck_assert_ptr_nonnull(y);
             ck_assert_int_eq(quant_dequantize(type, q, y, rows * ne0), 0);
-            for (int64_t i = 0; i < rows * ne0; ++i) ck_assert(isfinite(y[i]));
+            CK_ASSERT_RANGE(i, 0, rows * ne0, isfinite(y[i]));
             ratio[k] = weighted_sq_error(x, y, rows, ne0, imp) / zero_err;
             fprintf(stderr, "%s %s: weighted error / error of zeros = %.4f\n", TENSORS[t].name, type_name(type),
                     ratio[k]);
-            ck_assert_msg(ratio[k] < 0.5, "%s %s: weighted error ratio %.4f is not well below 1", TENSORS[t].name,
+            CK_ASSERT_QUIET(ratio[k] < 0.5, "%s %s: weighted error ratio %.4f is not well below 1", TENSORS[t].name,
                           type_name(type), ratio[k]);
             free(y);
             free(q);
@@ -304,7 +304,7 @@ START_TEST(test_iq1_two_threads_first_use) {
         uint8_t *serial = quantize_rows(type, kernels(type)->quantize_weighted, x, ROWS, NE0, NULL);
         for (int t = 0; t < 2; ++t) {
             ck_assert_ptr_nonnull(got[t][k]);
-            ck_assert_msg(memcmp(got[t][k], serial, len) == 0, "%s: thread %d's blocks differ (%d blocks)",
+            CK_ASSERT_QUIET(memcmp(got[t][k], serial, len) == 0, "%s: thread %d's blocks differ (%d blocks)",
                           type_name(type), t, differing_blocks(type, got[t][k], serial, len));
             free(got[t][k]);
         }
@@ -340,16 +340,16 @@ START_TEST(test_iq1_degenerate_inputs) {
             }
             q->quantize_weighted(x, blocks, N, imp);
             q->dequantize(blocks, y, N);
-            for (int i = 0; i < N; ++i) ck_assert_msg(isfinite(y[i]), "%s case %d: y[%d] = %g", type_name(type), c, i, y[i]);
+            for (int i = 0; i < N; ++i) CK_ASSERT_QUIET(isfinite(y[i]), "%s case %d: y[%d] = %g", type_name(type), c, i, y[i]);
             if (c == 0)
-                for (int i = 0; i < N; ++i) ck_assert_msg(y[i] == 0.f, "%s: zeros decode to %g", type_name(type), y[i]);
+                for (int i = 0; i < N; ++i) CK_ASSERT_QUIET(y[i] == 0.f, "%s: zeros decode to %g", type_name(type), y[i]);
             if (c == 3) { /* the weighted part is still quantized well: error below that of zeros */
                 double e = 0, e0 = 0;
                 for (int i = 64; i < N; ++i) {
                     e += ((double)x[i] - y[i]) * ((double)x[i] - y[i]);
                     e0 += (double)x[i] * x[i];
                 }
-                ck_assert_msg(e < 0.5 * e0, "%s: error %g vs %g", type_name(type), e, e0);
+                CK_ASSERT_QUIET(e < 0.5 * e0, "%s: error %g vs %g", type_name(type), e, e0);
             }
         }
     }

@@ -217,7 +217,8 @@ START_TEST(test_statistics) {
         const float *src = (const float *)st.tensors[i].data;
         const uint8_t *h = sb.tensors[j].data;
         for (uint64_t e = 0; e < st.tensors[i].nbytes / 4; e += 97)
-            ck_assert_uint_eq(h[2 * e] | h[2 * e + 1] << 8, f32_to_bf16(src[e]));
+            CK_ASSERT_QUIET((h[2 * e] | h[2 * e + 1] << 8) == f32_to_bf16(src[e]), "%s: value %llu is not its BF16",
+                            st.tensors[i].name, (unsigned long long)e);
     }
     st_close(&st);
     st_close(&sb);
@@ -303,7 +304,7 @@ START_TEST(test_large_vocab_unique) {
     memcpy(copy, toks, n * sizeof *copy);
     qsort(copy, n, sizeof *copy, cmp_str);
     for (uint64_t i = 1; i < n; i++)
-        ck_assert_msg(cmp_str(&copy[i - 1], &copy[i]) != 0, "duplicate token '%s'", copy[i].s);
+        CK_ASSERT_QUIET(cmp_str(&copy[i - 1], &copy[i]) != 0, "duplicate token '%s'", copy[i].s);
     free(copy);
     model_close(&m);
     free(out);
@@ -446,29 +447,29 @@ START_TEST(test_families) {
             ck_assert_int_eq(t->type, o.dtype);
             if (t->n_dims != 1) continue;
             char *g = hf_to_gguf_name(a, t->name);
-            ck_assert_msg(g != NULL, "%s", t->name);
+            CK_ASSERT_QUIET(g != NULL, "%s", t->name);
             int64_t vi = model_find(&m, g);
-            ck_assert_msg(vi >= 0, "%s", g);
+            CK_ASSERT_QUIET(vi >= 0, "%s", g);
             const char *rest = strncmp(g, "blk.", 4) == 0 ? strchr(g + 4, '.') + 1 : g;
             const arch_tensor *rule = rest == g ? arch_global(a, g) : arch_layer_tensor(a, rest);
             ck_assert_ptr_nonnull(rule);
             int64_t n = t->shape[0];
             float *hf = malloc((size_t)n * sizeof *hf), *view = malloc((size_t)n * sizeof *view);
             row_to_f32(t->type, t->data, hf, n);
-            ck_assert_msg(model_read_rows_f32(&m, (uint64_t)vi, 0, 1, view, &err) == 0, "%s", err.msg);
+            CK_ASSERT_QUIET(model_read_rows_f32(&m, (uint64_t)vi, 0, 1, view, &err) == 0, "%s", err.msg);
             for (int64_t k = 0; k < n; k++) {
                 if (rule->plus_one) {
                     /* w is a small multiple of 1/128; the view holds 1 + w, exact */
-                    ck_assert_msg(fabsf(hf[k]) < 0.25f && hf[k] * 128.0f == rintf(hf[k] * 128.0f), "%s %g", t->name, hf[k]);
-                    ck_assert_msg(view[k] == 1.0f + hf[k], "%s: %g vs 1 + %g", g, view[k], hf[k]);
-                    ck_assert(hf[k] != 0.0f || !signbit(hf[k])); /* no -0: 1 + w - 1 gives +0 */
+                    CK_ASSERT_QUIET(fabsf(hf[k]) < 0.25f && hf[k] * 128.0f == rintf(hf[k] * 128.0f), "%s %g", t->name, hf[k]);
+                    CK_ASSERT_QUIET(view[k] == 1.0f + hf[k], "%s: %g vs 1 + %g", g, view[k], hf[k]);
+                    CK_ASSERT_QUIET(hf[k] != 0.0f || !signbit(hf[k]), "%s: -0", g); /* no -0: 1 + w - 1 gives +0 */
                 } else if (name_ends(t->name, ".bias")) {
-                    ck_assert_msg(fabsf(hf[k]) < 0.2f, "%s %g", t->name, hf[k]);
+                    CK_ASSERT_QUIET(fabsf(hf[k]) < 0.2f, "%s %g", t->name, hf[k]);
                     if (!(a->permute_qk && (strstr(g, "attn_q.") || strstr(g, "attn_k."))))
-                        ck_assert(view[k] == hf[k]);
+                        CK_ASSERT_QUIET(view[k] == hf[k], "%s: %g vs %g", g, view[k], hf[k]);
                 } else {
-                    ck_assert_msg(hf[k] > 0.8f && hf[k] < 1.2f, "%s %g", t->name, hf[k]);
-                    ck_assert(view[k] == hf[k]);
+                    CK_ASSERT_QUIET(hf[k] > 0.8f && hf[k] < 1.2f, "%s %g", t->name, hf[k]);
+                    CK_ASSERT_QUIET(view[k] == hf[k], "%s: %g vs %g", g, view[k], hf[k]);
                 }
             }
             free(hf);

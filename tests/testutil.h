@@ -32,6 +32,28 @@ void test_skip(const char *where, const char *fmt, ...) __attribute__((format(pr
         p_;                                                                                  \
     })
 
+/* Assert `cond` for every integer i in [lo, hi) with ONE Check assertion, naming the first i
+ * where it fails:   CK_ASSERT_RANGE(i, 0, n, isfinite(y[i]));
+ * Check records every passing assertion with a write to its pipe, so a ck_assert per element of
+ * a large array costs millions of system calls (minutes under the sanitizers). */
+#define CK_ASSERT_RANGE(i, lo, hi, cond)                                                     \
+    do {                                                                                     \
+        long long bad_ = -1, hi_ = (long long)(hi);                                          \
+        for (long long i = (long long)(lo); i < hi_; i++)                                    \
+            if (!(cond)) {                                                                   \
+                bad_ = i;                                                                    \
+                break;                                                                       \
+            }                                                                                \
+        ck_assert_msg(bad_ < 0, "%s fails for %s = %lld", #cond, #i, bad_);                  \
+    } while (0)
+
+/* ck_assert_msg for the inside of a loop over many elements: Check hears of it only when it
+ * fails (cond is evaluated once). */
+#define CK_ASSERT_QUIET(cond, ...)                                                           \
+    do {                                                                                     \
+        if (!(cond)) ck_abort_msg(__VA_ARGS__);                                              \
+    } while (0)
+
 /* A fresh temporary folder (malloc'd path) removed by tmpdir_remove. */
 char *tmpdir_make(void);
 void tmpdir_remove(char *dir);
