@@ -82,10 +82,15 @@ $(BUILD)/tests/test_%: tests/test_%.c $(TEST_HELPER_OBJ) $(BUILD)/libslmc.a
 unit: $(TEST_BIN) $(BUILD)/slmc
 	@sh tests/run_tests.sh $(BUILD)
 
+# The builds compile on every core (JOBS); the tests themselves run one at a time.
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 check: bootstrap
 	@$(MAKE) --no-print-directory check-layers
-	@$(MAKE) --no-print-directory check-clang
+	@$(MAKE) --no-print-directory -j$(JOBS) check-clang
+	@$(MAKE) --no-print-directory -j$(JOBS) $(TEST_BIN) $(BUILD)/slmc
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory -j$(JOBS) BUILD=build-asan OPT=-O1 SAN="$(ASAN_FLAGS)" build-asan/slmc \
+	    $(TEST_BIN:$(BUILD)/%=build-asan/%)
 	@$(MAKE) --no-print-directory check-asan
 
 # No file includes a header from a layer above its own (docs/architecture.md), nor a .c file.
@@ -100,10 +105,9 @@ check-clang:
 	else echo "SKIP clang build: clang is not installed"; fi
 
 # The same suite under AddressSanitizer + UndefinedBehaviorSanitizer, in its own build folder.
+ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 check-asan:
-	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
-	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	    unit
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 SAN="$(ASAN_FLAGS)" unit
 
 demo: bootstrap
 	@$(MAKE) --no-print-directory $(BUILD)/slmc

@@ -551,7 +551,12 @@ START_TEST(sequential_deterministic_across_threads) {
     int *types = books_plan(&m, MIX_Q2_K);
     char *dir = tmpdir_make();
     int threads0 = omp_get_max_threads();
-    for (int fp = 0; fp < 2; fp++) {
+    int fp0 = 0;
+#ifdef TEST_SANITIZED
+    fp0 = 1; /* each run takes a minute under the sanitizers: the fp-target run covers both passes */
+    test_skip(__func__, "fp_target 0 across thread counts under the sanitizers: the optimized build checks it");
+#endif
+    for (int fp = fp0; fp < 2; fp++) {
         char p1[512], p3[512];
         snprintf(p1, sizeof p1, "%s/t1-%d.gguf", dir, fp);
         snprintf(p3, sizeof p3, "%s/t3-%d.gguf", dir, fp);
@@ -567,11 +572,11 @@ START_TEST(sequential_deterministic_across_threads) {
         free(b1);
         free(b3);
     }
-    /* against the parallel mode: layer 0 is the same (nothing before it is quantized except
-     * token_embd, whose error reaches layer 0's inputs), the last layers differ */
+    /* against the parallel mode: token_embd is the same (plain in both), the last layers
+     * differ */
     char pp[512], ps[512];
     snprintf(pp, sizeof pp, "%s/par.gguf", dir);
-    snprintf(ps, sizeof ps, "%s/t1-0.gguf", dir);
+    snprintf(ps, sizeof ps, "%s/t1-%d.gguf", dir, fp0);
     quantize_books(&m, text, types, pp, false, false, NULL);
     gguf_file a, b;
     ck_assert_msg(gguf_open(&a, pp, &err) == 0, "%s", err.msg);

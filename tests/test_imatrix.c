@@ -444,17 +444,10 @@ static void layer0_expect(const model *m, const int32_t *ids, int32_t bos, int n
 /* Chunks collected through the engine: all 100 (about half a minute), except under the
  * sanitizers where a few are enough to check the hook wiring; SLMC_IMATRIX_CHUNKS=N overrides.
  * bench/imatrix.sh runs the full comparison through the CLI. */
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
 static int engine_chunks(void) {
     const char *e = getenv("SLMC_IMATRIX_CHUNKS");
     if (e && atoi(e) > 0) return atoi(e) < REF_CHUNKS ? atoi(e) : REF_CHUNKS;
-#ifdef SANITIZED
+#ifdef TEST_SANITIZED
     return 3;
 #else
     return REF_CHUNKS;

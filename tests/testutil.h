@@ -32,6 +32,16 @@ void test_skip(const char *where, const char *fmt, ...) __attribute__((format(pr
         p_;                                                                                  \
     })
 
+/* TEST_SANITIZED is defined in a sanitizer build (make check-asan), where a few long tests run
+ * a smaller case and say what they left to the optimized build (test_skip). */
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_SANITIZED 1
+#endif
+#endif
+
 /* Assert `cond` for every integer i in [lo, hi) with ONE Check assertion, naming the first i
  * where it fails:   CK_ASSERT_RANGE(i, 0, n, isfinite(y[i]));
  * Check records every passing assertion with a write to its pipe, so a ck_assert per element of

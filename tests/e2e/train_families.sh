@@ -11,7 +11,10 @@
 . tests/e2e/lib.inc
 PEER=${SLMC_PEER_BIN:-/tmp/slmc-peer/llama.cpp-b4747/build/bin}
 # Under the sanitizers (make check-asan) the 26-layer gemma2 model and the kill -9 runs would take
-# most of CI's time: the optimized build runs them, the sanitized one reports them skipped.
+# most of CI's time: the optimized build runs them, the sanitized one reports them skipped. The
+# families other than llama (whose trained teacher serves the distillation checks) train and
+# distil for a quarter of the steps there (the same code, run fewer times), so the checks that
+# need the full runs (the loss halves, distillation lowers the PPL) are reported skipped too.
 SANITIZED=
 ldd "$SLMC" 2>/dev/null | grep -q 'libasan' && SANITIZED=1
 
@@ -51,12 +54,14 @@ for f in llama qwen2 qwen3 gemma gemma2 gemma3 phi2 phi3 stablelm; do
 
     steps=80
     [ "$f" = gemma2 ] && steps=25 # its test config has the 26 layers llama.cpp b4747 insists on
+    [ -n "$SANITIZED" ] && [ "$f" != llama ] && steps=20 # llama's teacher serves the distillation checks below
     expect 0 "$f: train $steps steps" -- "$SLMC" train --model "$T/$f.gguf" $TRAIN --steps $steps --lr 3e-3 \
         --metrics "$T/$f-m.jsonl" -o "$T/$f-t.gguf"
     first=$(head -n 1 "$T/$f-m.jsonl" | sed -E 's/.*"loss": ?([0-9.eE+-]+).*/\1/')
     last=$(grep '"loss"' "$T/$f-m.jsonl" | tail -n 1 | sed -E 's/.*"loss": ?([0-9.eE+-]+).*/\1/')
-    awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.5 * a) }' && ok "$f: loss $first -> $last" \
-        || fail "$f: loss did not halve: $first -> $last"
+    if [ -n "$SANITIZED" ] && [ "$f" != llama ]; then echo "SKIP: $f: the loss halving (80 steps) under the sanitizers: the optimized build checks it"
+    else awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.5 * a) }' && ok "$f: loss $first -> $last" \
+        || fail "$f: loss did not halve: $first -> $last"; fi
     p_trained=$(ppl "$T/$f-t.gguf")
     [ -n "$p_trained" ] && ok "$f: trained export evaluates (PPL $p_trained)" || fail "$f: trained export does not evaluate"
     peer_check "$f" "$T/$f-t.gguf" "$p_trained" "trained export"
@@ -101,12 +106,16 @@ for f in llama qwen2 qwen3 gemma gemma2 gemma3 phi2 phi3 stablelm; do
 
     dsteps=40
     [ "$f" = gemma2 ] && dsteps=12
+    [ -n "$SANITIZED" ] && [ "$f" != llama ] && dsteps=10
     expect 0 "$f: distill $dsteps steps from the trained model" -- "$SLMC" distill --teacher "$T/$f-t.gguf" \
         --student "$T/$f-p.gguf" $TRAIN --steps $dsteps --lr 2e-3 -o "$T/$f-d.gguf"
     p_dist=$(ppl "$T/$f-d.gguf")
-    awk -v a="$p_pruned" -v b="$p_dist" 'BEGIN { exit !(b > 0 && b < a) }' \
+    if [ -n "$SANITIZED" ] && [ "$f" != llama ]; then
+        [ -n "$p_dist" ] && ok "$f: the distilled student evaluates (PPL $p_dist)" || fail "$f: the distilled student does not evaluate"
+        echo "SKIP: $f: distillation lowering the PPL ($dsteps steps) under the sanitizers: the optimized build checks it"
+    else awk -v a="$p_pruned" -v b="$p_dist" 'BEGIN { exit !(b > 0 && b < a) }' \
         && ok "$f: held-out PPL of the pruned student $p_pruned -> $p_dist after distillation" \
-        || fail "$f: distillation did not lower the held-out PPL: $p_pruned -> $p_dist"
+        || fail "$f: distillation did not lower the held-out PPL: $p_pruned -> $p_dist"; fi
 done
 
 # the distillation options on llama's trained teacher and pruned student: every loss; the
