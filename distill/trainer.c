@@ -36,7 +36,7 @@ static int keep_teacher_state(void *ud, int il, const float *x, int n, int64_t E
     trainer *tr = ud;
     for (int p = 0; p < tr->o.n_align; p++)
         if (tr->o.align_t[p] == il + 1)
-            memcpy(tr->align_t[p], x, sizeof(float) * (size_t)n * E);
+            memcpy(tr->align_t[p] + (size_t)tr->teacher_seq * tr->o.seq_len * E, x, sizeof(float) * (size_t)n * E);
     return 0;
 }
 
@@ -69,18 +69,18 @@ int trainer_init(trainer *tr, const trainer_opts *o, train_model *tm, train_data
             }
         }
     }
-    /* one sequence at a time: each is a unit of the step's sum (trainer.h) */
-    if (tm_plan(tm, 1, T, err) != 0) return -1;
+    /* one micro-batch of B sequences at a time: each is a unit of the step's sum (trainer.h) */
+    if (tm_plan(tm, B, T, err) != 0) return -1;
     const comm *c = o->comm ? o->comm : &comm_solo;
-    const int64_t K = (int64_t)B * o->grad_accum;
+    const int64_t K = o->grad_accum;
     if (comm_sum_init(&tr->grad_sum, c, COMM_F32, tm->n_params - tm_first_trainable(tm), K, err) != 0 ||
         comm_sum_init(&tr->loss_sum, c, COMM_F64, 3, K, err) != 0)
         return -1;
     tr->sums_open = true;
     if (o->loss == DISTILL_JSD && !(o->jsd_beta > 0 && o->jsd_beta < 1))
         return slmc_fail(err, NULL, "the JSD's beta must lie strictly between 0 and 1 (it is %g)", o->jsd_beta);
-    tr->inputs = malloc(sizeof(int32_t) * (size_t)T);
-    tr->targets = malloc(sizeof(int32_t) * (size_t)T);
+    tr->inputs = malloc(sizeof(int32_t) * (size_t)B * T);
+    tr->targets = malloc(sizeof(int32_t) * (size_t)B * T);
     tr->seqs = malloc(sizeof(int64_t) * (size_t)B * o->grad_accum);
     if (!tr->inputs || !tr->targets || !tr->seqs) return slmc_fail(err, NULL, "out of memory");
     if (teacher) {
@@ -88,10 +88,10 @@ int trainer_init(trainer *tr, const trainer_opts *o, train_model *tm, train_data
         tr->tctx_open = true;
         /* the teacher runs on the student's threads */
         if (llm_context_set_threads(&tr->tctx, tm->exec.n_threads, err) != 0) return -1;
-        tr->tlogits = malloc(sizeof(float) * (size_t)T * (size_t)teacher->cfg.n_vocab);
+        tr->tlogits = malloc(sizeof(float) * (size_t)B * T * (size_t)teacher->cfg.n_vocab);
         if (!tr->tlogits) return slmc_fail(err, NULL, "out of memory for the teacher's logits");
         if (o->n_align > 0) {
-            const size_t N = (size_t)T, Cs = (size_t)tm->cfg.hp.n_embd, Ct = (size_t)teacher->cfg.n_embd;
+            const size_t N = (size_t)B * T, Cs = (size_t)tm->cfg.hp.n_embd, Ct = (size_t)teacher->cfg.n_embd;
             tr->dres_add = calloc((size_t)tm->cfg.hp.n_layer + 1, sizeof(float *));
             tr->align_y = malloc(sizeof(float) * N * Ct);
             if (!tr->dres_add || !tr->align_y) return slmc_fail(err, NULL, "out of memory");
@@ -136,7 +136,7 @@ void trainer_free(trainer *tr) {
 int trainer_set_cache(trainer *tr, teacher_cache *cache, slmc_err *err) {
     const teacher_cache_info *in = tcache_info(cache);
     const train_data *d = tr->data;
-    const int Vs = (int)tr->tm->cfg.hp.n_vocab, N = tr->o.seq_len;
+    const int Vs = (int)tr->tm->cfg.hp.n_vocab, N = tr->o.batch * tr->o.seq_len;
     if (tr->teacher) return slmc_fail(err, NULL, "a run distils from a live teacher or from a teacher cache, not both");
     if (in->data_hash != d->hash || in->n_tokens != (int64_t)d->n_tokens || in->n_seq != d->n_train || in->T != d->T)
         return slmc_fail(err, NULL, "the teacher cache was made for another text or split (%lld tokens, %lld sequences of "
@@ -168,9 +168,9 @@ double trainer_lr(const trainer_opts *o, int64_t s) {
     return o->min_lr + 0.5 * ((double)o->lr - o->min_lr) * (1.0 + cos(M_PI * progress));
 }
 
-/* The hidden-state loss of one sequence (N = T tokens), w · Σ_pairs mean over tokens and
+/* The hidden-state loss of one micro-batch (N = B·T tokens), w · Σ_pairs mean over tokens and
  * channels of (P h_s − h_t)²; its gradient goes into the projections' grads and into
- * tr->dres_add (which tm_backward adds to the residual stream), scaled for K sequences. */
+ * tr->dres_add (which tm_backward adds to the residual stream), scaled for K micro-batches. */
 static double align_loss(trainer *tr, int N, int K) {
     train_model *tm = tr->tm;
     const int Cs = (int)tm->cfg.hp.n_embd, Ct = (int)tr->teacher->cfg.n_embd;
@@ -200,41 +200,49 @@ static double align_loss(trainer *tr, int N, int K) {
     return total;
 }
 
-/* One sequence's part of the step: forward, losses, backward into tm->grads (zeroed first).
- * losses[0..2] = its summed cross-entropy, τ²·D and alignment, each as the step's mean counts
- * it (cross-entropy and divergence summed over the T tokens; alignment a mean already). */
-static int sequence_gradient(trainer *tr, int64_t seq, int64_t K, double losses[3], slmc_err *err) {
+/* One micro-batch's part of the step: sequences seqs[0..B), forward, losses, backward into
+ * tm->grads (zeroed first). losses[0..2] = its summed cross-entropy, τ²·D and alignment, each as
+ * the step's mean counts it (cross-entropy and divergence summed over the B·T tokens; alignment
+ * a mean already). K = the step's micro-batches. */
+static int microbatch_gradient(trainer *tr, const int64_t *seqs, int64_t K, double losses[3], slmc_err *err) {
     train_model *tm = tr->tm;
-    const int T = tr->o.seq_len, Vs = tm->cfg.hp.n_vocab;
+    const int B = tr->o.batch, T = tr->o.seq_len, N = B * T, Vs = tm->cfg.hp.n_vocab;
     const bool distil = tr->teacher || tr->cache;
     const float alpha = distil ? tr->o.alpha : 1.0f;
     const distill_loss dl = {tr->o.loss, tr->o.temperature, tr->o.jsd_beta};
-    data_train_seq(tr->data, seq, tr->inputs, tr->targets);
-    for (int i = 0; i < T; i++)
+    for (int b = 0; b < B; b++) data_train_seq(tr->data, seqs[b], tr->inputs + (size_t)b * T, tr->targets + (size_t)b * T);
+    for (int i = 0; i < N; i++)
         if (tr->inputs[i] < 0 || tr->inputs[i] >= Vs || tr->targets[i] >= Vs)
             return slmc_fail(err, NULL, "token id %d is outside the student's vocabulary of %d",
                              tr->inputs[i] < 0 || tr->inputs[i] >= Vs ? tr->inputs[i] : tr->targets[i], Vs);
     tm_zero_grad(tm);
     tm_forward(tm, tr->inputs);
-    memset(tm->a.dlogits, 0, sizeof(float) * (size_t)T * Vs);
-    /* the step's loss is the mean over all its K·T tokens */
-    const float scale = 1.0f / ((float)T * (float)K);
+    memset(tm->a.dlogits, 0, sizeof(float) * (size_t)N * Vs);
+    /* the step's loss is the mean over all its K·B·T tokens */
+    const float scale = 1.0f / ((float)N * (float)K);
     losses[0] = crossentropy_forward_backward(alpha != 0 ? tm->a.dlogits : NULL, tm->a.row_loss, tm->a.logits,
-                                              tr->targets, T, Vs, alpha * scale, tm->exec.n_threads);
+                                              tr->targets, N, Vs, alpha * scale, tm->exec.n_threads);
     losses[1] = losses[2] = 0;
     if (tr->teacher) {
         const int Vt = (int)tr->teacher->cfg.n_vocab;
-        if (llm_eval(&tr->tctx, tr->inputs, T, 0, tr->tlogits, err) != 0) return -1;
-        if (tr->save && tcache_put(tr->save, seq, tr->tlogits, err) != 0) return -1;
+        for (int b = 0; b < B; b++) {
+            float *tl = tr->tlogits + (size_t)b * T * Vt;
+            tr->teacher_seq = b; /* where keep_teacher_state puts this sequence's states */
+            if (llm_eval(&tr->tctx, tr->inputs + (size_t)b * T, T, 0, tl, err) != 0) return -1;
+            if (tr->save && tcache_put(tr->save, seqs[b], tl, err) != 0) return -1;
+        }
         losses[1] = distill_forward_backward(tm->a.dlogits, tm->a.row_loss, tm->a.logits, Vs, tr->tlogits, Vt,
-                                             Vs < Vt ? Vs : Vt, T, &dl, scale, tm->exec.n_threads);
-        if (tr->o.n_align > 0) losses[2] = align_loss(tr, T, (int)K);
+                                             Vs < Vt ? Vs : Vt, N, &dl, scale, tm->exec.n_threads);
+        if (tr->o.n_align > 0) losses[2] = align_loss(tr, N, (int)K);
     } else if (tr->cache) {
         const teacher_cache_info *in = tcache_info(tr->cache);
-        if (tcache_get(tr->cache, seq, tr->topk_ids, tr->topk_logp, tr->topk_rest, err) != 0) return -1;
+        for (int b = 0; b < B; b++)
+            if (tcache_get(tr->cache, seqs[b], tr->topk_ids + (size_t)b * T * in->k, tr->topk_logp + (size_t)b * T * in->k,
+                           tr->topk_rest + (size_t)b * T, err) != 0)
+                return -1;
         const teacher_topk tk = {in->k, tr->topk_ids, tr->topk_logp, tr->topk_rest};
         losses[1] = distill_topk_forward_backward(tm->a.dlogits, tm->a.row_loss, tm->a.logits, Vs, &tk, in->V_shared,
-                                                  T, &dl, scale, tm->exec.n_threads);
+                                                  N, &dl, scale, tm->exec.n_threads);
     }
     tm_backward(tm, tr->inputs);
     return 0;
@@ -244,14 +252,16 @@ int trainer_step(trainer *tr, train_report *rep, slmc_err *err) {
     train_model *tm = tr->tm;
     const comm *c = tr->o.comm ? tr->o.comm : &comm_solo;
     const int T = tr->o.seq_len;
-    const int64_t K = (int64_t)tr->o.batch * tr->o.grad_accum; /* the step's sequences */
+    const int B = tr->o.batch;
+    const int64_t K = tr->o.grad_accum; /* the step's micro-batches */
     const bool distil = tr->teacher || tr->cache;
     const float alpha = distil ? tr->o.alpha : 1.0f;
     const size_t first = tm_first_trainable(tm), n_train = tm->n_params - first;
     memset(rep, 0, sizeof *rep);
     /* every rank draws the whole step's sequences (the same cursor everywhere) and computes
-     * its share; gradients and losses are then summed over the sequences in a fixed tree */
-    data_draw(tr->data, K, tr->seqs);
+     * its share of the micro-batches; gradients and losses are then summed over the
+     * micro-batches in a fixed tree */
+    data_draw(tr->data, K * B, tr->seqs);
     comm_sum *grads = &tr->grad_sum, *losses = &tr->loss_sum;
     if (grads->len != n_train) return slmc_fail(err, NULL, "the model's trainable parameters changed after trainer_init");
     comm_sum_set_threads(grads, tm->exec.n_threads);
@@ -259,7 +269,7 @@ int trainer_step(trainer *tr, train_report *rep, slmc_err *err) {
     if (st == 0) st = comm_sum_reset(losses, K, err);
     for (int64_t u = grads->lo; st == 0 && u < grads->hi; u++) {
         double l[3];
-        st = sequence_gradient(tr, tr->seqs[u], K, l, err);
+        st = microbatch_gradient(tr, tr->seqs + u * B, K, l, err);
         if (st == 0) st = comm_sum_add(grads, tm->grads + first, err);
         if (st == 0) st = comm_sum_add(losses, l, err);
     }
@@ -267,8 +277,8 @@ int trainer_step(trainer *tr, train_report *rep, slmc_err *err) {
     if (comm_agree(c, st, err) != 0 || comm_sum_finish(grads, tm->grads + first, err) != 0 ||
         comm_sum_finish(losses, total, err) != 0)
         return -1;
-    rep->ce = total[0] / ((double)T * K);
-    rep->kl = total[1] / ((double)T * K);
+    rep->ce = total[0] / ((double)T * B * K);
+    rep->kl = total[1] / ((double)T * B * K);
     rep->align = total[2] / K;
     rep->loss = rep->kl + alpha * rep->ce + rep->align;
     rep->grad_norm = tm_grad_norm(tm);
@@ -277,7 +287,7 @@ int trainer_step(trainer *tr, train_report *rep, slmc_err *err) {
     tm_adamw(tm, tr->step + 1, (float)rep->lr, tr->o.beta1, tr->o.beta2, tr->o.adam_eps, tr->o.weight_decay, gscale);
     tr->step++;
     rep->step = tr->step;
-    rep->tokens = (int64_t)T * K;
+    rep->tokens = (int64_t)T * B * K;
     return 0;
 }
 
@@ -288,7 +298,9 @@ int trainer_eval(trainer *tr, int64_t n_seqs, double *mean_ce, slmc_err *err) {
     int64_t n = tr->data->n_valid;
     if (n_seqs > 0 && n_seqs < n) n = n_seqs;
     if (n < 1) return slmc_fail(err, NULL, "there is no held-out text to evaluate on");
-    /* each held-out sequence's summed cross-entropy, summed over the sequences in the tree */
+    /* each held-out sequence's summed cross-entropy, summed over the sequences in the tree:
+     * one sequence per forward (the model planned for one, then back to the micro-batch) */
+    if (tm_plan(tm, 1, T, err) != 0) return -1;
     comm_sum sum;
     int st = comm_sum_init(&sum, c, COMM_F64, 1, n, err);
     for (int64_t s = sum.lo; st == 0 && s < sum.hi; s++) {
@@ -310,6 +322,7 @@ int trainer_eval(trainer *tr, int64_t n_seqs, double *mean_ce, slmc_err *err) {
         return -1;
     }
     comm_sum_free(&sum);
+    if (tm_plan(tm, tr->o.batch, T, err) != 0) return -1;
     *mean_ce = total / ((double)n * T);
     return 0;
 }

@@ -1,14 +1,16 @@
 /* trainer.h - the training loop behind `slmc train` and `slmc distill`.
  *
  * One optimizer step:
- *   the next K = grad_accum × B sequences, each on its own:
+ *   the next grad_accum micro-batches of B sequences, each in one pass:
  *       [ student forward ─> loss ─> dlogits ─> student backward ─> its gradient ]
- *   ─> the K gradients summed in a fixed tree over the sequence index (comm.h)
+ *   ─> the grad_accum gradients summed in a fixed tree over the micro-batch index (comm.h)
  *   ─> global gradient norm, clipped ─> AdamW at the scheduled learning rate
- * The sequences are the units of the sum so that under mpirun each rank can take a share of
+ * The micro-batches are the units of the sum so that under mpirun each rank can take a share of
  * them and the sum still has the same bits for any number of ranks (docs/mpi.md): the written
- * model, the checkpoints and the logged losses do not depend on N. --batch and --grad-accum
- * only say how many sequences a step has (B × grad_accum), split among the ranks.
+ * model, the checkpoints and the logged losses do not depend on N. Ranks beyond grad_accum have
+ * nothing to do: use --grad-accum N or more to keep N ranks busy. (Units of one sequence would
+ * split finer, but 256-row products and a gradient vector per sequence cost a third of the
+ * speed of one process.)
  * The loss is α·CE on the text when there is no teacher (α forced to 1), or
  *   τ²·D(teacher, student) + α·CE
  * with D one of ops.h's divergences (KL both ways, JSD, TVD), the teacher's logits from the
@@ -55,7 +57,7 @@ typedef struct trainer_opts {
     int n_align;          /* hidden-state pairs (live teacher only), at most TRAINER_MAX_ALIGN */
     int align_s[8], align_t[8]; /* student / teacher layers counted from 1: the state after that many */
     float align_weight;   /* w (default 1) */
-    const comm *comm;     /* the job whose ranks share each step's sequences (comm.h); NULL: one
+    const comm *comm;     /* the job whose ranks share each step's micro-batches (comm.h); NULL: one
                              process. The results are the same bits for any number of ranks. */
 } trainer_opts;
 #define TRAINER_MAX_ALIGN 8
@@ -71,22 +73,23 @@ typedef struct trainer {
     const llm_model *teacher; /* NULL for plain training (not owned) */
     llm_context tctx;         /* the teacher's context, T positions */
     bool tctx_open;
-    float *tlogits;           /* [T][Vt] teacher logits of the sequence */
+    float *tlogits;           /* [B*T][Vt] teacher logits of the micro-batch */
+    int teacher_seq;          /* the micro-batch's sequence the teacher is running */
     teacher_cache *cache;     /* instead of the teacher: its saved top-k (not owned; trainer_set_cache) */
     teacher_cache *save;      /* with the teacher: where to keep each drawn sequence's top-k (not owned) */
-    int32_t *topk_ids;        /* [T][k] the cache's rows of the sequence */
-    float *topk_logp;         /* [T][k] */
-    float *topk_rest;         /* [T] */
-    int32_t *inputs, *targets;/* [T] */
+    int32_t *topk_ids;        /* [B*T][k] the cache's rows of the micro-batch */
+    float *topk_logp;         /* [B*T][k] */
+    float *topk_rest;         /* [B*T] */
+    int32_t *inputs, *targets;/* [B*T] */
     int64_t *seqs;            /* [B*grad_accum] the step's training sequence indices */
     /* hidden-state alignment */
-    float *align_t[8];        /* [T][C_t] the teacher's states of each pair (filled by its hook) */
+    float *align_t[8];        /* [B*T][C_t] the teacher's states of each pair (filled by its hook) */
     int align_proj[8];        /* tensor index of each pair's projection, or -1 (same width) */
-    float *dres_buf[8];       /* [T][C_s] the gradient each pair adds to the student's stream */
+    float *dres_buf[8];       /* [B*T][C_s] the gradient each pair adds to the student's stream */
     float **dres_add;         /* [n_layer + 1] what tm_backward adds (tm->dres_add) */
-    float *align_y;           /* [T][C_t] scratch */
+    float *align_y;           /* [B*T][C_t] scratch */
     int64_t step;             /* optimizer steps completed */
-    comm_sum grad_sum;        /* the step's gradient, a sum over its sequences (kept: its vectors
+    comm_sum grad_sum;        /* the step's gradient, a sum over its micro-batches (kept: its vectors
                                  are reused every step) */
     comm_sum loss_sum;        /* the step's summed losses [ce, τ²·D, alignment] */
     bool sums_open;
