@@ -18,8 +18,9 @@ MPI="mpirun --oversubscribe"
 M="$SHARED/models/stories260K/stories260K.bin"
 TOK="$SHARED/models/stories260K/tok512.bin"
 DATA="$SHARED/text/tinyshakespeare.txt"
-# B x grad-accum = 6 sequences a step: 3 ranks take 2 each, 2 ranks 3, 4 ranks 2,2,1,1
-COMMON="--tokenizer $TOK --data $DATA --max-tokens 40000 --seq-len 32 --batch 3 --grad-accum 2 --lr 2e-3 --eval-every 5 --eval-seqs 7 -q"
+# 3 micro-batches of 2 sequences a step, the units the ranks share: 3 ranks take one each, 2 ranks
+# 2 and 1
+COMMON="--tokenizer $TOK --data $DATA --max-tokens 40000 --seq-len 32 --batch 2 --grad-accum 3 --lr 2e-3 --eval-every 5 --eval-seqs 7 -q"
 
 # the metrics without what depends on the clock
 losses() { sed -E 's/,"(tokens_per_s|seconds|matmul_share)":[^,}]*//g' "$1"; }
