@@ -26,12 +26,12 @@ static const char *USAGE_DISTILL =
     "student has are compared. --save-teacher F keeps its top --top-k log-probabilities of every\n"
     "sequence drawn, so later runs (same --data, --seq-len, --seed, --temperature) can distil\n"
     "from F with --teacher-cache F and no teacher. Under 'mpirun -np N' (docs/mpi.md) the\n"
-    "ranks share each step's sequences and write the same bytes as one process.\n";
+    "ranks share each step's --grad-accum micro-batches and write the same bytes as one process.\n";
 static const char *USAGE_TRAIN =
     "Usage: slmc train --model M --data FILE -o OUT [options]\n"
     "\n"
     "Train or fine-tune M with cross-entropy on FILE. Under 'mpirun -np N' (docs/mpi.md) the\n"
-    "ranks share each step's sequences and write the same bytes as one process.\n";
+    "ranks share each step's --grad-accum micro-batches and write the same bytes as one process.\n";
 static const char *USAGE_OPTIONS =
     "\n"
     "Data: FILE is .txt or .jsonl (field \"text\"), optionally .gz or .zst; tokenized with the\n"
@@ -43,8 +43,9 @@ static const char *USAGE_OPTIONS =
     "  --steps N            optimizer steps (default 1000)\n"
     "  --seq-len T          tokens per sequence (default 256, at most the model's context)\n"
     "  --batch B            sequences per micro-batch (default 4)\n"
-    "  --grad-accum K       micro-batches per step (default 1); a step has B x K sequences,\n"
-    "                       shared by the ranks under mpirun (the same result for any count)\n"
+    "  --grad-accum K       micro-batches per step (default 1); a step has B x K sequences, its\n"
+    "                       K micro-batches shared by the ranks under mpirun (the same result for\n"
+    "                       any count; K >= ranks keeps every rank busy)\n"
     "  --lr X, --min-lr X   peak and final learning rate (default 3e-4, 3e-5)\n"
     "  --warmup N           linear warmup steps before the cosine decay (default 100, at most steps/10)\n"
     "  --weight-decay X     AdamW decoupled weight decay on matrices (default 0.1)\n"
