@@ -111,6 +111,7 @@ typedef struct kern_arow {
     int32_t *bsum;   /* [n/16] Q8_K: sum of each 16 quants */
     int16_t *bsum16; /* [n/16] Q8_K: the same sums as int16, for the tiled kernels (NULL: not kept) */
     float *f;        /* [n] float activations (rounded to the weight's float type) */
+    uint16_t *h;     /* [n] BF16 activations in VDPBF16PS pair order (kern_act_bf16_pairs), or NULL */
 } kern_arow;
 
 /* Bytes of memory one unpacked row of n values needs (its arrays 32-byte aligned), and the
@@ -172,6 +173,19 @@ bool kern_cpu_has_avx512(void);
  * AVX-512). scratch holds KERN_FLOAT_SCRATCH floats. */
 #define KERN_FLOAT_SCRATCH (64 * 64 * 16)
 bool kern_float_rows_avx512_ok(int wtype, int64_t n);
+
+/* BF16 rows through VDPBF16PS (AVX512_BF16), still the same bits. The instruction adds two
+ * exact bf16 products to a float lane one after the other, each rounded (odd element first):
+ * exactly two FMAs of the 16-lane chain. So the 16 values each lane takes from two successive
+ * chunks of 16 are paired: activations once per row by kern_act_bf16_pairs (a[t].h, value
+ * i + j in the high half of word j of each 32, value i + 16 + j in the low half), weights by
+ * one word permutation per load. kern_dot_float_rows_avx512 takes this path for BF16 rows
+ * when every a[t].h is set and kern_cpu_has_avx512bf16(). The instruction reads a subnormal
+ * bf16 (below 2^-126) as zero and flushes a subnormal result, where the FMAs keep them: no
+ * model's weights or activations live there, and llama.cpp's BF16 dot on these CPUs (the same
+ * instruction) does the same. */
+bool kern_cpu_has_avx512bf16(void);
+void kern_act_bf16_pairs(const float *f, int64_t n, uint16_t *h);
 int kern_dot_float_rows_avx512(int wtype, int64_t n, const void *const *rows, int nr, const kern_arow *a, int nt,
                                float *y, int64_t ldy, float *scratch);
 

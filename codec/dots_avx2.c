@@ -473,6 +473,19 @@ bool kern_cpu_has_avx512(void) {
     return cpu_avx512;
 }
 
+/* AVX512_BF16: CPUID leaf 7 sub-leaf 1, EAX bit 5 (asked once, as above) */
+static bool cpu_avx512bf16;
+static pthread_once_t cpu_avx512bf16_once = PTHREAD_ONCE_INIT;
+static void check_cpu_avx512bf16(void) {
+    unsigned eax, ebx, ecx, edx;
+    cpu_avx512bf16 = kern_cpu_has_avx512() && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax >> 5 & 1);
+}
+
+bool kern_cpu_has_avx512bf16(void) {
+    pthread_once(&cpu_avx512bf16_once, check_cpu_avx512bf16);
+    return cpu_avx512bf16;
+}
+
 /* One row pair's 8 chains (lane LANE(r, t) of acc: its even 8-value chunks in the low half, the
  * odd ones in the high half) reduced as the 1x1 kernel reduces them, and stored. */
 AVX512 static AI void store_f32_pair512(const __m512 acc[8], int T, float *y, int64_t ldy) {
@@ -640,8 +653,11 @@ int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, in
  * chains wait in memory (16 registers per 4 rows x 4 tokens): storing and reloading a float
  * changes nothing, so every chain runs the same FMAs in the same order as without slices.
  * (Measured on Llama-3.2-1B F16, one chunk: 16 rows x 64 tokens x 256 values 4.0 s, 64 x 64 x
- * 256 3.3 s, 64 x 64 x 512 3.1 s; 128 rows, 1024 values, 16 or 32 tokens all within 3%.) */
-enum { FR_ROWS = 64, FR_TOK = 64, FR_K = 512 }; /* chains kept: 64 x 64 x 16 floats (KERN_FLOAT_SCRATCH) */
+ * 256 3.3 s, 64 x 64 x 512 3.1 s; 128 rows, 1024 values, 16 or 32 tokens all within 3%.)
+ * The VDPBF16PS slices do twice the work per instruction, so a call's fixed part (the chains
+ * loaded and stored, the row pointers) weighs twice as much: they take 2048 values at a time
+ * (Llama-3.2-1B BF16, 2 chunks: 512 values 4.9 s, 1024 4.2 s, 2048 4.2 s, 8192 4.2 s). */
+enum { FR_ROWS = 64, FR_TOK = 64, FR_K = 512, FR_K_PAIRS = 2048 }; /* chains kept: 64 x 64 x 16 floats (KERN_FLOAT_SCRATCH) */
 
 AVX512 static AI __m512 load16_weights(const int wtype, const void *row, int64_t i) {
     if (wtype == GGML_TYPE_F32) return _mm512_loadu_ps((const float *)row + i);
@@ -687,6 +703,61 @@ AVX512 static AI void float_rows_slice(const int wtype, const int T, const void 
         for (int k = 0; k < 2 * T; ++k) _mm512_storeu_ps(st + 16 * (8 * p + k), acc[p][k]);
 }
 
+#define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16,avx2,fma")))
+
+/* The same slice for BF16 rows with VDPBF16PS (dots.h: kern_cpu_has_avx512bf16): each step of
+ * 32 values is one instruction per row and token where float_rows_slice runs two FMAs, on the
+ * pairs of kern_act_bf16_pairs (a[t].h) and the weights paired the same way by one VPERMW per
+ * row; a last 16 values (n % 32) run float_rows_slice's FMAs. */
+AVX512BF16 static AI void bf16_pairs_slice(const int T, const void *const *w, const kern_arow *a, int64_t k0,
+                                           int64_t k1, bool first, bool last, float *st, float *y, int64_t ldy) {
+    /* word 2j <- word 16 + j (low half, second), word 2j + 1 <- word j (high half, first) */
+    const __m512i pair = _mm512_set_epi16(15, 31, 14, 30, 13, 29, 12, 28, 11, 27, 10, 26, 9, 25, 8, 24, 7, 23, 6, 22,
+                                          5, 21, 4, 20, 3, 19, 2, 18, 1, 17, 0, 16);
+    __m512 acc[2][8];
+    UNROLL
+    for (int p = 0; p < 2; ++p)
+        UNROLL
+        for (int k = 0; k < 8; ++k)
+            acc[p][k] = first || k >= 2 * T ? _mm512_setzero_ps() : _mm512_loadu_ps(st + 16 * (8 * p + k));
+    int64_t i = k0;
+    for (; i + 32 <= k1; i += 32) {
+        __m512bh av[KT_T];
+        UNROLL
+        for (int t = 0; t < T; ++t) {
+            av[t] = (__m512bh)_mm512_loadu_si512((const void *)(a[t].h + i));
+            __asm__("" : "+v"(av[t]));
+        }
+        UNROLL
+        for (int r = 0; r < 2 * KT_R; ++r) {
+            const __m512bh wv = (__m512bh)_mm512_permutexvar_epi16(
+                pair, _mm512_loadu_si512((const void *)((const uint16_t *)w[r] + i)));
+            UNROLL
+            for (int t = 0; t < T; ++t)
+                acc[r / KT_R][LANE(r % KT_R, t)] = _mm512_dpbf16_ps(acc[r / KT_R][LANE(r % KT_R, t)], wv, av[t]);
+        }
+    }
+    for (; i < k1; i += 16) { /* the last 16 of an odd count: two chunks cannot pair */
+        UNROLL
+        for (int r = 0; r < 2 * KT_R; ++r) {
+            const __m512 wv = load16_weights(GGML_TYPE_BF16, w[r], i);
+            UNROLL
+            for (int t = 0; t < T; ++t)
+                acc[r / KT_R][LANE(r % KT_R, t)] =
+                    _mm512_fmadd_ps(wv, _mm512_loadu_ps(a[t].f + i), acc[r / KT_R][LANE(r % KT_R, t)]);
+        }
+    }
+    if (last) {
+        store_f32_pair512(acc[0], T, y, ldy);
+        store_f32_pair512(acc[1], T, y + KT_R, ldy);
+        return;
+    }
+    UNROLL
+    for (int p = 0; p < 2; ++p)
+        UNROLL
+        for (int k = 0; k < 2 * T; ++k) _mm512_storeu_ps(st + 16 * (8 * p + k), acc[p][k]);
+}
+
 typedef void (*float_slice_fn)(const void *const *, const kern_arow *, int64_t, int64_t, bool, bool, float *, float *,
                                int64_t);
 #define FLOAT_SLICE_FNS(NAME, WTYPE)                                                                                 \
@@ -702,6 +773,17 @@ typedef void (*float_slice_fn)(const void *const *, const kern_arow *, int64_t, 
 FLOAT_SLICE_FNS(slice_f32, GGML_TYPE_F32)
 FLOAT_SLICE_FNS(slice_f16, GGML_TYPE_F16)
 FLOAT_SLICE_FNS(slice_bf16, GGML_TYPE_BF16)
+#define BF16_PAIR_FN(T)                                                                                              \
+    AVX512BF16 static void slice_bf16_pairs_##T(const void *const *w, const kern_arow *a, int64_t k0, int64_t k1,      \
+                                                bool f, bool l, float *st, float *y, int64_t ldy) {                   \
+        bf16_pairs_slice(T, w, a, k0, k1, f, l, st, y, ldy);                                                           \
+    }
+BF16_PAIR_FN(1)
+BF16_PAIR_FN(2)
+BF16_PAIR_FN(3)
+BF16_PAIR_FN(4)
+static const float_slice_fn slice_bf16_pairs[KT_T + 1] = {NULL, slice_bf16_pairs_1, slice_bf16_pairs_2,
+                                                           slice_bf16_pairs_3, slice_bf16_pairs_4};
 
 static const float_slice_fn *float_slices(int wtype) {
     return wtype == GGML_TYPE_F32 ? slice_f32 : wtype == GGML_TYPE_F16 ? slice_f16 : wtype == GGML_TYPE_BF16 ? slice_bf16 : NULL;
@@ -716,12 +798,18 @@ int kern_dot_float_rows_avx512(int wtype, int64_t n, const void *const *rows, in
     const float_slice_fn *fns = float_slices(wtype);
     const int nr4 = nr / 4 * 4;
     if (!kern_float_rows_avx512_ok(wtype, n) || nr4 == 0 || nt <= 0) return 0;
+    int64_t slice = FR_K;
+    if (wtype == GGML_TYPE_BF16 && kern_cpu_has_avx512bf16()) {
+        bool pairs = true;
+        for (int t = 0; t < nt; ++t) pairs = pairs && a[t].h;
+        if (pairs) fns = slice_bf16_pairs, slice = FR_K_PAIRS;
+    }
     for (int r0 = 0; r0 < nr4; r0 += FR_ROWS) {
         const int rr = nr4 - r0 < FR_ROWS ? nr4 - r0 : FR_ROWS;
         for (int t0 = 0; t0 < nt; t0 += FR_TOK) {
             const int tt = nt - t0 < FR_TOK ? nt - t0 : FR_TOK;
-            for (int64_t k0 = 0; k0 < n; k0 += FR_K) {
-                const int64_t k1 = n - k0 < FR_K ? n : k0 + FR_K;
+            for (int64_t k0 = 0; k0 < n; k0 += slice) {
+                const int64_t k1 = n - k0 < slice ? n : k0 + slice;
                 for (int g = 0; g < tt; g += KT_T) {
                     const int T = tt - g < KT_T ? tt - g : KT_T;
                     for (int q = 0; q < rr; q += 4) {
@@ -1373,6 +1461,7 @@ int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, in
     return 0;
 }
 bool kern_cpu_has_avx512(void) { return false; }
+bool kern_cpu_has_avx512bf16(void) { return false; }
 bool kern_float_rows_avx512_ok(int wtype, int64_t n) {
     (void)wtype, (void)n;
     return false;

@@ -55,6 +55,14 @@ int kern_matmul(const kern_ctx *ctx, const kern_weight *W, const float *x, int64
      * tiles of 64 rows (the rest of a tile, < 4 rows, unpacked as usual) */
     const bool in_place = avx2 && kern_float_rows_avx512_ok(W->type, n);
     const int row_tile = in_place ? FLOAT_ROW_TILE : ROW_TILE;
+    /* BF16 in place with VDPBF16PS: each token's values also in the instruction's pair order */
+    uint16_t *pairs = NULL;
+    if (in_place && W->type == GGML_TYPE_BF16 && kern_cpu_has_avx512bf16() &&
+        !(pairs = malloc(sizeof(uint16_t) * (size_t)n * (size_t)n_tok))) {
+        free(act_mem); free(acts);
+        return slmc_fail(err, NULL, "matmul: out of memory for %lld BF16 activation rows of %lld", (long long)n_tok,
+                         (long long)n);
+    }
     const int64_t n_tiles = (W->n_out + row_tile - 1) / row_tile;
     int oom = 0;
 #pragma omp parallel num_threads(n_threads)
@@ -72,9 +80,14 @@ int kern_matmul(const kern_ctx *ctx, const kern_weight *W, const float *x, int64
         for (int64_t t = 0; t < n_tok; ++t) {
             if (!raw || !wmem) continue;
             kern_unpacked_carve(act_mem + ub * (size_t)t, n, NULL, &acts[t]);
-            if (avx2 && kern_act_unpack_avx2(wd, x + t * n, n, &acts[t])) continue;
-            kern_act_convert(W->type, x + t * n, raw, n);
-            kern_unpack_arow(wd->act_type, raw, n, &acts[t]);
+            if (!avx2 || !kern_act_unpack_avx2(wd, x + t * n, n, &acts[t])) {
+                kern_act_convert(W->type, x + t * n, raw, n);
+                kern_unpack_arow(wd->act_type, raw, n, &acts[t]);
+            }
+            if (pairs) {
+                acts[t].h = pairs + (size_t)n * (size_t)t;
+                kern_act_bf16_pairs(acts[t].f, n, acts[t].h);
+            }
         }
         /* the barrier of the loop above: every token is ready (or some thread ran out of memory) */
         int failed;
@@ -101,6 +114,7 @@ int kern_matmul(const kern_ctx *ctx, const kern_weight *W, const float *x, int64
     }
     free(act_mem);
     free(acts);
+    free(pairs);
     if (oom) return slmc_fail(err, NULL, "matmul: out of memory");
     return 0;
 }

@@ -321,71 +321,106 @@ END_TEST
 
 /* The float rows read in place (kern_dot_float_rows_avx512: F32/F16/BF16 widened in registers,
  * n in slices, the chains kept between them) give, bit for bit, the 1x1 AVX2 dot of the unpacked
- * rows: row lengths of one slice, a partial slice and several (16, 528, 1040), row counts around
- * the fours and past 64, token counts around the 4-token groups and past the 64-token blocks, an
- * output stride wider than the rows; F16 rows holding NaN (signalling and quiet) and infinities
- * give the same NaN bits. */
-START_TEST(test_float_rows_in_place_bit_identical) {
-    if (!kern_have_avx2()) SKIP_TEST("the CPU has no AVX2/FMA");
-    if (!kern_cpu_has_avx512()) SKIP_TEST("the CPU has no AVX-512 F/DQ/BW/VL/VNNI: the in-place float kernel is not used");
+ * rows: row lengths of one slice, a partial slice and several (16, 528, 544, 1040: an odd and an
+ * even count of 16-value chunks), row counts around the fours and past 64, token counts around
+ * the 4-token groups and past the 64-token blocks, an output stride wider than the rows; F16
+ * rows holding NaN (signalling and quiet) and infinities give the same NaN bits. With `pairs`,
+ * BF16 activations also carry kern_act_bf16_pairs' order, so the VDPBF16PS slices run. */
+static void check_float_rows_in_place(int type, bool pairs) {
     enum { MAXR = 70, MAXT = 70 };
-    const int types[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16};
-    const int64_t lens[] = {16, 528, 1040};
+    const int64_t lens[] = {16, 528, 544, 1040};
     const int nrs[] = {1, 3, 4, 7, 8, 19, 64, 70}, nts[] = {1, 2, 3, 4, 5, 9, 64, 70};
     float *scratch = malloc(sizeof(float) * KERN_FLOAT_SCRATCH);
     float *y = malloc(sizeof(float) * MAXT * (MAXR + 3));
     float *want = malloc(sizeof(float) * MAXT * MAXR);
-    for (int ti = 0; ti < 3; ++ti)
-        for (int li = 0; li < 3; ++li) {
-            const int type = types[ti];
-            const int64_t n = lens[li];
-            const kern_wdesc *wd = kern_wdesc_get(type);
-            ck_assert(kern_float_rows_avx512_ok(type, n));
-            wmat W = make_weights(type, MAXR, n);
-            if (type == GGML_TYPE_F16) { /* a signalling NaN, a quiet NaN with a payload, -inf */
-                uint16_t *h = (uint16_t *)(W.q + W.row_bytes * 5);
-                h[n - 1] = 0x7c01;
-                ((uint16_t *)(W.q + W.row_bytes * 6))[0] = 0xfe2a;
-                ((uint16_t *)(W.q + W.row_bytes * 9))[n / 2] = 0xfc00;
-            }
-            float *x = malloc(sizeof(float) * (size_t)(MAXT * n));
-            fill_tokens(x, MAXT, n);
-            kern_wrow rows[MAXR];
-            kern_arow acts[MAXT];
-            const void *src[MAXR];
-            void *mem = unpack_all(wd, n, W.q, W.row_bytes, MAXR, rows, x, MAXT, acts);
-            for (int r = 0; r < MAXR; ++r) src[r] = W.q + W.row_bytes * (size_t)r;
-            for (int t = 0; t < MAXT; ++t)
-                for (int r = 0; r < MAXR; ++r) want[t * MAXR + r] = kern_dot_unpacked(wd, true, n, &rows[r], &acts[t]);
-            for (int ri = 0; ri < 8; ++ri)
-                for (int tj = 0; tj < 8; ++tj) {
-                    const int nr = nrs[ri], nt = nts[tj], ldy = nr + 3;
-                    for (int i = 0; i < MAXT * (MAXR + 3); ++i) y[i] = -12345.0f;
-                    const int k = kern_dot_float_rows_avx512(type, n, src, nr, acts, nt, y, ldy, scratch);
-                    ck_assert_int_eq(k, nr / 4 * 4);
-                    for (int t = 0; t < nt + 1 && t < MAXT; ++t)
-                        for (int r = 0; r < ldy; ++r) {
-                            const float got = y[t * ldy + r];
-                            if (t < nt && r < k)
-                                CK_ASSERT_QUIET(memcmp(&got, &want[t * MAXR + r], sizeof got) == 0,
-                                              "%s n %lld rows %d tokens %d: (%d, %d) %.9g vs 1x1 %.9g", type_name(type),
-                                              (long long)n, nr, nt, r, t, got, want[t * MAXR + r]);
-                            else
-                                CK_ASSERT_QUIET(got == -12345.0f, "%s: wrote outside (%d, %d)", type_name(type), r, t);
-                        }
-                }
-            if (type == GGML_TYPE_F16) ck_assert(isnan(want[0 * MAXR + 5]) && isnan(want[0 * MAXR + 6]));
-            free(mem);
-            free(x);
-            free_wmat(&W);
+    for (int li = 0; li < 4; ++li) {
+        const int64_t n = lens[li];
+        const kern_wdesc *wd = kern_wdesc_get(type);
+        ck_assert(kern_float_rows_avx512_ok(type, n));
+        wmat W = make_weights(type, MAXR, n);
+        if (type == GGML_TYPE_F16) { /* a signalling NaN, a quiet NaN with a payload, -inf */
+            uint16_t *h = (uint16_t *)(W.q + W.row_bytes * 5);
+            h[n - 1] = 0x7c01;
+            ((uint16_t *)(W.q + W.row_bytes * 6))[0] = 0xfe2a;
+            ((uint16_t *)(W.q + W.row_bytes * 9))[n / 2] = 0xfc00;
         }
-    /* not taken: other types, rows whose length is not a multiple of 16 */
-    ck_assert(!kern_float_rows_avx512_ok(GGML_TYPE_Q8_0, 256));
-    ck_assert(!kern_float_rows_avx512_ok(GGML_TYPE_F16, 24));
-    ck_assert_int_eq(kern_dot_float_rows_avx512(GGML_TYPE_F16, 24, NULL, 4, NULL, 1, y, 4, scratch), 0);
+        float *x = malloc(sizeof(float) * (size_t)(MAXT * n));
+        uint16_t *hp = malloc(sizeof(uint16_t) * (size_t)(MAXT * n));
+        fill_tokens(x, MAXT, n);
+        kern_wrow rows[MAXR];
+        kern_arow acts[MAXT];
+        const void *src[MAXR];
+        void *mem = unpack_all(wd, n, W.q, W.row_bytes, MAXR, rows, x, MAXT, acts);
+        for (int r = 0; r < MAXR; ++r) src[r] = W.q + W.row_bytes * (size_t)r;
+        for (int t = 0; t < MAXT; ++t)
+            for (int r = 0; r < MAXR; ++r) want[t * MAXR + r] = kern_dot_unpacked(wd, true, n, &rows[r], &acts[t]);
+        for (int t = 0; pairs && t < MAXT; ++t) {
+            acts[t].h = hp + n * t;
+            kern_act_bf16_pairs(acts[t].f, n, acts[t].h);
+        }
+        for (int ri = 0; ri < 8; ++ri)
+            for (int tj = 0; tj < 8; ++tj) {
+                const int nr = nrs[ri], nt = nts[tj], ldy = nr + 3;
+                for (int i = 0; i < MAXT * (MAXR + 3); ++i) y[i] = -12345.0f;
+                const int k = kern_dot_float_rows_avx512(type, n, src, nr, acts, nt, y, ldy, scratch);
+                ck_assert_int_eq(k, nr / 4 * 4);
+                for (int t = 0; t < nt + 1 && t < MAXT; ++t)
+                    for (int r = 0; r < ldy; ++r) {
+                        const float got = y[t * ldy + r];
+                        if (t < nt && r < k)
+                            CK_ASSERT_QUIET(memcmp(&got, &want[t * MAXR + r], sizeof got) == 0,
+                                            "%s%s n %lld rows %d tokens %d: (%d, %d) %.9g vs 1x1 %.9g", type_name(type),
+                                            pairs ? " pairs" : "", (long long)n, nr, nt, r, t, got, want[t * MAXR + r]);
+                        else
+                            CK_ASSERT_QUIET(got == -12345.0f, "%s: wrote outside (%d, %d)", type_name(type), r, t);
+                    }
+            }
+        if (type == GGML_TYPE_F16) ck_assert(isnan(want[0 * MAXR + 5]) && isnan(want[0 * MAXR + 6]));
+        free(mem);
+        free(x);
+        free(hp);
+        free_wmat(&W);
+    }
     free(scratch);
     free(y);
     free(want);
+}
+
+START_TEST(test_float_rows_in_place_bit_identical) {
+    if (!kern_have_avx2()) SKIP_TEST("the CPU has no AVX2/FMA");
+    if (!kern_cpu_has_avx512()) SKIP_TEST("the CPU has no AVX-512 F/DQ/BW/VL/VNNI: the in-place float kernel is not used");
+    check_float_rows_in_place(GGML_TYPE_F32, false);
+    check_float_rows_in_place(GGML_TYPE_F16, false);
+    check_float_rows_in_place(GGML_TYPE_BF16, false);
+    /* not taken: other types, rows whose length is not a multiple of 16 */
+    float y[4];
+    ck_assert(!kern_float_rows_avx512_ok(GGML_TYPE_Q8_0, 256));
+    ck_assert(!kern_float_rows_avx512_ok(GGML_TYPE_F16, 24));
+    ck_assert_int_eq(kern_dot_float_rows_avx512(GGML_TYPE_F16, 24, NULL, 4, NULL, 1, y, 4, NULL), 0);
+}
+END_TEST
+
+/* kern_act_bf16_pairs: word 2j + 1 of each 32 is value j, word 2j value 16 + j (the high half
+ * of each 32-bit lane goes first through VDPBF16PS); a last 16 is not written. Then the BF16
+ * rows through VDPBF16PS give the 1x1 FMA chains' bits (check_float_rows_in_place). */
+START_TEST(test_bf16_pairs_bit_identical) {
+    float f[80];
+    uint16_t h[80];
+    for (int i = 0; i < 80; ++i) {
+        const uint32_t u = (uint32_t)(0x3f80 + i) << 16; /* a bf16 value: its high half is 0x3f80 + i */
+        memcpy(&f[i], &u, 4);
+        h[i] = 0xdead;
+    }
+    kern_act_bf16_pairs(f, 80, h);
+    for (int c = 0; c < 2; ++c)
+        for (int j = 0; j < 16; ++j) {
+            ck_assert_uint_eq(h[32 * c + 2 * j + 1], 0x3f80 + 32 * c + j);
+            ck_assert_uint_eq(h[32 * c + 2 * j], 0x3f80 + 32 * c + 16 + j);
+        }
+    for (int i = 64; i < 80; ++i) ck_assert_uint_eq(h[i], 0xdead);
+    if (!kern_have_avx2() || !kern_cpu_has_avx512()) SKIP_TEST("the CPU has no AVX-512: the in-place float kernel is not used");
+    if (!kern_cpu_has_avx512bf16()) SKIP_TEST("the CPU has no AVX512_BF16: the VDPBF16PS slices are not used");
+    check_float_rows_in_place(GGML_TYPE_BF16, true);
 }
 END_TEST
 
@@ -993,6 +1028,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_avx2_vs_scalar_dots);
     tcase_add_test(tc, test_tiled_dots_bit_identical);
     tcase_add_test(tc, test_float_rows_in_place_bit_identical);
+    tcase_add_test(tc, test_bf16_pairs_bit_identical);
     tcase_add_test(tc, test_matmul_avx2_exact);
     tcase_add_test(tc, test_unpack_avx2_bit_identical);
     tcase_add_test(tc, test_q8_0_activation_rounding);
