@@ -2,6 +2,7 @@
 #include "distill/ops.h"
 
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------------------------------
@@ -482,9 +483,57 @@ VECTOR_MATH double crossentropy_forward_backward(float *dlogits, double *row_los
     return sum_rows(row_loss, N);
 }
 
+/* e[i] = exp(x[i]·k − max) for i < n (k > 0); *sum = Σ e; returns log Σ exp(x[i]·k), as
+ * logsumexp_scaled, keeping the exps: e[i] / *sum is the softmax. */
+VECTOR_MATH static double exps_scaled(const float *x, int n, double k, double *e, double *sum) {
+    const double mx = max_f32(x, n) * k;
+    double s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < n; i++) {
+        e[i] = exp_vec(x[i] * k - mx);
+        s += e[i];
+    }
+    *sum = s;
+    return mx + log(s);
+}
+
+/* kl_forward_backward with each thread's row exps in work: p and q from two exps per id. */
+VECTOR_MATH static double kl_kept_exps(float *dlogits, double *row_loss, const float *student, int Vs,
+                                       const float *teacher, int Vt, int V_shared, int N, float temperature,
+                                       bool reverse, float scale, double *work, int n_threads) {
+    const double inv_t = 1.0 / temperature, t2 = (double)temperature * temperature, c = scale * temperature;
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *s = student + (size_t)n * Vs, *t = teacher + (size_t)n * Vt;
+        double *es = work + (size_t)omp_get_thread_num() * 2 * (size_t)V_shared, *et = es + V_shared, sum_s, sum_t;
+        const double lse_s = exps_scaled(s, V_shared, inv_t, es, &sum_s), lse_t = exps_scaled(t, V_shared, inv_t, et, &sum_t);
+        const double inv_s = 1.0 / sum_s, inv_p = 1.0 / sum_t;
+        double kl = 0;
+#pragma omp simd reduction(+ : kl)
+        for (int i = 0; i < V_shared; i++) {
+            const double lq = s[i] * inv_t - lse_s, lp = t[i] * inv_t - lse_t;
+            kl += reverse ? es[i] * inv_s * (lq - lp) : et[i] * inv_p * (lp - lq);
+        }
+        row_loss[n] = t2 * kl;
+        if (!dlogits) continue;
+        /* forward: q − p; reverse: q (log q − log p − KL) */
+        float *d = dlogits + (size_t)n * Vs;
+#pragma omp simd
+        for (int i = 0; i < V_shared; i++) {
+            const double q = es[i] * inv_s;
+            const double g = reverse ? q * (s[i] * inv_t - lse_s - (t[i] * inv_t - lse_t) - kl) : q - et[i] * inv_p;
+            d[i] += (float)(c * g);
+        }
+    }
+    return sum_rows(row_loss, N);
+}
+
 VECTOR_MATH double kl_forward_backward(float *dlogits, double *row_loss, const float *student, int Vs,
                                        const float *teacher, int Vt, int V_shared, int N, float temperature,
-                                       bool reverse, float scale, int n_threads) {
+                                       bool reverse, float scale, double *work, int n_threads) {
+    if (work)
+        return kl_kept_exps(dlogits, row_loss, student, Vs, teacher, Vt, V_shared, N, temperature, reverse, scale, work,
+                            n_threads);
     const double inv_t = 1.0 / temperature, t2 = (double)temperature * temperature;
 #pragma omp parallel for num_threads(n_threads) schedule(static)
     for (int n = 0; n < N; n++) {
@@ -537,10 +586,11 @@ static double bucket_term(const distill_loss *l, double P, double lP, double Q, 
 static double floor_log(double x) { return x > 0 ? log(x) : -1e4; }
 
 double distill_forward_backward(float *dlogits, double *row_loss, const float *student, int Vs, const float *teacher,
-                                int Vt, int V_shared, int N, const distill_loss *l, float scale, int n_threads) {
+                                int Vt, int V_shared, int N, const distill_loss *l, float scale, double *work,
+                                int n_threads) {
     if (l->kind == DISTILL_KL || l->kind == DISTILL_REVERSE_KL)
         return kl_forward_backward(dlogits, row_loss, student, Vs, teacher, Vt, V_shared, N, l->temperature,
-                                   l->kind == DISTILL_REVERSE_KL, scale, n_threads);
+                                   l->kind == DISTILL_REVERSE_KL, scale, work, n_threads);
     const double inv_t = 1.0 / l->temperature, t2 = (double)l->temperature * l->temperature;
 #pragma omp parallel for num_threads(n_threads) schedule(static)
     for (int n = 0; n < N; n++) {

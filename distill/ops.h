@@ -126,7 +126,13 @@ double crossentropy_forward_backward(float *dlogits, double *row_loss, const flo
  * student: [N][Vs], teacher: [N][Vt]; V_shared ≤ min(Vs, Vt). Student logits past V_shared
  * get no gradient from this loss. */
 double kl_forward_backward(float *dlogits, double *row_loss, const float *student, int Vs, const float *teacher,
-                           int Vt, int V_shared, int N, float temperature, bool reverse, float scale, int n_threads);
+                           int Vt, int V_shared, int N, float temperature, bool reverse, float scale, double *work,
+                           int n_threads);
+/* work for kl_forward_backward: NULL, the reference (each exp computed where the formula has
+ * it: five per id), or KL_WORK_DOUBLES doubles where each thread keeps a row's exps (two per
+ * id: q and p are the softmax's own exps over their sums). The same loss and gradient to
+ * rounding (tests/test_distill_ops.c compares them). */
+#define KL_WORK_DOUBLES(V_shared, n_threads) ((size_t)(n_threads) * 2 * (size_t)(V_shared))
 
 /* The divergences `slmc distill --loss` offers, between the teacher's p and the student's q
  * (both softmax(logits / τ) over the shared ids), each scaled by τ²:
@@ -144,9 +150,10 @@ typedef struct distill_loss {
 } distill_loss;
 
 /* The loss l between dense teacher logits and the student's, as kl_forward_backward (which it
- * calls for the two KLs). */
+ * calls for the two KLs, with work). */
 double distill_forward_backward(float *dlogits, double *row_loss, const float *student, int Vs, const float *teacher,
-                                int Vt, int V_shared, int N, const distill_loss *l, float scale, int n_threads);
+                                int Vt, int V_shared, int N, const distill_loss *l, float scale, double *work,
+                                int n_threads);
 
 /* The teacher kept as its k most likely ids per row (a teacher cache): log-probabilities at
  * the loss's τ over the shared ids, and the log of the mass of all other ids (-inf when the k

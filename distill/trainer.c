@@ -31,12 +31,12 @@ void trainer_opts_default(trainer_opts *o) {
     o->align_weight = 1.0f;
 }
 
-/* The teacher's hook: its residual stream after layer il, kept where a pair asks for it. */
+/* The teacher's hook: its residual stream after layer il (the micro-batch's B*T tokens, as
+ * llm_eval_seqs runs them), kept where a pair asks for it. */
 static int keep_teacher_state(void *ud, int il, const float *x, int n, int64_t E) {
     trainer *tr = ud;
     for (int p = 0; p < tr->o.n_align; p++)
-        if (tr->o.align_t[p] == il + 1)
-            memcpy(tr->align_t[p] + (size_t)tr->teacher_seq * tr->o.seq_len * E, x, sizeof(float) * (size_t)n * E);
+        if (tr->o.align_t[p] == il + 1) memcpy(tr->align_t[p], x, sizeof(float) * (size_t)n * E);
     return 0;
 }
 
@@ -84,7 +84,8 @@ int trainer_init(trainer *tr, const trainer_opts *o, train_model *tm, train_data
     tr->seqs = malloc(sizeof(int64_t) * (size_t)B * o->grad_accum);
     if (!tr->inputs || !tr->targets || !tr->seqs) return slmc_fail(err, NULL, "out of memory");
     if (teacher) {
-        if (llm_context_init(&tr->tctx, teacher, T, T, err) != 0) return -1;
+        /* the micro-batch's B sequences side by side: one pass over the teacher's weights */
+        if (llm_context_init_seqs(&tr->tctx, teacher, B, T, err) != 0) return -1;
         tr->tctx_open = true;
         /* the teacher runs on the student's threads */
         if (llm_context_set_threads(&tr->tctx, tm->exec.n_threads, err) != 0) return -1;
@@ -117,6 +118,7 @@ void trainer_free(trainer *tr) {
     }
     if (tr->tctx_open) llm_context_free(&tr->tctx);
     free(tr->tlogits);
+    free(tr->kl_work);
     free(tr->inputs);
     free(tr->targets);
     free(tr->seqs);
@@ -225,14 +227,19 @@ static int microbatch_gradient(trainer *tr, const int64_t *seqs, int64_t K, doub
     losses[1] = losses[2] = 0;
     if (tr->teacher) {
         const int Vt = (int)tr->teacher->cfg.n_vocab;
-        for (int b = 0; b < B; b++) {
-            float *tl = tr->tlogits + (size_t)b * T * Vt;
-            tr->teacher_seq = b; /* where keep_teacher_state puts this sequence's states */
-            if (llm_eval(&tr->tctx, tr->inputs + (size_t)b * T, T, 0, tl, err) != 0) return -1;
-            if (tr->save && tcache_put(tr->save, seqs[b], tl, err) != 0) return -1;
+        if (llm_eval_seqs(&tr->tctx, tr->inputs, B, T, tr->tlogits, err) != 0) return -1;
+        for (int b = 0; b < B && tr->save; b++)
+            if (tcache_put(tr->save, seqs[b], tr->tlogits + (size_t)b * T * Vt, err) != 0) return -1;
+        /* each thread keeps a row's exps for the KL (grown here if the thread count grew) */
+        const int Vsh = Vs < Vt ? Vs : Vt, nt = tm->exec.n_threads;
+        if (tr->kl_work_doubles < KL_WORK_DOUBLES(Vsh, nt)) {
+            double *w = realloc(tr->kl_work, sizeof(double) * KL_WORK_DOUBLES(Vsh, nt));
+            if (!w) return slmc_fail(err, NULL, "out of memory for the divergence's rows");
+            tr->kl_work = w;
+            tr->kl_work_doubles = KL_WORK_DOUBLES(Vsh, nt);
         }
-        losses[1] = distill_forward_backward(tm->a.dlogits, tm->a.row_loss, tm->a.logits, Vs, tr->tlogits, Vt,
-                                             Vs < Vt ? Vs : Vt, N, &dl, scale, tm->exec.n_threads);
+        losses[1] = distill_forward_backward(tm->a.dlogits, tm->a.row_loss, tm->a.logits, Vs, tr->tlogits, Vt, Vsh, N,
+                                             &dl, scale, tr->kl_work, nt);
         if (tr->o.n_align > 0) losses[2] = align_loss(tr, N, (int)K);
     } else if (tr->cache) {
         const teacher_cache_info *in = tcache_info(tr->cache);

@@ -71,10 +71,11 @@ typedef struct trainer {
     train_model *tm;          /* the student (not owned) */
     train_data *data;         /* the text, split (not owned) */
     const llm_model *teacher; /* NULL for plain training (not owned) */
-    llm_context tctx;         /* the teacher's context, T positions */
+    llm_context tctx;         /* the teacher's context, B sequences of T positions */
     bool tctx_open;
     float *tlogits;           /* [B*T][Vt] teacher logits of the micro-batch */
-    int teacher_seq;          /* the micro-batch's sequence the teacher is running */
+    double *kl_work;          /* the divergence's rows of exps (KL_WORK_DOUBLES), kl_work_doubles of them */
+    size_t kl_work_doubles;
     teacher_cache *cache;     /* instead of the teacher: its saved top-k (not owned; trainer_set_cache) */
     teacher_cache *save;      /* with the teacher: where to keep each drawn sequence's top-k (not owned) */
     int32_t *topk_ids;        /* [B*T][k] the cache's rows of the micro-batch */

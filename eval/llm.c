@@ -1,6 +1,7 @@
 /* llm.c - the Llama-family forward pass (see llm.h). */
 #include "llm.h"
 
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -213,18 +214,20 @@ void llm_model_free(llm_model *lm) {
 
 /* ===================================================================== context */
 
-int llm_context_init(llm_context *ctx, const llm_model *lm, int n_ctx, int n_batch, slmc_err *err) {
+/* n_seq sequences of n_ctx positions side by side in the cache, steps of up to n_batch tokens */
+static int context_init(llm_context *ctx, const llm_model *lm, int n_seq, int n_ctx, int n_batch, slmc_err *err) {
     memset(ctx, 0, sizeof *ctx);
     if (n_ctx <= 0 || n_batch <= 0) return slmc_fail(err, NULL, "context size %d and batch %d must be positive", n_ctx, n_batch);
-    if (n_batch > n_ctx) n_batch = n_ctx;
+    if (n_batch > n_seq * n_ctx) n_batch = n_seq * n_ctx;
     ctx->lm = lm;
     ctx->n_ctx = n_ctx;
+    ctx->n_seq = n_seq;
     ctx->n_batch = n_batch;
     const model_config *c = &lm->cfg;
     ctx->kv_dim = c->n_head_kv * c->head_dim;
     ctx->f16_attention = true;
     const size_t B = (size_t)n_batch, E = (size_t)c->n_embd, qd = (size_t)(c->n_head * c->head_dim);
-    const size_t cache = (size_t)c->n_layer * (size_t)n_ctx * (size_t)ctx->kv_dim;
+    const size_t cache = (size_t)c->n_layer * (size_t)n_seq * (size_t)n_ctx * (size_t)ctx->kv_dim;
     const size_t half_rot = (size_t)c->n_rot / 2;
     ctx->n_threads = omp_get_max_threads(); /* the count -t set; fixed for this context from now on */
     ctx->impl = KERN_AUTO;
@@ -273,6 +276,17 @@ int llm_context_init(llm_context *ctx, const llm_model *lm, int n_ctx, int n_bat
             kern_rope_table(ctx->rope_cos_swa + at, ctx->rope_sin_swa + at, p, c->n_rot, c->rope_freq_base_swa, 1.f);
     }
     return 0;
+}
+
+int llm_context_init(llm_context *ctx, const llm_model *lm, int n_ctx, int n_batch, slmc_err *err) {
+    return context_init(ctx, lm, 1, n_ctx, n_batch, err);
+}
+
+int llm_context_init_seqs(llm_context *ctx, const llm_model *lm, int n_seq, int n_ctx, slmc_err *err) {
+    memset(ctx, 0, sizeof *ctx);
+    if (n_seq <= 0 || n_ctx <= 0 || (int64_t)n_seq * n_ctx > INT_MAX)
+        return slmc_fail(err, NULL, "a context of %d sequences of %d positions cannot be made", n_seq, n_ctx);
+    return context_init(ctx, lm, n_seq, n_ctx, n_seq * n_ctx, err);
 }
 
 void llm_context_free(llm_context *ctx) {
@@ -343,8 +357,8 @@ static bool attn_fast(const llm_context *ctx) {
     return kern_impl_resolve(ctx->attn_impl != KERN_AUTO ? ctx->attn_impl : ctx->impl) == KERN_AVX2;
 }
 
-/* The reference attention of token t (position pos0 + t) and query head h over the cached
- * keys first..first+n_keys-1, its scores in s (n_keys floats). */
+/* The reference attention of token t of the step and query head h over the cached keys in
+ * slots first..first+n_keys-1, its scores in s (n_keys floats). */
 static void attend_head(llm_context *ctx, const float *kc, const float *vc, int t, int64_t h, int first, int n_keys,
                         float *s) {
     const llm_model *lm = ctx->lm;
@@ -371,7 +385,13 @@ static void attend_head(llm_context *ctx, const float *kc, const float *vc, int 
     }
 }
 
-/* Causal attention of n new tokens at positions pos0.. for layer il, their K and V already
+/* Where token t of a step sits: seq_len 0, one sequence continuing at pos0 (its slots in the
+ * cache are its positions); otherwise sequences of seq_len tokens side by side from slot 0
+ * (llm_eval_seqs), each from position 0. Token t's K and V go to slot pos0 + t either way. */
+static int tok_pos(int t, int pos0, int seq_len) { return seq_len ? t % seq_len : pos0 + t; }
+static int tok_first_slot(int t, int seq_len) { return seq_len ? t / seq_len * seq_len : 0; }
+
+/* Causal attention of n new tokens (placed as tok_pos says) for layer il, their K and V already
  * in the cache. Numerics as llama.cpp's non-flash CPU path: q rounded to F16, scores
  * q.k (soft-capped: gemma2) times the scale (1 when Q was scaled before, as llama.cpp does for
  * q_prescale families), softmax, probabilities rounded to F16, weighted sum of V. A sliding
@@ -385,19 +405,20 @@ static void attend_head(llm_context *ctx, const float *kc, const float *vc, int 
  * since (the fast path allocates its rows per call, and falls back to those when it cannot).
  * Every (token, head) is computed whole by one thread, so the result does not depend on
  * the thread count. */
-static void attention(llm_context *ctx, int il, int n, int pos0) {
+static void attention(llm_context *ctx, int il, int n, int pos0, int seq_len) {
     const llm_model *lm = ctx->lm;
     const model_config *c = &lm->cfg;
     const int64_t hd = c->head_dim, n_head = c->n_head, n_kv = c->n_head_kv, group = n_head / n_kv, kvd = ctx->kv_dim;
-    const float *kc = ctx->k_cache + (size_t)il * (size_t)ctx->n_ctx * (size_t)kvd;
-    const float *vc = ctx->v_cache + (size_t)il * (size_t)ctx->n_ctx * (size_t)kvd;
+    const size_t slots = (size_t)ctx->n_seq * (size_t)ctx->n_ctx;
+    const float *kc = ctx->k_cache + (size_t)il * slots * (size_t)kvd;
+    const float *vc = ctx->v_cache + (size_t)il * slots * (size_t)kvd;
     const bool slides = lm->layers[il].slides;
 #define FIRST_KEY(pos) (slides && (pos) - c->n_swa + 1 > 0 ? (int)((pos) - c->n_swa + 1) : 0)
     if (!attn_fast(ctx)) {
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(dynamic, 1)
         for (int64_t th = 0; th < (int64_t)n * n_head; ++th) {
-            const int t = (int)(th / n_head), pos = pos0 + t, first = FIRST_KEY(pos);
-            attend_head(ctx, kc, vc, t, th % n_head, first, pos - first + 1,
+            const int t = (int)(th / n_head), pos = tok_pos(t, pos0, seq_len), first = FIRST_KEY(pos);
+            attend_head(ctx, kc, vc, t, th % n_head, tok_first_slot(t, seq_len) + first, pos - first + 1,
                         ctx->scores + (size_t)omp_get_thread_num() * (size_t)ctx->n_ctx);
         }
         return;
@@ -414,18 +435,19 @@ static void attention(llm_context *ctx, int il, int n, int pos0) {
         float *scratch = malloc(sizeof(float) * (size_t)hpu * (size_t)ctx->n_ctx);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t u = 0; u < (int64_t)n * units_per_token; ++u) {
-            const int t = (int)(u / units_per_token), pos = pos0 + t, first = FIRST_KEY(pos);
+            const int t = (int)(u / units_per_token), pos = tok_pos(t, pos0, seq_len), first = FIRST_KEY(pos);
+            const int slot = tok_first_slot(t, seq_len) + first; /* of the first key */
             const int64_t h0 = (u % units_per_token) * hpu, kvh = h0 / group;
             if (!scratch) { /* out of memory: the reference, in this thread's row of ctx->scores */
                 for (int64_t h = h0; h < h0 + hpu; ++h)
-                    attend_head(ctx, kc, vc, t, h, first, pos - first + 1,
+                    attend_head(ctx, kc, vc, t, h, slot, pos - first + 1,
                                 ctx->scores + (size_t)omp_get_thread_num() * (size_t)ctx->n_ctx);
                 continue;
             }
             const attn_job job = {
                 .q = ctx->q + (size_t)t * (size_t)(n_head * hd) + h0 * hd,
-                .k = kc + (size_t)first * kvd + kvh * hd,
-                .v = vc + (size_t)first * kvd + kvh * hd,
+                .k = kc + (size_t)slot * kvd + kvh * hd,
+                .v = vc + (size_t)slot * kvd + kvh * hd,
                 .stride = kvd,
                 .n_keys = pos - first + 1,
                 .hd = hd,
@@ -465,7 +487,7 @@ static int qkv_forward(llm_context *ctx, const llm_layer *L, int il, int n, slmc
 }
 
 /* The attention block of n tokens from the normed input ctx->xb: output in ctx->xb2. */
-static int attention_block(llm_context *ctx, int il, int n, int pos0, slmc_err *err) {
+static int attention_block(llm_context *ctx, int il, int n, int pos0, int seq_len, slmc_err *err) {
     const llm_model *lm = ctx->lm;
     const llm_layer *L = &lm->layers[il];
     const model_config *c = &lm->cfg;
@@ -478,12 +500,14 @@ static int attention_block(llm_context *ctx, int il, int n, int pos0, slmc_err *
     const bool own_rope = L->slides && ctx->rope_cos_swa;
     const float *cos_t = own_rope ? ctx->rope_cos_swa : ctx->rope_cos, *sin_t = own_rope ? ctx->rope_sin_swa : ctx->rope_sin;
     const bool prescale = lm->arch->q_prescale;
-    float *kc = ctx->k_cache + ((size_t)il * (size_t)ctx->n_ctx + (size_t)pos0) * (size_t)kvd;
-    float *vc = ctx->v_cache + ((size_t)il * (size_t)ctx->n_ctx + (size_t)pos0) * (size_t)kvd;
+    const size_t slots = (size_t)ctx->n_seq * (size_t)ctx->n_ctx;
+    float *kc = ctx->k_cache + ((size_t)il * slots + (size_t)pos0) * (size_t)kvd;
+    float *vc = ctx->v_cache + ((size_t)il * slots + (size_t)pos0) * (size_t)kvd;
     const bool f16c = attn_fast(ctx); /* kern_have_avx2(): F16C too */
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
     for (int t = 0; t < n; ++t) {
-        const float *cs = cos_t + (size_t)(pos0 + t) * half_rot, *sn = sin_t + (size_t)(pos0 + t) * half_rot;
+        const size_t pos = (size_t)tok_pos(t, pos0, seq_len);
+        const float *cs = cos_t + pos * half_rot, *sn = sin_t + pos * half_rot;
         float *q = ctx->q + (size_t)t * qd;
         for (int64_t hh = 0; hh < c->n_head; ++hh) kern_rope(q + hh * hd, c->n_rot, cs, sn, lm->rope_neox);
         if (prescale)
@@ -504,7 +528,7 @@ static int attention_block(llm_context *ctx, int il, int n, int pos0, slmc_err *
             kern_round_f16(vc + (size_t)t * kvd, kvd);
         }
     }
-    attention(ctx, il, n, pos0);
+    attention(ctx, il, n, pos0, seq_len);
     if (h->attn_heads && h->attn_heads(h->ud, il, ctx->att, n, c->n_head, hd) != 0)
         return slmc_fail(err, NULL, "layer %d: the attn_heads hook failed", il);
     if (matmul(ctx, &L->wo, il, ctx->att, n, ctx->xb2, err)) return -1;
@@ -553,7 +577,7 @@ static int ffn_block(llm_context *ctx, int il, int n, const float *in, float *ou
 }
 
 /* One transformer block over n tokens (residual stream in ctx->x). */
-static int layer_forward(llm_context *ctx, int il, int n, int pos0, slmc_err *err) {
+static int layer_forward(llm_context *ctx, int il, int n, int pos0, int seq_len, slmc_err *err) {
     const llm_model *lm = ctx->lm;
     const llm_layer *L = &lm->layers[il];
     const int64_t E = lm->cfg.n_embd;
@@ -561,7 +585,7 @@ static int layer_forward(llm_context *ctx, int il, int n, int pos0, slmc_err *er
     const llm_hooks *h = &ctx->hooks;
 
     norm_rows(ctx, ctx->xb, ctx->x, L->attn_norm, L->attn_norm_b, n, E);
-    if (attention_block(ctx, il, n, pos0, err)) return -1;
+    if (attention_block(ctx, il, n, pos0, seq_len, err)) return -1;
     if (lm->arch->parallel_block) {
         /* phi2: x + (attn(n) + ffn(n)), both from the attention norm's output */
         if (ffn_block(ctx, il, n, ctx->xb, ctx->xb3, err)) return -1;
@@ -577,9 +601,9 @@ static int layer_forward(llm_context *ctx, int il, int n, int pos0, slmc_err *er
     return 0;
 }
 
-/* One step of at most n_batch tokens. */
-static int eval_step(llm_context *ctx, const int32_t *tokens, int n, int pos0, int out_first, float *logits,
-                     slmc_err *err) {
+/* One step of at most n_batch tokens, placed as tok_pos says. */
+static int eval_step(llm_context *ctx, const int32_t *tokens, int n, int pos0, int seq_len, int out_first,
+                     float *logits, slmc_err *err) {
     const llm_model *lm = ctx->lm;
     const int64_t E = lm->cfg.n_embd;
     const quant_kernels *qk = quant_get(lm->tok_embd.w.type);
@@ -595,7 +619,7 @@ static int eval_step(llm_context *ctx, const int32_t *tokens, int n, int pos0, i
         for (size_t i = 0; i < (size_t)n * (size_t)E; ++i) ctx->x[i] *= sc;
     }
     for (int il = 0; il < lm->cfg.n_layer; ++il)
-        if (layer_forward(ctx, il, n, pos0, err) != 0) return -1;
+        if (layer_forward(ctx, il, n, pos0, seq_len, err) != 0) return -1;
     if (out_first >= n) return 0;
     const int n_out = n - out_first;
     norm_rows(ctx, ctx->xb, ctx->x + (size_t)out_first * E, lm->output_norm, lm->output_norm_b, n_out, E);
@@ -619,11 +643,22 @@ int llm_eval_out(llm_context *ctx, const int32_t *tokens, int n_tokens, int pos0
         const int first = out_first - s < 0 ? 0 : (out_first - s > n ? n : out_first - s);
         const size_t row = (size_t)ctx->lm->cfg.n_vocab;
         float *out = logits && first < n ? logits + (size_t)(s + first - out_first) * row : NULL;
-        if (eval_step(ctx, tokens + s, n, pos0 + s, first, out, err) != 0) return -1;
+        if (eval_step(ctx, tokens + s, n, pos0 + s, 0, first, out, err) != 0) return -1;
     }
     return 0;
 }
 
 int llm_eval(llm_context *ctx, const int32_t *tokens, int n_tokens, int pos0, float *logits, slmc_err *err) {
     return llm_eval_out(ctx, tokens, n_tokens, pos0, 0, logits, err);
+}
+
+int llm_eval_seqs(llm_context *ctx, const int32_t *tokens, int n_seq, int seq_len, float *logits, slmc_err *err) {
+    if (n_seq <= 0 || seq_len <= 0 || n_seq > ctx->n_seq || seq_len > ctx->n_ctx)
+        return slmc_fail(err, NULL, "bad eval request: %d sequences of %d tokens in a context of %d of %d", n_seq, seq_len,
+                         ctx->n_seq, ctx->n_ctx);
+    if (!logits) return slmc_fail(err, NULL, "no logits buffer");
+    const int n = n_seq * seq_len;
+    if (n > ctx->n_batch) /* a context made by llm_context_init_seqs takes them in one step */
+        return slmc_fail(err, NULL, "%d sequences of %d tokens exceed the batch of %d", n_seq, seq_len, ctx->n_batch);
+    return eval_step(ctx, tokens, n, 0, seq_len, 0, logits, err);
 }

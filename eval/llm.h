@@ -104,11 +104,12 @@ typedef struct llm_hooks {
 
 typedef struct llm_context {
     const llm_model *lm;
-    int n_ctx;              /* positions the KV cache holds */
+    int n_ctx;              /* positions of one sequence the KV cache holds */
+    int n_seq;              /* sequences it holds side by side (llm_context_init_seqs), else 1 */
     int n_batch;            /* most tokens one internal step processes (longer inputs are split) */
     int64_t kv_dim;         /* n_head_kv*head_dim */
-    float *k_cache;         /* [n_layer][n_ctx][kv_dim], values rounded to F16 */
-    float *v_cache;         /* [n_layer][n_ctx][kv_dim], values rounded to F16 */
+    float *k_cache;         /* [n_layer][n_seq*n_ctx][kv_dim], values rounded to F16 */
+    float *v_cache;         /* [n_layer][n_seq*n_ctx][kv_dim], values rounded to F16 */
     float *rope_cos;        /* [n_ctx][n_rot/2] (global layers) */
     float *rope_sin;        /* [n_ctx][n_rot/2] */
     float *rope_cos_swa;    /* [n_ctx][n_rot/2] sliding layers with their own base (gemma3), else NULL */
@@ -144,6 +145,10 @@ void llm_model_free(llm_model *lm);
  * It runs on omp_get_max_threads() threads as that is now (what -t set): the count is the
  * context's from then on, and a later omp_set_num_threads() does not change it. */
 int llm_context_init(llm_context *ctx, const llm_model *lm, int n_ctx, int n_batch, slmc_err *err);
+/* A context for n_seq independent sequences of up to n_ctx positions each, evaluated together
+ * by llm_eval_seqs (one step of n_seq*n_ctx tokens: every weight row is read once for all of
+ * them). Rope tables and the Phi-3 factor choice are those of an n_ctx context. */
+int llm_context_init_seqs(llm_context *ctx, const llm_model *lm, int n_seq, int n_ctx, slmc_err *err);
 void llm_context_free(llm_context *ctx);
 /* Run this context on n_threads threads from now on (0: omp_get_max_threads()), resizing its
  * per-thread scratch. Logits do not depend on the count. On failure (n_threads < 0, out of
@@ -159,5 +164,11 @@ int llm_eval_out(llm_context *ctx, const int32_t *tokens, int n_tokens, int pos0
                  slmc_err *err);
 /* All logits: [n_tokens][n_vocab]. */
 int llm_eval(llm_context *ctx, const int32_t *tokens, int n_tokens, int pos0, float *logits, slmc_err *err);
+/* n_seq sequences of seq_len tokens each (tokens[s*seq_len + i]: position i of sequence s),
+ * each from an empty cache, in one step: the logits ([n_seq*seq_len][n_vocab]) are bit for bit
+ * those of n_seq llm_eval calls from position 0 (every output row and attention row is computed
+ * alone), and hooks see the n_seq*seq_len tokens in that order. Needs n_seq <= ctx->n_seq and
+ * seq_len <= ctx->n_ctx. */
+int llm_eval_seqs(llm_context *ctx, const int32_t *tokens, int n_seq, int seq_len, float *logits, slmc_err *err);
 
 #endif

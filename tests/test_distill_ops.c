@@ -498,7 +498,7 @@ static double ce_loss(void *p) {
 }
 static double kl_loss(void *p) {
     loss_ctx *c = p;
-    return kl_forward_backward(NULL, c->rows, c->s, c->Vs, c->t, c->Vt, c->Vsh, c->N, c->tau, c->rev, 1, NT);
+    return kl_forward_backward(NULL, c->rows, c->s, c->Vs, c->t, c->Vt, c->Vsh, c->N, c->tau, c->rev, 1, NULL, NT);
 }
 START_TEST(test_losses) {
     int N = 4, Vs = 10, Vt = 13;
@@ -520,14 +520,40 @@ START_TEST(test_losses) {
             c.rev = rev;
             c.tau = ti ? 2.5f : 1.0f;
             memset(d, 0, (size_t)N * Vs * 4);
-            double kl = kl_forward_backward(d, rows, c.s, Vs, c.t, Vt, Vs, N, c.tau, c.rev, 1, NT);
+            double kl = kl_forward_backward(d, rows, c.s, Vs, c.t, Vt, Vs, N, c.tau, c.rev, 1, NULL, NT);
             ck_assert(kl > 0);
             check_grad(rev ? "dlogits(reverse kl)" : "dlogits(kl)", c.s, (size_t)N * Vs, d, kl_loss, &c, 1e-2f, 2e-3);
         }
+    /* the kept exps (work) against the reference, on rows of a real vocabulary's size with logits
+     * spread as a model's are, both ways, at two temperatures */
+    {
+        const int NB = 3, VB = 32000;
+        float *sb = rand_buf((size_t)NB * VB, 3), *tb = rand_buf((size_t)NB * (VB + 5), 3);
+        for (int i = 0; i < NB * VB; i++) sb[i] *= 4;
+        float *d1 = calloc((size_t)NB * VB, 4), *d2 = calloc((size_t)NB * VB, 4);
+        double *work = malloc(sizeof(double) * KL_WORK_DOUBLES(VB, NT)), r1[3], r2[3];
+        for (int rev = 0; rev < 2; rev++)
+            for (int ti = 0; ti < 2; ti++) {
+                const float tau = ti ? 2.0f : 1.0f;
+                memset(d1, 0, (size_t)NB * VB * 4);
+                memset(d2, 0, (size_t)NB * VB * 4);
+                const double ref = kl_forward_backward(d1, r1, sb, VB, tb, VB + 5, VB, NB, tau, rev, 0.5f, NULL, NT);
+                const double got = kl_forward_backward(d2, r2, sb, VB, tb, VB + 5, VB, NB, tau, rev, 0.5f, work, NT);
+                ck_assert_msg(ref > 0 && fabs(got - ref) <= 1e-12 * ref, "rev %d tau %g: %.17g vs %.17g", rev, tau, got, ref);
+                for (int n = 0; n < NB; n++) ck_assert(fabs(r2[n] - r1[n]) <= 1e-12 * fabs(r1[n]));
+                float big = 0;
+                for (int i = 0; i < NB * VB; i++) big = fmaxf(big, fabsf(d1[i]));
+                for (int i = 0; i < NB * VB; i++)
+                    CK_ASSERT_QUIET(fabsf(d2[i] - d1[i]) <= 1e-6f * big, "rev %d: gradient %d %g vs %g", rev, i, d2[i], d1[i]);
+                /* without dlogits: the same loss */
+                ck_assert(kl_forward_backward(NULL, r2, sb, VB, tb, VB + 5, VB, NB, tau, rev, 0.5f, work, NT) == got);
+            }
+        free(sb); free(tb); free(d1); free(d2); free(work);
+    }
     /* KL of a distribution with itself is 0 */
     float *same = malloc((size_t)N * Vt * 4);
     for (int n = 0; n < N; n++) memcpy(same + (size_t)n * Vt, c.s + (size_t)n * Vs, (size_t)Vs * 4);
-    ck_assert(fabs(kl_forward_backward(NULL, rows, c.s, Vs, same, Vt, Vs, N, 2.0f, false, 1, NT)) < 1e-12);
+    ck_assert(fabs(kl_forward_backward(NULL, rows, c.s, Vs, same, Vt, Vs, N, 2.0f, false, 1, NULL, NT)) < 1e-12);
     free(same); free(c.s); free(c.t); free(d);
 }
 END_TEST
@@ -543,7 +569,7 @@ typedef struct {
 static double dl_loss(void *p) {
     dl_ctx *c = p;
     if (c->tk) return distill_topk_forward_backward(NULL, c->rows, c->s, c->Vs, c->tk, c->Vsh, c->N, &c->l, 1, NT);
-    return distill_forward_backward(NULL, c->rows, c->s, c->Vs, c->t, c->Vt, c->Vsh, c->N, &c->l, 1, NT);
+    return distill_forward_backward(NULL, c->rows, c->s, c->Vs, c->t, c->Vt, c->Vsh, c->N, &c->l, 1, NULL, NT);
 }
 
 /* The k most likely of the first V ids of each teacher row at τ, as a teacher cache keeps them. */
@@ -580,7 +606,7 @@ START_TEST(test_distill_losses) {
         c.l.kind = (distill_kind)kind;
         c.tk = NULL;
         memset(d, 0, (size_t)N * Vs * 4);
-        const double dense = distill_forward_backward(d, rows, c.s, Vs, c.t, Vt, V, N, &c.l, 1, NT);
+        const double dense = distill_forward_backward(d, rows, c.s, Vs, c.t, Vt, V, N, &c.l, 1, NULL, NT);
         ck_assert_msg(dense > 0 && isfinite(dense), "%s: loss %g", names[kind], dense);
         char what[64];
         snprintf(what, sizeof what, "dlogits(%s)", names[kind]);
@@ -616,7 +642,7 @@ START_TEST(test_distill_losses) {
     }
     for (int kind = DISTILL_KL; kind <= DISTILL_TVD; kind++) {
         c.l.kind = (distill_kind)kind;
-        ck_assert(fabs(distill_forward_backward(NULL, rows, c.s, Vs, same, Vt, V, N, &c.l, 1, NT)) < 1e-9);
+        ck_assert(fabs(distill_forward_backward(NULL, rows, c.s, Vs, same, Vt, V, N, &c.l, 1, NULL, NT)) < 1e-9);
     }
     free(same); free(c.s); free(c.t); free(d); free(d2);
 }

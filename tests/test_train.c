@@ -502,6 +502,55 @@ START_TEST(test_forward_matches_engine_families) {
 }
 END_TEST
 
+/* llm_eval_seqs (the teacher's micro-batch in one pass) gives, bit for bit, the logits of one
+ * llm_eval per sequence, for every family; the sliding families with a window of 5, so their
+ * sliding layers cut inside each sequence; fewer or shorter sequences than the context holds
+ * work, more or longer are refused. */
+START_TEST(test_eval_seqs_families) {
+    static const char *const fams[] = {"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi2", "phi3", "stablelm"};
+    enum { NS = 3, T = 12 };
+    for (int fi = 0; fi < 9; fi++) {
+        char *dir;
+        model m;
+        if (!synth_family(fams[fi], &dir, &m)) SKIP_TEST("tests/data/configs not found (run from the project root)");
+        if (m.cfg.n_swa > 0) m.cfg.n_swa = 5;
+        slmc_err err = {{0}};
+        const int V = (int)m.cfg.n_vocab;
+        int32_t toks[NS * T];
+        for (int i = 0; i < NS * T; i++) toks[i] = (int32_t)(3 + (i * 37 + i / T) % (V - 3));
+        llm_model lm;
+        llm_context one, all;
+        ck_assert_msg(llm_model_init(&lm, &m, &err) == 0, "%s", err.msg);
+        ck_assert(llm_context_init(&one, &lm, T, T, &err) == 0);
+        ck_assert_msg(llm_context_init_seqs(&all, &lm, NS, T, &err) == 0, "%s", err.msg);
+        float *want = malloc(sizeof(float) * (size_t)NS * T * V), *got = malloc(sizeof(float) * (size_t)NS * T * V);
+        for (int sq = 0; sq < NS; sq++)
+            ck_assert(llm_eval(&one, toks + sq * T, T, 0, want + (size_t)sq * T * V, &err) == 0);
+        ck_assert_msg(llm_eval_seqs(&all, toks, NS, T, got, &err) == 0, "%s", err.msg);
+        ck_assert_msg(memcmp(want, got, sizeof(float) * (size_t)NS * T * V) == 0, "%s: sequences together differ",
+                      fams[fi]);
+        /* two sequences of 7: each as its own llm_eval of 7 */
+        ck_assert(llm_eval_seqs(&all, toks, 2, 7, got, &err) == 0);
+        ck_assert(llm_eval(&one, toks + 7, 7, 0, want, &err) == 0);
+        ck_assert_msg(memcmp(want, got + (size_t)7 * V, sizeof(float) * (size_t)7 * V) == 0, "%s: 2 x 7", fams[fi]);
+        ck_assert_int_eq(llm_eval_seqs(&all, toks, NS + 1, T, got, &err), -1);
+        ck_assert(strstr(err.msg, "sequences") != NULL);
+        ck_assert_int_eq(llm_eval_seqs(&all, toks, 1, T + 1, got, &err), -1);
+        llm_context_free(&one);
+        llm_context_free(&all);
+        llm_model_free(&lm);
+        free(want);
+        free(got);
+        model_close(&m);
+        tmpdir_remove(dir);
+    }
+    slmc_err err = {{0}};
+    llm_context bad;
+    ck_assert_int_eq(llm_context_init_seqs(&bad, NULL, 0, 4, &err), -1);
+    ck_assert_int_eq(llm_context_init_seqs(&bad, NULL, 1 << 16, 1 << 16, &err), -1);
+}
+END_TEST
+
 /* The teacher cache: the top-k of a row as a sort would give it (ties to the lower id) with the
  * rest's mass; written, finished, reopened: the same rows back; a sequence never written, a
  * file that is not a cache and a truncated one are refused naming the file; an unfinished
@@ -757,6 +806,7 @@ int main(void) {
     tcase_add_test(tc, test_checkpoint_refuses_other_text);
     tcase_add_test(tc, test_forward_matches_engine);
     tcase_add_test(tc, test_forward_matches_engine_families);
+    tcase_add_test(tc, test_eval_seqs_families);
     tcase_add_test(tc, test_teacher_cache);
     tcase_add_test(tc, test_lora_export_merged);
     tcase_add_test(tc, test_data_formats);
