@@ -114,7 +114,7 @@ typedef struct kern_arow {
     uint16_t *h;     /* [n] BF16 activations in VDPBF16PS pair order (kern_act_bf16_pairs), or NULL */
 } kern_arow;
 
-/* Bytes of memory one unpacked row of n values needs (its arrays 32-byte aligned), and the
+/* Bytes of memory one unpacked row of n values needs (its arrays 64-byte aligned), and the
  * layout of such memory as a weight row (w) and/or an activation row (a): both views share the
  * same memory, so pass one of them and NULL for the other. */
 size_t kern_unpacked_bytes(int64_t n);

@@ -56,9 +56,9 @@ int kern_matmul(const kern_ctx *ctx, const kern_weight *W, const float *x, int64
     const bool in_place = avx2 && kern_float_rows_avx512_ok(W->type, n);
     const int row_tile = in_place ? FLOAT_ROW_TILE : ROW_TILE;
     /* BF16 in place with VDPBF16PS: each token's values also in the instruction's pair order */
-    uint16_t *pairs = NULL;
-    if (in_place && W->type == GGML_TYPE_BF16 && kern_cpu_has_avx512bf16() &&
-        !(pairs = malloc(sizeof(uint16_t) * (size_t)n * (size_t)n_tok))) {
+    uint16_t *pairs = NULL; /* on 64-byte lines, as the unpacked rows (kern_unpacked_carve) */
+    const size_t pair_bytes = (sizeof(uint16_t) * (size_t)n * (size_t)n_tok + 63) / 64 * 64;
+    if (in_place && W->type == GGML_TYPE_BF16 && kern_cpu_has_avx512bf16() && !(pairs = aligned_alloc(64, pair_bytes))) {
         free(act_mem); free(acts);
         return slmc_fail(err, NULL, "matmul: out of memory for %lld BF16 activation rows of %lld", (long long)n_tok,
                          (long long)n);

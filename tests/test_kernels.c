@@ -473,8 +473,8 @@ START_TEST(test_unpack_avx2_bit_identical) {
     if (!kern_have_avx2()) SKIP_TEST("the CPU has no AVX2/FMA");
     enum { NT = 9 };
     const int64_t n = 768;
-    const size_t ub = (kern_unpacked_bytes(n) + 31) / 32 * 32; /* both buffers aligned alike: compare bytes */
-    uint8_t *m1 = aligned_alloc(32, ub), *m2 = aligned_alloc(32, ub), *raw = malloc(kern_act_row_bytes(GGML_TYPE_F32, n));
+    const size_t ub = (kern_unpacked_bytes(n) + 63) / 64 * 64; /* both buffers aligned alike: compare bytes */
+    uint8_t *m1 = aligned_alloc(64, ub), *m2 = aligned_alloc(64, ub), *raw = malloc(kern_act_row_bytes(GGML_TYPE_F32, n));
     float *x = malloc(sizeof(float) * (size_t)(NT * n));
     fill_tokens(x, NT, n);
     float *tie = x + 8 * n; /* amax 127 in every block of 32 (d = 1): halves round to even */
@@ -626,8 +626,8 @@ START_TEST(test_iq_unpacked_dots) {
             for (int t = 0; t < NT; ++t) kern_act_convert(type, x + t * n, raw + ab * (size_t)t, n);
             /* (a) the AVX2 unpacking gives the scalar bytes, or declines (the grid types) */
             if (avx2) {
-                const size_t ub = (kern_unpacked_bytes(n) + 31) / 32 * 32;
-                uint8_t *m1 = aligned_alloc(32, ub), *m2 = aligned_alloc(32, ub);
+                const size_t ub = (kern_unpacked_bytes(n) + 63) / 64 * 64;
+                uint8_t *m1 = aligned_alloc(64, ub), *m2 = aligned_alloc(64, ub); /* the same lines: the same layout */
                 for (int r = 0; r < NR; ++r) {
                     kern_wrow w1, w2;
                     memset(m1, 0x5A, ub);
