@@ -455,34 +455,6 @@ VECTOR_MATH static double logsumexp_scaled(const float *x, int n, double k) {
     return mx + log(s);
 }
 
-/* Rows are summed in order after the parallel loop: an OpenMP reduction would add the
- * per-thread partial sums in whatever order threads finish, and the loss would vary in its
- * last bits from run to run. */
-static double sum_rows(const double *row_loss, int N) {
-    double total = 0;
-    for (int n = 0; n < N; n++) total += row_loss[n];
-    return total;
-}
-
-VECTOR_MATH double crossentropy_forward_backward(float *dlogits, double *row_loss, const float *logits,
-                                                 const int32_t *targets, int N, int V, float scale, int n_threads) {
-#pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (int n = 0; n < N; n++) {
-        row_loss[n] = 0;
-        if (targets[n] < 0) continue;
-        const float *z = logits + (size_t)n * V;
-        double lse = logsumexp_scaled(z, V, 1.0);
-        row_loss[n] = lse - z[targets[n]];
-        if (dlogits) {
-            float *d = dlogits + (size_t)n * V;
-#pragma omp simd
-            for (int i = 0; i < V; i++) d[i] += scale * (float)exp_vec(z[i] - lse);
-            d[targets[n]] -= scale;
-        }
-    }
-    return sum_rows(row_loss, N);
-}
-
 /* e[i] = exp(x[i]·k − max) for i < n (k > 0); *sum = Σ e; returns log Σ exp(x[i]·k), as
  * logsumexp_scaled, keeping the exps: e[i] / *sum is the softmax. */
 VECTOR_MATH static double exps_scaled(const float *x, int n, double k, double *e, double *sum) {
@@ -495,6 +467,41 @@ VECTOR_MATH static double exps_scaled(const float *x, int n, double k, double *e
     }
     *sum = s;
     return mx + log(s);
+}
+
+/* Rows are summed in order after the parallel loop: an OpenMP reduction would add the
+ * per-thread partial sums in whatever order threads finish, and the loss would vary in its
+ * last bits from run to run. */
+static double sum_rows(const double *row_loss, int N) {
+    double total = 0;
+    for (int n = 0; n < N; n++) total += row_loss[n];
+    return total;
+}
+
+VECTOR_MATH double crossentropy_forward_backward(float *dlogits, double *row_loss, const float *logits,
+                                                 const int32_t *targets, int N, int V, float scale, double *work,
+                                                 int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int n = 0; n < N; n++) {
+        row_loss[n] = 0;
+        if (targets[n] < 0) continue;
+        const float *z = logits + (size_t)n * V;
+        double *e = work ? work + (size_t)omp_get_thread_num() * 2 * (size_t)V : NULL, sum;
+        const double lse = e ? exps_scaled(z, V, 1.0, e, &sum) : logsumexp_scaled(z, V, 1.0);
+        row_loss[n] = lse - z[targets[n]];
+        if (!dlogits) continue;
+        float *d = dlogits + (size_t)n * V;
+        if (e) { /* the softmax: the kept exps over their sum */
+            const double inv = 1.0 / sum;
+#pragma omp simd
+            for (int i = 0; i < V; i++) d[i] += scale * (float)(e[i] * inv);
+        } else {
+#pragma omp simd
+            for (int i = 0; i < V; i++) d[i] += scale * (float)exp_vec(z[i] - lse);
+        }
+        d[targets[n]] -= scale;
+    }
+    return sum_rows(row_loss, N);
 }
 
 /* kl_forward_backward with each thread's row exps in work: p and q from two exps per id. */

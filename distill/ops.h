@@ -113,9 +113,10 @@ void softcap_backward(float *dinp, const float *dout, const float *out, int64_t 
  * batch), so that the loss is a mean). */
 
 /* Cross-entropy of the target ids: -log softmax(logits)[target]. Rows with target < 0 are
- * skipped. */
+ * skipped. work: NULL (the reference: the softmax's exps computed again for the gradient) or
+ * LOSS_WORK_DOUBLES(V, n_threads) doubles where each thread keeps a row's exps. */
 double crossentropy_forward_backward(float *dlogits, double *row_loss, const float *logits, const int32_t *targets,
-                                     int N, int V, float scale, int n_threads);
+                                     int N, int V, float scale, double *work, int n_threads);
 
 /* Distillation loss over the first V_shared ids of both vocabularies (a teacher with a larger
  * vocabulary is compared on the ids the student has): with p = softmax(teacher/τ) and
@@ -128,11 +129,12 @@ double crossentropy_forward_backward(float *dlogits, double *row_loss, const flo
 double kl_forward_backward(float *dlogits, double *row_loss, const float *student, int Vs, const float *teacher,
                            int Vt, int V_shared, int N, float temperature, bool reverse, float scale, double *work,
                            int n_threads);
-/* work for kl_forward_backward: NULL, the reference (each exp computed where the formula has
- * it: five per id), or KL_WORK_DOUBLES doubles where each thread keeps a row's exps (two per
- * id: q and p are the softmax's own exps over their sums). The same loss and gradient to
- * rounding (tests/test_distill_ops.c compares them). */
-#define KL_WORK_DOUBLES(V_shared, n_threads) ((size_t)(n_threads) * 2 * (size_t)(V_shared))
+/* work for the losses: NULL, the reference (each exp computed where the formula has it: five
+ * per id for the KL, two for the cross-entropy), or LOSS_WORK_DOUBLES(V, n_threads) doubles
+ * (V: the row length, V_shared for the KL) where each thread keeps a row's exps (two per id for
+ * the KL, one for the cross-entropy: the softmax's own exps over their sums). The same loss and
+ * gradient to rounding (tests/test_distill_ops.c compares them). */
+#define LOSS_WORK_DOUBLES(V, n_threads) ((size_t)(n_threads) * 2 * (size_t)(V))
 
 /* The divergences `slmc distill --loss` offers, between the teacher's p and the student's q
  * (both softmax(logits / τ) over the shared ids), each scaled by τ²:

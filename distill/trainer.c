@@ -118,7 +118,7 @@ void trainer_free(trainer *tr) {
     }
     if (tr->tctx_open) llm_context_free(&tr->tctx);
     free(tr->tlogits);
-    free(tr->kl_work);
+    free(tr->loss_work);
     free(tr->inputs);
     free(tr->targets);
     free(tr->seqs);
@@ -202,6 +202,17 @@ static double align_loss(trainer *tr, int N, int K) {
     return total;
 }
 
+/* Each thread's row of exps for the losses (distill/ops.h), grown when the thread count grew. */
+static int loss_work(trainer *tr, slmc_err *err) {
+    const size_t need = LOSS_WORK_DOUBLES(tr->tm->cfg.hp.n_vocab, tr->tm->exec.n_threads);
+    if (tr->loss_work_doubles >= need) return 0;
+    double *w = realloc(tr->loss_work, sizeof(double) * need);
+    if (!w) return slmc_fail(err, NULL, "out of memory for the losses' rows of %lld doubles", (long long)need);
+    tr->loss_work = w;
+    tr->loss_work_doubles = need;
+    return 0;
+}
+
 /* One micro-batch's part of the step: sequences seqs[0..B), forward, losses, backward into
  * tm->grads (zeroed first). losses[0..2] = its summed cross-entropy, τ²·D and alignment, each as
  * the step's mean counts it (cross-entropy and divergence summed over the B·T tokens; alignment
@@ -217,29 +228,22 @@ static int microbatch_gradient(trainer *tr, const int64_t *seqs, int64_t K, doub
         if (tr->inputs[i] < 0 || tr->inputs[i] >= Vs || tr->targets[i] >= Vs)
             return slmc_fail(err, NULL, "token id %d is outside the student's vocabulary of %d",
                              tr->inputs[i] < 0 || tr->inputs[i] >= Vs ? tr->inputs[i] : tr->targets[i], Vs);
+    if (loss_work(tr, err) != 0) return -1;
     tm_zero_grad(tm);
     tm_forward(tm, tr->inputs);
     memset(tm->a.dlogits, 0, sizeof(float) * (size_t)N * Vs);
     /* the step's loss is the mean over all its K·B·T tokens */
     const float scale = 1.0f / ((float)N * (float)K);
     losses[0] = crossentropy_forward_backward(alpha != 0 ? tm->a.dlogits : NULL, tm->a.row_loss, tm->a.logits,
-                                              tr->targets, N, Vs, alpha * scale, tm->exec.n_threads);
+                                              tr->targets, N, Vs, alpha * scale, tr->loss_work, tm->exec.n_threads);
     losses[1] = losses[2] = 0;
     if (tr->teacher) {
         const int Vt = (int)tr->teacher->cfg.n_vocab;
         if (llm_eval_seqs(&tr->tctx, tr->inputs, B, T, tr->tlogits, err) != 0) return -1;
         for (int b = 0; b < B && tr->save; b++)
             if (tcache_put(tr->save, seqs[b], tr->tlogits + (size_t)b * T * Vt, err) != 0) return -1;
-        /* each thread keeps a row's exps for the KL (grown here if the thread count grew) */
-        const int Vsh = Vs < Vt ? Vs : Vt, nt = tm->exec.n_threads;
-        if (tr->kl_work_doubles < KL_WORK_DOUBLES(Vsh, nt)) {
-            double *w = realloc(tr->kl_work, sizeof(double) * KL_WORK_DOUBLES(Vsh, nt));
-            if (!w) return slmc_fail(err, NULL, "out of memory for the divergence's rows");
-            tr->kl_work = w;
-            tr->kl_work_doubles = KL_WORK_DOUBLES(Vsh, nt);
-        }
-        losses[1] = distill_forward_backward(tm->a.dlogits, tm->a.row_loss, tm->a.logits, Vs, tr->tlogits, Vt, Vsh, N,
-                                             &dl, scale, tr->kl_work, nt);
+        losses[1] = distill_forward_backward(tm->a.dlogits, tm->a.row_loss, tm->a.logits, Vs, tr->tlogits, Vt,
+                                             Vs < Vt ? Vs : Vt, N, &dl, scale, tr->loss_work, tm->exec.n_threads);
         if (tr->o.n_align > 0) losses[2] = align_loss(tr, N, (int)K);
     } else if (tr->cache) {
         const teacher_cache_info *in = tcache_info(tr->cache);
@@ -319,7 +323,7 @@ int trainer_eval(trainer *tr, int64_t n_seqs, double *mean_ce, slmc_err *err) {
             }
         if (st != 0) break;
         tm_forward(tm, tr->inputs);
-        double ce = crossentropy_forward_backward(NULL, tm->a.row_loss, tm->a.logits, tr->targets, T, Vs, 1,
+        double ce = crossentropy_forward_backward(NULL, tm->a.row_loss, tm->a.logits, tr->targets, T, Vs, 1, NULL,
                                                   tm->exec.n_threads);
         st = comm_sum_add(&sum, &ce, err);
     }

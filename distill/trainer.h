@@ -74,8 +74,8 @@ typedef struct trainer {
     llm_context tctx;         /* the teacher's context, B sequences of T positions */
     bool tctx_open;
     float *tlogits;           /* [B*T][Vt] teacher logits of the micro-batch */
-    double *kl_work;          /* the divergence's rows of exps (KL_WORK_DOUBLES), kl_work_doubles of them */
-    size_t kl_work_doubles;
+    double *loss_work;        /* the losses' rows of exps (LOSS_WORK_DOUBLES), loss_work_doubles of them */
+    size_t loss_work_doubles;
     teacher_cache *cache;     /* instead of the teacher: its saved top-k (not owned; trainer_set_cache) */
     teacher_cache *save;      /* with the teacher: where to keep each drawn sequence's top-k (not owned) */
     int32_t *topk_ids;        /* [B*T][k] the cache's rows of the micro-batch */

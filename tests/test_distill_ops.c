@@ -494,7 +494,7 @@ END_TEST
 typedef struct { float *s, *t; int32_t *tg; double *rows; int N, Vs, Vt, Vsh; float tau; bool rev; } loss_ctx;
 static double ce_loss(void *p) {
     loss_ctx *c = p;
-    return crossentropy_forward_backward(NULL, c->rows, c->s, c->tg, c->N, c->Vs, 1, NT);
+    return crossentropy_forward_backward(NULL, c->rows, c->s, c->tg, c->N, c->Vs, 1, NULL, NT);
 }
 static double kl_loss(void *p) {
     loss_ctx *c = p;
@@ -507,7 +507,7 @@ START_TEST(test_losses) {
     loss_ctx c = {rand_buf((size_t)N * Vs, 3), rand_buf((size_t)N * Vt, 3), tg, rows, N, Vs, Vt, Vs, 1, false};
     float *d = calloc((size_t)N * Vs, 4);
     /* cross-entropy: value by hand for row 0, row 1 skipped */
-    double ce = crossentropy_forward_backward(d, rows, c.s, tg, N, Vs, 1, NT);
+    double ce = crossentropy_forward_backward(d, rows, c.s, tg, N, Vs, 1, NULL, NT);
     double lse = 0;
     for (int i = 0; i < Vs; i++) lse += exp(c.s[i]);
     ck_assert(fabs(rows[0] - (log(lse) - c.s[3])) < 1e-9);
@@ -531,7 +531,7 @@ START_TEST(test_losses) {
         float *sb = rand_buf((size_t)NB * VB, 3), *tb = rand_buf((size_t)NB * (VB + 5), 3);
         for (int i = 0; i < NB * VB; i++) sb[i] *= 4;
         float *d1 = calloc((size_t)NB * VB, 4), *d2 = calloc((size_t)NB * VB, 4);
-        double *work = malloc(sizeof(double) * KL_WORK_DOUBLES(VB, NT)), r1[3], r2[3];
+        double *work = malloc(sizeof(double) * LOSS_WORK_DOUBLES(VB, NT)), r1[3], r2[3];
         for (int rev = 0; rev < 2; rev++)
             for (int ti = 0; ti < 2; ti++) {
                 const float tau = ti ? 2.0f : 1.0f;
@@ -548,6 +548,15 @@ START_TEST(test_losses) {
                 /* without dlogits: the same loss */
                 ck_assert(kl_forward_backward(NULL, r2, sb, VB, tb, VB + 5, VB, NB, tau, rev, 0.5f, work, NT) == got);
             }
+        /* the cross-entropy's kept exps against its reference */
+        int32_t tgb[3] = {7, -1, VB - 1};
+        memset(d1, 0, (size_t)NB * VB * 4);
+        memset(d2, 0, (size_t)NB * VB * 4);
+        const double ref = crossentropy_forward_backward(d1, r1, sb, tgb, NB, VB, 0.25f, NULL, NT);
+        const double got = crossentropy_forward_backward(d2, r2, sb, tgb, NB, VB, 0.25f, work, NT);
+        ck_assert_msg(ref > 0 && fabs(got - ref) <= 1e-12 * ref, "cross-entropy %.17g vs %.17g", got, ref);
+        for (int i = 0; i < NB * VB; i++)
+            CK_ASSERT_QUIET(fabsf(d2[i] - d1[i]) <= 1e-6f * 0.25f, "cross-entropy gradient %d %g vs %g", i, d2[i], d1[i]);
         free(sb); free(tb); free(d1); free(d2); free(work);
     }
     /* KL of a distribution with itself is 0 */
@@ -655,7 +664,7 @@ static double model_loss(void *p) {
     tm_forward(c->tm, c->tok);
     int N = c->tm->B * c->tm->T;
     double loss = crossentropy_forward_backward(NULL, c->tm->a.row_loss, c->tm->a.logits, c->tg, N,
-                                                c->tm->cfg.hp.n_vocab, 1, NT) / N;
+                                                c->tm->cfg.hp.n_vocab, 1, NULL, NT) / N;
     /* with tm->dres_add (hidden-state alignment): plus Σ r · res[i] for each gradient r it adds */
     const size_t NC = (size_t)N * c->tm->cfg.hp.n_embd;
     if (c->tm->dres_add)
@@ -710,7 +719,10 @@ static void model_case_full(const char *arch, bool tied, bool qkv_bias, bool rop
     }
     model_loss(&c);
     memset(tm.a.dlogits, 0, sizeof(float) * (size_t)N * cfg.hp.n_vocab);
-    crossentropy_forward_backward(tm.a.dlogits, tm.a.row_loss, tm.a.logits, tg, N, cfg.hp.n_vocab, 1.0f / N, NT);
+    /* the gradient through the kept exps (the finite differences go through the reference) */
+    double *work = malloc(sizeof(double) * LOSS_WORK_DOUBLES(cfg.hp.n_vocab, NT));
+    crossentropy_forward_backward(tm.a.dlogits, tm.a.row_loss, tm.a.logits, tg, N, cfg.hp.n_vocab, 1.0f / N, work, NT);
+    free(work);
     tm_zero_grad(&tm);
     tm_backward(&tm, tok);
     float *grad = malloc(sizeof(float) * tm.n_params);
