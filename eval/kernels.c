@@ -41,44 +41,48 @@ int kern_matmul(const kern_ctx *ctx, const kern_weight *W, const float *x, int64
     const size_t ub = kern_unpacked_bytes(n);
     const size_t act_bytes = kern_act_row_bytes(W->type, n);
 
+    /* F32/F16/BF16 rows are read in place where the AVX-512 kernel takes them: no unpacked copy,
+     * tiles of 64 rows (the rest of a tile, < 4 rows, unpacked as usual); BF16 rows with
+     * VDPBF16PS also want each token's values in the instruction's pair order */
+    const bool in_place = avx2 && kern_float_rows_avx512_ok(W->type, n);
+    const int row_tile = in_place ? FLOAT_ROW_TILE : ROW_TILE;
+    const bool want_pairs = in_place && W->type == GGML_TYPE_BF16 && kern_cpu_has_avx512bf16();
+
+    /* All the call's memory in one block, each piece on 64-byte lines: the token rows, the
+     * unpacked tokens, their pairs, and each thread's converted row, unpacked weight rows and
+     * unreduced chains; ctx->scratch keeps it for the next call (a Llama-3.2-1B chunk took 7 K
+     * page faults for blocks allocated and freed by every call). */
+#define LINES(b) (((size_t)(b) + 63) / 64 * 64)
+    const size_t act_all = LINES(ub * (size_t)n_tok), pair_all = want_pairs ? LINES(sizeof(uint16_t) * (size_t)n * (size_t)n_tok) : 0;
+    const size_t per_thread = LINES(act_bytes) + LINES(ub * ROW_TILE) + (in_place ? LINES(sizeof(float) * KERN_FLOAT_SCRATCH) : 0);
+    const size_t acts_all = LINES(sizeof(kern_arow) * (size_t)n_tok);
+    const size_t total = acts_all + act_all + pair_all + per_thread * (size_t)n_threads;
+    kern_scratch own = {0}, *sc = ctx->scratch ? ctx->scratch : &own;
+    if (sc->bytes < total) {
+        kern_scratch_free(sc);
+        if (!(sc->mem = aligned_alloc(64, total)))
+            return slmc_fail(err, NULL, "matmul: out of memory for %lld activation rows of %lld (%zu bytes)",
+                             (long long)n_tok, (long long)n, total);
+        sc->bytes = total;
+    }
+    kern_arow *const acts = sc->mem;
+    uint8_t *const mem = (uint8_t *)sc->mem + acts_all;
+    uint8_t *const act_mem = mem;
+    uint16_t *const pairs = want_pairs ? (uint16_t *)(mem + act_all) : NULL;
+    const int64_t n_tiles = (W->n_out + row_tile - 1) / row_tile;
+
     /* One parallel region, two loops: (1) each token converted to the vec_dot type (as ggml
      * does) and unpacked; (2) after the barrier, tiles of ROW_TILE weight rows, each unpacked
      * once and dotted with every token (kern_dot_block: register tiles of rows x tokens). */
-    uint8_t *act_mem = malloc(ub * (size_t)n_tok);
-    kern_arow *acts = malloc(sizeof(kern_arow) * (size_t)n_tok);
-    if (!act_mem || !acts) {
-        free(act_mem); free(acts);
-        return slmc_fail(err, NULL, "matmul: out of memory for %lld activation rows of %lld", (long long)n_tok,
-                         (long long)n);
-    }
-    /* F32/F16/BF16 rows are read in place where the AVX-512 kernel takes them: no unpacked copy,
-     * tiles of 64 rows (the rest of a tile, < 4 rows, unpacked as usual) */
-    const bool in_place = avx2 && kern_float_rows_avx512_ok(W->type, n);
-    const int row_tile = in_place ? FLOAT_ROW_TILE : ROW_TILE;
-    /* BF16 in place with VDPBF16PS: each token's values also in the instruction's pair order */
-    uint16_t *pairs = NULL; /* on 64-byte lines, as the unpacked rows (kern_unpacked_carve) */
-    const size_t pair_bytes = (sizeof(uint16_t) * (size_t)n * (size_t)n_tok + 63) / 64 * 64;
-    if (in_place && W->type == GGML_TYPE_BF16 && kern_cpu_has_avx512bf16() && !(pairs = aligned_alloc(64, pair_bytes))) {
-        free(act_mem); free(acts);
-        return slmc_fail(err, NULL, "matmul: out of memory for %lld BF16 activation rows of %lld", (long long)n_tok,
-                         (long long)n);
-    }
-    const int64_t n_tiles = (W->n_out + row_tile - 1) / row_tile;
-    int oom = 0;
 #pragma omp parallel num_threads(n_threads)
     {
-        uint8_t *raw = malloc(act_bytes), *wmem = malloc(ub * ROW_TILE);
-        float *chains = in_place ? malloc(sizeof(float) * KERN_FLOAT_SCRATCH) : NULL; /* its unreduced sums */
+        uint8_t *raw = mem + act_all + pair_all + per_thread * (size_t)omp_get_thread_num();
+        uint8_t *wmem = raw + LINES(act_bytes);
+        float *chains = in_place ? (float *)(wmem + LINES(ub * ROW_TILE)) : NULL; /* its unreduced sums */
         kern_wrow rows[ROW_TILE];
-        if (!raw || !wmem || (in_place && !chains)) {
-#pragma omp atomic write
-            oom = 1;
-        } else {
-            for (int r = 0; r < ROW_TILE; ++r) kern_unpacked_carve(wmem + ub * (size_t)r, n, &rows[r], NULL);
-        }
+        for (int r = 0; r < ROW_TILE; ++r) kern_unpacked_carve(wmem + ub * (size_t)r, n, &rows[r], NULL);
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < n_tok; ++t) {
-            if (!raw || !wmem) continue;
             kern_unpacked_carve(act_mem + ub * (size_t)t, n, NULL, &acts[t]);
             if (!avx2 || !kern_act_unpack_avx2(wd, x + t * n, n, &acts[t])) {
                 kern_act_convert(W->type, x + t * n, raw, n);
@@ -89,13 +93,9 @@ int kern_matmul(const kern_ctx *ctx, const kern_weight *W, const float *x, int64
                 kern_act_bf16_pairs(acts[t].f, n, acts[t].h);
             }
         }
-        /* the barrier of the loop above: every token is ready (or some thread ran out of memory) */
-        int failed;
-#pragma omp atomic read
-        failed = oom;
+        /* the barrier of the loop above: every token is ready */
 #pragma omp for schedule(dynamic, 2)
         for (int64_t tile = 0; tile < n_tiles; ++tile) {
-            if (failed) continue;
             const int64_t r0 = tile * row_tile;
             const int nr = (int)(W->n_out - r0 < row_tile ? W->n_out - r0 : row_tile);
             const void *src[FLOAT_ROW_TILE];
@@ -108,15 +108,16 @@ int kern_matmul(const kern_ctx *ctx, const kern_weight *W, const float *x, int64
                     kern_unpack_wrow(wd, src[r], n, &rows[r - done]);
             if (done < nr) kern_dot_block(wd, avx2, n, rows, nr - done, acts, (int)n_tok, y + r0 + done, W->n_out);
         }
-        free(raw);
-        free(wmem);
-        free(chains);
     }
-    free(act_mem);
-    free(acts);
-    free(pairs);
-    if (oom) return slmc_fail(err, NULL, "matmul: out of memory");
+#undef LINES
+    kern_scratch_free(&own);
     return 0;
+}
+
+void kern_scratch_free(kern_scratch *s) {
+    free(s->mem);
+    s->mem = NULL;
+    s->bytes = 0;
 }
 
 /* ===================================================================== row ops */

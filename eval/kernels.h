@@ -41,9 +41,20 @@ typedef enum kern_impl { KERN_AUTO = 0, KERN_SCALAR = 1, KERN_AVX2 = 2 } kern_im
 
 /* How a matmul runs. The caller owns these settings (llm_context keeps its own); nothing is
  * global. A zeroed kern_ctx is the default: all threads, the AVX2 loops when the CPU has them. */
+/* Memory a caller lends kern_matmul for its buffers (the unpacked tokens, each thread's rows
+ * and chains), kept from call to call and grown when a call needs more: a fresh block per call
+ * costs page faults when it is large (the allocator maps and unmaps it). Zero-initialise;
+ * kern_scratch_free releases it. */
+typedef struct kern_scratch {
+    void *mem;
+    size_t bytes;
+} kern_scratch;
+void kern_scratch_free(kern_scratch *s);
+
 typedef struct kern_ctx {
-    int n_threads;  /* OpenMP threads (0: omp_get_max_threads()) */
-    kern_impl impl; /* KERN_AUTO, or KERN_SCALAR / KERN_AVX2 to choose (tests, benchmarks) */
+    int n_threads;         /* OpenMP threads (0: omp_get_max_threads()) */
+    kern_impl impl;        /* KERN_AUTO, or KERN_SCALAR / KERN_AVX2 to choose (tests, benchmarks) */
+    kern_scratch *scratch; /* reused memory (NULL: each call allocates and frees its own) */
 } kern_ctx;
 
 /* true when this build has the AVX2 kernels and the CPU runs them (AVX2 + FMA + F16C). */

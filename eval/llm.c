@@ -295,6 +295,7 @@ void llm_context_free(llm_context *ctx) {
     free(ctx->x); free(ctx->xb); free(ctx->xb2); free(ctx->xb3); free(ctx->qkv);
     free(ctx->q); free(ctx->k); free(ctx->v); free(ctx->att);
     free(ctx->hb); free(ctx->hb2); free(ctx->scores);
+    kern_scratch_free(&ctx->matmul_scratch);
     memset(ctx, 0, sizeof *ctx);
 }
 
@@ -321,7 +322,7 @@ static int matmul(llm_context *ctx, const llm_weight *w, int layer, const float 
     const llm_hooks *h = &ctx->hooks;
     if (h->matmul_input && h->matmul_input(h->ud, w->name, w->tensor, layer, x, n, w->w.n_in) != 0)
         return slmc_fail(err, NULL, "%s: the matmul_input hook failed", w->name);
-    const kern_ctx kc = {.n_threads = ctx->n_threads, .impl = ctx->impl};
+    const kern_ctx kc = {.n_threads = ctx->n_threads, .impl = ctx->impl, .scratch = &ctx->matmul_scratch};
     if (kern_matmul(&kc, &w->w, x, n, out, err) != 0) return slmc_fail_prefix(err, w->name);
     return 0;
 }
@@ -601,9 +602,10 @@ static int layer_forward(llm_context *ctx, int il, int n, int pos0, int seq_len,
     return 0;
 }
 
-/* One step of at most n_batch tokens, placed as tok_pos says. */
+/* One step of at most n_batch tokens, placed as tok_pos says; the logits of its tokens
+ * out_first..out_end-1. */
 static int eval_step(llm_context *ctx, const int32_t *tokens, int n, int pos0, int seq_len, int out_first,
-                     float *logits, slmc_err *err) {
+                     int out_end, float *logits, slmc_err *err) {
     const llm_model *lm = ctx->lm;
     const int64_t E = lm->cfg.n_embd;
     const quant_kernels *qk = quant_get(lm->tok_embd.w.type);
@@ -620,8 +622,8 @@ static int eval_step(llm_context *ctx, const int32_t *tokens, int n, int pos0, i
     }
     for (int il = 0; il < lm->cfg.n_layer; ++il)
         if (layer_forward(ctx, il, n, pos0, seq_len, err) != 0) return -1;
-    if (out_first >= n) return 0;
-    const int n_out = n - out_first;
+    if (out_first >= out_end) return 0;
+    const int n_out = out_end - out_first;
     norm_rows(ctx, ctx->xb, ctx->x + (size_t)out_first * E, lm->output_norm, lm->output_norm_b, n_out, E);
     if (matmul(ctx, &lm->output, -1, ctx->xb, n_out, logits, err)) return -1;
     add_bias(logits, lm->output_b, n_out, lm->cfg.n_vocab);
@@ -630,22 +632,32 @@ static int eval_step(llm_context *ctx, const int32_t *tokens, int n, int pos0, i
     return 0;
 }
 
-int llm_eval_out(llm_context *ctx, const int32_t *tokens, int n_tokens, int pos0, int out_first, float *logits,
-                 slmc_err *err) {
-    if (n_tokens < 0 || pos0 < 0 || out_first < 0 || out_first > n_tokens)
-        return slmc_fail(err, NULL, "bad eval request: %d tokens at %d, logits from %d", n_tokens, pos0, out_first);
+static int clamp_int(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+int llm_eval_rows(llm_context *ctx, const int32_t *tokens, int n_tokens, int pos0, int out_first, int out_end,
+                  float *logits, slmc_err *err) {
+    if (n_tokens < 0 || pos0 < 0 || out_first < 0 || out_end < out_first || out_end > n_tokens)
+        return slmc_fail(err, NULL, "bad eval request: %d tokens at %d, logits of %d..%d", n_tokens, pos0, out_first,
+                         out_end - 1);
     if ((int64_t)pos0 + n_tokens > ctx->n_ctx)
         return slmc_fail(err, NULL, "positions %d..%d exceed the context of %d", pos0, pos0 + n_tokens - 1, ctx->n_ctx);
-    if (out_first < n_tokens && !logits) return slmc_fail(err, NULL, "no logits buffer");
+    if (out_first < out_end && !logits) return slmc_fail(err, NULL, "no logits buffer");
     /* split into steps of n_batch: causal attention makes this equivalent to one big batch */
     for (int s = 0; s < n_tokens; s += ctx->n_batch) {
         const int n = n_tokens - s < ctx->n_batch ? n_tokens - s : ctx->n_batch;
-        const int first = out_first - s < 0 ? 0 : (out_first - s > n ? n : out_first - s);
+        const int first = clamp_int(out_first - s, 0, n), end = clamp_int(out_end - s, 0, n);
         const size_t row = (size_t)ctx->lm->cfg.n_vocab;
-        float *out = logits && first < n ? logits + (size_t)(s + first - out_first) * row : NULL;
-        if (eval_step(ctx, tokens + s, n, pos0 + s, 0, first, out, err) != 0) return -1;
+        float *out = first < end ? logits + (size_t)(s + first - out_first) * row : NULL;
+        if (eval_step(ctx, tokens + s, n, pos0 + s, 0, first, end, out, err) != 0) return -1;
     }
     return 0;
+}
+
+int llm_eval_out(llm_context *ctx, const int32_t *tokens, int n_tokens, int pos0, int out_first, float *logits,
+                 slmc_err *err) {
+    if (out_first < 0 || out_first > n_tokens)
+        return slmc_fail(err, NULL, "bad eval request: %d tokens at %d, logits from %d", n_tokens, pos0, out_first);
+    return llm_eval_rows(ctx, tokens, n_tokens, pos0, out_first, n_tokens, logits, err);
 }
 
 int llm_eval(llm_context *ctx, const int32_t *tokens, int n_tokens, int pos0, float *logits, slmc_err *err) {
@@ -660,5 +672,5 @@ int llm_eval_seqs(llm_context *ctx, const int32_t *tokens, int n_seq, int seq_le
     const int n = n_seq * seq_len;
     if (n > ctx->n_batch) /* a context made by llm_context_init_seqs takes them in one step */
         return slmc_fail(err, NULL, "%d sequences of %d tokens exceed the batch of %d", n_seq, seq_len, ctx->n_batch);
-    return eval_step(ctx, tokens, n, 0, seq_len, 0, logits, err);
+    return eval_step(ctx, tokens, n, 0, seq_len, 0, n, logits, err);
 }

@@ -131,6 +131,7 @@ typedef struct llm_context {
                                KERN_SCALAR the reference loops, KERN_AVX2 eval/attn_avx2.c (when the
                                CPU has AVX2): the same numbers bit for bit (tests compare them) */
     float *scores;          /* [n_threads][n_ctx] attention scores, one row per thread */
+    kern_scratch matmul_scratch; /* the matmuls' buffers, kept from one to the next */
     bool f16_attention;     /* true (set by llm_context_init): K, V, Q and the attention
                                probabilities rounded to F16 as llama.cpp's F16 cache path does;
                                false: all F32 (tests comparing with exact arithmetic) */
@@ -162,6 +163,9 @@ void llm_set_hooks(llm_context *ctx, const llm_hooks *hooks);
  * NULL when out_first == n_tokens (no output wanted). */
 int llm_eval_out(llm_context *ctx, const int32_t *tokens, int n_tokens, int pos0, int out_first, float *logits,
                  slmc_err *err);
+/* The same with the logits of tokens out_first..out_end-1 only ([out_end - out_first][n_vocab]). */
+int llm_eval_rows(llm_context *ctx, const int32_t *tokens, int n_tokens, int pos0, int out_first, int out_end,
+                  float *logits, slmc_err *err);
 /* All logits: [n_tokens][n_vocab]. */
 int llm_eval(llm_context *ctx, const int32_t *tokens, int n_tokens, int pos0, float *logits, slmc_err *err);
 /* n_seq sequences of seq_len tokens each (tokens[s*seq_len + i]: position i of sequence s),

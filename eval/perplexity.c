@@ -25,19 +25,15 @@ int ppl_eval_chunk(llm_context *ctx, const int32_t *chunk, int n_ctx, int32_t bo
     if (n_ctx < 2 || n_ctx > ctx->n_ctx)
         return slmc_fail(err, NULL, "perplexity chunk of %d tokens does not fit a context of %d", n_ctx, ctx->n_ctx);
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)n_ctx);
-    const int first = ppl_first(n_ctx), n_out = n_ctx - first;
-    float *all = malloc(sizeof(float) * (size_t)n_out * (size_t)ctx->lm->cfg.n_vocab);
-    if (!tok || !all) {
-        free(tok); free(all);
-        return slmc_fail(err, NULL, "out of memory for a chunk of %d tokens", n_ctx);
-    }
+    if (!tok) return slmc_fail(err, NULL, "out of memory for a chunk of %d tokens", n_ctx);
     memcpy(tok, chunk, sizeof(int32_t) * (size_t)n_ctx);
     if (bos >= 0) tok[0] = bos; /* llama-perplexity starts every chunk with BOS */
-    /* positions >= first produce logits, as llama-perplexity requests; the last is unused */
-    const int rc = llm_eval_out(ctx, tok, n_ctx, 0, first, all, err);
-    if (rc == 0) memcpy(logits, all, sizeof(float) * (size_t)ppl_scored(n_ctx) * (size_t)ctx->lm->cfg.n_vocab);
+    /* every token runs, as llama-perplexity runs them (and hooks see them all); the scored
+     * positions first..n_ctx-2 write their logits straight into the caller's rows (the last
+     * position's are not wanted: for a 128K vocabulary, no 64 MB block per chunk) */
+    const int first = ppl_first(n_ctx);
+    const int rc = llm_eval_rows(ctx, tok, n_ctx, 0, first, first + ppl_scored(n_ctx), logits, err);
     free(tok);
-    free(all);
     return rc;
 }
 

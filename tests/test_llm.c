@@ -291,10 +291,14 @@ static void check_batch_equivalence(int wtype) {
     ck_assert(llm_eval(&c, TOKENS, T, 0, split, &err) == 0);
     ck_assert_mem_eq(all, one, sizeof(float) * (size_t)(T * V));
     ck_assert_mem_eq(all, split, sizeof(float) * (size_t)(T * V));
-    /* only the last rows */
-    float *last = malloc(sizeof(float) * (size_t)(3 * V));
+    /* only the last rows; only rows 4..8, also across steps of 5 */
+    float *last = malloc(sizeof(float) * (size_t)(5 * V));
     ck_assert(llm_eval_out(&a, TOKENS, T, 0, T - 3, last, &err) == 0);
     ck_assert_mem_eq(last, all + (T - 3) * V, sizeof(float) * (size_t)(3 * V));
+    ck_assert(llm_eval_rows(&c, TOKENS, T, 0, 4, 9, last, &err) == 0);
+    ck_assert_mem_eq(last, all + 4 * V, sizeof(float) * (size_t)(5 * V));
+    ck_assert_int_eq(llm_eval_rows(&c, TOKENS, T, 0, 5, 4, last, &err), -1);
+    ck_assert_int_eq(llm_eval_rows(&c, TOKENS, T, 0, 0, T + 1, last, &err), -1);
     /* bad requests fail with a message */
     ck_assert_int_eq(llm_eval(&a, TOKENS, T, 10, all, &err), -1); /* beyond n_ctx 16 */
     ck_assert(strstr(err.msg, "exceed") != NULL);
