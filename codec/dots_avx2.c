@@ -666,17 +666,35 @@ AVX512 static AI __m512 load16_weights(const int wtype, const void *row, int64_t
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); /* BF16 */
 }
 
+/* A slice's 16 chains (4 rows x T tokens, acc[row pair][LANE]): at 0 for the first slice, else
+ * as the last slice left them in st; after it, saved to st, or (last slice) reduced and stored
+ * to y. */
+AVX512 static AI void chains_start(__m512 acc[2][8], int T, bool first, const float *st) {
+    UNROLL
+    for (int p = 0; p < 2; ++p)
+        UNROLL
+        for (int k = 0; k < 8; ++k)
+            acc[p][k] = first || k >= 2 * T ? _mm512_setzero_ps() : _mm512_loadu_ps(st + 16 * (8 * p + k));
+}
+AVX512 static AI void chains_end(__m512 acc[2][8], int T, bool last, float *st, float *y, int64_t ldy) {
+    if (last) {
+        store_f32_pair512(acc[0], T, y, ldy);
+        store_f32_pair512(acc[1], T, y + KT_R, ldy);
+        return;
+    }
+    UNROLL
+    for (int p = 0; p < 2; ++p)
+        UNROLL
+        for (int k = 0; k < 2 * T; ++k) _mm512_storeu_ps(st + 16 * (8 * p + k), acc[p][k]);
+}
+
 /* 4 rows x T tokens over values [k0, k1): the chains start at 0 (first) or from st, and are
  * saved to st, or (last) reduced and stored to y. */
 AVX512 static AI void float_rows_slice(const int wtype, const int T, const void *const *w, const kern_arow *a,
                                        int64_t k0, int64_t k1, bool first, bool last, float *st, float *y,
                                        int64_t ldy) {
     __m512 acc[2][8];
-    UNROLL
-    for (int p = 0; p < 2; ++p)
-        UNROLL
-        for (int k = 0; k < 8; ++k)
-            acc[p][k] = first || k >= 2 * T ? _mm512_setzero_ps() : _mm512_loadu_ps(st + 16 * (8 * p + k));
+    chains_start(acc, T, first, st);
     for (int64_t i = k0; i < k1; i += 16) {
         __m512 av[KT_T];
         UNROLL
@@ -692,15 +710,7 @@ AVX512 static AI void float_rows_slice(const int wtype, const int T, const void 
                 acc[r / KT_R][LANE(r % KT_R, t)] = _mm512_fmadd_ps(wv, av[t], acc[r / KT_R][LANE(r % KT_R, t)]);
         }
     }
-    if (last) {
-        store_f32_pair512(acc[0], T, y, ldy);
-        store_f32_pair512(acc[1], T, y + KT_R, ldy);
-        return;
-    }
-    UNROLL
-    for (int p = 0; p < 2; ++p)
-        UNROLL
-        for (int k = 0; k < 2 * T; ++k) _mm512_storeu_ps(st + 16 * (8 * p + k), acc[p][k]);
+    chains_end(acc, T, last, st, y, ldy);
 }
 
 #define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16,avx2,fma")))
@@ -715,11 +725,7 @@ AVX512BF16 static AI void bf16_pairs_slice(const int T, const void *const *w, co
     const __m512i pair = _mm512_set_epi16(15, 31, 14, 30, 13, 29, 12, 28, 11, 27, 10, 26, 9, 25, 8, 24, 7, 23, 6, 22,
                                           5, 21, 4, 20, 3, 19, 2, 18, 1, 17, 0, 16);
     __m512 acc[2][8];
-    UNROLL
-    for (int p = 0; p < 2; ++p)
-        UNROLL
-        for (int k = 0; k < 8; ++k)
-            acc[p][k] = first || k >= 2 * T ? _mm512_setzero_ps() : _mm512_loadu_ps(st + 16 * (8 * p + k));
+    chains_start(acc, T, first, st);
     int64_t i = k0;
     for (; i + 32 <= k1; i += 32) {
         __m512bh av[KT_T];
@@ -747,15 +753,7 @@ AVX512BF16 static AI void bf16_pairs_slice(const int T, const void *const *w, co
                     _mm512_fmadd_ps(wv, _mm512_loadu_ps(a[t].f + i), acc[r / KT_R][LANE(r % KT_R, t)]);
         }
     }
-    if (last) {
-        store_f32_pair512(acc[0], T, y, ldy);
-        store_f32_pair512(acc[1], T, y + KT_R, ldy);
-        return;
-    }
-    UNROLL
-    for (int p = 0; p < 2; ++p)
-        UNROLL
-        for (int k = 0; k < 2 * T; ++k) _mm512_storeu_ps(st + 16 * (8 * p + k), acc[p][k]);
+    chains_end(acc, T, last, st, y, ldy);
 }
 
 typedef void (*float_slice_fn)(const void *const *, const kern_arow *, int64_t, int64_t, bool, bool, float *, float *,
