@@ -688,6 +688,24 @@ AVX512 static AI void chains_end(__m512 acc[2][8], int T, bool last, float *st, 
         for (int k = 0; k < 2 * T; ++k) _mm512_storeu_ps(st + 16 * (8 * p + k), acc[p][k]);
 }
 
+/* One step of the chains: values i..i+15 of 4 rows x T tokens, one FMA per row and token. */
+AVX512 static AI void float_rows_step(__m512 acc[2][8], const int wtype, const int T, const void *const *w,
+                                      const kern_arow *a, int64_t i) {
+    __m512 av[KT_T];
+    UNROLL
+    for (int t = 0; t < T; ++t) {
+        av[t] = _mm512_loadu_ps(a[t].f + i);
+        __asm__("" : "+v"(av[t])); /* keep it in a register: no reload folded into each FMA */
+    }
+    UNROLL
+    for (int r = 0; r < 2 * KT_R; ++r) {
+        const __m512 wv = load16_weights(wtype, w[r], i);
+        UNROLL
+        for (int t = 0; t < T; ++t)
+            acc[r / KT_R][LANE(r % KT_R, t)] = _mm512_fmadd_ps(wv, av[t], acc[r / KT_R][LANE(r % KT_R, t)]);
+    }
+}
+
 /* 4 rows x T tokens over values [k0, k1): the chains start at 0 (first) or from st, and are
  * saved to st, or (last) reduced and stored to y. */
 AVX512 static AI void float_rows_slice(const int wtype, const int T, const void *const *w, const kern_arow *a,
@@ -695,21 +713,7 @@ AVX512 static AI void float_rows_slice(const int wtype, const int T, const void 
                                        int64_t ldy) {
     __m512 acc[2][8];
     chains_start(acc, T, first, st);
-    for (int64_t i = k0; i < k1; i += 16) {
-        __m512 av[KT_T];
-        UNROLL
-        for (int t = 0; t < T; ++t) {
-            av[t] = _mm512_loadu_ps(a[t].f + i);
-            __asm__("" : "+v"(av[t])); /* keep it in a register: no reload folded into each FMA */
-        }
-        UNROLL
-        for (int r = 0; r < 2 * KT_R; ++r) {
-            const __m512 wv = load16_weights(wtype, w[r], i);
-            UNROLL
-            for (int t = 0; t < T; ++t)
-                acc[r / KT_R][LANE(r % KT_R, t)] = _mm512_fmadd_ps(wv, av[t], acc[r / KT_R][LANE(r % KT_R, t)]);
-        }
-    }
+    for (int64_t i = k0; i < k1; i += 16) float_rows_step(acc, wtype, T, w, a, i);
     chains_end(acc, T, last, st, y, ldy);
 }
 
@@ -743,16 +747,7 @@ AVX512BF16 static AI void bf16_pairs_slice(const int T, const void *const *w, co
                 acc[r / KT_R][LANE(r % KT_R, t)] = _mm512_dpbf16_ps(acc[r / KT_R][LANE(r % KT_R, t)], wv, av[t]);
         }
     }
-    for (; i < k1; i += 16) { /* the last 16 of an odd count: two chunks cannot pair */
-        UNROLL
-        for (int r = 0; r < 2 * KT_R; ++r) {
-            const __m512 wv = load16_weights(GGML_TYPE_BF16, w[r], i);
-            UNROLL
-            for (int t = 0; t < T; ++t)
-                acc[r / KT_R][LANE(r % KT_R, t)] =
-                    _mm512_fmadd_ps(wv, _mm512_loadu_ps(a[t].f + i), acc[r / KT_R][LANE(r % KT_R, t)]);
-        }
-    }
+    for (; i < k1; i += 16) float_rows_step(acc, GGML_TYPE_BF16, T, w, a, i); /* an odd last 16: no pair */
     chains_end(acc, T, last, st, y, ldy);
 }
 

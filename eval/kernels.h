@@ -39,8 +39,6 @@ typedef struct kern_weight {
 /* Which inner loops kern_matmul uses. */
 typedef enum kern_impl { KERN_AUTO = 0, KERN_SCALAR = 1, KERN_AVX2 = 2 } kern_impl;
 
-/* How a matmul runs. The caller owns these settings (llm_context keeps its own); nothing is
- * global. A zeroed kern_ctx is the default: all threads, the AVX2 loops when the CPU has them. */
 /* Memory a caller lends kern_matmul for its buffers (the unpacked tokens, each thread's rows
  * and chains), kept from call to call and grown when a call needs more: a fresh block per call
  * costs page faults when it is large (the allocator maps and unmaps it). Zero-initialise;
@@ -51,6 +49,8 @@ typedef struct kern_scratch {
 } kern_scratch;
 void kern_scratch_free(kern_scratch *s);
 
+/* How a matmul runs. The caller owns these settings (llm_context keeps its own); nothing is
+ * global. A zeroed kern_ctx is the default: all threads, the AVX2 loops when the CPU has them. */
 typedef struct kern_ctx {
     int n_threads;         /* OpenMP threads (0: omp_get_max_threads()) */
     kern_impl impl;        /* KERN_AUTO, or KERN_SCALAR / KERN_AVX2 to choose (tests, benchmarks) */
