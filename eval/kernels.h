@@ -104,7 +104,10 @@ void kern_rope_table_ext(float *cos_t, float *sin_t, int64_t pos, int64_t n_rot,
  * the mean and the variance summed in double, the scale in float. out may alias x. */
 void kern_layernorm(float *out, const float *x, const float *weight, const float *bias, int64_t n, float eps);
 
-/* x = silu(x) * up, the SwiGLU activation of the Llama FFN (silu(x) = x / (1 + e^-x)). */
+/* x = silu(x) * up, the SwiGLU activation of the Llama FFN (silu(x) = x / (1 + e^-x)):
+ * kern_swiglu_ref one value at a time with expf; kern_swiglu the same bits, its exps 8 at a
+ * time when the CPU has AVX2 and the vector exp matches expf (attn_avx2.h). */
+void kern_swiglu_ref(float *x, const float *up, int64_t n);
 void kern_swiglu(float *x, const float *up, int64_t n);
 
 /* x = gelu(x), tanh approximation, as ggml's CPU backend computes it: for -10 < x < 10 the

@@ -392,8 +392,8 @@ static void attend_head(llm_context *ctx, const float *kc, const float *vc, int 
 static int tok_pos(int t, int pos0, int seq_len) { return seq_len ? t % seq_len : pos0 + t; }
 static int tok_first_slot(int t, int seq_len) { return seq_len ? t / seq_len * seq_len : 0; }
 
-/* Causal attention of n new tokens (placed as tok_pos says) for layer il, their K and V already
- * in the cache. Numerics as llama.cpp's non-flash CPU path: q rounded to F16, scores
+/* Causal attention of the new tokens t0..t1-1 of a step (placed as tok_pos says) for layer il,
+ * their K and V already in the cache. Numerics as llama.cpp's non-flash CPU path: q rounded to F16, scores
  * q.k (soft-capped: gemma2) times the scale (1 when Q was scaled before, as llama.cpp does for
  * q_prescale families), softmax, probabilities rounded to F16, weighted sum of V. A sliding
  * layer sees the keys at positions p with pos - p < n_swa (llama.cpp's SWA mask).
@@ -406,7 +406,7 @@ static int tok_first_slot(int t, int seq_len) { return seq_len ? t / seq_len * s
  * since (the fast path allocates its rows per call, and falls back to those when it cannot).
  * Every (token, head) is computed whole by one thread, so the result does not depend on
  * the thread count. */
-static void attention(llm_context *ctx, int il, int n, int pos0, int seq_len) {
+static void attention(llm_context *ctx, int il, int t0, int t1, int pos0, int seq_len) {
     const llm_model *lm = ctx->lm;
     const model_config *c = &lm->cfg;
     const int64_t hd = c->head_dim, n_head = c->n_head, n_kv = c->n_head_kv, group = n_head / n_kv, kvd = ctx->kv_dim;
@@ -417,7 +417,7 @@ static void attention(llm_context *ctx, int il, int n, int pos0, int seq_len) {
 #define FIRST_KEY(pos) (slides && (pos) - c->n_swa + 1 > 0 ? (int)((pos) - c->n_swa + 1) : 0)
     if (!attn_fast(ctx)) {
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(dynamic, 1)
-        for (int64_t th = 0; th < (int64_t)n * n_head; ++th) {
+        for (int64_t th = (int64_t)t0 * n_head; th < (int64_t)t1 * n_head; ++th) {
             const int t = (int)(th / n_head), pos = tok_pos(t, pos0, seq_len), first = FIRST_KEY(pos);
             attend_head(ctx, kc, vc, t, th % n_head, tok_first_slot(t, seq_len) + first, pos - first + 1,
                         ctx->scores + (size_t)omp_get_thread_num() * (size_t)ctx->n_ctx);
@@ -429,13 +429,13 @@ static void attention(llm_context *ctx, int il, int n, int pos0, int seq_len) {
     /* a unit of work: one token and hpu query heads of one KV head (all of them, sharing the
      * V loads, unless that leaves too few units for the threads: one token, few KV heads) */
     int64_t hpu = group;
-    while (hpu % 2 == 0 && (int64_t)n * (n_head / hpu) < 4 * (int64_t)ctx->n_threads) hpu /= 2;
+    while (hpu % 2 == 0 && (int64_t)(t1 - t0) * (n_head / hpu) < 4 * (int64_t)ctx->n_threads) hpu /= 2;
     const int64_t units_per_token = n_head / hpu;
 #pragma omp parallel num_threads(ctx->n_threads)
     {
         float *scratch = malloc(sizeof(float) * (size_t)hpu * (size_t)ctx->n_ctx);
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t u = 0; u < (int64_t)n * units_per_token; ++u) {
+        for (int64_t u = (int64_t)t0 * units_per_token; u < (int64_t)t1 * units_per_token; ++u) {
             const int t = (int)(u / units_per_token), pos = tok_pos(t, pos0, seq_len), first = FIRST_KEY(pos);
             const int slot = tok_first_slot(t, seq_len) + first; /* of the first key */
             const int64_t h0 = (u % units_per_token) * hpu, kvh = h0 / group;
@@ -487,8 +487,9 @@ static int qkv_forward(llm_context *ctx, const llm_layer *L, int il, int n, slmc
     return 0;
 }
 
-/* The attention block of n tokens from the normed input ctx->xb: output in ctx->xb2. */
-static int attention_block(llm_context *ctx, int il, int n, int pos0, int seq_len, slmc_err *err) {
+/* The attention block of n tokens from the normed input ctx->xb: every token's K and V into the
+ * cache, and the output of tokens t0..t1-1 in rows 0..t1-t0-1 of ctx->xb2. */
+static int attention_block(llm_context *ctx, int il, int n, int t0, int t1, int pos0, int seq_len, slmc_err *err) {
     const llm_model *lm = ctx->lm;
     const llm_layer *L = &lm->layers[il];
     const model_config *c = &lm->cfg;
@@ -529,12 +530,15 @@ static int attention_block(llm_context *ctx, int il, int n, int pos0, int seq_le
             kern_round_f16(vc + (size_t)t * kvd, kvd);
         }
     }
-    attention(ctx, il, n, pos0, seq_len);
-    if (h->attn_heads && h->attn_heads(h->ud, il, ctx->att, n, c->n_head, hd) != 0)
+    const int m = t1 - t0;
+    if (m == 0) return 0;
+    attention(ctx, il, t0, t1, pos0, seq_len);
+    const float *att = ctx->att + (size_t)t0 * (size_t)qd;
+    if (h->attn_heads && h->attn_heads(h->ud, il, att, m, c->n_head, hd) != 0)
         return slmc_fail(err, NULL, "layer %d: the attn_heads hook failed", il);
-    if (matmul(ctx, &L->wo, il, ctx->att, n, ctx->xb2, err)) return -1;
-    add_bias(ctx->xb2, L->bo, n, c->n_embd);
-    if (L->attn_post_norm) norm_rows(ctx, ctx->xb2, ctx->xb2, L->attn_post_norm, NULL, n, c->n_embd);
+    if (matmul(ctx, &L->wo, il, att, m, ctx->xb2, err)) return -1;
+    add_bias(ctx->xb2, L->bo, m, c->n_embd);
+    if (L->attn_post_norm) norm_rows(ctx, ctx->xb2, ctx->xb2, L->attn_post_norm, NULL, m, c->n_embd);
     return 0;
 }
 
@@ -577,30 +581,38 @@ static int ffn_block(llm_context *ctx, int il, int n, const float *in, float *ou
     return 0;
 }
 
-/* One transformer block over n tokens (residual stream in ctx->x). */
-static int layer_forward(llm_context *ctx, int il, int n, int pos0, int seq_len, slmc_err *err) {
+/* One transformer block over n tokens (residual stream in ctx->x): every token's K and V go to
+ * the cache, and the rows t0..t1-1 of ctx->x move on (the others are left as they were: the
+ * last layer of a step whose logits need only those rows, as llama.cpp's graph skips them). */
+static int layer_forward(llm_context *ctx, int il, int n, int t0, int t1, int pos0, int seq_len, slmc_err *err) {
     const llm_model *lm = ctx->lm;
     const llm_layer *L = &lm->layers[il];
     const int64_t E = lm->cfg.n_embd;
-    const size_t nE = (size_t)n * (size_t)E;
+    const int m = t1 - t0;
+    const size_t mE = (size_t)m * (size_t)E;
+    float *x = ctx->x + (size_t)t0 * (size_t)E;
     const llm_hooks *h = &ctx->hooks;
 
     norm_rows(ctx, ctx->xb, ctx->x, L->attn_norm, L->attn_norm_b, n, E);
-    if (attention_block(ctx, il, n, pos0, seq_len, err)) return -1;
+    if (attention_block(ctx, il, n, t0, t1, pos0, seq_len, err)) return -1;
+    if (m == 0) return 0;
     if (lm->arch->parallel_block) {
         /* phi2: x + (attn(n) + ffn(n)), both from the attention norm's output */
-        if (ffn_block(ctx, il, n, ctx->xb, ctx->xb3, err)) return -1;
-        for (size_t i = 0; i < nE; ++i) ctx->x[i] = (ctx->xb2[i] + ctx->xb3[i]) + ctx->x[i];
+        if (ffn_block(ctx, il, m, ctx->xb + (size_t)t0 * (size_t)E, ctx->xb3, err)) return -1;
+        for (size_t i = 0; i < mE; ++i) x[i] = (ctx->xb2[i] + ctx->xb3[i]) + x[i];
     } else {
-        for (size_t i = 0; i < nE; ++i) ctx->x[i] += ctx->xb2[i];
-        norm_rows(ctx, ctx->xb, ctx->x, L->ffn_norm, L->ffn_norm_b, n, E);
-        if (ffn_block(ctx, il, n, ctx->xb, ctx->xb2, err)) return -1;
-        for (size_t i = 0; i < nE; ++i) ctx->x[i] += ctx->xb2[i];
+        for (size_t i = 0; i < mE; ++i) x[i] += ctx->xb2[i];
+        norm_rows(ctx, ctx->xb, x, L->ffn_norm, L->ffn_norm_b, m, E);
+        if (ffn_block(ctx, il, m, ctx->xb, ctx->xb2, err)) return -1;
+        for (size_t i = 0; i < mE; ++i) x[i] += ctx->xb2[i];
     }
-    if (h->layer_out && h->layer_out(h->ud, il, ctx->x, n, E) != 0)
+    if (h->layer_out && h->layer_out(h->ud, il, x, m, E) != 0)
         return slmc_fail(err, NULL, "layer %d: the layer_out hook failed", il);
     return 0;
 }
+
+/* true when a callback watches the forward pass: then every layer runs every token. */
+static bool hooks_set(const llm_hooks *h) { return h->matmul_input || h->attn_heads || h->ffn_act || h->layer_out; }
 
 /* One step of at most n_batch tokens, placed as tok_pos says; the logits of its tokens
  * out_first..out_end-1. */
@@ -620,8 +632,14 @@ static int eval_step(llm_context *ctx, const int32_t *tokens, int n, int pos0, i
         const float sc = sqrtf((float)E);
         for (size_t i = 0; i < (size_t)n * (size_t)E; ++i) ctx->x[i] *= sc;
     }
-    for (int il = 0; il < lm->cfg.n_layer; ++il)
-        if (layer_forward(ctx, il, n, pos0, seq_len, err) != 0) return -1;
+    /* the last layer takes only the rows whose logits are wanted on to its output (all of them
+     * for the hooks); every layer still caches every token's K and V */
+    const bool trim = !hooks_set(&ctx->hooks);
+    for (int il = 0; il < lm->cfg.n_layer; ++il) {
+        const bool last = il == lm->cfg.n_layer - 1;
+        const int t0 = last && trim ? out_first : 0, t1 = last && trim ? out_end : n;
+        if (layer_forward(ctx, il, n, t0, t1, pos0, seq_len, err) != 0) return -1;
+    }
     if (out_first >= out_end) return 0;
     const int n_out = out_end - out_first;
     norm_rows(ctx, ctx->xb, ctx->x + (size_t)out_first * E, lm->output_norm, lm->output_norm_b, n_out, E);

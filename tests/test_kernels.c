@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "eval/kernels.h"
+#include "eval/attn_avx2.h"
 #include "codec/dots.h"
 #include "codec/quants.h"
 #include "codec/types.h"
@@ -999,6 +1000,33 @@ START_TEST(test_rope_ext) {
 }
 END_TEST
 
+/* kern_swiglu (vector exps) gives kern_swiglu_ref's bits on every 4099th float pattern as the
+ * gate (all exponents, both signs, zeros, subnormals, infinities, NaNs), odd lengths included. */
+START_TEST(test_swiglu_matches_ref) {
+    if (!kern_have_avx2() || !attn_fast_exp_ok()) SKIP_TEST("no AVX2, or no vector expf here: kern_swiglu is the reference");
+    enum { N = 4099 };
+    float *g0 = malloc(sizeof(float) * N), *g1 = malloc(sizeof(float) * N), *u = malloc(sizeof(float) * N);
+    ck_assert(g0 && g1 && u);
+    int differ = 0;
+    for (uint64_t base = 0; base < 0x100000000ull; base += 0x100000000ull / 256) {
+        for (int i = 0; i < N; ++i) {
+            const uint32_t bits = (uint32_t)(base + (uint64_t)i * 4099u);
+            memcpy(&g0[i], &bits, 4);
+            u[i] = (float)(i % 17) * 0.37f - 2.5f;
+        }
+        memcpy(g1, g0, sizeof(float) * N);
+        const int64_t n = N - (int64_t)(base >> 28); /* lengths N-15..N: the tail of each block */
+        kern_swiglu_ref(g0, u, n);
+        kern_swiglu(g1, u, n);
+        for (int64_t i = 0; i < n; ++i) differ += !(memcmp(&g0[i], &g1[i], 4) == 0 || (isnan(g0[i]) && isnan(g1[i])));
+    }
+    ck_assert_int_eq(differ, 0);
+    free(g0);
+    free(g1);
+    free(u);
+}
+END_TEST
+
 START_TEST(test_swiglu_and_rounding) {
     float g[4] = {-2.f, 0.f, 1.f, 30.f}, u[4] = {1.f, 5.f, 2.f, 0.5f};
     kern_swiglu(g, u, 4);
@@ -1037,6 +1065,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_softmax);
     tcase_add_test(tc, test_rope);
     tcase_add_test(tc, test_swiglu_and_rounding);
+    tcase_add_test(tc, test_swiglu_matches_ref);
     tcase_add_test(tc, test_layernorm);
     tcase_add_test(tc, test_gelu_geglu_softcap);
     tcase_add_test(tc, test_rope_ext);

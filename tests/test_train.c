@@ -551,6 +551,59 @@ START_TEST(test_eval_seqs_families) {
 }
 END_TEST
 
+static int noop_layer_out(void *ud, int layer, const float *x, int n_tokens, int64_t n_embd) {
+    (void)layer, (void)x, (void)n_embd;
+    *(int *)ud += n_tokens;
+    return 0;
+}
+
+/* A step that wants the logits of some rows only takes just those through the last layer (no
+ * hooks set); the logits are those of the whole step, and the cache it leaves serves the next
+ * step (all layers' K and V cached): for every family, sliding windows included. */
+START_TEST(test_eval_rows_last_layer_trim) {
+    static const char *const fams[] = {"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi2", "phi3", "stablelm"};
+    enum { T = 12 };
+    for (int fi = 0; fi < 9; fi++) {
+        char *dir;
+        model m;
+        if (!synth_family(fams[fi], &dir, &m)) SKIP_TEST("tests/data/configs not found (run from the project root)");
+        if (m.cfg.n_swa > 0) m.cfg.n_swa = 5;
+        slmc_err err = {{0}};
+        const int V = (int)m.cfg.n_vocab;
+        int32_t toks[T];
+        for (int i = 0; i < T; i++) toks[i] = (int32_t)(3 + (i * 41 + 7) % (V - 3));
+        llm_model lm;
+        llm_context ctx;
+        ck_assert_msg(llm_model_init(&lm, &m, &err) == 0, "%s", err.msg);
+        ck_assert(llm_context_init(&ctx, &lm, T, T, &err) == 0);
+        float *want = malloc(sizeof(float) * (size_t)T * V), *got = malloc(sizeof(float) * (size_t)T * V);
+        ck_assert(llm_eval(&ctx, toks, T, 0, want, &err) == 0); /* every row: nothing trimmed */
+        /* rows 5..8 of the 12 */
+        ck_assert(llm_eval_rows(&ctx, toks, T, 0, 5, 9, got, &err) == 0);
+        ck_assert_msg(memcmp(want + (size_t)5 * V, got, sizeof(float) * 4 * (size_t)V) == 0, "%s: rows 5..8", fams[fi]);
+        /* 8 tokens wanting the last row, then none, then 4 more at 8 wanting all: the same rows */
+        ck_assert(llm_eval_rows(&ctx, toks, 8, 0, 7, 8, got, &err) == 0);
+        ck_assert_msg(memcmp(want + (size_t)7 * V, got, sizeof(float) * (size_t)V) == 0, "%s: row 7", fams[fi]);
+        ck_assert(llm_eval_rows(&ctx, toks, 8, 0, 3, 3, NULL, &err) == 0);
+        ck_assert(llm_eval_rows(&ctx, toks + 8, 4, 8, 0, 4, got, &err) == 0);
+        ck_assert_msg(memcmp(want + (size_t)8 * V, got, sizeof(float) * 4 * (size_t)V) == 0, "%s: continued", fams[fi]);
+        /* with a hook watching, every row runs every layer: the hook sees all 12 in the last */
+        int seen = 0;
+        const llm_hooks hk = {.ud = &seen, .layer_out = noop_layer_out};
+        llm_set_hooks(&ctx, &hk);
+        ck_assert(llm_eval_rows(&ctx, toks, T, 0, 5, 9, got, &err) == 0);
+        ck_assert_int_eq(seen, T * (int)m.cfg.n_layer);
+        ck_assert(memcmp(want + (size_t)5 * V, got, sizeof(float) * 4 * (size_t)V) == 0);
+        llm_context_free(&ctx);
+        llm_model_free(&lm);
+        free(want);
+        free(got);
+        model_close(&m);
+        tmpdir_remove(dir);
+    }
+}
+END_TEST
+
 /* The teacher cache: the top-k of a row as a sort would give it (ties to the lower id) with the
  * rest's mass; written, finished, reopened: the same rows back; a sequence never written, a
  * file that is not a cache and a truncated one are refused naming the file; an unfinished
@@ -807,6 +860,7 @@ int main(void) {
     tcase_add_test(tc, test_forward_matches_engine);
     tcase_add_test(tc, test_forward_matches_engine_families);
     tcase_add_test(tc, test_eval_seqs_families);
+    tcase_add_test(tc, test_eval_rows_last_layer_trim);
     tcase_add_test(tc, test_teacher_cache);
     tcase_add_test(tc, test_lora_export_merged);
     tcase_add_test(tc, test_data_formats);
