@@ -646,18 +646,25 @@ int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, in
  * kern_dot_tile_avx512 on the unpacked rows; a signalling-NaN half becomes the same quiet NaN
  * either way.
  *
+ * The register tile is 4 rows x FR_T = 6 tokens: 24 chains, and per step 4 weight and 6 token
+ * loads for 24 products, where the AVX2 tiles' 4 tokens take 8 loads for 16 (Llama-3.2-1B,
+ * 2 chunks, perf samples of the tile against 4 x 4: BF16 4-7% fewer, F16 9-16% fewer). All 24
+ * chains and the 6 tokens fit the 32 registers only if every loop over them is unrolled
+ * (UNROLL_CHAINS): a 24-chain array left in memory made the tile slower than 4 x 4.
  * Blocking: n is cut into slices of FR_K values and the tokens into blocks of FR_TOK. For one
- * slice, 64 rows (64 KB as F16) stay near the core while every 4-token group of the block
- * passes, and each group's 4 activation slices (8 KB, in L1) serve all 64 rows, so the
+ * slice, 64 rows (64 KB as F16) stay near the core while every 6-token group of the block
+ * passes, and each group's 6 activation slices (12 KB, in L1) serve all 64 rows, so the
  * activations are read from L3 once per 64 rows, not once per 4. Between slices the unreduced
- * chains wait in memory (16 registers per 4 rows x 4 tokens): storing and reloading a float
+ * chains wait in memory (24 registers per 4 rows x 6 tokens): storing and reloading a float
  * changes nothing, so every chain runs the same FMAs in the same order as without slices.
  * (Measured on Llama-3.2-1B F16, one chunk: 16 rows x 64 tokens x 256 values 4.0 s, 64 x 64 x
  * 256 3.3 s, 64 x 64 x 512 3.1 s; 128 rows, 1024 values, 16 or 32 tokens all within 3%.)
  * The VDPBF16PS slices do twice the work per instruction, so a call's fixed part (the chains
  * loaded and stored, the row pointers) weighs twice as much: they take 2048 values at a time
  * (Llama-3.2-1B BF16, 2 chunks: 512 values 4.9 s, 1024 4.2 s, 2048 4.2 s, 8192 4.2 s). */
-enum { FR_ROWS = 64, FR_TOK = 64, FR_K = 512, FR_K_PAIRS = 2048 }; /* chains kept: 64 x 64 x 16 floats (KERN_FLOAT_SCRATCH) */
+enum { FR_ROWS = 64, FR_T = 6, FR_TOK = 60, FR_K = 512, FR_K_PAIRS = 2048 };
+enum { FR_CHAINS = 4 * FR_T * 16 }; /* floats of one tile's unreduced chains */
+_Static_assert(FR_ROWS / 4 * (FR_TOK / FR_T) * FR_CHAINS <= KERN_FLOAT_SCRATCH, "the chains kept fit the scratch");
 
 AVX512 static AI __m512 load16_weights(const int wtype, const void *row, int64_t i) {
     if (wtype == GGML_TYPE_F32) return _mm512_loadu_ps((const float *)row + i);
@@ -666,32 +673,40 @@ AVX512 static AI __m512 load16_weights(const int wtype, const void *row, int64_t
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); /* BF16 */
 }
 
-/* A slice's 16 chains (4 rows x T tokens, acc[row pair][LANE]): at 0 for the first slice, else
- * as the last slice left them in st; after it, saved to st, or (last slice) reduced and stored
- * to y. */
-AVX512 static AI void chains_start(__m512 acc[2][8], int T, bool first, const float *st) {
+/* A slice's 4 x T chains (T <= FR_T; acc[row pair][LANE(row, token)]): at 0 for the first
+ * slice, else as the last slice left them in st; after it, saved to st, or (last slice) reduced
+ * and stored to y, tokens 0-3 then 4-5, each group as one store_f32_pair512. */
+#define UNROLL_CHAINS _Pragma("GCC unroll 16") /* all 2 * FR_T: the chains stay in registers */
+AVX512 static AI void chains_start(__m512 acc[2][2 * FR_T], int T, bool first, const float *st) {
     UNROLL
     for (int p = 0; p < 2; ++p)
-        UNROLL
-        for (int k = 0; k < 8; ++k)
-            acc[p][k] = first || k >= 2 * T ? _mm512_setzero_ps() : _mm512_loadu_ps(st + 16 * (8 * p + k));
+        UNROLL_CHAINS
+        for (int k = 0; k < 2 * FR_T; ++k)
+            acc[p][k] = first || k >= 2 * T ? _mm512_setzero_ps() : _mm512_loadu_ps(st + 16 * (2 * FR_T * p + k));
 }
-AVX512 static AI void chains_end(__m512 acc[2][8], int T, bool last, float *st, float *y, int64_t ldy) {
+AVX512 static AI void chains_end(__m512 acc[2][2 * FR_T], int T, bool last, float *st, float *y, int64_t ldy) {
     if (last) {
-        store_f32_pair512(acc[0], T, y, ldy);
-        store_f32_pair512(acc[1], T, y + KT_R, ldy);
+        UNROLL
+        for (int p = 0; p < 2; ++p) {
+            store_f32_pair512(acc[p], T < KT_T ? T : KT_T, y + KT_R * p, ldy);
+            if (T > KT_T) {
+                const __m512 z = _mm512_setzero_ps();
+                const __m512 rest[8] = {acc[p][8], acc[p][9], acc[p][10], acc[p][11], z, z, z, z};
+                store_f32_pair512(rest, T - KT_T, y + KT_T * ldy + KT_R * p, ldy);
+            }
+        }
         return;
     }
     UNROLL
     for (int p = 0; p < 2; ++p)
-        UNROLL
-        for (int k = 0; k < 2 * T; ++k) _mm512_storeu_ps(st + 16 * (8 * p + k), acc[p][k]);
+        UNROLL_CHAINS
+        for (int k = 0; k < 2 * T; ++k) _mm512_storeu_ps(st + 16 * (2 * FR_T * p + k), acc[p][k]);
 }
 
 /* One step of the chains: values i..i+15 of 4 rows x T tokens, one FMA per row and token. */
-AVX512 static AI void float_rows_step(__m512 acc[2][8], const int wtype, const int T, const void *const *w,
+AVX512 static AI void float_rows_step(__m512 acc[2][2 * FR_T], const int wtype, const int T, const void *const *w,
                                       const kern_arow *a, int64_t i) {
-    __m512 av[KT_T];
+    __m512 av[FR_T];
     UNROLL
     for (int t = 0; t < T; ++t) {
         av[t] = _mm512_loadu_ps(a[t].f + i);
@@ -711,7 +726,7 @@ AVX512 static AI void float_rows_step(__m512 acc[2][8], const int wtype, const i
 AVX512 static AI void float_rows_slice(const int wtype, const int T, const void *const *w, const kern_arow *a,
                                        int64_t k0, int64_t k1, bool first, bool last, float *st, float *y,
                                        int64_t ldy) {
-    __m512 acc[2][8];
+    __m512 acc[2][2 * FR_T];
     chains_start(acc, T, first, st);
     for (int64_t i = k0; i < k1; i += 16) float_rows_step(acc, wtype, T, w, a, i);
     chains_end(acc, T, last, st, y, ldy);
@@ -728,11 +743,11 @@ AVX512BF16 static AI void bf16_pairs_slice(const int T, const void *const *w, co
     /* word 2j <- word 16 + j (low half, second), word 2j + 1 <- word j (high half, first) */
     const __m512i pair = _mm512_set_epi16(15, 31, 14, 30, 13, 29, 12, 28, 11, 27, 10, 26, 9, 25, 8, 24, 7, 23, 6, 22,
                                           5, 21, 4, 20, 3, 19, 2, 18, 1, 17, 0, 16);
-    __m512 acc[2][8];
+    __m512 acc[2][2 * FR_T];
     chains_start(acc, T, first, st);
     int64_t i = k0;
     for (; i + 32 <= k1; i += 32) {
-        __m512bh av[KT_T];
+        __m512bh av[FR_T];
         UNROLL
         for (int t = 0; t < T; ++t) {
             av[t] = (__m512bh)_mm512_loadu_si512((const void *)(a[t].h + i));
@@ -762,7 +777,11 @@ typedef void (*float_slice_fn)(const void *const *, const kern_arow *, int64_t, 
                                 float *st, float *y, int64_t ldy) { float_rows_slice(WTYPE, 3, w, a, k0, k1, f, l, st, y, ldy); } \
     AVX512 static void NAME##_4(const void *const *w, const kern_arow *a, int64_t k0, int64_t k1, bool f, bool l,    \
                                 float *st, float *y, int64_t ldy) { float_rows_slice(WTYPE, 4, w, a, k0, k1, f, l, st, y, ldy); } \
-    static const float_slice_fn NAME[KT_T + 1] = {NULL, NAME##_1, NAME##_2, NAME##_3, NAME##_4};
+    AVX512 static void NAME##_5(const void *const *w, const kern_arow *a, int64_t k0, int64_t k1, bool f, bool l,    \
+                                float *st, float *y, int64_t ldy) { float_rows_slice(WTYPE, 5, w, a, k0, k1, f, l, st, y, ldy); } \
+    AVX512 static void NAME##_6(const void *const *w, const kern_arow *a, int64_t k0, int64_t k1, bool f, bool l,    \
+                                float *st, float *y, int64_t ldy) { float_rows_slice(WTYPE, 6, w, a, k0, k1, f, l, st, y, ldy); } \
+    static const float_slice_fn NAME[FR_T + 1] = {NULL, NAME##_1, NAME##_2, NAME##_3, NAME##_4, NAME##_5, NAME##_6};
 FLOAT_SLICE_FNS(slice_f32, GGML_TYPE_F32)
 FLOAT_SLICE_FNS(slice_f16, GGML_TYPE_F16)
 FLOAT_SLICE_FNS(slice_bf16, GGML_TYPE_BF16)
@@ -775,8 +794,15 @@ BF16_PAIR_FN(1)
 BF16_PAIR_FN(2)
 BF16_PAIR_FN(3)
 BF16_PAIR_FN(4)
-static const float_slice_fn slice_bf16_pairs[KT_T + 1] = {NULL, slice_bf16_pairs_1, slice_bf16_pairs_2,
-                                                           slice_bf16_pairs_3, slice_bf16_pairs_4};
+BF16_PAIR_FN(5)
+BF16_PAIR_FN(6)
+static const float_slice_fn slice_bf16_pairs[FR_T + 1] = {NULL,
+                                                          slice_bf16_pairs_1,
+                                                          slice_bf16_pairs_2,
+                                                          slice_bf16_pairs_3,
+                                                          slice_bf16_pairs_4,
+                                                          slice_bf16_pairs_5,
+                                                          slice_bf16_pairs_6};
 
 static const float_slice_fn *float_slices(int wtype) {
     return wtype == GGML_TYPE_F32 ? slice_f32 : wtype == GGML_TYPE_F16 ? slice_f16 : wtype == GGML_TYPE_BF16 ? slice_bf16 : NULL;
@@ -803,10 +829,10 @@ int kern_dot_float_rows_avx512(int wtype, int64_t n, const void *const *rows, in
             const int tt = nt - t0 < FR_TOK ? nt - t0 : FR_TOK;
             for (int64_t k0 = 0; k0 < n; k0 += slice) {
                 const int64_t k1 = n - k0 < slice ? n : k0 + slice;
-                for (int g = 0; g < tt; g += KT_T) {
-                    const int T = tt - g < KT_T ? tt - g : KT_T;
+                for (int g = 0; g < tt; g += FR_T) {
+                    const int T = tt - g < FR_T ? tt - g : FR_T;
                     for (int q = 0; q < rr; q += 4) {
-                        float *st = scratch + (size_t)256 * ((q / 4) * (FR_TOK / KT_T) + g / KT_T);
+                        float *st = scratch + (size_t)FR_CHAINS * ((q / 4) * (FR_TOK / FR_T) + g / FR_T);
                         fns[T](rows + r0 + q, a + t0 + g, k0, k1, k0 == 0, k1 == n, st, y + (t0 + g) * ldy + r0 + q,
                                ldy);
                     }
