@@ -657,12 +657,14 @@ int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, in
  * activations are read from L3 once per 64 rows, not once per 4. Between slices the unreduced
  * chains wait in memory (24 registers per 4 rows x 6 tokens): storing and reloading a float
  * changes nothing, so every chain runs the same FMAs in the same order as without slices.
- * (Measured on Llama-3.2-1B F16, one chunk: 16 rows x 64 tokens x 256 values 4.0 s, 64 x 64 x
- * 256 3.3 s, 64 x 64 x 512 3.1 s; 128 rows, 1024 values, 16 or 32 tokens all within 3%.)
+ * (Measured on Llama-3.2-1B F16, one chunk, 4 x 4 tiles: 16 rows x 64 tokens x 256 values 4.0 s,
+ * 64 x 64 x 256 3.3 s, 64 x 64 x 512 3.1 s; 128 rows, 1024 values, 16 or 32 tokens all within
+ * 3%. With 4 x 6 tiles, 1024 values took 2% fewer perf samples in the F16 tile than 512, over
+ * 4 alternating runs of 2 chunks, and 2048 more.)
  * The VDPBF16PS slices do twice the work per instruction, so a call's fixed part (the chains
  * loaded and stored, the row pointers) weighs twice as much: they take 2048 values at a time
  * (Llama-3.2-1B BF16, 2 chunks: 512 values 4.9 s, 1024 4.2 s, 2048 4.2 s, 8192 4.2 s). */
-enum { FR_ROWS = 64, FR_T = 6, FR_TOK = 60, FR_K = 512, FR_K_PAIRS = 2048 };
+enum { FR_ROWS = 64, FR_T = 6, FR_TOK = 60, FR_K = 1024, FR_K_PAIRS = 2048 };
 enum { FR_CHAINS = 4 * FR_T * 16 }; /* floats of one tile's unreduced chains */
 _Static_assert(FR_ROWS / 4 * (FR_TOK / FR_T) * FR_CHAINS <= KERN_FLOAT_SCRATCH, "the chains kept fit the scratch");
 
