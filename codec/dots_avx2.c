@@ -814,6 +814,11 @@ bool kern_float_rows_avx512_ok(int wtype, int64_t n) {
     return float_slices(wtype) && n > 0 && n % 16 == 0 && kern_cpu_has_avx512();
 }
 
+/* Tokens in the next register tile when `left` remain in the block: 6 at a time, the last 7 to
+ * 11 as two near-even tiles (7 as 4 + 3, not 6 + 1: a 1-token tile loads 4 weight vectors for
+ * 4 products). At most FR_TOK / FR_T tiles per block either way. */
+static int group_tokens(int left) { return left >= 2 * FR_T || left <= FR_T ? (left < FR_T ? left : FR_T) : (left + 1) / 2; }
+
 int kern_dot_float_rows_avx512(int wtype, int64_t n, const void *const *rows, int nr, const kern_arow *a, int nt,
                                float *y, int64_t ldy, float *scratch) {
     const float_slice_fn *fns = float_slices(wtype);
@@ -831,10 +836,10 @@ int kern_dot_float_rows_avx512(int wtype, int64_t n, const void *const *rows, in
             const int tt = nt - t0 < FR_TOK ? nt - t0 : FR_TOK;
             for (int64_t k0 = 0; k0 < n; k0 += slice) {
                 const int64_t k1 = n - k0 < slice ? n : k0 + slice;
-                for (int g = 0; g < tt; g += FR_T) {
-                    const int T = tt - g < FR_T ? tt - g : FR_T;
+                for (int g = 0, gi = 0; g < tt; g += group_tokens(tt - g), ++gi) {
+                    const int T = group_tokens(tt - g);
                     for (int q = 0; q < rr; q += 4) {
-                        float *st = scratch + (size_t)FR_CHAINS * ((q / 4) * (FR_TOK / FR_T) + g / FR_T);
+                        float *st = scratch + (size_t)FR_CHAINS * ((q / 4) * (FR_TOK / FR_T) + gi);
                         fns[T](rows + r0 + q, a + t0 + g, k0, k1, k0 == 0, k1 == n, st, y + (t0 + g) * ldy + r0 + q,
                                ldy);
                     }
