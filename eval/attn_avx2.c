@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "codec/dots.h"
 #include "codec/types.h"
 #include "eval/kernels.h"
 
@@ -20,6 +21,7 @@
 
 #define AVX2 __attribute__((target("avx2,f16c")))
 #define AVX2_FMA __attribute__((target("avx2,fma")))
+#define AVX512_FMA __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
 
 /* ===================================================================== exp as glibc's expf
  * glibc 2.28+ sysdeps/ieee754/flt-32/e_expf.c, compiled with FMA contraction (__expf_fma, the
@@ -80,23 +82,82 @@ AVX2_FMA static __m256 exp8(__m256 x) {
     return y;
 }
 
-AVX2_FMA void attn_exp_avx2(const float *x, float *out, int64_t n) {
+/* The same steps 8 doubles at a time with AVX-512, the table read by two two-register word
+ * permutations (entries 0-15 and 16-31, bit 4 picking one) instead of a gather: each lane's
+ * operations are exp_core4's. */
+AVX512_FMA static inline __m512d exp_core8(__m512d xd) {
+    const __m512d invln2n = _mm512_set1_pd(EXP_INVLN2N), shift = _mm512_set1_pd(EXP_SHIFT);
+    __m512d kd = _mm512_fmadd_pd(invln2n, xd, shift);
+    const __m512i ki = _mm512_castpd_si512(kd);
+    kd = _mm512_sub_pd(kd, shift);
+    const __m512d r = _mm512_fmsub_pd(invln2n, xd, kd);
+    const __m512i t_lo = _mm512_permutex2var_epi64(_mm512_loadu_si512(EXP2F_TAB), ki, _mm512_loadu_si512(EXP2F_TAB + 8));
+    const __m512i t_hi =
+        _mm512_permutex2var_epi64(_mm512_loadu_si512(EXP2F_TAB + 16), ki, _mm512_loadu_si512(EXP2F_TAB + 24));
+    __m512i t = _mm512_mask_blend_epi64(_mm512_test_epi64_mask(ki, _mm512_set1_epi64(16)), t_lo, t_hi);
+    t = _mm512_add_epi64(t, _mm512_slli_epi64(ki, 47));
+    const __m512d s = _mm512_castsi512_pd(t);
+    const __m512d z = _mm512_fmadd_pd(_mm512_set1_pd(EXP_C0), r, _mm512_set1_pd(EXP_C1));
+    const __m512d r2 = _mm512_mul_pd(r, r);
+    __m512d y = _mm512_fmadd_pd(r, _mm512_set1_pd(EXP_C2), _mm512_set1_pd(1.0));
+    y = _mm512_fmadd_pd(z, r2, y);
+    return _mm512_mul_pd(y, s);
+}
+
+/* expf of 16 floats, as exp8. */
+AVX512_FMA static __m512 exp16(__m512 x) {
+    const __m256 lo = _mm512_cvtpd_ps(exp_core8(_mm512_cvtps_pd(_mm512_castps512_ps256(x))));
+    const __m256 hi = _mm512_cvtpd_ps(exp_core8(_mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1))));
+    __m512 y = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+    const __m512i abstop = _mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(x), 20), _mm512_set1_epi32(0x7ff));
+    const __mmask16 special = _mm512_cmpgt_epi32_mask(abstop, _mm512_set1_epi32(0x42a));
+    if (special) {
+        float xs[16], ys[16];
+        _mm512_storeu_ps(xs, x);
+        _mm512_storeu_ps(ys, y);
+        for (int k = 0; k < 16; ++k)
+            if (special >> k & 1) ys[k] = expf(xs[k]);
+        y = _mm512_loadu_ps(ys);
+    }
+    return y;
+}
+
+/* out[i] = expf(x[i] - sub) (sub = 0: expf(x[i]); x - 0 is x, -0 and NaN included), 8 or
+ * 16 lanes; a last part shorter than the lanes padded with zeros. */
+AVX2_FMA static void exp_run8(const float *x, float sub, float *out, int64_t n) {
+    const __m256 m = _mm256_set1_ps(sub);
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, exp8(_mm256_loadu_ps(x + i)));
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m)));
     if (i < n) {
         float xs[8] = {0}, ys[8];
         memcpy(xs, x + i, sizeof(float) * (size_t)(n - i));
-        _mm256_storeu_ps(ys, exp8(_mm256_loadu_ps(xs)));
+        _mm256_storeu_ps(ys, exp8(_mm256_sub_ps(_mm256_loadu_ps(xs), m)));
+        memcpy(out + i, ys, sizeof(float) * (size_t)(n - i));
+    }
+}
+AVX512_FMA static void exp_run16(const float *x, float sub, float *out, int64_t n) {
+    const __m512 m = _mm512_set1_ps(sub);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), m)));
+    if (i < n) {
+        float xs[16] = {0}, ys[16];
+        memcpy(xs, x + i, sizeof(float) * (size_t)(n - i));
+        _mm512_storeu_ps(ys, exp16(_mm512_sub_ps(_mm512_loadu_ps(xs), m)));
         memcpy(out + i, ys, sizeof(float) * (size_t)(n - i));
     }
 }
 
+void attn_exp_lanes(const float *x, float *out, int64_t n, int lanes) {
+    if (lanes == 16 && kern_cpu_has_avx512()) exp_run16(x, 0.0f, out, n);
+    else exp_run8(x, 0.0f, out, n);
+}
+
+void attn_exp_avx2(const float *x, float *out, int64_t n) { attn_exp_lanes(x, out, n, 16); }
+
 /* out[i] = expf(x[i] - sub): the subtraction rounded as in C, then the vector exp. */
-AVX2_FMA void attn_sub_exp_avx2(const float *x, float sub, float *out, int64_t n) {
-    const __m256 m = _mm256_set1_ps(sub);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m)));
-    for (; i < n; ++i) out[i] = expf(x[i] - sub);
+void attn_sub_exp_avx2(const float *x, float sub, float *out, int64_t n) {
+    if (kern_cpu_has_avx512()) exp_run16(x, sub, out, n);
+    else exp_run8(x, sub, out, n);
 }
 
 /* The largest of x[0..n), n >= 1 (a max is exact in any order; with a NaN among x the caller's
@@ -222,19 +283,11 @@ AVX2 static void softmax(float *x, int n, bool f16, bool fast_exp) {
     for (; i < n; ++i) max = fmaxf(max, x[i]);
     /* (a maximum of 0 may come out as +0 or -0 where the scalar loop had the other: x - max
      * and its exp are the same either way) */
+    if (fast_exp) attn_sub_exp_avx2(x, max, x, n);
+    else
+        for (int k = 0; k < n; ++k) x[k] = expf(x[k] - max);
     double sum = 0;
-    i = 0;
-    if (fast_exp) {
-        const __m256 m = _mm256_set1_ps(max);
-        for (; i + 8 <= n; i += 8) {
-            _mm256_storeu_ps(x + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m)));
-            for (int c = 0; c < 8; ++c) sum += x[i + c];
-        }
-    }
-    for (; i < n; ++i) {
-        x[i] = expf(x[i] - max);
-        sum += x[i];
-    }
+    for (int k = 0; k < n; ++k) sum += x[k];
     const float inv = (float)(1.0 / sum);
     const __m256 vinv = _mm256_set1_ps(inv);
     i = 0;
@@ -335,6 +388,10 @@ AVX2 void attn_group_avx2(const attn_job *a) {
 bool attn_fast_exp_ok(void) { return false; }
 AVX2_FMA void attn_exp_avx2(const float *x, float *out, int64_t n) {
     for (int64_t i = 0; i < n; ++i) out[i] = expf(x[i]);
+}
+void attn_exp_lanes(const float *x, float *out, int64_t n, int lanes) {
+    (void)lanes;
+    attn_exp_avx2(x, out, n);
 }
 
 void attn_group_avx2(const attn_job *a) {

@@ -43,8 +43,11 @@ void attn_group_avx2(const attn_job *job);
 
 /* true when this build's vector exp reproduces the C library's expf here (checked once). */
 bool attn_fast_exp_ok(void);
-/* out[i] = expf(x[i]) through the vector exp (whether or not attn_fast_exp_ok()): tests. */
+/* out[i] = expf(x[i]) through the vector exp (whether or not attn_fast_exp_ok()): 16 lanes
+ * with AVX-512 (the table read by permutations), else 8 (a gather); attn_exp_lanes picks 8 or
+ * 16 (16 only with AVX-512), for tests of each. */
 void attn_exp_avx2(const float *x, float *out, int64_t n);
+void attn_exp_lanes(const float *x, float *out, int64_t n, int lanes);
 /* For log-softmax (perplexity.c): out[i] = expf(x[i] - sub), and the max of x[0..n) (n >= 1).
  * The caller checks kern_cpu_has_avx2() and attn_fast_exp_ok() first. */
 void attn_sub_exp_avx2(const float *x, float sub, float *out, int64_t n);
