@@ -22,6 +22,8 @@
 #define AVX2 __attribute__((target("avx2,f16c")))
 #define AVX2_FMA __attribute__((target("avx2,fma")))
 #define AVX512_FMA __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
+/* AVX-512 without "fma" in the name, as AVX2 above: multiplies and adds stay apart */
+#define AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx2,f16c")))
 
 /* ===================================================================== exp as glibc's expf
  * glibc 2.28+ sysdeps/ieee754/flt-32/e_expf.c, compiled with FMA contraction (__expf_fma, the
@@ -233,12 +235,63 @@ AVX2 static inline void transpose8(__m256 r[8]) {
     r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
+/* transpose8 in each 256-bit half: r[c] lane j (+ 8) = r_in[j] lane c (+ 8) */
+AVX512 static inline void transpose8x2(__m512 r[8]) {
+    const __m512 t0 = _mm512_unpacklo_ps(r[0], r[1]), t1 = _mm512_unpackhi_ps(r[0], r[1]);
+    const __m512 t2 = _mm512_unpacklo_ps(r[2], r[3]), t3 = _mm512_unpackhi_ps(r[2], r[3]);
+    const __m512 t4 = _mm512_unpacklo_ps(r[4], r[5]), t5 = _mm512_unpackhi_ps(r[4], r[5]);
+    const __m512 t6 = _mm512_unpacklo_ps(r[6], r[7]), t7 = _mm512_unpackhi_ps(r[6], r[7]);
+    const __m512 u0 = _mm512_shuffle_ps(t0, t2, 0x44), u1 = _mm512_shuffle_ps(t0, t2, 0xee);
+    const __m512 u2 = _mm512_shuffle_ps(t1, t3, 0x44), u3 = _mm512_shuffle_ps(t1, t3, 0xee);
+    const __m512 u4 = _mm512_shuffle_ps(t4, t6, 0x44), u5 = _mm512_shuffle_ps(t4, t6, 0xee);
+    const __m512 u6 = _mm512_shuffle_ps(t5, t7, 0x44), u7 = _mm512_shuffle_ps(t5, t7, 0xee);
+    /* permute2f128's 0x20 and 0x31 in each half */
+    const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+    const __m512i hi = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+    r[0] = _mm512_permutex2var_ps(u0, lo, u4);
+    r[1] = _mm512_permutex2var_ps(u1, lo, u5);
+    r[2] = _mm512_permutex2var_ps(u2, lo, u6);
+    r[3] = _mm512_permutex2var_ps(u3, lo, u7);
+    r[4] = _mm512_permutex2var_ps(u0, hi, u4);
+    r[5] = _mm512_permutex2var_ps(u1, hi, u5);
+    r[6] = _mm512_permutex2var_ps(u2, hi, u6);
+    r[7] = _mm512_permutex2var_ps(u3, hi, u7);
+}
+
+/* scores' arithmetic for 16 keys at a time (hd % 8 == 0): key c in the low half of acc[c],
+ * key c + 8 in its high half, q in both. Returns the keys done (a multiple of 16). */
+AVX512 static int scores16(const float *q, const float *k, int64_t stride, int n, int64_t hd, float *s) {
+    int j0 = 0;
+    for (; j0 + 16 <= n; j0 += 16) {
+        const float *row = k + (int64_t)j0 * stride;
+        __m512 acc[8];
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; ++c) acc[c] = _mm512_setzero_ps();
+        for (int64_t i = 0; i < hd; i += 8) {
+            const __m512 qv = _mm512_broadcast_f32x8(_mm256_loadu_ps(q + i));
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; ++c) {
+                const __m512 kv = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(row + c * stride + i)),
+                                                     _mm256_loadu_ps(row + (c + 8) * stride + i), 1);
+                acc[c] = _mm512_add_ps(acc[c], _mm512_mul_ps(qv, kv));
+            }
+        }
+        transpose8x2(acc);
+        __m512 sum = _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; ++c) sum = _mm512_add_ps(sum, acc[c]);
+        _mm512_storeu_ps(s + j0, sum);
+    }
+    return j0;
+}
+
 /* s[j] = kern_dot_f32_scalar(hd, q, k + j * stride) for j < n, bit for bit: per key the 8
  * partial sums acc[c] += q[i+c] * k[i+c] (c = lane), then s = 0 + acc[0] + ... + acc[7], then
- * the tail; 8 keys side by side. */
+ * the tail; 8 keys side by side (16 with AVX-512 while 16 are left, hd a multiple of 8). */
 AVX2 static void scores(const float *q, const float *k, int64_t stride, int n, int64_t hd, float *s) {
     const int64_t hd8 = hd & ~(int64_t)7;
-    for (int j0 = 0; j0 < n; j0 += 8) {
+    const int done = hd8 == hd && kern_cpu_has_avx512() ? scores16(q, k, stride, n, hd, s) : 0;
+    for (int j0 = done; j0 < n; j0 += 8) {
         const int nk = n - j0 < 8 ? n - j0 : 8;
         const float *row[8];
         for (int c = 0; c < 8; ++c) row[c] = k + (int64_t)(j0 + (c < nk ? c : nk - 1)) * stride; /* no reads past the last key */
@@ -340,6 +393,49 @@ AVX2 static void wsum(const wsum_slot *sl, int ns, const float *v, int64_t strid
     }
 }
 
+/* With AVX-512: 16 dimensions per register, and the heads of a pass share each V load. NG
+ * heads (probabilities p + g * n) x ND registers of dimensions d0.. (16 each), all in one pass
+ * over the keys, each output still 0 + p[0] v[0][d] + p[1] v[1][d] + ... (multiply, then add). */
+AVX512 static inline __attribute__((always_inline)) void wsum16_pass(const int NG, const int ND, const float *p, int n,
+                                                                     const float *v, int64_t stride, int64_t d0,
+                                                                     float *out, int64_t hd) {
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int g = 0; g < NG; ++g)
+#pragma GCC unroll 4
+        for (int d = 0; d < ND; ++d) acc[g][d] = _mm512_setzero_ps();
+    for (int j = 0; j < n; ++j) {
+        const float *vr = v + (int64_t)j * stride + d0;
+        __m512 pb[4];
+#pragma GCC unroll 4
+        for (int g = 0; g < NG; ++g) pb[g] = _mm512_set1_ps(p[(size_t)g * (size_t)n + (size_t)j]);
+#pragma GCC unroll 4
+        for (int d = 0; d < ND; ++d) {
+            const __m512 vv = _mm512_loadu_ps(vr + 16 * d);
+#pragma GCC unroll 4
+            for (int g = 0; g < NG; ++g) acc[g][d] = _mm512_add_ps(acc[g][d], _mm512_mul_ps(pb[g], vv));
+        }
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < NG; ++g)
+#pragma GCC unroll 4
+        for (int d = 0; d < ND; ++d) _mm512_storeu_ps(out + g * hd + d0 + 16 * d, acc[g][d]);
+}
+
+#define WSUM16(G, D)                                                                                                   \
+    case (G) * 8 + (D): wsum16_pass(G, D, p, n, v, stride, d0, out, hd); break;
+AVX512 static void wsum16(int ng, int nd, const float *p, int n, const float *v, int64_t stride, int64_t d0, float *out,
+                          int64_t hd) {
+    switch (ng * 8 + nd) {
+        WSUM16(1, 1) WSUM16(1, 2) WSUM16(1, 3) WSUM16(1, 4)
+        WSUM16(2, 1) WSUM16(2, 2) WSUM16(2, 3) WSUM16(2, 4)
+        WSUM16(3, 1) WSUM16(3, 2) WSUM16(3, 3) WSUM16(3, 4)
+        WSUM16(4, 1) WSUM16(4, 2) WSUM16(4, 3) WSUM16(4, 4)
+    default: break;
+    }
+}
+#undef WSUM16
+
 /* ===================================================================== one token, one KV head */
 
 AVX2 void attn_group_avx2(const attn_job *a) {
@@ -360,11 +456,18 @@ AVX2 void attn_group_avx2(const attn_job *a) {
         for (; j < n; ++j) s[j] *= a->scale;
         softmax(s, n, a->f16, fast_exp);
     }
+    /* with AVX-512, the first hd16 dimensions 16 at a time: 4 heads x 64 dimensions per pass */
+    const int64_t hd16 = kern_cpu_has_avx512() ? hd & ~(int64_t)15 : 0;
+    for (int g = 0; g < a->group; g += 4)
+        for (int64_t d = 0; d < hd16; d += 64) {
+            const int ng = a->group - g < 4 ? a->group - g : 4, nd = hd16 - d < 64 ? (int)((hd16 - d) / 16) : 4;
+            wsum16(ng, nd, a->scratch + (size_t)g * (size_t)n, n, a->v, a->stride, d, a->out + g * hd, hd);
+        }
     /* slots: (head, 8 dimensions), heads in order, 8 per pass over the keys */
     wsum_slot sl[8];
     int ns = 0;
     for (int g = 0; g < a->group; ++g)
-        for (int64_t d = 0; d < hd8; d += 8) {
+        for (int64_t d = hd16; d < hd8; d += 8) {
             sl[ns++] = (wsum_slot){.p = a->scratch + (size_t)g * (size_t)n, .off = d, .out = a->out + g * hd + d};
             if (ns == 8) {
                 wsum(sl, ns, a->v, a->stride, n);
