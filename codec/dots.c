@@ -531,7 +531,7 @@ void kern_unpack_wrow(const kern_wdesc *wd, const void *row, int64_t n, kern_wro
  * first) is value i + j and word 2j is value i + 16 + j, so one instruction on lane j runs the
  * two FMAs lane j of the 16-lane chain runs on chunks i and i + 16 (dots.h). A last 16 (n % 32)
  * is left as it is: the kernel takes it from f. */
-void kern_act_bf16_pairs(const float *f, int64_t n, uint16_t *h) {
+void kern_act_bf16_pairs_ref(const float *f, int64_t n, uint16_t *h) {
     for (int64_t i = 0; i + 32 <= n; i += 32)
         for (int j = 0; j < 16; ++j) {
             uint32_t hi, lo;
@@ -540,6 +540,10 @@ void kern_act_bf16_pairs(const float *f, int64_t n, uint16_t *h) {
             h[i + 2 * j] = (uint16_t)(lo >> 16);
             h[i + 2 * j + 1] = (uint16_t)(hi >> 16);
         }
+}
+
+void kern_act_bf16_pairs(const float *f, int64_t n, uint16_t *h) {
+    if (!kern_cpu_has_avx2() || !kern_act_bf16_pairs_avx2(f, n, h)) kern_act_bf16_pairs_ref(f, n, h);
 }
 
 /* Unpack one activation row already in the vec_dot type act_type. */

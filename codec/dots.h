@@ -185,7 +185,11 @@ bool kern_float_rows_avx512_ok(int wtype, int64_t n);
  * model's weights or activations live there, and llama.cpp's BF16 dot on these CPUs (the same
  * instruction) does the same. */
 bool kern_cpu_has_avx512bf16(void);
+/* kern_act_bf16_pairs_ref one word at a time; kern_act_bf16_pairs the same words, 16 at a time
+ * with AVX2 where the CPU has it (kern_act_bf16_pairs_avx2: false, nothing written, without). */
+void kern_act_bf16_pairs_ref(const float *f, int64_t n, uint16_t *h);
 void kern_act_bf16_pairs(const float *f, int64_t n, uint16_t *h);
+bool kern_act_bf16_pairs_avx2(const float *f, int64_t n, uint16_t *h);
 int kern_dot_float_rows_avx512(int wtype, int64_t n, const void *const *rows, int nr, const kern_arow *a, int nt,
                                float *y, int64_t ldy, float *scratch);
 

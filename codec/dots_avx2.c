@@ -1447,6 +1447,20 @@ AVX2 static void act_bf16(const float *x, int64_t n, float *out) {
     for (; i < n; ++i) out[i] = bf16_to_f32(f32_to_bf16(x[i]));
 }
 
+/* Lane j (32 bits) of each 8 holds word 2j (low half: the top half of value i + 16 + j) and
+ * word 2j + 1 (high half: the top half of value i + j), as kern_act_bf16_pairs_ref writes them. */
+AVX2 bool kern_act_bf16_pairs_avx2(const float *f, int64_t n, uint16_t *h) {
+    const __m256i top = _mm256_set1_epi32((int)0xffff0000u);
+    for (int64_t i = 0; i + 32 <= n; i += 32)
+        for (int j = 0; j < 16; j += 8) {
+            const __m256i hi = _mm256_loadu_si256((const __m256i *)(f + i + j));
+            const __m256i lo = _mm256_loadu_si256((const __m256i *)(f + i + 16 + j));
+            _mm256_storeu_si256((__m256i *)(h + i + 2 * j),
+                                _mm256_or_si256(_mm256_and_si256(hi, top), _mm256_srli_epi32(lo, 16)));
+        }
+    return true;
+}
+
 AVX2 bool kern_act_unpack_avx2(const kern_wdesc *wd, const float *x, int64_t n, kern_arow *a) {
     switch (wd->act_type) {
     case GGML_TYPE_BF16: act_bf16(x, n, a->f); return true;
@@ -1499,6 +1513,10 @@ int kern_dot_float_rows_avx512(int wtype, int64_t n, const void *const *rows, in
 }
 bool kern_unpack_wrow_avx2(const kern_wdesc *wd, const void *row, int64_t n, kern_wrow *w) {
     (void)wd, (void)row, (void)n, (void)w;
+    return false;
+}
+bool kern_act_bf16_pairs_avx2(const float *f, int64_t n, uint16_t *h) {
+    (void)f, (void)n, (void)h;
     return false;
 }
 bool kern_act_unpack_avx2(const kern_wdesc *wd, const float *x, int64_t n, kern_arow *a) {

@@ -421,6 +421,22 @@ START_TEST(test_bf16_pairs_bit_identical) {
             ck_assert_uint_eq(h[32 * c + 2 * j], 0x3f80 + 32 * c + 16 + j);
         }
     for (int i = 64; i < 80; ++i) ck_assert_uint_eq(h[i], 0xdead);
+    /* the same words as the reference one word at a time, from any bits (low halves set too),
+     * a last 16 left alone */
+    enum { M = 129 * 32 + 16 };
+    uint32_t *bits = malloc(sizeof(uint32_t) * M);
+    uint16_t *h_ref = malloc(sizeof(uint16_t) * M), *h_fast = malloc(sizeof(uint16_t) * M);
+    ck_assert(bits && h_ref && h_fast);
+    uint32_t st = 12345;
+    for (int i = 0; i < M; ++i) bits[i] = st = st * 1664525u + 1013904223u;
+    memset(h_ref, 0xab, sizeof(uint16_t) * M);
+    memset(h_fast, 0xab, sizeof(uint16_t) * M);
+    kern_act_bf16_pairs_ref((const float *)bits, M, h_ref);
+    kern_act_bf16_pairs((const float *)bits, M, h_fast);
+    ck_assert(memcmp(h_ref, h_fast, sizeof(uint16_t) * M) == 0);
+    free(bits);
+    free(h_ref);
+    free(h_fast);
     if (!kern_have_avx2() || !kern_cpu_has_avx512()) SKIP_TEST("the CPU has no AVX-512: the in-place float kernel is not used");
     if (!kern_cpu_has_avx512bf16()) SKIP_TEST("the CPU has no AVX512_BF16: the VDPBF16PS slices are not used");
     check_float_rows_in_place(GGML_TYPE_BF16, true);
