@@ -162,6 +162,26 @@ void attn_sub_exp_avx2(const float *x, float sub, float *out, int64_t n) {
     else exp_run8(x, sub, out, n);
 }
 
+/* x = x / (1 + expf(-x)) * up (kern_swiglu_ref's operations, each rounded: no FMA), a block of
+ * exps at a time, then the add, the division and the product 8 lanes at a time. */
+AVX2 void attn_swiglu_avx2(float *x, const float *up, int64_t n) {
+    enum { BLOCK = 512 };
+    float e[BLOCK];
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (int64_t i0 = 0; i0 < n; i0 += BLOCK) {
+        const int64_t nb = n - i0 < BLOCK ? n - i0 : BLOCK;
+        for (int64_t i = 0; i < nb; ++i) e[i] = -x[i0 + i];
+        attn_exp_avx2(e, e, nb);
+        int64_t i = 0;
+        for (; i + 8 <= nb; i += 8) {
+            const __m256 g = _mm256_loadu_ps(x + i0 + i);
+            const __m256 d = _mm256_add_ps(one, _mm256_loadu_ps(e + i));
+            _mm256_storeu_ps(x + i0 + i, _mm256_mul_ps(_mm256_div_ps(g, d), _mm256_loadu_ps(up + i0 + i)));
+        }
+        for (; i < nb; ++i) x[i0 + i] = x[i0 + i] / (1.0f + e[i]) * up[i0 + i];
+    }
+}
+
 /* The largest of x[0..n), n >= 1 (a max is exact in any order; with a NaN among x the caller's
  * sum of exps is NaN either way). */
 AVX2_FMA float attn_max_avx2(const float *x, int64_t n) {
@@ -496,6 +516,7 @@ void attn_exp_lanes(const float *x, float *out, int64_t n, int lanes) {
     (void)lanes;
     attn_exp_avx2(x, out, n);
 }
+void attn_swiglu_avx2(float *x, const float *up, int64_t n) { kern_swiglu_ref(x, up, n); }
 
 void attn_group_avx2(const attn_job *a) {
     const int64_t hd = a->hd;

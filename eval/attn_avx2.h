@@ -48,6 +48,9 @@ bool attn_fast_exp_ok(void);
  * 16 (16 only with AVX-512), for tests of each. */
 void attn_exp_avx2(const float *x, float *out, int64_t n);
 void attn_exp_lanes(const float *x, float *out, int64_t n, int lanes);
+/* kern_swiglu's fast path: its operations 8 lanes at a time, the exps through the vector exp.
+ * The caller checks kern_have_avx2() and attn_fast_exp_ok() first. */
+void attn_swiglu_avx2(float *x, const float *up, int64_t n);
 /* For log-softmax (perplexity.c): out[i] = expf(x[i] - sub), and the max of x[0..n) (n >= 1).
  * The caller checks kern_cpu_has_avx2() and attn_fast_exp_ok() first. */
 void attn_sub_exp_avx2(const float *x, float sub, float *out, int64_t n);

@@ -197,21 +197,11 @@ void kern_swiglu_ref(float *x, const float *up, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + expf(-x[i])) * up[i];
 }
 
-/* The same operations, the exps 8 at a time through attention's vector exp (which gives expf's
- * bits: attn_fast_exp_ok), a block of them before the divisions. */
+/* The same operations in vector lanes, the exps through attention's vector exp (which gives
+ * expf's bits: attn_fast_exp_ok). */
 void kern_swiglu(float *x, const float *up, int64_t n) {
-    if (!kern_have_avx2() || !attn_fast_exp_ok()) {
-        kern_swiglu_ref(x, up, n);
-        return;
-    }
-    enum { BLOCK = 512 };
-    float e[BLOCK];
-    for (int64_t i0 = 0; i0 < n; i0 += BLOCK) {
-        const int64_t nb = n - i0 < BLOCK ? n - i0 : BLOCK;
-        for (int64_t i = 0; i < nb; ++i) e[i] = -x[i0 + i];
-        attn_exp_avx2(e, e, nb);
-        for (int64_t i = 0; i < nb; ++i) x[i0 + i] = x[i0 + i] / (1.0f + e[i]) * up[i0 + i];
-    }
+    if (kern_have_avx2() && attn_fast_exp_ok()) attn_swiglu_avx2(x, up, n);
+    else kern_swiglu_ref(x, up, n);
 }
 
 /* gelu with the tanh approximation, in float as ggml_gelu_f32 writes it */
