@@ -9,8 +9,14 @@
 #             (QUANT_TYPES), slmc quantize vs llama-quantize
 #   eval1b:   a full-size synthetic Llama-3.2-1B (slmc synth; BF16 GGUF, and F16/Q8_0/Q4_K_M/
 #             Q3_K_M/Q2_K made from it by llama-quantize), books-valid.txt, -c 256, CHUNKS_1B
-#             chunks (default 2), slmc eval vs llama-perplexity. Not in the default WORK (about
-#             15 minutes on 2 cores, 6 GB of files in BENCH_DIR): WORK=eval1b.
+#             chunks (default 2), slmc eval vs llama-perplexity; then the same pairs with 1
+#             chunk, and a second table of the time per further chunk ((t(CHUNKS_1B) - t(1)) /
+#             (CHUNKS_1B - 1), medians): the evaluation's own speed, without what both programs
+#             pay once per run (loading, tokenizing the text, the first touch of the mapped
+#             weights, ~1 s in this VM when the page cache holds the file in 4 KB pages), which
+#             is what llama-perplexity's own tokens/s leaves out too. Not in the default WORK
+#             (about 20 minutes on 2 cores, 6 GB of files in BENCH_DIR): WORK=eval1b; TYPES_1B
+#             picks some of the six types.
 # WORK=eval or WORK=quantize runs one part. Without a peer build it says so and exits 0.
 set -e
 build=${1:-build}
@@ -74,7 +80,10 @@ if echo "$WORK" | grep -q eval1b; then
     for t in F16 Q8_0 Q4_K_M Q3_K_M Q2_K; do
         [ -f "$B1-$t.gguf" ] || "$PEER/llama-quantize" "$B1-BF16.gguf" "$B1-$t.gguf" "$t" "$THREADS" >/dev/null 2>&1
     done
-    for t in BF16 F16 Q8_0 Q4_K_M Q3_K_M Q2_K; do eval_pairs "eval-llama3.2-1b-$t" "$B1-$t.gguf" "$CHUNKS_1B"; done
+    for t in ${TYPES_1B:-BF16 F16 Q8_0 Q4_K_M Q3_K_M Q2_K}; do
+        eval_pairs "eval-llama3.2-1b-$t" "$B1-$t.gguf" "$CHUNKS_1B"
+        [ "$CHUNKS_1B" -gt 1 ] && eval_pairs "eval-llama3.2-1b-$t@1" "$B1-$t.gguf" 1
+    done
 fi
 if echo "$WORK" | grep -q quantize; then
     if [ ! -f "$DIR/tinyllama-f16.gguf" ]; then
@@ -110,5 +119,14 @@ END {
         delete a; delete b; delete c; delete d; delete q
         for (j = 1; j <= n; j++) { a[j] = ws[w, j]; b[j] = wl[w, j]; c[j] = rs[w, j]; d[j] = rl[w, j]; q[j] = wl[w, j] > 0 ? ws[w, j] / wl[w, j] : 0 }
         printf "%-26s %10.2f %10.2f %14.2f %12.0f %12.0f\n", w, median(a, n), median(b, n), median(q, n), median(c, n) / 1024, median(d, n) / 1024
+        ms[w] = median(a, n); ml[w] = median(b, n)
     }
-}' "$R"
+    head = 0
+    for (i = 1; i <= k; i++) {
+        w = order[i]; one = w "@1"
+        if (!(one in ms) || chunks < 2) continue
+        if (!head++) printf "\nper further chunk (%d chunks less 1; medians)\n%-26s %10s %10s %14s\n", chunks, "work", "slmc s", "llama s", "slmc/llama"
+        ps = (ms[w] - ms[one]) / (chunks - 1); pl = (ml[w] - ml[one]) / (chunks - 1)
+        printf "%-26s %10.2f %10.2f %14.2f\n", w, ps, pl, (pl > 0 ? ps / pl : 0)
+    }
+}' chunks="${CHUNKS_1B:-0}" "$R"

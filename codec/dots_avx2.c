@@ -666,6 +666,7 @@ int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, in
  * (Llama-3.2-1B BF16, 2 chunks: 512 values 4.9 s, 1024 4.2 s, 2048 4.2 s, 8192 4.2 s). */
 enum { FR_ROWS = 64, FR_T = 6, FR_TOK = 60, FR_K = 1024, FR_K_PAIRS = 2048 };
 enum { FR_CHAINS = 4 * FR_T * 16 }; /* floats of one tile's unreduced chains */
+_Static_assert(FR_T > KT_T && FR_T <= 2 * KT_T, "a tile's tokens reduce as two groups of at most KT_T");
 _Static_assert(FR_ROWS / 4 * (FR_TOK / FR_T) * FR_CHAINS <= KERN_FLOAT_SCRATCH, "the chains kept fit the scratch");
 
 AVX512 static AI __m512 load16_weights(const int wtype, const void *row, int64_t i) {
@@ -691,9 +692,11 @@ AVX512 static AI void chains_end(__m512 acc[2][2 * FR_T], int T, bool last, floa
         UNROLL
         for (int p = 0; p < 2; ++p) {
             store_f32_pair512(acc[p], T < KT_T ? T : KT_T, y + KT_R * p, ldy);
-            if (T > KT_T) {
-                const __m512 z = _mm512_setzero_ps();
-                const __m512 rest[8] = {acc[p][8], acc[p][9], acc[p][10], acc[p][11], z, z, z, z};
+            if (T > KT_T) { /* tokens 4.. as the first lanes of a second group */
+                __m512 rest[2 * KT_T];
+                UNROLL
+                for (int k = 0; k < 2 * KT_T; ++k)
+                    rest[k] = 2 * KT_T + k < 2 * FR_T ? acc[p][2 * KT_T + k] : _mm512_setzero_ps();
                 store_f32_pair512(rest, T - KT_T, y + KT_T * ldy + KT_R * p, ldy);
             }
         }
