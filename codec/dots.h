@@ -171,7 +171,7 @@ bool kern_cpu_has_avx512(void);
  * [0, k) for the largest multiple of 4 k <= nr and returns k; 0 (nothing written) when
  * kern_float_rows_avx512_ok(wtype, n) is false (other types, n % 16 != 0, a CPU without
  * AVX-512). scratch holds KERN_FLOAT_SCRATCH floats. */
-#define KERN_FLOAT_SCRATCH (64 * 64 * 16)
+#define KERN_FLOAT_SCRATCH (128 * 64 * 16)
 bool kern_float_rows_avx512_ok(int wtype, int64_t n);
 
 /* BF16 rows through VDPBF16PS (AVX512_BF16), still the same bits. The instruction adds two

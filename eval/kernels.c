@@ -27,7 +27,7 @@ kern_impl kern_impl_resolve(kern_impl impl) {
 }
 
 #define ROW_TILE 16       /* weight rows unpacked together (a few KB: they stay in L1 while every token passes) */
-#define FLOAT_ROW_TILE 64 /* float rows read in place (kern_dot_float_rows_avx512) */
+#define FLOAT_ROW_TILE 128 /* float rows read in place (kern_dot_float_rows_avx512) */
 
 int kern_matmul(const kern_ctx *ctx, const kern_weight *W, const float *x, int64_t n_tok, float *y, slmc_err *err) {
     const int n_threads = ctx->n_threads > 0 ? ctx->n_threads : omp_get_max_threads();
@@ -43,7 +43,7 @@ int kern_matmul(const kern_ctx *ctx, const kern_weight *W, const float *x, int64
     const size_t act_bytes = kern_act_row_bytes(W->type, n);
 
     /* F32/F16/BF16 rows are read in place where the AVX-512 kernel takes them: no unpacked copy,
-     * tiles of 64 rows (the rest of a tile, < 4 rows, unpacked as usual); BF16 rows with
+     * tiles of 128 rows (the rest of a tile, < 4 rows, unpacked as usual); BF16 rows with
      * VDPBF16PS also want each token's values in the instruction's pair order */
     const bool in_place = avx2 && kern_float_rows_avx512_ok(W->type, n);
     const int row_tile = in_place ? FLOAT_ROW_TILE : ROW_TILE;

@@ -324,14 +324,15 @@ END_TEST
  * n in slices, the chains kept between them) give, bit for bit, the 1x1 AVX2 dot of the unpacked
  * rows: row lengths of one slice, a partial slice and several (16, 528, 544, 1040, and 4112 for
  * the 2048-value VDPBF16PS slices: an odd and an even count of 16-value chunks), row counts
- * around the fours and past 64, token counts around the 6-token groups (4 x 6 register tiles)
+ * around the fours and past the 128-row panels, token counts around the 6-token groups (4 x 6 register tiles)
  * and past the 60-token blocks, an output stride wider than the rows; F16
  * rows holding NaN (signalling and quiet) and infinities give the same NaN bits. With `pairs`,
  * BF16 activations also carry kern_act_bf16_pairs' order, so the VDPBF16PS slices run. */
 static void check_float_rows_in_place(int type, bool pairs) {
-    enum { MAXR = 70, MAXT = 70 };
+    enum { MAXR = 134, MAXT = 70 };
     const int64_t lens[] = {16, 528, 544, 1040, 4112};
-    const int nrs[] = {1, 3, 4, 7, 8, 19, 64, 70}, nts[] = {1, 2, 3, 4, 5, 6, 7, 11, 12, 61, 66, 70};
+    const int nrs[] = {1, 3, 4, 7, 8, 19, 64, 70, 128, 134}, nts[] = {1, 2, 3, 4, 5, 6, 7, 11, 12, 61, 66, 70};
+    const int n_nrs = (int)(sizeof nrs / sizeof nrs[0]);
     const int n_nts = (int)(sizeof nts / sizeof nts[0]);
     float *scratch = malloc(sizeof(float) * KERN_FLOAT_SCRATCH);
     float *y = malloc(sizeof(float) * MAXT * (MAXR + 3));
@@ -361,7 +362,7 @@ static void check_float_rows_in_place(int type, bool pairs) {
             acts[t].h = hp + n * t;
             kern_act_bf16_pairs(acts[t].f, n, acts[t].h);
         }
-        for (int ri = 0; ri < 8; ++ri)
+        for (int ri = 0; ri < n_nrs; ++ri)
             for (int tj = 0; tj < n_nts; ++tj) {
                 const int nr = nrs[ri], nt = nts[tj], ldy = nr + 3;
                 for (int i = 0; i < MAXT * (MAXR + 3); ++i) y[i] = -12345.0f;
