@@ -65,6 +65,13 @@ AVX2_FMA static inline __m256d exp_core4(__m256d xd) {
     return _mm256_mul_pd(y, s);
 }
 
+/* y[k] = expf(x[k]) for the lanes k < n whose bit is set in `special`: those outside the
+ * vector exp's fast range (exp8, exp16). */
+static void expf_lanes(const float *x, float *y, unsigned special, int n) {
+    for (int k = 0; k < n; ++k)
+        if (special >> k & 1) y[k] = expf(x[k]);
+}
+
 /* expf of 8 floats; lanes outside the fast range (abstop >= top12(88.0f): |x| >= 88, inf, NaN)
  * from expf itself. */
 AVX2_FMA static __m256 exp8(__m256 x) {
@@ -77,8 +84,7 @@ AVX2_FMA static __m256 exp8(__m256 x) {
         float xs[8], ys[8];
         _mm256_storeu_ps(xs, x);
         _mm256_storeu_ps(ys, y);
-        for (int k = 0; k < 8; ++k)
-            if (special >> k & 1) ys[k] = expf(xs[k]);
+        expf_lanes(xs, ys, (unsigned)special, 8);
         y = _mm256_loadu_ps(ys);
     }
     return y;
@@ -117,8 +123,7 @@ AVX512_FMA static __m512 exp16(__m512 x) {
         float xs[16], ys[16];
         _mm512_storeu_ps(xs, x);
         _mm512_storeu_ps(ys, y);
-        for (int k = 0; k < 16; ++k)
-            if (special >> k & 1) ys[k] = expf(xs[k]);
+        expf_lanes(xs, ys, special, 16);
         y = _mm512_loadu_ps(ys);
     }
     return y;

@@ -502,25 +502,41 @@ START_TEST(test_forward_matches_engine_families) {
 }
 END_TEST
 
+/* The families the forward-pass tests below run, each a small synthetic model bound for the
+ * engine (the sliding families with a window of 5, so their sliding layers cut inside a short
+ * sequence); false when tests/data/configs is not found. */
+static const char *const FAMILIES[] = {"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi2", "phi3", "stablelm"};
+enum { N_FAMILIES = sizeof FAMILIES / sizeof FAMILIES[0] };
+static bool family_bound(const char *fam, char **dir, model *m, llm_model *lm) {
+    if (!synth_family(fam, dir, m)) return false;
+    if (m->cfg.n_swa > 0) m->cfg.n_swa = 5;
+    slmc_err err = {{0}};
+    ck_assert_msg(llm_model_init(lm, m, &err) == 0, "%s: %s", fam, err.msg);
+    return true;
+}
+static void family_close(char *dir, model *m, llm_model *lm) {
+    llm_model_free(lm);
+    model_close(m);
+    tmpdir_remove(dir);
+}
+
 /* llm_eval_seqs (the teacher's micro-batch in one pass) gives, bit for bit, the logits of one
  * llm_eval per sequence, for every family; the sliding families with a window of 5, so their
  * sliding layers cut inside each sequence; fewer or shorter sequences than the context holds
  * work, more or longer are refused. */
 START_TEST(test_eval_seqs_families) {
-    static const char *const fams[] = {"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi2", "phi3", "stablelm"};
+    const char *const *fams = FAMILIES;
     enum { NS = 3, T = 12 };
-    for (int fi = 0; fi < 9; fi++) {
+    for (int fi = 0; fi < N_FAMILIES; fi++) {
         char *dir;
         model m;
-        if (!synth_family(fams[fi], &dir, &m)) SKIP_TEST("tests/data/configs not found (run from the project root)");
-        if (m.cfg.n_swa > 0) m.cfg.n_swa = 5;
+        llm_model lm;
+        if (!family_bound(fams[fi], &dir, &m, &lm)) SKIP_TEST("tests/data/configs not found (run from the project root)");
         slmc_err err = {{0}};
         const int V = (int)m.cfg.n_vocab;
         int32_t toks[NS * T];
         for (int i = 0; i < NS * T; i++) toks[i] = (int32_t)(3 + (i * 37 + i / T) % (V - 3));
-        llm_model lm;
         llm_context one, all;
-        ck_assert_msg(llm_model_init(&lm, &m, &err) == 0, "%s", err.msg);
         ck_assert(llm_context_init(&one, &lm, T, T, &err) == 0);
         ck_assert_msg(llm_context_init_seqs(&all, &lm, NS, T, &err) == 0, "%s", err.msg);
         float *want = malloc(sizeof(float) * (size_t)NS * T * V), *got = malloc(sizeof(float) * (size_t)NS * T * V);
@@ -538,11 +554,9 @@ START_TEST(test_eval_seqs_families) {
         ck_assert_int_eq(llm_eval_seqs(&all, toks, 1, T + 1, got, &err), -1);
         llm_context_free(&one);
         llm_context_free(&all);
-        llm_model_free(&lm);
         free(want);
         free(got);
-        model_close(&m);
-        tmpdir_remove(dir);
+        family_close(dir, &m, &lm);
     }
     slmc_err err = {{0}};
     llm_context bad;
@@ -561,20 +575,18 @@ static int noop_layer_out(void *ud, int layer, const float *x, int n_tokens, int
  * hooks set); the logits are those of the whole step, and the cache it leaves serves the next
  * step (all layers' K and V cached): for every family, sliding windows included. */
 START_TEST(test_eval_rows_last_layer_trim) {
-    static const char *const fams[] = {"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi2", "phi3", "stablelm"};
+    const char *const *fams = FAMILIES;
     enum { T = 12 };
-    for (int fi = 0; fi < 9; fi++) {
+    for (int fi = 0; fi < N_FAMILIES; fi++) {
         char *dir;
         model m;
-        if (!synth_family(fams[fi], &dir, &m)) SKIP_TEST("tests/data/configs not found (run from the project root)");
-        if (m.cfg.n_swa > 0) m.cfg.n_swa = 5;
+        llm_model lm;
+        if (!family_bound(fams[fi], &dir, &m, &lm)) SKIP_TEST("tests/data/configs not found (run from the project root)");
         slmc_err err = {{0}};
         const int V = (int)m.cfg.n_vocab;
         int32_t toks[T];
         for (int i = 0; i < T; i++) toks[i] = (int32_t)(3 + (i * 41 + 7) % (V - 3));
-        llm_model lm;
         llm_context ctx;
-        ck_assert_msg(llm_model_init(&lm, &m, &err) == 0, "%s", err.msg);
         ck_assert(llm_context_init(&ctx, &lm, T, T, &err) == 0);
         float *want = malloc(sizeof(float) * (size_t)T * V), *got = malloc(sizeof(float) * (size_t)T * V);
         ck_assert(llm_eval(&ctx, toks, T, 0, want, &err) == 0); /* every row: nothing trimmed */
@@ -595,11 +607,9 @@ START_TEST(test_eval_rows_last_layer_trim) {
         ck_assert_int_eq(seen, T * (int)m.cfg.n_layer);
         ck_assert(memcmp(want + (size_t)5 * V, got, sizeof(float) * 4 * (size_t)V) == 0);
         llm_context_free(&ctx);
-        llm_model_free(&lm);
         free(want);
         free(got);
-        model_close(&m);
-        tmpdir_remove(dir);
+        family_close(dir, &m, &lm);
     }
 }
 END_TEST
