@@ -495,32 +495,53 @@ AVX512 static AI void store_f32_pair512(const __m512 acc[8], int T, float *y, in
     store_tile(hsum8_ps(v), T, y, ldy);
 }
 
+/* The float tiles' chains: acc[row pair][LANE(row, token)], 2 row pairs x at most FR_T tokens
+ * (dot_f32_tile512 uses tokens 0..KT_T-1, the in-place rows below all FR_T). */
+enum { FR_T = 6 };
+
+/* 16 weights from row + i, widened to floats (exact). */
+AVX512 static AI __m512 load16_weights(const int wtype, const void *row, int64_t i) {
+    if (wtype == GGML_TYPE_F32) return _mm512_loadu_ps((const float *)row + i);
+    const __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i));
+    if (wtype == GGML_TYPE_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); /* BF16 */
+}
+
+/* One step of the chains: values i..i+15 of P row pairs (w[0..2P-1]) x T tokens, one FMA per
+ * row and token. */
+AVX512 static AI void float_rows_step(__m512 acc[2][2 * FR_T], const int wtype, const int P, const int T,
+                                      const void *const *w, const kern_arow *a, int64_t i) {
+    __m512 av[FR_T];
+    UNROLL
+    for (int t = 0; t < T; ++t) {
+        av[t] = _mm512_loadu_ps(a[t].f + i);
+        __asm__("" : "+v"(av[t])); /* keep it in a register: no reload folded into each FMA */
+    }
+    UNROLL
+    for (int r = 0; r < KT_R * P; ++r) {
+        const __m512 wv = load16_weights(wtype, w[r], i);
+        UNROLL
+        for (int t = 0; t < T; ++t)
+            acc[r / KT_R][LANE(r % KT_R, t)] = _mm512_fmadd_ps(wv, av[t], acc[r / KT_R][LANE(r % KT_R, t)]);
+    }
+}
+
 /* P pairs of rows (P = 1 or 2: 2 or 4 rows) x T tokens; each pair's 8 outputs reduce and store
  * as in the AVX2 tile. 4 rows x 4 tokens keep 16 accumulators in registers: 8 vector loads
  * per 16 FMAs. */
 AVX512 static AI void dot_f32_tile512(int64_t n, const kern_wrow *w, const kern_arow *a, float *y, int64_t ldy,
                                       const int T, const int P) {
     const int64_t n16 = n / 16 * 16;
-    __m512 acc[2][8];
+    const void *rows[2 * KT_R];
+    __m512 acc[2][2 * FR_T];
     UNROLL
-    for (int p = 0; p < P; ++p)
+    for (int p = 0; p < P; ++p) {
+        rows[KT_R * p] = w[KT_R * p].f;
+        rows[KT_R * p + 1] = w[KT_R * p + 1].f;
         UNROLL
-        for (int k = 0; k < 8; ++k) acc[p][k] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n16; i += 16) {
-        __m512 av[KT_T];
-        UNROLL
-        for (int t = 0; t < T; ++t) {
-            av[t] = _mm512_loadu_ps(a[t].f + i);
-            __asm__("" : "+v"(av[t])); /* keep it in a register: no reload folded into each FMA */
-        }
-        UNROLL
-        for (int r = 0; r < KT_R * P; ++r) {
-            const __m512 wv = _mm512_loadu_ps(w[r].f + i);
-            UNROLL
-            for (int t = 0; t < T; ++t)
-                acc[r / KT_R][LANE(r % KT_R, t)] = _mm512_fmadd_ps(wv, av[t], acc[r / KT_R][LANE(r % KT_R, t)]);
-        }
+        for (int k = 0; k < 2 * KT_T; ++k) acc[p][k] = _mm512_setzero_ps();
     }
+    for (int64_t i = 0; i < n16; i += 16) float_rows_step(acc, GGML_TYPE_F32, P, T, rows, a, i);
     UNROLL
     for (int p = 0; p < P; ++p) {
         if (n16 < n)
@@ -666,17 +687,10 @@ int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, in
  * The VDPBF16PS slices do twice the work per instruction, so a call's fixed part (the chains
  * loaded and stored, the row pointers) weighs twice as much: they take 2048 values at a time
  * (Llama-3.2-1B BF16, 2 chunks: 512 values 4.9 s, 1024 4.2 s, 2048 4.2 s, 8192 4.2 s). */
-enum { FR_ROWS = 128, FR_T = 6, FR_TOK = 60, FR_K = 1024, FR_K_PAIRS = 2048 };
+enum { FR_ROWS = 128, FR_TOK = 60, FR_K = 1024, FR_K_PAIRS = 2048 };
 enum { FR_CHAINS = 4 * FR_T * 16 }; /* floats of one tile's unreduced chains */
 _Static_assert(FR_T > KT_T && FR_T <= 2 * KT_T, "a tile's tokens reduce as two groups of at most KT_T");
 _Static_assert(FR_ROWS / 4 * (FR_TOK / FR_T) * FR_CHAINS <= KERN_FLOAT_SCRATCH, "the chains kept fit the scratch");
-
-AVX512 static AI __m512 load16_weights(const int wtype, const void *row, int64_t i) {
-    if (wtype == GGML_TYPE_F32) return _mm512_loadu_ps((const float *)row + i);
-    const __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i));
-    if (wtype == GGML_TYPE_F16) return _mm512_cvtph_ps(h);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); /* BF16 */
-}
 
 /* A slice's 4 x T chains (T <= FR_T; acc[row pair][LANE(row, token)]): at 0 for the first
  * slice, else as the last slice left them in st; after it, saved to st, or (last slice) reduced
@@ -710,24 +724,6 @@ AVX512 static AI void chains_end(__m512 acc[2][2 * FR_T], int T, bool last, floa
         for (int k = 0; k < 2 * T; ++k) _mm512_storeu_ps(st + 16 * (2 * FR_T * p + k), acc[p][k]);
 }
 
-/* One step of the chains: values i..i+15 of 4 rows x T tokens, one FMA per row and token. */
-AVX512 static AI void float_rows_step(__m512 acc[2][2 * FR_T], const int wtype, const int T, const void *const *w,
-                                      const kern_arow *a, int64_t i) {
-    __m512 av[FR_T];
-    UNROLL
-    for (int t = 0; t < T; ++t) {
-        av[t] = _mm512_loadu_ps(a[t].f + i);
-        __asm__("" : "+v"(av[t])); /* keep it in a register: no reload folded into each FMA */
-    }
-    UNROLL
-    for (int r = 0; r < 2 * KT_R; ++r) {
-        const __m512 wv = load16_weights(wtype, w[r], i);
-        UNROLL
-        for (int t = 0; t < T; ++t)
-            acc[r / KT_R][LANE(r % KT_R, t)] = _mm512_fmadd_ps(wv, av[t], acc[r / KT_R][LANE(r % KT_R, t)]);
-    }
-}
-
 /* 4 rows x T tokens over values [k0, k1): the chains start at 0 (first) or from st, and are
  * saved to st, or (last) reduced and stored to y. */
 AVX512 static AI void float_rows_slice(const int wtype, const int T, const void *const *w, const kern_arow *a,
@@ -735,7 +731,7 @@ AVX512 static AI void float_rows_slice(const int wtype, const int T, const void 
                                        int64_t ldy) {
     __m512 acc[2][2 * FR_T];
     chains_start(acc, T, first, st);
-    for (int64_t i = k0; i < k1; i += 16) float_rows_step(acc, wtype, T, w, a, i);
+    for (int64_t i = k0; i < k1; i += 16) float_rows_step(acc, wtype, 2, T, w, a, i);
     chains_end(acc, T, last, st, y, ldy);
 }
 
@@ -769,7 +765,7 @@ AVX512BF16 static AI void bf16_pairs_slice(const int T, const void *const *w, co
                 acc[r / KT_R][LANE(r % KT_R, t)] = _mm512_dpbf16_ps(acc[r / KT_R][LANE(r % KT_R, t)], wv, av[t]);
         }
     }
-    for (; i < k1; i += 16) float_rows_step(acc, GGML_TYPE_BF16, T, w, a, i); /* an odd last 16: no pair */
+    for (; i < k1; i += 16) float_rows_step(acc, GGML_TYPE_BF16, 2, T, w, a, i); /* an odd last 16: no pair */
     chains_end(acc, T, last, st, y, ldy);
 }
 
