@@ -309,23 +309,36 @@ int trainer_eval(trainer *tr, int64_t n_seqs, double *mean_ce, slmc_err *err) {
     int64_t n = tr->data->n_valid;
     if (n_seqs > 0 && n_seqs < n) n = n_seqs;
     if (n < 1) return slmc_fail(err, NULL, "there is no held-out text to evaluate on");
-    /* each held-out sequence's summed cross-entropy, summed over the sequences in the tree:
-     * one sequence per forward (the model planned for one, then back to the micro-batch) */
-    if (tm_plan(tm, 1, T, err) != 0) return -1;
+    /* each held-out sequence's summed cross-entropy, summed over the sequences in the tree, in
+     * order. The model stays planned for the micro-batch: B sequences per forward (a row's
+     * logits do not depend on the rows beside it: gemm.c sums every element over K in the same
+     * blocks whatever the batch), a short last batch padded with copies of its first sequence
+     * whose rows are not scored; each sequence's rows summed on their own, as with one per
+     * forward. (Re-planning for one sequence and back freed and refilled every activation
+     * buffer twice per evaluation.) */
+    const int B = tr->o.batch;
+    if (tm_plan(tm, B, T, err) != 0) return -1; /* as trainer_init left it: nothing to do */
     comm_sum sum;
     int st = comm_sum_init(&sum, c, COMM_F64, 1, n, err);
-    for (int64_t s = sum.lo; st == 0 && s < sum.hi; s++) {
-        data_valid_seq(tr->data, s, tr->inputs, tr->targets);
-        for (int i = 0; i < T; i++)
-            if (tr->inputs[i] >= Vs || tr->targets[i] >= Vs) {
-                st = slmc_fail(err, NULL, "token id outside the student's vocabulary of %d", Vs);
-                break;
-            }
+    for (int64_t s0 = sum.lo; st == 0 && s0 < sum.hi; s0 += B) {
+        const int nb = sum.hi - s0 < B ? (int)(sum.hi - s0) : B;
+        for (int b = 0; b < B; b++) {
+            int32_t *in = tr->inputs + (size_t)b * T, *tg = tr->targets + (size_t)b * T;
+            data_valid_seq(tr->data, s0 + (b < nb ? b : 0), in, tg);
+            for (int i = 0; i < T && b < nb; i++)
+                if (in[i] >= Vs || tg[i] >= Vs) {
+                    st = slmc_fail(err, NULL, "token id outside the student's vocabulary of %d", Vs);
+                    break;
+                }
+        }
         if (st != 0) break;
         tm_forward(tm, tr->inputs);
-        double ce = crossentropy_forward_backward(NULL, tm->a.row_loss, tm->a.logits, tr->targets, T, Vs, 1, NULL,
-                                                  tm->exec.n_threads);
-        st = comm_sum_add(&sum, &ce, err);
+        for (int b = 0; st == 0 && b < nb; b++) {
+            const size_t row = (size_t)b * T;
+            double ce = crossentropy_forward_backward(NULL, tm->a.row_loss + row, tm->a.logits + row * (size_t)Vs,
+                                                      tr->targets + row, T, Vs, 1, NULL, tm->exec.n_threads);
+            st = comm_sum_add(&sum, &ce, err);
+        }
     }
     double total = 0;
     if (comm_agree(c, st, err) != 0 || comm_sum_finish(&sum, &total, err) != 0) {
@@ -333,7 +346,6 @@ int trainer_eval(trainer *tr, int64_t n_seqs, double *mean_ce, slmc_err *err) {
         return -1;
     }
     comm_sum_free(&sum);
-    if (tm_plan(tm, tr->o.batch, T, err) != 0) return -1;
     *mean_ce = total / ((double)n * T);
     return 0;
 }

@@ -106,6 +106,39 @@ START_TEST(test_loss_decreases) {
 }
 END_TEST
 
+/* The held-out cross-entropy is the same, to the bit, whatever the micro-batch the model is
+ * planned for: trainer_eval runs B sequences per forward (the last batch padded) and sums each
+ * sequence's rows on its own, as one sequence per forward does. */
+START_TEST(test_eval_same_for_any_batch) {
+    tm_config cfg = tiny_config();
+    train_model tm;
+    train_data d;
+    slmc_err err = {{0}};
+    ck_assert(tm_init_random(&tm, &cfg, 1, &err) == 0);
+    tiny_data(&d, 16);
+    ck_assert_msg(d.n_valid >= 5, "only %lld held-out sequences", (long long)d.n_valid);
+    const int64_t counts[] = {0, 5, 4, 1};
+    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+        double ce[3];
+        const int batches[] = {1, 3, 4};
+        for (int b = 0; b < 3; b++) {
+            trainer_opts o = tiny_opts();
+            o.batch = batches[b];
+            trainer tr;
+            ck_assert_msg(trainer_init(&tr, &o, &tm, &d, NULL, &err) == 0, "%s", err.msg);
+            ck_assert_msg(trainer_eval(&tr, counts[k], &ce[b], &err) == 0, "%s", err.msg);
+            trainer_free(&tr);
+        }
+        ck_assert(isfinite(ce[0]) && ce[0] > 0);
+        ck_assert_msg(memcmp(&ce[0], &ce[1], sizeof(double)) == 0 && memcmp(&ce[0], &ce[2], sizeof(double)) == 0,
+                      "%lld sequences: batch 1 %.17g, batch 3 %.17g, batch 4 %.17g", (long long)counts[k], ce[0], ce[1],
+                      ce[2]);
+    }
+    data_free(&d);
+    tm_free(&tm);
+}
+END_TEST
+
 /* Run `steps` steps of a fresh trainer (optionally resumed from ckpt, optionally saving to
  * save_path at the end), recording losses from index `first`, with the model's settings exec
  * (NULL: the defaults). */
@@ -870,6 +903,7 @@ int main(void) {
     tcase_add_test(tc, test_forward_matches_engine);
     tcase_add_test(tc, test_forward_matches_engine_families);
     tcase_add_test(tc, test_eval_seqs_families);
+    tcase_add_test(tc, test_eval_same_for_any_batch);
     tcase_add_test(tc, test_eval_rows_last_layer_trim);
     tcase_add_test(tc, test_teacher_cache);
     tcase_add_test(tc, test_lora_export_merged);
