@@ -179,12 +179,15 @@ bool kern_float_rows_avx512_ok(int wtype, int64_t n);
  * exactly two FMAs of the 16-lane chain. So the 16 values each lane takes from two successive
  * chunks of 16 are paired: activations once per row by kern_act_bf16_pairs (a[t].h, value
  * i + j in the high half of word j of each 32, value i + 16 + j in the low half), weights by
- * one word permutation per load. kern_dot_float_rows_avx512 takes this path for BF16 rows
- * when every a[t].h is set and kern_cpu_has_avx512bf16(). The instruction reads a subnormal
+ * one word permutation per load. kern_dot_float_rows_avx512 takes this path where
+ * kern_float_rows_pairs(wtype, n) is true (BF16 rows it reads in place, a CPU with
+ * AVX512_BF16) and every a[t].h is set: the caller asks it to know whether to make the pairs
+ * (the one place this choice is made). The instruction reads a subnormal
  * bf16 (below 2^-126) as zero and flushes a subnormal result, where the FMAs keep them: no
  * model's weights or activations live there, and llama.cpp's BF16 dot on these CPUs (the same
  * instruction) does the same. */
 bool kern_cpu_has_avx512bf16(void);
+bool kern_float_rows_pairs(int wtype, int64_t n);
 /* kern_act_bf16_pairs_ref one word at a time; kern_act_bf16_pairs the same words, 16 at a time
  * with AVX2 where the CPU has it (kern_act_bf16_pairs_avx2: false, nothing written, without). */
 void kern_act_bf16_pairs_ref(const float *f, int64_t n, uint16_t *h);

@@ -815,6 +815,10 @@ bool kern_float_rows_avx512_ok(int wtype, int64_t n) {
     return float_slices(wtype) && n > 0 && n % 16 == 0 && kern_cpu_has_avx512();
 }
 
+bool kern_float_rows_pairs(int wtype, int64_t n) {
+    return wtype == GGML_TYPE_BF16 && kern_float_rows_avx512_ok(wtype, n) && kern_cpu_has_avx512bf16();
+}
+
 /* Tokens in the next register tile when `left` remain in the block: 6 at a time, the last 7 to
  * 11 as two near-even tiles (7 as 4 + 3, not 6 + 1: a 1-token tile loads 4 weight vectors for
  * 4 products). At most FR_TOK / FR_T tiles per block either way. */
@@ -826,7 +830,7 @@ int kern_dot_float_rows_avx512(int wtype, int64_t n, const void *const *rows, in
     const int nr4 = nr / 4 * 4;
     if (!kern_float_rows_avx512_ok(wtype, n) || nr4 == 0 || nt <= 0) return 0;
     int64_t slice = FR_K;
-    if (wtype == GGML_TYPE_BF16 && kern_cpu_has_avx512bf16()) {
+    if (kern_float_rows_pairs(wtype, n)) {
         bool pairs = true;
         for (int t = 0; t < nt; ++t) pairs = pairs && a[t].h;
         if (pairs) fns = slice_bf16_pairs, slice = FR_K_PAIRS;
@@ -1504,6 +1508,10 @@ int kern_dot_tile_avx512(const kern_wdesc *wd, int64_t n, const kern_wrow *w, in
 bool kern_cpu_has_avx512(void) { return false; }
 bool kern_cpu_has_avx512bf16(void) { return false; }
 bool kern_float_rows_avx512_ok(int wtype, int64_t n) {
+    (void)wtype, (void)n;
+    return false;
+}
+bool kern_float_rows_pairs(int wtype, int64_t n) {
     (void)wtype, (void)n;
     return false;
 }

@@ -47,7 +47,7 @@ int kern_matmul(const kern_ctx *ctx, const kern_weight *W, const float *x, int64
      * VDPBF16PS also want each token's values in the instruction's pair order */
     const bool in_place = avx2 && kern_float_rows_avx512_ok(W->type, n);
     const int row_tile = in_place ? FLOAT_ROW_TILE : ROW_TILE;
-    const bool want_pairs = in_place && W->type == GGML_TYPE_BF16 && kern_cpu_has_avx512bf16();
+    const bool want_pairs = in_place && kern_float_rows_pairs(W->type, n);
 
     /* All the call's memory in one block, each piece on 64-byte lines: the token rows, the
      * unpacked tokens, their pairs, and each thread's converted row, unpacked weight rows and
