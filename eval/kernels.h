@@ -73,6 +73,19 @@ bool kern_weight_supported(int type, int64_t n_in);
  * on the thread count. */
 int kern_matmul(const kern_ctx *ctx, const kern_weight *w, const float *x, int64_t n_tok, float *y, slmc_err *err);
 
+/* One product of a group: y = w x, y as kern_matmul writes it ([n_tok][w->n_out]). */
+typedef struct kern_product {
+    const kern_weight *w;
+    float *y;
+} kern_product;
+
+/* kern_matmul for several weights that read the same input x (Q, K and V; gate and up): the
+ * tokens are converted once for all the products of one type and row length, and one parallel
+ * region runs all their row tiles. Each y is what kern_matmul(w, x) gives, bit for bit.
+ * Products whose type or row length differs from the one before start a group of their own. */
+int kern_matmul_group(const kern_ctx *ctx, const kern_product *prods, int n_prods, const float *x, int64_t n_tok,
+                      slmc_err *err);
+
 /* ------------------------------------------------------------ row ops */
 
 /* out = x / sqrt(mean(x^2) + eps) * weight (weight may be NULL), as ggml_rms_norm then

@@ -317,14 +317,30 @@ void llm_set_hooks(llm_context *ctx, const llm_hooks *hooks) {
 
 /* ===================================================================== forward pass pieces */
 
+/* out[i] = w[i] x for n tokens and k weights that read the same x (kern_matmul_group: the
+ * tokens converted once), telling the matmul_input hook of each first. */
+static int matmul_group(llm_context *ctx, const llm_weight *const *w, float *const *out, int k, int layer, const float *x,
+                        int n, slmc_err *err) {
+    const llm_hooks *h = &ctx->hooks;
+    kern_product p[3];
+    for (int i = 0; i < k; ++i) {
+        if (h->matmul_input && h->matmul_input(h->ud, w[i]->name, w[i]->tensor, layer, x, n, w[i]->w.n_in) != 0)
+            return slmc_fail(err, NULL, "%s: the matmul_input hook failed", w[i]->name);
+        p[i] = (kern_product){.w = &w[i]->w, .y = out[i]};
+    }
+    const kern_ctx kc = {.n_threads = ctx->n_threads, .impl = ctx->impl, .scratch = &ctx->matmul_scratch};
+    if (kern_matmul_group(&kc, p, k, x, n, err) != 0) {
+        char names[256] = "";
+        for (int i = 0; i < k; ++i)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? " / " : "", w[i]->name);
+        return slmc_fail_prefix(err, names);
+    }
+    return 0;
+}
+
 /* out = W x for n tokens, telling the matmul_input hook first. */
 static int matmul(llm_context *ctx, const llm_weight *w, int layer, const float *x, int n, float *out, slmc_err *err) {
-    const llm_hooks *h = &ctx->hooks;
-    if (h->matmul_input && h->matmul_input(h->ud, w->name, w->tensor, layer, x, n, w->w.n_in) != 0)
-        return slmc_fail(err, NULL, "%s: the matmul_input hook failed", w->name);
-    const kern_ctx kc = {.n_threads = ctx->n_threads, .impl = ctx->impl, .scratch = &ctx->matmul_scratch};
-    if (kern_matmul(&kc, &w->w, x, n, out, err) != 0) return slmc_fail_prefix(err, w->name);
-    return 0;
+    return matmul_group(ctx, &w, &out, 1, layer, x, n, err);
 }
 
 /* The family's norm of n rows of dim values: RMSNorm, or LayerNorm with its bias. */
@@ -477,9 +493,10 @@ static int qkv_forward(llm_context *ctx, const llm_layer *L, int il, int n, slmc
             memcpy(ctx->k + (size_t)t * kvd, r + qd, sizeof(float) * (size_t)kvd);
             memcpy(ctx->v + (size_t)t * kvd, r + qd + kvd, sizeof(float) * (size_t)kvd);
         }
-    } else if (matmul(ctx, &L->wq, il, ctx->xb, n, ctx->q, err) || matmul(ctx, &L->wk, il, ctx->xb, n, ctx->k, err) ||
-               matmul(ctx, &L->wv, il, ctx->xb, n, ctx->v, err)) {
-        return -1;
+    } else {
+        const llm_weight *w[3] = {&L->wq, &L->wk, &L->wv};
+        float *out[3] = {ctx->q, ctx->k, ctx->v};
+        if (matmul_group(ctx, w, out, 3, il, ctx->xb, n, err)) return -1;
     }
     add_bias(ctx->q, L->bq, n, qd);
     add_bias(ctx->k, L->bk, n, kvd);
@@ -564,8 +581,9 @@ static int ffn_block(llm_context *ctx, int il, int n, const float *in, float *ou
         }
         act = ctx->hb2;
     } else {
-        if (matmul(ctx, &L->w_gate, il, in, n, ctx->hb, err) || matmul(ctx, &L->w_up, il, in, n, ctx->hb2, err))
-            return -1;
+        const llm_weight *w[2] = {&L->w_gate, &L->w_up};
+        float *out[2] = {ctx->hb, ctx->hb2};
+        if (matmul_group(ctx, w, out, 2, il, in, n, err)) return -1;
         const bool geglu = lm->arch->ffn == FFN_GEGLU;
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
         for (int t = 0; t < n; ++t) {

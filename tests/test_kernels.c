@@ -486,6 +486,53 @@ START_TEST(test_matmul_avx2_exact) {
 }
 END_TEST
 
+/* kern_matmul_group gives each product the bytes kern_matmul gives it alone: three weights of
+ * one type (row counts around the 128-row tiles and the finer last units), then a group whose
+ * last weight has another type (two runs), on 1 to 3 threads, with both loop sets. */
+START_TEST(test_matmul_group_as_single) {
+    enum { NT = 7 };
+    const int64_t n = 512;
+    const int counts[3] = {300, 37, 129};
+    float *x = malloc(sizeof(float) * (size_t)(NT * n));
+    fill_tokens(x, NT, n);
+    for (int ti = 0; ti < N_WTYPES; ++ti) {
+        const int type = WTYPES[ti], other = type == GGML_TYPE_F16 ? GGML_TYPE_BF16 : GGML_TYPE_F16;
+        wmat W[3] = {make_weights(type, counts[0], n), make_weights(type, counts[1], n), make_weights(type, counts[2], n)};
+        wmat Wo = make_weights(other, counts[2], n);
+        for (int mixed = 0; mixed < 2; ++mixed)
+            for (int impl = KERN_SCALAR; impl <= KERN_AVX2; ++impl)
+                for (int th = 1; th <= 3; ++th) {
+                    const kern_ctx kc = {.impl = (kern_impl)impl, .n_threads = th};
+                    kern_weight w[3];
+                    kern_product p[3];
+                    float *want[3], *got[3];
+                    for (int i = 0; i < 3; ++i) {
+                        const wmat *m = mixed && i == 2 ? &Wo : &W[i];
+                        w[i] = (kern_weight){.data = m->q, .type = mixed && i == 2 ? other : type, .n_in = n,
+                                             .n_out = counts[i], .row_bytes = m->row_bytes};
+                        want[i] = malloc(sizeof(float) * (size_t)(NT * counts[i]));
+                        got[i] = malloc(sizeof(float) * (size_t)(NT * counts[i]));
+                        p[i] = (kern_product){.w = &w[i], .y = got[i]};
+                        slmc_err err = {0};
+                        CK_ASSERT_QUIET(kern_matmul(&kc, &w[i], x, NT, want[i], &err) == 0, "%s", err.msg);
+                    }
+                    slmc_err err = {0};
+                    CK_ASSERT_QUIET(kern_matmul_group(&kc, p, 3, x, NT, &err) == 0, "%s", err.msg);
+                    for (int i = 0; i < 3; ++i) {
+                        CK_ASSERT_QUIET(memcmp(want[i], got[i], sizeof(float) * (size_t)(NT * counts[i])) == 0,
+                                        "%s%s impl %d threads %d: product %d differs", type_name(type),
+                                        mixed ? " + other" : "", impl, th, i);
+                        free(want[i]);
+                        free(got[i]);
+                    }
+                }
+        for (int i = 0; i < 3; ++i) free_wmat(&W[i]);
+        free_wmat(&Wo);
+    }
+    free(x);
+}
+END_TEST
+
 /* The AVX2 unpacking gives the very bytes of the scalar one: weight rows of every type, and
  * activation rows (converted to the vec_dot type and unpacked) with zeros, exact ties of the
  * rounding, outliers, tiny values; rows with an infinity or NaN are left to the scalar path. */
@@ -1077,6 +1124,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_float_rows_in_place_bit_identical);
     tcase_add_test(tc, test_bf16_pairs_bit_identical);
     tcase_add_test(tc, test_matmul_avx2_exact);
+    tcase_add_test(tc, test_matmul_group_as_single);
     tcase_add_test(tc, test_unpack_avx2_bit_identical);
     tcase_add_test(tc, test_q8_0_activation_rounding);
     tcase_add_test(tc, test_unsupported);
