@@ -181,15 +181,37 @@ void kern_scratch_free(kern_scratch *s) {
 
 /* ===================================================================== row ops */
 
-void kern_rmsnorm(float *out, const float *x, const float *weight, int64_t n, float eps) {
-    double sum = 0;
-    for (int64_t i = 0; i < n; ++i) sum += (double)(x[i] * x[i]);
+/* The second half of an RMSNorm, given the row's sum of squares. */
+static void rms_apply(float *out, const float *x, const float *weight, int64_t n, float eps, double sum) {
     const float mean = (float)(sum / (double)n);
     const float scale = 1.0f / sqrtf(mean + eps);
     for (int64_t i = 0; i < n; ++i) {
         const float v = x[i] * scale;
         out[i] = weight ? v * weight[i] : v;
     }
+}
+
+void kern_rmsnorm(float *out, const float *x, const float *weight, int64_t n, float eps) {
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += (double)(x[i] * x[i]);
+    rms_apply(out, x, weight, n, eps, sum);
+}
+
+void kern_rmsnorm_rows(float *out, const float *x, const float *weight, int64_t rows, int64_t n, float eps) {
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        const float *x0 = x + r * n, *x1 = x0 + n, *x2 = x1 + n, *x3 = x2 + n;
+        double s0 = 0, s1 = 0, s2 = 0, s3 = 0; /* four chains, each in index order */
+        for (int64_t i = 0; i < n; ++i) {
+            s0 += (double)(x0[i] * x0[i]);
+            s1 += (double)(x1[i] * x1[i]);
+            s2 += (double)(x2[i] * x2[i]);
+            s3 += (double)(x3[i] * x3[i]);
+        }
+        const double sums[4] = {s0, s1, s2, s3};
+        for (int k = 0; k < 4; ++k) rms_apply(out + (r + k) * n, x + (r + k) * n, weight, n, eps, sums[k]);
+    }
+    for (; r < rows; ++r) kern_rmsnorm(out + r * n, x + r * n, weight, n, eps);
 }
 
 void kern_softmax(float *x, int64_t n) {

@@ -91,6 +91,10 @@ int kern_matmul_group(const kern_ctx *ctx, const kern_product *prods, int n_prod
 /* out = x / sqrt(mean(x^2) + eps) * weight (weight may be NULL), as ggml_rms_norm then
  * ggml_mul: the sum of squares in double, the scale in float. out may alias x. */
 void kern_rmsnorm(float *out, const float *x, const float *weight, int64_t n, float eps);
+/* kern_rmsnorm of `rows` consecutive rows of n values, bit for bit, four rows at a time: their
+ * sums of squares interleaved (each a chain of n dependent double additions, in index order),
+ * so four chains overlap where one row's would wait on each addition. */
+void kern_rmsnorm_rows(float *out, const float *x, const float *weight, int64_t rows, int64_t n, float eps);
 
 /* In-place softmax of x[0..n): exp(x - max) / sum, the sum accumulated in double as ggml
  * does. Returns nothing; x must have at least one finite value. */

@@ -349,9 +349,13 @@ static void norm_rows(const llm_context *ctx, float *out, const float *x, const 
     const bool layer_norm = ctx->lm->arch->norm == NORM_LAYER;
     const float eps = ctx->lm->cfg.norm_eps;
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
-    for (int t = 0; t < n; ++t) {
-        if (layer_norm) kern_layernorm(out + (size_t)t * dim, x + (size_t)t * dim, weight, bias, dim, eps);
-        else kern_rmsnorm(out + (size_t)t * dim, x + (size_t)t * dim, weight, dim, eps);
+    for (int t0 = 0; t0 < n; t0 += 4) { /* four rows at a time (kern_rmsnorm_rows) */
+        const int m = n - t0 < 4 ? n - t0 : 4;
+        if (!layer_norm) {
+            kern_rmsnorm_rows(out + (size_t)t0 * dim, x + (size_t)t0 * dim, weight, m, dim, eps);
+            continue;
+        }
+        for (int t = t0; t < t0 + m; ++t) kern_layernorm(out + (size_t)t * dim, x + (size_t)t * dim, weight, bias, dim, eps);
     }
 }
 
@@ -359,7 +363,8 @@ static void norm_rows(const llm_context *ctx, float *out, const float *x, const 
 static void head_norm(const llm_context *ctx, float *x, int64_t n_heads, int64_t hd, const float *weight) {
     const float eps = ctx->lm->cfg.norm_eps;
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
-    for (int64_t h = 0; h < n_heads; ++h) kern_rmsnorm(x + h * hd, x + h * hd, weight, hd, eps);
+    for (int64_t h = 0; h < n_heads; h += 4)
+        kern_rmsnorm_rows(x + h * hd, x + h * hd, weight, n_heads - h < 4 ? n_heads - h : 4, hd, eps);
 }
 
 static void add_bias(float *x, const float *bias, int n, int64_t dim) {

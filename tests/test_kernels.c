@@ -937,6 +937,32 @@ START_TEST(test_rmsnorm) {
 }
 END_TEST
 
+/* kern_rmsnorm_rows is kern_rmsnorm row by row, to the bit: 1 to 9 rows (whole fours and the
+ * rest), odd lengths, with and without a weight, in place and not, rows of very different size. */
+START_TEST(test_rmsnorm_rows_as_rows) {
+    enum { R = 9, N = 301 };
+    float *x = malloc(sizeof(float) * R * N), *w = malloc(sizeof(float) * N);
+    float *want = malloc(sizeof(float) * R * N), *got = malloc(sizeof(float) * R * N);
+    fill(x, R * N, 3.f);
+    fill(w, N, 1.f);
+    for (int r = 0; r < R; ++r)
+        for (int i = 0; i < N; ++i) x[r * N + i] *= (float)(1 << (3 * r)) / 64.f; /* scales 2^-6 .. 2^18 */
+    for (int rows = 1; rows <= R; ++rows)
+        for (int n = 1; n <= N; n += 60)
+            for (int wt = 0; wt < 2; ++wt) {
+                for (int r = 0; r < rows; ++r) kern_rmsnorm(want + r * n, x + r * N, wt ? w : NULL, n, 1e-6f);
+                float *in = malloc(sizeof(float) * (size_t)(rows * n));
+                for (int r = 0; r < rows; ++r) memcpy(in + r * n, x + r * N, sizeof(float) * (size_t)n);
+                kern_rmsnorm_rows(got, in, wt ? w : NULL, rows, n, 1e-6f);
+                CK_ASSERT_QUIET(memcmp(want, got, sizeof(float) * (size_t)(rows * n)) == 0, "rows %d n %d weight %d", rows, n, wt);
+                kern_rmsnorm_rows(in, in, wt ? w : NULL, rows, n, 1e-6f); /* in place */
+                CK_ASSERT_QUIET(memcmp(want, in, sizeof(float) * (size_t)(rows * n)) == 0, "in place: rows %d n %d", rows, n);
+                free(in);
+            }
+    free(x); free(w); free(want); free(got);
+}
+END_TEST
+
 START_TEST(test_softmax) {
     float x[50];
     double want[50], sum = 0, max = -1e30;
@@ -1129,6 +1155,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, test_q8_0_activation_rounding);
     tcase_add_test(tc, test_unsupported);
     tcase_add_test(tc, test_rmsnorm);
+    tcase_add_test(tc, test_rmsnorm_rows_as_rows);
     tcase_add_test(tc, test_softmax);
     tcase_add_test(tc, test_rope);
     tcase_add_test(tc, test_swiglu_and_rounding);
