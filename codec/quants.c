@@ -368,8 +368,12 @@ static void iq4_levels(const float *x, float id, int n, uint8_t *L);
 static void quantize_q8_0_ref(const float *x, void *vy, int64_t n);
 static void quantize_q4_0_ref(const float *x, void *vy, int64_t n);
 static void legacy_levels(const float *x, float sub, float id, float bias, int maxq, uint8_t *L);
+static void q3_groups(const float *x, int8_t *L, float *scales) {
+    for (int j = 0; j < QK_K / 16; ++j) scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
+}
+
 static const quant_searches REF_SEARCHES = {make_qkx_quants, make_qx_quants, iq4_fit_group, iq4_levels,
-                                             quantize_q8_0_ref, quantize_q4_0_ref, legacy_levels};
+                                             quantize_q8_0_ref, quantize_q4_0_ref, legacy_levels, q3_groups};
 
 /* The searches for quantize / quantize_weighted: the bit-identical fast ones from quants_fast.c
  * when this CPU runs them, else the reference ones. */
@@ -794,26 +798,25 @@ static void q3_K_finish(const float *x, block_q3_K *b, int8_t *Ls8) {
 static void q3_K_pack(uint8_t *L, block_q3_K *b) {
     /* high bit: element j goes to hmask[j % 32], bit j / 32 */
     memset(b->hmask, 0, sizeof b->hmask);
-    for (int j = 0; j < QK_K; ++j) {
-        if (L[j] > 3) {
-            b->hmask[j % 32] |= (uint8_t)(1u << (j / 32));
-            L[j] -= 4;
-        }
+    for (int j = 0; j < QK_K; ++j) { /* no branch: L[j] > 3 is a coin toss for the predictor */
+        const unsigned high = L[j] > 3;
+        b->hmask[j % 32] |= (uint8_t)(high << (j / 32));
+        L[j] = (uint8_t)(L[j] - 4 * high);
     }
     pack_2bit(L, b->qs);
 }
 
-/* Q3_K: per 16 values a symmetric 3-bit fit (make_q3_quants), then the 16 signed scales are
- * quantized to 6 bits against the one of largest magnitude. */
-static void quantize_q3_K_ref(const float *x, void *vy, int64_t n) {
+/* Q3_K: per 16 values a symmetric 3-bit fit (make_q3_quants, through s->q3_groups), then the
+ * 16 signed scales are quantized to 6 bits against the one of largest magnitude. */
+static void q3_K_rows(const float *x, void *vy, int64_t n, const quant_searches *s) {
     block_q3_K *y = vy;
     int8_t L[QK_K];
     float scales[QK_K / 16];
     int Ls[QK_K / 16];
     for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
         float max_scale = 0, amax = 0;
+        s->q3_groups(x, L, scales);
         for (int j = 0; j < QK_K / 16; ++j) {
-            scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
             if (fabsf(scales[j]) > amax) {
                 amax = fabsf(scales[j]);
                 max_scale = scales[j];
@@ -831,6 +834,9 @@ static void quantize_q3_K_ref(const float *x, void *vy, int64_t n) {
         q3_K_finish(x, &y[i], L);
     }
 }
+
+static void quantize_q3_K_ref(const float *x, void *y, int64_t n) { q3_K_rows(x, y, n, &REF_SEARCHES); }
+static void quantize_q3_K_fast(const float *x, void *y, int64_t n) { q3_K_rows(x, y, n, fast_searches()); }
 
 static void dequantize_q3_K(const void *vx, float *y, int64_t n) {
     const block_q3_K *x = vx;
@@ -870,7 +876,7 @@ static void q3_K_weighted_llama(const float *x, void *vy, int64_t n, const float
 }
 
 static void q3_K_weighted(const float *x, void *vy, int64_t n, const float *importance, const quant_searches *s) {
-    if (!importance) { quantize_q3_K_ref(x, vy, n); return; }
+    if (!importance) { q3_K_rows(x, vy, n, s); return; }
     q3_K_weighted_llama(x, vy, n, importance, s);
     k_refine_row(GGML_TYPE_Q3_K, x, vy, n, importance);
 }
@@ -1837,7 +1843,7 @@ static const quant_kernels KERNELS[] = {
      dequantize_q8_0},
     {GGML_TYPE_Q2_K, quantize_q2_K_ref, quantize_q2_K_fast, quantize_q2_K_weighted, quantize_q2_K_weighted_ref,
      dequantize_q2_K},
-    {GGML_TYPE_Q3_K, quantize_q3_K_ref, quantize_q3_K_ref, quantize_q3_K_weighted, quantize_q3_K_weighted_ref,
+    {GGML_TYPE_Q3_K, quantize_q3_K_ref, quantize_q3_K_fast, quantize_q3_K_weighted, quantize_q3_K_weighted_ref,
      dequantize_q3_K},
     {GGML_TYPE_Q4_K, quantize_q4_K_ref, quantize_q4_K_fast, quantize_q4_K_weighted, quantize_q4_K_weighted_ref,
      dequantize_q4_K},

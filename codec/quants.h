@@ -109,6 +109,9 @@ typedef struct quant_searches {
     /* The legacy types' rounding of one block of 32: L[j] = trunc_clamp((x[j] - sub) * id +
      * bias, 0, maxq) (Q4_1/Q5_1: sub = min, bias 0.5; Q5_0: sub = 0, bias 16.5). */
     void (*legacy_levels)(const float *x, float sub, float id, float bias, int maxq, uint8_t *L);
+    /* Q3_K's symmetric fits of one super-block: make_q3_quants(16, 4, ...) of each of the 16
+     * groups of 16 values in x[256]; L[256] the quants + 4 (0 in an all-zero group), scales[16]. */
+    void (*q3_groups)(const float *x, int8_t *L, float *scales);
 } quant_searches;
 
 /* The fast searches when this CPU can run them, else NULL. */

@@ -23,6 +23,7 @@
 #include "quants.h"
 
 #include "codec/blocks.h"
+#include "codec/quants_util.h"
 #include "codec/types.h"
 
 #include <math.h>
@@ -447,8 +448,81 @@ AVX2 static void fast_legacy_levels(const float *x, float sub, float id, float b
     _mm256_storeu_si256((__m256i *)L, _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
 }
 
+/* ------------------------------------------------------------------ Q3_K groups */
+
+/* make_q3_quants(16, 4, ...) of the 16 groups of 16 values of a super-block, one group per
+ * lane: groups 0-7 in one set of 8 lanes, 8-15 in another, the two sets interleaved step by
+ * step (each step waits on the one before through the group's sums, so two independent sets
+ * keep the divider and the adders busy). Each lane runs the reference's operations in its
+ * order (its float products and sums as written there, no fused multiply-add), so the bytes
+ * are the same. The reference stops a group after a pass that changes nothing; a lane that
+ * stopped changing here keeps running the passes of the others, which leave its state as it
+ * is (a pass is a function of the state). */
+AVX2 static void fast_q3_groups(const float *x, int8_t *L, float *scales) {
+    enum { N = 16, NMAX = 4, H = 2 }; /* values per group, quant range, sets of LANES groups */
+    float xt[H][N][LANES];
+    for (int h = 0; h < H; ++h)
+        for (int g = 0; g < LANES; ++g)
+            for (int i = 0; i < N; ++i) xt[h][i][g] = x[N * (LANES * h + g) + i];
+    const __m256 sign = _mm256_set1_ps(-0.f), zero = _mm256_setzero_ps();
+    __m256 X[H][N], Lf[H][N], live[H], sumlx[H], suml2[H];
+    for (int h = 0; h < H; ++h) {
+        __m256 max = zero, amax = zero; /* the first value of largest magnitude, with its sign */
+        for (int i = 0; i < N; ++i) {
+            X[h][i] = _mm256_loadu_ps(xt[h][i]);
+            const __m256 ax = _mm256_andnot_ps(sign, X[h][i]);
+            const __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+            amax = _mm256_blendv_ps(amax, ax, gt);
+            max = _mm256_blendv_ps(max, X[h][i], gt);
+        }
+        live[h] = _mm256_cmp_ps(_mm256_andnot_ps(sign, max), _mm256_set1_ps(GROUP_MAX_EPS), _CMP_NLT_UQ);
+        const __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-NMAX), max);
+        sumlx[h] = suml2[h] = zero;
+        for (int i = 0; i < N; ++i) {
+            Lf[h][i] = _mm256_cvtepi32_ps(round_clamp(_mm256_mul_ps(iscale, X[h][i]), -NMAX, NMAX - 1));
+            const __m256 w = _mm256_mul_ps(X[h][i], X[h][i]);
+            sumlx[h] = _mm256_add_ps(sumlx[h], _mm256_mul_ps(_mm256_mul_ps(w, X[h][i]), Lf[h][i]));
+            suml2[h] = _mm256_add_ps(suml2[h], _mm256_mul_ps(_mm256_mul_ps(w, Lf[h][i]), Lf[h][i]));
+        }
+    }
+    for (int pass = 0; pass < 5; ++pass) {
+        __m256 changed = zero;
+        for (int i = 0; i < N; ++i)
+            for (int h = 0; h < H; ++h) {
+                const __m256 xi = X[h][i], li = Lf[h][i];
+                const __m256 w = _mm256_mul_ps(xi, xi), wx = _mm256_mul_ps(w, xi);
+                __m256 slx = _mm256_sub_ps(sumlx[h], _mm256_mul_ps(wx, li)); /* the fit without value i */
+                __m256 sl2 = _mm256_sub_ps(suml2[h], _mm256_mul_ps(_mm256_mul_ps(w, li), li));
+                const __m256 nl =
+                    _mm256_cvtepi32_ps(round_clamp(_mm256_div_ps(_mm256_mul_ps(xi, sl2), slx), -NMAX, NMAX - 1));
+                __m256 take = _mm256_and_ps(_mm256_cmp_ps(slx, zero, _CMP_GT_OQ), _mm256_cmp_ps(nl, li, _CMP_NEQ_OQ));
+                slx = _mm256_add_ps(slx, _mm256_mul_ps(wx, nl));
+                sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(w, nl), nl));
+                const __m256 better = _mm256_cmp_ps(_mm256_mul_ps(_mm256_mul_ps(slx, slx), suml2[h]),
+                                                    _mm256_mul_ps(_mm256_mul_ps(sumlx[h], sumlx[h]), sl2), _CMP_GT_OQ);
+                take = _mm256_and_ps(take, _mm256_and_ps(_mm256_cmp_ps(sl2, zero, _CMP_GT_OQ), better));
+                Lf[h][i] = _mm256_blendv_ps(li, nl, take);
+                sumlx[h] = _mm256_blendv_ps(sumlx[h], slx, take);
+                suml2[h] = _mm256_blendv_ps(suml2[h], sl2, take);
+                changed = _mm256_or_ps(changed, _mm256_and_ps(take, live[h]));
+            }
+        if (!_mm256_movemask_ps(changed)) break;
+    }
+    for (int h = 0; h < H; ++h) {
+        const __m256 scale = _mm256_and_ps(_mm256_div_ps(sumlx[h], suml2[h]), _mm256_cmp_ps(suml2[h], zero, _CMP_GT_OQ));
+        _mm256_storeu_ps(scales + LANES * h, _mm256_and_ps(scale, live[h])); /* +0 where the reference returns 0.0f */
+        int32_t q[N][LANES];
+        for (int i = 0; i < N; ++i)
+            _mm256_storeu_si256((__m256i *)q[i], _mm256_and_si256(_mm256_castps_si256(live[h]),
+                                                                  _mm256_add_epi32(_mm256_cvtps_epi32(Lf[h][i]),
+                                                                                   _mm256_set1_epi32(NMAX))));
+        for (int g = 0; g < LANES; ++g)
+            for (int i = 0; i < N; ++i) L[N * (LANES * h + g) + i] = (int8_t)q[i][g];
+    }
+}
+
 static const quant_searches FAST = {fast_qkx, fast_qx, fast_iq4_group, fast_iq4_levels, fast_q8_0_rows,
-                                    fast_q4_0_rows, fast_legacy_levels};
+                                    fast_q4_0_rows, fast_legacy_levels, fast_q3_groups};
 
 /* No __builtin_cpu_init() needed: the runtime (libgcc, compiler-rt) fills the CPU model in a
  * constructor before main, and GCC documents the call as needed only in code that runs before

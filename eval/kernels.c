@@ -36,9 +36,9 @@ kern_impl kern_impl_resolve(kern_impl impl) {
 #define TAIL_TILES 2
 #define TAIL_CUT 4
 
-/* Where unit u of product i of a group lies: its first row and row count. Every product's rows
- * go in tiles of `tile`, except the last product's last `tail` rows, which go in tiles of
- * `sub` (units_of gives the product's unit count). */
+/* How one product's rows are cut into the group's work units: tiles of `tile` rows, except
+ * that the group's last product cuts its last `tail` rows into units of `sub` rows (unit k of
+ * the product starts at row k * tile while k < head_tiles; units_of counts them). */
 typedef struct unit_plan {
     int64_t first;      /* the product's first unit in the group */
     int64_t head_tiles; /* whole tiles before its tail */

@@ -309,6 +309,50 @@ START_TEST(test_fast_and_null_weights_match_ref) {
 }
 END_TEST
 
+/* Q3_K's fast groups (8 at a time in lanes) give the reference's bytes on blocks made to reach
+ * every branch of make_q3_quants: gaussian and heavy-tailed groups (up to five passes), all-zero
+ * and tiny groups (below the all-zero bound, and just above it), one spike, constants, values
+ * on the quant grid (rounding ties), largest magnitudes tied with opposite signs, subnormals. */
+START_TEST(test_q3_K_fast_matches_ref) {
+    enum { NB = 512, N = 256 * NB };
+    float *x = malloc(sizeof(float) * N);
+    uint8_t *a = malloc(type_nbytes(GGML_TYPE_Q3_K, N)), *b = malloc(type_nbytes(GGML_TYPE_Q3_K, N));
+    ck_assert(x && a && b);
+    for (int g = 0; g < N / 16; ++g) {
+        float *v = x + 16 * g;
+        const int kind = g % 11;
+        for (int i = 0; i < 16; ++i) {
+            const float r = gaussian();
+            switch (kind) {
+            case 0: v[i] = 0.05f * r; break;
+            case 1: v[i] = r * r * r; break;                               /* heavy tails */
+            case 2: v[i] = 0.f; break;                                     /* all zero */
+            case 3: v[i] = 1e-16f * r; break;                              /* below the bound */
+            case 4: v[i] = i == 5 ? 3.f : 1e-3f * r; break;                /* one spike */
+            case 5: v[i] = 0.25f; break;                                   /* constant */
+            case 6: v[i] = 0.125f * (float)((g + i) % 8 - 4) + 0.0625f; break; /* on the grid, ties */
+            case 7: v[i] = i == 2 ? -2.f : i == 9 ? 2.f : r; break;         /* |max| tied */
+            case 8: v[i] = 1e-39f * (float)(i - 8); break;                  /* subnormals */
+            case 9: v[i] = 2e-15f * r + (i == 0 ? 2e-15f : 0.f); break;     /* just above the bound */
+            default: v[i] = (i % 2 ? 1.f : -1.f) * (1.f + 0.01f * r); break; /* near-symmetric */
+            }
+        }
+    }
+    const quant_kernels *k = quant_get(GGML_TYPE_Q3_K);
+    const size_t bytes = type_nbytes(GGML_TYPE_Q3_K, N);
+    memset(a, 0xAA, bytes);
+    memset(b, 0x55, bytes);
+    k->quantize_ref(x, a, N);
+    k->quantize(x, b, N);
+    for (int blk = 0; blk < NB; ++blk)
+        CK_ASSERT_QUIET(memcmp(a + blk * bytes / NB, b + blk * bytes / NB, bytes / NB) == 0,
+                        "Q3_K block %d: the fast bytes differ from the reference", blk);
+    free(x);
+    free(a);
+    free(b);
+}
+END_TEST
+
 /* Q8_0's (and Q4_0's) fast rows round as the reference does: ties (x / d exactly k + 0.5) away from zero, values
  * just below a tie down, the block maximum to +-127, tiny blocks (1/d overflows) to 0; and the
  * same bytes as the reference, block by block. */
@@ -1098,6 +1142,7 @@ int main(void) {
     tcase_add_test(tc, test_dequant_bit_identical);
     tcase_add_test(tc, test_kquant_rmse);
     tcase_add_test(tc, test_fast_and_null_weights_match_ref);
+    tcase_add_test(tc, test_q3_K_fast_matches_ref);
     tcase_add_test(tc, test_q8_0_fast_ties);
     tcase_add_test(tc, test_row_finite_matches_decoding);
     tcase_add_test(tc, test_roundtrip_bounds);
