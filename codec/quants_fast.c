@@ -59,16 +59,6 @@ AVX2 static inline __m256i round_clamp(__m256 v, int lo, int hi) {
     return _mm256_min_epi32(i, _mm256_set1_epi32(hi));
 }
 
-/* Scalar nearest_int, as quants.c's (for the one-off passes that stay scalar). */
-static inline int nearest_int_s(float v) {
-    if (!(fabsf(v) <= 4194303.f)) return v != v ? 0 : v > 0 ? 4194303 : -4194303;
-    float shifted = v + 12582912.f;
-    int32_t bits;
-    memcpy(&bits, &shifted, sizeof bits);
-    return (bits & 0x007fffff) - 0x00400000;
-}
-static inline int iclamp_s(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
-
 /* ------------------------------------------------------------------ make_qkx_quants */
 
 /* The quant of one value for make_qkx's candidates: unguarded (qkx2) rounds then clamps to
@@ -82,8 +72,8 @@ AVX2 static inline __m256 qkx_level(__m256 v, int nmax, bool guarded) {
 }
 
 static inline int qkx_level_s(float v, int nmax, bool guarded) {
-    if (guarded) return v > 0 ? nearest_int_s(v < nmax ? v : (float)nmax) : 0;
-    return iclamp_s(nearest_int_s(v), 0, nmax);
+    if (guarded) return v > 0 ? nearest_int(v < nmax ? v : (float)nmax) : 0;
+    return iclamp(nearest_int(v), 0, nmax);
 }
 
 /* Same contract and same bytes as quants.c's make_qkx_quants (see there). */
@@ -112,7 +102,7 @@ AVX2 static float fast_qkx(int n, int nmax, const float *x, const float *weights
     float scale = 1 / iscale;
     float best_error = 0;
     for (int i = 0; i < n; ++i) {
-        L[i] = (uint8_t)iclamp_s(nearest_int_s(iscale * (x[i] - min)), 0, nmax);
+        L[i] = (uint8_t)iclamp(nearest_int(iscale * (x[i] - min)), 0, nmax);
         float diff = scale * L[i] + min - x[i];
         diff = use_mad ? fabsf(diff) : diff * diff;
         best_error += w[i] * diff;
@@ -249,7 +239,7 @@ AVX2 static float fast_qx(int n, int nmax, const float *x, int8_t *L, const floa
             winner = c;
         }
     }
-    for (int i = 0; i < n; ++i) L[i] = (int8_t)(nmax + iclamp_s(nearest_int_s(is[winner] * x[i]), -nmax, nmax - 1));
+    for (int i = 0; i < n; ++i) L[i] = (int8_t)(nmax + iclamp(nearest_int(is[winner] * x[i]), -nmax, nmax - 1));
     return scale;
 }
 

@@ -1,5 +1,5 @@
 /* quants_util.h - internal to codec/: the small steps every quantizer file shares (quants.c,
- * quants_iq1.c, quants_iq2.c, quants_iq3.c). Each keeps llama.cpp's float operations exactly,
+ * quants_fast.c, quants_iq1.c, quants_iq2.c, quants_iq3.c). Each keeps llama.cpp's float operations exactly,
  * since the bytes depend on them. */
 #ifndef SLMC_QUANTS_UTIL_H
 #define SLMC_QUANTS_UTIL_H

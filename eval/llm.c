@@ -322,7 +322,8 @@ void llm_set_hooks(llm_context *ctx, const llm_hooks *hooks) {
 static int matmul_group(llm_context *ctx, const llm_weight *const *w, float *const *out, int k, int layer, const float *x,
                         int n, slmc_err *err) {
     const llm_hooks *h = &ctx->hooks;
-    kern_product p[3];
+    kern_product p[3]; /* Q, K, V at most */
+    if (k < 1 || k > 3) return slmc_fail(err, NULL, "matmul: %d products in one group (1 to 3)", k);
     for (int i = 0; i < k; ++i) {
         if (h->matmul_input && h->matmul_input(h->ud, w[i]->name, w[i]->tensor, layer, x, n, w[i]->w.n_in) != 0)
             return slmc_fail(err, NULL, "%s: the matmul_input hook failed", w[i]->name);
