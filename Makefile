@@ -74,6 +74,10 @@ $(BUILD)/tests/testutil.o: tests/testutil.c tests/testutil.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -c $< -o $@
 
+# bench/tile.c: the float tile beside its ceiling (bench/tile.sh)
+$(BUILD)/bench_tile: bench/tile.c $(BUILD)/libslmc.a
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(BUILD)/libslmc.a $(LIBS)
+
 $(BUILD)/tests/test_%: tests/test_%.c $(TEST_HELPER_OBJ) $(BUILD)/libslmc.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(TEST_HELPER_OBJ) $(BUILD)/libslmc.a $(CHECK_LIBS) $(LIBS)
@@ -113,7 +117,7 @@ demo: bootstrap
 	@$(MAKE) --no-print-directory $(BUILD)/slmc
 	@sh scripts/demo.sh $(BUILD)
 
-bench: $(BUILD)/slmc
+bench: $(BUILD)/slmc $(BUILD)/bench_tile
 	@for b in bench/*.sh; do sh $$b $(BUILD) || exit 1; done
 
 FUZZ_SECONDS ?= 60
