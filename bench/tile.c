@@ -14,6 +14,7 @@
  * lane pair) counts as two. Each figure is the median of RUNS runs. */
 #include <immintrin.h>
 #include <omp.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,28 +107,34 @@ static double ceiling_ns(int type, int threads, int runs) {
     const long reps = 40000;
     double t[64];
     float sink = 0;
+    int failed = 0;
     for (int run = 0; run < runs; ++run) {
         double worst = 0;
-#pragma omp parallel num_threads(threads) reduction(+ : sink) reduction(max : worst)
+#pragma omp parallel num_threads(threads) reduction(+ : sink, failed) reduction(max : worst)
         {
             uint16_t *w = aligned_alloc(64, sizeof(uint16_t) * 4 * CEIL_N);
             float *tok = aligned_alloc(64, sizeof(float) * 6 * CEIL_N);
             uint16_t *tok_h = aligned_alloc(64, sizeof(uint16_t) * 6 * CEIL_N);
-            if (w && tok && tok_h) {
+            const bool ok = w && tok && tok_h;
+            if (ok) {
                 for (int i = 0; i < 4 * CEIL_N; ++i) w[i] = (uint16_t)(0x3000 + i % 512); /* small normal halves */
                 for (int i = 0; i < 6 * CEIL_N; ++i) tok[i] = 1e-3f * (float)(i % 97), tok_h[i] = 0x3c00;
-#pragma omp barrier
+            }
+#pragma omp barrier /* every thread starts together */
+            if (ok) {
                 const double t0 = now();
                 sink += type == GGML_TYPE_F16 ? ceiling_f16(w, tok, reps) : ceiling_bf16(w, tok_h, reps);
                 worst = now() - t0;
+            } else {
+                failed = 1;
             }
             free(w), free(tok), free(tok_h);
         }
         const double steps = (double)reps * (CEIL_N / 16); /* of 24 FMAs: a VDPBF16PS step of 32 values is two */
         t[run] = worst / steps * 1e9;
     }
-    if (sink == 12345.f) printf(" ");
-    return median(t, runs);
+    if (sink == 12345.f) printf(" "); /* keeps the sums */
+    return failed ? -1 : median(t, runs);
 }
 
 /* ------------------------------------------------------------------ 2. kern_matmul */
@@ -216,6 +223,10 @@ int main(int argc, char **argv) {
             continue;
         }
         const double ceil = ceiling_ns(type, threads, runs);
+        if (ceil < 0) {
+            fprintf(stderr, "bench/tile: out of memory for the loop's rows and tokens\n");
+            return 1;
+        }
         printf("\n%s  the loop alone in L1: %.2f ns\n", type_name(type), ceil);
         printf("  %-24s %8s %10s %12s\n", "kern_matmul", "ns", "of ceiling", "s per chunk");
         double chunk = 0, chunk_ceil = 0;
