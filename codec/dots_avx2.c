@@ -518,6 +518,16 @@ AVX512 static AI __m512 hsum16x16(const __m512 c[16]) {
                          _mm512_shuffle_ps(q[0], q[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
+/* 128-bit block t of v (t a constant once the caller's loop is unrolled). */
+AVX512 static AI __m128 block4(__m512 v, int t) {
+    switch (t) {
+    case 0: return _mm512_extractf32x4_ps(v, 0);
+    case 1: return _mm512_extractf32x4_ps(v, 1);
+    case 2: return _mm512_extractf32x4_ps(v, 2);
+    default: return _mm512_extractf32x4_ps(v, 3);
+    }
+}
+
 /* The float tiles' chains: acc[row pair][LANE(row, token)], 2 row pairs x at most FR_T tokens
  * (dot_f32_tile512 uses tokens 0..KT_T-1, the in-place rows below all FR_T). */
 enum { FR_T = 6 };
@@ -742,7 +752,7 @@ AVX512 static AI void chains_end(__m512 acc[2][2 * FR_T], int T, bool last, floa
             const __m512 sums = hsum16x16(c);
             UNROLL
             for (int t = 0; t < 4; ++t)
-                if (t0 + t < T) _mm_storeu_ps(y + (t0 + t) * ldy, _mm512_extractf32x4_ps(sums, t));
+                if (t0 + t < T) _mm_storeu_ps(y + (t0 + t) * ldy, block4(sums, t));
         }
         return;
     }
