@@ -9,9 +9,10 @@
 #             (QUANT_TYPES), slmc quantize vs llama-quantize
 #   eval1b:   a full-size synthetic Llama-3.2-1B (slmc synth; BF16 GGUF, and F16/Q8_0/Q4_K_M/
 #             Q3_K_M/Q2_K made from it by llama-quantize), books-valid.txt, -c 256, CHUNKS_1B
-#             chunks (default 2), slmc eval vs llama-perplexity; then the same pairs with 1
-#             chunk, and a second table of the time per further chunk ((t(CHUNKS_1B) - t(1)) /
-#             (CHUNKS_1B - 1), medians): the evaluation's own speed, without what both programs
+#             chunks (default 2), slmc eval vs llama-perplexity, each round also running both
+#             with 1 chunk, and a second table of the time per further chunk ((t(CHUNKS_1B) -
+#             t(1)) / (CHUNKS_1B - 1) of each round, and its ratio; medians over the rounds):
+#             the evaluation's own speed, without what both programs
 #             pay once per run (loading, tokenizing the text, the first touch of the mapped
 #             weights, ~1 s in this VM when the page cache holds the file in 4 KB pages), which
 #             is what llama-perplexity's own tokens/s leaves out too. Not in the default WORK
@@ -60,6 +61,19 @@ eval_pairs() {
         i=$((i + 1))
     done
 }
+# eval_rounds NAME FILE CHUNKS: PAIRS rounds, each of four runs in turn: slmc and llama-perplexity
+# with CHUNKS chunks (NAME), then both with 1 chunk (NAME@1), so that the time per further
+# chunk of each round comes from runs next to each other
+eval_rounds() {
+    i=0
+    while [ $i -lt "$PAIRS" ]; do
+        run "$1" slmc -- "$S" eval "$2" --text "$TEXT" -c 256 --chunks "$3" -t "$THREADS" -q
+        run "$1" llama -- "$PEER/llama-perplexity" -m "$2" -f "$TEXT" -c 256 -b 256 --chunks "$3" -t "$THREADS"
+        run "$1@1" slmc -- "$S" eval "$2" --text "$TEXT" -c 256 --chunks 1 -t "$THREADS" -q
+        run "$1@1" llama -- "$PEER/llama-perplexity" -m "$2" -f "$TEXT" -c 256 -b 256 --chunks 1 -t "$THREADS"
+        i=$((i + 1))
+    done
+}
 if echo "$WORK" | grep -qw eval; then
     # the books-22m files: llama.cpp's own BF16/Q4_K_M/Q2_K, and F16/Q8_0/Q3_K_M made by llama-quantize
     [ -f "$DIR/books-F16.gguf" ] || "$PEER/llama-quantize" "$SH/reference/books-22m-BF16.gguf" "$DIR/books-F16.gguf" F16 >/dev/null 2>&1
@@ -81,8 +95,8 @@ if echo "$WORK" | grep -q eval1b; then
         [ -f "$B1-$t.gguf" ] || "$PEER/llama-quantize" "$B1-BF16.gguf" "$B1-$t.gguf" "$t" "$THREADS" >/dev/null 2>&1
     done
     for t in ${TYPES_1B:-BF16 F16 Q8_0 Q4_K_M Q3_K_M Q2_K}; do
-        eval_pairs "eval-llama3.2-1b-$t" "$B1-$t.gguf" "$CHUNKS_1B"
-        [ "$CHUNKS_1B" -gt 1 ] && eval_pairs "eval-llama3.2-1b-$t@1" "$B1-$t.gguf" 1
+        if [ "$CHUNKS_1B" -gt 1 ]; then eval_rounds "eval-llama3.2-1b-$t" "$B1-$t.gguf" "$CHUNKS_1B"
+        else eval_pairs "eval-llama3.2-1b-$t" "$B1-$t.gguf" 1; fi
     done
 fi
 if echo "$WORK" | grep -q quantize; then
@@ -119,14 +133,19 @@ END {
         delete a; delete b; delete c; delete d; delete q
         for (j = 1; j <= n; j++) { a[j] = ws[w, j]; b[j] = wl[w, j]; c[j] = rs[w, j]; d[j] = rl[w, j]; q[j] = wl[w, j] > 0 ? ws[w, j] / wl[w, j] : 0 }
         printf "%-26s %10.2f %10.2f %14.2f %12.0f %12.0f\n", w, median(a, n), median(b, n), median(q, n), median(c, n) / 1024, median(d, n) / 1024
-        ms[w] = median(a, n); ml[w] = median(b, n)
+        nr[w] = n
     }
     head = 0
     for (i = 1; i <= k; i++) {
         w = order[i]; one = w "@1"
-        if (!(one in ms) || chunks < 2) continue
-        if (!head++) printf "\nper further chunk (%d chunks less 1; medians)\n%-26s %10s %10s %14s\n", chunks, "work", "slmc s", "llama s", "slmc/llama"
-        ps = (ms[w] - ms[one]) / (chunks - 1); pl = (ml[w] - ml[one]) / (chunks - 1)
-        printf "%-26s %10.2f %10.2f %14.2f\n", w, ps, pl, (pl > 0 ? ps / pl : 0)
+        if (!(one in nr) || chunks < 2) continue
+        if (!head++) printf "\nper further chunk (%d chunks less 1, round by round; medians)\n%-26s %10s %10s %14s\n", chunks, "work", "slmc s", "llama s", "slmc/llama"
+        n = nr[w] < nr[one] ? nr[w] : nr[one]
+        delete a; delete b; delete q
+        for (j = 1; j <= n; j++) {
+            a[j] = (ws[w, j] - ws[one, j]) / (chunks - 1); b[j] = (wl[w, j] - wl[one, j]) / (chunks - 1)
+            q[j] = b[j] > 0 ? a[j] / b[j] : 0
+        }
+        printf "%-26s %10.2f %10.2f %14.2f\n", w, median(a, n), median(b, n), median(q, n)
     }
 }' chunks="${CHUNKS_1B:-0}" "$R"
