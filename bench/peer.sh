@@ -52,25 +52,27 @@ run() {
 }
 
 TEXT="$SH/text/books-valid.txt"
-# eval_pairs NAME FILE CHUNKS: PAIRS pairs of slmc eval and llama-perplexity on FILE, -c 256
+# eval_pair NAME FILE CHUNKS: one run of slmc eval, then one of llama-perplexity, on FILE, -c 256
+eval_pair() {
+    run "$1" slmc -- "$S" eval "$2" --text "$TEXT" -c 256 --chunks "$3" -t "$THREADS" -q
+    run "$1" llama -- "$PEER/llama-perplexity" -m "$2" -f "$TEXT" -c 256 -b 256 --chunks "$3" -t "$THREADS"
+}
+# eval_pairs NAME FILE CHUNKS: PAIRS pairs in turn
 eval_pairs() {
     i=0
     while [ $i -lt "$PAIRS" ]; do
-        run "$1" slmc -- "$S" eval "$2" --text "$TEXT" -c 256 --chunks "$3" -t "$THREADS" -q
-        run "$1" llama -- "$PEER/llama-perplexity" -m "$2" -f "$TEXT" -c 256 -b 256 --chunks "$3" -t "$THREADS"
+        eval_pair "$1" "$2" "$3"
         i=$((i + 1))
     done
 }
-# eval_rounds NAME FILE CHUNKS: PAIRS rounds, each of four runs in turn: slmc and llama-perplexity
-# with CHUNKS chunks (NAME), then both with 1 chunk (NAME@1), so that the time per further
-# chunk of each round comes from runs next to each other
+# eval_rounds NAME FILE CHUNKS: PAIRS rounds, each a pair with CHUNKS chunks (NAME) and then a
+# pair with 1 chunk (NAME@1), so that the time per further chunk of each round comes from runs
+# next to each other
 eval_rounds() {
     i=0
     while [ $i -lt "$PAIRS" ]; do
-        run "$1" slmc -- "$S" eval "$2" --text "$TEXT" -c 256 --chunks "$3" -t "$THREADS" -q
-        run "$1" llama -- "$PEER/llama-perplexity" -m "$2" -f "$TEXT" -c 256 -b 256 --chunks "$3" -t "$THREADS"
-        run "$1@1" slmc -- "$S" eval "$2" --text "$TEXT" -c 256 --chunks 1 -t "$THREADS" -q
-        run "$1@1" llama -- "$PEER/llama-perplexity" -m "$2" -f "$TEXT" -c 256 -b 256 --chunks 1 -t "$THREADS"
+        eval_pair "$1" "$2" "$3"
+        eval_pair "$1@1" "$2" 1
         i=$((i + 1))
     done
 }
