@@ -310,6 +310,34 @@ AVX512 static int scores16(const float *q, const float *k, int64_t stride, int n
     return j0;
 }
 
+/* scores16's arithmetic for two query heads that read the same keys (hd % 8 == 0), 8 keys at a
+ * time: head a's partial sums of key c in the low half of acc[c], head b's in the high half, so
+ * each load of 8 key values (broadcast to both halves) serves two heads and needs no insert.
+ * Returns the keys done (a multiple of 8). */
+AVX512 static int scores_pair16(const float *qa, const float *qb, const float *k, int64_t stride, int n, int64_t hd,
+                                float *sa, float *sb) {
+    int j0 = 0;
+    for (; j0 + 8 <= n; j0 += 8) {
+        const float *row = k + (int64_t)j0 * stride;
+        __m512 acc[8];
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; ++c) acc[c] = _mm512_setzero_ps();
+        for (int64_t i = 0; i < hd; i += 8) {
+            const __m512 qv = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(qa + i)), _mm256_loadu_ps(qb + i), 1);
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; ++c)
+                acc[c] = _mm512_add_ps(acc[c], _mm512_mul_ps(qv, _mm512_broadcast_f32x8(_mm256_loadu_ps(row + c * stride + i))));
+        }
+        transpose8x2(acc);
+        __m512 sum = _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; ++c) sum = _mm512_add_ps(sum, acc[c]);
+        _mm256_storeu_ps(sa + j0, _mm512_castps512_ps256(sum));
+        _mm256_storeu_ps(sb + j0, _mm512_extractf32x8_ps(sum, 1));
+    }
+    return j0;
+}
+
 /* s[j] = kern_dot_f32_scalar(hd, q, k + j * stride) for j < n, bit for bit: per key the 8
  * partial sums acc[c] += q[i+c] * k[i+c] (c = lane), then s = 0 + acc[0] + ... + acc[7], then
  * the tail; 8 keys side by side (16 with AVX-512 while 16 are left, hd a multiple of 8). */
@@ -348,8 +376,10 @@ AVX2 static void scores(const float *q, const float *k, int64_t stride, int n, i
 
 /* ===================================================================== softmax */
 
-/* kern_softmax, then (f16) kern_round_f16, bit for bit. */
-AVX2 static void softmax(float *x, int n, bool f16, bool fast_exp) {
+/* kern_softmax in two parts, bit for bit: softmax_exp replaces x by exp(x - max); the caller
+ * sums the exps in double in index order and gives softmax_scale 1 / sum, which scales them and
+ * (f16) applies kern_round_f16. */
+AVX2 static void softmax_exp(float *x, int n, bool fast_exp) {
     __m256 mx = _mm256_set1_ps(-INFINITY);
     int i = 0;
     /* max_ps(v, mx) keeps mx when v is NaN, as fmaxf(max, v) does */
@@ -364,11 +394,11 @@ AVX2 static void softmax(float *x, int n, bool f16, bool fast_exp) {
     if (fast_exp) attn_sub_exp_avx2(x, max, x, n);
     else
         for (int k = 0; k < n; ++k) x[k] = expf(x[k] - max);
-    double sum = 0;
-    for (int k = 0; k < n; ++k) sum += x[k];
-    const float inv = (float)(1.0 / sum);
+}
+
+AVX2 static void softmax_scale(float *x, int n, float inv, bool f16) {
     const __m256 vinv = _mm256_set1_ps(inv);
-    i = 0;
+    int i = 0;
     if (f16) {
         for (; i + 8 <= n; i += 8)
             _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv),
@@ -378,6 +408,21 @@ AVX2 static void softmax(float *x, int n, bool f16, bool fast_exp) {
         for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));
         for (; i < n; ++i) x[i] *= inv;
     }
+}
+
+/* The sums of softmax: up to 4 rows of n exps side by side, each row's double sum in index
+ * order (four chains where one row's additions would wait on each other). */
+static void exp_sums4(const float *x, int64_t row, int rows, int n, double *sums) {
+    const float *x0 = x, *x1 = rows > 1 ? x + row : x0, *x2 = rows > 2 ? x + 2 * row : x0, *x3 = rows > 3 ? x + 3 * row : x0;
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (int k = 0; k < n; ++k) {
+        s0 += x0[k];
+        s1 += x1[k];
+        s2 += x2[k];
+        s3 += x3[k];
+    }
+    const double s[4] = {s0, s1, s2, s3};
+    for (int r = 0; r < rows; ++r) sums[r] = s[r];
 }
 
 /* ===================================================================== p . V */
@@ -467,19 +512,38 @@ AVX2 void attn_group_avx2(const attn_job *a) {
     const int64_t hd = a->hd, hd8 = hd & ~(int64_t)7;
     const int n = a->n_keys;
     const bool fast_exp = attn_fast_exp_ok();
-    float qh[hd > 0 ? hd : 1];
+    float qh[a->group * hd > 0 ? a->group * hd : 1];
     for (int g = 0; g < a->group; ++g) {
-        const float *q = a->q + g * hd;
-        if (a->f16) fp16_round_row_f16c(qh, q, hd);
-        else memcpy(qh, q, sizeof(float) * (size_t)hd);
+        if (a->f16) fp16_round_row_f16c(qh + g * hd, a->q + g * hd, hd);
+        else memcpy(qh + g * hd, a->q + g * hd, sizeof(float) * (size_t)hd);
+    }
+    /* scores: heads two by two where AVX-512 shares each key load between them, the keys past
+     * the last 8 and any odd head as one head */
+    int g = 0;
+    for (; hd8 == hd && kern_cpu_has_avx512() && g + 2 <= a->group; g += 2) {
+        float *sa = a->scratch + (size_t)g * (size_t)n, *sb = sa + n;
+        const int done = scores_pair16(qh + g * hd, qh + (g + 1) * hd, a->k, a->stride, n, hd, sa, sb);
+        if (done < n) {
+            scores(qh + g * hd, a->k + (int64_t)done * a->stride, a->stride, n - done, hd, sa + done);
+            scores(qh + (g + 1) * hd, a->k + (int64_t)done * a->stride, a->stride, n - done, hd, sb + done);
+        }
+    }
+    for (; g < a->group; ++g) scores(qh + g * hd, a->k, a->stride, n, hd, a->scratch + (size_t)g * (size_t)n);
+    const __m256 sc = _mm256_set1_ps(a->scale);
+    for (g = 0; g < a->group; ++g) {
         float *s = a->scratch + (size_t)g * (size_t)n;
-        scores(qh, a->k, a->stride, n, hd, s);
         if (a->cap > 0) kern_softcap(s, n, a->cap);
-        const __m256 sc = _mm256_set1_ps(a->scale);
         int j = 0;
         for (; j + 8 <= n; j += 8) _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), sc));
         for (; j < n; ++j) s[j] *= a->scale;
-        softmax(s, n, a->f16, fast_exp);
+        softmax_exp(s, n, fast_exp);
+    }
+    for (g = 0; g < a->group; g += 4) {
+        const int rows = a->group - g < 4 ? a->group - g : 4;
+        double sums[4];
+        exp_sums4(a->scratch + (size_t)g * (size_t)n, n, rows, n, sums);
+        for (int r = 0; r < rows; ++r)
+            softmax_scale(a->scratch + (size_t)(g + r) * (size_t)n, n, (float)(1.0 / sums[r]), a->f16);
     }
     /* with AVX-512, the first hd16 dimensions 16 at a time: 4 heads x 64 dimensions per pass */
     const int64_t hd16 = kern_cpu_has_avx512() ? hd & ~(int64_t)15 : 0;
