@@ -526,19 +526,17 @@ void kern_unpack_wrow(const kern_wdesc *wd, const void *row, int64_t n, kern_wro
     }
 }
 
-/* A BF16 activation row (f: values already rounded to bf16, as kern_unpack_arow leaves them)
- * in VDPBF16PS pair order: for each whole 32 values from i, word 2j + 1 (the high half, added
+/* A BF16 activation row in VDPBF16PS pair order, each value rounded to bf16 as ggml rounds
+ * activations for a BF16 dot (f32_to_bf16; a value already bf16, as kern_unpack_arow leaves
+ * them, passes unchanged): for each whole 32 values from i, word 2j + 1 (the high half, added
  * first) is value i + j and word 2j is value i + 16 + j, so one instruction on lane j runs the
  * two FMAs lane j of the 16-lane chain runs on chunks i and i + 16 (dots.h). A last 16 (n % 32)
- * is left as it is: the kernel takes it from f. */
+ * is left as it is: the kernel takes it from the unpacked row. */
 void kern_act_bf16_pairs_ref(const float *f, int64_t n, uint16_t *h) {
     for (int64_t i = 0; i + 32 <= n; i += 32)
         for (int j = 0; j < 16; ++j) {
-            uint32_t hi, lo;
-            memcpy(&hi, &f[i + j], 4);
-            memcpy(&lo, &f[i + 16 + j], 4);
-            h[i + 2 * j] = (uint16_t)(lo >> 16);
-            h[i + 2 * j + 1] = (uint16_t)(hi >> 16);
+            h[i + 2 * j] = f32_to_bf16(f[i + 16 + j]);
+            h[i + 2 * j + 1] = f32_to_bf16(f[i + j]);
         }
 }
 

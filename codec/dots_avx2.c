@@ -1476,30 +1476,31 @@ AVX2 static void act_q8_legacy(const float *x, int64_t n, kern_arow *a, bool q8_
 }
 
 /* BF16: each value rounded as f32_to_bf16 (half to even; NaN made quiet) and widened back. */
-AVX2 static void act_bf16(const float *x, int64_t n, float *out) {
+/* f32_to_bf16 of 8 floats (the bits u), each in the top half of its lane, the low half 0 */
+AVX2 static AI __m256i bf16_top8(__m256i u) {
     const __m256i abs = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
     const __m256i r = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1), top = _mm256_set1_epi32((int)0xffff0000u);
+    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs), inf);
+    const __m256i rounded = _mm256_add_epi32(u, _mm256_add_epi32(r, _mm256_and_si256(_mm256_srli_epi32(u, 16), one)));
+    const __m256i quiet = _mm256_or_si256(u, _mm256_set1_epi32(64 << 16));
+    return _mm256_and_si256(_mm256_blendv_epi8(rounded, quiet, nan), top);
+}
+
+AVX2 static void act_bf16(const float *x, int64_t n, float *out) {
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256i u = _mm256_loadu_si256((const __m256i *)(x + i));
-        const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs), inf);
-        const __m256i rounded = _mm256_add_epi32(u, _mm256_add_epi32(r, _mm256_and_si256(_mm256_srli_epi32(u, 16), one)));
-        const __m256i quiet = _mm256_or_si256(u, _mm256_set1_epi32(64 << 16));
-        _mm256_storeu_si256((__m256i *)(out + i), _mm256_and_si256(_mm256_blendv_epi8(rounded, quiet, nan), top));
-    }
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_si256((__m256i *)(out + i), bf16_top8(_mm256_loadu_si256((const __m256i *)(x + i))));
     for (; i < n; ++i) out[i] = bf16_to_f32(f32_to_bf16(x[i]));
 }
 
-/* Lane j (32 bits) of each 8 holds word 2j (low half: the top half of value i + 16 + j) and
- * word 2j + 1 (high half: the top half of value i + j), as kern_act_bf16_pairs_ref writes them. */
+/* Lane j (32 bits) of each 8 holds word 2j (low half: value i + 16 + j as bf16) and word 2j + 1
+ * (high half: value i + j as bf16), as kern_act_bf16_pairs_ref writes them. */
 AVX2 bool kern_act_bf16_pairs_avx2(const float *f, int64_t n, uint16_t *h) {
-    const __m256i top = _mm256_set1_epi32((int)0xffff0000u);
     for (int64_t i = 0; i + 32 <= n; i += 32)
         for (int j = 0; j < 16; j += 8) {
-            const __m256i hi = _mm256_loadu_si256((const __m256i *)(f + i + j));
-            const __m256i lo = _mm256_loadu_si256((const __m256i *)(f + i + 16 + j));
-            _mm256_storeu_si256((__m256i *)(h + i + 2 * j),
-                                _mm256_or_si256(_mm256_and_si256(hi, top), _mm256_srli_epi32(lo, 16)));
+            const __m256i hi = bf16_top8(_mm256_loadu_si256((const __m256i *)(f + i + j)));
+            const __m256i lo = bf16_top8(_mm256_loadu_si256((const __m256i *)(f + i + 16 + j)));
+            _mm256_storeu_si256((__m256i *)(h + i + 2 * j), _mm256_or_si256(hi, _mm256_srli_epi32(lo, 16)));
         }
     return true;
 }

@@ -83,6 +83,10 @@ int kern_matmul_group(const kern_ctx *ctx, const kern_product *prods, int n_prod
     const bool in_place = avx2 && kern_float_rows_avx512_ok(W->type, n);
     const int row_tile = in_place ? FLOAT_ROW_TILE : ROW_TILE;
     const bool want_pairs = in_place && kern_float_rows_pairs(W->type, n);
+    /* and when the pairs serve every product alone (no odd last 16 values, no rows left to the
+     * unpacked tiles), each token goes straight to its pairs, with no unpacked row */
+    bool pairs_only = want_pairs && n % 32 == 0;
+    for (int i = 0; i < n_prods; ++i) pairs_only = pairs_only && prods[i].w->n_out % 4 == 0;
 
     /* All the call's memory in one block, each piece on 64-byte lines: the token rows, the
      * unpacked tokens, their pairs, and each thread's converted row, unpacked weight rows and
@@ -132,14 +136,16 @@ int kern_matmul_group(const kern_ctx *ctx, const kern_product *prods, int n_prod
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < n_tok; ++t) {
             kern_unpacked_carve(act_mem + ub * (size_t)t, n, NULL, &acts[t]);
+            if (pairs) acts[t].h = pairs + (size_t)n * (size_t)t;
+            if (pairs_only) {
+                kern_act_bf16_pairs(x + t * n, n, acts[t].h);
+                continue;
+            }
             if (!avx2 || !kern_act_unpack_avx2(wd, x + t * n, n, &acts[t])) {
                 kern_act_convert(W->type, x + t * n, raw, n);
                 kern_unpack_arow(wd->act_type, raw, n, &acts[t]);
             }
-            if (pairs) {
-                acts[t].h = pairs + (size_t)n * (size_t)t;
-                kern_act_bf16_pairs(acts[t].f, n, acts[t].h);
-            }
+            if (pairs) kern_act_bf16_pairs(acts[t].f, n, acts[t].h);
         }
         /* the barrier of the loop above: every token is ready */
 #pragma omp for schedule(dynamic, 1)

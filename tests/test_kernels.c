@@ -405,7 +405,7 @@ START_TEST(test_float_rows_in_place_bit_identical) {
 END_TEST
 
 /* kern_act_bf16_pairs: word 2j + 1 of each 32 is value j, word 2j value 16 + j (the high half
- * of each 32-bit lane goes first through VDPBF16PS); a last 16 is not written. Then the BF16
+ * of each 32-bit lane goes first through VDPBF16PS), each rounded to bf16; a last 16 is not written. Then the BF16
  * rows through VDPBF16PS give the 1x1 FMA chains' bits (check_float_rows_in_place). */
 START_TEST(test_bf16_pairs_bit_identical) {
     float f[80];
@@ -435,6 +435,16 @@ START_TEST(test_bf16_pairs_bit_identical) {
     kern_act_bf16_pairs_ref((const float *)bits, M, h_ref);
     kern_act_bf16_pairs((const float *)bits, M, h_fast);
     ck_assert(memcmp(h_ref, h_fast, sizeof(uint16_t) * M) == 0);
+    /* each word is its value rounded as ggml rounds an activation to bf16 (the pairs are made
+     * from the unrounded tokens where nothing else needs the unpacked row: kern_matmul) */
+    for (int i = 0; i + 32 <= M; i += 32)
+        for (int j = 0; j < 16; ++j) {
+            float first, second;
+            memcpy(&first, &bits[i + j], 4);
+            memcpy(&second, &bits[i + 16 + j], 4);
+            ck_assert_uint_eq(h_fast[i + 2 * j + 1], f32_to_bf16(first));
+            ck_assert_uint_eq(h_fast[i + 2 * j], f32_to_bf16(second));
+        }
     free(bits);
     free(h_ref);
     free(h_fast);
