@@ -187,6 +187,38 @@ AVX2 void attn_swiglu_avx2(float *x, const float *up, int64_t n) {
     }
 }
 
+/* kern_rope_ref's operations 8 lanes at a time, each with the same operands in the same order
+ * (multiply, then subtract or add: no FMA). NORM pairs (x[2i], x[2i+1]), four to a register:
+ * P = (x0 c, x0 s) and Q = (x1 s, x1 c) per pair, and VADDSUBPS gives x0 c - x1 s in the first
+ * lane and x0 s + x1 c in the second. NEOX halves x[i] and x[i + n_rot/2], 8 at a time. */
+AVX2 void attn_rope_avx2(float *x, int64_t n_rot, const float *cos_t, const float *sin_t, bool neox) {
+    const int64_t half = n_rot / 2;
+    int64_t i = 0;
+    if (neox) {
+        for (; i + 8 <= half; i += 8) {
+            const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + half);
+            const __m256 c = _mm256_loadu_ps(cos_t + i), s = _mm256_loadu_ps(sin_t + i);
+            _mm256_storeu_ps(x + i, _mm256_sub_ps(_mm256_mul_ps(x0, c), _mm256_mul_ps(x1, s)));
+            _mm256_storeu_ps(x + i + half, _mm256_add_ps(_mm256_mul_ps(x0, s), _mm256_mul_ps(x1, c)));
+        }
+    } else {
+        for (; i + 4 <= half; i += 4) {
+            const __m256 v = _mm256_loadu_ps(x + 2 * i);
+            const __m128 c = _mm_loadu_ps(cos_t + i), s = _mm_loadu_ps(sin_t + i);
+            const __m256 cs = _mm256_set_m128(_mm_unpackhi_ps(c, s), _mm_unpacklo_ps(c, s)); /* c0 s0 c1 s1 ... */
+            const __m256 sc = _mm256_set_m128(_mm_unpackhi_ps(s, c), _mm_unpacklo_ps(s, c)); /* s0 c0 s1 c1 ... */
+            const __m256 p = _mm256_mul_ps(_mm256_moveldup_ps(v), cs), q = _mm256_mul_ps(_mm256_movehdup_ps(v), sc);
+            _mm256_storeu_ps(x + 2 * i, _mm256_addsub_ps(p, q));
+        }
+    }
+    for (; i < half; ++i) {
+        const int64_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+        const float x0 = x[a], x1 = x[b];
+        x[a] = x0 * cos_t[i] - x1 * sin_t[i];
+        x[b] = x0 * sin_t[i] + x1 * cos_t[i];
+    }
+}
+
 /* The largest of x[0..n), n >= 1 (a max is exact in any order; with a NaN among x the caller's
  * sum of exps is NaN either way). */
 AVX2_FMA float attn_max_avx2(const float *x, int64_t n) {
@@ -586,6 +618,9 @@ void attn_exp_lanes(const float *x, float *out, int64_t n, int lanes) {
     attn_exp_avx2(x, out, n);
 }
 void attn_swiglu_avx2(float *x, const float *up, int64_t n) { kern_swiglu_ref(x, up, n); }
+void attn_rope_avx2(float *x, int64_t n_rot, const float *cos_t, const float *sin_t, bool neox) {
+    kern_rope_ref(x, n_rot, cos_t, sin_t, neox);
+}
 
 void attn_group_avx2(const attn_job *a) {
     const int64_t hd = a->hd;

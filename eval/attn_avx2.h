@@ -51,6 +51,9 @@ void attn_exp_lanes(const float *x, float *out, int64_t n, int lanes);
 /* kern_swiglu's fast path: its operations 8 lanes at a time, the exps through the vector exp.
  * The caller checks kern_have_avx2() and attn_fast_exp_ok() first. */
 void attn_swiglu_avx2(float *x, const float *up, int64_t n);
+/* kern_rope's fast path: kern_rope_ref's operations, 8 lanes at a time, the same bits. The
+ * caller checks kern_have_avx2() first. */
+void attn_rope_avx2(float *x, int64_t n_rot, const float *cos_t, const float *sin_t, bool neox);
 /* For log-softmax (perplexity.c): out[i] = expf(x[i] - sub), and the max of x[0..n) (n >= 1).
  * The caller checks kern_cpu_has_avx2() and attn_fast_exp_ok() first. */
 void attn_sub_exp_avx2(const float *x, float sub, float *out, int64_t n);

@@ -232,7 +232,7 @@ void kern_softmax(float *x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
-void kern_rope(float *x, int64_t n_rot, const float *cos_t, const float *sin_t, bool neox) {
+void kern_rope_ref(float *x, int64_t n_rot, const float *cos_t, const float *sin_t, bool neox) {
     const int64_t half = n_rot / 2;
     for (int64_t i = 0; i < half; ++i) {
         const int64_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
@@ -240,6 +240,11 @@ void kern_rope(float *x, int64_t n_rot, const float *cos_t, const float *sin_t, 
         x[a] = x0 * cos_t[i] - x1 * sin_t[i];
         x[b] = x0 * sin_t[i] + x1 * cos_t[i];
     }
+}
+
+void kern_rope(float *x, int64_t n_rot, const float *cos_t, const float *sin_t, bool neox) {
+    if (kern_have_avx2()) attn_rope_avx2(x, n_rot, cos_t, sin_t, neox);
+    else kern_rope_ref(x, n_rot, cos_t, sin_t, neox);
 }
 
 void kern_rope_table(float *cos_t, float *sin_t, int64_t pos, int64_t n_rot, float freq_base, float freq_scale) {

@@ -103,7 +103,10 @@ void kern_softmax(float *x, int64_t n);
 /* RoPE rotation of one head vector (head_dim values, the first n_rot rotated) at one
  * position, with cos/sin tables of n_rot/2 entries for that position.
  * neox == false: llama.cpp's NORM style, pairs (x[2i], x[2i+1]).
- * neox == true: NEOX style (qwen2), pairs (x[i], x[i + n_rot/2]). */
+ * neox == true: NEOX style (qwen2), pairs (x[i], x[i + n_rot/2]).
+ * kern_rope_ref one pair at a time; kern_rope the same bits, 8 lanes at a time when the CPU
+ * has AVX2 (attn_avx2.h). */
+void kern_rope_ref(float *x, int64_t n_rot, const float *cos_t, const float *sin_t, bool neox);
 void kern_rope(float *x, int64_t n_rot, const float *cos_t, const float *sin_t, bool neox);
 
 /* cos/sin table entries for one position, computed as ggml does: theta_i =

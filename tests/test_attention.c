@@ -244,6 +244,37 @@ START_TEST(test_group_vs_reference) {
 }
 END_TEST
 
+/* kern_rope (attn_rope_avx2) against kern_rope_ref bit for bit: both styles, rotated lengths
+ * around the 8-lane steps, a head longer than n_rot, random values with zeros of both signs,
+ * infinities, a subnormal and NaNs among them (a NaN result need only be a NaN). */
+START_TEST(test_rope_vs_reference) {
+    if (!kern_have_avx2()) SKIP_TEST("this CPU has no AVX2");
+    const int64_t rots[] = {2, 4, 6, 8, 10, 14, 16, 18, 24, 30, 32, 34, 64, 96, 128, 256};
+    const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 0x1p-130f, -3.0e38f};
+    enum { EXTRA = 6 };
+    for (size_t r = 0; r < sizeof rots / sizeof rots[0]; ++r)
+        for (int neox = 0; neox < 2; ++neox)
+            for (int rep = 0; rep < 4; ++rep) {
+                const int64_t n = rots[r], hd = n + EXTRA;
+                float x[256 + EXTRA], want[256 + EXTRA], c[128], sn[128];
+                for (int64_t i = 0; i < hd; ++i) x[i] = 4.0f * frand();
+                for (int64_t i = 0; i < n / 2; ++i) c[i] = frand(), sn[i] = frand();
+                if (rep == 3) /* a few special values in x and the tables */
+                    for (int k = 0; k < 7; ++k) {
+                        x[(k * 5 + 1) % hd] = special[k];
+                        c[(k * 3) % (n / 2)] = special[(k + 2) % 7];
+                    }
+                memcpy(want, x, sizeof(float) * (size_t)hd);
+                kern_rope_ref(want, n, c, sn, neox);
+                kern_rope(x, n, c, sn, neox);
+                for (int64_t i = 0; i < hd; ++i) /* a NaN's sign and payload are the compiler's choice in C */
+                    if (!(isnan(x[i]) && isnan(want[i])) && memcmp(&x[i], &want[i], sizeof(float)) != 0)
+                        ck_abort_msg("n_rot %lld neox %d rep %d: x[%lld] = %a, reference %a", (long long)n, neox, rep,
+                                     (long long)i, x[i], want[i]);
+            }
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("attention");
     TCase *tc = tcase_create("core");
@@ -252,6 +283,7 @@ int main(void) {
     tcase_add_test(tc, test_f16c_floats);
     tcase_add_test(tc, test_exp_vs_expf);
     tcase_add_test(tc, test_group_vs_reference);
+    tcase_add_test(tc, test_rope_vs_reference);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
