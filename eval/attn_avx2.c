@@ -315,55 +315,50 @@ AVX512 static inline void transpose8x2(__m512 r[8]) {
     r[7] = _mm512_permutex2var_ps(u3, hi, u7);
 }
 
-/* scores' arithmetic for 16 keys at a time (hd % 8 == 0): key c in the low half of acc[c],
- * key c + 8 in its high half, q in both. Returns the keys done (a multiple of 16). */
+/* scores' arithmetic on 16 lanes (hd % 8 == 0): register c holds, in each half, the 8 partial
+ * sums of one key and one query head, summed as the scalar dot adds them after an 8 x 8
+ * transpose in each half, so lane j of the result is key j's score in the low half and key
+ * j + 8's (or head b's key j) in the high half. Either two heads over 8 keys (pair: q = (qa,
+ * qb), each load of 8 key values broadcast to both halves) or one head over 16 keys (q in both
+ * halves, keys c and c + 8 of `row` in register c). */
+AVX512 static inline __attribute__((always_inline)) __m512 scores_block(const bool pair, const float *qa,
+                                                                        const float *qb, const float *row,
+                                                                        int64_t stride, int64_t hd) {
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int c = 0; c < 8; ++c) acc[c] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < hd; i += 8) {
+        const __m512 qv = pair ? _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(qa + i)), _mm256_loadu_ps(qb + i), 1)
+                               : _mm512_broadcast_f32x8(_mm256_loadu_ps(qa + i));
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; ++c) {
+            const __m256 lo = _mm256_loadu_ps(row + c * stride + i);
+            const __m512 kv = pair ? _mm512_broadcast_f32x8(lo)
+                                   : _mm512_insertf32x8(_mm512_castps256_ps512(lo), _mm256_loadu_ps(row + (c + 8) * stride + i), 1);
+            acc[c] = _mm512_add_ps(acc[c], _mm512_mul_ps(qv, kv));
+        }
+    }
+    transpose8x2(acc);
+    __m512 sum = _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int c = 0; c < 8; ++c) sum = _mm512_add_ps(sum, acc[c]);
+    return sum;
+}
+
+/* One head, 16 keys at a time. Returns the keys done (a multiple of 16). */
 AVX512 static int scores16(const float *q, const float *k, int64_t stride, int n, int64_t hd, float *s) {
     int j0 = 0;
-    for (; j0 + 16 <= n; j0 += 16) {
-        const float *row = k + (int64_t)j0 * stride;
-        __m512 acc[8];
-#pragma GCC unroll 8
-        for (int c = 0; c < 8; ++c) acc[c] = _mm512_setzero_ps();
-        for (int64_t i = 0; i < hd; i += 8) {
-            const __m512 qv = _mm512_broadcast_f32x8(_mm256_loadu_ps(q + i));
-#pragma GCC unroll 8
-            for (int c = 0; c < 8; ++c) {
-                const __m512 kv = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(row + c * stride + i)),
-                                                     _mm256_loadu_ps(row + (c + 8) * stride + i), 1);
-                acc[c] = _mm512_add_ps(acc[c], _mm512_mul_ps(qv, kv));
-            }
-        }
-        transpose8x2(acc);
-        __m512 sum = _mm512_setzero_ps();
-#pragma GCC unroll 8
-        for (int c = 0; c < 8; ++c) sum = _mm512_add_ps(sum, acc[c]);
-        _mm512_storeu_ps(s + j0, sum);
-    }
+    for (; j0 + 16 <= n; j0 += 16) _mm512_storeu_ps(s + j0, scores_block(false, q, q, k + (int64_t)j0 * stride, stride, hd));
     return j0;
 }
 
-/* scores16's arithmetic for two query heads that read the same keys (hd % 8 == 0), 8 keys at a
- * time: head a's partial sums of key c in the low half of acc[c], head b's in the high half, so
- * each load of 8 key values (broadcast to both halves) serves two heads and needs no insert.
- * Returns the keys done (a multiple of 8). */
+/* Two query heads that read the same keys, 8 keys at a time: each key load serves both and
+ * needs no insert. Returns the keys done (a multiple of 8). */
 AVX512 static int scores_pair16(const float *qa, const float *qb, const float *k, int64_t stride, int n, int64_t hd,
                                 float *sa, float *sb) {
     int j0 = 0;
     for (; j0 + 8 <= n; j0 += 8) {
-        const float *row = k + (int64_t)j0 * stride;
-        __m512 acc[8];
-#pragma GCC unroll 8
-        for (int c = 0; c < 8; ++c) acc[c] = _mm512_setzero_ps();
-        for (int64_t i = 0; i < hd; i += 8) {
-            const __m512 qv = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(qa + i)), _mm256_loadu_ps(qb + i), 1);
-#pragma GCC unroll 8
-            for (int c = 0; c < 8; ++c)
-                acc[c] = _mm512_add_ps(acc[c], _mm512_mul_ps(qv, _mm512_broadcast_f32x8(_mm256_loadu_ps(row + c * stride + i))));
-        }
-        transpose8x2(acc);
-        __m512 sum = _mm512_setzero_ps();
-#pragma GCC unroll 8
-        for (int c = 0; c < 8; ++c) sum = _mm512_add_ps(sum, acc[c]);
+        const __m512 sum = scores_block(true, qa, qb, k + (int64_t)j0 * stride, stride, hd);
         _mm256_storeu_ps(sa + j0, _mm512_castps512_ps256(sum));
         _mm256_storeu_ps(sb + j0, _mm512_extractf32x8_ps(sum, 1));
     }
