@@ -104,7 +104,7 @@ check-layers:
 # Warnings are errors with clang too: build everything with it when it is installed.
 check-clang:
 	@if command -v clang >/dev/null 2>&1; then \
-	    $(MAKE) --no-print-directory -s CC=clang BUILD=build-clang all $(TEST_BIN:$(BUILD)/%=build-clang/%) && \
+	    $(MAKE) --no-print-directory -s CC=clang BUILD=build-clang all $(TEST_BIN:$(BUILD)/%=build-clang/%) build-clang/bench_tile && \
 	    echo "clang: build clean with -Wall -Wextra -Werror"; \
 	else echo "SKIP clang build: clang is not installed"; fi
 
