@@ -1475,8 +1475,8 @@ AVX2 static void act_q8_legacy(const float *x, int64_t n, kern_arow *a, bool q8_
     }
 }
 
-/* BF16: each value rounded as f32_to_bf16 (half to even; NaN made quiet) and widened back. */
-/* f32_to_bf16 of 8 floats (the bits u), each in the top half of its lane, the low half 0 */
+/* f32_to_bf16 of 8 floats (the bits u: half to even, NaN made quiet), each in the top half of
+ * its lane, the low half 0 */
 AVX2 static AI __m256i bf16_top8(__m256i u) {
     const __m256i abs = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
     const __m256i r = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1), top = _mm256_set1_epi32((int)0xffff0000u);
@@ -1486,6 +1486,7 @@ AVX2 static AI __m256i bf16_top8(__m256i u) {
     return _mm256_and_si256(_mm256_blendv_epi8(rounded, quiet, nan), top);
 }
 
+/* BF16: each value rounded as f32_to_bf16 and widened back. */
 AVX2 static void act_bf16(const float *x, int64_t n, float *out) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
