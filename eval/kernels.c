@@ -242,8 +242,8 @@ void kern_rope_ref(float *x, int64_t n_rot, const float *cos_t, const float *sin
     }
 }
 
-void kern_rope(float *x, int64_t n_rot, const float *cos_t, const float *sin_t, bool neox) {
-    if (kern_have_avx2()) attn_rope_avx2(x, n_rot, cos_t, sin_t, neox);
+void kern_rope(kern_impl impl, float *x, int64_t n_rot, const float *cos_t, const float *sin_t, bool neox) {
+    if (kern_impl_resolve(impl) == KERN_AVX2) attn_rope_avx2(x, n_rot, cos_t, sin_t, neox);
     else kern_rope_ref(x, n_rot, cos_t, sin_t, neox);
 }
 
@@ -290,8 +290,8 @@ void kern_swiglu_ref(float *x, const float *up, int64_t n) {
 
 /* The same operations in vector lanes, the exps through attention's vector exp (which gives
  * expf's bits: attn_fast_exp_ok). */
-void kern_swiglu(float *x, const float *up, int64_t n) {
-    if (kern_have_avx2() && attn_fast_exp_ok()) attn_swiglu_avx2(x, up, n);
+void kern_swiglu(kern_impl impl, float *x, const float *up, int64_t n) {
+    if (kern_impl_resolve(impl) == KERN_AVX2 && attn_fast_exp_ok()) attn_swiglu_avx2(x, up, n);
     else kern_swiglu_ref(x, up, n);
 }
 

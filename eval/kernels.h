@@ -104,10 +104,10 @@ void kern_softmax(float *x, int64_t n);
  * position, with cos/sin tables of n_rot/2 entries for that position.
  * neox == false: llama.cpp's NORM style, pairs (x[2i], x[2i+1]).
  * neox == true: NEOX style (qwen2), pairs (x[i], x[i + n_rot/2]).
- * kern_rope_ref one pair at a time; kern_rope the same bits, 8 lanes at a time when the CPU
- * has AVX2 (attn_avx2.h). */
+ * kern_rope_ref one pair at a time; kern_rope the same bits, 8 lanes at a time when impl
+ * resolves to KERN_AVX2 on this CPU (kern_impl_resolve; attn_avx2.h), else kern_rope_ref. */
 void kern_rope_ref(float *x, int64_t n_rot, const float *cos_t, const float *sin_t, bool neox);
-void kern_rope(float *x, int64_t n_rot, const float *cos_t, const float *sin_t, bool neox);
+void kern_rope(kern_impl impl, float *x, int64_t n_rot, const float *cos_t, const float *sin_t, bool neox);
 
 /* cos/sin table entries for one position, computed as ggml does: theta_i =
  * freq_scale * pos * base^(-2i/n_rot), the power built up by repeated float products. */
@@ -126,9 +126,10 @@ void kern_layernorm(float *out, const float *x, const float *weight, const float
 
 /* x = silu(x) * up, the SwiGLU activation of the Llama FFN (silu(x) = x / (1 + e^-x)):
  * kern_swiglu_ref one value at a time with expf; kern_swiglu the same bits, its exps 8 at a
- * time when the CPU has AVX2 and the vector exp matches expf (attn_avx2.h). */
+ * time when impl resolves to KERN_AVX2 and the vector exp matches expf (attn_avx2.h), else
+ * kern_swiglu_ref. */
 void kern_swiglu_ref(float *x, const float *up, int64_t n);
-void kern_swiglu(float *x, const float *up, int64_t n);
+void kern_swiglu(kern_impl impl, float *x, const float *up, int64_t n);
 
 /* x = gelu(x), tanh approximation, as ggml's CPU backend computes it: for -10 < x < 10 the
  * input is rounded to fp16 and the result is looked up in an fp16 table (so rounded to fp16

@@ -529,16 +529,17 @@ static int attention_block(llm_context *ctx, int il, int n, int t0, int t1, int 
     float *kc = ctx->k_cache + ((size_t)il * slots + (size_t)pos0) * (size_t)kvd;
     float *vc = ctx->v_cache + ((size_t)il * slots + (size_t)pos0) * (size_t)kvd;
     const bool f16c = attn_fast(ctx); /* kern_have_avx2(): F16C too */
+    const kern_impl rope = f16c ? KERN_AVX2 : KERN_SCALAR; /* RoPE follows the attention's loops */
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
     for (int t = 0; t < n; ++t) {
         const size_t pos = (size_t)tok_pos(t, pos0, seq_len);
         const float *cs = cos_t + pos * half_rot, *sn = sin_t + pos * half_rot;
         float *q = ctx->q + (size_t)t * qd;
-        for (int64_t hh = 0; hh < c->n_head; ++hh) kern_rope(q + hh * hd, c->n_rot, cs, sn, lm->rope_neox);
+        for (int64_t hh = 0; hh < c->n_head; ++hh) kern_rope(rope, q + hh * hd, c->n_rot, cs, sn, lm->rope_neox);
         if (prescale)
             for (int64_t i = 0; i < qd; ++i) q[i] *= lm->attn_scale;
         for (int64_t hh = 0; hh < c->n_head_kv; ++hh)
-            kern_rope(ctx->k + (size_t)t * kvd + hh * hd, c->n_rot, cs, sn, lm->rope_neox);
+            kern_rope(rope, ctx->k + (size_t)t * kvd + hh * hd, c->n_rot, cs, sn, lm->rope_neox);
         /* into the cache, rounded to F16 as llama.cpp's F16 cache stores them (with F16C along
          * the AVX2 path: the same values) */
         if (ctx->f16_attention && f16c) {
@@ -582,7 +583,7 @@ static int ffn_block(llm_context *ctx, int il, int n, const float *in, float *ou
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
         for (int t = 0; t < n; ++t) {
             float *g = ctx->hb + (size_t)t * 2 * F;
-            kern_swiglu(g, g + F, F);
+            kern_swiglu(ctx->impl, g, g + F, F);
             memcpy(ctx->hb2 + (size_t)t * F, g, sizeof(float) * (size_t)F);
         }
         act = ctx->hb2;
@@ -594,7 +595,7 @@ static int ffn_block(llm_context *ctx, int il, int n, const float *in, float *ou
 #pragma omp parallel for num_threads(ctx->n_threads) schedule(static)
         for (int t = 0; t < n; ++t) {
             if (geglu) kern_geglu(ctx->hb + (size_t)t * F, ctx->hb2 + (size_t)t * F, F);
-            else kern_swiglu(ctx->hb + (size_t)t * F, ctx->hb2 + (size_t)t * F, F);
+            else kern_swiglu(ctx->impl, ctx->hb + (size_t)t * F, ctx->hb2 + (size_t)t * F, F);
         }
     }
     if (h->ffn_act && h->ffn_act(h->ud, il, act, n, F) != 0)

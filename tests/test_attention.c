@@ -266,7 +266,7 @@ START_TEST(test_rope_vs_reference) {
                     }
                 memcpy(want, x, sizeof(float) * (size_t)hd);
                 kern_rope_ref(want, n, c, sn, neox);
-                kern_rope(x, n, c, sn, neox);
+                kern_rope(KERN_AUTO, x, n, c, sn, neox);
                 for (int64_t i = 0; i < hd; ++i) /* a NaN's sign and payload are the compiler's choice in C */
                     if (!(isnan(x[i]) && isnan(want[i])) && memcmp(&x[i], &want[i], sizeof(float)) != 0)
                         ck_abort_msg("n_rot %lld neox %d rep %d: x[%lld] = %a, reference %a", (long long)n, neox, rep,

@@ -155,7 +155,7 @@ static void rope_case(bool neox) {
     rope_loss(&c);
     float *ref = malloc(hd * 4);
     memcpy(ref, c.x + (size_t)(7 * H + 1) * hd, hd * 4);
-    kern_rope(ref, rot, c.cs + (7 % T) * rot / 2, c.sn + (7 % T) * rot / 2, neox);
+    kern_rope(KERN_AUTO, ref, rot, c.cs + (7 % T) * rot / 2, c.sn + (7 % T) * rot / 2, neox);
     ck_assert(memcmp(ref, c.tmp + (size_t)(7 * H + 1) * hd, hd * 4) == 0);
     free(ref); free(c.x); free(c.tmp); free(c.cs); free(c.sn); free(c.r); free(dx);
 }

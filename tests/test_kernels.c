@@ -999,7 +999,7 @@ START_TEST(test_rope) {
             kern_rope_table(c, s, pos, n_rot, base, fscale);
             fill(x, hd, 1.f);
             memcpy(orig, x, sizeof x);
-            kern_rope(x, n_rot, c, s, neox);
+            kern_rope(KERN_AUTO, x, n_rot, c, s, neox);
             for (int64_t i = 0; i < n_rot / 2; ++i) {
                 const double theta = fscale * (double)pos * pow(base, -2.0 * (double)i / (double)n_rot);
                 ck_assert_double_le(fabs(c[i] - cos(theta)), 1e-4);
@@ -1018,7 +1018,7 @@ START_TEST(test_rope) {
     kern_rope_table(c, s, 0, 16, base, 1.f);
     fill(x, 16, 1.f);
     memcpy(orig, x, sizeof x);
-    kern_rope(x, 16, c, s, false);
+    kern_rope(KERN_AUTO, x, 16, c, s, false);
     ck_assert_mem_eq(x, orig, sizeof x);
 }
 END_TEST
@@ -1119,7 +1119,7 @@ START_TEST(test_swiglu_matches_ref) {
         memcpy(g1, g0, sizeof(float) * N);
         const int64_t n = N - (int64_t)(base >> 28); /* lengths N-15..N: the tail of each block */
         kern_swiglu_ref(g0, u, n);
-        kern_swiglu(g1, u, n);
+        kern_swiglu(KERN_AUTO, g1, u, n);
         for (int64_t i = 0; i < n; ++i) differ += !(memcmp(&g0[i], &g1[i], 4) == 0 || (isnan(g0[i]) && isnan(g1[i])));
     }
     ck_assert_int_eq(differ, 0);
@@ -1131,7 +1131,7 @@ END_TEST
 
 START_TEST(test_swiglu_and_rounding) {
     float g[4] = {-2.f, 0.f, 1.f, 30.f}, u[4] = {1.f, 5.f, 2.f, 0.5f};
-    kern_swiglu(g, u, 4);
+    kern_swiglu(KERN_AUTO, g, u, 4);
     ck_assert_double_le(fabs(g[0] - (-2.0 / (1 + exp(2.0)))), 1e-7);
     ck_assert_float_eq(g[1], 0.f);
     ck_assert_double_le(fabs(g[2] - 2.0 / (1 + exp(-1.0))), 1e-6);
