@@ -455,12 +455,17 @@ START_TEST(test_bf16_pairs_bit_identical) {
 END_TEST
 
 /* kern_matmul with the AVX2 loops is, bit for bit, the 1x1 AVX2 dot of each row and token, for
- * every type, batches of 1..9 tokens, row counts around the tiles, a row map, 1 or 2 threads. */
+ * every type, batches of 1..9 tokens, row counts around the tiles, a row map, 1 or 2 threads.
+ * On a CPU with AVX512_BF16, BF16 rows take each of kern_matmul's three ways there: n = 512 with
+ * 8 or 16 rows, the tokens' bf16 pairs made straight from x (pairs only); n = 512 with other row
+ * counts, the pairs beside the unpacked rows that the last 1-3 rows need; n = 528, an odd last
+ * 16 values, which the slices run as FMAs on the unpacked rows. */
 START_TEST(test_matmul_avx2_exact) {
     if (!kern_have_avx2()) SKIP_TEST("the CPU has no AVX2/FMA");
     enum { MAXR = 21, MAXT = 9 };
-    const int64_t n = 512;
+    for (int64_t n = 512; n <= 528; n += 16)
     for (int ti = 0; ti < N_WTYPES; ++ti) {
+        if (n % 32 && !kern_float_rows_avx512_ok(WTYPES[ti], n)) continue; /* 528: the float rows only */
         const int type = WTYPES[ti];
         const kern_wdesc *wd = kern_wdesc_get(type);
         wmat W = make_weights(type, MAXR, n);
@@ -485,8 +490,8 @@ START_TEST(test_matmul_avx2_exact) {
                 for (int t = 0; t < nt; ++t)
                     for (int r = 0; r < nr; ++r) {
                         const float want = kern_dot_unpacked(wd, true, n, &rows[use_map ? map[r] : r], &acts[t]);
-                        CK_ASSERT_QUIET(memcmp(&y[t * nr + r], &want, sizeof want) == 0, "%s rows %d tokens %d (%d, %d)",
-                                      type_name(type), nr, nt, r, t);
+                        CK_ASSERT_QUIET(memcmp(&y[t * nr + r], &want, sizeof want) == 0, "%s n %lld rows %d tokens %d (%d, %d)",
+                                      type_name(type), (long long)n, nr, nt, r, t);
                     }
             }
         free(mem);
