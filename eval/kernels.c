@@ -136,16 +136,15 @@ int kern_matmul_group(const kern_ctx *ctx, const kern_product *prods, int n_prod
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < n_tok; ++t) {
             kern_unpacked_carve(act_mem + ub * (size_t)t, n, NULL, &acts[t]);
-            if (pairs) acts[t].h = pairs + (size_t)n * (size_t)t;
-            if (pairs_only) {
+            if (pairs) { /* from the token itself: the pairs round it as the unpacked row does */
+                acts[t].h = pairs + (size_t)n * (size_t)t;
                 kern_act_bf16_pairs(x + t * n, n, acts[t].h);
-                continue;
             }
+            if (pairs_only) continue;
             if (!avx2 || !kern_act_unpack_avx2(wd, x + t * n, n, &acts[t])) {
                 kern_act_convert(W->type, x + t * n, raw, n);
                 kern_unpack_arow(wd->act_type, raw, n, &acts[t]);
             }
-            if (pairs) kern_act_bf16_pairs(acts[t].f, n, acts[t].h);
         }
         /* the barrier of the loop above: every token is ready */
 #pragma omp for schedule(dynamic, 1)
