@@ -463,40 +463,42 @@ END_TEST
 START_TEST(test_matmul_avx2_exact) {
     if (!kern_have_avx2()) SKIP_TEST("the CPU has no AVX2/FMA");
     enum { MAXR = 21, MAXT = 9 };
-    for (int64_t n = 512; n <= 528; n += 16)
-    for (int ti = 0; ti < N_WTYPES; ++ti) {
-        if (n % 32 && !kern_float_rows_avx512_ok(WTYPES[ti], n)) continue; /* 528: the float rows only */
-        const int type = WTYPES[ti];
-        const kern_wdesc *wd = kern_wdesc_get(type);
-        wmat W = make_weights(type, MAXR, n);
-        float *x = malloc(sizeof(float) * (size_t)(MAXT * n));
-        fill_tokens(x, MAXT, n);
-        kern_wrow rows[MAXR];
-        kern_arow acts[MAXT];
-        void *mem = unpack_all(wd, n, W.q, W.row_bytes, MAXR, rows, x, MAXT, acts);
-        int64_t map[MAXR];
-        for (int r = 0; r < MAXR; ++r) map[r] = (r * 5) % MAXR; /* 5 is coprime with 21 */
-        const int row_counts[] = {1, 2, 7, 8, 9, 16, 21};
-        for (int ri = 0; ri < (int)(sizeof row_counts / sizeof row_counts[0]); ++ri)
-            for (int nt = 1; nt <= MAXT; ++nt) {
-                const int nr = row_counts[ri];
-                const int use_map = (nr + nt) % 2;
-                kern_weight w = {.data = W.q, .type = type, .n_in = n, .n_out = nr, .row_bytes = W.row_bytes,
-                                 .row_map = use_map ? map : NULL};
-                float y[MAXT * MAXR];
-                slmc_err err = {0};
-                CK_ASSERT_QUIET(kern_matmul(&(kern_ctx){.impl = KERN_AVX2, .n_threads = 1 + nt % 2}, &w, x, nt, y, &err) == 0,
-                              "%s", err.msg);
-                for (int t = 0; t < nt; ++t)
-                    for (int r = 0; r < nr; ++r) {
-                        const float want = kern_dot_unpacked(wd, true, n, &rows[use_map ? map[r] : r], &acts[t]);
-                        CK_ASSERT_QUIET(memcmp(&y[t * nr + r], &want, sizeof want) == 0, "%s n %lld rows %d tokens %d (%d, %d)",
-                                      type_name(type), (long long)n, nr, nt, r, t);
-                    }
-            }
-        free(mem);
-        free(x);
-        free_wmat(&W);
+    for (int64_t n = 512; n <= 528; n += 16) {
+        for (int ti = 0; ti < N_WTYPES; ++ti) {
+            if (n % 32 && !kern_float_rows_avx512_ok(WTYPES[ti], n)) continue; /* 528: the float rows only */
+            const int type = WTYPES[ti];
+            const kern_wdesc *wd = kern_wdesc_get(type);
+            wmat W = make_weights(type, MAXR, n);
+            float *x = malloc(sizeof(float) * (size_t)(MAXT * n));
+            fill_tokens(x, MAXT, n);
+            kern_wrow rows[MAXR];
+            kern_arow acts[MAXT];
+            void *mem = unpack_all(wd, n, W.q, W.row_bytes, MAXR, rows, x, MAXT, acts);
+            int64_t map[MAXR];
+            for (int r = 0; r < MAXR; ++r) map[r] = (r * 5) % MAXR; /* 5 is coprime with 21 */
+            const int row_counts[] = {1, 2, 7, 8, 9, 16, 21};
+            for (int ri = 0; ri < (int)(sizeof row_counts / sizeof row_counts[0]); ++ri)
+                for (int nt = 1; nt <= MAXT; ++nt) {
+                    const int nr = row_counts[ri];
+                    const int use_map = (nr + nt) % 2;
+                    kern_weight w = {.data = W.q, .type = type, .n_in = n, .n_out = nr, .row_bytes = W.row_bytes,
+                                     .row_map = use_map ? map : NULL};
+                    float y[MAXT * MAXR];
+                    slmc_err err = {0};
+                    const kern_ctx ctx = {.impl = KERN_AVX2, .n_threads = 1 + nt % 2};
+                    CK_ASSERT_QUIET(kern_matmul(&ctx, &w, x, nt, y, &err) == 0, "%s", err.msg);
+                    for (int t = 0; t < nt; ++t)
+                        for (int r = 0; r < nr; ++r) {
+                            const float want = kern_dot_unpacked(wd, true, n, &rows[use_map ? map[r] : r], &acts[t]);
+                            CK_ASSERT_QUIET(memcmp(&y[t * nr + r], &want, sizeof want) == 0,
+                                            "%s n %lld rows %d tokens %d (%d, %d)", type_name(type), (long long)n, nr,
+                                            nt, r, t);
+                        }
+                }
+            free(mem);
+            free(x);
+            free_wmat(&W);
+        }
     }
 }
 END_TEST
