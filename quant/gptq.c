@@ -700,29 +700,27 @@ static int collect_layer(gptq_calib *c, int L, slmc_err *err) {
     slots_free(c);
     c->want_layer = L;
     const size_t len = layer_layout(c, L);
-    double *total = NULL;
     comm_sum sum;
     free(c->vec);
     c->vec = malloc(len * sizeof *c->vec);
-    total = malloc(len * sizeof *total);
     /* a failure following rank 0's earlier commands on this rank is reported now */
     int st = c->pending;
     if (st != 0 && err) *err = c->err_pending;
-    if (st == 0 && (!c->vec || !total)) st = slmc_fail(err, c->m->path, "out of memory for %zu Hessian values", len);
+    if (st == 0 && !c->vec) st = slmc_fail(err, c->m->path, "out of memory for %zu Hessian values", len);
     bool open = false;
     if (st == 0) {
         st = comm_sum_init(&sum, c->job, COMM_F64, len, c->n_chunks, err);
         open = st == 0;
     }
     if (st == 0) st = collect_chunks(c, L, len, &sum, err);
-    /* the tree over the chunks; then every rank holds the layer's sums. A failure of the
-     * communication itself is not agreed (it ends the job) */
+    /* the tree over the chunks; then every rank holds the layer's sums, in c->vec (the last
+     * chunk's statistics are no longer needed). The tree's vectors are freed before the slots
+     * take their copies. A failure of the communication itself is not agreed (it ends the job) */
     int rc = comm_agree(c->job, st, err);
     if (rc != 0) c->agreed_failure = true;
-    else if (comm_sum_finish(&sum, total, err) != 0) rc = -1;
-    else if ((rc = comm_agree(c->job, layer_unpack(c, total, err), err)) != 0) c->agreed_failure = true;
+    else if (comm_sum_finish(&sum, c->vec, err) != 0) rc = -1;
     if (open) comm_sum_free(&sum);
-    free(total);
+    if (rc == 0 && (rc = comm_agree(c->job, layer_unpack(c, c->vec, err), err)) != 0) c->agreed_failure = true;
     free(c->vec);
     c->vec = NULL;
     if (rc != 0) {
