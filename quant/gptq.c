@@ -306,6 +306,7 @@ int gptq_quantize(const gptq_factor *f, const float *w, int64_t rows, int64_t co
 
 /* The inputs of one transformer layer; weights that read the same input share a slot. */
 enum { SLOT_ATTN_IN, SLOT_ATTN_OUT, SLOT_FFN_IN, SLOT_FFN_DOWN, N_SLOTS };
+enum { SUM_UNITS = 8 }; /* the most units the chunks are summed in (the collection of one layer, below) */
 
 typedef struct calib_slot {
     gptq_hessian h;     /* sum over all chunks of x x^T of the input (h.h NULL when no token
@@ -334,8 +335,9 @@ struct gptq_calib {
     int32_t *tokens;        /* [n_chunks * n_ctx] calibration tokens */
     int n_chunks, n_ctx;
     const comm *job;        /* the ranks sharing the chunks (a job of one without mpirun) */
-    int64_t lo, hi;         /* this rank's chunks [lo, hi) */
-    double *vec;            /* during a collection: one chunk's statistics (see collect_layer) */
+    int64_t n_units;        /* the chunks are summed in min(n_chunks, SUM_UNITS) runs (unit_start) */
+    int64_t lo, hi;         /* this rank's units [lo, hi) */
+    double *vec;            /* during a collection: one unit's statistics (see collect_layer) */
     bool agreed_failure;    /* a collection failed on some rank and every rank knows it */
     int pending;            /* rank > 0: -1 when following rank 0 failed here (err_pending) */
     slmc_err err_pending;
@@ -539,7 +541,8 @@ int gptq_calib_open(gptq_calib **out, const model *m, const gptq_calib_opts *o, 
     for (int i = 0; i < nw; i++) c->orig[i] = *c->weights[i];
     c->info.chunks = c->n_chunks;
     c->info.n_ctx = c->n_ctx;
-    comm_share(c->job, c->n_chunks, c->job->rank, &c->lo, &c->hi);
+    c->n_units = c->n_chunks < SUM_UNITS ? c->n_chunks : SUM_UNITS;
+    comm_share(c->job, c->n_units, c->job->rank, &c->lo, &c->hi);
     *out = c;
     return 0;
 fail:
@@ -600,11 +603,17 @@ static int calib_hook(void *ud, const char *weight, int64_t tensor, int layer, c
 static void bind_written(gptq_calib *c, bool written);
 
 /* ---- the collection of one layer, shared among the ranks ----------------------------------
- * The chunks are the units of comm_sum (comm.h): each chunk's statistics are collected on their
- * own into one vector, and the vectors are joined by the fixed tree over the chunk index, so
- * the Hessians have the same bits for one process and for any number of ranks. The vector, per
- * slot of the layer: the packed upper triangle of the chunk's x x^T, with the fp target the
- * chunk's xf x^T [n][n], then every slot's token count (integers: exact in double).
+ * The units of comm_sum (comm.h) are runs of consecutive chunks, at most SUM_UNITS of them (one
+ * chunk each up to SUM_UNITS chunks; else n_chunks / SUM_UNITS or one more): each unit's
+ * statistics are collected into one vector, chunk after chunk, and the vectors are joined by
+ * the fixed tree over the unit index, so the Hessians have the same bits for one process and
+ * for any number of ranks. The vector, per slot of the layer: the packed upper triangle of the
+ * unit's x x^T, with the fp target the unit's xf x^T [n][n], then every slot's token count
+ * (integers: exact in double). A vector is a layer's Hessians, n^2 / 2 doubles per slot (with
+ * the fp target 3 n^2 / 2): 0.96 GB for a layer of Llama-3.2-1B with the fp target. Besides
+ * the one being collected, the tree keeps a vector per finished subtree it cannot join yet:
+ * up to 3 over 8 units, however many chunks there are (over the default 50 chunks themselves
+ * it kept up to 5). More than SUM_UNITS ranks leave the rest idle.
  *
  * Under mpirun rank 0 runs quantize_model and the other ranks follow it (gptq_calib_serve):
  * rank 0 sends each collection, each set of written rows (sequential mode) and each reset as a
@@ -640,32 +649,44 @@ static size_t layer_layout(gptq_calib *c, int L) {
     return len + N_SLOTS;
 }
 
-/* This rank's chunks up to layer L's last product, each chunk's statistics added to sum. */
+/* Chunk ch up to layer L's last product, its statistics added to c->vec. */
+static int collect_chunk(gptq_calib *c, int L, int64_t ch, slmc_err *err) {
+    memcpy(c->chunk, c->tokens + (size_t)ch * (size_t)c->n_ctx, (size_t)c->n_ctx * sizeof *c->chunk);
+    if (c->bos >= 0) c->chunk[0] = c->bos;
+    int rc = 0;
+    /* fp target: first the unquantized model (saves xf), then the quantized one */
+    for (int pass = c->fp_target ? 1 : 0; pass <= (c->fp_target ? 2 : 0) && rc == 0; pass++) {
+        c->pass = pass;
+        if (c->fp_target) bind_written(c, pass == 2);
+        if (pass == 1) /* a new chunk: the saved inputs start over */
+            for (int s = 0; s < N_SLOTS; s++) c->slots[s].xf_tokens = c->slots[s].xq_tokens = 0;
+        c->stopped = c->hook_failed = false;
+        slmc_err e2 = {{0}};
+        int erc = llm_eval(&c->ctx, c->chunk, c->n_ctx, 0, c->logits, &e2);
+        c->info.passes++;
+        if (c->hook_failed)
+            rc = slmc_fail(err, c->m->path, "GPTQ calibration of layer %d: out of memory or bad input shape", L);
+        else if (erc != 0 && !c->stopped) {
+            if (err) *err = e2;
+            rc = slmc_fail_prefix(err, c->m->path);
+        }
+    }
+    return rc;
+}
+
+/* The first chunk of unit u (unit n_units: n_chunks). */
+static int64_t unit_start(const gptq_calib *c, int64_t u) { return u * c->n_chunks / c->n_units; }
+
+/* This rank's units, each through its chunks up to layer L's last product, each unit's
+ * statistics added to sum. */
 static int collect_chunks(gptq_calib *c, int L, size_t len, comm_sum *sum, slmc_err *err) {
     llm_hooks hooks = {.ud = c, .matmul_input = calib_hook};
     llm_set_hooks(&c->ctx, &hooks);
     int rc = 0;
-    for (int64_t ch = c->lo; ch < c->hi && rc == 0; ch++) {
-        memcpy(c->chunk, c->tokens + (size_t)ch * (size_t)c->n_ctx, (size_t)c->n_ctx * sizeof *c->chunk);
-        if (c->bos >= 0) c->chunk[0] = c->bos;
+    for (int64_t u = c->lo; u < c->hi && rc == 0; u++) {
         memset(c->vec, 0, len * sizeof *c->vec);
-        /* fp target: first the unquantized model (saves xf), then the quantized one */
-        for (int pass = c->fp_target ? 1 : 0; pass <= (c->fp_target ? 2 : 0) && rc == 0; pass++) {
-            c->pass = pass;
-            if (c->fp_target) bind_written(c, pass == 2);
-            if (pass == 1) /* a new chunk: the saved inputs start over */
-                for (int s = 0; s < N_SLOTS; s++) c->slots[s].xf_tokens = c->slots[s].xq_tokens = 0;
-            c->stopped = c->hook_failed = false;
-            slmc_err e2 = {{0}};
-            int erc = llm_eval(&c->ctx, c->chunk, c->n_ctx, 0, c->logits, &e2);
-            c->info.passes++;
-            if (c->hook_failed)
-                rc = slmc_fail(err, c->m->path, "GPTQ calibration of layer %d: out of memory or bad input shape", L);
-            else if (erc != 0 && !c->stopped) {
-                if (err) *err = e2;
-                rc = slmc_fail_prefix(err, c->m->path);
-            }
-        }
+        for (int64_t ch = unit_start(c, u); ch < unit_start(c, u + 1) && rc == 0; ch++)
+            rc = collect_chunk(c, L, ch, err);
         if (rc == 0) rc = comm_sum_add(sum, c->vec, err);
     }
     c->pass = 0;
@@ -709,12 +730,12 @@ static int collect_layer(gptq_calib *c, int L, slmc_err *err) {
     if (st == 0 && !c->vec) st = slmc_fail(err, c->m->path, "out of memory for %zu Hessian values", len);
     bool open = false;
     if (st == 0) {
-        st = comm_sum_init(&sum, c->job, COMM_F64, len, c->n_chunks, err);
+        st = comm_sum_init(&sum, c->job, COMM_F64, len, c->n_units, err);
         open = st == 0;
     }
     if (st == 0) st = collect_chunks(c, L, len, &sum, err);
-    /* the tree over the chunks; then every rank holds the layer's sums, in c->vec (the last
-     * chunk's statistics are no longer needed). The tree's vectors are freed before the slots
+    /* the tree over the units; then every rank holds the layer's sums, in c->vec (the last
+     * unit's statistics are no longer needed). The tree's vectors are freed before the slots
      * take their copies. A failure of the communication itself is not agreed (it ends the job) */
     int rc = comm_agree(c->job, st, err);
     if (rc != 0) c->agreed_failure = true;

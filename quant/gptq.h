@@ -168,16 +168,18 @@ void gptq_calib_get_info(const gptq_calib *c, gptq_calib_info *info);
 quant_tensor_hook gptq_calib_hook(gptq_calib *c);
 
 /* ---------------------------------------------------------------- under mpirun
- * A layer's Hessians are sums over the calibration chunks: each chunk's x x^T (and xf x^T) is
- * collected on its own, and the chunks are joined by comm_sum's fixed tree over the chunk
- * index (comm.h), for one process as for N ranks: the same Hessians, the same bytes.
+ * A layer's Hessians are sums over the calibration chunks, taken in at most 8 units (runs of
+ * consecutive chunks, one chunk each up to 8): each unit's x x^T (and xf x^T) is collected
+ * chunk after chunk on its own, and the units are joined by comm_sum's fixed tree over the
+ * unit index (comm.h), for one process as for N ranks: the same Hessians, the same bytes.
  *
  * With several ranks (gptq_calib_opts.comm), every rank calls gptq_calib_open (each tokenizes
  * the text and evaluates only its share of the chunks). Rank 0 runs quantize_model with the
  * hook; every collection it needs, every set of written rows (sequential mode) and every
  * gptq_calib_reset is sent to the other ranks, which follow it in gptq_calib_serve until
- * rank 0 calls gptq_calib_release. Memory per rank: up to log2(chunks) + 3 copies of one
- * layer's packed Hessians (the tree's partial sums). */
+ * rank 0 calls gptq_calib_release. Memory per rank while a layer is collected: up to 4 copies
+ * of its statistics (the unit being collected and the tree's partial sums; docs/quantize.md,
+ * "GPTQ's memory"). More than 8 ranks leave the others idle. */
 
 /* Ranks > 0: follow rank 0's commands until it releases them. Returns 0, or -1 with the
  * agreed error (any rank's, "rank R: ...") on every rank. */
