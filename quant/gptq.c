@@ -1,6 +1,7 @@
 /* gptq.c - GPTQ onto ggml block types, and Hessians from a calibration text (see gptq.h). */
 #include "gptq.h"
 
+#include <immintrin.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include "eval/text.h"
 #include "eval/tokenizer.h"
 #include "formats/fileio.h"
+#include "codec/dots.h"
 #include "codec/quants.h"
 #include "codec/types.h"
 
@@ -112,20 +114,145 @@ static size_t packed_row(int64_t n, int64_t i) { return (size_t)(i * n - i * (i 
 
 size_t gptq_packed_len(int64_t n) { return (size_t)n * (size_t)(n + 1) / 2; }
 
-void gptq_packed_add(double *p, int64_t n, const float *x, int n_tokens) {
-    /* the additions of gptq_hessian_add, element by element: each row owned by one thread,
-     * tokens in order */
+/* ---- dst += a^T b, the sums behind every Hessian (gptq.h: gptq_gram_add) */
+
+/* Entry (i, j) of dst: row i of the packed upper triangle (j >= i), or of the full n x n. */
+static double *gram_row(double *dst, int64_t n, bool packed, int64_t i) {
+    return packed ? dst + packed_row(n, i) - i : dst + i * n;
+}
+
+/* The plain loop: each row owned by one thread, its entries adding the tokens in order. */
+static void gram_add_ref(double *dst, int64_t n, const float *a, const float *b, int n_tokens, bool packed) {
 #pragma omp parallel for schedule(dynamic, 8)
     for (int64_t i = 0; i < n; i++) {
-        double *pi = p + packed_row(n, i) - i; /* pi[j] is entry (i, j) */
+        double *di = gram_row(dst, n, packed, i);
         for (int t = 0; t < n_tokens; t++) {
-            const float *xt = x + (int64_t)t * n;
-            double xi = xt[i];
-            if (xi == 0) continue;
-            for (int64_t j = i; j < n; j++) pi[j] += xi * xt[j];
+            const double ai = a[(int64_t)t * n + i];
+            if (ai == 0) continue;
+            const float *bt = b + (int64_t)t * n;
+            for (int64_t j = packed ? i : 0; j < n; j++) di[j] += ai * bt[j];
         }
     }
 }
+
+/* The register tiles: GR rows x GC columns of dst stay in 16 registers while GT tokens pass,
+ * each token one FMA per 8 entries. a and b are first copied as doubles in panels of GC
+ * columns, token after token ([panel][token][GC]), so a tile reads both in order. Every entry
+ * still adds its tokens in order, and a float times a float is exact in double, so the FMA
+ * rounds as the plain loop's multiply and add. The plain loop skips a token whose a value is 0;
+ * with finite values that changes nothing (adding +-0 leaves a sum that is not -0 as it is,
+ * and a sum from zero is never -0), so the tiles run only when every value is finite. */
+enum { GR = 4, GC = 32, GT = 64 };
+
+#define GRAM_AVX512 __attribute__((target("avx512f,fma")))
+#define GRAM_UNROLL _Pragma("GCC unroll 16") /* every loop over the tile: it stays in registers */
+
+GRAM_AVX512 static void gram_tile(double *const rows[GR], int64_t c0, const double *ap, const double *bp, int t0,
+                                  int t1) {
+    __m512d acc[GR][GC / 8];
+    GRAM_UNROLL
+    for (int r = 0; r < GR; r++)
+        GRAM_UNROLL
+        for (int k = 0; k < GC / 8; k++) acc[r][k] = _mm512_loadu_pd(rows[r] + c0 + 8 * k);
+    for (int t = t0; t < t1; t++) {
+        __m512d bv[GC / 8];
+        GRAM_UNROLL
+        for (int k = 0; k < GC / 8; k++) bv[k] = _mm512_loadu_pd(bp + (int64_t)t * GC + 8 * k);
+        GRAM_UNROLL
+        for (int r = 0; r < GR; r++) {
+            const __m512d av = _mm512_set1_pd(ap[(int64_t)t * GC + r]);
+            GRAM_UNROLL
+            for (int k = 0; k < GC / 8; k++) acc[r][k] = _mm512_fmadd_pd(av, bv[k], acc[r][k]);
+        }
+    }
+    GRAM_UNROLL
+    for (int r = 0; r < GR; r++)
+        GRAM_UNROLL
+        for (int k = 0; k < GC / 8; k++) _mm512_storeu_pd(rows[r] + c0 + 8 * k, acc[r][k]);
+}
+
+/* x [T][n] -> xp [n / GC][T][GC] as doubles */
+static void gram_panels(const float *x, int64_t n, int T, double *xp) {
+    const int64_t np = n / GC;
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < np; p++)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < GC; c++) xp[(p * T + t) * GC + c] = x[(int64_t)t * n + p * GC + c];
+}
+
+static bool all_finite(const float *x, size_t n) {
+    bool ok = true;
+    for (size_t i = 0; i < n; i++) ok &= isfinite(x[i]) != 0;
+    return ok;
+}
+
+/* Entries (i, j) for i in [i0, i1), j in [j0, j1) (j >= i when packed), tokens [t0, t1): the
+ * plain loop's additions, for the edges the tiles leave. */
+static void gram_block_ref(double *dst, int64_t n, const float *a, const float *b, bool packed, int64_t i0,
+                           int64_t i1, int64_t j0, int64_t j1, int t0, int t1) {
+    for (int64_t i = i0; i < i1; i++) {
+        double *di = gram_row(dst, n, packed, i);
+        const int64_t js = packed && j0 < i ? i : j0;
+        for (int t = t0; t < t1; t++) {
+            const double ai = a[(int64_t)t * n + i];
+            if (ai == 0) continue;
+            const float *bt = b + (int64_t)t * n;
+            for (int64_t j = js; j < j1; j++) di[j] += ai * bt[j];
+        }
+    }
+}
+
+static bool gram_add_tiles(double *dst, int64_t n, const float *a, const float *b, int T, bool packed) {
+    const int64_t np = n / GC, nc = np * GC; /* panels; columns (and rows) they cover */
+    if (np == 0 || !kern_cpu_has_avx512() || !all_finite(a, (size_t)T * (size_t)n) ||
+        (b != a && !all_finite(b, (size_t)T * (size_t)n)))
+        return false;
+    double *bp = malloc(sizeof *bp * (size_t)T * (size_t)nc);
+    double *ap = b == a ? bp : malloc(sizeof *ap * (size_t)T * (size_t)nc);
+    if (!bp || !ap) {
+        free(bp);
+        if (ap != bp) free(ap);
+        return false;
+    }
+    gram_panels(b, n, T, bp);
+    if (ap != bp) gram_panels(a, n, T, ap);
+    /* one column panel per unit of work; with the triangle, the later panels have more rows */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t q = 0; q < np; q++) {
+        const int64_t p = packed ? np - 1 - q : q, c0 = p * GC;
+        const int64_t r_end = packed ? c0 + GC : nc; /* rows below have no entry here */
+        for (int t0 = 0; t0 < T; t0 += GT) {
+            const int t1 = T - t0 < GT ? T : t0 + GT;
+            for (int64_t r0 = 0; r0 < r_end; r0 += GR) {
+                if (packed && r0 + GR - 1 > c0) { /* the diagonal crosses the tile */
+                    gram_block_ref(dst, n, a, b, true, r0, r0 + GR, c0, c0 + GC, t0, t1);
+                    continue;
+                }
+                double *rows[GR];
+                for (int r = 0; r < GR; r++) rows[r] = gram_row(dst, n, packed, r0 + r);
+                gram_tile(rows, c0, ap + (r0 / GC) * (int64_t)T * GC + r0 % GC, bp + p * (int64_t)T * GC, t0, t1);
+            }
+        }
+    }
+    /* the edges: columns past the panels (every row), and rows past them (every column) */
+    if (nc < n) {
+#pragma omp parallel for schedule(dynamic, 8)
+        for (int64_t i = 0; i < n; i++)
+            gram_block_ref(dst, n, a, b, packed, i, i + 1, i < nc ? nc : 0, n, 0, T);
+    }
+    free(bp);
+    if (ap != bp) free(ap);
+    return true;
+}
+
+bool gptq_gram_add(double *dst, int64_t n, const float *a, const float *b, int n_tokens, bool packed, bool fast) {
+    if (n_tokens <= 0 || n <= 0) return false;
+    if (fast && gram_add_tiles(dst, n, a, b, n_tokens, packed)) return true;
+    gram_add_ref(dst, n, a, b, n_tokens, packed);
+    return false;
+}
+
+void gptq_packed_add(double *p, int64_t n, const float *x, int n_tokens) { gptq_gram_add(p, n, x, x, n_tokens, true, true); }
 
 void gptq_packed_unpack(const double *p, int64_t n, double *h) {
     for (int64_t i = 0; i < n; i++) {
@@ -558,17 +685,7 @@ bool gptq_calib_handles(const gptq_calib *c, uint64_t ti) {
 static int cross_add(calib_slot *s, double *cross, const float *x, int n_tokens) {
     const int64_t n = s->n;
     if (!s->xf || s->xq_tokens + n_tokens > s->xf_tokens) return -1;
-    const float *xf = s->xf + s->xq_tokens * n;
-#pragma omp parallel for schedule(dynamic, 8)
-    for (int64_t i = 0; i < n; i++) {
-        double *ci = cross + i * n;
-        for (int t = 0; t < n_tokens; t++) {
-            double a = xf[(int64_t)t * n + i];
-            if (a == 0) continue;
-            const float *xt = x + (int64_t)t * n;
-            for (int64_t j = 0; j < n; j++) ci[j] += a * xt[j];
-        }
-    }
+    gptq_gram_add(cross, n, s->xf + s->xq_tokens * n, x, n_tokens, false, true); /* xf^T x */
     s->xq_tokens += n_tokens;
     return 0;
 }

@@ -85,6 +85,13 @@ void gptq_hessian_add(gptq_hessian *hs, const float *x, int n_tokens);
 size_t gptq_packed_len(int64_t n);
 /* p += x^T x (upper triangle) for x [n_tokens][n], with the same additions as gptq_hessian_add. */
 void gptq_packed_add(double *p, int64_t n, const float *x, int n_tokens);
+/* dst += a^T b for a, b [n_tokens][n] (floats), in double: entry (i, j) adds a[t][i] b[t][j]
+ * for t in order, skipping the tokens whose a[t][i] is 0 (gptq_hessian_add's additions).
+ * packed: dst is the packed upper triangle (j >= i); else the full [n][n]. fast = false runs
+ * the plain loop (the reference); true, register tiles where the CPU has AVX-512 and every
+ * value is finite, with the same bits (tests/test_gptq.c). dst's entries must not be -0.
+ * Returns whether the tiles ran. */
+bool gptq_gram_add(double *dst, int64_t n, const float *a, const float *b, int n_tokens, bool packed, bool fast);
 /* h [n][n] = the packed upper triangle, zeros below the diagonal (as gptq_hessian_add leaves it). */
 void gptq_packed_unpack(const double *p, int64_t n, double *h);
 

@@ -10,6 +10,7 @@
 
 #include "formats/gguf.h"
 #include "formats/model.h"
+#include "codec/dots.h"
 #include "codec/types.h"
 #include "quant/gptq.h"
 #include "quant/plan.h"
@@ -201,6 +202,44 @@ START_TEST(hessian_is_xtx) {
             ck_assert_double_eq_tol(s, i == j ? 1.0 : 0.0, 1e-8);
         }
     layer_case_free(&lc);
+}
+END_TEST
+
+/* gptq_gram_add's register tiles give the plain loop's bits: packed triangle and full matrix,
+ * a = b and a != b, widths around the 32-column panels and token counts around the 64-token
+ * passes, a fifth of the values 0 or -0, and sums already under way in dst. With an infinity
+ * in the input the tiles stand aside and the plain loop runs. */
+START_TEST(gram_tiles_match_plain_loop) {
+    if (!kern_cpu_has_avx512()) SKIP_TEST("the CPU has no AVX-512: gptq_gram_add runs the plain loop only");
+    const int64_t widths[] = {31, 32, 37, 64, 100, 131};
+    const int tokens[] = {1, 5, 70};
+    for (int wi = 0; wi < 6; wi++)
+        for (int ti = 0; ti < 3; ti++)
+            for (int kind = 0; kind < 4; kind++) { /* packed a = b, full a = b, full a != b, with an inf */
+                const int64_t n = widths[wi];
+                const int T = tokens[ti];
+                const bool packed = kind == 0 || kind == 3;
+                float *a = malloc(sizeof *a * (size_t)(T * n)), *b = malloc(sizeof *b * (size_t)(T * n));
+                for (int64_t i = 0; i < T * n; i++) {
+                    const double u = urand();
+                    a[i] = u < 0.1 ? 0.0f : u < 0.2 ? -0.0f : (float)nrand();
+                    b[i] = (float)nrand();
+                }
+                if (kind == 3) a[(T / 2) * n + n / 3] = INFINITY;
+                const float *bb = kind == 2 ? b : a;
+                const size_t len = packed ? gptq_packed_len(n) : (size_t)(n * n);
+                double *fast = malloc(sizeof *fast * len), *ref = malloc(sizeof *ref * len);
+                for (size_t i = 0; i < len; i++) fast[i] = ref[i] = i % 3 ? nrand() : 0.0;
+                const bool tiles = gptq_gram_add(fast, n, a, bb, T, packed, true);
+                ck_assert_msg(!gptq_gram_add(ref, n, a, bb, T, packed, false), "the plain loop ran the tiles");
+                ck_assert_msg(tiles == (kind != 3 && n >= 32), "n %lld kind %d: tiles %d", (long long)n, kind, tiles);
+                ck_assert_msg(memcmp(fast, ref, sizeof *fast * len) == 0, "n %lld tokens %d kind %d: bits differ",
+                              (long long)n, T, kind);
+                free(a);
+                free(b);
+                free(fast);
+                free(ref);
+            }
 }
 END_TEST
 
@@ -651,6 +690,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, cholesky_matches_textbook);
     tcase_add_test(tc, spd_inverse_matches_gauss_jordan);
     tcase_add_test(tc, hessian_is_xtx);
+    tcase_add_test(tc, gram_tiles_match_plain_loop);
     tcase_add_test(tc, identity_hessian_gives_weighted_bytes);
     tcase_add_test(tc, gptq_beats_plain_and_weighted);
     tcase_add_test(tc, gptq_rejects_bad_shapes);
