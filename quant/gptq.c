@@ -121,18 +121,26 @@ static double *gram_row(double *dst, int64_t n, bool packed, int64_t i) {
     return packed ? dst + packed_row(n, i) - i : dst + i * n;
 }
 
-/* The plain loop: each row owned by one thread, its entries adding the tokens in order. */
-static void gram_add_ref(double *dst, int64_t n, const float *a, const float *b, int n_tokens, bool packed) {
-#pragma omp parallel for schedule(dynamic, 8)
-    for (int64_t i = 0; i < n; i++) {
+/* The plain loop: entries (i, j) for i in [i0, i1), j in [j0, j1) (j >= i when packed), each
+ * adding tokens [t0, t1) in order. */
+static void gram_block_ref(double *dst, int64_t n, const float *a, const float *b, bool packed, int64_t i0,
+                           int64_t i1, int64_t j0, int64_t j1, int t0, int t1) {
+    for (int64_t i = i0; i < i1; i++) {
         double *di = gram_row(dst, n, packed, i);
-        for (int t = 0; t < n_tokens; t++) {
+        const int64_t js = packed && j0 < i ? i : j0;
+        for (int t = t0; t < t1; t++) {
             const double ai = a[(int64_t)t * n + i];
             if (ai == 0) continue;
             const float *bt = b + (int64_t)t * n;
-            for (int64_t j = packed ? i : 0; j < n; j++) di[j] += ai * bt[j];
+            for (int64_t j = js; j < j1; j++) di[j] += ai * bt[j];
         }
     }
+}
+
+/* The reference: every row in the plain loop, each row owned by one thread. */
+static void gram_add_ref(double *dst, int64_t n, const float *a, const float *b, int n_tokens, bool packed) {
+#pragma omp parallel for schedule(dynamic, 8)
+    for (int64_t i = 0; i < n; i++) gram_block_ref(dst, n, a, b, packed, i, i + 1, 0, n, 0, n_tokens);
 }
 
 /* The register tiles: GR rows x GC columns of dst stay in 16 registers while GT tokens pass,
@@ -184,22 +192,6 @@ static bool all_finite(const float *x, size_t n) {
     bool ok = true;
     for (size_t i = 0; i < n; i++) ok &= isfinite(x[i]) != 0;
     return ok;
-}
-
-/* Entries (i, j) for i in [i0, i1), j in [j0, j1) (j >= i when packed), tokens [t0, t1): the
- * plain loop's additions, for the edges the tiles leave. */
-static void gram_block_ref(double *dst, int64_t n, const float *a, const float *b, bool packed, int64_t i0,
-                           int64_t i1, int64_t j0, int64_t j1, int t0, int t1) {
-    for (int64_t i = i0; i < i1; i++) {
-        double *di = gram_row(dst, n, packed, i);
-        const int64_t js = packed && j0 < i ? i : j0;
-        for (int t = t0; t < t1; t++) {
-            const double ai = a[(int64_t)t * n + i];
-            if (ai == 0) continue;
-            const float *bt = b + (int64_t)t * n;
-            for (int64_t j = js; j < j1; j++) di[j] += ai * bt[j];
-        }
-    }
 }
 
 static bool gram_add_tiles(double *dst, int64_t n, const float *a, const float *b, int T, bool packed) {
