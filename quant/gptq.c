@@ -52,7 +52,8 @@ int gptq_cholesky(double *a, int64_t n) {
     return 0;
 }
 
-int gptq_spd_inverse(double *a, int64_t n) {
+/* The reference: M = L^-1 column by column, then A^-1 = M^T M, one dot product at a time. */
+int gptq_spd_inverse_ref(double *a, int64_t n) {
     if (gptq_cholesky(a, n) != 0) return -1;
     /* M = L^-1 (lower triangular), column by column; then A^-1 = M^T M */
     double *m = calloc((size_t)(n * n), sizeof *m);
@@ -75,6 +76,88 @@ int gptq_spd_inverse(double *a, int64_t n) {
             a[j * n + i] = s;
         }
     free(m);
+    return 0;
+}
+
+/* The same sums, faster: M is kept transposed (mt, row j = column j of M), so every dot product
+ * reads two rows in order, and INV_B of them run together as independent chains sharing one of
+ * their two loads. Each entry still adds the reference's products in the reference's order:
+ * a chain that starts before its first product (the shared loop starts at the block's first
+ * index) only adds products with the zeros above M's diagonal, and +0 plus +-0 is +0, the
+ * value the reference's sum starts from. */
+enum { INV_B = 8 };
+#define INV_UNROLL _Pragma("GCC unroll 8") /* the INV_B chains stay in registers */
+
+/* mt = (L^-1)^T for the lower-triangular L in a; mt zeroed on entry. */
+static void lower_inverse_t(const double *a, int64_t n, double *mt) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t j0 = 0; j0 < n; j0 += INV_B) {
+        const bool whole = n - j0 >= INV_B;
+        const int64_t j1 = whole ? j0 + INV_B : n;
+        for (int64_t j = j0; j < j1; j++) mt[j * n + j] = 1.0 / a[j * n + j];
+        for (int64_t i = j0 + 1; i < n; i++) {
+            const double *ai = a + i * n;
+            if (i < j1 || !whole) { /* beside the diagonal: the block's columns left of i, one by one */
+                for (int64_t j = j0; j < j1 && j < i; j++) {
+                    const double *mj = mt + j * n;
+                    double s = 0;
+                    for (int64_t k = j; k < i; k++) s += ai[k] * mj[k];
+                    mt[j * n + i] = -s / ai[i];
+                }
+                continue;
+            }
+            double s[INV_B] = {0};
+            for (int64_t k = j0; k < i; k++) {
+                const double aik = ai[k];
+                INV_UNROLL
+                for (int b = 0; b < INV_B; b++) s[b] += aik * mt[(j0 + b) * n + k];
+            }
+            INV_UNROLL
+            for (int b = 0; b < INV_B; b++) mt[(j0 + b) * n + i] = -s[b] / ai[i];
+        }
+    }
+}
+
+/* a = M^T M from mt = M^T: a[i][j] = a[j][i] = sum over k >= j of mt[i][k] mt[j][k], j >= i. */
+static void rows_gram(const double *mt, int64_t n, double *a) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t i0 = 0; i0 < n; i0 += INV_B) {
+        const bool whole = n - i0 >= INV_B;
+        const int64_t i1 = whole ? i0 + INV_B : n;
+        for (int64_t j = i0; j < n; j++) {
+            const double *mj = mt + j * n;
+            if (j < i1 || !whole) { /* beside the diagonal: the block's rows up to j, one by one */
+                for (int64_t i = i0; i < i1 && i <= j; i++) {
+                    const double *mi = mt + i * n;
+                    double s = 0;
+                    for (int64_t k = j; k < n; k++) s += mi[k] * mj[k];
+                    a[i * n + j] = s;
+                    a[j * n + i] = s;
+                }
+                continue;
+            }
+            double s[INV_B] = {0};
+            for (int64_t k = j; k < n; k++) {
+                const double mjk = mj[k];
+                INV_UNROLL
+                for (int b = 0; b < INV_B; b++) s[b] += mt[(i0 + b) * n + k] * mjk;
+            }
+            INV_UNROLL
+            for (int b = 0; b < INV_B; b++) {
+                a[(i0 + b) * n + j] = s[b];
+                a[j * n + i0 + b] = s[b];
+            }
+        }
+    }
+}
+
+int gptq_spd_inverse(double *a, int64_t n) {
+    if (gptq_cholesky(a, n) != 0) return -1;
+    double *mt = calloc((size_t)(n * n), sizeof *mt);
+    if (!mt) return -1;
+    lower_inverse_t(a, n, mt);
+    rows_gram(mt, n, a);
+    free(mt);
     return 0;
 }
 

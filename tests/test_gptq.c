@@ -205,6 +205,31 @@ START_TEST(hessian_is_xtx) {
 }
 END_TEST
 
+/* gptq_spd_inverse's blocked chains give the plain loops' bits, across the 8-wide blocks and
+ * their partial last block, and the result is the inverse. */
+START_TEST(spd_inverse_matches_plain_loops) {
+    const int64_t sizes[] = {1, 2, 7, 8, 9, 16, 23, 64, 100, 131};
+    for (int si = 0; si < 10; si++) {
+        const int64_t n = sizes[si];
+        double *a = random_spd(n), *fast = malloc((size_t)(n * n) * sizeof *fast), *ref = malloc((size_t)(n * n) * sizeof *ref);
+        memcpy(fast, a, (size_t)(n * n) * sizeof *a);
+        memcpy(ref, a, (size_t)(n * n) * sizeof *a);
+        ck_assert_int_eq(gptq_spd_inverse(fast, n), 0);
+        ck_assert_int_eq(gptq_spd_inverse_ref(ref, n), 0);
+        ck_assert_msg(memcmp(fast, ref, (size_t)(n * n) * sizeof *fast) == 0, "n %lld: bits differ", (long long)n);
+        for (int64_t i = 0; i < n; i += 3) /* a a^-1 = I */
+            for (int64_t j = 0; j < n; j += 2) {
+                double s = 0;
+                for (int64_t k = 0; k < n; k++) s += a[i * n + k] * fast[k * n + j];
+                ck_assert_double_eq_tol(s, i == j ? 1.0 : 0.0, 1e-9);
+            }
+        free(a);
+        free(fast);
+        free(ref);
+    }
+}
+END_TEST
+
 /* gptq_gram_add's register tiles give the plain loop's bits: packed triangle and full matrix,
  * a = b and a != b, widths around the 32-column panels and token counts around the 64-token
  * passes, a fifth of the values 0 or -0, and sums already under way in dst. With an infinity
@@ -691,6 +716,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, spd_inverse_matches_gauss_jordan);
     tcase_add_test(tc, hessian_is_xtx);
     tcase_add_test(tc, gram_tiles_match_plain_loop);
+    tcase_add_test(tc, spd_inverse_matches_plain_loops);
     tcase_add_test(tc, identity_hessian_gives_weighted_bytes);
     tcase_add_test(tc, gptq_beats_plain_and_weighted);
     tcase_add_test(tc, gptq_rejects_bad_shapes);
