@@ -30,7 +30,8 @@ static double now_seconds(void) {
 
 /* ================================================================ linear algebra */
 
-int gptq_cholesky(double *a, int64_t n) {
+/* The reference: column after column, one dot product at a time. */
+int gptq_cholesky_ref(double *a, int64_t n) {
     for (int64_t j = 0; j < n; j++) {
         double *aj = a + j * n;
         double d = aj[j];
@@ -54,7 +55,7 @@ int gptq_cholesky(double *a, int64_t n) {
 
 /* The reference: M = L^-1 column by column, then A^-1 = M^T M, one dot product at a time. */
 int gptq_spd_inverse_ref(double *a, int64_t n) {
-    if (gptq_cholesky(a, n) != 0) return -1;
+    if (gptq_cholesky_ref(a, n) != 0) return -1;
     /* M = L^-1 (lower triangular), column by column; then A^-1 = M^T M */
     double *m = calloc((size_t)(n * n), sizeof *m);
     if (!m) return -1;
@@ -79,14 +80,66 @@ int gptq_spd_inverse_ref(double *a, int64_t n) {
     return 0;
 }
 
-/* The same sums, faster: M is kept transposed (mt, row j = column j of M), so every dot product
- * reads two rows in order, and INV_B of them run together as independent chains sharing one of
- * their two loads. Each entry still adds the reference's products in the reference's order:
- * a chain that starts before its first product (the shared loop starts at the block's first
- * index) only adds products with the zeros above M's diagonal, and +0 plus +-0 is +0, the
- * value the reference's sum starts from. */
+/* The faster loops: INV_B dot products at once, as independent chains that share one of their
+ * two loads, each entry adding the reference's products in the reference's order. Cholesky
+ * takes the columns INV_B at a time: first the block's own rows one entry at a time, then
+ * every row below, its INV_B entries together over the columns left of the block and one by
+ * one within it. The inverse keeps M transposed (mt, row j = column j of M), so every dot
+ * product reads two rows in order; a chain that starts before its first product (the shared
+ * loop starts at the block's first index) only adds products with the zeros above M's
+ * diagonal, and +0 plus +-0 is +0, the value the reference's sum starts from. */
 enum { INV_B = 8 };
 #define INV_UNROLL _Pragma("GCC unroll 8") /* the INV_B chains stay in registers */
+
+int gptq_cholesky(double *a, int64_t n) {
+    for (int64_t j0 = 0; j0 < n; j0 += INV_B) {
+        const bool whole = n - j0 >= INV_B;
+        const int64_t j1 = whole ? j0 + INV_B : n;
+        for (int64_t j = j0; j < j1; j++) { /* the block's rows */
+            double *aj = a + j * n;
+            double d = aj[j];
+            for (int64_t k = 0; k < j; k++) d -= aj[k] * aj[k];
+            if (!(d > 0) || !isfinite(d)) return -1;
+            aj[j] = sqrt(d);
+            for (int64_t i = j + 1; i < j1; i++) {
+                double *ai = a + i * n;
+                double s = ai[j];
+                for (int64_t k = 0; k < j; k++) s -= ai[k] * aj[k];
+                ai[j] = s / aj[j];
+            }
+        }
+        /* the rows below: each reads only itself and the block's rows, so rows are independent */
+#pragma omp parallel for schedule(static) if (n - j1 > 128)
+        for (int64_t i = j1; i < n; i++) {
+            double *ai = a + i * n;
+            if (!whole) {
+                for (int64_t j = j0; j < j1; j++) {
+                    const double *aj = a + j * n;
+                    double s = ai[j];
+                    for (int64_t k = 0; k < j; k++) s -= ai[k] * aj[k];
+                    ai[j] = s / aj[j];
+                }
+                continue;
+            }
+            double s[INV_B];
+            INV_UNROLL
+            for (int b = 0; b < INV_B; b++) s[b] = ai[j0 + b];
+            for (int64_t k = 0; k < j0; k++) {
+                const double aik = ai[k];
+                INV_UNROLL
+                for (int b = 0; b < INV_B; b++) s[b] -= aik * a[(j0 + b) * n + k];
+            }
+            for (int b = 0; b < INV_B; b++) {
+                const double *aj = a + (j0 + b) * n;
+                for (int64_t k = j0; k < j0 + b; k++) s[b] -= ai[k] * aj[k];
+                ai[j0 + b] = s[b] / aj[j0 + b];
+            }
+        }
+    }
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i + 1; j < n; j++) a[i * n + j] = 0;
+    return 0;
+}
 
 /* mt = (L^-1)^T for the lower-triangular L in a; mt zeroed on entry. */
 static void lower_inverse_t(const double *a, int64_t n, double *mt) {

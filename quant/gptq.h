@@ -64,9 +64,13 @@
  * triangle holds L with a = L L^T and the strict upper triangle is zero. -1 when a is not
  * positive definite (a pivot <= 0 or not finite). */
 int gptq_cholesky(double *a, int64_t n);
+/* The same with the plain loops, one dot product at a time: the reference gptq_cholesky and
+ * gptq_spd_inverse are tested against, bit for bit. */
+int gptq_cholesky_ref(double *a, int64_t n);
 /* In place inverse of the symmetric positive definite a (through its Cholesky factor L:
- * M = L^-1, a^-1 = M^T M). gptq_spd_inverse_ref is the plain loops, one dot product at a time;
- * gptq_spd_inverse gives the same bits with the sums laid out for the cache. */
+ * M = L^-1, a^-1 = M^T M). gptq_spd_inverse_ref is the plain loops, one dot product at a time
+ * (after gptq_cholesky_ref); gptq_spd_inverse gives the same bits with the sums laid out for
+ * the cache. */
 int gptq_spd_inverse(double *a, int64_t n);
 int gptq_spd_inverse_ref(double *a, int64_t n);
 
