@@ -998,6 +998,8 @@ static int collect_layer(gptq_calib *c, int L, slmc_err *err) {
     return 0;
 }
 
+enum { CORR_R = 8, CORR_J = 512 }; /* rows, and columns of them, the corrections carry together */
+
 /* corr = (cross - H)(H + lambda I)^-1 with lambda = ridge * mean(diag H):
  * for inputs x (quantized model) and xf (unquantized), w* = w + w corr = w cross (H + lambda I)^-1
  * minimises sum_t (w xf_t - w* x_t)^2 + lambda ||w* - w||^2: the weights that best reproduce
@@ -1023,38 +1025,55 @@ static int slot_correction(calib_slot *s, double ridge) {
         free(hinv);
         return 0;
     }
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        double *ci = s->corr + i * n;
-        for (int64_t j = 0; j < n; j++) ci[j] = 0;
-        for (int64_t k = 0; k < n; k++) {
-            double d = s->cross[i * n + k] - h[i * n + k];
-            if (d == 0) continue;
-            const double *hk = hinv + k * n;
-            for (int64_t j = 0; j < n; j++) ci[j] += d * hk[j];
+    /* row i of corr: the rows of hinv added in order, weighted by row i of cross - H. CORR_R rows
+     * at a time and CORR_J columns of them at a time, so hinv streams from memory once per
+     * CORR_R rows and their sums stay in cache; every entry adds the same terms in the same
+     * order as row by row. */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t i0 = 0; i0 < n; i0 += CORR_R) {
+        const int64_t i1 = n - i0 < CORR_R ? n : i0 + CORR_R;
+        for (int64_t i = i0; i < i1; i++) memset(s->corr + i * n, 0, (size_t)n * sizeof *s->corr);
+        for (int64_t j0 = 0; j0 < n; j0 += CORR_J) {
+            const int64_t j1 = n - j0 < CORR_J ? n : j0 + CORR_J;
+            for (int64_t k = 0; k < n; k++) {
+                const double *hk = hinv + k * n;
+                for (int64_t i = i0; i < i1; i++) {
+                    const double d = s->cross[i * n + k] - h[i * n + k];
+                    if (d == 0) continue;
+                    double *ci = s->corr + i * n;
+                    for (int64_t j = j0; j < j1; j++) ci[j] += d * hk[j];
+                }
+            }
         }
     }
     free(hinv);
     return 0;
 }
 
-/* wt = w + w corr, row by row. */
+/* wt = w + w corr: each row starts as w's row and adds the rows of corr in order, weighted by
+ * w's row; CORR_R rows and CORR_J columns at a time, as in slot_correction. */
 static void apply_correction(const double *corr, const float *w, int64_t rows, int64_t cols, float *wt) {
 #pragma omp parallel
     {
-        double *acc = malloc((size_t)cols * sizeof *acc);
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; r++) {
-            const float *wr = w + r * cols;
-            if (!acc) { memcpy(wt + r * cols, wr, (size_t)cols * sizeof *wt); continue; }
-            for (int64_t j = 0; j < cols; j++) acc[j] = wr[j];
-            for (int64_t k = 0; k < cols; k++) {
-                double a = wr[k];
-                if (a == 0) continue;
-                const double *ck = corr + k * cols;
-                for (int64_t j = 0; j < cols; j++) acc[j] += a * ck[j];
+        double *acc = malloc((size_t)CORR_R * (size_t)cols * sizeof *acc);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t r0 = 0; r0 < rows; r0 += CORR_R) {
+            const int64_t nr = rows - r0 < CORR_R ? rows - r0 : CORR_R;
+            if (!acc) { memcpy(wt + r0 * cols, w + r0 * cols, (size_t)(nr * cols) * sizeof *wt); continue; }
+            for (int64_t j = 0; j < nr * cols; j++) acc[j] = w[r0 * cols + j];
+            for (int64_t j0 = 0; j0 < cols; j0 += CORR_J) {
+                const int64_t j1 = cols - j0 < CORR_J ? cols : j0 + CORR_J;
+                for (int64_t k = 0; k < cols; k++) {
+                    const double *ck = corr + k * cols;
+                    for (int64_t r = 0; r < nr; r++) {
+                        const double a = w[(r0 + r) * cols + k];
+                        if (a == 0) continue;
+                        double *ar = acc + r * cols;
+                        for (int64_t j = j0; j < j1; j++) ar[j] += a * ck[j];
+                    }
+                }
             }
-            for (int64_t j = 0; j < cols; j++) wt[r * cols + j] = (float)acc[j];
+            for (int64_t j = 0; j < nr * cols; j++) wt[r0 * cols + j] = (float)acc[j];
         }
         free(acc);
     }
