@@ -998,6 +998,24 @@ static int collect_layer(gptq_calib *c, int L, slmc_err *err) {
     return 0;
 }
 
+/* y[j] += a x[j], j in [0, n): each element its own multiply and add (no FMA), so eight at a
+ * time with AVX-512 give the bits of one at a time. */
+__attribute__((target("avx512f"))) static void axpy_avx512(double *y, double a, const double *x, int64_t n) {
+    const __m512d av = _mm512_set1_pd(a);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        _mm512_storeu_pd(y + j, _mm512_add_pd(_mm512_loadu_pd(y + j), _mm512_mul_pd(av, _mm512_loadu_pd(x + j))));
+    for (; j < n; j++) y[j] += a * x[j];
+}
+
+static void axpy(double *y, double a, const double *x, int64_t n) {
+    if (kern_cpu_has_avx512()) {
+        axpy_avx512(y, a, x, n);
+        return;
+    }
+    for (int64_t j = 0; j < n; j++) y[j] += a * x[j];
+}
+
 enum { CORR_R = 8, CORR_J = 512 }; /* rows, and columns of them, the corrections carry together */
 
 /* corr = (cross - H)(H + lambda I)^-1 with lambda = ridge * mean(diag H):
@@ -1040,8 +1058,7 @@ static int slot_correction(calib_slot *s, double ridge) {
                 for (int64_t i = i0; i < i1; i++) {
                     const double d = s->cross[i * n + k] - h[i * n + k];
                     if (d == 0) continue;
-                    double *ci = s->corr + i * n;
-                    for (int64_t j = j0; j < j1; j++) ci[j] += d * hk[j];
+                    axpy(s->corr + i * n + j0, d, hk + j0, j1 - j0);
                 }
             }
         }
@@ -1068,8 +1085,7 @@ static void apply_correction(const double *corr, const float *w, int64_t rows, i
                     for (int64_t r = 0; r < nr; r++) {
                         const double a = w[(r0 + r) * cols + k];
                         if (a == 0) continue;
-                        double *ar = acc + r * cols;
-                        for (int64_t j = j0; j < j1; j++) ar[j] += a * ck[j];
+                        axpy(acc + r * cols + j0, a, ck + j0, j1 - j0);
                     }
                 }
             }
