@@ -30,12 +30,24 @@ static double now_seconds(void) {
 
 /* ================================================================ linear algebra */
 
+/* s - sum of x[k] y[k] over k in [k0, k1), subtracted in order: a Cholesky entry. */
+static double sub_dot(double s, const double *x, const double *y, int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; k++) s -= x[k] * y[k];
+    return s;
+}
+
+/* x[k] y[k] over k in [k0, k1), added in order from 0: an entry of L^-1 or of M^T M. */
+static double dot(const double *x, const double *y, int64_t k0, int64_t k1) {
+    double s = 0;
+    for (int64_t k = k0; k < k1; k++) s += x[k] * y[k];
+    return s;
+}
+
 /* The reference: column after column, one dot product at a time. */
 int gptq_cholesky_ref(double *a, int64_t n) {
     for (int64_t j = 0; j < n; j++) {
         double *aj = a + j * n;
-        double d = aj[j];
-        for (int64_t k = 0; k < j; k++) d -= aj[k] * aj[k];
+        const double d = sub_dot(aj[j], aj, aj, 0, j);
         if (!(d > 0) || !isfinite(d)) return -1;
         double ljj = sqrt(d);
         aj[j] = ljj;
@@ -43,9 +55,7 @@ int gptq_cholesky_ref(double *a, int64_t n) {
 #pragma omp parallel for schedule(static) if (n - j > 128)
         for (int64_t i = j + 1; i < n; i++) {
             double *ai = a + i * n;
-            double s = ai[j];
-            for (int64_t k = 0; k < j; k++) s -= ai[k] * aj[k];
-            ai[j] = s / ljj;
+            ai[j] = sub_dot(ai[j], ai, aj, 0, j) / ljj;
         }
     }
     for (int64_t i = 0; i < n; i++)
@@ -97,15 +107,12 @@ int gptq_cholesky(double *a, int64_t n) {
         const int64_t j1 = whole ? j0 + INV_B : n;
         for (int64_t j = j0; j < j1; j++) { /* the block's rows */
             double *aj = a + j * n;
-            double d = aj[j];
-            for (int64_t k = 0; k < j; k++) d -= aj[k] * aj[k];
+            const double d = sub_dot(aj[j], aj, aj, 0, j);
             if (!(d > 0) || !isfinite(d)) return -1;
             aj[j] = sqrt(d);
             for (int64_t i = j + 1; i < j1; i++) {
                 double *ai = a + i * n;
-                double s = ai[j];
-                for (int64_t k = 0; k < j; k++) s -= ai[k] * aj[k];
-                ai[j] = s / aj[j];
+                ai[j] = sub_dot(ai[j], ai, aj, 0, j) / aj[j];
             }
         }
         /* the rows below: each reads only itself and the block's rows, so rows are independent */
@@ -113,12 +120,7 @@ int gptq_cholesky(double *a, int64_t n) {
         for (int64_t i = j1; i < n; i++) {
             double *ai = a + i * n;
             if (!whole) {
-                for (int64_t j = j0; j < j1; j++) {
-                    const double *aj = a + j * n;
-                    double s = ai[j];
-                    for (int64_t k = 0; k < j; k++) s -= ai[k] * aj[k];
-                    ai[j] = s / aj[j];
-                }
+                for (int64_t j = j0; j < j1; j++) ai[j] = sub_dot(ai[j], ai, a + j * n, 0, j) / a[j * n + j];
                 continue;
             }
             double s[INV_B];
@@ -131,8 +133,7 @@ int gptq_cholesky(double *a, int64_t n) {
             }
             for (int b = 0; b < INV_B; b++) {
                 const double *aj = a + (j0 + b) * n;
-                for (int64_t k = j0; k < j0 + b; k++) s[b] -= ai[k] * aj[k];
-                ai[j0 + b] = s[b] / aj[j0 + b];
+                ai[j0 + b] = sub_dot(s[b], ai, aj, j0, j0 + b) / aj[j0 + b];
             }
         }
     }
@@ -151,12 +152,7 @@ static void lower_inverse_t(const double *a, int64_t n, double *mt) {
         for (int64_t i = j0 + 1; i < n; i++) {
             const double *ai = a + i * n;
             if (i < j1 || !whole) { /* beside the diagonal: the block's columns left of i, one by one */
-                for (int64_t j = j0; j < j1 && j < i; j++) {
-                    const double *mj = mt + j * n;
-                    double s = 0;
-                    for (int64_t k = j; k < i; k++) s += ai[k] * mj[k];
-                    mt[j * n + i] = -s / ai[i];
-                }
+                for (int64_t j = j0; j < j1 && j < i; j++) mt[j * n + i] = -dot(ai, mt + j * n, j, i) / ai[i];
                 continue;
             }
             double s[INV_B] = {0};
@@ -180,13 +176,7 @@ static void rows_gram(const double *mt, int64_t n, double *a) {
         for (int64_t j = i0; j < n; j++) {
             const double *mj = mt + j * n;
             if (j < i1 || !whole) { /* beside the diagonal: the block's rows up to j, one by one */
-                for (int64_t i = i0; i < i1 && i <= j; i++) {
-                    const double *mi = mt + i * n;
-                    double s = 0;
-                    for (int64_t k = j; k < n; k++) s += mi[k] * mj[k];
-                    a[i * n + j] = s;
-                    a[j * n + i] = s;
-                }
+                for (int64_t i = i0; i < i1 && i <= j; i++) a[i * n + j] = a[j * n + i] = dot(mt + i * n, mj, j, n);
                 continue;
             }
             double s[INV_B] = {0};
@@ -380,7 +370,9 @@ bool gptq_gram_add(double *dst, int64_t n, const float *a, const float *b, int n
     return false;
 }
 
-void gptq_packed_add(double *p, int64_t n, const float *x, int n_tokens) { gptq_gram_add(p, n, x, x, n_tokens, true, true); }
+void gptq_packed_add(double *p, int64_t n, const float *x, int n_tokens) {
+    gptq_gram_add(p, n, x, x, n_tokens, true, true);
+}
 
 void gptq_packed_unpack(const double *p, int64_t n, double *h) {
     for (int64_t i = 0; i < n; i++) {
@@ -1008,8 +1000,9 @@ __attribute__((target("avx512f"))) static void axpy_avx512(double *y, double a, 
     for (; j < n; j++) y[j] += a * x[j];
 }
 
-static void axpy(double *y, double a, const double *x, int64_t n) {
-    if (kern_cpu_has_avx512()) {
+/* avx512: kern_cpu_has_avx512(), asked once by the caller, not for every row it adds */
+static void axpy(double *y, double a, const double *x, int64_t n, bool avx512) {
+    if (avx512) {
         axpy_avx512(y, a, x, n);
         return;
     }
@@ -1047,6 +1040,7 @@ static int slot_correction(calib_slot *s, double ridge) {
      * at a time and CORR_J columns of them at a time, so hinv streams from memory once per
      * CORR_R rows and their sums stay in cache; every entry adds the same terms in the same
      * order as row by row. */
+    const bool avx512 = kern_cpu_has_avx512();
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t i0 = 0; i0 < n; i0 += CORR_R) {
         const int64_t i1 = n - i0 < CORR_R ? n : i0 + CORR_R;
@@ -1058,7 +1052,7 @@ static int slot_correction(calib_slot *s, double ridge) {
                 for (int64_t i = i0; i < i1; i++) {
                     const double d = s->cross[i * n + k] - h[i * n + k];
                     if (d == 0) continue;
-                    axpy(s->corr + i * n + j0, d, hk + j0, j1 - j0);
+                    axpy(s->corr + i * n + j0, d, hk + j0, j1 - j0, avx512);
                 }
             }
         }
@@ -1070,6 +1064,7 @@ static int slot_correction(calib_slot *s, double ridge) {
 /* wt = w + w corr: each row starts as w's row and adds the rows of corr in order, weighted by
  * w's row; CORR_R rows and CORR_J columns at a time, as in slot_correction. */
 static void apply_correction(const double *corr, const float *w, int64_t rows, int64_t cols, float *wt) {
+    const bool avx512 = kern_cpu_has_avx512();
 #pragma omp parallel
     {
         double *acc = malloc((size_t)CORR_R * (size_t)cols * sizeof *acc);
@@ -1085,7 +1080,7 @@ static void apply_correction(const double *corr, const float *w, int64_t rows, i
                     for (int64_t r = 0; r < nr; r++) {
                         const double a = w[(r0 + r) * cols + k];
                         if (a == 0) continue;
-                        axpy(acc + r * cols + j0, a, ck + j0, j1 - j0);
+                        axpy(acc + r * cols + j0, a, ck + j0, j1 - j0, avx512);
                     }
                 }
             }

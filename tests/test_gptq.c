@@ -211,17 +211,20 @@ START_TEST(spd_inverse_matches_plain_loops) {
     const int64_t sizes[] = {1, 2, 7, 8, 9, 16, 23, 64, 100, 131};
     for (int si = 0; si < 10; si++) {
         const int64_t n = sizes[si];
-        double *a = random_spd(n), *fast = malloc((size_t)(n * n) * sizeof *fast), *ref = malloc((size_t)(n * n) * sizeof *ref);
+        double *a = random_spd(n);
+        double *fast = malloc((size_t)(n * n) * sizeof *fast), *ref = malloc((size_t)(n * n) * sizeof *ref);
         memcpy(fast, a, (size_t)(n * n) * sizeof *a);
         memcpy(ref, a, (size_t)(n * n) * sizeof *a);
         ck_assert_int_eq(gptq_cholesky(fast, n), 0);
         ck_assert_int_eq(gptq_cholesky_ref(ref, n), 0);
-        ck_assert_msg(memcmp(fast, ref, (size_t)(n * n) * sizeof *fast) == 0, "n %lld: Cholesky bits differ", (long long)n);
+        ck_assert_msg(memcmp(fast, ref, (size_t)(n * n) * sizeof *fast) == 0, "n %lld: Cholesky bits differ",
+                      (long long)n);
         memcpy(fast, a, (size_t)(n * n) * sizeof *a);
         memcpy(ref, a, (size_t)(n * n) * sizeof *a);
         ck_assert_int_eq(gptq_spd_inverse(fast, n), 0);
         ck_assert_int_eq(gptq_spd_inverse_ref(ref, n), 0);
-        ck_assert_msg(memcmp(fast, ref, (size_t)(n * n) * sizeof *fast) == 0, "n %lld: inverse bits differ", (long long)n);
+        ck_assert_msg(memcmp(fast, ref, (size_t)(n * n) * sizeof *fast) == 0, "n %lld: inverse bits differ",
+                      (long long)n);
         for (int64_t i = 0; i < n; i += 3) /* a a^-1 = I */
             for (int64_t j = 0; j < n; j += 2) {
                 double s = 0;
